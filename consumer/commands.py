@@ -1,0 +1,80 @@
+"""Action commands and their idempotency keys.
+
+The key is a pure function of (rule, triggering event, step). Whoever produces the
+command — the rule consumer, a replay, the scheduler for a delayed step — produces the
+same key, and the workers execute each key at most once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+SUBJECTS = {"OrderEvent": ("order", "order_id"), "CustomerEvent": ("customer", "customer_id"),
+            "ProductEvent": ("product", "product_id"), "StorefrontEvent": ("session", "session_id")}
+RESOURCE_FIELD = {"OrderEvent": "order", "CustomerEvent": "customer", "ProductEvent": "product"}
+
+
+def idempotency_key(rule_id: int, event_id: str, step: int) -> str:
+    return hashlib.sha256(f"{rule_id}|{event_id}|{step}".encode()).hexdigest()[:40]
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        return str(v.normalize()) if v == v.to_integral() else str(v.quantize(Decimal("0.01")))
+    if isinstance(v, (datetime, date)):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    raise TypeError(type(v).__name__)
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, default=_jsonable, separators=(",", ":"))
+
+
+def context_of(schema: str, event: dict[str, Any], state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What action templates can see: the resource, the customer state, the store."""
+    field = RESOURCE_FIELD.get(schema)
+    ctx: dict[str, Any] = {"store_id": event["store_id"], "event_id": event["event_id"],
+                           "customer_key": event["customer_key"], "topic": event.get("topic")}
+    if field:
+        ctx[field] = event.get(field)
+    if schema == "OrderEvent":
+        ctx["previous_status"] = event.get("previous_status")
+    if state:
+        ctx["customer_state"] = {k: v for k, v in state.items() if k not in ("store_id",)}
+    return ctx
+
+
+def build_command(*, rule_id: int, rule_version: int, step: int, action_type: str, params: dict[str, Any],
+                  delay_s: int, schema: str, event: dict[str, Any], trigger: str,
+                  state: dict[str, Any] | None = None, now: datetime | None = None,
+                  dry_run: bool = False) -> dict[str, Any]:
+    now = now or datetime.now(timezone.utc)
+    key = idempotency_key(rule_id, event["event_id"], step)
+    subject_type, id_field = SUBJECTS.get(schema, ("event", "event_id"))
+    return {
+        "command_id": key,
+        "idempotency_key": key,
+        "store_id": event["store_id"],
+        "customer_key": event["customer_key"],
+        "rule_id": rule_id,
+        "rule_version": rule_version,
+        "event_id": event["event_id"],
+        "trigger": trigger,
+        "step": step,
+        "action_type": action_type,
+        "params_json": to_json(params),
+        "subject_type": subject_type,
+        "subject_id": str(event.get(id_field, "")),
+        "context_json": to_json(context_of(schema, event, state)),
+        "created_at": now,
+        "not_before": now + timedelta(seconds=delay_s) if delay_s else None,
+        "received_at": event.get("received_at"),
+        "dry_run": dry_run,
+        "attempt": 1,
+    }

@@ -1,0 +1,93 @@
+"""`wooflow sink`: automation.logs → execution_logs, batched and idempotent.
+
+Rows are keyed by log_id, so a batch re-read after a crash inserts nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from confluent_kafka import Message
+from sqlalchemy import delete
+from sqlalchemy.dialects.postgresql import insert
+
+from wooflow import metrics
+from wooflow.checkpointing import Checkpoint
+from wooflow.db.engine import get_engine
+from wooflow.db.tables import execution_logs
+from wooflow.dlq import dead_letter
+from wooflow.kafka import topics
+from wooflow.kafka.consumer import make_consumer
+from wooflow.kafka.loop import run_batches
+from wooflow.kafka.producer import Producer
+from wooflow.schemas.codec import DecodeError, get_codec
+from wooflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def row_of(rec: dict[str, Any]) -> dict[str, Any]:
+    try:
+        details = json.loads(rec.get("details_json") or "{}")
+    except ValueError:
+        details = {"raw": rec.get("details_json")}
+    return {
+        "log_id": rec["log_id"], "idempotency_key": rec["idempotency_key"], "store_id": rec["store_id"],
+        "customer_key": rec["customer_key"], "rule_id": rec["rule_id"], "event_id": rec["event_id"],
+        "step": rec["step"], "action_type": rec["action_type"], "status": rec["status"],
+        "message": rec["message"], "attempt": rec["attempt"], "duration_ms": rec["duration_ms"],
+        "dry_run": rec["dry_run"], "details": details, "executed_at": rec["executed_at"],
+        "received_at": rec.get("received_at"),
+    }
+
+
+class LogSink:
+    def __init__(self, settings: Settings, retention_days: int | None = None) -> None:
+        self.settings = settings
+        self.codec = get_codec(settings.schema_registry_url)
+        self.engine = get_engine(settings.database_url)
+        self.producer = Producer(settings, **{"message.timeout.ms": 300000})
+        self.retention_days = retention_days
+        self._last_purge = datetime.min.replace(tzinfo=timezone.utc)
+
+    def handle(self, batch: list[Message]) -> None:
+        rows = []
+        for msg in batch:
+            try:
+                schema, rec = self.codec.decode(msg.value() or b"", msg.topic())
+                if schema != "ExecutionLog":
+                    raise DecodeError(f"expected ExecutionLog, got {schema}")
+                rows.append(row_of(rec))
+            except (DecodeError, KeyError) as exc:
+                dead_letter(self.producer, self.codec, self.settings, msg, stage="sink", reason="undecodable",
+                            error=str(exc))
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(execution_logs).on_conflict_do_nothing(index_elements=["log_id"]), rows)
+            metrics.logs_written.inc(len(rows))
+        self.purge()
+
+    def purge(self) -> None:
+        """Drop rows older than the retention setting, at most once an hour."""
+        if not self.retention_days:
+            return
+        now = datetime.now(timezone.utc)
+        if now - self._last_purge < timedelta(hours=1):
+            return
+        self._last_purge = now
+        with self.engine.begin() as conn:
+            n = conn.execute(delete(execution_logs).where(
+                execution_logs.c.executed_at < now - timedelta(days=self.retention_days))).rowcount
+        if n:
+            log.info("purged %d execution logs older than %d days", n, self.retention_days)
+
+    def run(self, stop: threading.Event) -> None:
+        consumer = make_consumer(self.settings, self.settings.sink_group, [self.settings.topic(topics.LOGS)])
+        checkpoint = Checkpoint(consumer, self.producer)
+        log.info("log sink running (group %s)", self.settings.sink_group)
+        run_batches(consumer, checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
+                    timeout=self.settings.batch_timeout_s, on_idle=self.purge)

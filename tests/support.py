@@ -1,0 +1,128 @@
+"""Test support: waiting on conditions, running roles as real processes, reading topics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, TopicPartition
+
+from wooflow.schemas.codec import get_codec
+from wooflow.settings import Settings
+
+T = TypeVar("T")
+
+
+def wait_for(cond: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> T:
+    """Poll `cond` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def env_of(s: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WOOFLOW_")}
+    for name in ("kafka_bootstrap_servers", "database_url", "topic_prefix", "topic_partitions", "rules_group",
+                 "workers_group", "sink_group", "action_lease_s", "batch_timeout_s", "batch_size", "transactional",
+                 "action_max_attempts", "allow_private_webhooks", "metrics_port"):
+        env[f"WOOFLOW_{name.upper()}"] = str(getattr(s, name))
+    env.update(extra)
+    return env
+
+
+class RoleProcess:
+    """One wooflow role (`wooflow rules`, `wooflow workers`, ...) as a real OS process."""
+
+    def __init__(self, role: str, settings: Settings, log_dir: Path, *args: str, **env: str) -> None:
+        self.role, self.args = role, args
+        self.env = env_of(settings, **env)
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> "RoleProcess":
+        self.starts += 1
+        log = open(self.log_dir / f"{self.role}-{self.starts}.log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "wooflow.cli", self.role, *self.args], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final commit — the crash we must survive."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob(f"{self.role}-*.log")))
+
+
+def read_topic(s: Settings, base_topic: str, timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
+    """Everything in a topic up to its current end, decoded."""
+    topic = s.topic(base_topic)
+    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("reader"),
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed"})
+    try:
+        md = consumer.list_topics(topic, timeout=timeout)
+        parts = [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]
+        ends = {p.partition: consumer.get_watermark_offsets(p, timeout=timeout)[1] for p in parts}
+        consumer.assign(parts)
+        codec = get_codec(s.schema_registry_url)
+        out: list[tuple[str, dict[str, Any]]] = []
+        deadline = time.monotonic() + timeout
+
+        def behind() -> bool:
+            # position(), not the last offset seen: transaction markers occupy offsets too
+            return any(ends[tp.partition] > 0 and tp.offset < ends[tp.partition] for tp in consumer.position(parts))
+
+        while behind():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end within {timeout}s")
+            for m in consumer.consume(500, 0.2):
+                if not m.error():
+                    out.append(codec.decode(m.value()))
+        return out
+    finally:
+        consumer.close()
+
+
+def topic_size(s: Settings, base_topic: str) -> int:
+    topic = s.topic(base_topic)
+    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("size")})
+    try:
+        md = consumer.list_topics(topic, timeout=5)
+        total = 0
+        for p in md.topics[topic].partitions:
+            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+            total += hi - lo
+        return total
+    finally:
+        consumer.close()

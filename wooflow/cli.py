@@ -1,0 +1,195 @@
+"""`wooflow`: one CLI for every role and every operator task."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from wooflow.settings import Settings, get_settings
+
+app = typer.Typer(help="wooflow: WooCommerce marketing & operations automation on Kafka and PostgreSQL.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+stores_app = typer.Typer(help="Stores (tenants).", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(stores_app, name="stores")
+
+console = Console(stderr=True)
+
+
+def _mount_optional(module: str, name: str, help_text: str) -> None:
+    try:
+        sub = __import__(module, fromlist=["app"]).app
+    except ImportError:
+        return
+    app.add_typer(sub, name=name, help=help_text)
+
+
+_mount_optional("wooflow.devinfra.cli", "dev", "Local Kafka + PostgreSQL for development, tests and the demo.")
+_mount_optional("wooflow.simulator.cli", "simulator", "A simulated WooCommerce store (REST v3 + webhooks).")
+
+
+def setup_logging(s: Settings) -> None:
+    logging.basicConfig(level=s.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def fail(message: str, code: int = 1) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _run_role(name: str, runner: object, s: Settings) -> None:
+    from wooflow.kafka.loop import stop_on_signals
+    from wooflow.probes import serve_probes
+
+    stop = threading.Event()
+    stop_on_signals(stop)
+    ready = getattr(runner, "ready", None)
+    if s.metrics_port:
+        serve_probes(s.metrics_port, (lambda: ready.is_set()) if ready is not None else (lambda: True))
+    logging.getLogger("wooflow").info("starting %s", name)
+    runner.run(stop)  # type: ignore[attr-defined]
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (Alembic) up to the latest revision."""
+    from wooflow.db import migrate as m
+
+    s = get_settings()
+    try:
+        m.upgrade(s.database_url)
+    except Exception as exc:  # connection errors deserve a sentence, not a traceback
+        fail(f"migration failed: {exc}")
+    console.print(f"database at revision [bold]{m.current(s.database_url)}[/bold]")
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every wooflow topic (idempotent: existing topics are left as they are)."""
+    from confluent_kafka import KafkaException
+
+    from wooflow.kafka.admin import create_topics
+
+    s = get_settings()
+    try:
+        results = create_topics(s)
+    except (KafkaException, TimeoutError) as exc:
+        fail(f"could not create topics on {s.kafka_bootstrap_servers}: {exc}")
+    table = Table("topic", "status", "partitions")
+    for r in results:
+        table.add_row(r.name, r.status, str(r.partitions))
+    Console().print(table)
+
+
+@app.command()
+def bridge(host: Annotated[Optional[str], typer.Option(help="Listen address")] = None,
+           port: Annotated[Optional[int], typer.Option(help="Listen port")] = None) -> None:
+    """Run the WooCommerce bridge: webhooks → Kafka."""
+    import uvicorn
+
+    from wooflow.producers.app import create_app
+
+    s = get_settings()
+    setup_logging(s)
+    uvicorn.run(create_app(s), host=host or s.bridge_host, port=port or s.bridge_port, log_level="warning",
+                access_log=False)
+
+
+@app.command()
+def rules() -> None:
+    """Run a rule consumer (scale by running more)."""
+    from wooflow.consumer.runner import RuleConsumer
+
+    s = get_settings()
+    setup_logging(s)
+    _run_role("rules", RuleConsumer(s), s)
+
+
+@app.command()
+def workers() -> None:
+    """Run an action worker (scale by running more)."""
+    from wooflow.workers.runner import Worker
+
+    s = get_settings()
+    setup_logging(s)
+    _run_role("workers", Worker(s), s)
+
+
+@app.command()
+def sink(retention_days: Annotated[Optional[int], typer.Option(help="Delete execution logs older than this")] = None) -> None:
+    """Run the log sink: automation.logs → execution_logs."""
+    from wooflow.sink.runner import LogSink
+
+    s = get_settings()
+    setup_logging(s)
+    _run_role("sink", LogSink(s, retention_days=retention_days), s)
+
+
+@stores_app.command("add")
+def stores_add(
+    store_id: Annotated[str, typer.Argument(help="Short id, e.g. 'acme'")],
+    url: Annotated[str, typer.Option(help="Store home URL")],
+    secret: Annotated[Optional[str], typer.Option(help="Webhook secret (generated if omitted)")] = None,
+    consumer_key: Annotated[str, typer.Option(help="WooCommerce REST consumer key")] = "",
+    consumer_secret: Annotated[str, typer.Option(help="WooCommerce REST consumer secret")] = "",
+    timezone: Annotated[str, typer.Option(help="Store timezone (IANA)")] = "UTC",
+    currency: Annotated[str, typer.Option(help="Store currency")] = "USD",
+) -> None:
+    """Register a store with wooflow."""
+    import secrets as _secrets
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from wooflow.db.engine import get_engine
+    from wooflow.stores import Store, upsert_store
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        fail(f"unknown timezone {timezone!r}")
+    s = get_settings()
+    store = Store(id=store_id, url=url, webhook_secret=secret or _secrets.token_urlsafe(36),
+                  consumer_key=consumer_key, consumer_secret=consumer_secret, timezone=timezone,
+                  currency=currency, public_key=_secrets.token_urlsafe(18))
+    upsert_store(get_engine(s.database_url), store)
+    console.print(f"store [bold]{store_id}[/bold] registered; webhook URL path: /webhooks/woocommerce/{store_id}")
+
+
+@stores_app.command("list")
+def stores_list() -> None:
+    """List registered stores."""
+    from wooflow.db.engine import get_engine
+    from wooflow.stores import list_stores
+
+    table = Table("id", "url", "timezone", "currency")
+    for st in list_stores(get_engine(get_settings().database_url)):
+        table.add_row(st.id, st.url, st.timezone, st.currency)
+    Console().print(table)
+
+
+@app.command()
+def demo(
+    duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C)")] = None,
+    orders_per_second: Annotated[float, typer.Option(help="Simulated store traffic")] = 2.0,
+    seed: Annotated[int, typer.Option(help="Traffic generator seed")] = 42,
+) -> None:
+    """Run the whole pipeline against a simulated store, with a live summary."""
+    from wooflow.demo import run_demo
+
+    raise typer.Exit(run_demo(duration=duration, orders_per_second=orders_per_second, seed=seed))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

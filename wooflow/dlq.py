@@ -1,0 +1,45 @@
+"""automation.dlq: anything that cannot be processed goes here with its reason, so that
+the partition it came from keeps moving and the good messages around it are not lost."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime, timezone
+
+from confluent_kafka import Message
+
+from wooflow import metrics
+from wooflow.kafka import topics
+from wooflow.kafka.producer import Producer
+from wooflow.schemas.codec import Codec
+from wooflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def dead_letter(producer: Producer, codec: Codec, settings: Settings, msg: Message, *, stage: str, reason: str,
+                error: str, store_id: str | None = None, attempts: int = 1) -> None:
+    headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
+               for k, v in (msg.headers() or [])}
+    source = f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
+    record = {
+        "dlq_id": hashlib.sha256(f"{stage}|{source}".encode()).hexdigest()[:32],
+        "stage": stage,
+        "reason": reason,
+        "error": error[:4000],
+        "store_id": store_id,
+        "source_topic": msg.topic(),
+        "source_partition": msg.partition(),
+        "source_offset": msg.offset(),
+        "key": msg.key(),
+        "value": msg.value(),
+        "headers_json": json.dumps(headers),
+        "failed_at": datetime.now(timezone.utc),
+        "attempts": attempts,
+    }
+    topic = settings.topic(topics.DLQ)
+    producer.produce(topic, codec.encode("DeadLetter", record, topic), key=msg.key())
+    metrics.dlq.labels(stage, reason).inc()
+    log.warning("dead-lettered %s (%s): %s", source, reason, error[:200])

@@ -1,0 +1,47 @@
+"""Consumer construction with cooperative-sticky rebalancing and explicit commits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from wooflow.kafka.config import consumer_config
+from wooflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RebalanceHook = Callable[[Consumer, list[TopicPartition]], None]
+
+
+def make_consumer(
+    s: Settings,
+    group_id: str,
+    topics: Iterable[str],
+    *,
+    on_assign: RebalanceHook | None = None,
+    on_revoke: RebalanceHook | None = None,
+    on_lost: RebalanceHook | None = None,
+    **overrides: Any,
+) -> Consumer:
+    consumer = Consumer(consumer_config(s, group_id) | overrides)
+
+    def assigned(c: Consumer, parts: list[TopicPartition]) -> None:
+        log.info("assigned %s", [(p.topic, p.partition) for p in parts])
+        if on_assign:
+            on_assign(c, parts)
+
+    def revoked(c: Consumer, parts: list[TopicPartition]) -> None:
+        log.info("revoked %s", [(p.topic, p.partition) for p in parts])
+        if on_revoke:
+            on_revoke(c, parts)
+
+    def lost(c: Consumer, parts: list[TopicPartition]) -> None:
+        log.warning("lost %s", [(p.topic, p.partition) for p in parts])
+        if on_lost:
+            on_lost(c, parts)
+
+    consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=lost)
+    return consumer

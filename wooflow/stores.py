@@ -1,0 +1,80 @@
+"""Stores (tenants): lookup with a short cache, shared by the bridge, workers and API."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from wooflow.db.tables import stores
+
+
+@dataclass(frozen=True)
+class Store:
+    id: str
+    url: str
+    webhook_secret: str = field(repr=False)
+    consumer_key: str = field(default="", repr=False)
+    consumer_secret: str = field(default="", repr=False)
+    timezone: str = "UTC"
+    currency: str = "USD"
+    public_key: str = ""
+    name: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def api_base(self) -> str:
+        return self.url.rstrip("/") + "/wp-json/wc/v3"
+
+
+def _row_to_store(row: Any) -> Store:
+    m = row._mapping
+    return Store(id=m["id"], url=m["url"], webhook_secret=m["webhook_secret"], consumer_key=m["consumer_key"],
+                 consumer_secret=m["consumer_secret"], timezone=m["timezone"], currency=m["currency"],
+                 public_key=m["public_key"], name=m["name"], settings=dict(m["settings"] or {}))
+
+
+class StoreCache:
+    """Store rows change rarely; the hot path (every webhook, every command) reads them
+    from memory and re-reads the database after `ttl` seconds."""
+
+    def __init__(self, engine: Engine, ttl: float = 5.0) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, Store | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, store_id: str) -> Store | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(store_id)
+        if hit and now - hit[0] < self.ttl:
+            return hit[1]
+        with self.engine.connect() as conn:
+            row = conn.execute(select(stores).where(stores.c.id == store_id)).first()
+        store = _row_to_store(row) if row else None
+        with self._lock:
+            self._cache[store_id] = (now, store)
+        return store
+
+
+def upsert_store(engine: Engine, store: Store) -> None:
+    from sqlalchemy.dialects.postgresql import insert
+
+    values = {"id": store.id, "url": store.url, "webhook_secret": store.webhook_secret,
+              "consumer_key": store.consumer_key, "consumer_secret": store.consumer_secret,
+              "timezone": store.timezone, "currency": store.currency, "public_key": store.public_key,
+              "name": store.name, "settings": store.settings}
+    stmt = insert(stores).values(**values)
+    stmt = stmt.on_conflict_do_update(index_elements=[stores.c.id],
+                                      set_={k: v for k, v in values.items() if k != "id"})
+    with engine.begin() as conn:
+        conn.execute(stmt)
+
+
+def list_stores(engine: Engine) -> list[Store]:
+    with engine.connect() as conn:
+        return [_row_to_store(r) for r in conn.execute(select(stores).order_by(stores.c.id))]
