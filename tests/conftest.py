@@ -1,0 +1,147 @@
+"""Shared fixtures.
+
+``services`` provides a Kafka broker and a PostgreSQL database for the whole
+session, each resolved independently in this order:
+
+1. ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` from the environment (CI services,
+   a developer's ``wooflow dev up``) - an external service always wins;
+2. testcontainers, when a Docker engine answers;
+3. the local launcher (``wooflow.devinfra``) in a throw-away state dir, with the
+   machine-wide jar cache so only the first run ever downloads Kafka.
+
+Whatever this session starts is stopped at session end, also on failures, and a
+detached watchdog stops launcher services even if pytest itself is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+KAFKA_IMAGE = "apache/kafka:4.1.1"
+POSTGRES_IMAGE = "postgres:16"
+
+
+@dataclass(frozen=True)
+class ServiceEndpoints:
+    kafka_bootstrap_servers: str
+    database_url: str  # always the postgresql+psycopg dialect
+    # Set only when the dev launcher started something, for tests of the launcher itself.
+    launcher_state_dir: Path | None = None
+    launcher_cache_dir: Path | None = None
+    launched: frozenset[str] = field(default_factory=frozenset)
+    pids: dict[str, int] = field(default_factory=dict)
+
+
+def _psycopg_dialect(url: str) -> str:
+    return re.sub(r"^postgres(?:ql)?(?:\+\w+)?://", "postgresql+psycopg://", url)
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=5).ping()
+        return True
+    except Exception:  # no client lib, no socket, daemon down: all mean "no Docker"
+        return False
+
+
+def _kafka_container(stack: ExitStack) -> str:
+    try:
+        from testcontainers.community.kafka import KafkaContainer
+    except ImportError:  # testcontainers < 4.14
+        from testcontainers.kafka import KafkaContainer
+
+    class ApacheKafkaContainer(KafkaContainer):  # type: ignore[misc, valid-type]
+        """testcontainers' KafkaContainer scripts the Confluent image; the official
+        apache/kafka image is configured by KAFKA_* env vars and /etc/kafka/docker/run."""
+
+        def configure(self) -> None:
+            self.wait_for = re.compile(r".*Kafka Server started.*")
+            env = {
+                "CLUSTER_ID": self.cluster_id,
+                "KAFKA_NODE_ID": "1",
+                "KAFKA_PROCESS_ROLES": "broker,controller",
+                "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9094",
+                "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+                "KAFKA_LISTENERS": f"{self.listeners},CONTROLLER://0.0.0.0:9094",
+                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": f"{self.security_protocol_map},CONTROLLER:PLAINTEXT",
+                "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+                "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+                "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+                "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+                "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+            }
+            for key, value in env.items():
+                self.with_env(key, value)
+
+        def tc_start(self) -> None:
+            # The advertised address is only known once Docker has mapped the port.
+            advertised = (f"{self.listener_name}://{self.get_container_host_ip()}:{self.get_exposed_port(self.port)},"
+                          "BROKER://$(hostname -i | cut -d' ' -f1):9092")
+            script = f"#!/bin/bash\nexport KAFKA_ADVERTISED_LISTENERS={advertised}\nexec /etc/kafka/docker/run\n"
+            self.create_file(script.encode(), self.TC_START_SCRIPT)
+
+    container = stack.enter_context(ApacheKafkaContainer(KAFKA_IMAGE))
+    return str(container.get_bootstrap_server())
+
+
+def _postgres_container(stack: ExitStack) -> str:
+    try:
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:  # testcontainers < 4.14
+        from testcontainers.postgres import PostgresContainer
+
+    container = stack.enter_context(PostgresContainer(POSTGRES_IMAGE, dbname="wooflow", driver=None))
+    return _psycopg_dialect(container.get_connection_url())
+
+
+def _launch(stack: ExitStack, base: Path, *, kafka: bool, postgres: bool) -> ServiceEndpoints:
+    from wooflow.devinfra.launcher import down, down_when_gone, up
+    from wooflow.settings import Settings
+
+    state_dir, cache_dir = base / "devinfra", Settings().cache_dir
+    stack.callback(down, state_dir)  # registered before up(): a half-started up is cleaned too
+    down_when_gone(state_dir)
+    started = up(state_dir, cache_dir, kafka=kafka, postgres=postgres)
+    return ServiceEndpoints(
+        kafka_bootstrap_servers=started.kafka_bootstrap_servers or "",
+        database_url=started.database_url or "",
+        launcher_state_dir=started.state_dir,
+        launcher_cache_dir=cache_dir,
+        launched=frozenset(name for name, on in (("kafka", kafka), ("postgres", postgres)) if on),
+        pids=started.pids,
+    )
+
+
+def _resolve_services(stack: ExitStack, tmp_path_factory: pytest.TempPathFactory) -> ServiceEndpoints:
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
+    database = _psycopg_dialect(os.environ["DATABASE_URL"]) if os.environ.get("DATABASE_URL") else None
+    if (kafka is None or database is None) and _docker_answers():
+        kafka = kafka or _kafka_container(stack)
+        database = database or _postgres_container(stack)
+    if kafka is not None and database is not None:
+        return ServiceEndpoints(kafka_bootstrap_servers=kafka, database_url=database)
+    launched = _launch(stack, tmp_path_factory.mktemp("services"), kafka=kafka is None, postgres=database is None)
+    return ServiceEndpoints(
+        kafka_bootstrap_servers=kafka or launched.kafka_bootstrap_servers,
+        database_url=database or launched.database_url,
+        launcher_state_dir=launched.launcher_state_dir,
+        launcher_cache_dir=launched.launcher_cache_dir,
+        launched=launched.launched,
+        pids=launched.pids,
+    )
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceEndpoints]:
+    """Kafka + PostgreSQL endpoints shared by the whole test session (see module doc)."""
+    with ExitStack() as stack:
+        yield _resolve_services(stack, tmp_path_factory)
