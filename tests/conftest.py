@@ -145,3 +145,46 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceEndpoi
     """Kafka + PostgreSQL endpoints shared by the whole test session (see module doc)."""
     with ExitStack() as stack:
         yield _resolve_services(stack, tmp_path_factory)
+
+
+# --- pipeline fixtures ----------------------------------------------------------------
+
+from wooflow.settings import Settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def migrated(services: ServiceEndpoints) -> str:
+    """The database at the latest migration (applied once per session)."""
+    from wooflow.db.migrate import upgrade
+
+    upgrade(services.database_url)
+    return services.database_url
+
+
+@pytest.fixture
+def settings(services: ServiceEndpoints, migrated: str) -> Settings:
+    """Settings isolated for one test: its own topic prefix and consumer groups, topics created."""
+    from tests.support import unique
+    from wooflow.kafka.admin import create_topics
+
+    tag = unique("t")
+    s = Settings(kafka_bootstrap_servers=services.kafka_bootstrap_servers, database_url=migrated,
+                 topic_prefix=f"{tag}.", topic_partitions=4, rules_group=f"{tag}-rules",
+                 workers_group=f"{tag}-workers", sink_group=f"{tag}-sink", action_lease_s=5.0,
+                 batch_timeout_s=0.1, state_dir=Path("/nonexistent"))
+    create_topics(s)
+    return s
+
+
+@pytest.fixture
+def engine(migrated: str):  # type: ignore[no-untyped-def]
+    from wooflow.db.engine import get_engine
+
+    return get_engine(migrated)
+
+
+@pytest.fixture
+def logs_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "logs"
+    d.mkdir()
+    return d

@@ -93,7 +93,7 @@ def read_topic(s: Settings, base_topic: str, timeout: float = 10.0) -> list[tupl
     try:
         md = consumer.list_topics(topic, timeout=timeout)
         parts = [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]
-        ends = {p.partition: consumer.get_watermark_offsets(p, timeout=timeout)[1] for p in parts}
+        ends = {p.partition: _high_watermark(consumer, p, timeout) for p in parts}
         consumer.assign(parts)
         codec = get_codec(s.schema_registry_url)
         out: list[tuple[str, dict[str, Any]]] = []
@@ -114,6 +114,19 @@ def read_topic(s: Settings, base_topic: str, timeout: float = 10.0) -> list[tupl
         consumer.close()
 
 
+def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout: float) -> int:
+    """Right after topic creation a partition may briefly have no leader: retry."""
+    from confluent_kafka import KafkaException
+
+    def attempt() -> int | None:
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=timeout)[1])
+        except KafkaException:
+            return None
+
+    return wait_for(lambda: (v,) if (v := attempt()) is not None else None, timeout, 0.2, "watermarks")[0]
+
+
 def topic_size(s: Settings, base_topic: str) -> int:
     topic = s.topic(base_topic)
     consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("size")})
@@ -121,8 +134,53 @@ def topic_size(s: Settings, base_topic: str) -> int:
         md = consumer.list_topics(topic, timeout=5)
         total = 0
         for p in md.topics[topic].partitions:
-            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
-            total += hi - lo
+            total += _high_watermark(consumer, TopicPartition(topic, p), 10)
         return total
     finally:
         consumer.close()
+
+
+class ServerThread:
+    """An ASGI app served by uvicorn on a free loopback port in a daemon thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __enter__(self) -> "ServerThread":
+        import socket
+        import threading
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started, 15, 0.02, "server start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_store(engine: Any, url: str = "http://127.0.0.1:1", *, consumer_key: str = "ck_test",
+               consumer_secret: str = "cs_test", secret: str = "s3cr3t & <shh> %20", timezone: str = "Europe/Warsaw",
+               currency: str = "PLN") -> Any:
+    from wooflow.stores import Store, upsert_store
+
+    store = Store(id=unique("store"), url=url, webhook_secret=secret, consumer_key=consumer_key,
+                  consumer_secret=consumer_secret, timezone=timezone, currency=currency, public_key=unique("pk"))
+    upsert_store(engine, store)
+    return store
