@@ -46,8 +46,7 @@ def _order_action(ev: Event) -> str:
 
 register(TriggerSpec(
     "new_order", "OrderEvent", "An order is placed (first time wooflow sees it)",
-    lambda ev, ctx: ev.get("order") is not None and _order_action(ev) in ("created", "updated", "restored")
-    and ctx.first_seen))
+    lambda ev, ctx: ev.get("order") is not None and _order_action(ev) == "created"))
 register(TriggerSpec(
     "order_status_changed", "OrderEvent", "An order's status changed (options: from, to)",
     lambda ev, ctx: ev.get("order") is not None and ctx.previous_status is not None

@@ -1,0 +1,292 @@
+"""`wooflow demo`: the whole pipeline against a simulated store, with a live summary.
+
+Starts the local Kafka + PostgreSQL (unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL point
+at existing ones), migrates, creates topics, registers a simulated WooCommerce store
+whose webhooks point at the bridge, installs demo rules, runs every role as its own
+process, and lets the store's traffic generator place orders.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from sqlalchemy import Engine, func, select
+
+from wooflow.settings import Settings, get_settings
+
+console = Console()
+
+DEMO_STORE = "demo"
+DEMO_RULES = [
+    {"name": "Thank big spenders", "trigger": "new_order", "priority": 1,
+     "conditions": {"match": "all", "conditions": [{"field": "order_total", "operator": "gt", "value": "100"}]},
+     "actions": [{"type": "add_order_note",
+                  "params": {"note": "wooflow: high-value order {{ order.number }} ({{ order.total }} "
+                                     "{{ order.currency }}) - send the VIP thank-you card."}}]},
+    {"name": "Outside the EU: check customs", "trigger": "new_order", "priority": 5,
+     "conditions": {"match": "all", "conditions": [{"field": "geo_scope", "operator": "equals", "value": "non_eu"}]},
+     "actions": [{"type": "add_order_note",
+                  "params": {"note": "wooflow: ships to {{ order.shipping.country or order.billing.country }}"
+                                     " (outside the EU) - attach customs declaration."}}]},
+    {"name": "Order completed: thank the customer", "trigger": "order_status_changed", "priority": 10,
+     "trigger_options": {"to": "completed"},
+     "actions": [{"type": "add_order_note", "params": {
+         "note": "Thank you for shopping with us, {{ order.billing.first_name or 'friend' }}!",
+         "customer_note": True}}]},
+]
+
+
+@dataclass
+class Roles:
+    env: dict[str, str]
+    log_dir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", "wooflow.cli", *args], env=self.env,
+                                            stdout=log, stderr=subprocess.STDOUT)
+
+    def dead(self) -> list[str]:
+        return [n for n, p in self.procs.items() if p.poll() is not None]
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _services(s: Settings, stack: ExitStack) -> Settings:
+    env_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("WOOFLOW_KAFKA_BOOTSTRAP_SERVERS")
+    env_db = os.environ.get("DATABASE_URL") or os.environ.get("WOOFLOW_DATABASE_URL")
+    if env_kafka and env_db:
+        console.print(f"using Kafka at [bold]{env_kafka}[/] and the database from DATABASE_URL")
+        return s
+    from wooflow.devinfra.launcher import up
+
+    console.print("starting local Kafka and PostgreSQL ([dim]wooflow dev up[/])...")
+    services = up(s.state_dir / "dev", s.cache_dir, kafka=not env_kafka, postgres=not env_db,
+                  progress=lambda m: console.print(f"  {m}", style="dim"))
+    return s.model_copy(update={"kafka_bootstrap_servers": env_kafka or services.kafka_bootstrap_servers,
+                                "database_url": env_db or services.database_url})
+
+
+def _install_rules(engine: Engine) -> None:
+    from sqlalchemy import delete, insert
+
+    from wooflow.consumer.model import RuleSpec
+    from wooflow.db.tables import rules
+
+    with engine.begin() as conn:
+        conn.execute(delete(rules).where(rules.c.store_id == DEMO_STORE))
+        for r in DEMO_RULES:
+            spec = RuleSpec.model_validate(r)
+            conn.execute(insert(rules).values(store_id=DEMO_STORE, **spec.model_dump(mode="json")))
+
+
+def _env(s: Settings, bridge_port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"WOOFLOW_KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers, "WOOFLOW_DATABASE_URL": s.database_url,
+                "WOOFLOW_TOPIC_PREFIX": s.topic_prefix, "WOOFLOW_BRIDGE_PORT": str(bridge_port),
+                "WOOFLOW_LOG_LEVEL": "WARNING"})
+    return env
+
+
+def _wait_http(url: str, timeout: float = 30.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+class Summary:
+    def __init__(self, s: Settings, engine: Engine, started: float) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self.s, self.engine, self.started = s, engine, started
+        self.admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
+        self.baseline: dict[str, int] | None = None
+
+    def _topic_totals(self) -> dict[str, int]:
+        from confluent_kafka import Consumer, TopicPartition
+
+        from wooflow.kafka import topics
+
+        c = Consumer({"bootstrap.servers": self.s.kafka_bootstrap_servers, "group.id": "wooflow-demo-summary"})
+        try:
+            out = {}
+            for base in (*topics.EVENT_TOPICS, topics.COMMANDS, topics.LOGS, topics.DLQ):
+                name = self.s.topic(base)
+                md = c.list_topics(name, timeout=5).topics[name]
+                out[base] = sum(c.get_watermark_offsets(TopicPartition(name, p), timeout=5)[1] for p in md.partitions)
+            return out
+        finally:
+            c.close()
+
+    def lag(self) -> int:
+        from confluent_kafka import ConsumerGroupTopicPartitions
+
+        from wooflow.kafka import topics
+
+        try:
+            fut = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(self.s.rules_group)])
+            committed = fut[self.s.rules_group].result(5).topic_partitions
+        except Exception:
+            return -1
+        from confluent_kafka import Consumer
+
+        c = Consumer({"bootstrap.servers": self.s.kafka_bootstrap_servers, "group.id": "wooflow-demo-summary"})
+        try:
+            lag = 0
+            for tp in committed:
+                if tp.topic.removeprefix(self.s.topic_prefix) in topics.EVENT_TOPICS:
+                    hi = c.get_watermark_offsets(tp, timeout=5)[1]
+                    lag += max(0, hi - max(tp.offset, 0))
+            return lag
+        finally:
+            c.close()
+
+    def render(self, orders_placed: int) -> Group:
+        from wooflow.db.tables import execution_logs
+
+        totals = self._topic_totals()
+        if self.baseline is None:
+            self.baseline = totals
+        delta = {k: v - self.baseline.get(k, 0) for k, v in totals.items()}
+        with self.engine.connect() as conn:
+            by_status = dict(conn.execute(
+                select(execution_logs.c.status, func.count()).where(execution_logs.c.store_id == DEMO_STORE,
+                                                                     execution_logs.c.executed_at >= func.to_timestamp(self.started))
+                .group_by(execution_logs.c.status)).all())
+            recent = conn.execute(
+                select(execution_logs.c.executed_at, execution_logs.c.action_type, execution_logs.c.status,
+                       execution_logs.c.message).where(execution_logs.c.store_id == DEMO_STORE)
+                .order_by(execution_logs.c.executed_at.desc()).limit(6)).all()
+        stats = Table.grid(padding=(0, 3))
+        stats.add_column(style="bold")
+        stats.add_column(justify="right")
+        stats.add_row("running for", f"{time.time() - self.started:.0f} s")
+        stats.add_row("orders placed in the store", str(orders_placed))
+        stats.add_row("events in (woo.orders / customers / products)",
+                      f"{delta['woo.orders']} / {delta['woo.customers']} / {delta['woo.products']}")
+        stats.add_row("rules matched (commands emitted)", str(delta["automation.commands"]))
+        stats.add_row("actions executed", " ".join(f"{k}={v}" for k, v in sorted(by_status.items())) or "0")
+        stats.add_row("rule consumer lag", str(self.lag()))
+        stats.add_row("dead letters", str(delta["automation.dlq"]))
+        table = Table("when", "action", "status", "message", title="latest actions", expand=True)
+        for when, action, status, msg in recent:
+            table.add_row(when.strftime("%H:%M:%S"), action, status, msg[:90])
+        return Group(Panel(stats, title="wooflow demo — simulated store → Kafka → rules → workers → PostgreSQL"), table)
+
+
+def run_demo(*, duration: float | None, orders_per_second: float, seed: int) -> int:
+    from wooflow.db.engine import get_engine
+    from wooflow.db.migrate import upgrade
+    from wooflow.devinfra.kafka import LauncherError
+    from wooflow.kafka.admin import create_topics
+    from wooflow.simulator import traffic
+    from wooflow.simulator.server import SimulatorServer
+    from wooflow.stores import Store, upsert_store
+
+    s = get_settings()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with ExitStack() as stack:
+        try:
+            s = _services(s, stack)
+        except LauncherError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            return 1
+        console.print("migrating the database and creating topics...")
+        upgrade(s.database_url)
+        create_topics(s)
+        engine = get_engine(s.database_url)
+
+        log_dir = s.state_dir / "demo-logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        bridge_port = _free_port()
+        bridge_url = f"http://127.0.0.1:{bridge_port}"
+        roles = Roles(_env(s, bridge_port), log_dir)
+        stack.callback(roles.stop)
+        console.print(f"starting roles (logs in {log_dir}): bridge, rules, workers, sink...")
+        roles.start("bridge", "bridge", "--host", "127.0.0.1", "--port", str(bridge_port))
+        for role in ("rules", "workers", "sink"):
+            roles.start(role, role)
+        _wait_http(f"{bridge_url}/readyz")
+
+        sim = stack.enter_context(SimulatorServer(seed=seed, consumer_key="ck_demo", consumer_secret="cs_demo"))
+        store = sim.store
+        secret = store.generate_password()
+        upsert_store(engine, Store(id=DEMO_STORE, name="Demo store", url=sim.url, webhook_secret=secret,
+                                   consumer_key="ck_demo", consumer_secret="cs_demo", timezone=store.timezone,
+                                   currency=store.currency))
+        _install_rules(engine)
+        hook_url = f"{bridge_url}/webhooks/woocommerce/{DEMO_STORE}"
+        for topic in ("order.created", "order.updated", "order.deleted", "customer.created", "customer.updated",
+                      "product.created", "product.updated"):
+            store.create_webhook(topic, hook_url, secret=secret, name=f"wooflow {topic}")
+        console.print(f"simulated store at {sim.url} delivers webhooks to {hook_url}")
+
+        shopper = threading.Thread(target=traffic.generate, args=(store, None, orders_per_second),
+                                   kwargs={"seed": seed, "stop_event": stop}, name="traffic", daemon=True)
+        shopper.start()
+        started = time.time()
+        summary = Summary(s, engine, started)
+        exit_code = 0
+        try:
+            with Live(summary.render(0), console=console, refresh_per_second=2) as live:
+                while not stop.is_set():
+                    if duration is not None and time.time() - started >= duration:
+                        break
+                    dead = roles.dead()
+                    if dead:
+                        console.print(f"[red]role(s) exited: {', '.join(dead)}[/] — see {log_dir}")
+                        exit_code = 1
+                        break
+                    live.update(summary.render(len(store.orders)))
+                    stop.wait(1.0)
+        except KeyboardInterrupt:
+            pass
+        stop.set()
+        shopper.join(10)
+        console.print(summary.render(len(store.orders)))
+        console.print("stopping roles...")
+        return exit_code
+    return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_demo(duration=30, orders_per_second=2, seed=42))
