@@ -176,6 +176,38 @@ def stores_list() -> None:
 
 
 @app.command()
+def api(host: Annotated[Optional[str], typer.Option(help="Listen address")] = None,
+        port: Annotated[Optional[int], typer.Option(help="Listen port")] = None) -> None:
+    """Run the admin REST API (OpenAPI at /docs)."""
+    import uvicorn
+
+    from wooflow.api.app import create_app
+
+    s = get_settings()
+    setup_logging(s)
+    uvicorn.run(create_app(s), host=host or s.api_host, port=port or s.api_port, log_level="warning")
+
+
+@app.command("token")
+def token_create(
+    store_id: Annotated[Optional[str], typer.Option("--store", help="Store the token is scoped to")] = None,
+    operator: Annotated[bool, typer.Option(help="A token for every store (operators)")] = False,
+    name: Annotated[str, typer.Option(help="What the token is for")] = "",
+) -> None:
+    """Create an API token (printed once; only its hash is stored)."""
+    from wooflow.api.auth import create_token
+    from wooflow.db.engine import get_engine
+    from wooflow.stores import StoreCache
+
+    if not store_id and not operator:
+        fail("name a store with --store, or pass --operator for a token that can act on every store")
+    engine = get_engine(get_settings().database_url)
+    if store_id and StoreCache(engine).get(store_id) is None:
+        fail(f"no store {store_id!r}; register it with `wooflow stores add`")
+    typer.echo(create_token(engine, None if operator else store_id, name))
+
+
+@app.command()
 def demo(
     duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C)")] = None,
     orders_per_second: Annotated[float, typer.Option(help="Simulated store traffic")] = 2.0,

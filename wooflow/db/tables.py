@@ -103,4 +103,12 @@ execution_logs = Table(
     Index("ix_execution_logs_rule", "store_id", "rule_id", "executed_at"),
 )
 
-__all__ = ["metadata", "stores", "rules", "customer_state", "action_executions", "execution_logs", "Numeric"]
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("token_hash", Text, primary_key=True),  # sha256 of the token: the token itself is never stored
+    Column("store_id", String(64), ForeignKey("stores.id", ondelete="CASCADE"), nullable=True),  # NULL = operator
+    Column("name", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+__all__ = ["metadata", "stores", "rules", "customer_state", "action_executions", "execution_logs", "api_tokens", "Numeric"]

@@ -1,4 +1,4 @@
-"""Initial tables: stores, rules, customer_state, action_executions, execution_logs.
+"""Initial tables: stores, rules, customer_state, action_executions, execution_logs, api_tokens.
 
 Revision ID: 0001
 Revises:
@@ -99,8 +99,14 @@ def upgrade() -> None:
     );
     CREATE INDEX ix_execution_logs_store_time ON execution_logs (store_id, executed_at);
     CREATE INDEX ix_execution_logs_rule ON execution_logs (store_id, rule_id, executed_at);
+    CREATE TABLE api_tokens (
+        token_hash text PRIMARY KEY,
+        store_id varchar(64) REFERENCES stores(id) ON DELETE CASCADE,
+        name text NOT NULL DEFAULT '',
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
     """)
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE execution_logs, action_executions, customer_state, rules, stores")
+    op.execute("DROP TABLE api_tokens, execution_logs, action_executions, customer_state, rules, stores")

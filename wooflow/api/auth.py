@@ -1,0 +1,75 @@
+"""Bearer tokens scoped to a store.
+
+A store token sees only its own store; an operator token (no store, or
+WOOFLOW_ADMIN_TOKEN) may act on any store named by the `X-Wooflow-Store` header or
+`store_id` query parameter. Tokens are stored as SHA-256 hashes only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine, insert, select
+
+from wooflow.db.tables import api_tokens, stores
+
+bearer = HTTPBearer(auto_error=False, description="Store-scoped API token")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(engine: Engine, store_id: str | None, name: str = "") -> str:
+    token = "wf_" + secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        conn.execute(insert(api_tokens).values(token_hash=hash_token(token), store_id=store_id, name=name))
+    return token
+
+
+@dataclass(frozen=True)
+class Principal:
+    store_id: str  # the store every query of this request is scoped to
+    operator: bool
+
+
+def principal(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    x_wooflow_store: Annotated[str | None, Header(description="Store to act on (operator tokens)")] = None,
+    store_id: Annotated[str | None, Query(description="Store to act on (operator tokens)")] = None,
+) -> Principal:
+    if creds is None or not creds.credentials:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    token = creds.credentials
+    engine: Engine = request.app.state.engine
+    admin = request.app.state.settings.admin_token
+    requested = x_wooflow_store or store_id
+    if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
+        scope: str | None = None
+    else:
+        with engine.connect() as conn:
+            row = conn.execute(select(api_tokens.c.store_id).where(api_tokens.c.token_hash == hash_token(token))).first()
+        if row is None:
+            raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+        scope = row[0]
+    if scope is not None:
+        if requested and requested != scope:
+            # Indistinguishable from "no such store" on purpose: a token must not probe other tenants.
+            raise HTTPException(404, f"store {requested!r} not found")
+        return Principal(scope, operator=False)
+    if not requested:
+        raise HTTPException(400, "operator tokens must name a store (X-Wooflow-Store header or store_id)")
+    with engine.connect() as conn:
+        if conn.execute(select(stores.c.id).where(stores.c.id == requested)).first() is None:
+            raise HTTPException(404, f"store {requested!r} not found")
+    return Principal(requested, operator=True)
+
+
+CurrentStore = Annotated[Principal, Depends(principal)]
