@@ -111,4 +111,25 @@ api_tokens = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+# --- scheduler (0005) ---------------------------------------------------------------
+scheduled_steps = Table(
+    "scheduled_steps", metadata,
+    Column("idempotency_key", Text, primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("customer_key", Text, nullable=False),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("command", JSONB, nullable=False),  # the ActionCommand record, JSON-encoded (see scheduler/steps.py)
+    Column("status", Text, nullable=False, server_default="pending"),  # pending | emitted | exited
+    Column("claimed_by", Text, nullable=True),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),
+    Column("emitted_at", DateTime(timezone=True), nullable=True),
+    Column("exit_reason", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_scheduled_steps_due", "due_at", postgresql_where=text("status = 'pending'")),
+    Index("ix_scheduled_steps_run", "store_id", "rule_id", "event_id"),
+)
+
 __all__ = ["metadata", "stores", "rules", "customer_state", "action_executions", "execution_logs", "api_tokens", "Numeric"]
