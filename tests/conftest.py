@@ -171,7 +171,7 @@ def settings(services: ServiceEndpoints, migrated: str) -> Settings:
     s = Settings(kafka_bootstrap_servers=services.kafka_bootstrap_servers, database_url=migrated,
                  topic_prefix=f"{tag}.", topic_partitions=4, rules_group=f"{tag}-rules",
                  workers_group=f"{tag}-workers", sink_group=f"{tag}-sink", action_lease_s=5.0,
-                 batch_timeout_s=0.1, state_dir=Path("/nonexistent"))
+                 batch_timeout_s=0.1, store_cache_ttl_s=1.0, state_dir=Path("/nonexistent"))
     create_topics(s)
     return s
 

@@ -40,7 +40,7 @@ def env_of(s: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WOOFLOW_")}
     for name in ("kafka_bootstrap_servers", "database_url", "topic_prefix", "topic_partitions", "rules_group",
                  "workers_group", "sink_group", "action_lease_s", "batch_timeout_s", "batch_size", "transactional",
-                 "action_max_attempts", "allow_private_webhooks", "metrics_port"):
+                 "action_max_attempts", "allow_private_webhooks", "metrics_port", "store_cache_ttl_s"):
         env[f"WOOFLOW_{name.upper()}"] = str(getattr(s, name))
     env.update(extra)
     return env

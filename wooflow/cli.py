@@ -34,6 +34,12 @@ def _mount_optional(module: str, name: str, help_text: str) -> None:
 _mount_optional("wooflow.devinfra.cli", "dev", "Local Kafka + PostgreSQL for development, tests and the demo.")
 _mount_optional("wooflow.simulator.cli", "simulator", "A simulated WooCommerce store (REST v3 + webhooks).")
 
+from wooflow.ops import cli as _ops  # noqa: E402
+
+app.add_typer(_ops.offsets_app, name="offsets")
+app.add_typer(_ops.dlq_app, name="dlq")
+app.command("lag")(_ops.lag_command)
+
 
 def setup_logging(s: Settings) -> None:
     logging.basicConfig(level=s.log_level.upper(), stream=sys.stderr,

@@ -1,0 +1,170 @@
+"""Operator commands: `wooflow lag`, `wooflow offsets reset`, `wooflow dlq ...`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from wooflow.settings import get_settings
+
+offsets_app = typer.Typer(help="Consumer-group offsets.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters (automation.dlq): list, show, redrive.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def parse_when(value: str | None) -> datetime | None:
+    """ISO 8601 (a trailing Z is UTC; no offset means UTC, said out loud in --help)."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"not an ISO 8601 datetime: {value!r} (e.g. 2026-11-25T00:00:00Z)", 2)
+        raise
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _group_topics(group: str, topic: list[str] | None) -> list[str]:
+    from confluent_kafka.admin import AdminClient
+
+    from wooflow.kafka.config import admin_config
+    from wooflow.ops.offsets import group_topics
+
+    s = get_settings()
+    if topic:
+        return [s.topic(t) if not t.startswith(s.topic_prefix) else t for t in topic]
+    found = sorted({tp.topic for tp in group_topics(AdminClient(admin_config(s)), group)})
+    if not found:
+        _fail(f"group {group!r} has no committed offsets; name the topics with --topic")
+    return found
+
+
+def lag_command(group: Annotated[Optional[str], typer.Option(help="Consumer group (default: rules, workers and sink)")] = None,
+                as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False) -> None:
+    """Consumer lag per partition (high watermark − committed offset)."""
+    from wooflow.ops.offsets import lag
+
+    s = get_settings()
+    groups = [group] if group else [s.rules_group, s.workers_group, s.sink_group]
+    rows = [(g, p) for g in groups for p in lag(s, g)]
+    if as_json:
+        typer.echo(json.dumps([{"group": g, "topic": p.topic, "partition": p.partition, "committed": p.committed,
+                                "high": p.high, "lag": p.lag} for g, p in rows]))
+        return
+    table = Table("group", "topic", "partition", "committed", "end", "lag")
+    for g, p in rows:
+        table.add_row(g, p.topic, str(p.partition), "-" if p.committed is None else str(p.committed), str(p.high),
+                      str(p.lag))
+    out.print(table)
+    out.print(f"total lag: {sum(p.lag for _, p in rows)}")
+
+
+@offsets_app.command("reset")
+def offsets_reset(
+    group: Annotated[str, typer.Option(help="Consumer group")],
+    to_datetime: Annotated[str, typer.Option(help="ISO 8601 time; UTC when no offset is given")],
+    topic: Annotated[Optional[list[str]], typer.Option(help="Topic(s); default: the group's topics")] = None,
+    execute: Annotated[bool, typer.Option("--execute", help="Apply the plan (default: dry run)")] = False,
+) -> None:
+    """Move a group's offsets to the first message at/after a time (dry run unless --execute)."""
+    from wooflow.ops.offsets import OffsetsError, apply_reset, plan_reset
+
+    s = get_settings()
+    when = parse_when(to_datetime)
+    assert when is not None
+    try:
+        plan = plan_reset(s, group, _group_topics(group, topic), when)
+        table = Table("topic", "partition", "current", "new")
+        for p in plan:
+            table.add_row(p.topic, str(p.partition), "-" if p.current is None else str(p.current), str(p.target))
+        out.print(table)
+        if not execute:
+            out.print("[yellow]dry run[/yellow]: nothing changed; add --execute to apply")
+            return
+        apply_reset(s, group, plan)
+    except OffsetsError as exc:
+        _fail(str(exc))
+    out.print(f"[green]offsets of {group} reset to {when.isoformat()}[/green]")
+
+
+def _filters(reason: str | None, store: str | None, stage: str | None, since: str | None, until: str | None,
+             dlq_id: str | None = None):  # type: ignore[no-untyped-def]
+    from wooflow.ops.dlq import Filters
+
+    return Filters(reason=reason, store=store, stage=stage, since=parse_when(since), until=parse_when(until),
+                   dlq_id=dlq_id)
+
+
+Reason = Annotated[Optional[str], typer.Option(help="Only this reason (e.g. undecodable, max_attempts)")]
+Store = Annotated[Optional[str], typer.Option(help="Only this store")]
+Stage = Annotated[Optional[str], typer.Option(help="Only this stage (bridge, rules, workers, sink, scheduler)")]
+Since = Annotated[Optional[str], typer.Option(help="Failed at or after (ISO 8601)")]
+Until = Annotated[Optional[str], typer.Option(help="Failed before (ISO 8601)")]
+
+
+@dlq_app.command("list")
+def dlq_list(reason: Reason = None, store: Store = None, stage: Stage = None, since: Since = None, until: Until = None,
+             limit: Annotated[int, typer.Option(help="Show at most this many")] = 100) -> None:
+    """List dead letters."""
+    from wooflow.ops.dlq import read_dlq
+
+    s = get_settings()
+    table = Table("id", "failed at", "stage", "reason", "store", "source", "error")
+    n = 0
+    for rec in read_dlq(s, _filters(reason, store, stage, since, until)):
+        n += 1
+        if n <= limit:
+            table.add_row(rec["dlq_id"][:12], rec["failed_at"].strftime("%Y-%m-%d %H:%M:%S"), rec["stage"],
+                          rec["reason"], rec.get("store_id") or "-",
+                          f"{rec['source_topic']}:{rec['source_partition']}:{rec['source_offset']}", rec["error"][:60])
+    out.print(table)
+    out.print(f"{n} dead letter(s){' (first %d shown)' % limit if n > limit else ''}")
+
+
+@dlq_app.command("show")
+def dlq_show(dlq_id: Annotated[str, typer.Argument(help="Id or a prefix of it (from `dlq list`)")]) -> None:
+    """Show one dead letter in full, with the original message decoded."""
+    from wooflow.ops.dlq import describe_value, read_dlq
+
+    s = get_settings()
+    found = list(read_dlq(s, _filters(None, None, None, None, None, dlq_id)))
+    if not found:
+        _fail(f"no dead letter with id {dlq_id!r}")
+    for rec in found:
+        shown = {k: v for k, v in rec.items() if k not in ("value", "key")}
+        shown["key"] = rec["key"].decode("utf-8", "replace") if rec.get("key") else None
+        shown["message"] = describe_value(s, rec)
+        out.print_json(json.dumps(shown, default=str))
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(reason: Reason = None, store: Store = None, stage: Stage = None, since: Since = None,
+                until: Until = None, dlq_id: Annotated[Optional[str], typer.Option("--id", help="One dead letter")] = None,
+                force: Annotated[bool, typer.Option(help="Redrive even if redriven before")] = False,
+                yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False) -> None:
+    """Put dead letters back on their source topic after the cause was fixed (each once)."""
+    from wooflow.db.engine import get_engine
+    from wooflow.ops.dlq import read_dlq, redrive
+
+    s = get_settings()
+    if not any((reason, store, stage, since, until, dlq_id)) and not yes:
+        _fail("refusing to redrive everything without a filter; pass a filter or --yes", 2)
+    records = list(read_dlq(s, _filters(reason, store, stage, since, until, dlq_id)))
+    if not records:
+        out.print("nothing matches")
+        return
+    if not yes and not typer.confirm(f"redrive {len(records)} dead letter(s)?"):
+        raise typer.Exit(1)
+    done, skipped = redrive(s, get_engine(s.database_url), records, force=force)
+    out.print(f"redriven: {done}, skipped (already redriven or empty): {skipped}")

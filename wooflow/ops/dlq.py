@@ -1,0 +1,140 @@
+"""`wooflow dlq list | show | redrive`: triage of automation.dlq.
+
+Redrive puts the original bytes back on their source topic, keyed as before, after
+the cause was fixed. Each dead letter is redriven once (recorded in dlq_redrives);
+idempotency keys make the re-processing itself safe. A dead-lettered command also
+has its execution claim reopened, because a finished claim would otherwise (rightly)
+stop the worker from running it again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from sqlalchemy import Engine, select, text
+from sqlalchemy.dialects.postgresql import insert
+
+from wooflow.db.tables import dlq_redrives
+from wooflow.kafka import topics
+from wooflow.kafka.producer import Producer
+from wooflow.schemas.codec import DecodeError, get_codec
+from wooflow.settings import Settings
+
+
+@dataclass(frozen=True)
+class Filters:
+    reason: str | None = None
+    store: str | None = None
+    stage: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    dlq_id: str | None = None
+
+    def match(self, rec: dict[str, Any]) -> bool:
+        return ((self.reason is None or rec["reason"] == self.reason)
+                and (self.store is None or rec.get("store_id") == self.store)
+                and (self.stage is None or rec["stage"] == self.stage)
+                and (self.since is None or rec["failed_at"] >= self.since)
+                and (self.until is None or rec["failed_at"] < self.until)
+                and (self.dlq_id is None or rec["dlq_id"].startswith(self.dlq_id)))
+
+
+def read_dlq(s: Settings, filters: Filters, timeout: float = 10.0) -> Iterator[dict[str, Any]]:
+    """Every dead letter matching `filters`, oldest first per partition, up to the current end."""
+    topic = s.topic(topics.DLQ)
+    codec = get_codec(s.schema_registry_url)
+    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": "wooflow-dlq-reader",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        md = consumer.list_topics(topic, timeout=timeout)
+        if topic not in md.topics or md.topics[topic].error is not None:
+            raise RuntimeError(f"topic {topic} does not exist (run `wooflow topics create`)")
+        parts = []
+        for p in md.topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high > low:
+                start = low
+                if filters.since is not None:
+                    found = consumer.offsets_for_times([TopicPartition(topic, p, int(filters.since.timestamp() * 1000))],
+                                                       timeout=timeout)[0].offset
+                    start = found if found >= 0 else high
+                if start < high:
+                    parts.append((TopicPartition(topic, p, start), high))
+        if not parts:
+            return
+        consumer.assign([tp for tp, _ in parts])
+        ends = {tp.partition: high for tp, high in parts}
+        done: set[int] = set()
+        deadline = time.monotonic() + max(timeout, 60)
+        while len(done) < len(ends) and time.monotonic() < deadline:
+            for m in consumer.consume(500, 0.5):
+                if m.error():
+                    continue
+                if m.offset() >= ends[m.partition()] - 1:
+                    done.add(m.partition())
+                if m.offset() >= ends[m.partition()]:
+                    continue
+                try:
+                    _, rec = codec.decode(m.value())
+                except DecodeError:
+                    continue
+                rec["dlq_offset"] = f"{m.partition()}:{m.offset()}"
+                if filters.match(rec):
+                    yield rec
+    finally:
+        consumer.close()
+
+
+def describe_value(s: Settings, rec: dict[str, Any]) -> dict[str, Any] | str:
+    """The dead-lettered message itself, decoded when it is one of ours."""
+    value = rec.get("value")
+    if value is None:
+        return "(no value)"
+    try:
+        name, decoded = get_codec(s.schema_registry_url).decode(value)
+        return {"schema": name, "record": decoded}
+    except DecodeError as exc:
+        preview = value[:400].decode("utf-8", "replace")
+        return f"undecodable ({exc}): {preview!r}"
+
+
+def already_redriven(engine: Engine, ids: list[str]) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(select(dlq_redrives.c.dlq_id).where(dlq_redrives.c.dlq_id.in_(ids))).scalars())
+
+
+_REOPEN = text("""
+UPDATE action_executions SET status = 'running', lease_until = now() - interval '1 second'
+WHERE idempotency_key = :key AND status IN ('failed', 'dead_lettered')
+""")
+
+
+def redrive(s: Settings, engine: Engine, records: list[dict[str, Any]], *, force: bool = False) -> tuple[int, int]:
+    """Produce each record's original message back to its source topic. Returns (redriven, skipped)."""
+    done = set() if force else already_redriven(engine, [r["dlq_id"] for r in records])
+    todo = [r for r in records if r["dlq_id"] not in done and r.get("value") is not None]
+    if not todo:
+        return 0, len(records)
+    producer = Producer(s)
+    codec = get_codec(s.schema_registry_url)
+    for rec in todo:
+        if rec["source_topic"] == s.topic(topics.COMMANDS):
+            try:
+                _, cmd = codec.decode(rec["value"])
+                with engine.begin() as conn:
+                    conn.execute(_REOPEN, {"key": cmd["idempotency_key"]})
+            except DecodeError:
+                pass
+        producer.produce(rec["source_topic"], rec["value"], key=rec.get("key"),
+                         headers=[("wooflow-redrive", rec["dlq_id"].encode())])
+    producer.flush(60)
+    rows = [{"dlq_id": r["dlq_id"], "source_topic": r["source_topic"], "source_partition": r["source_partition"],
+             "source_offset": r["source_offset"], "reason": r["reason"]} for r in todo]
+    with engine.begin() as conn:
+        conn.execute(insert(dlq_redrives).on_conflict_do_nothing(index_elements=["dlq_id"]), rows)
+    return len(todo), len(records) - len(todo)
