@@ -132,4 +132,15 @@ scheduled_steps = Table(
     Index("ix_scheduled_steps_run", "store_id", "rule_id", "event_id"),
 )
 
+# --- ops (0006) -----------------------------------------------------------------------
+dlq_redrives = Table(
+    "dlq_redrives", metadata,
+    Column("dlq_id", Text, primary_key=True),
+    Column("source_topic", Text, nullable=False),
+    Column("source_partition", Integer, nullable=False),
+    Column("source_offset", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("redriven_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 __all__ = ["metadata", "stores", "rules", "customer_state", "action_executions", "execution_logs", "api_tokens", "Numeric"]
