@@ -1,35 +1,46 @@
 """WooCommerce REST v3 resources (as sent by webhooks or read by backfill) → Avro events.
 
-Money becomes exact decimals, timestamps become UTC (the store's timezone travels with
-the event), and every event gets a stable id derived from the resource and its
-`date_modified_gmt`, so the same change seen twice — several hooks, a re-send, a backfill
-page — carries the same id.
+Money becomes exact decimals (with the currency alongside), timestamps become UTC (the
+store's timezone travels with the event), and every event gets a stable id derived from
+its content (see keys.py), so the same change seen twice — several hooks, a re-send, a
+backfill page, the poller — carries the same id.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from wooflow.kafka import topics
-from wooflow.producers.keys import customer_key, event_id, kafka_key
+from wooflow.producers.keys import body_hash, customer_key, event_id, kafka_key
 from wooflow.schemas.codec import money
-
-SCHEMA_VERSION = 1
+from wooflow.schemas.registry import catalog
 
 # WooCommerce resource → (Kafka topic, Avro schema)
 RESOURCE_TOPICS = {
     "order": (topics.ORDERS, "OrderEvent"),
     "customer": (topics.CUSTOMERS, "CustomerEvent"),
     "product": (topics.PRODUCTS, "ProductEvent"),
+    "coupon": (topics.COUPONS, "CouponEvent"),
 }
+RESOURCES = frozenset(RESOURCE_TOPICS)
+EVENTS = frozenset({"created", "updated", "deleted", "restored"})
 
 
 class NormaliseError(ValueError):
     """The payload is not a resource of the announced type (reason in the text)."""
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    id: str
+    timezone: str = "UTC"
+    currency: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,11 +55,22 @@ class Event:
         return str(self.record["event_id"])
 
 
+@lru_cache(maxsize=16)
+def schema_version(schema: str) -> int:
+    return catalog().latest(schema).version
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 def parse_time(value: Any, tz: ZoneInfo, gmt_value: Any = None) -> datetime | None:
     """WooCommerce sends `...` (site-local) and `..._gmt` (UTC), both without an offset."""
     if gmt_value:
         try:
-            return datetime.fromisoformat(str(gmt_value)).replace(tzinfo=timezone.utc)
+            parsed = datetime.fromisoformat(str(gmt_value))
+            return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
         except ValueError:
             pass
     if not value:
@@ -84,19 +106,19 @@ def _int(v: Any) -> int:
         raise NormaliseError(f"expected an integer, got {v!r}") from exc
 
 
-def _envelope(store_id: str, ckey: str, resource: str, rid: Any, version: str, occurred: datetime | None,
-              received: datetime, source: str, topic: str, tz_name: str) -> dict[str, Any]:
-    return {
-        "event_id": event_id(store_id, resource, rid, version),
-        "store_id": store_id,
-        "customer_key": ckey,
-        "occurred_at": occurred or received,
-        "received_at": received,
-        "source": source,
-        "schema_version": SCHEMA_VERSION,
-        "topic": topic,
-        "store_timezone": tz_name,
-    }
+def _opt_int(v: Any) -> int | None:
+    return None if v in (None, "") else _int(v)
+
+
+def _ints(v: Any) -> list[int]:
+    return [_int(x) for x in v] if isinstance(v, list) else []
+
+
+def _money(v: Any) -> Any:
+    try:
+        return money(v)
+    except (ArithmeticError, ValueError) as exc:
+        raise NormaliseError(f"expected an amount, got {v!r}") from exc
 
 
 def order_record(o: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
@@ -107,7 +129,9 @@ def order_record(o: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
     items = []
     subtotal = money(0)
     for li in o.get("line_items") or []:
-        line_subtotal = money(li.get("subtotal"))
+        if not isinstance(li, dict):
+            raise NormaliseError("line_items must be objects")
+        line_subtotal = _money(li.get("subtotal"))
         subtotal += line_subtotal
         items.append({
             "id": _int(li.get("id")),
@@ -116,20 +140,20 @@ def order_record(o: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
             "name": str(li.get("name") or ""),
             "sku": str(li.get("sku") or ""),
             "quantity": _int(li.get("quantity")),
-            "price": money(li.get("price")),
-            "total": money(li.get("total")),
-            "category_ids": [int(c) for c in li.get("category_ids", [])] if isinstance(li.get("category_ids"), list) else [],
+            "price": _money(li.get("price")),
+            "total": _money(li.get("total")),
+            "category_ids": _ints(li.get("category_ids")),
         })
     return {
         "id": _int(o.get("id")),
         "number": str(o.get("number") or o.get("id")),
         "status": str(o.get("status") or ""),
         "currency": str(o.get("currency") or ""),
-        "total": money(o.get("total")),
+        "total": _money(o.get("total")),
         "subtotal": subtotal,
-        "total_tax": money(o.get("total_tax")),
-        "shipping_total": money(o.get("shipping_total")),
-        "discount_total": money(o.get("discount_total")),
+        "total_tax": _money(o.get("total_tax")),
+        "shipping_total": _money(o.get("shipping_total")),
+        "discount_total": _money(o.get("discount_total")),
         "customer_id": _int(o.get("customer_id")),
         "billing": _address(o.get("billing")),
         "shipping": _address(o.get("shipping")),
@@ -181,7 +205,7 @@ def product_record(p: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
         "sku": str(p.get("sku") or ""),
         "type": str(p.get("type") or "simple"),
         "status": str(p.get("status") or ""),
-        "price": money(price) if price not in (None, "") else None,
+        "price": _money(price) if price not in (None, "") else None,
         "categories": [{"id": _int(c.get("id")), "name": str(c.get("name") or ""), "slug": str(c.get("slug") or "")}
                        for c in p.get("categories") or [] if isinstance(c, dict)],
         "tags": [str(t.get("name") or t.get("slug") or "") for t in p.get("tags") or [] if isinstance(t, dict)],
@@ -191,46 +215,208 @@ def product_record(p: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
     }
 
 
-def _version(payload: dict[str, Any], event: str) -> str:
-    """What makes this change unique: the modification time, or the deletion."""
-    if event == "deleted":
-        return f"deleted:{payload.get('date_modified_gmt') or ''}"
-    return str(payload.get("date_modified_gmt") or payload.get("date_modified") or payload.get("date_created_gmt") or "")
+def coupon_record(c: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
+    created = parse_time(c.get("date_created"), tz, c.get("date_created_gmt"))
+    modified = parse_time(c.get("date_modified"), tz, c.get("date_modified_gmt")) or created
+    if created is None or modified is None:
+        raise NormaliseError("coupon without date_created")
+    return {
+        "id": _int(c.get("id")),
+        "code": str(c.get("code") or ""),
+        "amount": _money(c.get("amount")),
+        "discount_type": str(c.get("discount_type") or "fixed_cart"),
+        "status": str(c.get("status") or ""),
+        "description": str(c.get("description") or ""),
+        "date_created": created,
+        "date_modified": modified,
+        "date_expires": parse_time(c.get("date_expires"), tz, c.get("date_expires_gmt")),
+        "usage_count": _int(c.get("usage_count")),
+        "usage_limit": _opt_int(c.get("usage_limit")),
+        "usage_limit_per_user": _opt_int(c.get("usage_limit_per_user")),
+        "individual_use": bool(c.get("individual_use")),
+        "free_shipping": bool(c.get("free_shipping")),
+        "product_ids": _ints(c.get("product_ids")),
+        "excluded_product_ids": _ints(c.get("excluded_product_ids")),
+        "product_categories": _ints(c.get("product_categories")),
+        "excluded_product_categories": _ints(c.get("excluded_product_categories")),
+        "minimum_amount": _money(c.get("minimum_amount")),
+        "maximum_amount": _money(c.get("maximum_amount")),
+        "email_restrictions": [str(e) for e in c.get("email_restrictions") or []],
+        "used_by": [str(u) for u in c.get("used_by") or []],
+        "meta": _meta(c.get("meta_data")),
+    }
 
 
-def normalise(store_id: str, tz_name: str, wc_topic: str, payload: dict[str, Any], *, source: str,
-              received_at: datetime, raw: str | None = None) -> list[Event]:
-    """One WooCommerce topic + resource JSON → the events to produce (may be empty)."""
-    resource, _, event = wc_topic.partition(".")
-    if resource not in RESOURCE_TOPICS:
-        return []
-    tz = ZoneInfo(tz_name)
+_RECORDS = {"order": order_record, "customer": customer_record, "product": product_record, "coupon": coupon_record}
+
+
+def rest_kind(payload: dict[str, Any]) -> str:
+    """What a REST read (backfill/poller) can tell about a change: created when the
+    resource was never modified after creation, else updated. Matches the kind a
+    webhook of the same state carries in the common cases, so both dedupe."""
+    created = payload.get("date_created_gmt") or payload.get("date_created")
+    modified = payload.get("date_modified_gmt") or payload.get("date_modified")
+    return "created" if created and created == modified else "updated"
+
+
+def version_of(kind: str, payload: dict[str, Any]) -> str:
+    """What makes this change unique: kind, modification second and content.
+
+    `date_modified_gmt` has one-second resolution, so two real changes in one second
+    differ only by content: the body hash keeps them apart. The kind keeps
+    `order.created` from being swallowed by an identical `order.updated` of the same
+    save that happened to arrive first (WooCommerce fires both for one REST create).
+    """
+    modified = payload.get("date_modified_gmt") or payload.get("date_modified") or payload.get("date_created_gmt") or ""
+    return f"{kind}|{modified}|{body_hash(payload)}"
+
+
+def _base(store: StoreInfo, resource: str, rid: int, version: str, ckey: str, occurred: datetime | None,
+          received: datetime, source: str, wc_topic: str, schema: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id(store.id, resource, rid, version),
+        "store_id": store.id,
+        "customer_key": ckey,
+        "occurred_at": occurred or received,
+        "received_at": received,
+        "source": source,
+        "schema_version": schema_version(schema),
+        "topic": wc_topic,
+        "store_timezone": store.timezone,
+    }
+
+
+def _customer_key_of(resource: str, rid: int, rec: dict[str, Any] | None) -> str:
+    if resource == "order":
+        return customer_key(rec["customer_id"] if rec else None, rec["billing"]["email"] if rec else None,
+                            fallback=f"o{rid}")
+    if resource == "customer":
+        return customer_key(rid, None)
+    if resource == "product":
+        return f"p{rid}"
+    return f"cp{rid}"
+
+
+def build_event(store: StoreInfo, resource: str, kind: str, rid: int, rec: dict[str, Any] | None, version: str, *,
+                source: str, received_at: datetime, wc_topic: str, raw: str | None = None,
+                occurred: datetime | None = None, previous_status: str | None = None) -> Event:
     topic, schema = RESOURCE_TOPICS[resource]
+    ckey = _customer_key_of(resource, rid, rec)
+    occurred = occurred or (rec["date_modified"] if rec else None)
+    record = _base(store, resource, rid, version, ckey, occurred, received_at, source, wc_topic, schema)
+    record["action"] = kind
+    record["raw_json"] = raw
+    if resource == "order":
+        record |= {"order_id": rid, "order": rec, "previous_status": previous_status}
+    elif resource == "customer":
+        record |= {"customer_id": rid, "customer": rec}
+    elif resource == "product":
+        record |= {"product_id": rid, "product": rec, "currency": store.currency}
+    else:
+        record |= {"coupon_id": rid, "coupon": rec, "currency": store.currency}
+    return Event(topic, kafka_key(store.id, ckey), schema, record)
+
+
+def normalise(store: StoreInfo, wc_topic: str, payload: dict[str, Any], *, source: str, received_at: datetime,
+              raw: str | None = None, deleted_state: dict[str, Any] | None = None) -> list[Event]:
+    """One `<resource>.<event>` topic + resource JSON → the events to produce.
+
+    `deleted_state` is the resource as REST shows it after a `*.deleted` delivery (a
+    trashed order/product/coupon is still readable): its modification time tells a
+    re-send of one deletion apart from a second deletion after a restore.
+    """
+    resource, _, kind = wc_topic.partition(".")
+    if resource not in RESOURCE_TOPICS or kind not in EVENTS:
+        return []
     rid = _int(payload.get("id"))
     if rid <= 0:
         raise NormaliseError(f"{wc_topic} payload without an id")
-    deleted = event == "deleted"
+    tz = _zone(store.timezone)
+    if kind == "deleted":
+        state = deleted_state or {}
+        version = f"deleted|{state.get('date_modified_gmt') or ''}"
+        occurred = parse_time(state.get("date_modified"), tz, state.get("date_modified_gmt"))
+        return [build_event(store, resource, kind, rid, None, version, source=source, received_at=received_at,
+                            wc_topic=wc_topic, raw=raw, occurred=occurred)]
+    rec = _RECORDS[resource](payload, tz)
+    return [build_event(store, resource, kind, rid, rec, version_of(kind, payload), source=source,
+                        received_at=received_at, wc_topic=wc_topic, raw=raw)]
 
-    if resource == "order":
-        order = None if deleted else order_record(payload, tz)
-        ckey = customer_key(order["customer_id"] if order else None,
-                            order["billing"]["email"] if order else None, fallback=f"o{rid}")
-        occurred = order["date_modified"] if order else received_at
-        env = _envelope(store_id, ckey, resource, rid, _version(payload, event), occurred, received_at, source,
-                        wc_topic, tz_name)
-        record = env | {"order_id": rid, "action": event, "order": order, "previous_status": None, "raw_json": raw}
-    elif resource == "customer":
-        customer = None if deleted else customer_record(payload, tz)
-        ckey = customer_key(rid, None)
-        occurred = customer["date_modified"] if customer else received_at
-        env = _envelope(store_id, ckey, resource, rid, _version(payload, event), occurred, received_at, source,
-                        wc_topic, tz_name)
-        record = env | {"customer_id": rid, "action": event, "customer": customer, "raw_json": raw}
-    else:
-        product = None if deleted else product_record(payload, tz)
-        ckey = f"p{rid}"
-        occurred = product["date_modified"] if product else received_at
-        env = _envelope(store_id, ckey, resource, rid, _version(payload, event), occurred, received_at, source,
-                        wc_topic, tz_name)
-        record = env | {"product_id": rid, "action": event, "product": product, "raw_json": raw}
-    return [Event(topic, kafka_key(store_id, ckey), schema, record)]
+
+def normalise_rest(store: StoreInfo, resource: str, payload: dict[str, Any], *, source: str,
+                   received_at: datetime) -> Event:
+    """A resource read through REST (backfill, poller) → the event a webhook of that state gives."""
+    kind = rest_kind(payload)
+    events = normalise(store, f"{resource}.{kind}", payload, source=source, received_at=received_at)
+    return events[0]
+
+
+# --- action.* topics ------------------------------------------------------------------------
+# `{"action": hook, "arg": …}`: WooCommerce passes the hook's first argument only.
+
+_STATUS_TRANSITION = re.compile(r"^woocommerce_order_status_(.+?)_to_(.+)$")
+_STATUS = re.compile(r"^woocommerce_order_status_(?!changed$)(.+)$")
+# Hooks that fire once per resource: their event id needs no modification time.
+ONCE_HOOKS = frozenset({
+    "woocommerce_checkout_order_processed", "woocommerce_checkout_order_created", "woocommerce_payment_complete",
+    "woocommerce_new_order", "woocommerce_created_customer", "woocommerce_new_customer", "woocommerce_new_product",
+    "woocommerce_new_coupon", "woocommerce_thankyou",
+})
+_NAMED_ACTIONS = {
+    "woocommerce_checkout_order_processed": "checkout",
+    "woocommerce_checkout_order_created": "checkout",
+    "woocommerce_payment_complete": "payment_complete",
+    "woocommerce_order_refunded": "refunded",
+    "woocommerce_order_status_changed": "status_changed",
+}
+
+
+@dataclass(frozen=True)
+class ActionPlan:
+    """What an action hook is about: which resource to fetch and how to label the event."""
+
+    hook: str
+    resource: str
+    resource_id: int
+    action: str
+    previous_status: str | None = None
+    status: str | None = None
+
+
+def plan_action(hook: str, arg: Any) -> ActionPlan | None:
+    """Map an action hook to an event, or None when wooflow has no use for it."""
+    rid = arg if isinstance(arg, int) and not isinstance(arg, bool) else None
+    if rid is None and isinstance(arg, str) and arg.isdigit():
+        rid = int(arg)
+    if rid is None and isinstance(arg, dict) and isinstance(arg.get("id"), int):
+        rid = arg["id"]
+    if not rid or rid <= 0:
+        return None
+    name = hook.removeprefix("woocommerce_").removeprefix("wc_")
+    if m := _STATUS_TRANSITION.match(hook):
+        return ActionPlan(hook, "order", rid, "status_changed", previous_status=m.group(1), status=m.group(2))
+    if hook in _NAMED_ACTIONS:
+        return ActionPlan(hook, "order", rid, _NAMED_ACTIONS[hook])
+    if m := _STATUS.match(hook):
+        return ActionPlan(hook, "order", rid, "status_changed", status=m.group(1))
+    for resource in ("order", "customer", "product", "coupon"):
+        if resource in name:
+            return ActionPlan(hook, resource, rid, name)
+    return None
+
+
+def normalise_action(store: StoreInfo, plan: ActionPlan, fetched: dict[str, Any] | None, *, source: str,
+                     received_at: datetime, raw: str | None = None) -> Event:
+    """The event of an action hook; `fetched` is the resource read through REST (None:
+    a light event carrying only the id)."""
+    tz = _zone(store.timezone)
+    rec = _RECORDS[plan.resource](fetched, tz) if fetched else None
+    if rec is not None and plan.resource == "order" and plan.status:
+        # The event describes this transition, even if the order moved on since.
+        rec["status"] = plan.status.removeprefix("wc-")
+    stamp = "" if plan.hook in ONCE_HOOKS else str((fetched or {}).get("date_modified_gmt") or "")
+    version = f"action:{plan.hook}|{stamp}"
+    return build_event(store, plan.resource, plan.action, plan.resource_id, rec, version, source=source,
+                       received_at=received_at, wc_topic=f"action.{plan.hook}", raw=raw,
+                       occurred=None if rec else received_at,
+                       previous_status=plan.previous_status.removeprefix("wc-") if plan.previous_status else None)

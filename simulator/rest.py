@@ -37,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import order_actions
 from .delivery import send_ping_async
 from .errors import NOT_FOUND, RestError, not_found
 from .phpjson import php_json_encode
@@ -751,6 +752,7 @@ def create_app(store: SimulatedStore) -> Starlette:
         Route(f"{API}/coupons/{{id:int}}", coupon, methods=item),
         Route(f"{API}/webhooks", webhooks, methods=collection),
         Route(f"{API}/webhooks/{{id:int}}", webhook, methods=item),
+        *order_actions.routes(store, endpoint, _json, API),  # order actions REST + WP user roles (workers)
         Route("/__sim__/deliveries", sim_deliveries, methods=["GET"]),
         Route("/__sim__/webhooks/{id:int}", sim_webhook, methods=["GET"]),
         Route("/__sim__/state", sim_state, methods=["GET"]),

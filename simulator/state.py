@@ -1057,6 +1057,12 @@ class SimulatedStore:
         text = "Order status changed from {} to {}.".format(
             ORDER_STATUS_LABELS.get(old, old), ORDER_STATUS_LABELS.get(new_status, new_status))
         self._add_note(order, f"{note} {text}" if note else text)
+        # WC_Order::status_transition() fires these once the status is saved; an
+        # action.* webhook on them is how a store tells "from → to" explicitly.
+        if self._batch is not None:
+            self._fire(f"woocommerce_order_status_{new_status}", order.id)
+            self._fire(f"woocommerce_order_status_{old}_to_{new_status}", order.id)
+            self._fire("woocommerce_order_status_changed", order.id)
 
     def _mark_paying_customer(self, order: Order) -> None:
         # wc_paying_customer(): the first paid order makes the user a paying
@@ -1076,6 +1082,7 @@ class SimulatedStore:
         order.paid_at = order.paid_at or self._now()
         self._transition(order, "processing" if order.line_items else "completed")
         self._fire("woocommerce_update_order", order.id)
+        self._fire("woocommerce_payment_complete", order.id)
         self._mark_paying_customer(order)
         for item in order.line_items:
             product = self.products.get(item.product_id)

@@ -1,0 +1,151 @@
+"""Bridge benchmark: signed webhooks/s per bridge process (acks=all), and p50/p99
+time-to-2xx at fixed rates.
+
+    .venv/bin/python bench/bridge/run.py [--runs 3] [--duration 5] [--rates 500,1000]
+
+Uses KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL when set, else starts the local broker and
+PostgreSQL the way `wooflow dev up` does (in a throw-away state dir). The bridge runs as
+`wooflow bridge` (uvicorn, uvloop + httptools) in its own process; the load generator
+(loadgen.py) in another. Reports medians over the runs, and the bridge's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def services(tmp: Path) -> tuple[str, str, Path | None]:
+    kafka, db = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("DATABASE_URL")
+    if kafka and db:
+        return kafka, db, None
+    from wooflow.devinfra.launcher import up
+    from wooflow.settings import Settings
+
+    state = tmp / "devinfra"
+    started = up(state, Settings().cache_dir, kafka=not kafka, postgres=not db)
+    return kafka or started.kafka_bootstrap_servers or "", db or started.database_url or "", state
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--rates", default="500,1000")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="wooflow-bench-"))
+    kafka, db, state = services(tmp)
+    try:
+        from wooflow.db.engine import get_engine
+        from wooflow.db.migrate import upgrade
+        from wooflow.kafka.admin import create_topics
+        from wooflow.settings import Settings
+        from wooflow.stores import Store, upsert_store
+
+        tag = f"bench{uuid.uuid4().hex[:6]}"
+        s = Settings(kafka_bootstrap_servers=kafka, database_url=db, topic_prefix=f"{tag}.", topic_partitions=12)
+        upgrade(db)
+        create_topics(s)
+        store = Store(id=tag, url="https://shop.example", webhook_secret="bench & <secret> 50 chars long..........",
+                      timezone="Europe/Warsaw", currency="PLN", public_key="pk_bench")
+        upsert_store(get_engine(db), store)
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WOOFLOW_")} | {
+            "WOOFLOW_KAFKA_BOOTSTRAP_SERVERS": kafka, "WOOFLOW_DATABASE_URL": db, "WOOFLOW_TOPIC_PREFIX": s.topic_prefix,
+            "WOOFLOW_LOG_LEVEL": "WARNING"}
+        log = open(tmp / "bridge.log", "wb")
+        bridge = subprocess.Popen([sys.executable, "-m", "wooflow.cli", "bridge", "--host", "127.0.0.1", "--port",
+                                   str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("bridge did not start: " + (tmp / "bridge.log").read_text()[-2000:])
+            time.sleep(0.2)
+        proc = psutil.Process(bridge.pid)
+        url = f"{base}/webhooks/woocommerce/{store.id}"
+        peak_rss = 0
+
+        def loadgen(*extra: str, seed: str) -> dict:
+            nonlocal peak_rss
+            cpu0 = sum(proc.cpu_times()[:2])
+            p = subprocess.Popen([sys.executable, str(HERE / "loadgen.py"), "--url", url, "--secret",
+                                  store.webhook_secret, "--duration", str(args.duration), "--seed", seed, *extra],
+                                 stdout=subprocess.PIPE, text=True)
+            while p.poll() is None:
+                peak_rss = max(peak_rss, proc.memory_info().rss)
+                time.sleep(0.2)
+            out = p.stdout.read() if p.stdout else ""
+            result = json.loads(out.strip().splitlines()[-1])
+            # CPU the bridge process spent per request (all its threads): independent of how
+            # busy the machine is, unlike the wall-clock numbers.
+            result["cpu_us_per_req"] = round((sum(proc.cpu_times()[:2]) - cpu0) / max(1, result["requests"]) * 1e6, 1)
+            return result
+
+        loadgen("--mode", "max", "--connections", "16", seed="warm")  # warm-up (JIT-free, but caches/connections)
+        results: dict[str, list[dict]] = {"max": []}
+        for rate in args.rates.split(","):
+            results[rate] = []
+        for run in range(args.runs):
+            results["max"].append(loadgen("--mode", "max", "--connections", str(args.connections), seed=f"m{run}"))
+            for rate in args.rates.split(","):
+                results[rate].append(loadgen("--mode", "rate", "--rate", rate, "--connections",
+                                             str(args.connections), seed=f"r{rate}-{run}"))
+        bridge.terminate()
+        bridge.wait(20)
+
+        def med(rows: list[dict], key: str) -> float:
+            return round(statistics.median(r[key] for r in rows), 2)
+
+        summary = {
+            "cpus": os.cpu_count(),
+            "throughput_ok_per_s": med(results["max"], "ok_per_s"),
+            "throughput_runs": [r["ok_per_s"] for r in results["max"]],
+            "throughput_p50_ms": med(results["max"], "p50_ms"), "throughput_p99_ms": med(results["max"], "p99_ms"),
+            "bridge_cpu_us_per_webhook": med(results["max"], "cpu_us_per_req"),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+            "non_2xx": sum(r["requests"] - r["ok"] for rows in results.values() for r in rows),
+            "bridge_peak_rss_mb": round(peak_rss / 2**20, 1),
+        }
+        for rate in args.rates.split(","):
+            summary[f"rate_{rate}"] = {"p50_ms": med(results[rate], "p50_ms"), "p99_ms": med(results[rate], "p99_ms"),
+                                       "achieved_per_s": med(results[rate], "ok_per_s"),
+                                       "p99_runs": [r["p99_ms"] for r in results[rate]]}
+        print(json.dumps(summary, indent=2))
+    finally:
+        if state is not None:
+            from wooflow.devinfra.launcher import down
+
+            down(state)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The dedupe store and the outbox in PostgreSQL: plain SQL, batched, shared by the
+bridge (async, group-committed), backfill and the poller (sync).
+
+A claim inserts the event id; a row that already exists means "seen" — unless it is a
+stale `pending` claim (claimed, never acknowledged by Kafka: its claimer died), which
+is taken over, so a crash between claim and ack never loses a change for good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+_CLAIM = text("""
+INSERT INTO bridge_seen (event_id, store_id, state)
+SELECT u.event_id, u.store_id, :state
+FROM unnest(CAST(:ids AS text[]), CAST(:stores AS text[])) AS u(event_id, store_id)
+ON CONFLICT (event_id) DO UPDATE SET claimed_at = now(), state = EXCLUDED.state
+    WHERE bridge_seen.state = 'pending' AND bridge_seen.claimed_at < now() - make_interval(secs => :stale)
+RETURNING event_id
+""")
+
+_MARK_DONE = text("UPDATE bridge_seen SET state = 'done' WHERE event_id = ANY(CAST(:ids AS text[]))")
+_RELEASE = text("DELETE FROM bridge_seen WHERE event_id = ANY(CAST(:ids AS text[])) AND state = 'pending'")
+_FORGET_OLD = text("""
+DELETE FROM bridge_seen WHERE event_id IN (
+    SELECT event_id FROM bridge_seen WHERE claimed_at < now() - make_interval(days => :days) LIMIT 50000)
+""")
+
+_OUTBOX_INSERT = text("""
+INSERT INTO bridge_outbox (event_id, store_id, topic, key, value)
+SELECT u.event_id, u.store_id, u.topic, u.key, u.value
+FROM unnest(CAST(:ids AS text[]), CAST(:stores AS text[]), CAST(:topics AS text[]), CAST(:keys AS text[]),
+            CAST(:vals AS bytea[])) WITH ORDINALITY AS u(event_id, store_id, topic, key, value, ord)
+ORDER BY u.ord
+""")
+_OUTBOX_READ = text("SELECT seq, topic, key, value, store_id, event_id FROM bridge_outbox ORDER BY seq LIMIT :n")
+_OUTBOX_DELETE = text("DELETE FROM bridge_outbox WHERE seq = ANY(CAST(:seqs AS bigint[]))")
+_OUTBOX_DEPTH = text("SELECT count(*) FROM bridge_outbox")
+# One drainer at a time keeps the outbox in order across bridge processes.
+OUTBOX_LOCK_ID = 0x776F6F666C6F77  # "wooflow"
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:id)")
+_UNLOCK = text("SELECT pg_advisory_unlock(:id)")
+
+
+def claim(conn: Connection, ids: Sequence[str], stores: Sequence[str], *, stale_s: float,
+          state: str = "pending") -> set[str]:
+    """Claim event ids; returns the ones that are new (or whose claim was stale)."""
+    if not ids:
+        return set()
+    rows = conn.execute(_CLAIM, {"ids": list(ids), "stores": list(stores), "state": state, "stale": stale_s})
+    return {r[0] for r in rows}
+
+
+def mark_done(conn: Connection, ids: Sequence[str]) -> None:
+    if ids:
+        conn.execute(_MARK_DONE, {"ids": list(ids)})
+
+
+def release(conn: Connection, ids: Sequence[str]) -> None:
+    """Give claims back (the event was not made durable) so a re-send can try again."""
+    if ids:
+        conn.execute(_RELEASE, {"ids": list(ids)})
+
+
+def forget_old(conn: Connection, days: int) -> int:
+    return int(conn.execute(_FORGET_OLD, {"days": days}).rowcount or 0)
+
+
+def outbox_insert(conn: Connection, rows: Sequence[tuple[str, str, str, str, bytes]]) -> None:
+    """rows: (event_id, store_id, topic, key, value), kept in the given order."""
+    if not rows:
+        return
+    ids, stores, topics, keys, vals = (list(c) for c in zip(*rows))
+    conn.execute(_OUTBOX_INSERT, {"ids": ids, "stores": stores, "topics": topics, "keys": keys, "vals": vals})
+
+
+def outbox_read(conn: Connection, n: int) -> list[tuple[int, str, str, bytes, str, str]]:
+    """(seq, topic, key, value, store_id, event_id), oldest first."""
+    return [(int(r[0]), r[1], r[2], bytes(r[3]), r[4], r[5]) for r in conn.execute(_OUTBOX_READ, {"n": n})]
+
+
+def outbox_delete(conn: Connection, seqs: Sequence[int]) -> None:
+    if seqs:
+        conn.execute(_OUTBOX_DELETE, {"seqs": list(seqs)})
+
+
+def outbox_depth(conn: Connection) -> int:
+    return int(conn.execute(_OUTBOX_DEPTH).scalar_one())
+
+
+def try_lock(conn: Connection) -> bool:
+    return bool(conn.execute(_TRY_LOCK, {"id": OUTBOX_LOCK_ID}).scalar_one())
+
+
+def unlock(conn: Connection) -> Any:
+    return conn.execute(_UNLOCK, {"id": OUTBOX_LOCK_ID}).scalar_one()

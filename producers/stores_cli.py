@@ -1,0 +1,190 @@
+"""`wooflow stores add|list|remove`: tenants, and the webhooks wooflow needs in each store.
+
+`add` registers the store (URL, REST keys, timezone, currency), generates its webhook
+secret and storefront public key, and — given the bridge's public URL and REST keys —
+creates one webhook per topic in WooCommerce (POST /wp-json/wc/v3/webhooks) with that
+secret, remembering their ids in `store_webhooks`. `remove` deletes those webhooks in
+WooCommerce and then the store. Secrets are never printed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Stores (tenants).", no_args_is_help=True)
+console = Console(stderr=True)
+
+# What the pipeline consumes: every resource topic and the actions that carry facts
+# webhooks of resources cannot (checkout, status transitions).
+DEFAULT_TOPICS = (
+    "order.created", "order.updated", "order.deleted", "order.restored",
+    "customer.created", "customer.updated", "customer.deleted",
+    "product.created", "product.updated", "product.deleted", "product.restored",
+    "coupon.created", "coupon.updated", "coupon.deleted", "coupon.restored",
+    "action.woocommerce_checkout_order_processed",
+)
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def create_webhooks(store, bridge_url: str, topics: tuple[str, ...], *, timeout: float = 30.0,  # type: ignore[no-untyped-def]
+                    max_attempts: int = 6) -> list[tuple[int, str]]:
+    from wooflow.producers.woo_rest import WooRest
+
+    delivery_url = f"{bridge_url.rstrip('/')}/webhooks/woocommerce/{store.id}"
+    created: list[tuple[int, str]] = []
+    with WooRest(store, timeout=timeout, max_attempts=max_attempts) as rest:
+        for topic in topics:
+            resp = rest.request("POST", "/webhooks", json={
+                "name": f"wooflow {topic}", "topic": topic, "delivery_url": delivery_url,
+                "secret": store.webhook_secret, "status": "active"})
+            created.append((int(resp.json()["id"]), topic))
+    return created
+
+
+def delete_webhooks(store, webhook_ids: list[int], *, timeout: float = 30.0) -> list[int]:  # type: ignore[no-untyped-def]
+    from wooflow.producers.woo_rest import RestError, WooRest
+
+    deleted = []
+    with WooRest(store, timeout=timeout) as rest:
+        for wid in webhook_ids:
+            try:
+                rest.request("DELETE", f"/webhooks/{wid}", params={"force": "true"})
+            except RestError as exc:
+                if exc.status not in (400, 404):  # already gone in WooCommerce is fine
+                    raise
+            deleted.append(wid)
+    return deleted
+
+
+@app.command("add")
+def add(
+    store_id: Annotated[str, typer.Argument(help="Short id, e.g. 'acme'")],
+    url: Annotated[str, typer.Option(help="Store home URL")],
+    consumer_key: Annotated[str, typer.Option(help="WooCommerce REST consumer key")] = "",
+    consumer_secret: Annotated[str, typer.Option(help="WooCommerce REST consumer secret")] = "",
+    timezone: Annotated[str, typer.Option(help="Store timezone (IANA)")] = "UTC",
+    currency: Annotated[str, typer.Option(help="Store currency (ISO 4217)")] = "USD",
+    name: Annotated[str, typer.Option(help="Display name")] = "",
+    secret: Annotated[Optional[str], typer.Option(help="Webhook secret (generated if omitted)")] = None,
+    bridge_url: Annotated[Optional[str], typer.Option(
+        help="Public URL of the bridge; webhooks are created in WooCommerce when given "
+             "(default: WOOFLOW_BRIDGE_PUBLIC_URL)")] = None,
+    topics: Annotated[str, typer.Option(help="Comma-separated webhook topics to create")] = ",".join(DEFAULT_TOPICS),
+    webhooks: Annotated[bool, typer.Option(help="Create webhooks in WooCommerce")] = True,
+) -> None:
+    """Register a store and create its webhooks in WooCommerce."""
+    import re
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from sqlalchemy.dialects.postgresql import insert
+
+    from wooflow.db.engine import get_engine
+    from wooflow.db.tables import store_webhooks
+    from wooflow.producers.woo_rest import RestError, Transient
+    from wooflow.settings import get_settings
+    from wooflow.stores import Store, StoreCache, upsert_store
+
+    if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", store_id):
+        _fail("store id: 1-64 letters, digits, '-' or '_'")
+    if not re.match(r"^https?://[^/\s]+", url):
+        _fail(f"--url must be an http(s) URL, got {url!r}")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        _fail(f"unknown timezone {timezone!r}")
+    if not re.fullmatch(r"[A-Z]{3}", currency):
+        _fail(f"currency must be an ISO 4217 code like EUR, got {currency!r}")
+    s = get_settings()
+    engine = get_engine(s.database_url)
+    existing = StoreCache(engine, ttl=0).get(store_id)
+    store = Store(id=store_id, url=url.rstrip("/"), name=name or (existing.name if existing else ""),
+                  webhook_secret=secret or (existing.webhook_secret if existing else secrets.token_urlsafe(36)),
+                  consumer_key=consumer_key or (existing.consumer_key if existing else ""),
+                  consumer_secret=consumer_secret or (existing.consumer_secret if existing else ""),
+                  timezone=timezone, currency=currency,
+                  public_key=existing.public_key if existing and existing.public_key else "pk_" + secrets.token_urlsafe(18),
+                  settings=existing.settings if existing else {})
+    upsert_store(engine, store)
+    console.print(f"store [bold]{store_id}[/bold] registered; webhook path /webhooks/woocommerce/{store_id}, "
+                  f"storefront key {store.public_key}")
+    bridge = bridge_url or s.bridge_public_url
+    if not webhooks:
+        return
+    if not bridge:
+        console.print("no --bridge-url (or WOOFLOW_BRIDGE_PUBLIC_URL): create the webhooks in WooCommerce yourself")
+        return
+    if not store.consumer_key:
+        _fail("creating webhooks needs --consumer-key/--consumer-secret (WooCommerce REST keys, read/write)")
+    wanted = tuple(t.strip() for t in topics.split(",") if t.strip())
+    try:
+        created = create_webhooks(store, bridge, wanted, timeout=s.rest_timeout_s, max_attempts=s.rest_max_attempts)
+    except (RestError, Transient) as exc:
+        _fail(f"creating webhooks in {store.url}: {exc}")
+    with engine.begin() as conn:
+        for wid, topic in created:
+            conn.execute(insert(store_webhooks).values(store_id=store_id, webhook_id=wid, topic=topic)
+                         .on_conflict_do_nothing())
+    console.print(f"created {len(created)} webhooks delivering to {bridge.rstrip('/')}/webhooks/woocommerce/{store_id}")
+
+
+@app.command("list")
+def list_() -> None:
+    """List registered stores."""
+    from sqlalchemy import func, select
+
+    from wooflow.db.engine import get_engine
+    from wooflow.db.tables import store_webhooks
+    from wooflow.settings import get_settings
+    from wooflow.stores import list_stores
+
+    engine = get_engine(get_settings().database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(store_webhooks.c.store_id, func.count()).group_by(store_webhooks.c.store_id))
+        counts: dict[str, int] = {str(r[0]): int(r[1]) for r in rows}
+    table = Table("id", "url", "timezone", "currency", "webhooks", "REST keys")
+    for st in list_stores(engine):
+        table.add_row(st.id, st.url, st.timezone, st.currency, str(counts.get(st.id, 0)),
+                      "yes" if st.consumer_key else "no")
+    Console().print(table)
+
+
+@app.command("remove")
+def remove(
+    store_id: Annotated[str, typer.Argument(help="Store id")],
+    keep_webhooks: Annotated[bool, typer.Option(help="Leave the webhooks in WooCommerce")] = False,
+) -> None:
+    """Delete the store's webhooks in WooCommerce, then the store."""
+    from sqlalchemy import delete, select
+
+    from wooflow.db.engine import get_engine
+    from wooflow.db.tables import store_webhooks, stores
+    from wooflow.producers.woo_rest import RestError, Transient
+    from wooflow.settings import get_settings
+    from wooflow.stores import StoreCache
+
+    s = get_settings()
+    engine = get_engine(s.database_url)
+    store = StoreCache(engine, ttl=0).get(store_id)
+    if store is None:
+        _fail(f"no store {store_id!r}")
+    with engine.connect() as conn:
+        ids = [int(r[0]) for r in conn.execute(select(store_webhooks.c.webhook_id)
+                                               .where(store_webhooks.c.store_id == store_id))]
+    if ids and not keep_webhooks:
+        try:
+            delete_webhooks(store, ids, timeout=s.rest_timeout_s)
+        except (RestError, Transient) as exc:
+            _fail(f"deleting webhooks in {store.url}: {exc} (use --keep-webhooks to remove the store anyway)")
+        console.print(f"deleted {len(ids)} webhooks in {store.url}")
+    with engine.begin() as conn:
+        conn.execute(delete(stores).where(stores.c.id == store_id))
+    console.print(f"store [bold]{store_id}[/bold] removed")

@@ -1,0 +1,143 @@
+"""A Kafka outage: the bridge keeps answering 2xx from its PostgreSQL outbox and, once
+the broker is back, drains it in order — exactly one event per webhook, per-customer
+order intact. Runs on a broker of its own (the session broker is shared: never stopped)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+
+from tests.support import ServerThread, free_port, make_store, read_topic, unique, wait_for
+from wooflow.devinfra import kafka as kafka_mod
+from wooflow.kafka import topics
+from wooflow.kafka.admin import create_topics
+from wooflow.producers.app import create_app
+from wooflow.producers.signature import sign
+from wooflow.settings import Settings
+
+CUSTOMERS, PER_CUSTOMER = 50, 20  # 1,000 webhooks
+
+
+def order_body(customer: int, seq: int) -> bytes:
+    order = {"id": customer * 1000 + seq, "number": f"{customer}-{seq}", "status": "processing", "currency": "EUR",
+             "total": f"{seq}.50", "customer_id": customer, "billing": {"email": f"c{customer}@example.com"},
+             "date_created_gmt": "2026-11-25T10:00:00", "date_modified_gmt": f"2026-11-25T10:{seq // 60:02d}:{seq % 60:02d}",
+             "meta_data": [{"id": 1, "key": "seq", "value": seq}]}
+    return json.dumps(order).encode()
+
+
+async def deliver_all(url: str, secret: str) -> list[int]:
+    """Each customer's webhooks in order (one after another), customers concurrently."""
+    statuses: list[int] = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        async def customer(c: int) -> None:
+            for seq in range(PER_CUSTOMER):
+                body = order_body(c, seq)
+                r = await client.post(url, content=body, headers={
+                    "Content-Type": "application/json", "X-WC-Webhook-Topic": "order.created",
+                    "X-WC-Webhook-Signature": sign(body, secret), "X-WC-Webhook-Delivery-ID": "x"})
+                statuses.append(r.status_code)
+
+        await asyncio.gather(*(customer(c) for c in range(1, CUSTOMERS + 1)))
+    return statuses
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+    libs = kafka_mod.ensure_jars(Settings().cache_dir)
+    java = kafka_mod.require_java()
+    kafka_dir = tmp_path / "kafka"
+    ports = {"port": free_port(), "controller_port": free_port()}
+    state = {"broker": kafka_mod.start_kafka(kafka_dir, libs, java=java, **ports)}
+
+    def restart() -> None:
+        state["broker"] = kafka_mod.start_kafka(kafka_dir, libs, java=java, **ports)
+
+    def stop() -> None:
+        kafka_mod.stop_kafka(state["broker"].pid, 30)
+
+    try:
+        yield state["broker"].bootstrap_servers, stop, restart
+    finally:
+        if kafka_mod.process_alive(state["broker"].pid):
+            kafka_mod.stop_kafka(state["broker"].pid, 10)
+
+
+def test_kafka_outage_answers_2xx_and_delivers_exactly_once_in_order(own_broker, migrated, engine) -> None:  # type: ignore[no-untyped-def]
+    bootstrap, stop_broker, start_broker = own_broker
+    tag = unique("t")
+    s = Settings(kafka_bootstrap_servers=bootstrap, database_url=migrated, topic_prefix=f"{tag}.", topic_partitions=4,
+                 state_dir=Path("/nonexistent"), delivery_timeout_s=10.0)
+    create_topics(s)
+    store = make_store(engine)
+    try:
+        with ServerThread(create_app(s)) as bridge:
+            url = f"{bridge.url}/webhooks/woocommerce/{store.id}"
+            stop_broker()
+            statuses = asyncio.run(deliver_all(url, store.webhook_secret))
+            assert statuses.count(200) == CUSTOMERS * PER_CUSTOMER, sorted(set(statuses))
+            with engine.connect() as conn:
+                queued = conn.execute(text("SELECT count(*) FROM bridge_outbox WHERE store_id = :s"),
+                                      {"s": store.id}).scalar_one()
+            assert queued == CUSTOMERS * PER_CUSTOMER  # every 2xx came from a committed outbox row
+            assert (REGISTRY.get_sample_value("wooflow_outbox_depth") or 0) >= queued
+            start_broker()
+
+            def drained() -> bool:
+                with engine.connect() as conn:
+                    return conn.execute(text("SELECT count(*) FROM bridge_outbox WHERE store_id = :s"),
+                                        {"s": store.id}).scalar_one() == 0
+
+            wait_for(drained, 90, 0.5, "outbox drained")
+            wait_for(lambda: REGISTRY.get_sample_value("wooflow_bridge_kafka_available") == 1, 30, 0.2, "breaker closed")
+            # after the outage: straight to Kafka again
+            body = order_body(CUSTOMERS + 1, 0)
+            r = httpx.post(url, content=body, headers={"Content-Type": "application/json",
+                                                      "X-WC-Webhook-Topic": "order.created",
+                                                      "X-WC-Webhook-Signature": sign(body, store.webhook_secret)})
+            assert r.status_code == 200 and r.json()["accepted"] == 1
+        events = read_topic(s, topics.ORDERS, timeout=30)
+        assert len(events) == CUSTOMERS * PER_CUSTOMER + 1
+        assert len({ev["event_id"] for _, ev in events}) == len(events)
+        seqs: dict[str, list[int]] = defaultdict(list)
+        for _, ev in events:
+            seqs[ev["customer_key"]].append(int(ev["order"]["meta"]["seq"]))
+        for c in range(1, CUSTOMERS + 1):
+            assert seqs[f"c{c}"] == list(range(PER_CUSTOMER)), (c, seqs[f"c{c}"])
+    finally:
+        with engine.begin() as conn:  # never leave rows for another test's bridge to drain
+            conn.execute(text("DELETE FROM bridge_outbox WHERE store_id = :s"), {"s": store.id})
+
+
+def test_the_outbox_is_bounded_503_beyond(migrated, engine) -> None:  # type: ignore[no-untyped-def]
+    """No broker at all (nothing listens on the port): the outbox takes `outbox_max_rows`
+    events, then the bridge answers 503 and counts them, instead of growing without bound."""
+    s = Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", database_url=migrated,
+                 topic_prefix=f"{unique('t')}.", state_dir=Path("/nonexistent"), outbox_max_rows=5)
+    store = make_store(engine)
+    rejected = REGISTRY.get_sample_value("wooflow_outbox_rejected_total") or 0
+    try:
+        with ServerThread(create_app(s)) as bridge:
+            url = f"{bridge.url}/webhooks/woocommerce/{store.id}"
+            codes = []
+            for seq in range(8):
+                body = order_body(1, seq)
+                r = httpx.post(url, content=body, timeout=30, headers={
+                    "Content-Type": "application/json", "X-WC-Webhook-Topic": "order.created",
+                    "X-WC-Webhook-Signature": sign(body, store.webhook_secret)})
+                codes.append((r.status_code, r.json().get("error")))
+        assert codes == [(200, None)] * 5 + [(503, "outbox_full")] * 3, codes
+        assert (REGISTRY.get_sample_value("wooflow_outbox_rejected_total") or 0) == rejected + 3
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM bridge_outbox WHERE store_id = :s"),
+                                {"s": store.id}).scalar_one() == 5
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM bridge_outbox WHERE store_id = :s"), {"s": store.id})
