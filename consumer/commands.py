@@ -8,7 +8,7 @@ same key, and the workers execute each key at most once.
 from __future__ import annotations
 
 import hashlib
-import json
+import orjson
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -24,7 +24,11 @@ def idempotency_key(rule_id: int, event_id: str, step: int) -> str:
 
 def _jsonable(v: Any) -> Any:
     if isinstance(v, Decimal):
-        return str(v.normalize()) if v == v.to_integral() else str(v.quantize(Decimal("0.01")))
+        # "100", "19.99", "19.90", "0.125" — never "1E+2"
+        n = v.normalize()
+        if n == n.to_integral() or int(n.as_tuple().exponent) < -2:
+            return format(n, "f")
+        return str(v.quantize(Decimal("0.01")))
     if isinstance(v, (datetime, date)):
         return v.isoformat()
     if isinstance(v, bytes):
@@ -32,11 +36,16 @@ def _jsonable(v: Any) -> Any:
     raise TypeError(type(v).__name__)
 
 
+_OPTS = orjson.OPT_NON_STR_KEYS
+
+
 def to_json(obj: Any) -> str:
-    return json.dumps(obj, default=_jsonable, separators=(",", ":"))
+    # orjson: command contexts carry whole orders, and this runs once per command
+    return orjson.dumps(obj, default=_jsonable, option=_OPTS).decode()
 
 
-def context_of(schema: str, event: dict[str, Any], state: dict[str, Any] | None = None) -> dict[str, Any]:
+def context_of(schema: str, event: dict[str, Any], state: dict[str, Any] | None = None,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What action templates can see: the resource, the customer state, the store."""
     field = RESOURCE_FIELD.get(schema)
     ctx: dict[str, Any] = {"store_id": event["store_id"], "event_id": event["event_id"],
@@ -47,13 +56,17 @@ def context_of(schema: str, event: dict[str, Any], state: dict[str, Any] | None 
         ctx["previous_status"] = event.get("previous_status")
     if state:
         ctx["customer_state"] = {k: v for k, v in state.items() if k not in ("store_id",)}
+    if extra:
+        ctx.update({k: v for k, v in extra.items() if v is not None})
     return ctx
 
 
 def build_command(*, rule_id: int, rule_version: int, step: int, action_type: str, params: dict[str, Any],
                   delay_s: int, schema: str, event: dict[str, Any], trigger: str,
                   state: dict[str, Any] | None = None, now: datetime | None = None,
-                  dry_run: bool = False) -> dict[str, Any]:
+                  dry_run: bool = False, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One action step as an ActionCommand record. A delayed step carries `not_before`
+    (now + delay): workers must not execute it earlier; the scheduler holds it."""
     now = now or datetime.now(timezone.utc)
     key = idempotency_key(rule_id, event["event_id"], step)
     subject_type, id_field = SUBJECTS.get(schema, ("event", "event_id"))
@@ -71,7 +84,7 @@ def build_command(*, rule_id: int, rule_version: int, step: int, action_type: st
         "params_json": to_json(params),
         "subject_type": subject_type,
         "subject_id": str(event.get(id_field, "")),
-        "context_json": to_json(context_of(schema, event, state)),
+        "context_json": to_json(context_of(schema, event, state, extra)),
         "created_at": now,
         "not_before": now + timedelta(seconds=delay_s) if delay_s else None,
         "received_at": event.get("received_at"),

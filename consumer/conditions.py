@@ -1,26 +1,48 @@
 """Rule conditions: a tree of comparisons over an event's facts, compiled once.
 
-A tree is `{"match": "all"|"any", "conditions": [leaf | tree, ...]}`; a leaf is
-`{"field": F, "operator": OP, "value": V}`. Fields are the Polski Pro set (order_total,
-order_status, item_count, billing_country, shipping_country, geo_scope, customer_email,
-payment_method, shipping_method, product_id, category) plus customer-state fields.
-Operators: equals, not_equals, gt, lt, in, not_in, contains; `in`/`not_in` take a list
-or a comma-separated string. Multi-valued fields (products, categories, tags, shipping
-methods, geo scopes) match when ANY of their values matches (`not_*`: when none does).
+A tree is `{"match": "all"|"any", "conditions": [leaf | tree, ...]}` (nesting allowed);
+a leaf is `{"field": F, "operator": OP, "value": V}`. Fields are the Polski Pro set
+(order_total, order_status, item_count, billing_country, shipping_country, geo_scope,
+customer_email, payment_method, shipping_method, product_id, category) plus
+customer-state fields (order_count, total_spent, average_order_value, tier, points, tags,
+days_since_last_order, first_order_date) and a few extras.
+
+Semantics (the property tests hold the compiled predicates to exactly this):
+- a field has a type: number fields compare numerically (exact decimals), string fields
+  compare trimmed and case-insensitively, date fields compare as ISO `YYYY-MM-DD`;
+- `in`/`not_in` take a list or a comma-separated string ("PL,DE,FR");
+- a multi-valued field (products, categories, tags, shipping methods, geo scopes) holds
+  when ANY of its values holds; `not_equals`/`not_in` are the negations of
+  `equals`/`in` (so: when NONE does); a missing value never equals, contains or compares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 OPERATORS = ("equals", "not_equals", "gt", "lt", "in", "not_in", "contains")
+OPERATOR_DOC = {
+    "equals": "equal to the value (any value, for multi-valued fields)",
+    "not_equals": "not equal (for multi-valued fields: no value equals)",
+    "gt": "greater than (numbers, dates)",
+    "lt": "less than (numbers, dates)",
+    "in": "one of a list or comma-separated string: PL,DE,FR",
+    "not_in": "none of a list or comma-separated string",
+    "contains": "contains the text, case-insensitive",
+}
 
 EU = frozenset("AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split())
 EEA = EU | {"NO", "IS", "LI"}
 GEO_SCOPES = ("pl", "eu", "eea", "non_eu")
+MAX_DEPTH = 8
+MAX_CONDITIONS = 200
+
+_NUM_OPS = ("equals", "not_equals", "gt", "lt", "in", "not_in")
+_STR_OPS = ("equals", "not_equals", "in", "not_in", "contains")
+_DATE_OPS = ("equals", "not_equals", "gt", "lt")
 
 
 @dataclass(frozen=True)
@@ -29,32 +51,47 @@ class FieldSpec:
     type: str  # number | string | date
     multi: bool
     description: str
+    operators: tuple[str, ...]
+    values: tuple[str, ...] = ()  # a closed set of allowed values, if any
+    scope: str = "order"  # order | customer (customer state) | event
 
 
 FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
-    FieldSpec("order_total", "number", False, "Order total"),
-    FieldSpec("order_status", "string", False, "Order status (pending, processing, completed, ...)"),
-    FieldSpec("previous_status", "string", False, "Order status before this change"),
-    FieldSpec("item_count", "number", False, "Number of items (sum of quantities)"),
-    FieldSpec("billing_country", "string", False, "Billing country (ISO code)"),
-    FieldSpec("shipping_country", "string", False, "Shipping country, falls back to billing"),
-    FieldSpec("geo_scope", "string", True, "pl / eu (27 member states) / eea (EU + NO, IS, LI) / non_eu"),
-    FieldSpec("customer_email", "string", False, "Billing or account email"),
-    FieldSpec("payment_method", "string", False, "Payment method id"),
-    FieldSpec("shipping_method", "string", True, "Shipping method ids"),
-    FieldSpec("product_id", "number", True, "Product (or variation) ids in the order"),
-    FieldSpec("category", "string", True, "Category ids and slugs of the ordered products"),
-    FieldSpec("currency", "string", False, "Order currency"),
-    FieldSpec("coupon_code", "string", True, "Coupon codes used"),
-    FieldSpec("customer_role", "string", False, "Customer role"),
-    FieldSpec("order_count", "number", False, "Customer's number of orders"),
-    FieldSpec("total_spent", "number", False, "Customer's total spent in the order currency"),
-    FieldSpec("average_order_value", "number", False, "Customer's average order value"),
-    FieldSpec("tier", "string", False, "Customer's loyalty tier"),
-    FieldSpec("points", "number", False, "Customer's points"),
-    FieldSpec("tags", "string", True, "Customer's tags"),
-    FieldSpec("days_since_last_order", "number", False, "Days since the previous order"),
-    FieldSpec("first_order_date", "date", False, "Date of the customer's first order (YYYY-MM-DD)"),
+    # Polski Pro filter fields (seed 002) — operators: its list, plus the natural extras
+    FieldSpec("order_total", "number", False, "Order total (WC_Order::get_total)", _NUM_OPS),
+    FieldSpec("order_status", "string", False, "Order status (pending, processing, completed, ...)", _STR_OPS),
+    FieldSpec("item_count", "number", False, "Number of items, the sum of quantities (get_item_count)", _NUM_OPS),
+    FieldSpec("billing_country", "string", False, "Billing country, ISO 3166-1 alpha-2", _STR_OPS, scope="event"),
+    FieldSpec("shipping_country", "string", False, "Shipping country, falls back to billing", _STR_OPS, scope="event"),
+    FieldSpec("geo_scope", "string", True, "pl / eu (27 member states) / eea (EU + NO, IS, LI) / non_eu, "
+              "from the shipping (else billing) country", ("equals", "not_equals", "in", "not_in"),
+              values=GEO_SCOPES, scope="event"),
+    FieldSpec("customer_email", "string", False, "Billing email (orders) or account email (customers)", _STR_OPS,
+              scope="event"),
+    FieldSpec("payment_method", "string", False, "Payment method id (get_payment_method)", _STR_OPS),
+    FieldSpec("shipping_method", "string", True, "Shipping method ids of the shipping lines", _STR_OPS),
+    FieldSpec("product_id", "number", True, "Product and variation ids in the order", _NUM_OPS),
+    FieldSpec("category", "string", True, "product_cat ids of the ordered products", _STR_OPS),
+    # extras
+    FieldSpec("previous_status", "string", False, "Order status before this change", _STR_OPS),
+    FieldSpec("currency", "string", False, "Order currency", _STR_OPS),
+    FieldSpec("coupon_code", "string", True, "Coupon codes used", _STR_OPS),
+    FieldSpec("customer_role", "string", False, "Customer account role (customer events)", _STR_OPS, scope="event"),
+    FieldSpec("product_status", "string", False, "Product status (product events)", _STR_OPS, scope="event"),
+    # customer state (kept by the rule consumer from the event stream)
+    FieldSpec("order_count", "number", False, "Customer's number of paid orders, this one included", _NUM_OPS,
+              scope="customer"),
+    FieldSpec("total_spent", "number", False, "Customer's total spent in the order's (else the store's) currency",
+              _NUM_OPS, scope="customer"),
+    FieldSpec("average_order_value", "number", False, "total_spent / order_count", _NUM_OPS, scope="customer"),
+    FieldSpec("tier", "string", False, "Customer's loyalty tier ('' = none)", _STR_OPS, scope="customer"),
+    FieldSpec("points", "number", False, "Customer's loyalty points", _NUM_OPS, scope="customer"),
+    FieldSpec("tags", "string", True, "Customer's tags", _STR_OPS, scope="customer"),
+    FieldSpec("days_since_last_order", "number", False,
+              "Whole days between the customer's previous paid order and this event (missing if none)", _NUM_OPS,
+              scope="customer"),
+    FieldSpec("first_order_date", "date", False, "Date of the customer's first paid order, YYYY-MM-DD", _DATE_OPS,
+              scope="customer"),
 ]}
 
 Facts = dict[str, Any]
@@ -71,7 +108,7 @@ class ConditionError(ValueError):
 
 
 def geo_scopes(country: str) -> list[str]:
-    c = (country or "").upper()
+    c = (country or "").strip().upper()
     if not c:
         return []
     scopes = []
@@ -92,120 +129,241 @@ def split_list(value: Any) -> list[str]:
     return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
-def _num(v: Any) -> Decimal | None:
-    if isinstance(v, bool) or v is None:
+def to_number(v: Any) -> Decimal | int | None:
+    """A fact or option as a number, or None. Ints and Decimals pass through untouched."""
+    if v is None or isinstance(v, bool):
         return None
+    if isinstance(v, (int, Decimal)):
+        return v
+    if isinstance(v, float):
+        return Decimal(repr(v))
+    if isinstance(v, bytes):
+        from wooflow.consumer.values import money
+
+        return money(v)
     try:
-        return Decimal(str(v).strip())
+        d = Decimal(str(v).strip())
     except (InvalidOperation, ValueError):
         return None
+    return d if d.is_finite() else None
 
 
-def _norm(v: Any) -> str:
+def norm(v: Any) -> str:
     return str(v).strip().lower()
 
 
-def _values(v: Any) -> Iterable[Any]:
+def _values(v: Any) -> tuple[Any, ...] | list[Any]:
     if v is None:
         return ()
-    if isinstance(v, (list, tuple, set, frozenset)):
+    if isinstance(v, (list, tuple)):
         return v
+    if isinstance(v, (set, frozenset)):
+        return tuple(v)
     return (v,)
 
 
-def _eq(a: Any, b: Any) -> bool:
-    na, nb = _num(a), _num(b)
-    if na is not None and nb is not None:
-        return na == nb
-    return _norm(a) == _norm(b)
+def _date_key(v: Any) -> str | None:
+    if v is None:
+        return None
+    s = str(v).strip()[:10]
+    return s or None
 
 
-def compile_leaf(leaf: dict[str, Any], path: str = "$") -> Predicate:
+def compile_leaf(leaf: Any, path: str = "$") -> Predicate:
+    if not isinstance(leaf, dict):
+        raise ConditionError(path, "a condition must be an object")
+    extra = set(leaf) - {"field", "operator", "value"}
+    if extra:
+        raise ConditionError(f"{path}.{sorted(extra)[0]}", "unknown key (a condition has field, operator, value)")
     field = leaf.get("field")
     op = leaf.get("operator")
     if field not in FIELDS:
         raise ConditionError(f"{path}.field", f"unknown field {field!r}; one of {sorted(FIELDS)}")
+    spec = FIELDS[str(field)]
     if op not in OPERATORS:
         raise ConditionError(f"{path}.operator", f"unknown operator {op!r}; one of {list(OPERATORS)}")
-    if "value" not in leaf:
+    if op not in spec.operators:
+        raise ConditionError(f"{path}.operator", f"{field} supports {list(spec.operators)}, not {op!r}")
+    if "value" not in leaf or leaf["value"] is None:
         raise ConditionError(f"{path}.value", "missing value")
     raw = leaf["value"]
-    name = str(field)
+    if isinstance(raw, (dict, bool)):
+        raise ConditionError(f"{path}.value", f"must be a string, number or list, got {type(raw).__name__}")
+    if isinstance(raw, (list, tuple)) and op not in ("in", "not_in"):
+        raise ConditionError(f"{path}.value", f"{op} takes one value, not a list")
+    name = spec.name
+    options = split_list(raw) if op in ("in", "not_in") else [str(raw).strip()]
+    if not options or (op != "contains" and not options[0]):
+        raise ConditionError(f"{path}.value", f"{op} needs a non-empty value")
+    if spec.values:
+        bad = [o for o in options if norm(o) not in spec.values]
+        if bad:
+            raise ConditionError(f"{path}.value", f"{bad[0]!r} is not one of {list(spec.values)}")
 
+    if spec.type == "number":
+        nums = [to_number(o) for o in options]
+        if any(n is None for n in nums):
+            raise ConditionError(f"{path}.value", f"{field} compares numbers; {raw!r} is not a number")
+        return _number_pred(name, op, nums, spec.multi)  # type: ignore[arg-type]
+    if spec.type == "date":
+        key = _date_key(options[0])
+        if key is None or len(key) != 10 or key[4] != "-" or key[7] != "-":
+            raise ConditionError(f"{path}.value", f"{field} compares dates as YYYY-MM-DD, got {raw!r}")
+        return _date_pred(name, op, key)
+    return _string_pred(name, op, [norm(o) for o in options], spec.multi)
+
+
+def _number_pred(name: str, op: str, nums: list[Decimal | int], multi: bool) -> Predicate:
     if op in ("gt", "lt"):
-        bound = _num(raw)
-        if bound is None:
-            raise ConditionError(f"{path}.value", f"{op} needs a number, got {raw!r}")
+        bound = nums[0]
+        if op == "gt":
+            def gt(facts: Facts) -> bool:
+                for v in _values(facts.get(name)):
+                    n = to_number(v)
+                    if n is not None and n > bound:
+                        return True
+                return False
+            return gt
 
-        def cmp(facts: Facts) -> bool:
+        def lt(facts: Facts) -> bool:
             for v in _values(facts.get(name)):
-                n = _num(v)
-                if n is not None and (n > bound if op == "gt" else n < bound):
+                n = to_number(v)
+                if n is not None and n < bound:
                     return True
             return False
-        return cmp
+        return lt
+    wanted = frozenset(nums)  # Decimal('1.0') == 1 and they hash alike: exact numeric membership
 
-    if op in ("in", "not_in"):
-        options = split_list(raw)
-        if not options:
-            raise ConditionError(f"{path}.value", f"{op} needs a non-empty list")
-        nums = {n for n in (_num(o) for o in options) if n is not None}
-        strs = {_norm(o) for o in options}
+    def member(facts: Facts) -> bool:
+        for v in _values(facts.get(name)):
+            n = to_number(v)
+            if n is not None and n in wanted:
+                return True
+        return False
+    return member if op in ("equals", "in") else (lambda facts: not member(facts))
 
-        def member(facts: Facts) -> bool:
-            for v in _values(facts.get(name)):
-                n = _num(v)
-                if (n is not None and n in nums) or _norm(v) in strs:
-                    return True
-            return False
-        return member if op == "in" else (lambda facts: not member(facts))
 
+def _string_pred(name: str, op: str, options: list[str], multi: bool) -> Predicate:
     if op == "contains":
-        needle = _norm(raw)
-        return lambda facts: any(needle in _norm(v) for v in _values(facts.get(name)))
+        needle = options[0]
 
-    def equal(facts: Facts) -> bool:
-        return any(_eq(v, raw) for v in _values(facts.get(name)))
-    return equal if op == "equals" else (lambda facts: not equal(facts))
+        def contains(facts: Facts) -> bool:
+            for v in _values(facts.get(name)):
+                if needle in norm(v):
+                    return True
+            return False
+        return contains
+    wanted = frozenset(options)
+
+    def member(facts: Facts) -> bool:
+        for v in _values(facts.get(name)):
+            if norm(v) in wanted:
+                return True
+        return False
+    return member if op in ("equals", "in") else (lambda facts: not member(facts))
 
 
-def is_leaf(node: dict[str, Any]) -> bool:
-    return "field" in node
+def _date_pred(name: str, op: str, key: str) -> Predicate:
+    def test(facts: Facts) -> bool:
+        d = _date_key(facts.get(name))
+        if d is None:
+            return op == "not_equals"
+        if op == "equals":
+            return d == key
+        if op == "not_equals":
+            return d != key
+        return d > key if op == "gt" else d < key
+    return test
 
 
-def compile_tree(tree: dict[str, Any] | None, path: str = "$") -> Predicate:
-    """An empty tree (or no conditions) always matches."""
-    if not tree:
-        return lambda facts: True
+def is_leaf(node: Any) -> bool:
+    return isinstance(node, dict) and "field" in node
+
+
+def _always(facts: Facts) -> bool:
+    return True
+
+
+def compile_tree(tree: Any, path: str = "$", _depth: int = 0, _count: list[int] | None = None) -> Predicate:
+    """An empty tree (or a group without conditions) always matches."""
+    count = _count if _count is not None else [0]
+    if tree is None or tree == {}:
+        return _always
     if not isinstance(tree, dict):
         raise ConditionError(path, "a condition must be an object")
+    if _depth > MAX_DEPTH:
+        raise ConditionError(path, f"conditions nest deeper than {MAX_DEPTH} levels")
+    count[0] += 1
+    if count[0] > MAX_CONDITIONS:
+        raise ConditionError(path, f"more than {MAX_CONDITIONS} conditions")
     if is_leaf(tree):
         return compile_leaf(tree, path)
+    extra = set(tree) - {"match", "conditions"}
+    if extra:
+        raise ConditionError(f"{path}.{sorted(extra)[0]}",
+                             "unknown key (a group has match and conditions; a condition has field, operator, value)")
     match = tree.get("match", "all")
     if match not in ("all", "any"):
         raise ConditionError(f"{path}.match", f"match must be 'all' or 'any', got {match!r}")
     children = tree.get("conditions", [])
     if not isinstance(children, list):
         raise ConditionError(f"{path}.conditions", "must be a list")
-    preds = [compile_tree(c, f"{path}.conditions[{i}]") for i, c in enumerate(children)]
+    preds = [compile_tree(c, f"{path}.conditions[{i}]", _depth + 1, count) for i, c in enumerate(children)]
     if not preds:
-        return lambda facts: True
+        return _always
+    if len(preds) == 1:
+        return preds[0]
     if match == "all":
-        return lambda facts: all(p(facts) for p in preds)
-    return lambda facts: any(p(facts) for p in preds)
+        def all_of(facts: Facts) -> bool:
+            for p in preds:
+                if not p(facts):
+                    return False
+            return True
+        return all_of
+
+    def any_of(facts: Facts) -> bool:
+        for p in preds:
+            if p(facts):
+                return True
+        return False
+    return any_of
 
 
-def explain(tree: dict[str, Any] | None, facts: Facts, path: str = "$") -> dict[str, Any]:
-    """Per-condition results with the actual values, for dry runs."""
+def fields_used(tree: Any) -> set[str]:
+    if not isinstance(tree, dict):
+        return set()
+    if is_leaf(tree):
+        return {str(tree.get("field"))}
+    out: set[str] = set()
+    for c in tree.get("conditions") or []:
+        out |= fields_used(c)
+    return out
+
+
+def _show(v: Any) -> Any:
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [_show(x) for x in v]
+    if v is None:
+        return None
+    if isinstance(v, bytes):
+        return str(to_number(v))
+    return str(v)
+
+
+def explain(tree: Any, facts: Facts, path: str = "$") -> dict[str, Any]:
+    """Per-condition results with the actual values and a reason, for dry runs."""
     if not tree:
         return {"path": path, "result": True, "reason": "no conditions"}
     if is_leaf(tree):
         result = compile_leaf(tree, path)(facts)
-        actual = facts.get(tree["field"])
+        actual = _show(facts.get(tree["field"]))
+        verdict = "holds" if result else "does not hold"
         return {"path": path, "field": tree["field"], "operator": tree["operator"], "expected": tree["value"],
-                "actual": [str(v) for v in actual] if isinstance(actual, (list, tuple, set)) else
-                (str(actual) if actual is not None else None), "result": result}
+                "actual": actual, "result": result,
+                "reason": f"{tree['field']} is {actual!r}: {tree['operator']} {tree['value']!r} {verdict}"}
     kids = [explain(c, facts, f"{path}.conditions[{i}]") for i, c in enumerate(tree.get("conditions", []))]
     match = tree.get("match", "all")
-    result = all(k["result"] for k in kids) if match == "all" else any(k["result"] for k in kids)
-    return {"path": path, "match": match, "result": result if kids else True, "conditions": kids}
+    result = (all(k["result"] for k in kids) if match == "all" else any(k["result"] for k in kids)) if kids else True
+    held = sum(1 for k in kids if k["result"])
+    return {"path": path, "match": match, "result": result, "conditions": kids,
+            "reason": f"{held} of {len(kids)} conditions hold; match {match} → {'matched' if result else 'not matched'}"}

@@ -1,54 +1,50 @@
-"""Matching: event → fired triggers → rules of (store, trigger) → conditions → commands."""
+"""Matching: a TriggerContext → fired triggers → rules of (store, trigger) → conditions.
+
+Only triggers some rule of the store listens to are evaluated; facts are computed
+lazily, once per event, for the rules that get as far as their conditions.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
 
-from wooflow import metrics
-from wooflow.consumer.commands import build_command
-from wooflow.consumer.facts import event_facts
+from wooflow.consumer.facts import LazyFacts
 from wooflow.consumer.rules import CompiledRule, RuleCache
-from wooflow.consumer.triggers import TriggerContext, fired, options_match
+from wooflow.consumer.triggers import TriggerContext, for_schema
 
 
-@dataclass
+@dataclass(slots=True)
 class Match:
     rule: CompiledRule
     trigger: str
-    commands: list[dict[str, Any]] = field(default_factory=list)
+    ctx: TriggerContext
 
 
 class RuleEngine:
     def __init__(self, rules: RuleCache) -> None:
         self.rules = rules
 
-    def matches(self, schema: str, event: dict[str, Any], *, state: dict[str, Any] | None = None,
-                ctx: TriggerContext | None = None, now: datetime | None = None,
-                only_rules: set[int] | None = None) -> list[Match]:
-        started = time.perf_counter()
-        ctx = ctx or TriggerContext(previous_status=event.get("previous_status"))
-        state = state or {}
+    def matches(self, ctx: TriggerContext, only_rules: set[int] | None = None) -> list[Match]:
+        store = ctx.event["store_id"]
+        wanted = self.rules.triggers(store, ctx.schema)
+        if not wanted:
+            return []
         out: list[Match] = []
-        facts: dict[str, Any] | None = None
-        for trigger in fired(schema, event, ctx):
-            for rule in self.rules.for_trigger(event["store_id"], trigger):
+        facts: LazyFacts | None = None
+        fired_count = 0
+        for spec in for_schema(ctx.schema):
+            if spec.name not in wanted or not spec.fires(ctx):
+                continue
+            fired_count += 1
+            for rule in self.rules.for_trigger(store, spec.name):
                 if only_rules is not None and rule.id not in only_rules:
                     continue
-                if not options_match(rule.spec.trigger_options, event, ctx):
+                if rule.options is not None and not rule.options(ctx):
                     continue
                 if facts is None:
-                    facts = event_facts(schema, event, state)
-                if not rule.predicate(facts):
-                    continue
-                m = Match(rule, trigger)
-                for step, action in enumerate(rule.actions):
-                    m.commands.append(build_command(
-                        rule_id=rule.id, rule_version=rule.version, step=step, action_type=action.type,
-                        params=action.params, delay_s=action.delay_s, schema=schema, event=event,
-                        trigger=trigger, state=state, now=now))
-                out.append(m)
-        metrics.rule_eval_seconds.observe(time.perf_counter() - started)
+                    facts = LazyFacts(ctx)
+                if rule.predicate(facts):
+                    out.append(Match(rule, spec.name, ctx))
+        if fired_count > 1 and len(out) > 1:
+            out.sort(key=lambda m: (m.rule.spec.priority, m.rule.id))
         return out

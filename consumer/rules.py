@@ -1,12 +1,16 @@
 """Rules loaded from PostgreSQL, compiled once, indexed by (store, trigger).
 
-`refresh()` is cheap (one aggregate query) and reloads only when something changed,
-so running consumers pick up rule edits within the refresh interval.
+Changes arrive through LISTEN/NOTIFY: a trigger on `rules` calls pg_notify with the store
+id, and `RuleListener` (a thread with its own psycopg connection) reloads that store's
+rules and swaps them in, typically within a few milliseconds. A cheap fingerprint query
+every `fallback_interval` seconds catches anything a lost connection missed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -15,11 +19,13 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 
-from wooflow.consumer.conditions import Predicate
+from wooflow.consumer.conditions import Predicate, compile_tree
 from wooflow.consumer.model import Action, RuleSpec
+from wooflow.consumer.triggers import TRIGGERS, Check
 from wooflow.db.tables import rules
 
 log = logging.getLogger(__name__)
+CHANNEL = "wooflow_rules"
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class CompiledRule:
     version: int
     spec: RuleSpec
     predicate: Predicate
+    options: Check | None
 
     @property
     def trigger(self) -> str:
@@ -38,26 +45,52 @@ class CompiledRule:
     def actions(self) -> list[Action]:
         return self.spec.actions
 
+    @property
+    def limited(self) -> bool:
+        return self.spec.frequency.limited
+
 
 def compile_rule(row: dict[str, Any]) -> CompiledRule:
-    from wooflow.consumer.conditions import compile_tree
-
     spec = RuleSpec.model_validate({k: row[k] for k in (
         "name", "trigger", "trigger_options", "conditions", "actions", "priority", "enabled", "group_label",
         "frequency", "exit_conditions")})
-    return CompiledRule(int(row["id"]), row["store_id"], int(row["version"]), spec, compile_tree(spec.conditions))
+    options = TRIGGERS[spec.trigger].compile_options(spec.trigger_options)
+    return CompiledRule(int(row["id"]), row["store_id"], int(row["version"]), spec, compile_tree(spec.conditions),
+                        options)
 
 
 class RuleCache:
-    def __init__(self, engine: Engine, refresh_interval: float = 1.0) -> None:
+    """The compiled rules of every store. Readers never lock: each reload builds new
+    dicts and swaps them in with one assignment."""
+
+    def __init__(self, engine: Engine, fallback_interval: float = 5.0) -> None:
         self.engine = engine
-        self.refresh_interval = refresh_interval
+        self.fallback_interval = fallback_interval
+        self._by_store: dict[str, list[CompiledRule]] = {}
         self._index: dict[tuple[str, str], list[CompiledRule]] = {}
+        self._triggers: dict[tuple[str, str], frozenset[str]] = {}
         self._by_id: dict[int, CompiledRule] = {}
         self._fingerprint: tuple[Any, ...] | None = None
         self._checked = 0.0
+        self._lock = threading.Lock()  # serialises reloads (listener thread vs. fallback)
         self.invalid: dict[int, str] = {}
+        self.reloads = 0
 
+    # --- lookups (hot path) ------------------------------------------------------------
+    def for_trigger(self, store_id: str, trigger: str) -> list[CompiledRule]:
+        return self._index.get((store_id, trigger), [])
+
+    def triggers(self, store_id: str, schema: str) -> frozenset[str]:
+        """Triggers of `schema` that some enabled rule of the store listens to."""
+        return self._triggers.get((store_id, schema), frozenset())
+
+    def get(self, rule_id: int) -> CompiledRule | None:
+        return self._by_id.get(rule_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    # --- loading ----------------------------------------------------------------------
     def _current_fingerprint(self) -> tuple[Any, ...]:
         with self.engine.connect() as conn:
             row = conn.execute(select(func.count(), func.max(rules.c.updated_at), func.coalesce(func.sum(rules.c.version), 0),
@@ -65,43 +98,123 @@ class RuleCache:
         return tuple(row)
 
     def refresh(self, force: bool = False) -> bool:
+        """The fallback: reload everything if the fingerprint moved (at most every interval)."""
         now = time.monotonic()
-        if not force and now - self._checked < self.refresh_interval:
+        if not force and now - self._checked < self.fallback_interval:
             return False
         self._checked = now
         fp = self._current_fingerprint()
         if fp == self._fingerprint and not force:
             return False
-        self._load()
+        self.reload()
         self._fingerprint = fp
         return True
 
-    def _load(self) -> None:
-        index: dict[tuple[str, str], list[CompiledRule]] = defaultdict(list)
-        by_id: dict[int, CompiledRule] = {}
-        invalid: dict[int, str] = {}
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(rules).where(rules.c.enabled.is_(True))).mappings().all()
+    def _compile_rows(self, rows: list[Any]) -> tuple[list[CompiledRule], dict[int, str]]:
+        out, invalid = [], {}
         for row in rows:
             try:
-                rule = compile_rule(dict(row))
+                out.append(compile_rule(dict(row)))
             except (ValidationError, ValueError) as exc:
                 # A rule written around the API's validation must not stop the pipeline.
                 invalid[int(row["id"])] = str(exc)
                 log.error("rule %s is invalid and skipped: %s", row["id"], exc)
-                continue
-            index[(rule.store_id, rule.trigger)].append(rule)
-            by_id[rule.id] = rule
+        return out, invalid
+
+    def reload(self, store_id: str | None = None) -> None:
+        """Reload every store's rules, or one store's (what a notification names)."""
+        with self._lock:
+            q = select(rules).where(rules.c.enabled.is_(True))
+            if store_id is not None:
+                q = q.where(rules.c.store_id == store_id)
+            with self.engine.connect() as conn:
+                rows = conn.execute(q).mappings().all()
+            compiled, invalid = self._compile_rows(list(rows))
+            by_store: dict[str, list[CompiledRule]] = defaultdict(list)
+            for r in compiled:
+                by_store[r.store_id].append(r)
+            if store_id is None:
+                new_by_store = dict(by_store)
+                self.invalid = invalid
+            else:
+                new_by_store = dict(self._by_store)
+                new_by_store.pop(store_id, None)
+                if by_store.get(store_id):
+                    new_by_store[store_id] = by_store[store_id]
+                self.invalid = {k: v for k, v in self.invalid.items() if k not in {r["id"] for r in rows}} | invalid
+            self._swap(new_by_store)
+            self.reloads += 1
+        log.info("loaded rules (%s): %d enabled in total", store_id or "all stores", len(self._by_id))
+
+    def _swap(self, by_store: dict[str, list[CompiledRule]]) -> None:
+        index: dict[tuple[str, str], list[CompiledRule]] = defaultdict(list)
+        by_id: dict[int, CompiledRule] = {}
+        triggers: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for store, lst in by_store.items():
+            for rule in lst:
+                index[(store, rule.trigger)].append(rule)
+                by_id[rule.id] = rule
+                triggers[(store, TRIGGERS[rule.trigger].schema)].add(rule.trigger)
         for lst in index.values():
             lst.sort(key=lambda r: (r.spec.priority, r.id))
-        self._index, self._by_id, self.invalid = dict(index), by_id, invalid
-        log.info("loaded %d rules (%d invalid)", len(by_id), len(invalid))
+        # one assignment each; a reader may see the new index with the old trigger set for
+        # an instant, which only means one event is evaluated against either version
+        self._index = dict(index)
+        self._triggers = {k: frozenset(v) for k, v in triggers.items()}
+        self._by_id = by_id
+        self._by_store = by_store
 
-    def for_trigger(self, store_id: str, trigger: str) -> list[CompiledRule]:
-        return self._index.get((store_id, trigger), [])
 
-    def get(self, rule_id: int) -> CompiledRule | None:
-        return self._by_id.get(rule_id)
+class RuleListener(threading.Thread):
+    """LISTEN wooflow_rules on a dedicated connection; reload the named store on NOTIFY.
+    Reconnects on failure, and reloads everything after a reconnect (notifications sent
+    while disconnected are lost)."""
 
-    def __len__(self) -> int:
-        return len(self._by_id)
+    def __init__(self, cache: RuleCache, database_url: str, stop: threading.Event) -> None:
+        super().__init__(name="rules-listener", daemon=True)
+        self.cache = cache
+        self.url = database_url
+        self.stop = stop
+        self.listening = threading.Event()
+
+    def _dsn(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        from wooflow.db.engine import normalise_url
+
+        url = make_url(normalise_url(self.url)).set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
+
+    def run(self) -> None:
+        import psycopg
+
+        first = True
+        while not self.stop.is_set():
+            try:
+                with psycopg.connect(self._dsn(), autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    if not first:
+                        self.cache.reload()
+                    first = False
+                    self.listening.set()
+                    while not self.stop.is_set():
+                        stores: set[str | None] = set()
+                        for n in conn.notifies(timeout=0.5, stop_after=None):
+                            stores.add(self._store_of(n.payload))
+                            break  # drain whatever else is queued without waiting
+                        if stores:
+                            for n in conn.notifies(timeout=0.005):
+                                stores.add(self._store_of(n.payload))
+                        for store in stores:
+                            self.cache.reload(store)
+            except Exception as exc:  # connection lost: the fallback keeps working meanwhile
+                self.listening.clear()
+                log.warning("rule listener: %s; reconnecting", exc)
+                self.stop.wait(1.0)
+
+    @staticmethod
+    def _store_of(payload: str) -> str | None:
+        try:
+            return str(json.loads(payload)["store_id"])
+        except (ValueError, KeyError, TypeError):
+            return None

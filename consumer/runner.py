@@ -1,8 +1,23 @@
 """`wooflow rules`: the rule consumer process.
 
-Reads the woo.* topics in one consumer group (scaled by adding processes), matches
-rules, produces commands keyed like their events (one customer stays on one partition),
-and lets wooflow.checkpointing commit offsets once the commands are acknowledged.
+Reads the woo.* topics in one consumer group (scaled by adding processes; partitions are
+shared with cooperative-sticky rebalancing), and per batch:
+
+1. skips events no rule can care about, from the `store`/`schema` headers the bridge sets
+   (without decoding them), and decodes the rest (`decode.py`, no logical types);
+2. `BatchProcessor`: loads the customers and orders of the batch in two queries, applies
+   every event in order (`apply.py`), matches rules, applies frequency limits;
+3. produces the commands keyed like their events (one customer stays on one partition)
+   and dead-letters what could not be decoded or evaluated;
+4. `Checkpoint.commit`: waits for every command to be acknowledged (or puts them in the
+   Kafka transaction), then commits the state transaction (`before_commit`), then the
+   offsets. A crash anywhere re-processes at most the batch, and re-processing is
+   harmless: state updates are idempotent, commands carry the same idempotency keys.
+
+Delayed steps (`not_before` in the future) are not produced: they are stored with
+`wooflow.scheduler.steps.store_delayed` in the same transaction as the state, and the
+scheduler produces them when due (same idempotency key). Without the scheduler package
+they are produced at once with `not_before` set, and workers must hold them.
 """
 
 from __future__ import annotations
@@ -12,15 +27,24 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from datetime import datetime, timezone
+from typing import Any
 
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message, TopicPartition
+from sqlalchemy import Engine, select
 
 from wooflow import metrics
 from wooflow.checkpointing import Checkpoint
+from wooflow.consumer.apply import STATEFUL
+from wooflow.consumer.batch import BatchProcessor, Item
+from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
-from wooflow.consumer.rules import RuleCache
+from wooflow.consumer.rules import RuleCache, RuleListener
+from wooflow.consumer.state import StateBatch
+from wooflow.consumer.tiers import Loyalty, loyalty_of
 from wooflow.db.engine import get_engine
+from wooflow.db.tables import stores
 from wooflow.dlq import dead_letter
 from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_consumer
@@ -29,59 +53,192 @@ from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.settings import Settings
 
+try:
+    from wooflow.scheduler.steps import store_delayed
+except ImportError:  # a build without the scheduler: delayed commands go out with not_before
+    store_delayed = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
+
+STORE_HEADER, SCHEMA_HEADER = "store", "schema"
+
+
+def header_hint(msg: Message) -> tuple[str | None, str | None]:
+    """(store, schema) from the bridge's headers, or (None, None) for older producers."""
+    hs = msg.headers()
+    if not hs:
+        return None, None
+    store = schema = None
+    for k, v in hs:
+        if k == STORE_HEADER:
+            store = v.decode() if isinstance(v, bytes) else v
+        elif k == SCHEMA_HEADER:
+            schema = v.decode() if isinstance(v, bytes) else v
+    return store, schema
+
+
+class LoyaltyCache:
+    """Store loyalty settings (tiers, points, counted statuses) for the hot path: every
+    store in one query, refreshed every `ttl` seconds; a store not seen yet is read alone."""
+
+    def __init__(self, engine: Engine, ttl: float = 10.0) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self._by_store: dict[str, Loyalty] = {}
+        self._loaded = -1e9
+
+    def _load(self, store_id: str | None = None) -> None:
+        q = select(stores.c.id, stores.c.settings, stores.c.currency)
+        if store_id is not None:
+            q = q.where(stores.c.id == store_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        found = {sid: loyalty_of(settings, currency) for sid, settings, currency in rows}
+        self._by_store = found if store_id is None else {**self._by_store, **found}
+
+    def __call__(self, store_id: str) -> Loyalty:
+        now = time.monotonic()
+        if now - self._loaded > self.ttl:
+            self._loaded = now
+            self._load()
+        lo = self._by_store.get(store_id)
+        if lo is None:
+            self._load(store_id)
+            lo = self._by_store.setdefault(store_id, loyalty_of(None))
+        return lo
 
 
 class RuleConsumer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, latencies: list[float] | None = None) -> None:
         self.settings = settings
         self.codec = get_codec(settings.schema_registry_url)
-        self.rules = RuleCache(get_engine(settings.database_url))
+        self.decoder = EventDecoder(self.codec)
+        self.db = get_engine(settings.database_url)
+        self.rules = RuleCache(self.db, fallback_interval=settings.rules_reload_s)
         self.engine = RuleEngine(self.rules)
-        txn_id = f"wooflow-rules-{socket.gethostname()}-{os.getpid()}" if settings.transactional else None
-        # Batch roles wait out short broker outages instead of failing the batch.
-        self.producer = Producer(settings, transactional_id=txn_id, **{"message.timeout.ms": 300000})
+        self.processor = BatchProcessor(self.engine, self.db, LoyaltyCache(self.db), self.decoder.full,
+                                        latencies=latencies)
+        instance = settings.instance_id.strip()
+        txn_id = None
+        producer_conf: dict[str, Any] = {"message.timeout.ms": 300000}  # wait out short broker outages
+        if settings.transactional:
+            # A stable id (from WOOFLOW_INSTANCE_ID) lets a restarted instance fence its dead
+            # predecessor and abort its open transaction at once; without one, that
+            # transaction blocks read_committed readers until transaction.timeout.ms.
+            txn_id = (f"wooflow-rules-{settings.rules_group}-{instance}" if instance
+                      else f"wooflow-rules-{socket.gethostname()}-{os.getpid()}")
+            producer_conf = {"transaction.timeout.ms": 30000, "message.timeout.ms": 30000}
+        self.producer = Producer(settings, transactional_id=txn_id, **producer_conf)
+        # Static membership: a restarted instance takes its partitions back without waiting
+        # for the session timeout of the one that died.
+        self.consumer_overrides = {"group.instance.id": f"{settings.rules_group}-{instance}"} if instance else {}
         self.commands_topic = settings.topic(topics.COMMANDS)
         self.ready = threading.Event()
+        self._pending: StateBatch | None = None
+        self._delayed: list[dict[str, Any]] = []
+        self.stats: Counter[str] = Counter()
+        self.checkpoint: Checkpoint | None = None
 
+    # --- one batch ---------------------------------------------------------------------
     def handle(self, batch: list[Message]) -> None:
-        self.rules.refresh()
+        self.rules.refresh()  # the fallback; cheap unless its interval has passed
+        items: list[Item] = []
+        consumed: Counter[tuple[str, str]] = Counter()
+        triggers = self.rules.triggers
         for msg in batch:
-            self.handle_one(msg)
+            store, schema = header_hint(msg)
+            if store is not None and schema is not None and schema not in STATEFUL and not triggers(store, schema):
+                # nothing listens to these events and they carry no state: skip the decoding
+                self.stats["skipped"] += 1
+                consumed[(msg.topic(), store)] += 1
+                continue
+            value = msg.value() or b""
+            try:
+                schema, event = self.decoder.decode(value)
+                if "store_id" not in event or "event_id" not in event or "customer_key" not in event:
+                    raise DecodeError(f"{schema} is not an event (no store_id/event_id/customer_key)")
+            except DecodeError as exc:
+                dead_letter(self.producer, self.codec, self.settings, msg, stage="rules", reason="undecodable",
+                            error=str(exc))
+                continue
+            consumed[(msg.topic(), event["store_id"])] += 1
+            items.append(Item(schema, event, msg, value))
+        for (topic, store), n in consumed.items():
+            metrics.events_consumed.labels("rules", topic, store).inc(n)
+        self.stats["events"] += len(batch)
 
-    def handle_one(self, msg: Message) -> None:
-        value = msg.value()
-        try:
-            schema, event = self.codec.decode(value or b"", msg.topic())
-        except DecodeError as exc:
-            dead_letter(self.producer, self.codec, self.settings, msg, stage="rules", reason="undecodable", error=str(exc))
-            return
-        store = str(event.get("store_id", ""))
-        metrics.events_consumed.labels("rules", msg.topic(), store).inc()
-        try:
-            matches = self.engine.matches(schema, event)
-        except Exception as exc:  # a poison event must not stall the partition
-            log.exception("evaluation failed")
-            dead_letter(self.producer, self.codec, self.settings, msg, stage="rules", reason="evaluation_error",
-                        error=f"{type(exc).__name__}: {exc}", store_id=store)
-            return
+        started = time.perf_counter()
+        outcome = self.processor.run(items)
+        elapsed = time.perf_counter() - started
+        if items:
+            metrics.rule_eval_seconds.observe(elapsed / len(items))
+        for it, reason, error in outcome.failed:
+            dead_letter(self.producer, self.codec, self.settings, it.source, stage="rules", reason=reason, error=error,
+                        store_id=it.event.get("store_id"))
         now = datetime.now(timezone.utc)
-        for match in matches:
-            for cmd in match.commands:
-                self.producer.produce(self.commands_topic, self.codec.encode("ActionCommand", cmd, self.commands_topic),
-                                      key=msg.key())
-                metrics.commands_emitted.labels(store, cmd["action_type"]).inc()
-                if cmd.get("received_at"):
-                    metrics.event_to_command_seconds.observe((now - cmd["received_at"]).total_seconds())
+        emitted: Counter[tuple[str, str]] = Counter()
+        delayed: list[dict[str, Any]] = []
+        for it, cmd in outcome.commands:
+            if cmd["not_before"] is not None and cmd["not_before"] > now and store_delayed is not None:
+                delayed.append(cmd)
+                continue
+            value = self.codec.encode("ActionCommand", cmd, self.commands_topic)
+            self.producer.produce(self.commands_topic, value, key=it.source.key())
+            emitted[(cmd["store_id"], cmd["action_type"])] += 1
+            if cmd.get("received_at"):
+                metrics.event_to_command_seconds.observe((now - cmd["received_at"]).total_seconds())
+        for (store, action), n in emitted.items():
+            metrics.commands_emitted.labels(store, action).inc(n)
+            metrics.events_out.labels("rules", self.commands_topic, store).inc(n)
+        self.stats["commands"] += len(outcome.commands)
+        self.stats["matches"] += len(outcome.matches)
+        self.stats["frequency_skipped"] += outcome.skipped_by_frequency
+        self.stats["delayed"] += len(delayed)
+        self._pending, self._delayed = outcome.state, delayed
+
+    def save_state(self) -> None:
+        """Checkpoint's before_commit: commands are acknowledged, offsets not yet committed."""
+        pending, self._pending = self._pending, None
+        delayed, self._delayed = self._delayed, []
+        if (pending is not None and any(pending.dirty_counts())) or delayed:
+            with self.db.begin() as conn:
+                if pending is not None:
+                    pending.save(conn)
+                if delayed and store_delayed is not None:
+                    store_delayed(conn, delayed)
+
+    # --- rebalancing ------------------------------------------------------------------
+    def on_revoke(self, _c: Consumer, parts: list[TopicPartition]) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint.revoke(parts)
+
+    def on_lost(self, _c: Consumer, parts: list[TopicPartition]) -> None:
+        # Someone else owns these now: our uncommitted offsets (and the state of a batch
+        # not yet saved) would race theirs. Drop them; the new owner re-processes.
+        if self.checkpoint is not None:
+            self.checkpoint.forget(parts)
+
+    def idle(self) -> None:
+        self.rules.refresh()
 
     def run(self, stop: threading.Event) -> None:
         self.rules.refresh(force=True)
+        listener = RuleListener(self.rules, self.settings.database_url, stop)
+        listener.start()
         consumer = make_consumer(self.settings, self.settings.rules_group,
-                                 [self.settings.topic(t) for t in topics.EVENT_TOPICS])
-        checkpoint = Checkpoint(consumer, self.producer, transactional=self.settings.transactional)
+                                 [self.settings.topic(t) for t in topics.EVENT_TOPICS],
+                                 on_revoke=self.on_revoke, on_lost=self.on_lost, **self.consumer_overrides)
+        self.checkpoint = Checkpoint(consumer, self.producer, transactional=self.settings.transactional,
+                                     before_commit=self.save_state)
+        listener.listening.wait(5)
         self.ready.set()
         started = time.monotonic()
-        log.info("rule consumer running (group %s, %d rules)", self.settings.rules_group, len(self.rules))
-        run_batches(consumer, checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
-                    timeout=self.settings.batch_timeout_s, on_idle=self.rules.refresh)
-        log.info("rule consumer stopped after %.0fs", time.monotonic() - started)
+        log.info("rule consumer running (group %s, %d rules, transactional=%s)", self.settings.rules_group,
+                 len(self.rules), self.settings.transactional)
+        try:
+            run_batches(consumer, self.checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
+                        timeout=self.settings.batch_timeout_s, on_idle=self.idle)
+        finally:
+            stop.set()
+            self.producer.close(5)
+        log.info("rule consumer stopped after %.0fs: %s", time.monotonic() - started, dict(self.stats))

@@ -1,26 +1,45 @@
-"""The trigger registry: which triggers an incoming event fires.
+"""The trigger registry: which triggers an incoming event fires, and their options.
 
-Each trigger is a small function `(event, ctx) -> bool` registered for the schema it
-listens to. Time- and behaviour-based triggers (abandoned cart, inactive N days, ...)
-plug in here the same way, registered by the modules that produce their events.
+A trigger is a `TriggerSpec`: the schema it listens to, `fires(ctx)` (did this event,
+given the state wooflow keeps, fire it?), and an optional pydantic `Options` model with
+`compile_options(options) -> (ctx -> bool)` that narrows it per rule (from→to,
+thresholds, milestones...). Time- and behaviour-based triggers (abandoned cart, inactive
+for N days, birthday...) register the same way from the modules that produce their
+events: `register(TriggerSpec(...))` with the schema of those events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from wooflow.consumer.tiers import Loyalty, band
+
 Event = dict[str, Any]
+Check = Callable[["TriggerContext"], bool]
 
 
-@dataclass
+@dataclass(slots=True)
 class TriggerContext:
-    """What the consumer knows besides the event (customer state before/after, options)."""
-    state_before: dict[str, Any] = field(default_factory=dict)
-    state_after: dict[str, Any] = field(default_factory=dict)
-    first_seen: bool = True  # first time this resource id is seen by wooflow
-    previous_status: str | None = None
+    """What the consumer knows when it evaluates one event: the event, and the state
+    before and after applying it (`consumer/apply.py`)."""
+    schema: str
+    event: Event
+    loyalty: Loyalty = field(default_factory=Loyalty)
+    first_seen: bool = False          # first time wooflow sees this resource (or a replay of that event)
+    previous_status: str | None = None  # set when this event changed an order's status
+    status: str | None = None
+    count_change: int = 0             # +1: the order became a paid order of the customer; -1: it stopped being one
+    before: dict[str, Any] | None = None  # customer aggregates before this event (state.Agg)
+    after: dict[str, Any] | None = None
+    order_total: Decimal | None = None
+    currency: str = ""
+    customer: Any = None              # state.Customer, when the event has one
+    stale: bool = False               # older than what wooflow already applied
 
 
 @dataclass(frozen=True)
@@ -28,48 +47,254 @@ class TriggerSpec:
     name: str
     schema: str
     description: str
-    fires: Callable[[Event, TriggerContext], bool]
-    options: dict[str, str] = field(default_factory=dict)  # option → description
+    fires: Check
+    options_model: type[BaseModel] | None = None
+    compile: Callable[[Any], Check | None] | None = None  # validated options → extra check (None: none)
+    group: str = "order"
+
+    def compile_options(self, options: dict[str, Any] | None) -> Check | None:
+        if self.options_model is None:
+            if options:
+                raise ValueError(f"trigger {self.name} takes no options")
+            return None
+        opts = self.options_model.model_validate(options or {})
+        return self.compile(opts) if self.compile else None
 
 
 TRIGGERS: dict[str, TriggerSpec] = {}
+_BY_SCHEMA: dict[str, list[TriggerSpec]] = {}
 
 
 def register(spec: TriggerSpec) -> TriggerSpec:
     TRIGGERS[spec.name] = spec
+    _BY_SCHEMA.setdefault(spec.schema, [])
+    _BY_SCHEMA[spec.schema] = [t for t in _BY_SCHEMA[spec.schema] if t.name != spec.name] + [spec]
     return spec
 
 
-def _order_action(ev: Event) -> str:
-    return str(ev.get("action") or "")
+def for_schema(schema: str) -> list[TriggerSpec]:
+    return _BY_SCHEMA.get(schema, [])
 
 
-register(TriggerSpec(
-    "new_order", "OrderEvent", "An order is placed (first time wooflow sees it)",
-    lambda ev, ctx: ev.get("order") is not None and _order_action(ev) == "created"))
-register(TriggerSpec(
-    "order_status_changed", "OrderEvent", "An order's status changed (options: from, to)",
-    lambda ev, ctx: ev.get("order") is not None and ctx.previous_status is not None
-    and ctx.previous_status != ev["order"]["status"],
-    options={"from": "previous status (optional)", "to": "new status (optional)"}))
-register(TriggerSpec(
-    "new_customer", "CustomerEvent", "A customer account is created",
-    lambda ev, ctx: ev.get("customer") is not None and ev.get("action") == "created" and ctx.first_seen))
-register(TriggerSpec(
-    "product_saved", "ProductEvent", "A product is created or updated",
-    lambda ev, ctx: ev.get("product") is not None and ev.get("action") in ("created", "updated", "restored")))
+def fired(ctx: TriggerContext, only: set[str] | frozenset[str] | None = None) -> list[str]:
+    return [t.name for t in _BY_SCHEMA.get(ctx.schema, ()) if (only is None or t.name in only) and t.fires(ctx)]
 
 
-def fired(schema: str, event: Event, ctx: TriggerContext) -> list[str]:
-    return [t.name for t in TRIGGERS.values() if t.schema == schema and t.fires(event, ctx)]
+# --- options models -----------------------------------------------------------------------
+
+class _Opts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-def options_match(options: dict[str, Any], event: Event, ctx: TriggerContext) -> bool:
-    """Trigger options narrow a trigger (e.g. order_status_changed from→to)."""
-    order = event.get("order") or {}
-    want_from, want_to = options.get("from"), options.get("to")
-    if want_from and (ctx.previous_status or "").removeprefix("wc-") != str(want_from).removeprefix("wc-"):
+def _statuses(v: Any) -> list[str] | None:
+    if v is None or v == "" or v == []:
+        return None
+    items = v if isinstance(v, list) else str(v).split(",")
+    return [str(s).strip().lower().removeprefix("wc-") for s in items if str(s).strip()]
+
+
+class StatusChangeOptions(_Opts):
+    from_: list[str] | None = Field(None, alias="from", description="Previous status(es), e.g. 'pending' or 'pending,on-hold'")
+    to: list[str] | None = Field(None, description="New status(es), e.g. 'completed'")
+
+    @field_validator("from_", "to", mode="before")
+    @classmethod
+    def normalise_statuses(cls, v: Any) -> list[str] | None:
+        return _statuses(v)
+
+
+class HighValueOptions(_Opts):
+    threshold: Decimal = Field(gt=0, description="Fires for paid orders whose total is at least this")
+    currency: str | None = Field(None, description="Only orders in this currency (default: any)")
+
+
+class MilestoneOptions(_Opts):
+    counts: list[int] = Field(default_factory=lambda: [5, 10, 20], min_length=1,
+                              description="Fire on the customer's Nth paid order, for each N listed")
+
+    @field_validator("counts", mode="before")
+    @classmethod
+    def _counts(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip()]
+        if isinstance(v, int):
+            return [v]
+        return v
+
+    @field_validator("counts")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError("milestones are positive order counts")
+        return v
+
+
+class TierUpgradeOptions(_Opts):
+    to: str | None = Field(None, description="Only upgrades to this tier (default: any)")
+
+
+class CloseToUpgradeOptions(_Opts):
+    within: str | None = Field(None, description="Band below the next tier: an amount ('50') or a share ('10%'); "
+                                                  "default: the store's loyalty.tiers.close_within")
+
+    @field_validator("within", mode="before")
+    @classmethod
+    def _within(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        s = str(v).strip()
+        try:
+            Decimal(s[:-1] if s.endswith("%") else s)
+        except Exception as exc:
+            raise ValueError("within is an amount like '50' or a share like '10%'") from exc
+        return s
+
+
+class DowngradeRiskOptions(_Opts):
+    margin: str = Field("0", description="Fire when the metric falls below the current tier's minimum plus this "
+                                         "(amount or %)")
+
+
+class NewCustomerOptions(_Opts):
+    roles: list[str] | None = Field(None, description="Only these account roles (default: any role)")
+
+
+class ProductSavedOptions(_Opts):
+    actions: list[str] | None = Field(None, description="created / updated / restored (default: all)")
+
+
+# --- the triggers of the seeds ---------------------------------------------------------
+
+def _order(ctx: TriggerContext) -> bool:
+    return ctx.event.get("order") is not None and not ctx.stale
+
+
+def _purchase(ctx: TriggerContext) -> bool:
+    return ctx.count_change == 1
+
+
+def _compile_status(o: StatusChangeOptions) -> Check | None:
+    f, t = (frozenset(o.from_) if o.from_ else None), (frozenset(o.to) if o.to else None)
+    if f is None and t is None:
+        return None
+    return lambda ctx: ((f is None or (ctx.previous_status or "").removeprefix("wc-") in f)
+                        and (t is None or (ctx.status or "").removeprefix("wc-") in t))
+
+
+def _compile_high_value(o: HighValueOptions) -> Check:
+    threshold, currency = o.threshold, (o.currency or "").upper()
+    return lambda ctx: (ctx.order_total is not None and ctx.order_total >= threshold
+                        and (not currency or ctx.currency.upper() == currency))
+
+
+def _compile_milestones(o: MilestoneOptions) -> Check:
+    counts = frozenset(o.counts)
+    return lambda ctx: ctx.after is not None and ctx.after["n"] in counts
+
+
+def _tier_up(ctx: TriggerContext) -> bool:
+    return (ctx.before is not None and ctx.after is not None
+            and ctx.loyalty.rank(ctx.after["tier"]) > ctx.loyalty.rank(ctx.before["tier"]))
+
+
+def _compile_tier_to(o: TierUpgradeOptions) -> Check | None:
+    return (lambda ctx: ctx.after is not None and ctx.after["tier"] == o.to) if o.to else None
+
+
+def _close(ctx: TriggerContext, agg: dict[str, Any], within: str) -> bool:
+    lo = ctx.loyalty
+    nxt = lo.next_level(agg["tier"])
+    if nxt is None:
         return False
-    if want_to and str(order.get("status", "")).removeprefix("wc-") != str(want_to).removeprefix("wc-"):
+    value = lo.metric_of(agg, ctx.currency)
+    return value < nxt.min and nxt.min - value <= band(within, nxt.min)
+
+
+def _compile_close(o: CloseToUpgradeOptions) -> Check:
+    def check(ctx: TriggerContext) -> bool:
+        within = o.within or ctx.loyalty.close_within
+        assert ctx.before is not None and ctx.after is not None
+        return _close(ctx, ctx.after, within) and not _close(ctx, ctx.before, within)
+    return check
+
+
+def _at_risk(ctx: TriggerContext, agg: dict[str, Any], margin: str) -> bool:
+    level = ctx.loyalty.level(agg["tier"])
+    if level is None:
         return False
-    return True
+    return ctx.loyalty.metric_of(agg, ctx.currency) < level.min + band(margin, level.min)
+
+
+def _compile_risk(o: DowngradeRiskOptions) -> Check:
+    def check(ctx: TriggerContext) -> bool:
+        assert ctx.before is not None and ctx.after is not None
+        return _at_risk(ctx, ctx.after, o.margin) and not _at_risk(ctx, ctx.before, o.margin)
+    return check
+
+
+def _compile_roles(o: NewCustomerOptions) -> Check | None:
+    if not o.roles:
+        return None
+    roles = frozenset(r.lower() for r in o.roles)
+    return lambda ctx: str((ctx.event.get("customer") or {}).get("role") or "").lower() in roles
+
+
+def _compile_product_actions(o: ProductSavedOptions) -> Check | None:
+    if not o.actions:
+        return None
+    acts = frozenset(o.actions)
+    return lambda ctx: ctx.event.get("action") in acts
+
+
+register(TriggerSpec(
+    "new_order", "OrderEvent", "An order is placed: the first time wooflow sees the order id (created or updated)",
+    lambda ctx: ctx.first_seen and ctx.event.get("order") is not None))
+register(TriggerSpec(
+    "order_status_changed", "OrderEvent",
+    "An order's status changed from the last status wooflow stored (options: from, to)",
+    lambda ctx: ctx.previous_status is not None and ctx.previous_status != ctx.status,
+    StatusChangeOptions, _compile_status))
+register(TriggerSpec(
+    "first_purchase", "OrderEvent", "The customer's first paid order (status becomes processing/completed)",
+    lambda ctx: ctx.count_change == 1 and ctx.before is not None and ctx.before["n"] == 0))
+register(TriggerSpec(
+    "repeat_purchase", "OrderEvent", "A paid order of a customer who already has one",
+    lambda ctx: ctx.count_change == 1 and ctx.before is not None and ctx.before["n"] >= 1))
+register(TriggerSpec(
+    "high_value_order", "OrderEvent", "A paid order whose total is at least `threshold`",
+    _purchase, HighValueOptions, _compile_high_value))
+register(TriggerSpec(
+    "order_count_milestone", "OrderEvent", "The customer's Nth paid order, N in `counts` (default 5, 10, 20)",
+    _purchase, MilestoneOptions, _compile_milestones))
+register(TriggerSpec(
+    "tier_upgrade", "OrderEvent", "The customer reached a higher loyalty tier (store loyalty settings)",
+    _tier_up, TierUpgradeOptions, _compile_tier_to, group="tier"))
+register(TriggerSpec(
+    "close_to_upgrade", "OrderEvent", "A paid order brought the customer within `within` of the next tier",
+    _purchase, CloseToUpgradeOptions, _compile_close, group="tier"))
+register(TriggerSpec(
+    "tier_downgrade_risk", "OrderEvent",
+    "A cancelled/refunded order left the customer below their tier's minimum (plus `margin`)",
+    lambda ctx: ctx.count_change == -1, DowngradeRiskOptions, _compile_risk, group="tier"))
+register(TriggerSpec(
+    "new_customer", "CustomerEvent", "A customer account is created (WooCommerce user_register; any role unless "
+    "`roles` narrows it)",
+    lambda ctx: ctx.first_seen and ctx.event.get("customer") is not None,
+    NewCustomerOptions, _compile_roles, group="customer"))
+register(TriggerSpec(
+    "product_saved", "ProductEvent", "A product is created, updated or restored",
+    lambda ctx: ctx.event.get("product") is not None and ctx.event.get("action") in ("created", "updated", "restored"),
+    ProductSavedOptions, _compile_product_actions, group="product"))
+
+
+# Cart, behaviour and calendar triggers (abandoned_cart, product_viewed, birthday, ...) are
+# evaluated by the scheduler's scans; they register themselves from scheduler/triggers.py.
+from wooflow.scheduler import triggers as _scheduler_triggers  # noqa: E402,F401
+
+
+# Triggers produced elsewhere register themselves on import (time/behaviour/cart triggers
+# of the scheduler). Imported last: they use TriggerSpec/register from this module.
+try:
+    import wooflow.scheduler.triggers  # noqa: F401,E402
+except ImportError:  # a build without the scheduler
+    pass

@@ -8,23 +8,31 @@ that re-processing harmless downstream.
 
 Batches are committed before the next `consume()`, and rebalance callbacks only run
 inside `consume()`, so a revoked partition never has uncommitted work in flight.
+
+`before_commit` is the place for a role's own durable state (the rule consumer's
+customer state): it runs after the outputs are acknowledged (or written into the open
+transaction) and before the offsets move, so state is never behind committed offsets.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from wooflow.kafka.producer import Producer
 
 log = logging.getLogger(__name__)
 
+_REBALANCING = (KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID)
+
 
 class Checkpoint:
     def __init__(self, consumer: Consumer, producer: Producer | None, *, transactional: bool = False,
-                 flush_timeout: float = 300.0) -> None:
+                 flush_timeout: float = 300.0, before_commit: Callable[[], None] | None = None) -> None:
         self.consumer = consumer
+        self.before_commit = before_commit
         self.producer = producer
         self.transactional = transactional
         self.flush_timeout = flush_timeout
@@ -50,6 +58,9 @@ class Checkpoint:
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._next.items()]
         if self.transactional:
             assert self.producer is not None
+            if self.before_commit is not None:
+                self.producer.flush(self.flush_timeout)
+                self.before_commit()
             if offsets:
                 self.producer.raw.send_offsets_to_transaction(
                     offsets, self.consumer.consumer_group_metadata(), 30)
@@ -59,8 +70,19 @@ class Checkpoint:
         else:
             if self.producer is not None:
                 self.producer.flush(self.flush_timeout)
+            if self.before_commit is not None:
+                self.before_commit()
             if offsets:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
+                try:
+                    self.consumer.commit(offsets=offsets, asynchronous=False)
+                except KafkaException as exc:
+                    if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() in _REBALANCING:
+                        # The outputs are durable; only the offsets wait. Keep them and commit
+                        # with the next batch (or on revoke); if the partition is lost instead,
+                        # its new owner re-processes the batch, which is idempotent.
+                        log.info("offset commit deferred, group is rebalancing: %s", exc.args[0].str())
+                        return
+                    raise
         self._next.clear()
 
     def abort(self) -> None:
@@ -70,6 +92,22 @@ class Checkpoint:
             self.producer.raw.abort_transaction(30)
             self._in_txn = False
         self._next.clear()
+
+    def revoke(self, partitions: list[TopicPartition]) -> None:
+        """Partitions revoked in a (cooperative) rebalance: commit what is pending for them
+        while we still own them (outputs are already durable: pending offsets here are ones
+        whose commit was deferred by an earlier rebalance). If that fails too, forget them:
+        the next owner re-processes, idempotently."""
+        mine = [TopicPartition(p.topic, p.partition, self._next[(p.topic, p.partition)])
+                for p in partitions if (p.topic, p.partition) in self._next]
+        if not mine or self.transactional:
+            self.forget(partitions)
+            return
+        try:
+            self.consumer.commit(offsets=mine, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("could not commit revoked partitions, their new owner re-processes: %s", exc)
+        self.forget(partitions)
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Partitions lost in a rebalance: their offsets can no longer be committed by us."""

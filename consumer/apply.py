@@ -1,0 +1,174 @@
+"""Applying one event to the batch's state, producing the TriggerContext triggers read.
+
+Every function here is replay-safe: applying an event a second time (a batch consumed
+again after a crash, a topic replay) changes no state and yields the same context as
+the first time, so the same triggers fire and the same commands (same idempotency keys)
+come out. What makes that possible is stored with the order: the event that first saw
+it, the last few status transitions by event id, and the customer's aggregates just
+before the event that (un)counted it. Events older than what was applied (late,
+out-of-order deliveries) change nothing: `date_modified` orders an order's changes.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from wooflow.consumer.state import Agg, Order, StateBatch, agg_from_json, agg_to_json
+from wooflow.consumer.tiers import Loyalty
+from wooflow.consumer.triggers import TriggerContext
+from wooflow.consumer.values import money, ms
+
+TRANSITIONS_KEPT = 8
+
+
+def combine(before: Agg, total: Decimal, currency: str, created_ms: int, sign: int, lo: Loyalty) -> Agg:
+    """The customer's aggregates after an order starts (sign=+1) or stops (-1) counting."""
+    t = dict(before["t"])
+    t[currency] = t.get(currency, Decimal(0)) + sign * total
+    f, last = before["f"], before["l"]
+    if sign > 0:
+        f = created_ms if f is None else min(f, created_ms)
+        last = created_ms if last is None else max(last, created_ms)
+    after = {"n": max(0, before["n"] + sign), "t": t, "p": before["p"] + sign * lo.earned(total), "f": f, "l": last,
+             "tier": before["tier"]}
+    if lo.levels:
+        reached = lo.tier_for(lo.metric_of(after, currency))
+        if lo.rank(reached) > lo.rank(after["tier"]):  # tiers only go up on their own
+            after["tier"] = reached
+    return after
+
+
+def apply_order(ev: dict[str, Any], state: StateBatch, lo: Loyalty) -> TriggerContext:
+    store, ckey, eid = ev["store_id"], ev["customer_key"], ev["event_id"]
+    o = ev.get("order")
+    oid = int(ev["order_id"])
+    cust = state.customer(store, ckey)
+    row = state.orders.get((store, oid))
+    ctx = TriggerContext("OrderEvent", ev, lo, customer=cust)
+    if o is None:  # order.deleted: only {"id": N}; it stops counting like a trashed order
+        if row is None:
+            ctx.before = ctx.after = cust.agg
+            return ctx
+        status, mod, total, currency, created = "trash", max(ms(ev["occurred_at"]), row.modified_ms), row.total, \
+            row.currency, row.created_ms
+    else:
+        status = str(o["status"]).removeprefix("wc-")
+        mod, total, currency, created = ms(o["date_modified"]), money(o["total"]), str(o["currency"]), \
+            ms(o["date_created"])
+        if o.get("customer_id") and cust.customer_id != o["customer_id"]:
+            cust.customer_id, cust.dirty = int(o["customer_id"]), True
+        email = (o.get("billing") or {}).get("email") or None
+        if email and cust.email != email:
+            cust.email, cust.dirty = email, True
+    ctx.status, ctx.currency, ctx.order_total = status, currency, total
+
+    replay = False
+    if row is None:
+        row = Order(store, oid, ckey, eid, status, mod, [], total, currency, created, dirty=True)
+        state.orders[(store, oid)] = row
+        ctx.first_seen = True
+        prev = ev.get("previous_status")
+        if prev and prev != status:  # a bridge that knew the previous status (e.g. a status-change hook)
+            row.transitions.append([eid, prev, status])
+            ctx.previous_status = prev
+    else:
+        ctx.first_seen = row.first_event_id == eid
+        seen = next((t for t in row.transitions if t[0] == eid), None)
+        if seen is not None:  # this event changed the status before: the same change again
+            ctx.previous_status, ctx.status = seen[1], seen[2]
+            replay = True
+        elif mod < row.modified_ms or (mod == row.modified_ms and status == row.status):
+            ctx.stale = mod < row.modified_ms
+        else:
+            if status != row.status:
+                ctx.previous_status = row.status
+                row.transitions = (row.transitions + [[eid, row.status, status]])[-TRANSITIONS_KEPT:]
+                row.status = status
+            if row.counted and o is not None and (total != row.total or currency != row.currency):
+                # an edited paid order: totals follow, no trigger
+                t = dict(cust.agg["t"])
+                t[row.currency] = t.get(row.currency, Decimal(0)) - row.total
+                t[currency] = t.get(currency, Decimal(0)) + total
+                cust.agg = {**cust.agg, "t": t}
+                cust.dirty = True
+            row.modified_ms, row.total, row.currency, row.dirty = mod, total, currency, True
+            if row.customer_key != ckey:
+                row.customer_key = ckey
+
+    if row.count_event_id == eid and row.before is not None:
+        # replay of the event that last (un)counted this order: same before/after as then
+        sign = 1 if row.counted else -1
+        before = agg_from_json(row.before)
+        ctx.count_change, ctx.before = sign, before
+        ctx.after = combine(before, row.total, row.currency, row.created_ms, sign, lo)
+        return ctx
+    counts = status in lo.counted_statuses
+    if replay or ctx.stale or counts == row.counted:
+        ctx.before = ctx.after = cust.agg
+        return ctx
+    sign = 1 if counts else -1
+    before = cust.agg
+    after = combine(before, row.total, row.currency, row.created_ms, sign, lo)
+    cust.agg, cust.dirty = after, True
+    cust.points_delta += after["p"] - before["p"]
+    if after["tier"] != before["tier"]:
+        cust.tier_raised = True
+    row.counted, row.count_event_id, row.before, row.dirty = counts, eid, agg_to_json(before), True
+    ctx.count_change, ctx.before, ctx.after = sign, before, after
+    return ctx
+
+
+def apply_customer(ev: dict[str, Any], state: StateBatch, lo: Loyalty) -> TriggerContext:
+    cust = state.customer(ev["store_id"], ev["customer_key"])
+    ctx = TriggerContext("CustomerEvent", ev, lo, customer=cust, before=cust.agg, after=cust.agg)
+    c = ev.get("customer")
+    if c is None:
+        return ctx
+    if ev.get("action") == "created":
+        created = cust.engine.get("created_event")
+        if created is None:
+            cust.engine["created_event"] = ev["event_id"]
+            cust.dirty = True
+            ctx.first_seen = True
+        elif created == ev["event_id"]:
+            ctx.first_seen = True
+    if c.get("id") and cust.customer_id != c["id"]:
+        cust.customer_id, cust.dirty = int(c["id"]), True
+    if c.get("email") and cust.email != c["email"]:
+        cust.email, cust.dirty = c["email"], True
+    return ctx
+
+
+_VIEW_KEYS = {"product_viewed": ("product_id", ""), "category_viewed": ("category_id", "cat:")}
+
+
+def apply_storefront(ev: dict[str, Any], state: StateBatch, lo: Loyalty) -> TriggerContext:
+    cust = state.customer(ev["store_id"], ev["customer_key"])
+    ctx = TriggerContext("StorefrontEvent", ev, lo, customer=cust, before=cust.agg, after=cust.agg)
+    which = _VIEW_KEYS.get(ev.get("event_type") or "")
+    if which is None or ev.get(which[0]) is None:
+        return ctx
+    # A high-water mark (event time + the ids at that time) makes counting replay-safe
+    # without remembering every event id: a customer's storefront events arrive in order
+    # on one partition.
+    at, eid = ms(ev["occurred_at"]), ev["event_id"]
+    hwm = cust.engine.get("views")
+    if hwm and (at < hwm[0] or (at == hwm[0] and eid in hwm[1])):
+        return ctx
+    key = f"{which[1]}{ev[which[0]]}"
+    cust.view_counts[key] = cust.view_counts.get(key, 0) + 1
+    cust.engine["views"] = [at, (hwm[1] + [eid]) if hwm and at == hwm[0] else [eid]]
+    cust.dirty = True
+    return ctx
+
+
+def no_state(schema: str) -> Any:
+    def apply(ev: dict[str, Any], state: StateBatch, lo: Loyalty) -> TriggerContext:
+        return TriggerContext(schema, ev, lo, first_seen=True)
+    return apply
+
+
+APPLIERS = {"OrderEvent": apply_order, "CustomerEvent": apply_customer, "StorefrontEvent": apply_storefront,
+            "ProductEvent": no_state("ProductEvent")}
+STATEFUL = frozenset({"OrderEvent", "CustomerEvent", "StorefrontEvent"})

@@ -1,0 +1,131 @@
+"""Helpers for the rule-engine tests: build events, produce them straight to the topics
+with the codec (no bridge), run a rule consumer in-process or as a process, read commands."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+from confluent_kafka import Producer
+
+from wooflow.kafka import topics
+from wooflow.schemas.codec import get_codec
+from wooflow.settings import Settings
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+ADDRESS_KEYS = ("first_name", "last_name", "company", "address_1", "address_2", "city", "state", "postcode",
+                "country", "email", "phone")
+
+
+def address(country: str = "PL", email: str = "") -> dict[str, str]:
+    return {k: "" for k in ADDRESS_KEYS} | {"country": country, "email": email}
+
+
+def order_event(store: str, order_id: int, *, customer_id: int = 0, email: str = "", status: str = "processing",
+                total: str = "100.00", currency: str = "PLN", country: str = "PL", shipping_country: str = "",
+                items: list[tuple[int, int, list[int]]] | None = None, payment: str = "cod",
+                shipping_methods: tuple[str, ...] = ("flat_rate",), coupons: tuple[str, ...] = (),
+                created: datetime | None = None, modified: datetime | None = None, action: str = "created",
+                previous_status: str | None = None) -> dict[str, Any]:
+    created = created or T0
+    modified = modified or created
+    ckey = f"c{customer_id}" if customer_id else "g" + hashlib.sha256(email.lower().encode()).hexdigest()[:24]
+    line_items = [{"id": i + 1, "product_id": pid, "variation_id": 0, "name": f"P{pid}", "sku": "", "quantity": qty,
+                   "price": Decimal("10.0000"), "total": Decimal(qty * 10), "category_ids": cats}
+                  for i, (pid, qty, cats) in enumerate(items or [(11, 1, [3])])]
+    order = {"id": order_id, "number": str(order_id), "status": status, "currency": currency, "total": Decimal(total),
+             "subtotal": Decimal(total), "total_tax": Decimal(0), "shipping_total": Decimal(0),
+             "discount_total": Decimal(0), "customer_id": customer_id, "billing": address(country, email),
+             "shipping": address(shipping_country), "payment_method": payment, "payment_method_title": payment,
+             "shipping_methods": list(shipping_methods), "line_items": line_items, "coupon_codes": list(coupons),
+             "created_via": "checkout", "customer_note": "", "date_created": created, "date_modified": modified,
+             "date_paid": None, "date_completed": None, "meta": {}}
+    eid = hashlib.sha256(f"{store}|order|{order_id}|{modified.isoformat()}|{status}".encode()).hexdigest()[:32]
+    return {"event_id": eid, "store_id": store, "customer_key": ckey, "occurred_at": modified,
+            "received_at": datetime.now(timezone.utc), "source": "webhook", "schema_version": 1,
+            "topic": f"order.{action}", "store_timezone": "UTC", "order_id": order_id, "action": action,
+            "order": order, "previous_status": previous_status, "raw_json": None}
+
+
+def customer_event(store: str, customer_id: int, *, email: str = "", role: str = "customer", action: str = "created",
+                   at: datetime | None = None) -> dict[str, Any]:
+    at = at or T0
+    eid = hashlib.sha256(f"{store}|customer|{customer_id}|{at.isoformat()}|{action}".encode()).hexdigest()[:32]
+    customer = {"id": customer_id, "email": email, "first_name": "A", "last_name": "B", "username": "ab", "role": role,
+                "billing": address("DE", email), "shipping": address(""), "is_paying_customer": False,
+                "date_created": at, "date_modified": at, "meta": {}}
+    return {"event_id": eid, "store_id": store, "customer_key": f"c{customer_id}", "occurred_at": at,
+            "received_at": datetime.now(timezone.utc), "source": "webhook", "schema_version": 1,
+            "topic": f"customer.{action}", "store_timezone": "UTC", "customer_id": customer_id, "action": action,
+            "customer": customer, "raw_json": None}
+
+
+def later(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+SCHEMA_TOPIC = {"OrderEvent": topics.ORDERS, "CustomerEvent": topics.CUSTOMERS, "ProductEvent": topics.PRODUCTS,
+                "StorefrontEvent": topics.STOREFRONT}
+
+
+class EventProducer:
+    def __init__(self, s: Settings) -> None:
+        self.s = s
+        self.codec = get_codec(s.schema_registry_url)
+        self.p = Producer({"bootstrap.servers": s.kafka_bootstrap_servers, "acks": "all", "linger.ms": 5,
+                           "enable.idempotence": True})
+
+    def send(self, schema: str, event: dict[str, Any], *, headers: bool = True) -> None:
+        topic = self.s.topic(SCHEMA_TOPIC[schema])
+        value = self.codec.encode(schema, event, topic)
+        self.raw(topic, value, f"{event['store_id']}:{event['customer_key']}",
+                 [("store", event["store_id"].encode()), ("schema", schema.encode())] if headers else None)
+
+    def raw(self, topic: str, value: bytes, key: str, headers: list[tuple[str, bytes]] | None = None) -> None:
+        while True:
+            try:
+                self.p.produce(topic, value=value, key=key, headers=headers)
+                return
+            except BufferError:
+                self.p.poll(0.05)
+
+    def flush(self) -> None:
+        assert self.p.flush(30) == 0
+
+
+class ConsumerThread:
+    """A RuleConsumer running in this process (for tests that need to reach inside)."""
+
+    def __init__(self, s: Settings) -> None:
+        from wooflow.consumer.runner import RuleConsumer
+
+        self.stop = threading.Event()
+        self.consumer = RuleConsumer(s)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.consumer.run(self.stop)
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+
+    def __enter__(self) -> "ConsumerThread":
+        self.thread.start()
+        from tests.support import wait_for
+
+        wait_for(lambda: self.consumer.ready.is_set() or self.error, 30, 0.05, "rule consumer ready")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def commands(s: Settings, timeout: float = 15.0) -> list[dict[str, Any]]:
+    from tests.support import read_topic
+
+    return [r for schema, r in read_topic(s, topics.COMMANDS, timeout) if schema == "ActionCommand"]

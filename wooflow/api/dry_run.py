@@ -1,0 +1,233 @@
+"""Dry run of one rule on a real order or customer (POST /v1/rules/{id}/dry-run).
+
+Like seed 002's engine: evaluate the filters against the order, check marketing consent,
+run the actions in dry-run mode and write an audit entry flagged dry_run — with per-
+condition reasons, the trigger's view given the state wooflow stored, and rendered
+previews from each action's `dry_run`. Nothing is written except the audit entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import HTTPException
+from sqlalchemy import Engine, insert, select
+
+from wooflow.consumer.apply import apply_customer, apply_order
+from wooflow.consumer.commands import build_command, to_json
+from wooflow.consumer.conditions import explain
+from wooflow.consumer.facts import LazyFacts
+from wooflow.consumer.rules import compile_rule
+from wooflow.consumer.state import StateBatch
+from wooflow.consumer.tiers import loyalty_of
+from wooflow.consumer.triggers import TRIGGERS
+from wooflow.db.tables import execution_logs, rule_audit, rules
+from wooflow.settings import Settings
+from wooflow.stores import Store, StoreCache
+
+log = logging.getLogger(__name__)
+MARKETING_CHANNELS = {"send_email": "email", "send_sms": "sms"}
+
+
+def _customer_key(customer_id: int | None, email: str | None, fallback: str) -> str:
+    from wooflow.producers.keys import customer_key
+
+    return customer_key(customer_id, email, fallback=fallback)
+
+
+def _order_event(store: Store, payload: dict[str, Any], run_id: str) -> dict[str, Any]:
+    from wooflow.producers.normalise import order_record
+
+    order = order_record(payload, ZoneInfo(store.timezone))
+    now = datetime.now(timezone.utc)
+    return {"event_id": f"dry-run:{run_id}", "store_id": store.id,
+            "customer_key": _customer_key(order["customer_id"], order["billing"]["email"], f"o{order['id']}"),
+            "occurred_at": order["date_modified"], "received_at": now, "source": "rest", "schema_version": 1,
+            "topic": "order.updated", "store_timezone": store.timezone, "order_id": order["id"],
+            "action": "updated", "order": order, "previous_status": None, "raw_json": None}
+
+
+def _customer_event(store: Store, payload: dict[str, Any], run_id: str) -> dict[str, Any]:
+    from wooflow.producers.normalise import customer_record
+
+    customer = customer_record(payload, ZoneInfo(store.timezone))
+    now = datetime.now(timezone.utc)
+    return {"event_id": f"dry-run:{run_id}", "store_id": store.id, "customer_key": f"c{customer['id']}",
+            "occurred_at": customer["date_modified"], "received_at": now, "source": "rest", "schema_version": 1,
+            "topic": "customer.created", "store_timezone": store.timezone, "customer_id": customer["id"],
+            "action": "created", "customer": customer, "raw_json": None}
+
+
+async def _fetch(store: Store, path: str) -> dict[str, Any]:
+    from wooflow.workers.errors import ActionError, TransientError
+    from wooflow.workers.woo_client import WooClient
+
+    client = WooClient(store, timeout=10.0)
+    try:
+        data = await client.get(path)
+    except ActionError as exc:
+        raise HTTPException(404 if "HTTP 404" in str(exc) else 502, f"store answered: {exc}") from exc
+    except TransientError as exc:
+        raise HTTPException(502, f"store unreachable: {exc}") from exc
+    finally:
+        await client.aclose()
+    if not isinstance(data, dict) or "id" not in data:
+        raise HTTPException(502, f"store answered {path} with something that is not a resource")
+    return data
+
+
+def _consent(settings: Settings, engine: Engine, store_id: str, actions: list[Any], email: str | None,
+             ckey: str) -> dict[str, Any]:
+    needs = [(i, MARKETING_CHANNELS.get(a.type, "email")) for i, a in enumerate(actions)
+             if a.params.get("marketing") is True]
+    try:
+        from wooflow.workers.consent import load_checker
+    except ImportError:
+        return {"checked": False, "note": "consent: not checked (no consent module in this build)",
+                "required_by_steps": [i for i, _ in needs]}
+    checker = load_checker(settings, engine)
+    out: dict[str, Any] = {"checked": True, "required_by_steps": [i for i, _ in needs], "channels": {}}
+    for channel in sorted({c for _, c in needs} or {"email"}):
+        d = checker.check(store_id, channel, email=email, customer_key=ckey, context={})
+        out["channels"][channel] = {"granted": d.granted, "reason": d.reason, "source": d.source,
+                                    "recorded_at": d.recorded_at.isoformat() if d.recorded_at else None}
+    out["marketing_allowed"] = all(out["channels"][c]["granted"] for _, c in needs) if needs else None
+    return out
+
+
+async def _plan(settings: Settings, engine: Engine, store: Store, rule: Any, schema: str, event: dict[str, Any],
+                trigger: str, cstate: dict[str, Any], extra: dict[str, Any], consent: dict[str, Any]) -> list[dict[str, Any]]:
+    from wooflow.workers import registry
+    from wooflow.workers.registry import ActionContext
+    from wooflow.workers.woo_client import WooClient
+
+    services = None
+    try:
+        from wooflow.workers.services import build_services
+
+        services = build_services(settings, engine)
+    except Exception as exc:  # noqa: BLE001 - previews degrade, the dry run still answers
+        log.info("dry run without worker services: %s", exc)
+    woo = WooClient(store, timeout=10.0)
+    planned: list[dict[str, Any]] = []
+    steps: dict[int, dict[str, Any]] = {}
+    try:
+        for step, action in enumerate(rule.actions):
+            cmd = build_command(rule_id=rule.id, rule_version=rule.version, step=step, action_type=action.type,
+                                params=action.params, delay_s=action.delay_s, schema=schema, event=event,
+                                trigger=trigger, state=cstate, dry_run=True, extra=extra)
+            entry: dict[str, Any] = {"step": step, "type": action.type, "delay": action.delay,
+                                     "delay_s": action.delay_s, "params": action.params}
+            handler = registry.get(action.type)
+            if handler is None:
+                entry.update(status="error", message=f"unknown action {action.type!r}")
+            elif action.params.get("marketing") is True and consent.get("checked") and \
+                    not consent["channels"].get(MARKETING_CHANNELS.get(action.type, "email"), {}).get("granted"):
+                entry.update(status="skipped", message="no valid marketing consent: this step would be skipped")
+            else:
+                try:
+                    params = handler.Params.model_validate(action.params)
+                    ctx = ActionContext(store, cmd, params, woo=woo, dry_run=True, services=services, steps=steps)
+                    res = await handler.dry_run(ctx)
+                    entry.update(status=res.status, message=res.message, details=res.details)
+                    steps[step] = res.details if isinstance(res.details, dict) else {}
+                except Exception as exc:  # noqa: BLE001 - report, don't fail the whole dry run
+                    entry.update(status="error", message=f"{type(exc).__name__}: {exc}")
+            planned.append(json.loads(to_json(entry)))
+    finally:
+        await woo.aclose()
+        if services is not None:
+            await services.aclose()
+    return planned
+
+
+async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id: int, *, order_id: int | None,
+                      customer_id: int | None) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = conn.execute(select(rules).where(rules.c.id == rule_id, rules.c.store_id == store_id)).mappings().first()
+    if row is None:
+        raise HTTPException(404, f"rule {rule_id} not found")
+    rule = compile_rule(dict(row))
+    store = StoreCache(engine, 0).get(store_id)
+    if store is None:
+        raise HTTPException(404, f"store {store_id!r} not found")
+    run_id = uuid.uuid4().hex[:16]
+    if order_id is not None:
+        schema, event = "OrderEvent", _order_event(store, await _fetch(store, f"/orders/{order_id}"), run_id)
+        subject = {"type": "order", "id": order_id}
+    else:
+        schema, event = "CustomerEvent", _customer_event(store, await _fetch(store, f"/customers/{customer_id}"),
+                                                         run_id)
+        subject = {"type": "customer", "id": customer_id}
+
+    # The customer's state as wooflow stored it; the event is applied in memory only.
+    state = StateBatch()
+    lo = loyalty_of(store.settings, store.currency)
+    with engine.connect() as conn:
+        state.load(conn, {(store.id, event["customer_key"])},
+                   {(store.id, int(event["order_id"]))} if schema == "OrderEvent" else set())
+    ctx = (apply_order if schema == "OrderEvent" else apply_customer)(event, state, lo)
+    spec = TRIGGERS[rule.trigger]
+    trigger_fires = spec.schema == schema and spec.fires(ctx) and (rule.options is None or rule.options(ctx))
+    facts = LazyFacts(ctx)
+    conditions = explain(rule.spec.conditions, facts)
+    cust = ctx.customer
+    email = (event.get("order") or {}).get("billing", {}).get("email") if schema == "OrderEvent" else \
+        (event.get("customer") or {}).get("email")
+    consent = _consent(settings, engine, store.id, rule.actions, email or (cust.email if cust else None),
+                       event["customer_key"])
+    cstate = cust.public() if cust is not None else {}
+    planned = await _plan(settings, engine, store, rule, schema, event, rule.trigger, cstate,
+                          {"previous_status": ctx.previous_status, "trigger": rule.trigger}, consent)
+    result: dict[str, Any] = {
+        "dry_run": True, "rule_id": rule.id, "rule_version": rule.version, "rule_name": rule.spec.name,
+        "enabled": rule.spec.enabled, "subject": subject, "customer_key": event["customer_key"],
+        "trigger": {"name": rule.trigger, "listens_to": spec.schema, "would_fire_now": bool(trigger_fires),
+                    "reason": _trigger_reason(spec.schema, schema, ctx, bool(trigger_fires))},
+        "conditions": conditions, "matched": bool(conditions["result"]), "consent": consent,
+        "customer_state": json.loads(to_json(cstate)),
+        "facts": json.loads(to_json({k: v for k, v in facts.materialise().items()})),
+        "actions": planned,
+        "would_run": bool(conditions["result"]) and rule.spec.enabled,
+    }
+    result["audit_id"] = _record(engine, store.id, rule, event, subject, result)
+    return result
+
+
+def _trigger_reason(listens: str, schema: str, ctx: Any, fires: bool) -> str:
+    if listens != schema:
+        return f"the trigger listens to {listens} events; conditions were evaluated on this {schema} anyway"
+    if fires:
+        return "given the state wooflow stored, this resource would fire the trigger now"
+    return ("given the state wooflow stored, this resource would not fire the trigger now (e.g. the order was "
+            "already seen, or its status did not change); conditions were evaluated anyway")
+
+
+def _record(engine: Engine, store_id: str, rule: Any, event: dict[str, Any], subject: dict[str, Any],
+            result: dict[str, Any]) -> int:
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        audit_id = int(conn.execute(insert(rule_audit).values(
+            store_id=store_id, rule_id=rule.id, action="dry_run", dry_run=True,
+            details={"subject": subject, "matched": result["matched"], "trigger": result["trigger"],
+                     "consent": result["consent"], "actions": result["actions"]}).returning(rule_audit.c.id)).scalar_one())
+        rows = []
+        for a in result["actions"]:
+            key = hashlib.sha256(f"{rule.id}|{event['event_id']}|{a['step']}".encode()).hexdigest()[:40]
+            rows.append({"log_id": f"{key}:dry_run", "idempotency_key": key, "store_id": store_id,
+                         "customer_key": event["customer_key"], "rule_id": rule.id, "event_id": event["event_id"],
+                         "step": a["step"], "action_type": a["type"], "status": "dry_run",
+                         "message": str(a.get("message", ""))[:2000], "attempt": 1, "duration_ms": 0.0,
+                         "dry_run": True, "details": {"subject": subject, "matched": result["matched"],
+                                                      "planned_status": a.get("status"),
+                                                      "audit_id": audit_id, **(a.get("details") or {})},
+                         "executed_at": now})
+        if rows:
+            conn.execute(insert(execution_logs), rows)
+    return audit_id
