@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from wooflow.consumer.apply import APPLIERS, STATEFUL, no_state
-from wooflow.consumer.commands import build_command
+from wooflow.consumer.commands import build_command, idempotency_key
 from wooflow.consumer.engine import Match, RuleEngine
 from wooflow.consumer.state import Firing, StateBatch
 from wooflow.consumer.tiers import Loyalty
@@ -74,7 +74,9 @@ class BatchProcessor:
         self.latencies = latencies  # per-event apply+match seconds, when someone wants them (benchmarks)
 
     def run(self, items: list[Item], *, now: datetime | None = None, only_rules: set[int] | None = None,
-            dry_run: bool = False) -> Outcome:
+            dry_run: bool = False, plan_only: bool = False) -> Outcome:
+        """`plan_only` (dry-run replays) decides everything but builds no command payloads:
+        each planned step is `(item, {"rule_id", "step", "action_type", "idempotency_key"})`."""
         out = Outcome()
         state = out.state
         customers: set[tuple[str, str]] = set()
@@ -129,6 +131,11 @@ class BatchProcessor:
                     out.skipped_by_frequency += 1
                     continue
                 record(state, m.rule, ev["store_id"], ev["customer_key"], ev["event_id"], at)
+            if plan_only:
+                for step, action in enumerate(m.rule.actions):
+                    out.commands.append((it, {"rule_id": m.rule.id, "step": step, "action_type": action.type,
+                                              "idempotency_key": idempotency_key(m.rule.id, ev["event_id"], step)}))
+                continue
             try:
                 fev = full.get(id(it))
                 if fev is None:

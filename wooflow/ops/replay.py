@@ -131,6 +131,7 @@ class Replayer:
         self.db = get_engine(s.database_url)
         self.rules = RuleCache(self.db)
         self.processor = BatchProcessor(RuleEngine(self.rules), self.db, LoyaltyCache(self.db), self.decoder.full)
+        self._loaded = False
 
     def plan(self, spec: ReplaySpec, timeout: float = 10.0) -> list[tuple[int, int, int]]:
         consumer = Consumer({"bootstrap.servers": self.s.kafka_bootstrap_servers, "group.id": "wooflow-replay-plan"})
@@ -142,7 +143,10 @@ class Replayer:
     def run(self, spec: ReplaySpec, progress: Callable[[int], None] | None = None) -> Summary:
         if spec.topic not in topics.EVENT_TOPICS:
             raise ReplayError(f"only event topics can be replayed through the rules: {', '.join(topics.EVENT_TOPICS)}")
-        self.rules.refresh(force=True)
+        # Compiling every rule takes a while with many stores: once per Replayer, then only
+        # when the rules changed (the cheap fingerprint check).
+        self.rules.refresh(force=not self._loaded)
+        self._loaded = True
         if spec.rules:
             unknown = set(spec.rules) - {r for r in spec.rules if self.rules.get(r) is not None}
             if unknown:
@@ -163,7 +167,9 @@ class Replayer:
             open_parts = set(ends)
             while open_parts:
                 batch: list[Item] = []
-                msgs = consumer.consume(spec.batch_size, 1.0)
+                # consume() waits for a full batch or the timeout: keep the timeout short so the
+                # tail of each partition does not cost a second
+                msgs = consumer.consume(spec.batch_size, 0.1)
                 for m in msgs:
                     if m.error() or m.partition() not in open_parts:
                         continue
@@ -205,7 +211,8 @@ class Replayer:
     def _process(self, batch: list[Item], spec: ReplaySpec, summary: Summary, producer: Producer | None) -> None:
         if not batch:
             return
-        out = self.processor.run(batch, only_rules=set(spec.rules) if spec.rules else None, dry_run=not spec.live)
+        out = self.processor.run(batch, only_rules=set(spec.rules) if spec.rules else None, dry_run=not spec.live,
+                                 plan_only=not spec.live)
         summary.failed += len(out.failed)
         for _, m in out.matches:
             summary.rules.setdefault(m.rule.id, RuleTally()).matched += 1
