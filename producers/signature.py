@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import re
+from functools import lru_cache
 
 _ENTITY_PADDING = [
     (re.compile(r"&#0*39;"), "&#039;"), (re.compile(r"&#x0*27;", re.I), "&#x27;"),
@@ -26,6 +27,7 @@ _ENTITIES = {
 _ENTITY_RE = re.compile("|".join(re.escape(k) for k in sorted(_ENTITIES, key=len, reverse=True)))
 
 
+@lru_cache(maxsize=1024)  # per store secret: the regex passes cost more than the HMAC
 def wp_specialchars_decode(text: str) -> str:
     """WordPress' wp_specialchars_decode($text, ENT_QUOTES), one pass like PHP's strtr()."""
     if "&" not in text:

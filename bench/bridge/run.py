@@ -48,6 +48,31 @@ def services(tmp: Path) -> tuple[str, str, Path | None]:
     return kafka or started.kafka_bootstrap_servers or "", db or started.database_url or "", state
 
 
+def service_procs(kafka: str, db: str) -> list[psutil.Process]:
+    """The broker and the PostgreSQL server (with its backends) listening on this box: their
+    CPU per webhook is part of what one bridge costs on a machine they share."""
+    from urllib.parse import urlsplit
+
+    ports = {int(kafka.rsplit(",", 1)[-1].rsplit(":", 1)[1]), urlsplit(db.replace("+psycopg", "")).port or 5432}
+    try:
+        pids = {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN
+                and c.laddr.port in ports and c.pid}
+    except psutil.Error:
+        return []
+    return [psutil.Process(pid) for pid in pids]
+
+
+def services_cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            for q in (p, *p.children(recursive=True)):
+                total += sum(q.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
@@ -93,9 +118,11 @@ def main() -> None:
         url = f"{base}/webhooks/woocommerce/{store.id}"
         peak_rss = 0
 
+        svc = service_procs(kafka, db)
+
         def loadgen(*extra: str, seed: str) -> dict:
             nonlocal peak_rss
-            cpu0 = sum(proc.cpu_times()[:2])
+            cpu0, svc0 = sum(proc.cpu_times()[:2]), services_cpu(svc)
             p = subprocess.Popen([sys.executable, str(HERE / "loadgen.py"), "--url", url, "--secret",
                                   store.webhook_secret, "--duration", str(args.duration), "--seed", seed, *extra],
                                  stdout=subprocess.PIPE, text=True)
@@ -107,6 +134,8 @@ def main() -> None:
             # CPU the bridge process spent per request (all its threads): independent of how
             # busy the machine is, unlike the wall-clock numbers.
             result["cpu_us_per_req"] = round((sum(proc.cpu_times()[:2]) - cpu0) / max(1, result["requests"]) * 1e6, 1)
+            # Broker + PostgreSQL CPU per request (backends that ended mid-run are not counted).
+            result["svc_cpu_us_per_req"] = round((services_cpu(svc) - svc0) / max(1, result["requests"]) * 1e6, 1)
             return result
 
         loadgen("--mode", "max", "--connections", "16", seed="warm")  # warm-up (JIT-free, but caches/connections)
@@ -130,6 +159,8 @@ def main() -> None:
             "throughput_runs": [r["ok_per_s"] for r in results["max"]],
             "throughput_p50_ms": med(results["max"], "p50_ms"), "throughput_p99_ms": med(results["max"], "p99_ms"),
             "bridge_cpu_us_per_webhook": med(results["max"], "cpu_us_per_req"),
+            "broker_and_postgres_cpu_us_per_webhook": med(results["max"], "svc_cpu_us_per_req"),
+            "bridge_cpu_us_runs": [r["cpu_us_per_req"] for r in results["max"]],
             "load_average_1m_at_end": round(os.getloadavg()[0], 2),
             "non_2xx": sum(r["requests"] - r["ok"] for rows in results.values() for r in rows),
             "bridge_peak_rss_mb": round(peak_rss / 2**20, 1),
