@@ -1,6 +1,9 @@
 """`wooflow sink`: automation.logs → execution_logs, batched and idempotent.
 
-Rows are keyed by log_id, so a batch re-read after a crash inserts nothing twice.
+Rows are keyed by log_id, so a batch re-read after a crash inserts nothing twice (and a
+worker re-emitting the log of an already finished command adds nothing). Rows older than
+the retention (`--retention-days` or WOOFLOW_EXECUTION_LOG_RETENTION_DAYS) are deleted
+at most once an hour.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class LogSink:
         self.codec = get_codec(settings.schema_registry_url)
         self.engine = get_engine(settings.database_url)
         self.producer = Producer(settings, **{"message.timeout.ms": 300000})
-        self.retention_days = retention_days
+        # --retention-days wins over WOOFLOW_EXECUTION_LOG_RETENTION_DAYS; neither: keep everything.
+        self.retention_days = retention_days if retention_days is not None else settings.execution_log_retention_days
         self._last_purge = datetime.min.replace(tzinfo=timezone.utc)
 
     def handle(self, batch: list[Message]) -> None:
@@ -62,6 +66,7 @@ class LogSink:
                 if schema != "ExecutionLog":
                     raise DecodeError(f"expected ExecutionLog, got {schema}")
                 rows.append(row_of(rec))
+                metrics.events_consumed.labels("sink", msg.topic(), rec.get("store_id")).inc()
             except (DecodeError, KeyError) as exc:
                 dead_letter(self.producer, self.codec, self.settings, msg, stage="sink", reason="undecodable",
                             error=str(exc))

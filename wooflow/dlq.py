@@ -21,10 +21,20 @@ log = logging.getLogger(__name__)
 
 def dead_letter(producer: Producer, codec: Codec, settings: Settings, msg: Message, *, stage: str, reason: str,
                 error: str, store_id: str | None = None, attempts: int = 1) -> None:
+    record = dead_letter_record(msg, stage=stage, reason=reason, error=error, store_id=store_id, attempts=attempts)
+    topic = settings.topic(topics.DLQ)
+    producer.produce(topic, codec.encode("DeadLetter", record, topic), key=msg.key())
+    metrics.dlq.labels(stage, reason).inc()
+    log.warning("dead-lettered %s:%s:%s (%s): %s", msg.topic(), msg.partition(), msg.offset(), reason, error[:200])
+
+
+def dead_letter_record(msg: Message, *, stage: str, reason: str, error: str, store_id: str | None = None,
+                       attempts: int = 1) -> dict:
+    """The DeadLetter record for `msg` (for roles that produce it with their own delivery tracking)."""
     headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
                for k, v in (msg.headers() or [])}
     source = f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
-    record = {
+    return {
         "dlq_id": hashlib.sha256(f"{stage}|{source}".encode()).hexdigest()[:32],
         "stage": stage,
         "reason": reason,
@@ -39,7 +49,3 @@ def dead_letter(producer: Producer, codec: Codec, settings: Settings, msg: Messa
         "failed_at": datetime.now(timezone.utc),
         "attempts": attempts,
     }
-    topic = settings.topic(topics.DLQ)
-    producer.produce(topic, codec.encode("DeadLetter", record, topic), key=msg.key())
-    metrics.dlq.labels(stage, reason).inc()
-    log.warning("dead-lettered %s (%s): %s", source, reason, error[:200])

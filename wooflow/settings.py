@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     batch_size: int = Field(500, description="Max messages per consumer batch")
     batch_timeout_s: float = Field(0.2, description="Max wait to fill a consumer batch")
     transactional: bool = Field(False, description="Rule consumer uses Kafka transactions (exactly-once)")
+    # rule consumer
+    rules_reload_s: float = Field(5.0, description="Fallback rule reload check (LISTEN/NOTIFY is the fast path)")
+    instance_id: str = Field("", description="Stable id of this consumer instance (e.g. the StatefulSet pod name): "
+                                             "static group membership and a fencing transactional.id")
 
     # --- bridge --------------------------------------------------------------------
     bridge_host: str = Field("0.0.0.0", description="Bridge listen address")
@@ -61,20 +65,76 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2 * 1024 * 1024, description="Largest webhook body accepted (413 above)")
     store_cache_ttl_s: float = Field(5.0, description="How long the bridge caches a store row")
     delivery_timeout_s: float = Field(10.0, description="Bridge waits this long for Kafka acks")
+    # (bridge, issue 4) durability, dedupe, reconciliation, storefront
+    outbox_max_rows: int = Field(200_000, description="Bridge outbox bound during a Kafka outage (503 beyond)")
+    outbox_drain_batch: int = Field(1000, description="Outbox rows produced per drain step")
+    kafka_probe_interval_s: float = Field(0.5, description="How often the bridge probes a broker it believes down")
+    dedupe_retention_days: int = Field(30, description="How long the bridge remembers event ids it let in")
+    claim_stale_s: float = Field(30.0, description="A claimed event not acknowledged within this is claimable again")
+    raw_json_max_bytes: int = Field(65536, description="Webhook bodies up to this size travel as raw_json in events")
+    bridge_public_url: str = Field("", description="Public base URL of the bridge (webhooks created by `stores add`)")
+    rest_timeout_s: float = Field(30.0, description="WooCommerce REST timeout (backfill, poller, action fetches)")
+    rest_max_attempts: int = Field(6, description="WooCommerce REST attempts on 429/5xx/network errors")
+    poll_interval_s: float = Field(300.0, description="Reconciliation poller period")
+    poll_overlap_s: float = Field(120.0, description="Poller re-reads this much before its watermark")
+    storefront_rate_per_s: float = Field(10.0, description="Storefront events per second per IP and per session")
+    storefront_burst: int = Field(40, description="Storefront rate-limit burst")
 
     # --- workers -------------------------------------------------------------------
-    worker_concurrency: int = Field(64, description="Actions executed concurrently per worker")
+    worker_concurrency: int = Field(256, description="Actions executed concurrently per worker")
     action_timeout_s: float = Field(10.0, description="Default per-action timeout")
     action_max_attempts: int = Field(5, description="Attempts before a command goes to the DLQ")
     action_lease_s: float = Field(60.0, description="A claimed execution is considered abandoned after this")
     allow_private_webhooks: bool = Field(False, description="Let outbound webhooks reach private/loopback addresses")
     webhook_allowlist: str = Field("", description="Comma-separated hosts/CIDRs outbound webhooks may reach even if private")
+    # (workers, issue 6) pipelining, retries, delays, email/SMS, consent, log retention
+    worker_max_inflight: int = Field(20000, description="Commands a worker holds (queued + running) before it stops reading")
+    worker_commit_interval_s: float = Field(0.5, description="How often a worker commits the offsets of finished commands")
+    action_retry_base_s: float = Field(2.0, description="Backoff of the first retry; doubles per attempt (with jitter)")
+    action_retry_max_s: float = Field(300.0, description="Longest backoff between two attempts")
+    deferred_poll_s: float = Field(0.5, description="How often workers re-produce due deferred commands (delays, retries)")
+    public_base_url: str = Field("http://localhost:8000", description="Public base URL of the API (unsubscribe links)")
+    unsubscribe_secret: SecretStr | None = Field(None, description="Key signing unsubscribe links (default: derived "
+                                                                   "from each store's webhook secret)")
+    consent_checker: str = Field("", description="Consent check: 'module:Class' or a `wooflow.consent` entry point "
+                                                 "name (default: the consents table)")
+    smtp_host: str = Field("localhost", description="Default SMTP server (a store's settings.smtp overrides)")
+    smtp_port: int = Field(25, description="Default SMTP port")
+    smtp_username: str = Field("", description="Default SMTP user (empty: no AUTH)")
+    smtp_password: SecretStr | None = Field(None, description="Default SMTP password")
+    smtp_security: str = Field("none", description="none | starttls | tls")
+    smtp_from: str = Field("wooflow@localhost", description="Default sender address")
+    smtp_timeout_s: float = Field(30.0, description="SMTP connect/command timeout")
+    sms_provider: str = Field("http", description="Default SMS provider (`wooflow.sms_providers` entry point name)")
+    sms_http_url: str = Field("", description="Generic HTTP SMS provider endpoint")
+    sms_http_token: SecretStr | None = Field(None, description="Bearer token of the generic HTTP SMS provider")
+    sms_sender: str = Field("", description="Default SMS sender id")
+    execution_log_retention_days: int | None = Field(None, description="The log sink deletes execution logs older "
+                                                                       "than this (unset: keep)")
 
     # --- api / metrics -------------------------------------------------------------
     api_host: str = Field("0.0.0.0", description="Admin API listen address")
     api_port: int = Field(8000, description="Admin API listen port")
     metrics_port: int = Field(0, description="Prometheus /metrics port for non-HTTP roles (0 = off)")
+    metrics_store_label: bool = Field(True, description="Label metrics per store; false puts every store under "
+                                                        "store=\"all\" (bounds cardinality for many stores)")
+    lag_interval_s: float = Field(15.0, description="How often consuming roles report consumer lag")
     admin_token: SecretStr | None = Field(None, description="Token with access to every store (operators)")
+
+    # --- scheduler (issue 7): delayed steps, carts, time/behaviour triggers ---------
+    clock: str = Field("system", description="Time source of rules + scheduler: 'system', or 'file:PATH' (simulated "
+                                             "time shared by processes: the file holds an ISO-8601 instant)")
+    scheduler_group: str = Field("wooflow-scheduler", description="Consumer group of the scheduler's activity reader")
+    scheduler_batch_size: int = Field(2000, description="Due steps claimed per scheduler round")
+    scheduler_threads: int = Field(2, ge=1, le=16, description="Emitter loops per scheduler process (each claims "
+                                                               "its own batches; overlaps database and Kafka waits)")
+    scheduler_poll_s: float = Field(0.1, description="Scheduler wait between rounds when nothing is due")
+    scheduler_lease_s: float = Field(30.0, description="Longest a scheduler may hold a claimed batch (Kafka flush "
+                                                       "timeout; PostgreSQL ends a session idle in its claim longer)")
+    scheduler_scan_interval_s: float = Field(30.0, description="Period of the cart / time / behaviour trigger scan")
+    activity_retention_days: int = Field(90, description="Storefront activity kept for behaviour triggers")
+    scheduler_stores: str = Field("", description="Comma-separated store ids this scheduler emits and scans for "
+                                                  "(default: every store)")
 
     # --- local launcher ------------------------------------------------------------
     state_dir: Path = Field(Path.home() / ".local" / "state" / "wooflow",

@@ -2,20 +2,29 @@
 
 A worker claims a key by inserting its row (status `running`, with a lease) before the
 effect, and finishes it after. On redelivery the row tells what to do:
-- finished (succeeded/skipped/failed/dead_lettered) → `done`: do nothing again;
+- finished (succeeded/skipped/failed/dead_lettered) → `done`: do nothing again (the
+  execution log is re-emitted with the same log id, so a log lost in a crash reappears
+  and a log already written is not written twice);
 - running with a live lease → `busy`: another worker is on it right now;
 - running with an expired lease → `recover`: the previous worker died mid-action; the
-  action's `already_applied` check decides whether the effect happened.
+  action's `already_applied` check decides whether the effect happened;
+- `retry_wait` (a transient failure scheduled a later attempt) → `recover` for the
+  command carrying that later attempt (a timeout may still have had its effect), and
+  `stale` for a redelivered copy of an earlier attempt.
+
+Every function takes a whole batch: the executor coalesces concurrent commands into one
+round trip (workers/batching.py). Joins with `unnest(...)` also filter on `= ANY(keys)`,
+so a stale row estimate cannot make PostgreSQL hash-join a scan of the whole table.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 FINAL = ("succeeded", "skipped", "failed", "dead_lettered")
 
@@ -23,35 +32,68 @@ FINAL = ("succeeded", "skipped", "failed", "dead_lettered")
 @dataclass(frozen=True)
 class Claim:
     key: str
-    outcome: str  # claimed | recover | busy | done
+    outcome: str  # claimed | recover | busy | done | stale
     status: str = "running"
     claimed_at: datetime | None = None
+    attempts: int = 1
+    message: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+    lease_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Finish:
+    key: str
+    status: str
+    result: dict[str, Any]
+    message: str
+    error: str | None
+    attempt: int
 
 
 _INSERT = text("""
 INSERT INTO action_executions (idempotency_key, store_id, rule_id, event_id, step, action_type, status, attempts,
                                lease_until)
-SELECT k, s, r, e, st, a, 'running', 1, now() + make_interval(secs => :lease)
+SELECT k, s, r, e, st, a, 'running', att, now() + make_interval(secs => :lease)
 FROM unnest(CAST(:keys AS text[]), CAST(:stores AS text[]), CAST(:rules AS bigint[]), CAST(:events AS text[]),
-            CAST(:steps AS int[]), CAST(:actions AS text[])) AS t(k, s, r, e, st, a)
+            CAST(:steps AS int[]), CAST(:actions AS text[]), CAST(:atts AS int[])) AS t(k, s, r, e, st, a, att)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key, created_at
 """)
 
 _TAKE_OVER = text("""
-UPDATE action_executions SET lease_until = now() + make_interval(secs => :lease), attempts = attempts + 1
-WHERE idempotency_key = ANY(CAST(:keys AS text[])) AND status = 'running' AND lease_until < now()
-RETURNING idempotency_key, created_at
+UPDATE action_executions a
+SET status = 'running', lease_until = now() + make_interval(secs => :lease), attempts = GREATEST(a.attempts, t.att)
+FROM unnest(CAST(:keys AS text[]), CAST(:atts AS int[])) AS t(k, att)
+WHERE a.idempotency_key = t.k AND a.idempotency_key = ANY(CAST(:keys AS text[]))
+  AND ((a.status = 'running' AND a.lease_until < now()) OR (a.status = 'retry_wait' AND a.attempts < t.att))
+RETURNING a.idempotency_key, a.created_at
 """)
 
 _EXISTING = text("""
-SELECT idempotency_key, status FROM action_executions WHERE idempotency_key = ANY(CAST(:keys AS text[]))
+SELECT idempotency_key, status, attempts, message, error, result, lease_until
+FROM action_executions WHERE idempotency_key = ANY(CAST(:keys AS text[]))
 """)
 
 _FINISH = text("""
-UPDATE action_executions SET status = :status, result = CAST(:result AS jsonb), error = :error, finished_at = now(),
-       lease_until = NULL
-WHERE idempotency_key = :key
+UPDATE action_executions a
+SET status = t.s, result = CAST(t.r AS jsonb), error = t.e, message = t.m, attempts = t.att, finished_at = now(),
+    lease_until = NULL
+FROM unnest(CAST(:keys AS text[]), CAST(:sts AS text[]), CAST(:res AS text[]), CAST(:errs AS text[]),
+            CAST(:msgs AS text[]), CAST(:atts AS int[])) AS t(k, s, r, e, m, att)
+WHERE a.idempotency_key = t.k AND a.idempotency_key = ANY(CAST(:keys AS text[]))
+""")
+
+_RETRY_WAIT = text("""
+UPDATE action_executions a
+SET status = 'retry_wait', attempts = t.att, error = t.e, message = t.e, lease_until = NULL
+FROM unnest(CAST(:keys AS text[]), CAST(:atts AS int[]), CAST(:errs AS text[])) AS t(k, att, e)
+WHERE a.idempotency_key = t.k AND a.idempotency_key = ANY(CAST(:keys AS text[])) AND a.status = 'running'
+""")
+
+_STEPS = text("""
+SELECT idempotency_key, step, status, result FROM action_executions
+WHERE idempotency_key = ANY(CAST(:keys AS text[]))
 """)
 
 
@@ -60,7 +102,7 @@ def claim_batch(engine: Engine, commands: list[dict[str, Any]], lease_s: float) 
         return {}
     unique = {c["idempotency_key"]: c for c in commands}
     cmds = list(unique.values())
-    params = {
+    params: dict[str, Any] = {
         "lease": lease_s,
         "keys": [c["idempotency_key"] for c in cmds],
         "stores": [c["store_id"] for c in cmds],
@@ -68,38 +110,113 @@ def claim_batch(engine: Engine, commands: list[dict[str, Any]], lease_s: float) 
         "events": [c["event_id"] for c in cmds],
         "steps": [c["step"] for c in cmds],
         "actions": [c["action_type"] for c in cmds],
+        "atts": [int(c.get("attempt") or 1) for c in cmds],
     }
+    attempt_of = dict(zip(params["keys"], params["atts"]))
     out: dict[str, Claim] = {}
     with engine.begin() as conn:
         for key, created in conn.execute(_INSERT, params):
-            out[key] = Claim(key, "claimed", claimed_at=created)
+            out[key] = Claim(key, "claimed", claimed_at=created, attempts=attempt_of[key])
         rest = [k for k in params["keys"] if k not in out]
         if rest:
-            for key, created in conn.execute(_TAKE_OVER, {"lease": lease_s, "keys": rest}):
-                out[key] = Claim(key, "recover", claimed_at=created)
+            rows = conn.execute(_TAKE_OVER, {"lease": lease_s, "keys": rest, "atts": [attempt_of[k] for k in rest]})
+            for key, created in rows:
+                out[key] = Claim(key, "recover", claimed_at=created, attempts=attempt_of[key])
             rest = [k for k in rest if k not in out]
         if rest:
-            for key, status in conn.execute(_EXISTING, {"keys": rest}):
-                out[key] = Claim(key, "done" if status in FINAL else "busy", status=status)
+            for key, status, attempts, message, error, result, lease_until in conn.execute(_EXISTING, {"keys": rest}):
+                if status in FINAL:
+                    outcome = "done"
+                elif status == "retry_wait":
+                    outcome = "stale"
+                else:
+                    outcome = "busy"
+                out[key] = Claim(key, outcome, status=status, attempts=attempts, message=message or error or "",
+                                 result=result or {}, lease_until=lease_until)
     return out
 
 
-def finish(engine: Engine, results: list[tuple[str, str, dict[str, Any], str | None]]) -> None:
-    """Record outcomes: (key, status, result, error)."""
-    if not results:
+_INSERT_FINAL = text("""
+INSERT INTO action_executions (idempotency_key, store_id, rule_id, event_id, step, action_type, status, attempts,
+                               finished_at)
+SELECT k, s, r, e, st, a, 'succeeded', att, now()
+FROM unnest(CAST(:keys AS text[]), CAST(:stores AS text[]), CAST(:rules AS bigint[]), CAST(:events AS text[]),
+            CAST(:steps AS int[]), CAST(:actions AS text[]), CAST(:atts AS int[])) AS t(k, s, r, e, st, a, att)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING idempotency_key
+""")
+
+_TAKE_OVER_FINAL = text("""
+UPDATE action_executions a
+SET status = 'succeeded', attempts = t.att, finished_at = now(), lease_until = NULL, error = NULL
+FROM unnest(CAST(:keys AS text[]), CAST(:atts AS int[])) AS t(k, att)
+WHERE a.idempotency_key = t.k AND a.idempotency_key = ANY(CAST(:keys AS text[]))
+  AND a.status = 'retry_wait' AND a.attempts < t.att
+RETURNING a.idempotency_key
+""")
+
+_DELETE = text("DELETE FROM action_executions WHERE idempotency_key = ANY(CAST(:keys AS text[]))")
+
+
+def claim_final(conn: Connection, commands: list[dict[str, Any]]) -> tuple[set[str], dict[str, Claim]]:
+    """Local-state actions: claim AND record as succeeded in the caller's transaction, which
+    also applies the effect — so the row and the effect commit together or not at all, and no
+    lease is needed. Returns (keys to apply now, claims of keys seen before)."""
+    if not commands:
+        return set(), {}
+    atts = [int(c.get("attempt") or 1) for c in commands]
+    keys = [c["idempotency_key"] for c in commands]
+    fresh = set(conn.execute(_INSERT_FINAL, {
+        "keys": keys, "stores": [c["store_id"] for c in commands], "rules": [c["rule_id"] for c in commands],
+        "events": [c["event_id"] for c in commands], "steps": [c["step"] for c in commands],
+        "actions": [c["action_type"] for c in commands], "atts": atts}).scalars())
+    rest = [(k, a) for k, a in zip(keys, atts) if k not in fresh]
+    if rest:
+        fresh |= set(conn.execute(_TAKE_OVER_FINAL, {"keys": [k for k, _ in rest],
+                                                     "atts": [a for _, a in rest]}).scalars())
+        rest = [(k, a) for k, a in rest if k not in fresh]
+    seen: dict[str, Claim] = {}
+    if rest:
+        for key, status, attempts, message, error, result, lease_until in conn.execute(
+                _EXISTING, {"keys": [k for k, _ in rest]}):
+            outcome = "done" if status in FINAL else ("stale" if status == "retry_wait" else "busy")
+            seen[key] = Claim(key, outcome, status=status, attempts=attempts, message=message or error or "",
+                              result=result or {}, lease_until=lease_until)
+    return fresh, seen
+
+
+def unclaim(conn: Connection, keys: list[str]) -> None:
+    """Undo claim_final for commands whose effect failed: they go through the normal failure path."""
+    if keys:
+        conn.execute(_DELETE, {"keys": keys})
+
+
+def finish_rows(conn: Connection, rows: list[Finish]) -> None:
+    if not rows:
         return
-    with engine.begin() as conn:
-        conn.execute(_FINISH, [{"key": k, "status": s, "result": json.dumps(r, default=str), "error": e}
-                               for k, s, r, e in results])
+    conn.execute(_FINISH, {
+        "keys": [r.key for r in rows], "sts": [r.status for r in rows],
+        "res": [json.dumps(r.result, default=str) for r in rows], "errs": [r.error for r in rows],
+        "msgs": [r.message[:2000] for r in rows], "atts": [r.attempt for r in rows],
+    })
 
 
-def recheck(engine: Engine, key: str, lease_s: float) -> Claim:
-    """Re-check one busy key: its holder may have finished, or died and left the lease to expire."""
+def finish_batch(engine: Engine, rows: list[Finish]) -> list[None]:
     with engine.begin() as conn:
-        row = conn.execute(_TAKE_OVER, {"lease": lease_s, "keys": [key]}).first()
-        if row:
-            return Claim(key, "recover", claimed_at=row[1])
-        row = conn.execute(_EXISTING, {"keys": [key]}).first()
-    if row is None:
-        return Claim(key, "busy")
-    return Claim(key, "done" if row[1] in FINAL else "busy", status=row[1])
+        finish_rows(conn, rows)
+    return [None] * len(rows)
+
+
+def mark_retry_wait(conn: Connection, rows: list[tuple[str, int, str]]) -> None:
+    """(key, attempt that failed, error): the key waits for a later attempt (workers/deferred.py)."""
+    if rows:
+        conn.execute(_RETRY_WAIT, {"keys": [r[0] for r in rows], "atts": [r[1] for r in rows],
+                                   "errs": [r[2][:2000] for r in rows]})
+
+
+def step_rows(engine: Engine, keys: list[str]) -> dict[str, tuple[int, str, dict[str, Any]]]:
+    """key → (step, status, result) for the keys that have a row."""
+    if not keys:
+        return {}
+    with engine.connect() as conn:
+        return {k: (step, status, result or {}) for k, step, status, result in conn.execute(_STEPS, {"keys": keys})}

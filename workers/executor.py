@@ -1,8 +1,16 @@
-"""Executes one batch of commands: claim keys, run actions concurrently, record outcomes.
+"""Executes one command: claim its key, run its action, record the outcome.
 
-Each command ends in exactly one execution log (succeeded, skipped, failed,
-dead_lettered or dry_run); a command whose key is already finished produces no second
-effect and no second log.
+Each command ends in at most one effect and one execution log per attempt:
+- not due yet (`not_before` in the future) → put aside in PostgreSQL (workers/deferred.py);
+- an earlier step of the same run still in progress → put aside briefly (steps stay in order);
+- key finished before → no effect; its log is re-emitted with the same log id (idempotent);
+- key held by a live worker → put aside until its lease ends;
+- run: succeeded / skipped → finished; TransientError or timeout → the next attempt is put
+  aside with exponential backoff and jitter (status `retrying`), until the last attempt,
+  which goes to automation.dlq (`dead_lettered`); ActionError → `failed` + DLQ.
+
+Everything that touches PostgreSQL goes through a Batcher, so hundreds of concurrent
+commands share a handful of round trips.
 """
 
 from __future__ import annotations
@@ -12,21 +20,47 @@ import json
 import logging
 import random
 import time
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from pydantic import ValidationError
+from confluent_kafka import Message
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from wooflow import metrics
+from wooflow.consumer.commands import idempotency_key
+from wooflow.schemas.codec import Codec
 from wooflow.settings import Settings
-from wooflow.stores import StoreCache
-from wooflow.workers import claims, registry
+from wooflow.stores import Store, StoreCache
+from wooflow.workers import claims, deferred, registry
+from wooflow.workers.batching import Batcher
+from wooflow.workers.claims import Claim, Finish
+from wooflow.workers.deferred import Deferral
 from wooflow.workers.errors import ActionError, TransientError
 from wooflow.workers.registry import ActionContext, ActionHandler, ActionResult
+from wooflow.workers.services import Services
 from wooflow.workers.woo_client import WooClients
 
 log = logging.getLogger(__name__)
+
+DUE_TOLERANCE = timedelta(milliseconds=50)
+WAIT_FOR_EARLIER_STEP = timedelta(seconds=1)
+NOT_FINAL = ("running", "retry_wait")
+
+
+_CHILDREN: dict[tuple[Any, ...], Any] = {}
+
+
+def count(metric: Any, *labels: str, n: float = 1) -> None:
+    """metric.labels(*labels).inc(n), with the labelled child cached (labels() costs ~10 µs)."""
+    key = (id(metric), *labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    child.inc(n)
 
 
 def log_record(cmd: dict[str, Any], status: str, message: str, *, attempt: int, duration_s: float,
@@ -51,123 +85,357 @@ def log_record(cmd: dict[str, Any], status: str, message: str, *, attempt: int, 
     }
 
 
+@dataclass
 class Outcome:
-    """What executing one command produced: a log record, and maybe a dead letter reason."""
+    """What executing one command produced: maybe a log record, maybe a dead-letter reason."""
 
-    def __init__(self, cmd: dict[str, Any], log: dict[str, Any] | None, dlq_reason: str | None = None) -> None:
-        self.cmd, self.log, self.dlq_reason = cmd, log, dlq_reason
+    cmd: dict[str, Any]
+    log: dict[str, Any] | None = None
+    dlq_reason: str | None = None
+
+
+async def _within(seconds: float, coro: Any) -> Any:
+    """`await coro` with a deadline (asyncio.timeout: no extra task per command, unlike wait_for)."""
+    async with asyncio.timeout(seconds):
+        return await coro
+
+
+def backoff_s(attempt: int, base: float, cap: float) -> float:
+    """Delay before attempt `attempt + 1`: exponential, capped, with "equal jitter" (never ~0)."""
+    d = min(cap, base * 2 ** (attempt - 1))
+    return d / 2 + random.uniform(0, d / 2)
+
+
+class _StoreLookup:
+    """Stores from the StoreCache without a thread hop per command (hit path stays on the loop)."""
+
+    def __init__(self, cache: StoreCache, services: Services, ttl: float) -> None:
+        self.cache, self.services, self.ttl = cache, services, ttl
+        self._hits: dict[str, tuple[float, Store | None]] = {}
+
+    async def get(self, store_id: str) -> Store | None:
+        now = time.monotonic()
+        hit = self._hits.get(store_id)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        store = await self.services.db(self.cache.get, store_id)
+        self._hits[store_id] = (now, store)
+        return store
 
 
 class Executor:
     def __init__(self, settings: Settings, engine: Engine, stores: StoreCache, clients: WooClients,
-                 extras: dict[str, Any] | None = None) -> None:
+                 services: Services, codec: Codec, commands_topic: str) -> None:
         self.settings = settings
         self.engine = engine
-        self.stores = stores
         self.clients = clients
-        self.extras = extras or {}
-        self.sem = asyncio.Semaphore(settings.worker_concurrency)
+        self.services = services
+        self.codec = codec
+        self.commands_topic = commands_topic
+        self.stores = _StoreLookup(stores, services, max(1.0, settings.store_cache_ttl_s))
+        pool = services.db_executor
+        lease = settings.action_lease_s
+        self.claimer: Batcher[dict[str, Any], Claim] = Batcher(
+            lambda cmds: self._claim(cmds, lease), executor=pool, name="claim")
+        self.finisher: Batcher[Finish, None] = Batcher(lambda rows: claims.finish_batch(engine, rows),
+                                                       executor=pool, name="finish")
+        self.deferrer: Batcher[Deferral, None] = Batcher(lambda items: deferred.defer_batch(engine, items),
+                                                         executor=pool, name="defer")
+        self.stepper: Batcher[list[str], dict[str, tuple[int, str, dict[str, Any]]]] = Batcher(
+            self._steps, executor=pool, name="steps")
+        self.local: Batcher[tuple[ActionHandler, ActionContext, int], ActionResult | Claim] = Batcher(
+            self._apply_local, executor=pool, name="local")
+        self._params: dict[tuple[str, str], BaseModel] = {}
 
-    async def run_batch(self, commands: list[dict[str, Any]]) -> list[Outcome]:
-        live = [c for c in commands if not c.get("dry_run")]
-        claimed = await asyncio.to_thread(claims.claim_batch, self.engine, live, self.settings.action_lease_s)
-        seen: set[str] = set()
-        tasks = []
-        for cmd in commands:
-            key = cmd["idempotency_key"]
-            if not cmd.get("dry_run"):
-                if key in seen:  # the same command twice in one batch
-                    continue
-                seen.add(key)
-            tasks.append(self._one(cmd, claimed.get(key)))
-        outcomes = await asyncio.gather(*tasks)
-        finished = [(o.cmd["idempotency_key"], o.log["status"], json.loads(o.log["details_json"]),
-                     o.log["message"] if o.log["status"] in ("failed", "dead_lettered") else None)
-                    for o in outcomes if o.log is not None and not o.cmd.get("dry_run")]
-        await asyncio.to_thread(claims.finish, self.engine, finished)
-        return list(outcomes)
+    # --- database batches (run on the database threads) ---------------------------------
+    def _claim(self, cmds: list[dict[str, Any]], lease: float) -> list[Claim]:
+        got = claims.claim_batch(self.engine, cmds, lease)
+        return [got[c["idempotency_key"]] for c in cmds]
 
-    async def _context(self, cmd: dict[str, Any], handler: ActionHandler, claimed_at: datetime) -> ActionContext:
-        store = await asyncio.to_thread(self.stores.get, cmd["store_id"])
-        if store is None:
-            raise ActionError(f"store {cmd['store_id']!r} is not registered")
+    def _steps(self, requests: list[list[str]]) -> list[dict[str, tuple[int, str, dict[str, Any]]]]:
+        rows = claims.step_rows(self.engine, [k for keys in requests for k in keys])
+        return [{k: rows[k] for k in keys if k in rows} for keys in requests]
+
+    def _apply_local(self, items: list[tuple[ActionHandler, ActionContext, int]]
+                     ) -> list[ActionResult | Claim | Exception]:
+        """Local-state actions: claim + effect in one transaction (exactly once, even across
+        crashes). An item answers its ActionResult, the Claim of an earlier execution
+        (a duplicate), or the exception that failed it."""
         try:
-            params = handler.Params.model_validate(json.loads(cmd["params_json"] or "{}"))
-        except (ValidationError, ValueError) as exc:
-            raise ActionError(f"invalid params for {handler.name}: {exc}") from exc
-        context = json.loads(cmd["context_json"] or "{}")
-        context.setdefault("store", {"id": store.id, "name": store.name, "url": store.url, "currency": store.currency})
-        return ActionContext(store=store, command=cmd, params=params, context=context,
-                             woo=self.clients.for_store(store), claimed_at=claimed_at,
-                             dry_run=bool(cmd.get("dry_run")), extras=self.extras)
+            with self.engine.begin() as conn:
+                fresh, seen = claims.claim_final(conn, [ctx.command for _, ctx, _ in items])
+                results: list[ActionResult | Claim | Exception] = [
+                    seen.get(ctx.idempotency_key, ActionError("not applied")) for _, ctx, _ in items]
+                groups: dict[str, list[int]] = {}
+                for i, (handler, ctx, _) in enumerate(items):
+                    if ctx.idempotency_key in fresh:
+                        groups.setdefault(handler.name, []).append(i)
+                for idxs in groups.values():
+                    handler = items[idxs[0]][0]
+                    out = handler.apply_batch(conn, [items[i][1] for i in idxs])  # type: ignore[attr-defined]
+                    for i, res in zip(idxs, out):
+                        results[i] = res
+                claims.unclaim(conn, [items[i][1].idempotency_key for idxs in groups.values() for i in idxs
+                                      if isinstance(results[i], Exception)])
+            return results
+        except Exception as exc:
+            if len(items) > 1:
+                # One bad item must not fail its neighbours: isolate.
+                return [self._apply_local([item])[0] for item in items]
+            if isinstance(exc, OperationalError):
+                return [TransientError(f"database: {str(exc).splitlines()[0]}")]
+            if isinstance(exc, DBAPIError):
+                return [ActionError(f"database refused: {str(exc).splitlines()[0]}")]
+            return [exc]
 
-    async def _one(self, cmd: dict[str, Any], claim: claims.Claim | None) -> Outcome:
-        async with self.sem:
-            started = time.perf_counter()
-            try:
-                return await self._execute(cmd, claim, started)
-            except Exception as exc:  # never let one command take the batch down
-                log.exception("unexpected error executing %s", cmd["idempotency_key"])
-                return Outcome(cmd, log_record(cmd, "failed", f"internal error: {type(exc).__name__}: {exc}",
-                                               attempt=cmd.get("attempt", 1), duration_s=time.perf_counter() - started),
-                               dlq_reason="internal_error")
+    # --- one command ------------------------------------------------------------------
+    async def execute(self, cmd: dict[str, Any], msg: Message | None) -> Outcome:
+        started = time.perf_counter()
+        try:
+            return await self._execute(cmd, msg, started)
+        except Exception as exc:  # never let one command take the worker down
+            log.exception("unexpected error executing %s", cmd.get("idempotency_key"))
+            return Outcome(cmd, log_record(cmd, "failed", f"internal error: {type(exc).__name__}: {exc}",
+                                           attempt=int(cmd.get("attempt") or 1),
+                                           duration_s=time.perf_counter() - started), "internal_error")
 
-    async def _execute(self, cmd: dict[str, Any], claim: claims.Claim | None, started: float) -> Outcome:
+    async def _execute(self, cmd: dict[str, Any], msg: Message | None, started: float) -> Outcome:
         handler = registry.get(cmd["action_type"])
         attempt = int(cmd.get("attempt") or 1)
+        store, action = cmd["store_id"], cmd["action_type"]
         if handler is None:
-            metrics.actions.labels(cmd["store_id"], cmd["action_type"], "failed").inc()
-            return Outcome(cmd, log_record(cmd, "failed", f"unknown action type {cmd['action_type']!r}",
-                                           attempt=attempt, duration_s=0), dlq_reason="unknown_action")
-        if cmd.get("dry_run"):
-            ctx = await self._context(cmd, handler, datetime.now(timezone.utc))
-            res = await handler.dry_run(ctx)
-            return Outcome(cmd, log_record(cmd, "dry_run", res.message, attempt=attempt,
-                                           duration_s=time.perf_counter() - started, details=res.details))
-        while claim is not None and claim.outcome == "busy":
-            # Another worker holds the lease (e.g. during a rebalance): wait for it to finish
-            # or for its lease to expire, without blocking the other commands of the batch.
-            await asyncio.sleep(0.5)
-            claim = await asyncio.to_thread(claims.recheck, self.engine, cmd["idempotency_key"],
-                                            self.settings.action_lease_s)
-        if claim is None or claim.outcome == "done":
-            metrics.actions.labels(cmd["store_id"], cmd["action_type"], "duplicate").inc()
-            return Outcome(cmd, None)
-        claimed_at = claim.claimed_at or datetime.now(timezone.utc)
+            count(metrics.actions, store, action, "failed")
+            return Outcome(cmd, log_record(cmd, "failed", f"unknown action type {action!r}", attempt=attempt,
+                                           duration_s=0), "unknown_action")
+        now = datetime.now(timezone.utc)
+        dry = bool(cmd.get("dry_run"))
+        not_before = cmd.get("not_before")
+        if not dry and not_before is not None and not_before > now + DUE_TOLERANCE:
+            await self._defer(cmd, msg, not_before, "delayed")
+            return Outcome(cmd)
+
+        steps: dict[int, dict[str, Any]] = {}
+        if int(cmd["step"]) > 0:
+            earlier = await self._earlier_steps(cmd)
+            if not dry and any(status in NOT_FINAL for _, status, _ in earlier.values()):
+                # Step N waits for step N-1 still being retried or recovered (it may hand it a coupon).
+                await self._defer(cmd, msg, now + WAIT_FOR_EARLIER_STEP, "waiting")
+                return Outcome(cmd)
+            steps = {step: result for step, status, result in earlier.values() if status == "succeeded"}
+
+        if dry:
+            return await self._dry_run(cmd, handler, steps, started)
+        if getattr(handler, "apply_batch", None) is not None:
+            return await self._execute_local(cmd, msg, handler, steps, attempt, started, now)
+
+        claim = await self.claimer.submit(cmd)
+        if claim.outcome != "claimed" and claim.outcome != "recover":
+            return await self._not_mine(cmd, msg, claim, now)
+
         try:
-            ctx = await self._context(cmd, handler, claimed_at)
+            ctx = await self._context(cmd, handler, claim.claimed_at or now, steps)
             if claim.outcome == "recover":
-                found = await handler.already_applied(ctx)
+                found = await _within(self._timeout(handler), handler.already_applied(ctx))
                 if found is not None:
-                    return self._done(cmd, found, attempt, started)
-            return await self._attempts(cmd, handler, ctx, attempt, started)
+                    found.details.setdefault("recovered", True)
+                    return await self._finish_ok(cmd, found, attempt, started)
+            res = await _within(self._timeout(handler), handler.run(ctx))
+            return await self._finish_ok(cmd, res, attempt, started)
+        except (TransientError, asyncio.TimeoutError) as exc:
+            reason = str(exc) or f"timed out after {self._timeout(handler):g}s"
+            return await self._transient(cmd, msg, attempt, reason, started)
         except ActionError as exc:
-            metrics.actions.labels(cmd["store_id"], cmd["action_type"], "failed").inc()
-            return Outcome(cmd, log_record(cmd, "failed", str(exc), attempt=attempt,
-                                           duration_s=time.perf_counter() - started), dlq_reason="action_error")
+            count(metrics.actions, store, action, "failed")
+            message = str(exc)
+            await self.finisher.submit(Finish(cmd["idempotency_key"], "failed", {}, message, message, attempt))
+            return Outcome(cmd, log_record(cmd, "failed", message, attempt=attempt,
+                                           duration_s=time.perf_counter() - started), "action_error")
 
-    async def _attempts(self, cmd: dict[str, Any], handler: ActionHandler, ctx: ActionContext, attempt: int,
-                        started: float) -> Outcome:
-        max_attempts = self.settings.action_max_attempts
-        while True:
+    def bulk_eligible(self, cmd: dict[str, Any], now: datetime) -> bool:
+        """A plain local-state command (no earlier step, no retry, due, no outside step) can skip
+        the per-command path and join one bulk transaction (execute_bulk)."""
+        handler = registry.get(cmd["action_type"])
+        not_before = cmd.get("not_before")
+        if not (handler is not None and getattr(handler, "apply_batch", None) is not None and not cmd.get("dry_run")
+                and int(cmd["step"]) == 0 and int(cmd.get("attempt") or 1) == 1
+                and (not_before is None or not_before <= now + DUE_TOLERANCE)):
+            return False
+        if getattr(handler, "prepare", None) is None:
+            return True
+        needs = getattr(handler, "needs_prepare", None)
+        try:
+            return needs is not None and not needs(cmd, self._validated(handler, cmd["params_json"]))
+        except ActionError:
+            return False
+
+    async def execute_bulk(self, batch: list[tuple[dict[str, Any], Message | None]]) -> list[Outcome]:
+        """Many local-state commands in one transaction, without a coroutine each: the hot path
+        of points/tier/task commands. Anything unusual falls back to `execute`."""
+        started = time.perf_counter()
+        now = datetime.now(timezone.utc)
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        work: list[tuple[int, tuple[ActionHandler, ActionContext, int]]] = []
+        for i, (cmd, _msg) in enumerate(batch):
+            handler = registry.get(cmd["action_type"])
             try:
-                res = await asyncio.wait_for(handler.run(ctx), timeout=self.settings.action_timeout_s)
-                return self._done(cmd, res, attempt, started)
-            except (TransientError, asyncio.TimeoutError) as exc:
-                reason = str(exc) or "timeout"
-                if attempt >= max_attempts:
-                    metrics.actions.labels(cmd["store_id"], cmd["action_type"], "dead_lettered").inc()
-                    return Outcome(cmd, log_record(cmd, "dead_lettered", f"gave up after {attempt} attempts: {reason}",
-                                                   attempt=attempt, duration_s=time.perf_counter() - started),
-                                   dlq_reason="max_attempts")
-                metrics.action_retries.labels(cmd["action_type"]).inc()
-                # exponential backoff with full jitter, capped
-                await asyncio.sleep(random.uniform(0, min(5.0, 0.2 * 2 ** (attempt - 1))))
-                attempt += 1
+                assert handler is not None
+                work.append((i, (handler, await self._context(cmd, handler, now, {}), 1)))
+            except (ActionError, AssertionError):
+                pass  # left None: the normal path reports it
+        if work:
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(self.services.db_executor, self._apply_local, [w for _, w in work])
+            for (i, _), res in zip(work, results):
+                cmd = batch[i][0]
+                if isinstance(res, ActionResult):
+                    outcomes[i] = self._succeeded(cmd, res, 1, started, finished=True)
+                elif isinstance(res, Claim) and res.outcome in ("done", "stale"):
+                    outcomes[i] = await self._not_mine(cmd, batch[i][1], res, now)
+        rest = [i for i, o in enumerate(outcomes) if o is None]
+        if rest:
+            again = await asyncio.gather(*(self.execute(*batch[i]) for i in rest))
+            for i, o in zip(rest, again):
+                outcomes[i] = o
+        return outcomes  # type: ignore[return-value]
 
-    def _done(self, cmd: dict[str, Any], res: ActionResult, attempt: int, started: float) -> Outcome:
-        metrics.actions.labels(cmd["store_id"], cmd["action_type"], res.status).inc()
+    async def _not_mine(self, cmd: dict[str, Any], msg: Message | None, claim: Claim, now: datetime) -> Outcome:
+        """The key was executed before, or is being executed elsewhere."""
+        store, action = cmd["store_id"], cmd["action_type"]
+        if claim.outcome == "done":
+            count(metrics.actions, store, action, "duplicate")
+            # Same log id as the original: the sink keeps one row, a log lost in a crash reappears.
+            return Outcome(cmd, log_record(cmd, claim.status, claim.message or f"{claim.status} earlier",
+                                           attempt=claim.attempts, duration_s=0, details=claim.result))
+        if claim.outcome == "stale":
+            count(metrics.actions, store, action, "duplicate")
+            return Outcome(cmd)
+        # busy: another worker holds the lease (a rebalance, or it died): look again when it ends.
+        lease_end = claim.lease_until or now
+        await self._defer(cmd, msg, max(lease_end, now) + timedelta(milliseconds=200), "busy")
+        return Outcome(cmd)
+
+    async def _execute_local(self, cmd: dict[str, Any], msg: Message | None, handler: ActionHandler,
+                             steps: dict[int, dict[str, Any]], attempt: int, started: float,
+                             now: datetime) -> Outcome:
+        try:
+            ctx = await self._context(cmd, handler, now, steps)
+            prepare = getattr(handler, "prepare", None)
+            if prepare is not None:  # an idempotent outside step first (e.g. mirroring tags)
+                await _within(self._timeout(handler), prepare(ctx))
+            res = await self.local.submit((handler, ctx, attempt))
+            if isinstance(res, Claim):
+                return await self._not_mine(cmd, msg, res, now)
+            return self._succeeded(cmd, res, attempt, started, finished=True)
+        except (TransientError, asyncio.TimeoutError, ActionError) as exc:
+            # Rare: give the failure a claim row of its own, then the normal failure path.
+            claim = await self.claimer.submit(cmd)
+            if claim.outcome != "claimed" and claim.outcome != "recover":
+                return await self._not_mine(cmd, msg, claim, now)
+            if isinstance(exc, ActionError):
+                count(metrics.actions, cmd["store_id"], cmd["action_type"], "failed")
+                await self.finisher.submit(Finish(cmd["idempotency_key"], "failed", {}, str(exc), str(exc), attempt))
+                return Outcome(cmd, log_record(cmd, "failed", str(exc), attempt=attempt,
+                                               duration_s=time.perf_counter() - started), "action_error")
+            reason = str(exc) or f"timed out after {self._timeout(handler):g}s"
+            return await self._transient(cmd, msg, attempt, reason, started)
+
+    def _timeout(self, handler: ActionHandler) -> float:
+        return float(getattr(handler, "timeout_s", None) or self.settings.action_timeout_s)
+
+    async def _earlier_steps(self, cmd: dict[str, Any]) -> dict[str, tuple[int, str, dict[str, Any]]]:
+        keys = [idempotency_key(int(cmd["rule_id"]), cmd["event_id"], s) for s in range(int(cmd["step"]))]
+        return await self.stepper.submit(keys)
+
+    async def _dry_run(self, cmd: dict[str, Any], handler: ActionHandler, steps: dict[int, dict[str, Any]],
+                       started: float) -> Outcome:
+        attempt = int(cmd.get("attempt") or 1)
+        try:
+            ctx = await self._context(cmd, handler, datetime.now(timezone.utc), steps)
+            res = await _within(self._timeout(handler), handler.dry_run(ctx))
+            status, message, details = "dry_run", res.message, res.details
+        except (ActionError, TransientError, asyncio.TimeoutError) as exc:
+            status, message, details = "failed", f"dry run: {exc}", {}
+        count(metrics.actions, cmd["store_id"], cmd["action_type"], status)
+        return Outcome(cmd, log_record(cmd, status, message, attempt=attempt, duration_s=time.perf_counter() - started,
+                                       details=details))
+
+    async def _context(self, cmd: dict[str, Any], handler: ActionHandler, claimed_at: datetime,
+                       steps: dict[int, dict[str, Any]]) -> ActionContext:
+        store = await self.stores.get(cmd["store_id"])
+        if store is None:
+            raise ActionError(f"store {cmd['store_id']!r} is not registered")
+        return ActionContext(store=store, command=cmd, params=self._validated(handler, cmd["params_json"]),
+                             woo=self.clients.for_store(store), claimed_at=claimed_at,
+                             dry_run=bool(cmd.get("dry_run")), extras=self.services.extras, services=self.services,
+                             steps=steps, context_json=cmd.get("context_json") or "{}")
+
+    def _validated(self, handler: ActionHandler, params_json: str) -> BaseModel:
+        # One rule's commands all carry the same params: validate each distinct text once.
+        key = (handler.name, params_json or "{}")
+        hit = self._params.get(key)
+        if hit is not None:
+            return hit
+        try:
+            params = handler.Params.model_validate(json.loads(params_json or "{}"))
+        except (ValidationError, ValueError) as exc:
+            raise ActionError(f"invalid params for {handler.name}: {exc}") from exc
+        if len(self._params) > 4096:
+            self._params.clear()
+        self._params[key] = params
+        return params
+
+    async def _finish_ok(self, cmd: dict[str, Any], res: ActionResult, attempt: int, started: float) -> Outcome:
+        status = res.status if res.status in ("succeeded", "skipped") else "succeeded"
+        await self.finisher.submit(Finish(cmd["idempotency_key"], status, res.details, res.message, None, attempt))
+        return self._succeeded(cmd, res, attempt, started, finished=True)
+
+    def _succeeded(self, cmd: dict[str, Any], res: ActionResult, attempt: int, started: float,
+                   finished: bool) -> Outcome:
+        count(metrics.actions, cmd["store_id"], cmd["action_type"], res.status)
         if cmd.get("received_at"):
             metrics.end_to_end_seconds.observe((datetime.now(timezone.utc) - cmd["received_at"]).total_seconds())
         return Outcome(cmd, log_record(cmd, res.status, res.message, attempt=attempt,
                                        duration_s=time.perf_counter() - started, details=res.details))
+
+    async def _transient(self, cmd: dict[str, Any], msg: Message | None, attempt: int, reason: str,
+                         started: float) -> Outcome:
+        store, action = cmd["store_id"], cmd["action_type"]
+        duration = time.perf_counter() - started
+        if attempt >= self.settings.action_max_attempts:
+            count(metrics.actions, store, action, "dead_lettered")
+            message = f"gave up after {attempt} attempts: {reason}"
+            await self.finisher.submit(Finish(cmd["idempotency_key"], "dead_lettered", {}, message, message, attempt))
+            return Outcome(cmd, log_record(cmd, "dead_lettered", message, attempt=attempt, duration_s=duration),
+                           "max_attempts")
+        delay = backoff_s(attempt, self.settings.action_retry_base_s, self.settings.action_retry_max_s)
+        due = datetime.now(timezone.utc) + timedelta(seconds=delay)
+        count(metrics.action_retries, action)
+        count(metrics.actions, store, action, "retrying")
+        await self._defer(cmd, msg, due, "retry", next_attempt=attempt + 1, error=reason)
+        return Outcome(cmd, log_record(cmd, "retrying", f"attempt {attempt} of {self.settings.action_max_attempts} "
+                                       f"failed, next in {delay:.1f}s: {reason}", attempt=attempt, duration_s=duration,
+                                       details={"next_attempt_at": due.isoformat()}))
+
+    async def _defer(self, cmd: dict[str, Any], msg: Message | None, due: datetime, reason: str, *,
+                     next_attempt: int | None = None, error: str | None = None) -> None:
+        if next_attempt is not None or msg is None:
+            payload = self.codec.encode("ActionCommand", {**cmd, "attempt": next_attempt or cmd.get("attempt") or 1,
+                                                          "not_before": due}, self.commands_topic)
+        else:
+            payload = msg.value()  # the command as it came, not_before included
+        kafka_key = msg.key() if msg is not None else f"{cmd['store_id']}:{cmd['customer_key']}".encode()
+        if isinstance(kafka_key, str):
+            kafka_key = kafka_key.encode()
+        count(metrics.actions, cmd["store_id"], cmd["action_type"], "deferred")
+        await self.deferrer.submit(Deferral(self.commands_topic, cmd["idempotency_key"],
+                                            next_attempt or int(cmd.get("attempt") or 1),
+                                            cmd["store_id"], due, reason, kafka_key, payload,
+                                            failed_attempt_error=error if next_attempt is not None else None))
+
+
+def outcomes_of(results: Sequence[Outcome]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for o in results:
+        status = o.log["status"] if o.log else "none"
+        counts[status] = counts.get(status, 0) + 1
+    return counts

@@ -4,39 +4,124 @@
 An action is an object with `name`, a pydantic `Params` model, and three coroutines:
 `run(ctx)` does the effect, `dry_run(ctx)` says what `run` would do without doing it,
 and `already_applied(ctx)` looks for the effect after a worker crashed between doing it
-and recording it (return a result if found, None if not).
+and recording it (return a result if found, None if not). Raise
+`wooflow.workers.errors.TransientError` for failures worth retrying (the worker retries
+with backoff, without blocking other commands) and `ActionError` for permanent ones.
+
+Actions whose whole effect is a PostgreSQL write (points, tier, tasks, tags) implement
+`apply_batch(conn, ctxs)` instead of `run`: the worker calls it for many commands in one
+transaction that also records them as finished, so the effect and its idempotency record
+commit together — exactly once even across crashes. (Their results go to the execution
+log; the idempotency row keeps only the status.)
+
+A third-party package registers an action in its pyproject.toml:
+
+    [project.entry-points."wooflow.actions"]
+    freshmail_subscribe = "my_package.actions:FreshmailSubscribe"
+
+and subclasses `BaseAction` (see examples/wooflow-example-action/).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
 from wooflow.stores import Store
 from wooflow.workers.woo_client import WooClient
 
+if TYPE_CHECKING:
+    from wooflow.workers.services import Services
+
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class ActionContext:
-    store: Store
-    command: dict[str, Any]
-    params: BaseModel
-    context: dict[str, Any]  # template context: order/customer/store/...
-    woo: WooClient
-    claimed_at: datetime
-    dry_run: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)  # services: smtp, sms, db, ...
+    """Everything an action needs for one command.
+
+    `context` is what templates see: the trigger's snapshot (order/customer/...) plus the
+    store, a `customer` derived from the order, and what earlier steps of the same run
+    handed on (`steps`, and e.g. `coupon` from apply_coupon). It is built on first use
+    from `context_json`, so actions that render nothing never pay for parsing it.
+    """
+
+    def __init__(self, store: Store, command: dict[str, Any], params: BaseModel,
+                 context: dict[str, Any] | None = None, woo: WooClient | None = None,
+                 claimed_at: datetime | None = None, dry_run: bool = False,
+                 extras: dict[str, Any] | None = None, *, services: "Services | None" = None,
+                 steps: dict[int, dict[str, Any]] | None = None, context_json: str | None = None) -> None:
+        self.store = store
+        self.command = command
+        self.params = params
+        self.woo = woo  # type: ignore[assignment]
+        self.claimed_at = claimed_at or datetime.now().astimezone()
+        self.dry_run = dry_run
+        self.extras = extras if extras is not None else {}
+        self.services = services
+        self.steps = steps or {}
+        self.context_json = context_json if context_json is not None else command.get("context_json") or "{}"
+        self._context = context
 
     @property
     def subject_id(self) -> str:
         return str(self.command["subject_id"])
+
+    @property
+    def idempotency_key(self) -> str:
+        return str(self.command["idempotency_key"])
+
+    @property
+    def context(self) -> dict[str, Any]:
+        if self._context is None:
+            self._context = build_template_context(self)
+        return self._context
+
+    @context.setter
+    def context(self, value: dict[str, Any]) -> None:
+        self._context = value
+
+    @property
+    def http(self) -> Any:
+        """The egress-guarded HTTP client (workers/netguard.py) for actions calling out."""
+        if self.services is None:
+            raise RuntimeError("no services attached to this action context")
+        return self.services.http
+
+
+def build_template_context(ctx: ActionContext) -> dict[str, Any]:
+    try:
+        base = json.loads(ctx.context_json or "{}")
+    except ValueError:
+        base = {}
+    if not isinstance(base, dict):
+        base = {}
+    s = ctx.store
+    base["store"] = {"id": s.id, "name": s.name or s.id, "url": s.url, "currency": s.currency,
+                     "timezone": s.timezone}
+    order = base.get("order") if isinstance(base.get("order"), dict) else None
+    if not isinstance(base.get("customer"), dict) and order:
+        billing = order.get("billing") or {}
+        base["customer"] = {"id": order.get("customer_id") or 0, "email": billing.get("email", ""),
+                            "first_name": billing.get("first_name", ""), "last_name": billing.get("last_name", ""),
+                            "phone": billing.get("phone", ""), "billing": billing}
+    base.setdefault("customer_key", ctx.command.get("customer_key"))
+    base.setdefault("rule_id", ctx.command.get("rule_id"))
+    base.setdefault("trigger", ctx.command.get("trigger"))
+    steps: dict[str, Any] = {}
+    for step in sorted(ctx.steps):
+        result = ctx.steps[step]
+        steps[str(step)] = result
+        # An earlier step can hand values to later templates, e.g. apply_coupon → {{ coupon.code }}.
+        for k, v in (result.get("template_vars") or {}).items():
+            base[k] = v
+    base["steps"] = steps
+    return base
 
 
 @dataclass
@@ -56,6 +141,24 @@ class ActionHandler(Protocol):
     async def dry_run(self, ctx: ActionContext) -> ActionResult: ...
 
     async def already_applied(self, ctx: ActionContext) -> ActionResult | None: ...
+
+
+class BaseAction:
+    """Convenient defaults for an action: no recovery check (run again after a crash)."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = BaseModel
+    timeout_s: ClassVar[float | None] = None  # None: the worker's action_timeout_s
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        raise NotImplementedError
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        return ActionResult("dry_run", f"would run {self.name}", {"params": ctx.params.model_dump(mode="json")})
+
+    async def already_applied(self, ctx: ActionContext) -> ActionResult | None:
+        return None
 
 
 _REGISTRY: dict[str, ActionHandler] = {}
@@ -78,9 +181,15 @@ def _load() -> None:
         try:
             obj = ep.load()
             handler = obj() if isinstance(obj, type) else obj
+            for attr in ("name", "Params", "run", "dry_run"):
+                if not getattr(handler, attr, None):
+                    raise TypeError(f"an action needs `{attr}`")
+            if not hasattr(handler, "already_applied"):
+                handler.already_applied = BaseAction.already_applied.__get__(handler)  # type: ignore[attr-defined]
             if handler.name in _REGISTRY:
                 log.warning("plugin action %s from %s overrides a built-in", handler.name, ep.value)
             register(handler)
+            log.info("loaded action plugin %s from %s", handler.name, ep.value)
         except Exception:  # a broken plugin must not take the workers down
             log.exception("could not load action plugin %s", ep.value)
 

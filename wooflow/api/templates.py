@@ -69,7 +69,7 @@ def get_one(name: str, _who: CurrentStore) -> TemplateDetail:
              summary="Create a rule from a template for the caller's store")
 def install_template(name: str, request: Request, who: CurrentStore,
                      body: Annotated[InstallRequest | None, Body()] = None) -> Installed:
-    body = body or InstallRequest()
+    body = body or InstallRequest.model_validate({})
     try:
         get_template(name)
     except TemplateError as exc:

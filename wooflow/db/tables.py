@@ -4,7 +4,7 @@ in `migrations/versions/`; this file mirrors the latest migration for queries.""
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Double, ForeignKey, Index, Integer,
-                        MetaData, Numeric, String, Table, Text, func, text)
+                        LargeBinary, MetaData, Numeric, String, Table, Text, func, text)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
@@ -60,6 +60,7 @@ customer_state = Table(
     Column("view_counts", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("attributes", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("engine", JSONB, nullable=False, server_default=text("'{}'::jsonb")),  # 0003: rule-engine bookkeeping
 )
 
 action_executions = Table(
@@ -123,14 +124,97 @@ scheduled_steps = Table(
     Column("due_at", DateTime(timezone=True), nullable=False),
     Column("command", JSONB, nullable=False),  # the ActionCommand record, JSON-encoded (see scheduler/steps.py)
     Column("status", Text, nullable=False, server_default="pending"),  # pending | emitted | exited
-    Column("claimed_by", Text, nullable=True),
-    Column("claimed_until", DateTime(timezone=True), nullable=True),
+    Column("claimed_by", Text, nullable=True),  # the scheduler that emitted/exited it
     Column("emitted_at", DateTime(timezone=True), nullable=True),
     Column("exit_reason", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_scheduled_steps_due", "due_at", postgresql_where=text("status = 'pending'")),
     Index("ix_scheduled_steps_run", "store_id", "rule_id", "event_id"),
 )
+
+from sqlalchemy import Date  # noqa: E402  (kept in this block: the import line above is shared)
+
+carts = Table(
+    "carts", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("session_id", Text, primary_key=True),
+    Column("customer_key", Text, nullable=True),
+    Column("customer_id", BigInteger, nullable=True),
+    Column("email", Text, nullable=True),
+    Column("first_name", Text, nullable=False, server_default=""),
+    Column("items", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("total", Numeric(20, 4), nullable=True),
+    Column("currency", Text, nullable=False, server_default=""),
+    Column("status", Text, nullable=False, server_default="active"),  # active | abandoned | recovered | ordered | emptied
+    Column("last_activity_at", DateTime(timezone=True), nullable=False),
+    Column("items_at", DateTime(timezone=True), nullable=True),  # events of one session arrive out of order
+    Column("abandoned_at", DateTime(timezone=True), nullable=True),
+    Column("abandon_event_id", Text, nullable=True),
+    Column("token", Text, nullable=False, unique=True),
+    Column("clicked_at", DateTime(timezone=True), nullable=True),
+    Column("recovered_at", DateTime(timezone=True), nullable=True),
+    Column("recovered_order_id", BigInteger, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+customer_calendar = Table(
+    "customer_calendar", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("customer_key", Text, primary_key=True),
+    Column("customer_id", BigInteger, nullable=True),
+    Column("email", Text, nullable=False, server_default=""),
+    Column("first_name", Text, nullable=False, server_default=""),
+    Column("last_name", Text, nullable=False, server_default=""),
+    Column("first_order_at", DateTime(timezone=True), nullable=True),
+    Column("last_order_at", DateTime(timezone=True), nullable=True),
+    Column("last_order_id", BigInteger, nullable=True),
+    Column("birth_month", Integer, nullable=True),
+    Column("birth_day", Integer, nullable=True),
+    Column("renewal_at", DateTime(timezone=True), nullable=True),
+    Column("card_expiry", Date, nullable=True),  # last day of the card's expiry month
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+storefront_activity = Table(
+    "storefront_activity", metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("customer_key", Text, nullable=False),
+    Column("session_id", Text, nullable=False, server_default=""),
+    Column("kind", Text, nullable=False),  # product_viewed | category_viewed | search
+    Column("subject", Text, nullable=False, server_default=""),
+    Column("category", Text, nullable=False, server_default=""),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+)
+
+trigger_firings = Table(
+    "trigger_firings", metadata,
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("customer_key", Text, primary_key=True),
+    Column("period", Text, primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("trigger", Text, nullable=False),
+    Column("subject", Text, nullable=False, server_default=""),
+    Column("event_id", Text, nullable=False),
+    Column("fired_at", DateTime(timezone=True), nullable=False),
+)
+
+attributions = Table(
+    "attributions", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("order_id", BigInteger, primary_key=True),
+    Column("customer_key", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("revenue", Numeric(20, 4), nullable=False),
+    Column("currency", Text, nullable=False, server_default=""),
+    Column("kind", Text, nullable=False, server_default="conversion"),  # conversion | cart_recovery
+    Column("cart_session", Text, nullable=True),
+    Column("ordered_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+# --- end scheduler -------------------------------------------------------------------
 
 # --- ops (0006) -----------------------------------------------------------------------
 dlq_redrives = Table(
@@ -143,4 +227,174 @@ dlq_redrives = Table(
     Column("redriven_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-__all__ = ["metadata", "stores", "rules", "customer_state", "action_executions", "execution_logs", "api_tokens", "Numeric"]
+# --- bridge (producers/; migration 0002) ------------------------------------------------
+bridge_seen = Table(
+    "bridge_seen", metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("state", Text, nullable=False, server_default="pending"),  # pending | done
+    Column("claimed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_bridge_seen_claimed", "claimed_at"),
+)
+
+bridge_outbox = Table(
+    "bridge_outbox", metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", Text, nullable=False),
+    Column("store_id", String(64), nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("value", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+bridge_gone_deliveries = Table(
+    "bridge_gone_deliveries", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("store_id", String(64), nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("webhook_id", Text, nullable=False, server_default=""),
+    Column("code", Text, nullable=False, server_default=""),
+    Column("body", Text, nullable=False, server_default=""),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_bridge_gone_store", "store_id", "received_at"),
+)
+
+bridge_backfill_checkpoints = Table(
+    "bridge_backfill_checkpoints", metadata,
+    Column("store_id", String(64), ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True),
+    Column("resource", Text, primary_key=True),
+    Column("since", DateTime(timezone=True), primary_key=True),
+    Column("next_page", Integer, nullable=False, server_default="1"),
+    Column("total_pages", Integer, nullable=True),
+    Column("total_items", Integer, nullable=True),
+    Column("produced", BigInteger, nullable=False, server_default="0"),
+    Column("duplicates", BigInteger, nullable=False, server_default="0"),
+    Column("done", Boolean, nullable=False, server_default=text("false")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+bridge_poller_state = Table(
+    "bridge_poller_state", metadata,
+    Column("store_id", String(64), ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True),
+    Column("resource", Text, primary_key=True),
+    Column("watermark", DateTime(timezone=True), nullable=False),
+    Column("polled_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+storefront_sessions = Table(
+    "storefront_sessions", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("session_id", Text, primary_key=True),
+    Column("customer_key", Text, nullable=False),
+    Column("customer_id", BigInteger, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+store_webhooks = Table(
+    "store_webhooks", metadata,
+    Column("store_id", String(64), ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True),
+    Column("webhook_id", BigInteger, primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+# --- end bridge ---------------------------------------------------------------------------
+
+# --- rule engine (0003_rules.py) ---------------------------------------------------
+order_state = Table(
+    "order_state", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("order_id", BigInteger, primary_key=True),
+    Column("customer_key", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=""),
+    Column("modified_ms", BigInteger, nullable=False, server_default="0"),
+    Column("first_event_id", Text, nullable=False),
+    Column("transitions", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("total", Numeric(20, 4), nullable=False, server_default="0"),
+    Column("currency", Text, nullable=False, server_default=""),
+    Column("created_ms", BigInteger, nullable=False, server_default="0"),
+    Column("counted", Boolean, nullable=False, server_default=text("false")),
+    Column("count_event_id", Text, nullable=True),
+    Column("before", JSONB, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_order_state_customer", "store_id", "customer_key"),
+)
+
+rule_firings = Table(
+    "rule_firings", metadata,
+    Column("rule_id", BigInteger, ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True),
+    Column("customer_key", Text, primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("first_event_id", Text, nullable=False),
+    Column("last_event_id", Text, nullable=False),
+    Column("last_fired_at", DateTime(timezone=True), nullable=False),
+    Column("fired", Integer, nullable=False, server_default="1"),
+)
+
+rule_audit = Table(
+    "rule_audit", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("store_id", String(64), nullable=False),
+    Column("rule_id", BigInteger, nullable=True),
+    Column("action", Text, nullable=False),
+    Column("dry_run", Boolean, nullable=False, server_default=text("false")),
+    Column("actor", Text, nullable=False, server_default=""),
+    Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_rule_audit_store", "store_id", "rule_id", "created_at"),
+)
+# --- end rule engine -------------------------------------------------------------------
+
+# --- workers (0004_workers.py) -------------------------------------------------------
+# action_executions gains `message` in 0004 (mirrored above as a late column).
+action_executions.append_column(Column("message", Text, nullable=False, server_default=""))
+
+consents = Table(
+    "consents", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("store_id", String(64), nullable=False),
+    Column("customer_key", Text, nullable=True),
+    Column("email", Text, nullable=True),
+    Column("channel", Text, nullable=False, server_default="email"),
+    Column("granted", Boolean, nullable=False),
+    Column("source", Text, nullable=False, server_default=""),
+    Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+tasks = Table(
+    "tasks", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("store_id", String(64), nullable=False),
+    Column("idempotency_key", Text, nullable=False, unique=True),
+    Column("rule_id", BigInteger, nullable=True),
+    Column("customer_key", Text, nullable=True),
+    Column("subject_type", Text, nullable=False, server_default=""),
+    Column("subject_id", Text, nullable=False, server_default=""),
+    Column("title", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("assignee", Text, nullable=False, server_default=""),
+    Column("priority", Text, nullable=False, server_default="normal"),
+    Column("status", Text, nullable=False, server_default="open"),
+    Column("due_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    Column("completed_by", Text, nullable=True),
+)
+
+deferred_commands = Table(
+    "deferred_commands", metadata,
+    Column("topic", Text, primary_key=True),
+    Column("idempotency_key", Text, primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("kafka_key", LargeBinary, nullable=True),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+# --- end workers -----------------------------------------------------------------------
+
+__all__ = ["metadata", "stores", "rules", "customer_state", "action_executions", "execution_logs", "api_tokens", "Numeric",
+           "order_state", "rule_firings", "rule_audit"]

@@ -1,0 +1,53 @@
+"""`list_subscribe`: subscribe the customer's email to a mailing list over HTTP.
+
+Everything a wooflow action needs: a name, a pydantic `Params` model (validated before
+`run`, shown in the API's schema), `run` doing the effect, `dry_run` saying what it would
+do, and `already_applied` (inherited: None, i.e. "run again after a crash" — fine here,
+because subscribing twice is harmless and the API is told the idempotency key).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from pydantic import BaseModel, Field, HttpUrl
+
+from wooflow.workers.errors import ActionError, TransientError
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+
+
+class ListSubscribe(BaseAction):
+    name: ClassVar[str] = "list_subscribe"
+    description: ClassVar[str] = "Subscribe the customer to a mailing list (example plugin)"
+
+    class Params(BaseModel):
+        api_url: HttpUrl = Field(description="The list provider's subscribe endpoint")
+        list_id: str = Field(min_length=1, description="List to subscribe to")
+        api_key: str = Field("", description="Bearer token for the provider")
+
+    def _email(self, ctx: ActionContext) -> str:
+        customer = ctx.context.get("customer") or {}
+        email = customer.get("email") if isinstance(customer, dict) else None
+        if not email:
+            raise ActionError("list_subscribe: the customer has no email")
+        return str(email)
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        p: ListSubscribe.Params = ctx.params  # type: ignore[assignment]
+        email = self._email(ctx)
+        body = json.dumps({"email": email, "list": p.list_id}).encode()
+        headers = {"Content-Type": "application/json", "Idempotency-Key": ctx.idempotency_key}
+        if p.api_key:
+            headers["Authorization"] = f"Bearer {p.api_key}"
+        answer = await ctx.http.request("POST", str(p.api_url), content=body, headers=headers)
+        if answer.status_code >= 500 or answer.status_code == 429:
+            raise TransientError(f"list provider answered {answer.status_code}")
+        if answer.status_code >= 400:
+            raise ActionError(f"list provider refused: {answer.status_code} {answer.text[:200]}")
+        return ActionResult("succeeded", f"{email} subscribed to {p.list_id}", {"email": email, "list": p.list_id})
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        p: ListSubscribe.Params = ctx.params  # type: ignore[assignment]
+        return ActionResult("dry_run", f"would subscribe {self._email(ctx)} to {p.list_id}",
+                            {"dry_run": True, "provider": "list_subscribe", "list": p.list_id})

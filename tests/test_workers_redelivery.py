@@ -1,0 +1,145 @@
+"""Exactly one effect per command, whatever the delivery does: a three-step run (coupon →
+note quoting the coupon → email quoting it) delivered three times, the worker SIGKILLed
+while the store is still answering the coupon request (the coupon exists, the worker
+never learnt it), then delivered three more times to a fresh worker process.
+
+Afterwards: one coupon, one note, one email — the second worker found the coupon by its
+derived code (`already_applied`) instead of creating another, and the later steps saw it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import threading
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from sqlalchemy import text
+
+from tests.support import RoleProcess, ServerThread, free_port, read_topic, unique, wait_for
+from wooflow.simulator import SimulatedStore, create_app
+from wooflow.stores import Store, upsert_store
+from wooflow.workers.testing import command, produce
+
+
+class HoldFirstCouponAnswer:
+    """ASGI middleware: the store creates the first coupon, then sits on the answer until released."""
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.held, self.release = app, 0, threading.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        hold = (scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/coupons")
+                and self.held == 0)
+        if not hold:
+            await self.app(scope, receive, send)
+            return
+        self.held += 1
+        sent: list[Any] = []
+
+        async def keep(message: Any) -> None:
+            sent.append(message)
+
+        await self.app(scope, receive, keep)  # the effect happens now
+        for _ in range(600):
+            if self.release.is_set():
+                break
+            await asyncio.sleep(0.05)
+        for message in sent:
+            await send(message)
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+
+def test_three_deliveries_and_a_sigkill_give_one_coupon_one_note_one_email(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    sim = SimulatedStore(seed=3)
+    app = HoldFirstCouponAnswer(create_app(sim))
+    workers: list[RoleProcess] = []
+    try:
+        with ServerThread(app) as srv:
+            sim.url = srv.url
+            product = sim.create_product("Mug", "40.00")
+            order = sim.create_order(line_items=[{"product_id": product.id, "quantity": 1}], status="processing",
+                                     billing={"email": "ola@example.com", "first_name": "Ola"})
+            store = Store(id=unique("store"), url=srv.url, webhook_secret="whs", consumer_key=sim.consumer_key,
+                          consumer_secret=sim.consumer_secret,
+                          settings={"smtp": {"host": "127.0.0.1", "port": smtp.port, "from_email": "s@example.com"}})
+            upsert_store(engine, store)
+            ctx = {"order": {"id": order.id, "number": str(order.id), "customer_id": 0,
+                             "billing": {"email": "ola@example.com", "first_name": "Ola"}}}
+            event = unique("evt")
+            common = {"store_id": store.id, "rule_id": 31, "event_id": event, "customer_key": "gola",
+                      "context": ctx, "subject_id": str(order.id)}
+            run = [
+                command(action_type="apply_coupon", step=0, params={"amount": "15", "expires_in_days": 14}, **common),
+                command(action_type="add_order_note", step=1, params={"note": "wooflow: your code {{ coupon.code }}"},
+                        **common),
+                command(action_type="send_email", step=2, params={"subject": "Your code {{ coupon.code }}",
+                                                                  "text": "Use {{ coupon.code }} within 14 days."},
+                        **common),
+            ]
+            env = {"WOOFLOW_DEFERRED_POLL_S": "0.2", "WOOFLOW_ACTION_RETRY_BASE_S": "0.3"}
+            produce(settings, run, copies=3)
+            first = RoleProcess("workers", settings, logs_dir, **env).start()
+            workers.append(first)
+            wait_for(lambda: len(sim.coupons) == 1, 60, 0.05, "the coupon to exist in the store")
+            first.kill()  # the store created the coupon; the worker never heard back
+            app.release.set()
+
+            produce(settings, run, copies=3)  # ... and the whole run is delivered again
+            second = RoleProcess("workers", settings, logs_dir, **env).start()
+            workers.append(second)
+            keys = [c["idempotency_key"] for c in run]
+
+            def finals() -> dict[str, dict[str, Any]] | None:
+                out = {rec["idempotency_key"]: rec for _, rec in read_topic(settings, "automation.logs")
+                       if rec["status"] not in ("retrying",)}
+                return out if all(out.get(k, {}).get("status") == "succeeded" for k in keys) else None
+
+            try:
+                logs = wait_for(finals, 90, 0.5, "the three steps to succeed")
+
+                def settled() -> bool:
+                    with engine.connect() as conn:
+                        return conn.execute(text("SELECT count(*) FROM deferred_commands WHERE idempotency_key = "
+                                                 "ANY(:k)"), {"k": keys}).scalar_one() == 0
+
+                wait_for(settled, 30, 0.2, "no deferred copies left")
+                wait_for(lambda: len(inbox.messages) >= 1, 10, 0.1, "the email")
+            except AssertionError:
+                print("\n".join(w.log_text()[-4000:] for w in workers))
+                raise
+
+            coupons = list(sim.coupons.values())
+            assert len(coupons) == 1
+            code = coupons[0].code.upper()
+            assert coupons[0].email_restrictions == ["ola@example.com"] and coupons[0].usage_limit == 1
+            notes = [n.note for n in sim.get_order_notes(order.id) if n.note.startswith("wooflow:")]
+            assert notes == [f"wooflow: your code {code}"]
+            assert len(inbox.messages) == 1
+            assert inbox.messages[0]["Subject"] == f"Your code {code}"
+            # the second worker recovered the coupon by its code instead of making another
+            import json
+
+            details = json.loads(logs[keys[0]]["details_json"])
+            assert details.get("recovered") is True and details["coupon"]["code"] == code
+            with engine.connect() as conn:
+                rows = conn.execute(text("SELECT status FROM action_executions WHERE idempotency_key = ANY(:k)"),
+                                    {"k": keys}).scalars().all()
+            assert sorted(rows) == ["succeeded"] * 3
+    finally:
+        for w in workers:
+            w.stop()
+        smtp.stop()

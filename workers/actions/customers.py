@@ -1,0 +1,189 @@
+"""Customer actions: tags, role, meta.
+
+WooCommerce has no customer tags. wooflow keeps them in `customer_state.tags` (what rule
+conditions read) and mirrors the whole list to the customer's `_wooflow_tags` meta in
+WooCommerce, so the store admin sees them too (seed 002 keeps them in user meta as well).
+The tag change and its idempotency record commit in one transaction; the mirror, a
+"set the full list" write, is idempotent and runs first, so a crash in between re-runs
+harmlessly.
+
+A customer's role is read-only in WooCommerce's REST API; it is changed through
+WordPress's own REST API (`/wp/v2/users/{id}`, `roles`), which needs an application
+password (store settings `wp_username`, `wp_app_password`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import Connection, text
+
+from wooflow.workers.actions.common import customer_id, require_customer_id
+from wooflow.workers.errors import ActionError
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.templating import render
+
+TAGS_META_KEY = "_wooflow_tags"
+
+_ADD = text("""
+INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, tags, updated_at)
+SELECT t.s, t.k, t.cid, ARRAY(SELECT DISTINCT x FROM jsonb_array_elements_text(CAST(t.j AS jsonb)) x ORDER BY x), now()
+FROM unnest(CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:cids AS bigint[]), CAST(:tags AS text[]))
+     AS t(s, k, cid, j)
+ON CONFLICT (store_id, customer_key) DO UPDATE
+SET tags = ARRAY(SELECT DISTINCT x FROM unnest(cs.tags || EXCLUDED.tags) x ORDER BY x), updated_at = now()
+RETURNING store_id, customer_key, tags
+""")
+
+_REMOVE = text("""
+UPDATE customer_state cs
+SET tags = ARRAY(SELECT x FROM unnest(cs.tags) x
+                 WHERE x <> ALL(ARRAY(SELECT jsonb_array_elements_text(CAST(t.j AS jsonb))))), updated_at = now()
+FROM unnest(CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:tags AS text[])) AS t(s, k, j)
+WHERE cs.store_id = t.s AND cs.customer_key = t.k AND cs.customer_key = ANY(CAST(:keys AS text[]))
+RETURNING cs.store_id, cs.customer_key, cs.tags
+""")
+
+_CURRENT = text("SELECT tags FROM customer_state WHERE store_id = :s AND customer_key = :k")
+
+
+class _TagParams(BaseModel):
+    tag: str = Field("", description="Tag, or several separated by commas (Jinja2 template)")
+    tags: list[str] = Field(default_factory=list, description="Tags (alternative to `tag`)")
+    mirror: bool = Field(True, description=f"Mirror the customer's tags to WooCommerce meta {TAGS_META_KEY}")
+
+    @field_validator("tags")
+    @classmethod
+    def _strip(cls, v: list[str]) -> list[str]:
+        return [t.strip() for t in v if t.strip()]
+
+
+class _TagAction(BaseAction):
+    Params: ClassVar[type[BaseModel]] = _TagParams
+    adding: ClassVar[bool] = True
+
+    def _tags(self, ctx: ActionContext) -> list[str]:
+        p: _TagParams = ctx.params  # type: ignore[assignment]
+        tags = list(p.tags)
+        if p.tag:
+            raw = render(p.tag, ctx.context) if "{" in p.tag else p.tag
+            tags += [t.strip() for t in raw.split(",") if t.strip()]
+        if not tags:
+            raise ActionError(f"{self.name}: no tag given")
+        return sorted(set(tags))
+
+    def _after(self, current: list[str], tags: list[str]) -> list[str]:
+        return sorted(set(current) | set(tags)) if self.adding else [t for t in current if t not in set(tags)]
+
+    def needs_prepare(self, command: dict[str, Any], params: BaseModel) -> bool:
+        """Only registered customers have a WooCommerce account to mirror to (guest keys: g…)."""
+        return bool(params.mirror) and not str(command.get("customer_key", "")).startswith("g")  # type: ignore[attr-defined]
+
+    async def prepare(self, ctx: ActionContext) -> None:
+        """Mirror the resulting tag list to WooCommerce before recording it here."""
+        cid = customer_id(ctx)
+        if not self.needs_prepare(ctx.command, ctx.params) or cid is None or ctx.services is None:
+            return
+        tags = self._tags(ctx)
+        engine = ctx.services.engine
+
+        def current() -> list[str]:
+            with engine.connect() as conn:
+                row = conn.execute(_CURRENT, {"s": ctx.store.id, "k": ctx.command["customer_key"]}).first()
+            return list(row[0]) if row else []
+
+        after = self._after(await ctx.services.db(current), tags)
+        await ctx.woo.put(f"/customers/{cid}", {"meta_data": [{"key": TAGS_META_KEY, "value": after}]})
+
+    def apply_batch(self, conn: Connection, ctxs: list[ActionContext]) -> list[ActionResult | Exception]:
+        out: list[ActionResult | Exception] = []
+        rows = []
+        for ctx in ctxs:
+            try:
+                rows.append((ctx, self._tags(ctx)))
+            except ActionError as exc:
+                rows.append((ctx, exc))
+        good = [(ctx, tags) for ctx, tags in rows if isinstance(tags, list)]
+        params: dict[str, Any] = {"stores": [c.store.id for c, _ in good],
+                                  "keys": [c.command["customer_key"] for c, _ in good],
+                                  "tags": [json.dumps(t) for _, t in good]}
+        if self.adding:
+            params["cids"] = [customer_id(c) for c, _ in good]
+        result = {(s, k): list(t) for s, k, t in conn.execute(_ADD if self.adding else _REMOVE, params)} if good else {}
+        for ctx, tags in rows:
+            if isinstance(tags, Exception):
+                out.append(tags)
+                continue
+            now = result.get((ctx.store.id, ctx.command["customer_key"]), [])
+            verb = "added" if self.adding else "removed"
+            out.append(ActionResult("succeeded", f"tags {', '.join(tags)} {verb}",
+                                    {"tags": tags, "customer_tags": now,
+                                     "mirrored": bool(self.needs_prepare(ctx.command, ctx.params)
+                                                      and customer_id(ctx))}))
+        return out
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        tags = self._tags(ctx)
+        verb = "add" if self.adding else "remove"
+        return ActionResult("dry_run", f"would {verb} tags {', '.join(tags)}",
+                            {"tags": tags, "customer_key": ctx.command["customer_key"]})
+
+
+class AddCustomerTag(_TagAction):
+    name: ClassVar[str] = "add_customer_tag"
+    description: ClassVar[str] = "Add tags to the customer (segmentation)"
+    adding: ClassVar[bool] = True
+
+
+class RemoveCustomerTag(_TagAction):
+    name: ClassVar[str] = "remove_customer_tag"
+    description: ClassVar[str] = "Remove tags from the customer"
+    adding: ClassVar[bool] = False
+
+
+class ChangeCustomerRole(BaseAction):
+    name: ClassVar[str] = "change_customer_role"
+    description: ClassVar[str] = "Change the customer's WordPress role (e.g. customer → wholesale)"
+
+    class Params(BaseModel):
+        role: str = Field(min_length=1, pattern=r"^[a-z0-9_\-]+$", description="WordPress role slug")
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        p: ChangeCustomerRole.Params = ctx.params  # type: ignore[assignment]
+        cid = require_customer_id(ctx, self.name)
+        if cid == 1:
+            raise ActionError("refusing to change the role of user 1 (the site administrator)")
+        user = await ctx.woo.wp("POST", f"/users/{cid}", {"roles": [p.role]})
+        return ActionResult("succeeded", f"customer {cid} role set to {p.role}",
+                            {"customer_id": cid, "roles": (user or {}).get("roles", [p.role])})
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        p: ChangeCustomerRole.Params = ctx.params  # type: ignore[assignment]
+        cid = require_customer_id(ctx, self.name)
+        return ActionResult("dry_run", f"would set customer {cid} role to {p.role}", {"customer_id": cid,
+                                                                                    "role": p.role})
+
+
+class SetCustomerMeta(BaseAction):
+    name: ClassVar[str] = "set_customer_meta"
+    description: ClassVar[str] = "Add or update a custom field (user meta) on the customer"
+
+    class Params(BaseModel):
+        key: str = Field(min_length=1, description="Meta key")
+        value: str = Field("", description="Meta value (Jinja2 template)")
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        p: SetCustomerMeta.Params = ctx.params  # type: ignore[assignment]
+        cid = require_customer_id(ctx, self.name)
+        value = render(p.value, ctx.context)
+        await ctx.woo.put(f"/customers/{cid}", {"meta_data": [{"key": p.key, "value": value}]})
+        return ActionResult("succeeded", f"customer {cid} meta {p.key} set", {"customer_id": cid, "key": p.key,
+                                                                             "value": value})
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        p: SetCustomerMeta.Params = ctx.params  # type: ignore[assignment]
+        cid = require_customer_id(ctx, self.name)
+        return ActionResult("dry_run", f"would set customer {cid} meta {p.key}",
+                            {"customer_id": cid, "key": p.key, "value": render(p.value, ctx.context)})

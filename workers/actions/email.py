@@ -1,0 +1,122 @@
+"""send_email: HTML + plain-text email from Jinja2 templates (sandboxed), over SMTP.
+
+Templates see the trigger's order/customer, the store, and what earlier steps handed on
+(`coupon` from apply_coupon). `marketing: true` emails go only to customers with valid
+consent (workers/consent.py; otherwise the command is logged `skipped` with the reason),
+and carry an unsubscribe link in the body plus `List-Unsubscribe` and
+`List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058) headers pointing at the
+API's signed unsubscribe route.
+
+The Message-ID is derived from the idempotency key, so a copy sent twice in the one
+crash window no check can close (the server accepted, the worker died before recording
+it) is recognisable as the same message by the receiving side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, model_validator
+
+from wooflow.workers import unsubscribe
+from wooflow.workers.actions.common import customer_email
+from wooflow.workers.errors import ActionError
+from wooflow.workers.mailer import build_message, html_to_text, smtp_config
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.templating import render
+
+
+class SendEmail(BaseAction):
+    name: ClassVar[str] = "send_email"
+    description: ClassVar[str] = "Send an email (HTML and plain text), marketing emails only with consent"
+    timeout_s: ClassVar[float | None] = 60.0
+
+    class Params(BaseModel):
+        subject: str = Field(min_length=1, description="Subject (Jinja2 template)")
+        html: str = Field("", description="HTML body (Jinja2 template, autoescaped)")
+        body: str = Field("", description="Alias of `html` (seed 002's field name)")
+        text: str = Field("", description="Plain-text body (Jinja2 template); derived from the HTML if empty")
+        to: str = Field("", description="Recipient (Jinja2 template); default: the customer's email")
+        marketing: bool = Field(False, description="A marketing email: needs consent, gets an unsubscribe link")
+        reply_to: str = Field("", description="Reply-To address")
+
+        @model_validator(mode="after")
+        def _has_body(self) -> "SendEmail.Params":
+            if not (self.html or self.body or self.text):
+                raise ValueError("an email needs html (or body) or text")
+            return self
+
+    def _recipient(self, ctx: ActionContext) -> str:
+        p: SendEmail.Params = ctx.params  # type: ignore[assignment]
+        to = render(p.to, ctx.context).strip() if p.to else (customer_email(ctx) or "")
+        if not to or "@" not in to:
+            raise ActionError("send_email: no recipient (the customer has no email and `to` is empty)")
+        return to
+
+    def _compose(self, ctx: ActionContext, to: str) -> dict[str, Any]:
+        p: SendEmail.Params = ctx.params  # type: ignore[assignment]
+        template_ctx = dict(ctx.context)
+        unsubscribe_url = ""
+        if p.marketing:
+            assert ctx.services is not None
+            token = unsubscribe.make_token(ctx.services.settings, ctx.store, email=to,
+                                           customer_key=ctx.command.get("customer_key"), channel="email",
+                                           rule_id=ctx.command.get("rule_id"))
+            unsubscribe_url = unsubscribe.unsubscribe_url(ctx.services.settings, token)
+        template_ctx["unsubscribe_url"] = unsubscribe_url
+        subject = render(p.subject, template_ctx)
+        html_src = p.html or p.body
+        html = render(html_src, template_ctx, html=True) if html_src else None
+        text = render(p.text, template_ctx) if p.text else (html_to_text(html) if html else "")
+        if unsubscribe_url:
+            # The link must be in the message whatever the template says.
+            if html is not None and unsubscribe_url not in html:
+                html += f'\n<p style="font-size:12px;color:#777"><a href="{unsubscribe_url}">Unsubscribe</a></p>\n'
+            if unsubscribe_url not in text:
+                text = text.rstrip("\n") + f"\n\n--\nUnsubscribe: {unsubscribe_url}\n"
+        return {"subject": subject, "html": html, "text": text, "unsubscribe_url": unsubscribe_url}
+
+    async def _consent(self, ctx: ActionContext, to: str) -> ActionResult | None:
+        p: SendEmail.Params = ctx.params  # type: ignore[assignment]
+        if not p.marketing:
+            return None
+        assert ctx.services is not None
+        decision = await ctx.services.has_consent(ctx.store.id, "email", email=to,
+                                                  customer_key=ctx.command.get("customer_key"), context=ctx.context)
+        if decision.granted:
+            return None
+        return ActionResult("skipped", f"marketing email not sent: {decision.reason}",
+                            {"to": to, "reason": "no_consent", "consent": decision.reason})
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        assert ctx.services is not None
+        to = self._recipient(ctx)
+        skipped = await self._consent(ctx, to)
+        if skipped is not None:
+            return skipped
+        mail = self._compose(ctx, to)
+        cfg = smtp_config(ctx.services.settings, ctx.store)
+        domain = cfg.from_email.rsplit("@", 1)[-1] or "wooflow.local"
+        message_id = f"<{hashlib.sha256(ctx.idempotency_key.encode()).hexdigest()[:32]}@{domain}>"
+        headers = {"X-Wooflow-Store": ctx.store.id, "X-Wooflow-Rule": str(ctx.command.get("rule_id")),
+                   "Auto-Submitted": "auto-generated"}
+        if mail["unsubscribe_url"]:
+            headers["List-Unsubscribe"] = f"<{mail['unsubscribe_url']}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        p: SendEmail.Params = ctx.params  # type: ignore[assignment]
+        message = build_message(cfg, to=to, subject=mail["subject"], text=mail["text"], html=mail["html"],
+                                message_id=message_id, headers=headers, reply_to=p.reply_to or None)
+        reply = await ctx.services.mailer.send(cfg, message)
+        return ActionResult("succeeded", f"email '{mail['subject']}' sent to {to}",
+                            {"to": to, "subject": mail["subject"], "message_id": message_id,
+                             "marketing": p.marketing, "smtp": str(reply)[:200]})
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        to = self._recipient(ctx)
+        skipped = await self._consent(ctx, to)
+        mail = self._compose(ctx, to)
+        status = "would skip (no consent)" if skipped else "would send"
+        return ActionResult("dry_run", f"{status} '{mail['subject']}' to {to}",
+                            {"to": to, "subject": mail["subject"], "html": mail["html"], "text": mail["text"],
+                             "consent": skipped.details["consent"] if skipped else "not needed or given"})

@@ -1,0 +1,93 @@
+"""Loyalty actions on wooflow's own customer state: change tier, add points.
+
+Both are applied in the same PostgreSQL transaction that records the command as
+finished, so a points grant happens exactly once however often the command is delivered.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import ClassVar
+
+from pydantic import BaseModel, Field
+from sqlalchemy import Connection, text
+
+from wooflow.workers.actions.common import customer_id
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+
+_POINTS = text("""
+INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, points, updated_at)
+SELECT t.s, t.k, t.cid, t.p, now()
+FROM unnest(CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:cids AS bigint[]), CAST(:points AS bigint[]))
+     AS t(s, k, cid, p)
+ON CONFLICT (store_id, customer_key) DO UPDATE SET points = cs.points + EXCLUDED.points, updated_at = now()
+RETURNING store_id, customer_key, points
+""")
+
+_TIER = text("""
+INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, tier, updated_at)
+SELECT t.s, t.k, t.cid, t.tier, now()
+FROM unnest(CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:cids AS bigint[]), CAST(:tiers AS text[]))
+     AS t(s, k, cid, tier)
+ON CONFLICT (store_id, customer_key) DO UPDATE SET tier = EXCLUDED.tier, updated_at = now()
+RETURNING store_id, customer_key, tier
+""")
+
+
+class AddPoints(BaseAction):
+    name: ClassVar[str] = "add_points"
+    description: ClassVar[str] = "Reward the customer with loyalty points (negative to deduct)"
+
+    class Params(BaseModel):
+        points: int = Field(description="Points to add (negative deducts)")
+        reason: str = Field("", description="Why (shown in the log)")
+
+    def apply_batch(self, conn: Connection, ctxs: list[ActionContext]) -> list[ActionResult]:
+        # One customer may appear twice in a batch only across keys; sum per customer so one
+        # statement never updates a row twice.
+        total: dict[tuple[str, str], int] = defaultdict(int)
+        cid: dict[tuple[str, str], int | None] = {}
+        for ctx in ctxs:
+            k = (ctx.store.id, ctx.command["customer_key"])
+            total[k] += ctx.params.points  # type: ignore[attr-defined]
+            cid[k] = customer_id(ctx)
+        keys = list(total)
+        rows = conn.execute(_POINTS, {"stores": [k[0] for k in keys], "keys": [k[1] for k in keys],
+                                      "cids": [cid[k] for k in keys], "points": [total[k] for k in keys]})
+        now = {(s, k): p for s, k, p in rows}
+        out = []
+        for ctx in ctxs:
+            p: AddPoints.Params = ctx.params  # type: ignore[assignment]
+            balance = now[(ctx.store.id, ctx.command["customer_key"])]
+            out.append(ActionResult("succeeded", f"{p.points:+d} points{' (' + p.reason + ')' if p.reason else ''}, "
+                                    f"balance {balance}", {"points": p.points, "balance": balance}))
+        return out
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        p: AddPoints.Params = ctx.params  # type: ignore[assignment]
+        return ActionResult("dry_run", f"would add {p.points:+d} points to {ctx.command['customer_key']}",
+                            {"points": p.points})
+
+
+class ChangeTier(BaseAction):
+    name: ClassVar[str] = "change_tier"
+    description: ClassVar[str] = "Upgrade or downgrade the customer's tier"
+
+    class Params(BaseModel):
+        tier: str = Field(min_length=1, max_length=64, description="New tier, e.g. gold")
+
+    def apply_batch(self, conn: Connection, ctxs: list[ActionContext]) -> list[ActionResult]:
+        last: dict[tuple[str, str], ActionContext] = {}
+        for ctx in ctxs:
+            last[(ctx.store.id, ctx.command["customer_key"])] = ctx
+        keys = list(last)
+        conn.execute(_TIER, {"stores": [k[0] for k in keys], "keys": [k[1] for k in keys],
+                             "cids": [customer_id(last[k]) for k in keys],
+                             "tiers": [last[k].params.tier for k in keys]})  # type: ignore[attr-defined]
+        return [ActionResult("succeeded", f"tier set to {ctx.params.tier}",  # type: ignore[attr-defined]
+                             {"tier": ctx.params.tier})  # type: ignore[attr-defined]
+                for ctx in ctxs]
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        p: ChangeTier.Params = ctx.params  # type: ignore[assignment]
+        return ActionResult("dry_run", f"would set {ctx.command['customer_key']}'s tier to {p.tier}", {"tier": p.tier})

@@ -1,0 +1,171 @@
+"""Order actions through WooCommerce REST: status (with note), meta, resend an email, order actions.
+
+Resending an order email and triggering an order action use the order actions REST
+endpoints of WooCommerce ≥ 9.8 (`POST /orders/{id}/actions/send_order_details`,
+`/actions/send_email` with an optional `template_id`); WooCommerce records each send as
+an order note ("Order details sent to …"), which is also how a crashed attempt is
+recognised afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+from wooflow.workers.actions.common import find_note, order_id
+from wooflow.workers.errors import ActionError
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.templating import render
+
+ORDER_STATUSES = ("pending", "processing", "on-hold", "completed", "cancelled", "refunded", "failed")
+
+
+class ChangeOrderStatus(BaseAction):
+    name: ClassVar[str] = "change_order_status"
+    description: ClassVar[str] = "Change the order's status, optionally adding a note"
+
+    class Params(BaseModel):
+        status: str = Field(description="New status: " + ", ".join(ORDER_STATUSES) + " (or a custom status slug)")
+        note: str = Field("", description="Note added with the change (Jinja2 template)")
+        customer_note: bool = Field(False, description="Make the note visible to the customer")
+
+    def _status(self, ctx: ActionContext) -> str:
+        p: ChangeOrderStatus.Params = ctx.params  # type: ignore[assignment]
+        return p.status.removeprefix("wc-")
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        p: ChangeOrderStatus.Params = ctx.params  # type: ignore[assignment]
+        oid, status = order_id(ctx, self.name), self._status(ctx)
+        note = render(p.note, ctx.context) if p.note else ""
+        order = await ctx.woo.get(f"/orders/{oid}")
+        before = order.get("status")
+        if before != status:
+            await ctx.woo.put(f"/orders/{oid}", {"status": status})
+        details: dict[str, Any] = {"order_id": oid, "from": before, "to": status}
+        if note:
+            created = await ctx.woo.post(f"/orders/{oid}/notes", {"note": note, "customer_note": p.customer_note})
+            details["note_id"] = created.get("id")
+        changed = f"changed from {before} to {status}" if before != status else f"already {status}"
+        return ActionResult("succeeded", f"order {oid} {changed}", details)
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        p: ChangeOrderStatus.Params = ctx.params  # type: ignore[assignment]
+        oid = order_id(ctx, self.name)
+        note = render(p.note, ctx.context) if p.note else ""
+        return ActionResult("dry_run", f"would set order {oid} to {self._status(ctx)}",
+                            {"order_id": oid, "to": self._status(ctx), "note": note})
+
+    async def already_applied(self, ctx: ActionContext) -> ActionResult | None:
+        p: ChangeOrderStatus.Params = ctx.params  # type: ignore[assignment]
+        oid, status = order_id(ctx, self.name), self._status(ctx)
+        order = await ctx.woo.get(f"/orders/{oid}")
+        if order.get("status") != status:
+            return None
+        if p.note:
+            text = render(p.note, ctx.context)
+            if await find_note(ctx, oid, lambda t: t == text) is None:
+                return None  # the status is there but not our note: run (the status part is a no-op)
+        return ActionResult("succeeded", f"order {oid} already {status}", {"order_id": oid, "to": status})
+
+
+class SetOrderMeta(BaseAction):
+    name: ClassVar[str] = "set_order_meta"
+    description: ClassVar[str] = "Add or update a custom field (meta) on the order"
+
+    class Params(BaseModel):
+        key: str = Field(min_length=1, description="Meta key")
+        value: str = Field("", description="Meta value (Jinja2 template)")
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        p: SetOrderMeta.Params = ctx.params  # type: ignore[assignment]
+        oid = order_id(ctx, self.name)
+        value = render(p.value, ctx.context)
+        await ctx.woo.put(f"/orders/{oid}", {"meta_data": [{"key": p.key, "value": value}]})
+        return ActionResult("succeeded", f"order {oid} meta {p.key} set", {"order_id": oid, "key": p.key,
+                                                                          "value": value})
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        p: SetOrderMeta.Params = ctx.params  # type: ignore[assignment]
+        oid = order_id(ctx, self.name)
+        return ActionResult("dry_run", f"would set order {oid} meta {p.key}",
+                            {"order_id": oid, "key": p.key, "value": render(p.value, ctx.context)})
+
+
+async def _order_action(ctx: ActionContext, oid: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    answer = await ctx.woo.post(f"/orders/{oid}/actions/{action}", body)
+    return answer if isinstance(answer, dict) else {}
+
+
+def _is_send_note(text: str) -> bool:
+    return text.startswith("Order details sent to ") or (text.startswith("Email template ") and " sent to " in text)
+
+
+class ResendOrderEmail(BaseAction):
+    name: ClassVar[str] = "resend_order_email"
+    description: ClassVar[str] = "Resend an order email to the customer (order details, or a template by id)"
+
+    class Params(BaseModel):
+        template_id: str = Field("", description="WooCommerce email template id, e.g. customer_completed_order; "
+                                                 "empty: the order details (customer invoice)")
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        p: ResendOrderEmail.Params = ctx.params  # type: ignore[assignment]
+        oid = order_id(ctx, self.name)
+        if p.template_id and p.template_id != "customer_invoice":
+            answer = await _order_action(ctx, oid, "send_email", {"template_id": p.template_id})
+        else:
+            answer = await _order_action(ctx, oid, "send_order_details", {})
+        return ActionResult("succeeded", answer.get("message") or f"order {oid} email resent",
+                            {"order_id": oid, "template_id": p.template_id or "customer_invoice"})
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        p: ResendOrderEmail.Params = ctx.params  # type: ignore[assignment]
+        oid = order_id(ctx, self.name)
+        return ActionResult("dry_run", f"would resend {p.template_id or 'the order details'} for order {oid}",
+                            {"order_id": oid, "template_id": p.template_id or "customer_invoice"})
+
+    async def already_applied(self, ctx: ActionContext) -> ActionResult | None:
+        oid = order_id(ctx, self.name)
+        note = await find_note(ctx, oid, _is_send_note)
+        if note is None:
+            return None
+        return ActionResult("succeeded", str(note.get("note")), {"order_id": oid, "recovered": True})
+
+
+class TriggerOrderAction(BaseAction):
+    name: ClassVar[str] = "trigger_order_action"
+    description: ClassVar[str] = "Run an order action (WooCommerce order actions REST: send_order_details, send_email)"
+
+    class Params(BaseModel):
+        action: Literal["send_order_details", "send_email"] | str = Field(
+            description="Order action slug; WooCommerce core offers send_order_details and send_email")
+        args: dict[str, Any] = Field(default_factory=dict, description="Body of the action request, "
+                                                                      "e.g. {\"template_id\": \"...\"}")
+
+    def _slug(self, ctx: ActionContext) -> str:
+        p: TriggerOrderAction.Params = ctx.params  # type: ignore[assignment]
+        slug = p.action.strip()
+        if not slug.replace("_", "").replace("-", "").isalnum():
+            raise ActionError(f"invalid order action {slug!r}")
+        return slug
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        p: TriggerOrderAction.Params = ctx.params  # type: ignore[assignment]
+        oid, slug = order_id(ctx, self.name), self._slug(ctx)
+        answer = await _order_action(ctx, oid, slug, p.args)
+        return ActionResult("succeeded", answer.get("message") or f"order action {slug} run on order {oid}",
+                            {"order_id": oid, "action": slug})
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        oid, slug = order_id(ctx, self.name), self._slug(ctx)
+        return ActionResult("dry_run", f"would run order action {slug} on order {oid}", {"order_id": oid,
+                                                                                        "action": slug})
+
+    async def already_applied(self, ctx: ActionContext) -> ActionResult | None:
+        oid = order_id(ctx, self.name)
+        if self._slug(ctx) not in ("send_order_details", "send_email"):
+            return None
+        note = await find_note(ctx, oid, _is_send_note)
+        return None if note is None else ActionResult("succeeded", str(note.get("note")),
+                                                      {"order_id": oid, "recovered": True})

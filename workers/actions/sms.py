@@ -1,0 +1,53 @@
+"""send_sms: a text message through the store's SMS provider (pluggable; workers/sms.py).
+Marketing messages need SMS consent, like marketing emails."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, Field
+
+from wooflow.workers import sms
+from wooflow.workers.actions.common import customer_email, customer_phone
+from wooflow.workers.errors import ActionError
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.templating import render
+
+
+class SendSms(BaseAction):
+    name: ClassVar[str] = "send_sms"
+    description: ClassVar[str] = "Send a text message through the store's SMS provider"
+    timeout_s: ClassVar[float | None] = 30.0
+
+    class Params(BaseModel):
+        text: str = Field(min_length=1, description="Message (Jinja2 template)")
+        to: str = Field("", description="Phone number (Jinja2 template); default: the customer's billing phone")
+        marketing: bool = Field(False, description="A marketing message: needs SMS consent")
+
+    def _compose(self, ctx: ActionContext) -> tuple[str, str]:
+        p: SendSms.Params = ctx.params  # type: ignore[assignment]
+        to = render(p.to, ctx.context).strip() if p.to else (customer_phone(ctx) or "")
+        if not to:
+            raise ActionError("send_sms: no phone number (the customer has none and `to` is empty)")
+        return to, render(p.text, ctx.context)
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        assert ctx.services is not None
+        p: SendSms.Params = ctx.params  # type: ignore[assignment]
+        to, text = self._compose(ctx)
+        if p.marketing:
+            decision = await ctx.services.has_consent(ctx.store.id, "sms", email=customer_email(ctx),
+                                                      customer_key=ctx.command.get("customer_key"),
+                                                      context=ctx.context)
+            if not decision.granted:
+                return ActionResult("skipped", f"marketing SMS not sent: {decision.reason}",
+                                    {"to": to, "reason": "no_consent", "consent": decision.reason})
+        config = sms.provider_config(ctx.services.settings, ctx.store)
+        provider = sms.get_provider(str(config.get("provider") or "http"))
+        message_id = await provider.send(ctx.services.http, config, to, text, ctx.idempotency_key)
+        return ActionResult("succeeded", f"SMS sent to {to} via {provider.name}",
+                            {"to": to, "provider": provider.name, "message_id": message_id, "chars": len(text)})
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        to, text = self._compose(ctx)
+        return ActionResult("dry_run", f"would send an SMS to {to}", {"to": to, "text": text})

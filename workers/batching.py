@@ -1,0 +1,71 @@
+"""Coalescing many concurrent calls into one blocking call on a thread.
+
+Hundreds of commands in flight each need a claim, a finish, a deferral... One PostgreSQL
+round trip per command would cap a worker at a few hundred commands per second; a
+`Batcher` gathers the calls made while the previous round trip was running and sends
+them together. At low load a call waits one loop tick; under load batches grow by
+themselves (no timers, no tuning).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Batcher(Generic[T, R]):
+    """`await submit(item)` → the item's result from `fn(items)`, run in `executor`.
+
+    `fn` returns one result per item, in order; a result that is an exception instance
+    is raised to that item's caller only. An exception raised by `fn` fails the batch.
+    """
+
+    def __init__(self, fn: Callable[[list[T]], Sequence[R | BaseException]], *, executor: Executor | None = None,
+                 max_size: int = 2000, parallel: int = 2, name: str = "batch") -> None:
+        self.fn, self.executor, self.max_size, self.parallel, self.name = fn, executor, max_size, parallel, name
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._running = 0
+        self._scheduled = False
+
+    async def submit(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[R] = loop.create_future()
+        self._pending.append((item, fut))
+        if not self._scheduled:
+            # Flush on the next tick, so every call made in this tick joins the batch.
+            self._scheduled = True
+            loop.call_soon(self._kick)
+        return await fut
+
+    def _kick(self) -> None:
+        self._scheduled = False
+        while self._pending and self._running < self.parallel:
+            batch, self._pending = self._pending[:self.max_size], self._pending[self.max_size:]
+            self._running += 1
+            asyncio.ensure_future(self._flush(batch))
+
+    async def _flush(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self.executor, self.fn, [item for item, _ in batch])
+        except BaseException as exc:  # the whole batch failed: every caller sees why
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+        else:
+            for (_, fut), res in zip(batch, results):
+                if fut.done():
+                    continue
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+        finally:
+            self._running -= 1
+            if self._pending:
+                self._kick()

@@ -1,0 +1,75 @@
+"""Signed unsubscribe links: who, which store, which channel — unforgeable, no database row.
+
+A token is `base64url(payload).base64url(HMAC-SHA256(key, payload))`. The key is
+`WOOFLOW_UNSUBSCRIBE_SECRET` when set, else derived from the store's webhook secret (so
+each tenant's links are signed with a different key and no extra secret must be shared
+between the workers and the API). The API's unsubscribe route (wooflow/api/consent.py)
+verifies the token and records the withdrawal in the consents table.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+from wooflow.settings import Settings
+from wooflow.stores import Store
+
+
+class BadToken(ValueError):
+    pass
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def signing_key(settings: Settings, store: Store) -> bytes:
+    if settings.unsubscribe_secret is not None:
+        base = settings.unsubscribe_secret.get_secret_value().encode()
+        return hmac.new(base, f"unsubscribe|{store.id}".encode(), hashlib.sha256).digest()
+    return hmac.new(store.webhook_secret.encode(), b"wooflow-unsubscribe", hashlib.sha256).digest()
+
+
+def make_token(settings: Settings, store: Store, *, email: str | None, customer_key: str | None,
+               channel: str = "email", rule_id: int | None = None) -> str:
+    payload = json.dumps({"s": store.id, "e": email, "k": customer_key, "c": channel, "r": rule_id,
+                          "t": int(time.time())}, separators=(",", ":")).encode()
+    sig = hmac.new(signing_key(settings, store), payload, hashlib.sha256).digest()[:20]
+    return f"{_b64(payload)}.{_b64(sig)}"
+
+
+def store_of(token: str) -> str:
+    """The store a token claims to belong to (unverified: only to find the key)."""
+    try:
+        return str(json.loads(_unb64(token.split(".", 1)[0]))["s"])
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise BadToken("malformed unsubscribe token") from exc
+
+
+def verify(settings: Settings, store: Store, token: str) -> dict[str, Any]:
+    try:
+        body, sig = token.split(".", 1)
+        payload = _unb64(body)
+        given = _unb64(sig)
+    except ValueError as exc:
+        raise BadToken("malformed unsubscribe token") from exc
+    expected = hmac.new(signing_key(settings, store), payload, hashlib.sha256).digest()[:20]
+    if not hmac.compare_digest(given, expected):
+        raise BadToken("invalid unsubscribe token signature")
+    data = json.loads(payload)
+    if data.get("s") != store.id:
+        raise BadToken("token is for another store")
+    return data  # type: ignore[no-any-return]
+
+
+def unsubscribe_url(settings: Settings, token: str) -> str:
+    return f"{settings.public_base_url.rstrip('/')}/unsubscribe/{token}"
