@@ -1,0 +1,1 @@
+"""Workflows over time: the scheduler role (`wooflow scheduler`); see ARCHITECTURE.md."""

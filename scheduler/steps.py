@@ -10,15 +10,12 @@ produces them as ordinary commands with the same idempotency key.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Connection, text
 
 from wooflow.consumer.commands import to_json
-from wooflow.db.tables import scheduled_steps
 
 
 def is_delayed(command: dict[str, Any], now: datetime) -> bool:
@@ -26,17 +23,37 @@ def is_delayed(command: dict[str, Any], now: datetime) -> bool:
     return nb is not None and nb > now
 
 
+_INSERT = text("""
+INSERT INTO scheduled_steps (idempotency_key, store_id, customer_key, rule_id, event_id, step, due_at, command)
+SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:stores AS text[]), CAST(:customers AS text[]),
+                     CAST(:rules AS bigint[]), CAST(:events AS text[]), CAST(:steps AS int[]),
+                     CAST(:dues AS timestamptz[]), CAST(CAST(:commands AS text[]) AS jsonb[]))
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING idempotency_key
+""")
+
+
 def store_delayed(conn: Connection, commands: list[dict[str, Any]]) -> int:
-    """Insert delayed commands (idempotent). Returns how many rows were new."""
+    """Insert delayed commands (idempotent). Returns how many rows were new.
+
+    One statement for the whole batch (arrays through unnest): the rule consumer calls this
+    once per Kafka batch, inside its state transaction."""
     if not commands:
         return 0
-    rows = [{
-        "idempotency_key": c["idempotency_key"], "store_id": c["store_id"], "customer_key": c["customer_key"],
-        "rule_id": c["rule_id"], "event_id": c["event_id"], "step": c["step"], "due_at": c["not_before"],
-        "command": json.loads(to_json(c)),
-    } for c in commands]
-    result = conn.execute(insert(scheduled_steps).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows)
-    return int(result.rowcount or 0)
+    rows = conn.execute(_INSERT, {
+        "keys": [c["idempotency_key"] for c in commands], "stores": [c["store_id"] for c in commands],
+        "customers": [c["customer_key"] for c in commands], "rules": [int(c["rule_id"]) for c in commands],
+        "events": [c["event_id"] for c in commands], "steps": [int(c["step"]) for c in commands],
+        "dues": [c["not_before"] for c in commands], "commands": [to_json(c) for c in commands],
+    })
+    return len(rows.all())
+
+
+def store_steps(conn: Connection, commands: list[dict[str, Any]], now: datetime) -> int:
+    """Every step of a run the scheduler synthesised (time/cart/behaviour triggers), the
+    immediate ones included (due now): they all pass the same exit checks and the same
+    claim → produce → mark path, and conversions can be attributed to them."""
+    return store_delayed(conn, [c if c.get("not_before") else {**c, "not_before": now} for c in commands])
 
 
 def command_of(row_command: dict[str, Any]) -> dict[str, Any]:

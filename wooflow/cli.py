@@ -16,9 +16,7 @@ from wooflow.settings import Settings, get_settings
 app = typer.Typer(help="wooflow: WooCommerce marketing & operations automation on Kafka and PostgreSQL.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
-stores_app = typer.Typer(help="Stores (tenants).", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
-app.add_typer(stores_app, name="stores")
 
 console = Console(stderr=True)
 
@@ -33,12 +31,21 @@ def _mount_optional(module: str, name: str, help_text: str) -> None:
 
 _mount_optional("wooflow.devinfra.cli", "dev", "Local Kafka + PostgreSQL for development, tests and the demo.")
 _mount_optional("wooflow.simulator.cli", "simulator", "A simulated WooCommerce store (REST v3 + webhooks).")
+_mount_optional("wooflow.scheduler.cli", "scheduler", "Run a scheduler (delayed steps, carts, time triggers); "
+                "`scheduler clock` moves simulated time.")
+_mount_optional("wooflow.scheduler.templates.cli", "templates", "Workflow templates shipped with wooflow.")
+# bridge (issue 4): stores add|list|remove, backfill, reconciliation poller
+_mount_optional("wooflow.producers.stores_cli", "stores", "Stores (tenants) and their WooCommerce webhooks.")
+from wooflow.producers.cli import backfill as _backfill, poller as _poller  # noqa: E402
+app.command("backfill")(_backfill)
+app.command("poller")(_poller)
 
 from wooflow.ops import cli as _ops  # noqa: E402
 
 app.add_typer(_ops.offsets_app, name="offsets")
 app.add_typer(_ops.dlq_app, name="dlq")
 app.command("lag")(_ops.lag_command)
+app.command("replay")(_ops.replay_command)
 
 
 def setup_logging(s: Settings) -> None:
@@ -58,9 +65,11 @@ def _run_role(name: str, runner: object, s: Settings) -> None:
 
     stop = threading.Event()
     stop_on_signals(stop)
-    ready = getattr(runner, "ready", None)
-    if s.metrics_port:
-        serve_probes(s.metrics_port, (lambda: ready.is_set()) if ready is not None else (lambda: True))
+    if s.metrics_port:  # lag reporting + probes (wooflow/kafka/lag.py, wooflow/probes.py)
+        from wooflow.kafka.lag import start_lag_reporter
+        from wooflow.probes import role_readiness
+
+        serve_probes(s.metrics_port, role_readiness(runner, s.database_url, start_lag_reporter(name, s, stop)))
     logging.getLogger("wooflow").info("starting %s", name)
     runner.run(stop)  # type: ignore[attr-defined]
 
@@ -138,47 +147,6 @@ def sink(retention_days: Annotated[Optional[int], typer.Option(help="Delete exec
     s = get_settings()
     setup_logging(s)
     _run_role("sink", LogSink(s, retention_days=retention_days), s)
-
-
-@stores_app.command("add")
-def stores_add(
-    store_id: Annotated[str, typer.Argument(help="Short id, e.g. 'acme'")],
-    url: Annotated[str, typer.Option(help="Store home URL")],
-    secret: Annotated[Optional[str], typer.Option(help="Webhook secret (generated if omitted)")] = None,
-    consumer_key: Annotated[str, typer.Option(help="WooCommerce REST consumer key")] = "",
-    consumer_secret: Annotated[str, typer.Option(help="WooCommerce REST consumer secret")] = "",
-    timezone: Annotated[str, typer.Option(help="Store timezone (IANA)")] = "UTC",
-    currency: Annotated[str, typer.Option(help="Store currency")] = "USD",
-) -> None:
-    """Register a store with wooflow."""
-    import secrets as _secrets
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    from wooflow.db.engine import get_engine
-    from wooflow.stores import Store, upsert_store
-
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        fail(f"unknown timezone {timezone!r}")
-    s = get_settings()
-    store = Store(id=store_id, url=url, webhook_secret=secret or _secrets.token_urlsafe(36),
-                  consumer_key=consumer_key, consumer_secret=consumer_secret, timezone=timezone,
-                  currency=currency, public_key=_secrets.token_urlsafe(18))
-    upsert_store(get_engine(s.database_url), store)
-    console.print(f"store [bold]{store_id}[/bold] registered; webhook URL path: /webhooks/woocommerce/{store_id}")
-
-
-@stores_app.command("list")
-def stores_list() -> None:
-    """List registered stores."""
-    from wooflow.db.engine import get_engine
-    from wooflow.stores import list_stores
-
-    table = Table("id", "url", "timezone", "currency")
-    for st in list_stores(get_engine(get_settings().database_url)):
-        table.add_row(st.id, st.url, st.timezone, st.currency)
-    Console().print(table)
 
 
 @app.command()

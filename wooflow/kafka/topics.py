@@ -1,6 +1,6 @@
 """The topics between the roles, and how each is created.
 
-producers/ ──► woo.orders · woo.customers · woo.products · woo.storefront ──► consumer/
+producers/ ──► woo.orders · woo.customers · woo.products · woo.storefront · woo.coupons ──► consumer/
 consumer/ (and the scheduler) ──► automation.commands ──► workers/
 workers/ ──► automation.logs ──► sink/
 any role ──► automation.dlq (messages that cannot be processed, with the reason)
@@ -16,11 +16,12 @@ ORDERS = "woo.orders"
 CUSTOMERS = "woo.customers"
 PRODUCTS = "woo.products"
 STOREFRONT = "woo.storefront"
+COUPONS = "woo.coupons"  # bridge: coupon.* webhooks (CouponEvent), keyed per coupon
 COMMANDS = "automation.commands"
 LOGS = "automation.logs"
 DLQ = "automation.dlq"
 
-EVENT_TOPICS = (ORDERS, CUSTOMERS, PRODUCTS, STOREFRONT)
+EVENT_TOPICS = (ORDERS, CUSTOMERS, PRODUCTS, STOREFRONT, COUPONS)
 
 # Which Avro schema each topic carries.
 SCHEMA_OF_TOPIC = {
@@ -28,6 +29,7 @@ SCHEMA_OF_TOPIC = {
     CUSTOMERS: "CustomerEvent",
     PRODUCTS: "ProductEvent",
     STOREFRONT: "StorefrontEvent",
+    COUPONS: "CouponEvent",
     COMMANDS: "ActionCommand",
     LOGS: "ExecutionLog",
     DLQ: "DeadLetter",
@@ -55,6 +57,8 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
         # Products are keyed per product: compaction keeps the latest state for replays.
         spec(PRODUCTS, s.topic_retention_ms, cleanup="compact,delete"),
         spec(STOREFRONT, s.topic_retention_ms),
+        # Coupons, like products, are keyed per coupon: compaction keeps the latest state.
+        spec(COUPONS, s.topic_retention_ms, cleanup="compact,delete"),
         spec(COMMANDS, s.topic_retention_ms),
         spec(LOGS, s.logs_retention_ms),
         spec(DLQ, s.dlq_retention_ms, partitions=min(3, s.topic_partitions)),

@@ -1,0 +1,226 @@
+"""Benchmark: due steps emitted per second by ONE scheduler process (`wooflow scheduler`),
+and lateness (due → emitted), with 100,000 pending steps, on the real broker and database.
+
+Scenarios
+  drain    100,000 steps already due (a backlog, e.g. after an outage): steps/s from the
+           first to the last emission.
+  steady   100,000 pending steps falling due at a fixed rate (default 5,000/s, over 20 s):
+           lateness = emitted_at − due_at per step, p50 / p99 / max. `emitted_at` is taken
+           after Kafka acknowledged the batch (acks=all), i.e. when the command is durable.
+
+Each step is a real ActionCommand (~1 KB JSON in `scheduled_steps.command`), produced to
+automation.commands (Avro, 12 partitions) after its rule's exit conditions are checked
+(the bench rule has `ordered` + `unsubscribed` exits, so every batch pays for the exit
+queries). The scheduler runs with its production defaults (batch 2000, poll 0.1 s) as a
+separate process started with `--no-scan --no-activity`; CPU (user+system) and peak RSS of
+that process are sampled.
+
+Needs Kafka and PostgreSQL: `eval "$(.venv/bin/wooflow dev up)"` (or export
+KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL), then
+
+    .venv/bin/python bench/scheduler/bench_scheduler.py --runs 3
+    .venv/bin/python bench/scheduler/bench_scheduler.py --only steady --rate 8000 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import text
+
+from wooflow.consumer.commands import build_command
+from wooflow.db.engine import get_engine
+from wooflow.db.migrate import upgrade
+from wooflow.db.tables import rules
+from wooflow.kafka.admin import create_topics
+from wooflow.settings import Settings
+from wooflow.stores import Store, upsert_store
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 100_000
+LEAD_S = 30  # steady: the due times are written this long before the first one (a 100k-row UPDATE)
+
+_INSERT = text("""
+INSERT INTO scheduled_steps (idempotency_key, store_id, customer_key, rule_id, event_id, step, due_at, command)
+SELECT k, :store, c, :rule, e, 1, d, CAST(j AS jsonb)
+FROM unnest(CAST(:keys AS text[]), CAST(:customers AS text[]), CAST(:events AS text[]),
+            CAST(:dues AS timestamptz[]), CAST(:cmds AS text[])) AS t(k, c, e, d, j)
+""")
+
+
+def seed(engine: Any, store_id: str, rule_id: int, dues: list[datetime]) -> None:
+    """N pending steps, inserted in chunks (unnest: one round trip per 10,000 rows)."""
+    from wooflow.consumer.commands import to_json
+
+    now = datetime.now(timezone.utc)
+    order = {"id": 1, "number": "1", "total": "49.90", "currency": "PLN", "status": "processing",
+             "billing": {"email": "x@example.com", "first_name": "Ala", "last_name": "Nowak", "country": "PL"},
+             "line_items": [{"product_id": 10, "quantity": 1, "name": "Mug", "total": "49.90"}]}
+    chunk = 10_000
+    for start in range(0, len(dues), chunk):
+        keys, customers, events, ds, cmds = [], [], [], [], []
+        for i in range(start, min(start + chunk, len(dues))):
+            ev = {"event_id": f"bench-{store_id}-{i}", "store_id": store_id, "customer_key": f"c{i + 1}",
+                  "order_id": i + 1, "order": order | {"id": i + 1}, "received_at": now, "topic": "order.created"}
+            cmd = build_command(rule_id=rule_id, rule_version=1, step=1, action_type="send_email",
+                                params={"subject": "Tips for your purchase", "html": "<p>Hi {{ customer.first_name }}</p>",
+                                        "marketing": True},
+                                delay_s=86400 * 3, schema="OrderEvent", event=ev, trigger="first_purchase", now=now)
+            keys.append(cmd["idempotency_key"])
+            customers.append(cmd["customer_key"])
+            events.append(cmd["event_id"])
+            ds.append(dues[i])
+            cmds.append(to_json(cmd | {"not_before": dues[i]}))
+        with engine.begin() as conn:
+            conn.execute(_INSERT, {"store": store_id, "rule": rule_id, "keys": keys, "customers": customers,
+                                   "events": events, "dues": ds, "cmds": cmds})
+
+
+def start_scheduler(s: Settings, store_id: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WOOFLOW_")}
+    env.update({"WOOFLOW_SCHEDULER_THREADS": str(s.scheduler_threads), "WOOFLOW_SCHEDULER_BATCH_SIZE":
+                str(s.scheduler_batch_size), "WOOFLOW_SCHEDULER_POLL_S": str(s.scheduler_poll_s)})
+    env.update({"WOOFLOW_KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers, "WOOFLOW_DATABASE_URL": s.database_url,
+                "WOOFLOW_TOPIC_PREFIX": s.topic_prefix, "WOOFLOW_SCHEDULER_STORES": store_id,
+                "WOOFLOW_LOG_LEVEL": "INFO"})
+    return subprocess.Popen([sys.executable, "-m", "wooflow.cli", "scheduler", "--no-scan", "--no-activity"],
+                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+class Sampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.rss = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            try:
+                self.rss = max(self.rss, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+
+    def cpu(self) -> float:
+        t = self.proc.cpu_times()
+        return float(t.user + t.system)
+
+
+def pending(engine: Any, store_id: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM scheduled_steps WHERE store_id = :s AND status = 'pending'"),
+                                {"s": store_id}).scalar_one())
+
+
+def one_run(s: Settings, engine: Any, scenario: str, rate: float, log_dir: Path) -> dict[str, float]:
+    store = Store(id=f"bench-{uuid.uuid4().hex[:8]}", url="http://127.0.0.1:1", webhook_secret="x")
+    upsert_store(engine, store)
+    with engine.begin() as conn:
+        rule_id = int(conn.execute(rules.insert().values(
+            store_id=store.id, name="bench", trigger="first_purchase",
+            actions=[{"type": "send_email", "params": {"subject": "x", "html": "x"}, "delay": "day 3"}],
+            exit_conditions=[{"type": "ordered"}, {"type": "unsubscribed"}]).returning(rules.c.id)).scalar_one())
+    now = datetime.now(timezone.utc)
+    # drain: all due a minute ago; steady: parked a day ahead, scheduled once the scheduler runs
+    offset = timedelta(seconds=-60) if scenario == "drain" else timedelta(days=1)
+    dues = [now + offset + timedelta(microseconds=i) for i in range(N)]
+    t_seed = time.perf_counter()
+    seed(engine, store.id, rule_id, dues)
+    seeded = time.perf_counter() - t_seed
+    log = log_dir / f"scheduler-{store.id}.log"
+    proc = start_scheduler(s, store.id, log)
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    ok = False
+    try:
+        if scenario == "steady":
+            deadline = time.monotonic() + 60
+            while "running (clock" not in log.read_text(errors="replace"):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit(f"scheduler did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.1)
+            start = datetime.now(timezone.utc) + timedelta(seconds=LEAD_S)
+            with engine.begin() as conn:  # N steps falling due at `rate` per second from `start`
+                conn.execute(text("""
+                    UPDATE scheduled_steps s SET due_at = :start + make_interval(secs => (x.n - 1) / :rate)
+                    FROM (SELECT idempotency_key, row_number() OVER (ORDER BY idempotency_key) AS n
+                          FROM scheduled_steps WHERE store_id = :s) x
+                    WHERE s.idempotency_key = x.idempotency_key"""), {"start": start, "rate": rate, "s": store.id})
+            if datetime.now(timezone.utc) > start:
+                raise SystemExit(f"scheduling the due times took longer than the {LEAD_S} s lead")
+        deadline = time.monotonic() + 600
+        while pending(engine, store.id) and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"scheduler exited: {(log_dir / f'scheduler-{store.id}.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        cpu = sampler.cpu()
+        ok = True
+    finally:
+        sampler.stop.set()
+        proc.terminate()
+        proc.wait(30)
+        if not ok:  # leave no pending rows behind for the next run
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM scheduled_steps WHERE store_id = :s"), {"s": store.id})
+    with engine.connect() as conn:
+        row = conn.execute(text("""
+            SELECT count(*) AS n, min(emitted_at) AS first, max(emitted_at) AS last,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM emitted_at - due_at)) AS p50,
+                   percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM emitted_at - due_at)) AS p99,
+                   max(extract(epoch FROM emitted_at - due_at)) AS worst
+            FROM scheduled_steps WHERE store_id = :s AND status = 'emitted'"""), {"s": store.id}).mappings().one()
+        conn.execute(text("DELETE FROM scheduled_steps WHERE store_id = :s"), {"s": store.id})
+        conn.execute(text("DELETE FROM rules WHERE store_id = :s"), {"s": store.id})
+        conn.commit()
+    span = (row["last"] - row["first"]).total_seconds()
+    out = {"emitted": float(row["n"]), "seed_s": seeded, "cpu_us_per_step": cpu / N * 1e6,
+           "rss_mb": sampler.rss / 2**20}
+    if scenario == "drain":
+        out["steps_per_s"] = N / span if span else float("inf")
+    else:
+        out.update({"p50_s": float(row["p50"]), "p99_s": float(row["p99"]), "max_s": float(row["worst"]),
+                    "steps_per_s": N / span if span else float("inf")})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--only", choices=["drain", "steady"])
+    ap.add_argument("--rate", type=float, default=5000.0, help="steady: steps falling due per second")
+    ap.add_argument("--threads", type=int, help="emitter loops of the scheduler (default: the setting's default)")
+    args = ap.parse_args()
+    base = Settings()
+    s = base.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:6]}.", "topic_partitions": 12,
+                                **({"scheduler_threads": args.threads} if args.threads else {})})
+    upgrade(s.database_url)
+    create_topics(s)
+    engine = get_engine(s.database_url)
+    log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / "wooflow-bench-scheduler"
+    log_dir.mkdir(exist_ok=True)
+    print(f"# scheduler benchmark: {N:,} pending steps, {args.runs} runs, {s.scheduler_threads} emitter loops, "
+          f"batch {s.scheduler_batch_size}, poll {s.scheduler_poll_s}s, topic prefix {s.topic_prefix}")
+    for scenario in ([args.only] if args.only else ["drain", "steady"]):
+        results = []
+        for i in range(args.runs):
+            r = one_run(s, engine, scenario, args.rate, log_dir)
+            results.append(r)
+            print(f"{scenario} run {i + 1}: " + ", ".join(f"{k}={v:,.3f}" for k, v in r.items()), flush=True)
+        med = {k: statistics.median(r[k] for r in results) for k in results[0]}
+        print(f"{scenario} MEDIAN: " + json.dumps({k: round(v, 4) for k, v in med.items()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Due steps → automation.commands, safely with any number of schedulers.
+
+One round is one PostgreSQL transaction:
+1. claim up to N due rows with `SELECT … FOR UPDATE SKIP LOCKED`: the row locks are the
+   claim. Another scheduler's claim skips them, so two schedulers never hold the same row;
+2. check exit conditions (scheduler/exits.py); a run that exits has its remaining pending
+   steps locked too, and each gets an execution log with status `exited`;
+3. produce the commands (same idempotency key as stored, `not_before` cleared: the step is
+   released now) and the exit logs, and wait for Kafka's acknowledgement (acks=all);
+4. only then mark the rows emitted / exited, and commit.
+
+A crash anywhere before the commit (SIGKILL, lost connection, a failed produce) rolls the
+transaction back: the rows are pending again and the locks gone at once, so the next round
+— of this scheduler after a restart, or of another one — re-emits them with the same
+idempotency keys. The workers claim each key once in `action_executions`, so the effect
+happens once: at-least-once emission + idempotent execution = exactly-once effect. Nothing
+is lost either: a row leaves `pending` only in the transaction that saw its output
+acknowledged. A claim cannot outlive `scheduler_lease_s`: the Kafka flush gives up
+before, and PostgreSQL ends a session idle in its transaction for that long (a hung
+scheduler), releasing the rows to the others.
+
+One tuple write per step (the mark) keeps the table's write load low: no separate
+"claimed" update, no lease to expire before a crashed scheduler's rows move again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, text
+
+from wooflow import metrics
+from wooflow.consumer.rules import RuleCache
+from wooflow.kafka import topics
+from wooflow.kafka.producer import Producer
+from wooflow.scheduler import exits
+from wooflow.scheduler.clock import Clock
+from wooflow.scheduler.steps import command_of
+from wooflow.schemas.codec import Codec
+from wooflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = ("idempotency_key, store_id, customer_key, rule_id, event_id, step, due_at, "
+            "command::text AS command")  # text: orjson parses it several times faster than psycopg's json
+
+_CLAIM = text(f"""
+SELECT {_COLUMNS} FROM scheduled_steps
+WHERE status = 'pending' AND due_at <= :now
+  AND (CAST(:stores AS text[]) IS NULL OR store_id = ANY(CAST(:stores AS text[])))
+ORDER BY due_at
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+""")
+
+# The remaining steps of runs that exit now (they are closed at once, not when they come due).
+_CLAIM_SIBLINGS = text("""
+SELECT s.idempotency_key, s.store_id, s.customer_key, s.rule_id, s.event_id, s.step, s.due_at,
+       s.command::text AS command
+FROM scheduled_steps s
+JOIN unnest(CAST(:stores AS text[]), CAST(:rules AS bigint[]), CAST(:events AS text[])) AS r(store_id, rule_id, event_id)
+  ON s.store_id = r.store_id AND s.rule_id = r.rule_id AND s.event_id = r.event_id
+WHERE s.status = 'pending' AND NOT (s.idempotency_key = ANY(CAST(:claimed AS text[])))
+FOR UPDATE OF s SKIP LOCKED
+""")
+
+# Safety net: a step of a run that already exited (its sibling was locked by another
+# scheduler at the moment the run exited) exits too.
+_EXITED_RUNS = text("""
+SELECT DISTINCT ON (s.store_id, s.rule_id, s.event_id) s.store_id, s.rule_id, s.event_id, s.exit_reason
+FROM scheduled_steps s
+JOIN unnest(CAST(:stores AS text[]), CAST(:rules AS bigint[]), CAST(:events AS text[])) AS r(store_id, rule_id, event_id)
+  ON s.store_id = r.store_id AND s.rule_id = r.rule_id AND s.event_id = r.event_id
+WHERE s.status = 'exited'
+ORDER BY s.store_id, s.rule_id, s.event_id, s.step
+""")
+
+_MARK_EMITTED = text("""
+UPDATE scheduled_steps SET status = 'emitted', emitted_at = :now, claimed_by = :me
+WHERE idempotency_key = ANY(CAST(:keys AS text[])) AND status = 'pending'
+""")
+
+_MARK_EXITED = text("""
+UPDATE scheduled_steps s SET status = 'exited', exit_reason = t.reason, claimed_by = :me
+FROM unnest(CAST(:keys AS text[]), CAST(:reasons AS text[])) AS t(k, reason)
+WHERE s.idempotency_key = t.k AND s.status = 'pending'
+""")
+
+
+def _decoded(rows: Any) -> list[dict[str, Any]]:
+    return [{**r, "command": orjson.loads(r["command"])} for r in rows]
+
+
+def store_scope(settings: Settings) -> list[str] | None:
+    """The stores this scheduler serves (WOOFLOW_SCHEDULER_STORES), None for all."""
+    ids = [s.strip() for s in (settings.scheduler_stores or "").split(",") if s.strip()]
+    return ids or None
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _runs(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    runs = sorted({(r["store_id"], int(r["rule_id"]), r["event_id"]) for r in rows})
+    return {"stores": [a for a, _, _ in runs], "rules": [b for _, b, _ in runs], "events": [c for _, _, c in runs]}
+
+
+def exit_log(row: dict[str, Any], kind: str, reason: str, now: datetime) -> dict[str, Any]:
+    """The execution log of a step that will not run (status `exited`)."""
+    cmd = row["command"]
+    key = row["idempotency_key"]
+    return {
+        "log_id": f"{key}:1:exited",
+        "idempotency_key": key,
+        "store_id": row["store_id"],
+        "customer_key": row["customer_key"],
+        "rule_id": int(row["rule_id"]),
+        "event_id": row["event_id"],
+        "step": int(row["step"]),
+        "action_type": str(cmd.get("action_type", "")),
+        "status": "exited",
+        "message": reason,
+        "attempt": 1,
+        "duration_ms": 0.0,
+        "executed_at": now,
+        "received_at": None,
+        "details_json": json.dumps({"exit": kind, "reason": reason, "due_at": row["due_at"].isoformat(),
+                                    "trigger": cmd.get("trigger")}),
+        "dry_run": False,
+    }
+
+
+class Emitter:
+    def __init__(self, settings: Settings, engine: Engine, producer: Producer, codec: Codec, clock: Clock,
+                 rules: RuleCache, owner: str | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.producer = producer
+        self.codec = codec
+        self.clock = clock
+        self.rules = rules
+        self.owner = owner or owner_id()
+        self.commands_topic = settings.topic(topics.COMMANDS)
+        self.logs_topic = settings.topic(topics.LOGS)
+        self._exits: dict[tuple[int, int], list[exits.ExitCondition]] = {}
+        self.stores = store_scope(settings)
+        # a hung scheduler's claim ends after this (PostgreSQL closes its session)
+        self._idle_ms = max(1000, int(settings.scheduler_lease_s * 1000))
+
+    # --- rules ---------------------------------------------------------------------
+    def _exit_conditions(self, rule_ids: set[int]) -> tuple[dict[int, list[exits.ExitCondition]], set[int]]:
+        """Exit conditions of each rule (current version), and the rules that are gone."""
+        missing = {r for r in rule_ids if self.rules.get(r) is None}
+        if missing:  # a rule created a moment ago may not be in the cache yet
+            self.rules.refresh(force=True)
+        out: dict[int, list[exits.ExitCondition]] = {}
+        gone: set[int] = set()
+        for rid in rule_ids:
+            rule = self.rules.get(rid)
+            if rule is None:
+                gone.add(rid)
+                continue
+            ck = (rid, rule.version)
+            if ck not in self._exits:
+                try:
+                    self._exits[ck] = exits.parse_exits(rule.spec.exit_conditions)
+                except ValueError as exc:
+                    log.error("rule %s has invalid exit conditions, ignored: %s", rid, exc)
+                    self._exits[ck] = []
+            out[rid] = self._exits[ck]
+        return out, gone
+
+    # --- one round -----------------------------------------------------------------
+    def run_once(self) -> int:
+        """Claim and process one batch of due steps; returns how many rows were claimed."""
+        now = self.clock.now()
+        with self.engine.connect() as conn, conn.begin():
+            conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {self._idle_ms}"))
+            rows = _decoded(conn.execute(_CLAIM, {"now": now, "limit": self.settings.scheduler_batch_size,
+                                                  "stores": self.stores}).mappings())
+            if not rows:
+                return 0
+            exited = self._check(conn, rows, now)
+            siblings = self._close_runs(conn, rows, exited) if exited else []
+            emitted, exit_rows, done_at = self._produce(rows, siblings, exited, now)
+            self._mark(conn, emitted, exit_rows, exited, done_at)
+        self._count(rows, exit_rows, exited, done_at)
+        return len(rows)
+
+    def _check(self, conn: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[str, tuple[str, str]]:
+        """idempotency key → (exit kind, reason) for the claimed steps that must not run."""
+        self.rules.refresh()
+        exits_of, gone = self._exit_conditions({int(r["rule_id"]) for r in rows})
+        exited: dict[str, tuple[str, str]] = {}
+        for r in rows:
+            if int(r["rule_id"]) in gone:
+                exited[r["idempotency_key"]] = ("rule_disabled", "rule disabled, deleted or invalid")
+        # Only runs of rules with exit conditions can have exited: the others skip the checks.
+        guarded = [r for r in rows if exits_of.get(int(r["rule_id"])) and r["idempotency_key"] not in exited]
+        if not guarded:
+            return exited
+        done = {(x["store_id"], int(x["rule_id"]), x["event_id"]): x["exit_reason"]
+                for x in conn.execute(_EXITED_RUNS, _runs(guarded)).mappings()}
+        for r in guarded:
+            prior = done.get((r["store_id"], int(r["rule_id"]), r["event_id"]))
+            if prior:
+                exited[r["idempotency_key"]] = ("sequence_exited", f"sequence already exited: {prior}")
+        todo = [exits.view_of(r) for r in guarded if r["idempotency_key"] not in exited]
+        exited.update(exits.check(conn, todo, exits_of, now))
+        return exited
+
+    def _close_runs(self, conn: Connection, rows: list[dict[str, Any]],
+                    exited: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
+        """Lock the remaining steps of every run that exits now; they exit with it."""
+        reason_of_run: dict[tuple[str, int, str], tuple[tuple[str, str], int]] = {}
+        for r in rows:
+            if r["idempotency_key"] in exited:
+                reason_of_run.setdefault((r["store_id"], int(r["rule_id"]), r["event_id"]),
+                                         (exited[r["idempotency_key"]], int(r["step"])))
+        closing = [r for r in rows if r["idempotency_key"] in exited]
+        sibs = _decoded(conn.execute(_CLAIM_SIBLINGS, _runs(closing) | {
+            "claimed": [r["idempotency_key"] for r in rows]}).mappings())
+        for s in sibs:
+            (kind, reason), step = reason_of_run[(s["store_id"], int(s["rule_id"]), s["event_id"])]
+            exited[s["idempotency_key"]] = (kind, f"sequence stopped at step {step}: {reason}")
+        return sibs
+
+    def _produce(self, rows: list[dict[str, Any]], siblings: list[dict[str, Any]],
+                 exited: dict[str, tuple[str, str]], now: datetime
+                 ) -> tuple[list[str], list[dict[str, Any]], datetime]:
+        """Produce and wait for the acknowledgement (raises if any delivery failed)."""
+        emitted: list[str] = []
+        for r in rows:
+            key = r["idempotency_key"]
+            if key in exited:
+                continue
+            cmd = command_of(r["command"])
+            cmd["not_before"] = None  # released now; workers must not defer it again
+            self.producer.produce(self.commands_topic, self.codec.encode("ActionCommand", cmd, self.commands_topic),
+                                  key=f"{r['store_id']}:{r['customer_key']}")
+            emitted.append(key)
+        exit_rows = [r for r in rows + siblings if r["idempotency_key"] in exited]
+        for r in exit_rows:
+            kind, reason = exited[r["idempotency_key"]]
+            rec = exit_log(r, kind, reason, now)
+            self.producer.produce(self.logs_topic, self.codec.encode("ExecutionLog", rec, self.logs_topic),
+                                  key=f"{r['store_id']}:{r['customer_key']}")
+        self.producer.flush(max(1.0, self.settings.scheduler_lease_s * 0.8))
+        return emitted, exit_rows, self.clock.now()
+
+    def _mark(self, conn: Connection, emitted: list[str], exit_rows: list[dict[str, Any]],
+              exited: dict[str, tuple[str, str]], done_at: datetime) -> None:
+        """After Kafka acknowledged: the rows leave `pending` (committed with the claim)."""
+        if emitted:
+            conn.execute(_MARK_EMITTED, {"keys": emitted, "me": self.owner, "now": done_at})
+        if exit_rows:
+            conn.execute(_MARK_EXITED, {"keys": [r["idempotency_key"] for r in exit_rows],
+                                        "reasons": [exited[r["idempotency_key"]][1] for r in exit_rows],
+                                        "me": self.owner})
+
+    def _count(self, rows: list[dict[str, Any]], exit_rows: list[dict[str, Any]],
+               exited: dict[str, tuple[str, str]], done_at: datetime) -> None:
+        emitted: Counter[str] = Counter()
+        for r in rows:
+            if r["idempotency_key"] not in exited:
+                metrics.scheduler_lateness_seconds.observe(max(0.0, (done_at - r["due_at"]).total_seconds()))
+                emitted[r["store_id"]] += 1
+        for store, n in emitted.items():  # labelled children per store, not per step
+            metrics.scheduler_steps.labels(store, "emitted").inc(n)
+            metrics.events_out.labels("scheduler", self.commands_topic, store).inc(n)
+        for store, n in Counter(r["store_id"] for r in exit_rows).items():
+            metrics.scheduler_steps.labels(store, "exited").inc(n)
+            metrics.events_out.labels("scheduler", self.logs_topic, store).inc(n)
+
+    # --- the loop ------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                n = self.run_once()
+                backoff = 0.5
+            except Exception:
+                log.exception("scheduler round failed (its steps stay pending); retrying in %.1fs", backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if n < self.settings.scheduler_batch_size:
+                stop.wait(self.settings.scheduler_poll_s)

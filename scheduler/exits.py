@@ -1,0 +1,255 @@
+"""Exit conditions: checked before each delayed step; when one holds, the sequence stops.
+
+A rule's `exit_conditions` is a list; the first that holds stops the run:
+
+    {"type": "ordered"}          the customer placed an order after the trigger
+                                 (the triggering order itself does not count)
+    {"type": "cart_recovered"}   the abandoned cart of the trigger was ordered, emptied or
+                                 changed (its new abandonment starts a new sequence)
+    {"type": "unsubscribed"}     the customer's newest email consent answer is a withdrawal
+    {"type": "condition", "conditions": TREE}   (or just TREE)
+                                 a condition tree (consumer/conditions.py) over the
+                                 customer's current state holds, e.g. tier equals gold
+
+The checks read current state in bulk (one query per kind per batch of due steps):
+`customer_calendar` (orders, kept by the scheduler's activity reader), `carts`,
+`consents` (workers) and `customer_state` (rule engine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, text
+
+from wooflow.consumer.conditions import ConditionError, Predicate, compile_tree
+
+TYPES = {
+    "ordered": "the customer placed an order after the trigger",
+    "cart_recovered": "the abandoned cart was ordered, emptied or changed",
+    "unsubscribed": "the customer withdrew email consent",
+    "condition": "a condition tree over the customer's state holds",
+}
+ALIASES = {"customer_ordered": "ordered", "ordered_again": "ordered", "order_placed": "ordered",
+           "cart_ordered": "cart_recovered", "unsubscribe": "unsubscribed", "conditions": "condition"}
+
+
+@dataclass(frozen=True)
+class ExitCondition:
+    type: str
+    predicate: Predicate | None = None
+    label: str = ""
+
+
+def parse_exits(items: Iterable[dict[str, Any]] | None, path: str = "exit_conditions") -> list[ExitCondition]:
+    """Validate and compile. Raises ConditionError (a ValueError) whose `path` names the
+    offending element, e.g. `exit_conditions[1].type` or `exit_conditions[0].conditions[2].operator`."""
+    out: list[ExitCondition] = []
+    for i, item in enumerate(items or []):
+        where = f"{path}[{i}]"
+        if isinstance(item, str):
+            item = {"type": item}
+        if not isinstance(item, dict):
+            raise ConditionError(where, 'an exit condition is an object like {"type": "ordered"} or a condition tree')
+        if "type" not in item:  # a bare condition tree over the customer's state
+            pred = compile_tree(item, where)
+            out.append(ExitCondition("condition", pred, f"exit condition met: {describe(item)}"))
+            continue
+        kind = ALIASES.get(str(item.get("type", "")), str(item.get("type", "")))
+        if kind not in TYPES:
+            raise ConditionError(f"{where}.type", f"unknown exit condition {item.get('type')!r}; one of {sorted(TYPES)}")
+        unknown = set(item) - {"type", "label", "conditions", "match"}
+        if unknown:
+            raise ConditionError(f"{where}.{sorted(unknown)[0]}", "unknown key (an exit has type, label and, for "
+                                                                  "type condition, conditions)")
+        label = str(item.get("label") or "")
+        if kind == "condition":
+            tree = item.get("conditions")
+            if not tree:
+                raise ConditionError(f"{where}.conditions", "a condition exit needs a condition tree")
+            if isinstance(tree, list):  # {"type": "condition", "match": ..., "conditions": [...]}
+                tree = {"match": item.get("match", "all"), "conditions": tree}
+                pred = compile_tree(tree, where)
+            else:
+                pred = compile_tree(tree, f"{where}.conditions")
+            out.append(ExitCondition(kind, pred, label or f"exit condition met: {describe(tree)}"))
+        else:
+            out.append(ExitCondition(kind, None, label))
+    return out
+
+
+def describe(tree: dict[str, Any]) -> str:
+    """'tier equals gold and points gt 100' — for the exit reason in the log."""
+    if "field" in tree:
+        return f"{tree.get('field')} {tree.get('operator')} {tree.get('value')}"
+    joiner = " or " if tree.get("match") == "any" else " and "
+    parts = [describe(c) for c in tree.get("conditions") or [] if isinstance(c, dict)]
+    return joiner.join(f"({p})" if (" and " in p or " or " in p) else p for p in parts)
+
+
+@dataclass
+class StepView:
+    """What the checks need from one claimed step."""
+    key: str
+    store_id: str
+    customer_key: str
+    rule_id: int
+    event_id: str
+    step: int
+    trigger_at: datetime
+    trigger_order_id: int | None = None
+    cart_session: str | None = None
+    email: str | None = None
+
+
+def _dt(v: Any) -> datetime | None:
+    if v is None or v == "":
+        return None
+    if isinstance(v, datetime):
+        return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+    try:
+        d = datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+
+
+def view_of(row: dict[str, Any]) -> StepView:
+    """A scheduled_steps row → StepView. When did the run's trigger happen?
+    - runs the scheduler synthesised carry `trigger_at` in their context;
+    - order-triggered runs: the triggering order's creation (store clock, same clock as
+      the later order it is compared with), and that order is excluded;
+    - otherwise the time the rule matched."""
+    cmd = row["command"]
+    try:
+        ctx = orjson.loads(cmd.get("context_json") or "{}")
+    except orjson.JSONDecodeError:
+        ctx = {}
+    order = ctx.get("order") or {}
+    cart = ctx.get("cart") or {}
+    customer = ctx.get("customer") or {}
+    trigger_at = _dt(ctx.get("trigger_at")) or _dt(order.get("date_created")) or _dt(cmd.get("created_at"))
+    billing = order.get("billing") or {}
+    return StepView(
+        key=row["idempotency_key"], store_id=row["store_id"], customer_key=row["customer_key"],
+        rule_id=int(row["rule_id"]), event_id=row["event_id"], step=int(row["step"]),
+        trigger_at=trigger_at or datetime.now(timezone.utc),
+        trigger_order_id=int(order["id"]) if order.get("id") else None,
+        cart_session=cart.get("session_id"),
+        email=(customer.get("email") or billing.get("email") or cart.get("email") or None))
+
+
+_CALENDAR = text("""
+SELECT c.store_id, c.customer_key, c.last_order_at, c.last_order_id
+FROM customer_calendar c
+JOIN unnest(CAST(:stores AS text[]), CAST(:keys AS text[])) AS t(s, k) ON c.store_id = t.s AND c.customer_key = t.k
+""")
+
+_CARTS = text("""
+SELECT c.store_id, c.session_id, c.status, c.recovered_at, c.recovered_order_id, c.last_activity_at,
+       jsonb_array_length(c.items) AS n
+FROM carts c
+JOIN unnest(CAST(:stores AS text[]), CAST(:sessions AS text[])) AS t(s, k) ON c.store_id = t.s AND c.session_id = t.k
+""")
+
+# The newest answer per customer (by key, or by email for guests who never had a key).
+_CONSENT = text("""
+SELECT t.s AS store_id, t.k AS customer_key, (
+    SELECT granted FROM consents c
+    WHERE c.store_id = t.s AND c.channel = 'email'
+      AND (c.customer_key = t.k OR (t.e <> '' AND c.email = lower(t.e)))  -- stored lowercased
+    ORDER BY c.recorded_at DESC, c.id DESC LIMIT 1) AS granted
+FROM unnest(CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:emails AS text[])) AS t(s, k, e)
+""")
+
+_STATE = text("""
+SELECT cs.* FROM customer_state cs
+JOIN unnest(CAST(:stores AS text[]), CAST(:keys AS text[])) AS t(s, k) ON cs.store_id = t.s AND cs.customer_key = t.k
+""")
+
+
+@dataclass
+class _Facts:
+    calendar: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    carts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    consent: dict[tuple[str, str], bool | None] = field(default_factory=dict)
+    state: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+def _load(conn: Connection, views: list[StepView], kinds: set[str]) -> _Facts:
+    f = _Facts()
+    customers = sorted({(v.store_id, v.customer_key) for v in views})
+    stores, keys = [c[0] for c in customers], [c[1] for c in customers]
+    if "ordered" in kinds and customers:
+        for r in conn.execute(_CALENDAR, {"stores": stores, "keys": keys}).mappings():
+            f.calendar[(r["store_id"], r["customer_key"])] = dict(r)
+    if "cart_recovered" in kinds:
+        carts = sorted({(v.store_id, v.cart_session) for v in views if v.cart_session})
+        if carts:
+            for r in conn.execute(_CARTS, {"stores": [c[0] for c in carts], "sessions": [c[1] for c in carts]}).mappings():
+                f.carts[(r["store_id"], r["session_id"])] = dict(r)
+    if "unsubscribed" in kinds and customers:
+        emails = {(v.store_id, v.customer_key): (v.email or "") for v in views}
+        for r in conn.execute(_CONSENT, {"stores": stores, "keys": keys,
+                                         "emails": [emails[c] for c in customers]}).mappings():
+            f.consent[(r["store_id"], r["customer_key"])] = r["granted"]
+    if "condition" in kinds and customers:
+        for r in conn.execute(_STATE, {"stores": stores, "keys": keys}).mappings():
+            f.state[(r["store_id"], r["customer_key"])] = dict(r)
+    return f
+
+
+def _reason(cond: ExitCondition, v: StepView, f: _Facts, now: datetime) -> str | None:
+    if cond.type == "ordered":
+        cal = f.calendar.get((v.store_id, v.customer_key))
+        if cal and cal["last_order_at"] is not None and cal["last_order_at"] >= v.trigger_at \
+                and cal["last_order_id"] != v.trigger_order_id:
+            return f"customer ordered again (order {cal['last_order_id']})"
+        return None
+    if cond.type == "cart_recovered":
+        if not v.cart_session:
+            return None
+        cart = f.carts.get((v.store_id, v.cart_session))
+        if cart is None:
+            return None
+        if cart["recovered_order_id"] is not None and (cart["recovered_at"] is None or cart["recovered_at"] >= v.trigger_at):
+            return f"cart recovered (order {cart['recovered_order_id']})"
+        if cart["n"] == 0:
+            return "cart emptied"
+        if cart["last_activity_at"] > v.trigger_at:
+            # the shopper came back to the cart: if they leave it again, a new sequence starts
+            return "cart changed after it was abandoned"
+        return None
+    if cond.type == "unsubscribed":
+        if f.consent.get((v.store_id, v.customer_key)) is False:
+            return "customer unsubscribed"
+        return None
+    if cond.type == "condition" and cond.predicate is not None:
+        from wooflow.consumer.facts import state_facts
+
+        state = f.state.get((v.store_id, v.customer_key)) or {}
+        if cond.predicate(state_facts(state, now=now)):
+            return cond.label
+    return None
+
+
+def check(conn: Connection, views: list[StepView], exits_of: dict[int, list[ExitCondition]],
+          now: datetime) -> dict[str, tuple[str, str]]:
+    """idempotency key → (exit type, reason) for the steps that must not run."""
+    wanted = [v for v in views if exits_of.get(v.rule_id)]
+    if not wanted:
+        return {}
+    kinds = {c.type for v in wanted for c in exits_of[v.rule_id]}
+    facts = _load(conn, wanted, kinds)
+    out: dict[str, tuple[str, str]] = {}
+    for v in wanted:
+        for cond in exits_of[v.rule_id]:
+            reason = _reason(cond, v, facts, now)
+            if reason:
+                out[v.key] = (cond.type, reason)
+                break
+    return out
