@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from wooflow.consumer.apply import APPLIERS, STATEFUL, no_state
 from wooflow.consumer.commands import build_command, idempotency_key
 from wooflow.consumer.engine import Match, RuleEngine
-from wooflow.consumer.state import Firing, StateBatch
+from wooflow.consumer.state import Firing, StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty
 from wooflow.consumer.values import ms
 
@@ -66,11 +66,14 @@ def record(state: StateBatch, rule: Any, store_id: str, ckey: str, event_id: str
 class BatchProcessor:
     def __init__(self, engine: RuleEngine, db: Engine, loyalty: Callable[[str], Loyalty],
                  full_decode: Callable[[bytes], tuple[str, dict[str, Any]]] | None = None,
-                 latencies: list[float] | None = None) -> None:
+                 latencies: list[float] | None = None,
+                 full_event: Callable[[str, dict[str, Any], bytes | None], dict[str, Any]] | None = None) -> None:
         self.engine = engine
         self.db = db
         self.loyalty = loyalty
         self.full_decode = full_decode
+        self.full_event = full_event  # (schema, hot-path event, raw) → event with logical types
+        self.cache: StateCache | None = None  # the live consumer's rows of earlier batches
         self.latencies = latencies  # per-event apply+match seconds, when someone wants them (benchmarks)
 
     def run(self, items: list[Item], *, now: datetime | None = None, only_rules: set[int] | None = None,
@@ -89,7 +92,7 @@ class BatchProcessor:
                     orders.add((ev["store_id"], int(ev["order_id"])))
         if customers or orders:
             with self.db.connect() as conn:
-                state.load(conn, customers, orders)
+                state.load(conn, customers, orders, None if dry_run or plan_only else self.cache)
 
         lat = self.latencies
         perf = time.perf_counter
@@ -154,6 +157,10 @@ class BatchProcessor:
         return out
 
     def _full(self, it: Item) -> dict[str, Any]:
-        if it.raw is not None and self.full_decode is not None:
+        if it.raw is None:  # not from the hot-path decoder: already complete
+            return it.event
+        if self.full_event is not None:
+            return self.full_event(it.schema, it.event, it.raw)
+        if self.full_decode is not None:
             return self.full_decode(it.raw)[1]
         return it.event

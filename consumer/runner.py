@@ -39,9 +39,10 @@ from wooflow.checkpointing import Checkpoint
 from wooflow.consumer.apply import STATEFUL
 from wooflow.consumer.batch import BatchProcessor, Item
 from wooflow.consumer.decode import EventDecoder
+from wooflow.consumer.delayed import save_delayed
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
-from wooflow.consumer.state import StateBatch
+from wooflow.consumer.state import StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty, loyalty_of
 from wooflow.db.engine import get_engine
 from wooflow.db.tables import stores
@@ -117,7 +118,9 @@ class RuleConsumer:
         self.rules = RuleCache(self.db, fallback_interval=settings.rules_reload_s)
         self.engine = RuleEngine(self.rules)
         self.processor = BatchProcessor(self.engine, self.db, LoyaltyCache(self.db), self.decoder.full,
-                                        latencies=latencies)
+                                        latencies=latencies, full_event=self.decoder.full_event)
+        self.state_cache = StateCache()
+        self.processor.cache = self.state_cache
         instance = settings.instance_id.strip()
         txn_id = None
         producer_conf: dict[str, Any] = {"message.timeout.ms": 300000}  # wait out short broker outages
@@ -204,17 +207,21 @@ class RuleConsumer:
             with self.db.begin() as conn:
                 if pending is not None:
                     pending.save(conn)
-                if delayed and store_delayed is not None:
-                    store_delayed(conn, delayed)
+                if delayed and store_delayed is not None:  # the scheduler is installed: it emits them
+                    save_delayed(conn, delayed)
+        if pending is not None:  # committed (or nothing to write): the rows are what the database has
+            self.state_cache.keep(pending)
 
     # --- rebalancing ------------------------------------------------------------------
     def on_revoke(self, _c: Consumer, parts: list[TopicPartition]) -> None:
+        self.state_cache.clear()  # the cache is a per-ownership hint: start over with the new assignment
         if self.checkpoint is not None:
             self.checkpoint.revoke(parts)
 
     def on_lost(self, _c: Consumer, parts: list[TopicPartition]) -> None:
         # Someone else owns these now: our uncommitted offsets (and the state of a batch
         # not yet saved) would race theirs. Drop them; the new owner re-processes.
+        self.state_cache.clear()
         if self.checkpoint is not None:
             self.checkpoint.forget(parts)
 

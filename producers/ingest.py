@@ -348,18 +348,23 @@ class Ingestor:
                 self._resolve(it, DUPLICATE)
         if not produce:
             return
-        acks = [self._produce(it.topic, it.key, it.value) for it in produce]
+        acks = [self._produce(it.topic, it.key, it.value, it.store_id) for it in produce]
         task = asyncio.create_task(self._await_acks(produce, acks))
         self._ack_tasks.add(task)
         task.add_done_callback(self._ack_tasks.discard)
 
-    def _produce(self, topic: str, key: str, value: bytes) -> asyncio.Future[None]:
+    def _produce(self, topic: str, key: str, value: bytes, store_id: str | None = None) -> asyncio.Future[None]:
         assert self._loop is not None and self._completions is not None
         fut: asyncio.Future[None] = self._loop.create_future()
         cb = self._completions.callback(fut)
+        # `store`/`schema` headers: the rule consumer skips, without decoding, events of
+        # stateless schemas that no rule of the store listens to (consumer/runner.py)
+        schema = topics.SCHEMA_OF_TOPIC.get(topic.removeprefix(self.settings.topic_prefix)) if store_id else None
+        headers: list[tuple[str, str | bytes | None]] | None = \
+            [("store", store_id.encode()), ("schema", schema.encode())] if store_id and schema else None
         for _ in range(200):
             try:
-                self.producer.raw.produce(topic, value=value, key=key, on_delivery=cb)
+                self.producer.raw.produce(topic, value=value, key=key, on_delivery=cb, headers=headers)
                 return fut
             except BufferError:
                 self.producer.raw.poll(0.01)  # local queue full: let reports make room
@@ -522,7 +527,7 @@ class Ingestor:
                 self.outbox_depth = 0
                 metrics.outbox_depth.set(0)
                 return True
-            acks = [self._produce(topic, key, value) for _, topic, key, value, _, _ in rows]
+            acks = [self._produce(topic, key, value, store_id) for _, topic, key, value, store_id, _ in rows]
             try:
                 results = await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True),
                                                  self.settings.delivery_timeout_s + 5)

@@ -11,7 +11,9 @@ Workload: 100 stores × 10 rules (mixed triggers and conditions, tiers configure
 customers per store; events: 30% new orders, 20% order status updates, 10% customers,
 10% products, 30% storefront views. Events are produced first (with the bridge's
 `store`/`schema` headers), then one in-process RuleConsumer (the same code `wooflow rules`
-runs) consumes the backlog; throughput = events / (first batch → last commit).
+runs) consumes the backlog; throughput = events / (first batch → last commit). Each run
+deletes its stores (rules, firings, state, delayed steps) at the end, and a new
+benchmark first deletes what interrupted runs left.
 """
 
 from __future__ import annotations
@@ -210,6 +212,25 @@ def setup(s: Settings, w: Workload) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
+BENCH_STORE = r"^b[0-9a-f]{8}-[0-9]{3}$"  # only this benchmark names stores like that
+
+
+def cleanup(s: Settings, store_ids: list[str] | None = None) -> None:
+    """Delete a run's stores (their rules and firings cascade) and the state and delayed
+    steps it left, or every earlier run's: 1,000 rules per run would otherwise pile up in
+    `rules` and slow down every later full rule reload (and every other consumer's)."""
+    from sqlalchemy import text
+
+    from wooflow.db.engine import get_engine
+
+    where = "store_id = ANY(:ids)" if store_ids is not None else "store_id ~ :pat"
+    params = {"ids": store_ids, "pat": BENCH_STORE}
+    with get_engine(s.database_url).begin() as conn:
+        for table in ("scheduled_steps", "customer_state", "order_state"):
+            conn.execute(text(f"DELETE FROM {table} WHERE {where}"), params)
+        conn.execute(text(f"DELETE FROM stores WHERE {where.replace('store_id', 'id')}"), params)
+
+
 def run_consumer(s: Settings, n: int, profile: bool) -> dict[str, float]:
     from wooflow.consumer.runner import RuleConsumer
 
@@ -338,6 +359,7 @@ def main() -> None:
     from wooflow.db.migrate import upgrade
 
     upgrade(os.environ["DATABASE_URL"])
+    cleanup(Settings())  # leftovers of interrupted runs
     results, naive = [], []
     for r in range(args.runs):
         tag = uuid.uuid4().hex[:8]
@@ -354,6 +376,7 @@ def main() -> None:
             nv = run_naive(s, events, min(args.naive_events, len(events)))
             print("  naive:    " + ", ".join(f"{k}={v:,.1f}" for k, v in nv.items()), flush=True)
             naive.append(nv)
+        cleanup(s, w.stores)
     med = {k: statistics.median(r[k] for r in results) for k in results[0]}
     print(f"\nmedian of {len(results)} runs, {args.events} events, batch {args.batch_size}, "
           f"{STORES} stores x {RULES_PER_STORE} rules:")
