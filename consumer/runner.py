@@ -39,7 +39,6 @@ from wooflow.checkpointing import Checkpoint
 from wooflow.consumer.apply import STATEFUL
 from wooflow.consumer.batch import BatchProcessor, Item
 from wooflow.consumer.decode import EventDecoder
-from wooflow.consumer.delayed import save_delayed
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
 from wooflow.consumer.state import StateBatch, StateCache
@@ -53,6 +52,8 @@ from wooflow.kafka.loop import run_batches
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.settings import Settings
+
+from wooflow.scheduler.clock import get_clock
 
 try:
     from wooflow.scheduler.steps import store_delayed
@@ -136,6 +137,7 @@ class RuleConsumer:
         # for the session timeout of the one that died.
         self.consumer_overrides = {"group.instance.id": f"{settings.rules_group}-{instance}"} if instance else {}
         self.commands_topic = settings.topic(topics.COMMANDS)
+        self.clock = get_clock(settings)
         self.ready = threading.Event()
         self._pending: StateBatch | None = None
         self._delayed: list[dict[str, Any]] = []
@@ -171,14 +173,16 @@ class RuleConsumer:
         self.stats["events"] += len(batch)
 
         started = time.perf_counter()
-        outcome = self.processor.run(items)
+        # the workflow clock (WOOFLOW_CLOCK): delays are measured on the same time as the scheduler's
+        now = self.clock.now()
+        outcome = self.processor.run(items, now=now)
         elapsed = time.perf_counter() - started
         if items:
             metrics.rule_eval_seconds.observe(elapsed / len(items))
         for it, reason, error in outcome.failed:
             dead_letter(self.producer, self.codec, self.settings, it.source, stage="rules", reason=reason, error=error,
                         store_id=it.event.get("store_id"))
-        now = datetime.now(timezone.utc)
+        wall = datetime.now(timezone.utc)  # latency metrics are real time, whatever the clock says
         emitted: Counter[tuple[str, str]] = Counter()
         delayed: list[dict[str, Any]] = []
         for it, cmd in outcome.commands:
@@ -189,7 +193,7 @@ class RuleConsumer:
             self.producer.produce(self.commands_topic, value, key=it.source.key())
             emitted[(cmd["store_id"], cmd["action_type"])] += 1
             if cmd.get("received_at"):
-                metrics.event_to_command_seconds.observe((now - cmd["received_at"]).total_seconds())
+                metrics.event_to_command_seconds.observe((wall - cmd["received_at"]).total_seconds())
         for (store, action), n in emitted.items():
             metrics.commands_emitted.labels(store, action).inc(n)
             metrics.events_out.labels("rules", self.commands_topic, store).inc(n)
@@ -208,7 +212,7 @@ class RuleConsumer:
                 if pending is not None:
                     pending.save(conn)
                 if delayed and store_delayed is not None:  # the scheduler is installed: it emits them
-                    save_delayed(conn, delayed)
+                    store_delayed(conn, delayed)
         if pending is not None:  # committed (or nothing to write): the rows are what the database has
             self.state_cache.keep(pending)
 

@@ -233,9 +233,9 @@ def run_demo(*, duration: float | None, orders_per_second: float, seed: int) -> 
         bridge_url = f"http://127.0.0.1:{bridge_port}"
         roles = Roles(_env(s, bridge_port), log_dir)
         stack.callback(roles.stop)
-        console.print(f"starting roles (logs in {log_dir}): bridge, rules, workers, sink...")
+        console.print(f"starting roles (logs in {log_dir}): bridge, rules, workers, sink, scheduler...")
         roles.start("bridge", "bridge", "--host", "127.0.0.1", "--port", str(bridge_port))
-        for role in ("rules", "workers", "sink"):
+        for role in ("rules", "workers", "sink", "scheduler"):
             roles.start(role, role)
         _wait_http(f"{bridge_url}/readyz")
 
