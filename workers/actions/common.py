@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
 
 from wooflow.workers.errors import ActionError
-from wooflow.workers.registry import ActionContext
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.templating import render
 
 
 def order_id(ctx: ActionContext, action: str) -> str:
@@ -80,3 +83,32 @@ async def find_note(ctx: ActionContext, oid: str, match: Callable[[str], bool]) 
         if created and match(str(note.get("note", ""))) and datetime.fromisoformat(created) >= since:
             return note  # type: ignore[no-any-return]
     return None
+
+
+class SetMeta(BaseAction):
+    """Set one meta key on a WooCommerce resource. A PUT of the same value is idempotent,
+    so a redelivery after a crash needs no `already_applied` search."""
+
+    resource: ClassVar[str]  # "customer" | "order": the id field in results
+
+    class Params(BaseModel):
+        key: str = Field(min_length=1, description="Meta key")
+        value: str = Field("", description="Meta value (Jinja2 template)")
+
+    def target(self, ctx: ActionContext) -> tuple[Any, str]:
+        """(resource id, REST path) of what to change."""
+        raise NotImplementedError
+
+    async def run(self, ctx: ActionContext) -> ActionResult:
+        p: SetMeta.Params = ctx.params  # type: ignore[assignment]
+        rid, path = self.target(ctx)
+        value = render(p.value, ctx.context)
+        await ctx.woo.put(path, {"meta_data": [{"key": p.key, "value": value}]})
+        return ActionResult("succeeded", f"{self.resource} {rid} meta {p.key} set",
+                            {f"{self.resource}_id": rid, "key": p.key, "value": value})
+
+    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+        p: SetMeta.Params = ctx.params  # type: ignore[assignment]
+        rid, _ = self.target(ctx)
+        return ActionResult("dry_run", f"would set {self.resource} {rid} meta {p.key}",
+                            {f"{self.resource}_id": rid, "key": p.key, "value": render(p.value, ctx.context)})

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Connection, text
 
-from wooflow.workers.actions.common import customer_id, require_customer_id
+from wooflow.workers.actions.common import SetMeta, customer_id, require_customer_id
 from wooflow.workers.errors import ActionError
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
 from wooflow.workers.templating import render
@@ -166,24 +166,11 @@ class ChangeCustomerRole(BaseAction):
                                                                                     "role": p.role})
 
 
-class SetCustomerMeta(BaseAction):
+class SetCustomerMeta(SetMeta):
     name: ClassVar[str] = "set_customer_meta"
     description: ClassVar[str] = "Add or update a custom field (user meta) on the customer"
+    resource: ClassVar[str] = "customer"
 
-    class Params(BaseModel):
-        key: str = Field(min_length=1, description="Meta key")
-        value: str = Field("", description="Meta value (Jinja2 template)")
-
-    async def run(self, ctx: ActionContext) -> ActionResult:
-        p: SetCustomerMeta.Params = ctx.params  # type: ignore[assignment]
+    def target(self, ctx: ActionContext) -> tuple[Any, str]:
         cid = require_customer_id(ctx, self.name)
-        value = render(p.value, ctx.context)
-        await ctx.woo.put(f"/customers/{cid}", {"meta_data": [{"key": p.key, "value": value}]})
-        return ActionResult("succeeded", f"customer {cid} meta {p.key} set", {"customer_id": cid, "key": p.key,
-                                                                             "value": value})
-
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
-        p: SetCustomerMeta.Params = ctx.params  # type: ignore[assignment]
-        cid = require_customer_id(ctx, self.name)
-        return ActionResult("dry_run", f"would set customer {cid} meta {p.key}",
-                            {"customer_id": cid, "key": p.key, "value": render(p.value, ctx.context)})
+        return cid, f"/customers/{cid}"

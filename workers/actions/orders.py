@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from wooflow.workers.actions.common import find_note, order_id
+from wooflow.workers.actions.common import SetMeta, find_note, order_id
 from wooflow.workers.errors import ActionError
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
 from wooflow.workers.templating import render
@@ -69,27 +69,14 @@ class ChangeOrderStatus(BaseAction):
         return ActionResult("succeeded", f"order {oid} already {status}", {"order_id": oid, "to": status})
 
 
-class SetOrderMeta(BaseAction):
+class SetOrderMeta(SetMeta):
     name: ClassVar[str] = "set_order_meta"
     description: ClassVar[str] = "Add or update a custom field (meta) on the order"
+    resource: ClassVar[str] = "order"
 
-    class Params(BaseModel):
-        key: str = Field(min_length=1, description="Meta key")
-        value: str = Field("", description="Meta value (Jinja2 template)")
-
-    async def run(self, ctx: ActionContext) -> ActionResult:
-        p: SetOrderMeta.Params = ctx.params  # type: ignore[assignment]
+    def target(self, ctx: ActionContext) -> tuple[Any, str]:
         oid = order_id(ctx, self.name)
-        value = render(p.value, ctx.context)
-        await ctx.woo.put(f"/orders/{oid}", {"meta_data": [{"key": p.key, "value": value}]})
-        return ActionResult("succeeded", f"order {oid} meta {p.key} set", {"order_id": oid, "key": p.key,
-                                                                          "value": value})
-
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
-        p: SetOrderMeta.Params = ctx.params  # type: ignore[assignment]
-        oid = order_id(ctx, self.name)
-        return ActionResult("dry_run", f"would set order {oid} meta {p.key}",
-                            {"order_id": oid, "key": p.key, "value": render(p.value, ctx.context)})
+        return oid, f"/orders/{oid}"
 
 
 async def _order_action(ctx: ActionContext, oid: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
