@@ -108,6 +108,7 @@ def test_webhooks_signed_retried_dead_lettered_and_egress_guarded(settings, engi
             "dns private": hook("http://rebind.test/hook"),
             "dns metadata": hook("http://metadata.test/latest/meta-data/"),
             "redirect loopback": hook(f"{base}/redirect?to=http://127.0.0.1:{port}/ok"),
+            "redirect private": hook(f"{base}/redirect?to=http://10.1.2.3/hook"),
             "redirect metadata": hook(f"{base}/redirect?to=http://169.254.169.254/latest/meta-data/"),
         }
         every = [signed, flaky, down, *refused.values()]
@@ -158,7 +159,7 @@ def test_webhooks_signed_retried_dead_lettered_and_egress_guarded(settings, engi
         assert "loopback" in final(logs[refused["dns loopback (localhost)"]["idempotency_key"]])["message"]
         # the redirects reached the receiver (allowed), their targets did not
         assert sorted(h["to"] for h in receiver.hits["redirect"]) == sorted(
-            [f"http://127.0.0.1:{port}/ok", "http://169.254.169.254/latest/meta-data/"])
+            [f"http://127.0.0.1:{port}/ok", "http://10.1.2.3/hook", "http://169.254.169.254/latest/meta-data/"])
         refused_dlq = [rec for rec in dead if "refused" in rec["error"]]
         assert len(refused_dlq) == len(refused) and {rec["reason"] for rec in refused_dlq} == {"action_error"}
 
