@@ -84,6 +84,29 @@ class Progress:
 
 Reporter = Callable[[Progress], None]
 
+def page_events(info: StoreInfo, resource: str, items: list[dict[str, Any]], since: datetime,
+                source: str) -> tuple[list[Any], list[dict[str, Any]], int]:
+    """One REST page → (events, the items they came from, items that could not be normalised).
+
+    Customers are filtered by date here: WooCommerce's customers endpoint has no
+    modified-after filter."""
+    _, wc_resource = RESOURCES[resource]
+    received = datetime.now(timezone.utc)
+    events: list[Any] = []
+    used: list[dict[str, Any]] = []
+    invalid = 0
+    for item in items:
+        if resource == "customers" and not modified_since(item, since):
+            continue
+        try:
+            events.append(normalise_rest(info, wc_resource, item, source=source, received_at=received))
+            used.append(item)
+        except NormaliseError as exc:
+            invalid += 1
+            log.warning("%s %s/%s: skipping %s %s: %s", source, info.id, resource, wc_resource, item.get("id"), exc)
+    return events, used, invalid
+
+
 
 def _load(engine: Engine, store_id: str, resource: str, since: datetime, restart: bool) -> dict[str, Any]:
     key = {"store_id": store_id, "resource": resource, "since": since}
@@ -105,7 +128,7 @@ def _save(engine: Engine, store_id: str, resource: str, since: datetime, **value
 def backfill_resource(store: Store, resource: str, since: datetime, *, engine: Engine, rest: WooRest,
                       ingest: SyncIngest, report: Reporter, should_stop: Callable[[], bool],
                       restart: bool = False, source: str = "rest") -> Progress:
-    collection, wc_resource = RESOURCES[resource]
+    collection, _ = RESOURCES[resource]
     cp = _load(engine, store.id, resource, since, restart)
     progress = Progress(resource, page=cp["next_page"] - 1, total_pages=cp["total_pages"] or 0,
                         total_items=cp["total_items"] or 0, produced=cp["produced"], duplicates=cp["duplicates"],
@@ -116,16 +139,8 @@ def backfill_resource(store: Store, resource: str, since: datetime, *, engine: E
     info = StoreInfo(store.id, store.timezone, store.currency)
     page: Page
     for page in rest.pages(collection, query(resource, since), start=cp["next_page"]):
-        received = datetime.now(timezone.utc)
-        events = []
-        for item in page.items:
-            if resource == "customers" and not modified_since(item, since):
-                continue
-            try:
-                events.append(normalise_rest(info, wc_resource, item, source=source, received_at=received))
-            except NormaliseError as exc:
-                progress.invalid += 1
-                log.warning("backfill %s/%s: skipping %s %s: %s", store.id, resource, wc_resource, item.get("id"), exc)
+        events, _, invalid = page_events(info, resource, page.items, since, source)
+        progress.invalid += invalid
         produced, duplicates = ingest.submit(events)
         metrics.rest_events.labels(source, store.id).inc(produced)
         progress.page, progress.total_pages, progress.total_items = page.number, page.total_pages, page.total

@@ -20,8 +20,8 @@ from sqlalchemy.dialects.postgresql import insert
 
 from wooflow import metrics
 from wooflow.db.tables import bridge_poller_state as state
-from wooflow.producers.backfill import RESOURCES, modified_since, query
-from wooflow.producers.normalise import NormaliseError, StoreInfo, normalise_rest, parse_time
+from wooflow.producers.backfill import RESOURCES, page_events, query
+from wooflow.producers.normalise import StoreInfo, parse_time
 from wooflow.producers.sync_ingest import SyncIngest
 from wooflow.producers.woo_rest import RestError, Transient, WooRest
 from wooflow.settings import Settings
@@ -54,22 +54,15 @@ def poll_store(store: Store, settings: Settings, engine: Engine, ingest: SyncIng
     now = datetime.now(timezone.utc)
     with WooRest(store, timeout=settings.rest_timeout_s, max_attempts=settings.rest_max_attempts) as rest:
         for resource in resources:
-            collection, wc_resource = RESOURCES[resource]
+            collection, _ = RESOURCES[resource]
             mark = _watermark(engine, store.id, resource, now)
             since = mark - timedelta(seconds=settings.poll_overlap_s)
             newest = mark
             count = 0
             for page in rest.pages(collection, query(resource, since)):
+                events, used, _ = page_events(info, resource, page.items, since, "poller")
                 received = datetime.now(timezone.utc)
-                events = []
-                for item in page.items:
-                    if resource == "customers" and not modified_since(item, since):
-                        continue
-                    try:
-                        events.append(normalise_rest(info, wc_resource, item, source="poller", received_at=received))
-                    except NormaliseError as exc:
-                        log.warning("poller %s: skipping %s %s: %s", store.id, wc_resource, item.get("id"), exc)
-                        continue
+                for item in used:
                     when = parse_time(item.get("date_modified"), timezone.utc, item.get("date_modified_gmt"))
                     if when is not None and when > newest:
                         newest = min(when, received)
