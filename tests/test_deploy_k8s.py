@@ -23,7 +23,7 @@ K8S = ROOT / "deploy" / "k8s"
 SCHEMAS = ROOT / "deploy" / "schemas"
 OVERLAYS = ("dev", "production")
 K8S_VERSION = "1.31.0"  # the oldest Kubernetes minor we support
-ROLES = {"bridge", "rules", "workers", "sink", "scheduler", "api"}
+ROLES = {"bridge", "rules", "workers", "sink", "scheduler", "api", "poller"}
 SCALED_ROLES = {"rules", "workers"}
 # Secrets that production expects to exist already (created by the platform's secret manager).
 EXTERNAL_SECRETS = {"production": {"wooflow-secrets"}}
