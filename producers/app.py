@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from wooflow.db.engine import get_engine
-from wooflow.probes import probe_routes
+from wooflow.probes import all_of, db_ready, probe_routes
 from wooflow.producers.ingest import Ingestor
 from wooflow.producers.storefront import StorefrontReceiver
 from wooflow.producers.tenants import Tenants
@@ -43,7 +43,9 @@ def create_app(settings: Settings) -> Any:
         Route("/storefront/{store_id}/events", storefront.handle, methods=["POST"]),
         Route("/storefront/{store_id}/events", storefront.preflight, methods=["OPTIONS"]),
         Route("/storefront/{store_id}/wooflow.js", storefront.script, methods=["GET"]),
-        *probe_routes(lambda: ingestor.ready),
+        # Ready = the ingest loop runs and PostgreSQL answers (dedupe and the outbox live
+        # there); a Kafka outage alone keeps the bridge ready: the outbox takes the events.
+        *probe_routes(all_of(lambda: ingestor.ready, db_ready(settings.database_url))),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ingestor = ingestor
