@@ -119,28 +119,36 @@ def test_poller_catches_changes_without_webhooks_and_dedupes_with_them(settings,
 
 
 def test_rest_client_backs_off_on_429_and_5xx() -> None:
-    calls: list[int] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(1)
-        if len(calls) == 1:
-            return httpx.Response(429, headers={"Retry-After": "0"})
-        if len(calls) == 2:
-            return httpx.Response(503)
-        return httpx.Response(200, json=[{"id": 1}], headers={"X-WP-TotalPages": "1", "X-WP-Total": "1"})
-
-    store = Store(id="s", url="http://shop.example", webhook_secret="x", consumer_key="ck", consumer_secret="cs")
-    with WooRest(store, transport=httpx.MockTransport(handler), max_attempts=4) as rest:
-        started = time.monotonic()
-        pages = list(rest.pages("orders", {}))
-    assert [p.items for p in pages] == [[{"id": 1}]] and len(calls) == 3
-    assert time.monotonic() - started >= 0.25  # exponential backoff after the 503
-
-    def always_500(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(500)
+    """A store that answers 429, then 503, then the page (over a real socket)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
 
     from wooflow.producers.woo_rest import Transient
 
-    with WooRest(store, transport=httpx.MockTransport(always_500), max_attempts=2) as rest:
-        with pytest.raises(Transient):
-            rest.page("orders", 1, {})
+    calls: list[str] = []
+    mode = {"flaky": True}
+
+    async def orders(request: Request) -> Response:
+        calls.append(request.url.path)
+        if not mode["flaky"]:
+            return Response(status_code=500)
+        if len(calls) == 1:
+            return Response(status_code=429, headers={"Retry-After": "0"})
+        if len(calls) == 2:
+            return Response(status_code=503)
+        return JSONResponse([{"id": 1}], headers={"X-WP-TotalPages": "1", "X-WP-Total": "1"})
+
+    with ServerThread(Starlette(routes=[Route("/wp-json/wc/v3/orders", orders)])) as shop:
+        store = Store(id="s", url=shop.url, webhook_secret="x", consumer_key="ck", consumer_secret="cs")
+        with WooRest(store, max_attempts=4) as rest:
+            started = time.monotonic()
+            pages = list(rest.pages("orders", {}))
+        assert [p.items for p in pages] == [[{"id": 1}]] and len(calls) == 3
+        assert time.monotonic() - started >= 0.25  # exponential backoff after the 503
+
+        mode["flaky"] = False
+        with WooRest(store, max_attempts=2) as rest:
+            with pytest.raises(Transient):
+                rest.page("orders", 1, {})
