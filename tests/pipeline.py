@@ -29,6 +29,23 @@ def add_rule(engine: Engine, store_id: str, rule: dict[str, Any]) -> int:
                                 .returning(rules.c.id)).scalar_one())
 
 
+def connect_store(sim_store: Any, store: Any, bridge_url: str, webhook_topics: tuple[str, ...],
+                  timeout: float = 40.0) -> None:
+    """Once the bridge answers /readyz, point the simulated store's webhooks at it."""
+    import httpx
+
+    def bridge_ready() -> bool:
+        try:
+            return httpx.get(f"{bridge_url}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(bridge_ready, timeout, 0.1, "bridge /readyz")
+    hook = f"{bridge_url}/webhooks/woocommerce/{store.id}"
+    for topic in webhook_topics:
+        sim_store.create_webhook(topic, hook, secret=store.webhook_secret)
+
+
 class Pipeline:
     def __init__(self, settings: Settings, engine: Engine, log_dir: Path, stack: ExitStack,
                  rules: tuple[dict[str, Any], ...] = (), webhook_topics: tuple[str, ...] = ("order.created", "order.updated"),
@@ -49,18 +66,7 @@ class Pipeline:
         for role in self.roles.values():
             stack.callback(role.stop)
             role.start()
-        import httpx
-
-        def bridge_ready() -> bool:
-            try:
-                return httpx.get(f"{self.bridge_url}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(bridge_ready, 30, 0.1, "bridge /readyz")
-        hook = f"{self.bridge_url}/webhooks/woocommerce/{self.store.id}"
-        for topic in webhook_topics:
-            self.sim.store.create_webhook(topic, hook, secret=self.store.webhook_secret)
+        connect_store(self.sim.store, self.store, self.bridge_url, webhook_topics)
 
     def notes(self, order_id: int) -> list[str]:
         return [n.note for n in self.sim.store.get_order_notes(order_id)]

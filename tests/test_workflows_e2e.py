@@ -26,6 +26,7 @@ import httpx
 from aiosmtpd.controller import Controller
 from sqlalchemy import Engine, text
 
+from tests.pipeline import connect_store
 from tests.support import RoleProcess, ServerThread, free_port, make_store, wait_for
 from wooflow.producers.keys import email_hash
 from wooflow.producers.storefront import customer_signature
@@ -111,16 +112,7 @@ class Workflows:
         for role in self.roles.values():
             role.start()
 
-        def bridge_ready() -> bool:
-            try:
-                return httpx.get(f"{self.bridge_url}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(bridge_ready, 40, 0.1, "bridge /readyz")
-        hook = f"{self.bridge_url}/webhooks/woocommerce/{self.store.id}"
-        for topic in webhook_topics:
-            self.sim.store.create_webhook(topic, hook, secret=self.store.webhook_secret)
+        connect_store(self.sim.store, self.store, self.bridge_url, webhook_topics)
 
     # --- time ----------------------------------------------------------------------
     def at(self, delta: timedelta) -> datetime:
