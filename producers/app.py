@@ -23,7 +23,7 @@ from wooflow.stores import StoreCache
 
 def create_app(settings: Settings) -> Any:
     engine = get_engine(settings.database_url)
-    tenants = Tenants(StoreCache(engine, ttl=settings.store_cache_ttl_s), ttl=settings.store_cache_ttl_s)
+    tenants = Tenants(StoreCache(engine, ttl=settings.store_cache_ttl_s))
     ingestor = Ingestor(settings, engine, get_codec(settings.schema_registry_url))
     rest = AsyncWooRest(timeout=min(10.0, settings.rest_timeout_s))
     webhooks = WebhookReceiver(settings, tenants, ingestor, engine, rest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ def _row_to_store(row: Any) -> Store:
                  public_key=m["public_key"], name=m["name"], settings=dict(m["settings"] or {}))
 
 
+MISS = object()
+
+
 class StoreCache:
     """Store rows change rarely; the hot path (every webhook, every command) reads them
     from memory and re-reads the database after `ttl` seconds."""
@@ -47,18 +51,35 @@ class StoreCache:
         self._cache: dict[str, tuple[float, Store | None]] = {}
         self._lock = threading.Lock()
 
-    def get(self, store_id: str) -> Store | None:
-        now = time.monotonic()
+    def peek(self, store_id: str) -> Store | None | object:
+        """A fresh cached answer without any I/O, or MISS."""
         with self._lock:
             hit = self._cache.get(store_id)
-        if hit and now - hit[0] < self.ttl:
+        if hit and time.monotonic() - hit[0] < self.ttl:
             return hit[1]
+        return MISS
+
+    def get(self, store_id: str) -> Store | None:
+        hit = self.peek(store_id)
+        if hit is not MISS:
+            return hit  # type: ignore[return-value]
+        now = time.monotonic()
         with self.engine.connect() as conn:
             row = conn.execute(select(stores).where(stores.c.id == store_id)).first()
         store = _row_to_store(row) if row else None
         with self._lock:
+            if len(self._cache) > 10_000:  # unknown ids probed at random must not grow this forever
+                self._cache.clear()
             self._cache[store_id] = (now, store)
         return store
+
+    async def aget(self, store_id: str) -> Store | None:
+        """For event loops: a fresh entry is answered inline; only a miss hops to a thread
+        (the hop costs more than the lookup, and a database read must not block the loop)."""
+        hit = self.peek(store_id)
+        if hit is not MISS:
+            return hit  # type: ignore[return-value]
+        return await asyncio.to_thread(self.get, store_id)
 
 
 def upsert_store(engine: Engine, store: Store) -> None:

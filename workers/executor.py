@@ -34,7 +34,7 @@ from wooflow import metrics
 from wooflow.consumer.commands import idempotency_key
 from wooflow.schemas.codec import Codec
 from wooflow.settings import Settings
-from wooflow.stores import Store, StoreCache
+from wooflow.stores import StoreCache
 from wooflow.workers import claims, deferred, registry
 from wooflow.workers.batching import Batcher
 from wooflow.workers.claims import Claim, Finish
@@ -106,23 +106,6 @@ def backoff_s(attempt: int, base: float, cap: float) -> float:
     return d / 2 + random.uniform(0, d / 2)
 
 
-class _StoreLookup:
-    """Stores from the StoreCache without a thread hop per command (hit path stays on the loop)."""
-
-    def __init__(self, cache: StoreCache, services: Services, ttl: float) -> None:
-        self.cache, self.services, self.ttl = cache, services, ttl
-        self._hits: dict[str, tuple[float, Store | None]] = {}
-
-    async def get(self, store_id: str) -> Store | None:
-        now = time.monotonic()
-        hit = self._hits.get(store_id)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
-        store = await self.services.db(self.cache.get, store_id)
-        self._hits[store_id] = (now, store)
-        return store
-
-
 class Executor:
     def __init__(self, settings: Settings, engine: Engine, stores: StoreCache, clients: WooClients,
                  services: Services, codec: Codec, commands_topic: str) -> None:
@@ -132,7 +115,7 @@ class Executor:
         self.services = services
         self.codec = codec
         self.commands_topic = commands_topic
-        self.stores = _StoreLookup(stores, services, max(1.0, settings.store_cache_ttl_s))
+        self.stores = stores
         pool = services.db_executor
         lease = settings.action_lease_s
         self.claimer: Batcher[dict[str, Any], Claim] = Batcher(
@@ -361,7 +344,7 @@ class Executor:
 
     async def _context(self, cmd: dict[str, Any], handler: ActionHandler, claimed_at: datetime,
                        steps: dict[int, dict[str, Any]]) -> ActionContext:
-        store = await self.stores.get(cmd["store_id"])
+        store = await self.stores.aget(cmd["store_id"])
         if store is None:
             raise ActionError(f"store {cmd['store_id']!r} is not registered")
         return ActionContext(store=store, command=cmd, params=self._validated(handler, cmd["params_json"]),
