@@ -149,27 +149,14 @@ class Summary:
             c.close()
 
     def lag(self) -> int:
-        from confluent_kafka import ConsumerGroupTopicPartitions
-
         from wooflow.kafka import topics
+        from wooflow.ops.offsets import lag
 
         try:
-            fut = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(self.s.rules_group)])
-            committed = fut[self.s.rules_group].result(5).topic_partitions
-        except Exception:
+            parts = lag(self.s, self.s.rules_group, [self.s.topic(t) for t in topics.EVENT_TOPICS], timeout=5)
+        except Exception:  # the group may not have committed yet: show "-1", keep the demo going
             return -1
-        from confluent_kafka import Consumer
-
-        c = Consumer({"bootstrap.servers": self.s.kafka_bootstrap_servers, "group.id": "wooflow-demo-summary"})
-        try:
-            lag = 0
-            for tp in committed:
-                if tp.topic.removeprefix(self.s.topic_prefix) in topics.EVENT_TOPICS:
-                    hi = c.get_watermark_offsets(tp, timeout=5)[1]
-                    lag += max(0, hi - max(tp.offset, 0))
-            return lag
-        finally:
-            c.close()
+        return sum(p.lag for p in parts)
 
     def render(self, orders_placed: int) -> Group:
         from wooflow.db.tables import execution_logs

@@ -34,6 +34,20 @@ OFFSET_INVALID = -1001
 
 
 @dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None  # None: the group never committed here (lag counts from the low watermark)
+    high: int
+    low: int
+
+    @property
+    def lag(self) -> int:
+        start = self.committed if self.committed is not None else self.low
+        return max(0, self.high - start)
+
+
+@dataclass(frozen=True)
 class Subscription:
     group: str
     topics: tuple[str, ...]
@@ -91,7 +105,8 @@ class LagReporter:
             if high < 0:
                 continue
             done = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
-            lags[(tp.topic, tp.partition)] = max(0, high - (done if done >= 0 else max(low, 0)))
+            lags[(tp.topic, tp.partition)] = PartitionLag(tp.topic, tp.partition, done if done >= 0 else None,
+                                                          high, max(low, 0)).lag
         return lags
 
     def report_once(self) -> dict[tuple[str, int], int]:

@@ -15,25 +15,12 @@ from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupTopicPart
 from confluent_kafka.admin import AdminClient
 
 from wooflow.kafka.config import admin_config
+from wooflow.kafka.lag import PartitionLag
 from wooflow.settings import Settings
 
 
 class OffsetsError(RuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class PartitionLag:
-    topic: str
-    partition: int
-    committed: int | None  # None: the group never committed here
-    high: int
-    low: int
-
-    @property
-    def lag(self) -> int:
-        start = self.committed if self.committed is not None else self.low
-        return max(0, self.high - start)
 
 
 @dataclass(frozen=True)
