@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from wooflow.consumer.apply import APPLIERS, STATEFUL, no_state
-from wooflow.consumer.commands import build_command, idempotency_key
+from wooflow.consumer.commands import build_command, context_of, idempotency_key, to_json
 from wooflow.consumer.engine import Match, RuleEngine
 from wooflow.consumer.state import Firing, StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty
@@ -72,24 +72,33 @@ class BatchProcessor:
         self.db = db
         self.loyalty = loyalty
         self.full_decode = full_decode
-        self.full_event = full_event  # (schema, hot-path event, raw) → event with logical types
+        # (schema, hot-path event, raw) → the event for command contexts: with logical types, or
+        # with their JSON text already (`EventDecoder.json_event`); `to_json` writes both the same
+        self.full_event = full_event
         self.cache: StateCache | None = None  # the live consumer's rows of earlier batches
         self.latencies = latencies  # per-event apply+match seconds, when someone wants them (benchmarks)
 
     def run(self, items: list[Item], *, now: datetime | None = None, only_rules: set[int] | None = None,
-            dry_run: bool = False, plan_only: bool = False) -> Outcome:
+            dry_run: bool = False, plan_only: bool = False, state: StateBatch | None = None) -> Outcome:
         """`plan_only` (dry-run replays) decides everything but builds no command payloads:
-        each planned step is `(item, {"rule_id", "step", "action_type", "idempotency_key"})`."""
-        out = Outcome()
+        each planned step is `(item, {"rule_id", "step", "action_type", "idempotency_key"})`.
+        `state`: rows carried over from earlier batches (a replay, which never saves): only
+        customers and orders not in it yet are read from the database."""
+        out = Outcome() if state is None else Outcome(state=state)
         state = out.state
         customers: set[tuple[str, str]] = set()
         orders: set[tuple[str, int]] = set()
+        known_c, known_o = state.customers, state.orders
         for it in items:
             if it.schema in STATEFUL:
                 ev = it.event
-                customers.add((ev["store_id"], ev["customer_key"]))
+                ck = (ev["store_id"], ev["customer_key"])
+                if ck not in known_c:
+                    customers.add(ck)
                 if it.schema == "OrderEvent":
-                    orders.add((ev["store_id"], int(ev["order_id"])))
+                    ok = (ev["store_id"], int(ev["order_id"]))
+                    if ok not in known_o:
+                        orders.add(ok)
         if customers or orders:
             with self.db.connect() as conn:
                 state.load(conn, customers, orders, None if dry_run or plan_only else self.cache)
@@ -125,6 +134,7 @@ class BatchProcessor:
                 state.load_firings(conn, limited)
         now = now or datetime.now(timezone.utc)
         full: dict[int, dict[str, Any]] = {}
+        contexts: dict[tuple[int, str], str] = {}  # (event, trigger) → context JSON, shared by steps and rules
         for it, m in out.matches:
             ev = it.event
             if m.rule.limited:
@@ -140,17 +150,21 @@ class BatchProcessor:
                                               "idempotency_key": idempotency_key(m.rule.id, ev["event_id"], step)}))
                 continue
             try:
-                fev = full.get(id(it))
-                if fev is None:
-                    fev = full[id(it)] = self._full(it)
                 ctx = m.ctx
-                extra = {"previous_status": ctx.previous_status, "trigger": m.trigger}
-                cstate = ctx.customer.public() if ctx.customer is not None else None
+                ckey = (id(it), m.trigger)
+                context = contexts.get(ckey)
+                if context is None:
+                    fev = full.get(id(it))
+                    if fev is None:
+                        fev = full[id(it)] = self._full(it)
+                    extra = {"previous_status": ctx.previous_status, "trigger": m.trigger}
+                    cstate = ctx.customer.public() if ctx.customer is not None else None
+                    context = contexts[ckey] = to_json(context_of(it.schema, fev, cstate, extra))
                 for step, action in enumerate(m.rule.actions):
                     out.commands.append((it, build_command(
                         rule_id=m.rule.id, rule_version=m.rule.version, step=step, action_type=action.type,
-                        params=action.params, delay_s=action.delay_s, schema=it.schema, event=fev,
-                        trigger=m.trigger, state=cstate, now=now, dry_run=dry_run, extra=extra)))
+                        params=action.params, delay_s=action.delay_s, schema=it.schema, event=ev,
+                        trigger=m.trigger, now=now, dry_run=dry_run, context_json=context)))
             except Exception as exc:
                 log.exception("building commands failed")
                 out.failed.append((it, "evaluation_error", f"{type(exc).__name__}: {exc}"))

@@ -44,6 +44,14 @@ def to_json(obj: Any) -> str:
     return orjson.dumps(obj, default=_jsonable, option=_OPTS).decode()
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _instant(v: Any) -> datetime | None:
+    """A timestamp as a datetime, also from the hot-path decoder's epoch milliseconds."""
+    return EPOCH + timedelta(milliseconds=v) if isinstance(v, int) else v
+
+
 def context_of(schema: str, event: dict[str, Any], state: dict[str, Any] | None = None,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What action templates can see: the resource, the customer state, the store."""
@@ -64,9 +72,12 @@ def context_of(schema: str, event: dict[str, Any], state: dict[str, Any] | None 
 def build_command(*, rule_id: int, rule_version: int, step: int, action_type: str, params: dict[str, Any],
                   delay_s: int, schema: str, event: dict[str, Any], trigger: str,
                   state: dict[str, Any] | None = None, now: datetime | None = None,
-                  dry_run: bool = False, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                  dry_run: bool = False, extra: dict[str, Any] | None = None,
+                  context_json: str | None = None) -> dict[str, Any]:
     """One action step as an ActionCommand record. A delayed step carries `not_before`
-    (now + delay): workers must not execute it earlier; the scheduler holds it."""
+    (now + delay): workers must not execute it earlier; the scheduler holds it.
+    `context_json`: the context, already serialised (the rule consumer shares one between
+    the steps and rules an event fires)."""
     now = now or datetime.now(timezone.utc)
     key = idempotency_key(rule_id, event["event_id"], step)
     subject_type, id_field = SUBJECTS.get(schema, ("event", "event_id"))
@@ -84,10 +95,10 @@ def build_command(*, rule_id: int, rule_version: int, step: int, action_type: st
         "params_json": to_json(params),
         "subject_type": subject_type,
         "subject_id": str(event.get(id_field, "")),
-        "context_json": to_json(context_of(schema, event, state, extra)),
+        "context_json": context_json if context_json is not None else to_json(context_of(schema, event, state, extra)),
         "created_at": now,
         "not_before": now + timedelta(seconds=delay_s) if delay_s else None,
-        "received_at": event.get("received_at"),
+        "received_at": _instant(event.get("received_at")),
         "dry_run": dry_run,
         "attempt": 1,
     }

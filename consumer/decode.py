@@ -13,6 +13,7 @@ cheaper than decoding the bytes again.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import fastavro
@@ -45,11 +46,51 @@ class _Unsupported(Exception):
     """A schema shape the converter does not handle (recursion, ambiguous unions): decode again."""
 
 
+Leaf = Callable[[str, dict[str, Any]], Convert]  # ("bytes-decimal", schema) → converter or None
+
+
+def logical_leaf(kind: str, schema: dict[str, Any]) -> Convert:
+    """fastavro's own reader for the logical type: what a full decode returns."""
+    reader = LOGICAL_READERS.get(kind)
+    return None if reader is None else (lambda v, r=reader, sch=schema: r(v, sch, sch))
+
+
+def decimal_text(unscaled: int, scale: int) -> str:
+    """`commands.to_json`'s text of Decimal(unscaled)·10^-scale ("100", "19.90", "0.125"),
+    with integer arithmetic instead of a Decimal."""
+    sign = "-" if unscaled < 0 else ""
+    digits = str(abs(unscaled)).rjust(scale + 1, "0")
+    whole, frac = (digits[:-scale], digits[-scale:]) if scale > 0 else (digits, "")
+    frac = frac.rstrip("0")
+    if not frac:
+        # Decimal("-0") cannot come out of an integer; whole is digits without leading zeros
+        return sign + str(int(whole))
+    if len(frac) <= 2:
+        frac = frac.ljust(2, "0")
+    return f"{sign}{whole}.{frac}"
+
+
+def json_leaf(kind: str, schema: dict[str, Any]) -> Convert:
+    """Straight to the JSON text `commands.to_json` would write for the logical value."""
+    if kind == "bytes-decimal":
+        scale = int(schema.get("scale", 0))
+        return lambda v: decimal_text(int.from_bytes(v, "big", signed=True), scale)
+    full = logical_leaf(kind, schema)
+    if full is None:
+        return None
+    if kind in ("long-timestamp-millis", "long-timestamp-micros", "long-local-timestamp-millis",
+                "long-local-timestamp-micros", "int-date", "int-time-millis", "long-time-micros"):
+        return lambda v, f=full: f(v).isoformat()
+    return full
+
+
 class _Plan:
     """Compiles an Avro schema (JSON, with logical types) into a function that turns the
-    plain decoding of a record (`_strip`ped schema) into fastavro's logical decoding."""
+    plain decoding of a record (`_strip`ped schema) into what `leaf` makes of each logical
+    value: fastavro's logical decoding (`logical_leaf`), or JSON-ready text (`json_leaf`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, leaf: Leaf = logical_leaf) -> None:
+        self.leaf = leaf
         self.named: dict[str, tuple[Convert, str]] = {}  # full name → (converter, avro type)
 
     def compile(self, s: Any, ns: str = "") -> tuple[Convert, str]:
@@ -69,9 +110,9 @@ class _Plan:
             return self.compile(t, ns)
         lt = s.get("logicalType")
         if lt is not None:
-            reader = LOGICAL_READERS.get(f"{t}-{lt}")
-            if reader is not None:
-                return (lambda v, r=reader, sch=s: r(v, sch, sch)), t
+            conv = self.leaf(f"{t}-{lt}", s)
+            if conv is not None:
+                return conv, t
         if t in ("record", "error"):
             name = s["name"]
             rns = s.get("namespace", ns if "." not in name else name.rsplit(".", 1)[0])
@@ -131,6 +172,7 @@ class EventDecoder:
         self.codec = codec
         self._fast: dict[bytes, tuple[str, Any, Any]] = {}
         self._logical: dict[str, Any] = {}
+        self._json: dict[str, Any] = {}
         if isinstance(codec, SingleObjectCodec):
             cat = codec.catalog
             for fp, writer in cat.by_fingerprint.items():
@@ -139,10 +181,11 @@ class EventDecoder:
                 r = None if writer is latest else _plain(latest)
                 self._fast[fp] = (writer.name, w, r)
             for name in {v.name for v in cat.by_fingerprint.values()}:
-                try:
-                    self._logical[name] = _Plan().compile(cat.latest(name).raw)[0] or (lambda ev: ev)
-                except _Unsupported:
-                    pass  # these events are decoded again in full
+                for plans, leaf in ((self._logical, logical_leaf), (self._json, json_leaf)):
+                    try:
+                        plans[name] = _Plan(leaf).compile(cat.latest(name).raw)[0] or (lambda ev: ev)
+                    except _Unsupported:
+                        pass  # these events are decoded again in full
 
     def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """(schema name, event) with raw decimals/timestamps; DecodeError if unreadable."""
@@ -172,3 +215,12 @@ class EventDecoder:
         if data is None:
             return event
         return self.full(data)[1]
+
+    def json_event(self, schema: str, event: dict[str, Any], data: bytes | None) -> dict[str, Any]:
+        """`full_event` with every decimal and timestamp already as the text `to_json`
+        writes for it: command contexts are JSON, so the Decimal/datetime round trip is
+        skipped (an order's context is serialised once per matching rule)."""
+        conv = self._json.get(schema)
+        if conv is not None:
+            return conv(event)  # type: ignore[no-any-return]
+        return self.full_event(schema, event, data)

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "wooflow_rules"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CompiledRule:
     id: int
     store_id: str
@@ -36,18 +36,15 @@ class CompiledRule:
     spec: RuleSpec
     predicate: Predicate
     options: Check | None
+    # read per event on the hot path: copied out of the pydantic spec once
+    trigger: str = field(init=False)
+    actions: list[Action] = field(init=False)
+    limited: bool = field(init=False)
 
-    @property
-    def trigger(self) -> str:
-        return self.spec.trigger
-
-    @property
-    def actions(self) -> list[Action]:
-        return self.spec.actions
-
-    @property
-    def limited(self) -> bool:
-        return self.spec.frequency.limited
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "trigger", self.spec.trigger)
+        object.__setattr__(self, "actions", self.spec.actions)
+        object.__setattr__(self, "limited", self.spec.frequency.limited)
 
 
 def compile_rule(row: dict[str, Any]) -> CompiledRule:

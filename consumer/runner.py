@@ -13,6 +13,9 @@ shared with cooperative-sticky rebalancing), and per batch:
    Kafka transaction), then commits the state transaction (`before_commit`), then the
    offsets. A crash anywhere re-processes at most the batch, and re-processing is
    harmless: state updates are idempotent, commands carry the same idempotency keys.
+   Outside transactional mode the state transaction runs in a background thread while
+   the next batch is fetched and decoded; that batch waits for it before reading state
+   (step 2), and the offsets move only once it committed (`Checkpoint.settle`).
 
 Delayed steps (`not_before` in the future) are not produced: they are stored with
 `wooflow.scheduler.steps.store_delayed` in the same transaction as the state, and the
@@ -28,6 +31,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -46,6 +50,7 @@ from wooflow.consumer.tiers import Loyalty, loyalty_of
 from wooflow.db.engine import get_engine
 from wooflow.db.tables import stores
 from wooflow.dlq import dead_letter
+from wooflow.gc_tuning import tune_gc
 from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_consumer
 from wooflow.kafka.loop import run_batches
@@ -119,7 +124,7 @@ class RuleConsumer:
         self.rules = RuleCache(self.db, fallback_interval=settings.rules_reload_s)
         self.engine = RuleEngine(self.rules)
         self.processor = BatchProcessor(self.engine, self.db, LoyaltyCache(self.db), self.decoder.full,
-                                        latencies=latencies, full_event=self.decoder.full_event)
+                                        latencies=latencies, full_event=self.decoder.json_event)
         self.state_cache = StateCache()
         self.processor.cache = self.state_cache
         instance = settings.instance_id.strip()
@@ -137,9 +142,13 @@ class RuleConsumer:
         # for the session timeout of the one that died.
         self.consumer_overrides = {"group.instance.id": f"{settings.rules_group}-{instance}"} if instance else {}
         self.commands_topic = settings.topic(topics.COMMANDS)
+        self.stateful_topics = frozenset(settings.topic(t) for t in topics.EVENT_TOPICS
+                                         if topics.SCHEMA_OF_TOPIC[t] in STATEFUL)
         self.clock = get_clock(settings)
         self.ready = threading.Event()
         self._pending: StateBatch | None = None
+        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-save")
+        self._saving: Future[None] | None = None
         self._delayed: list[dict[str, Any]] = []
         self.stats: Counter[str] = Counter()
         self.checkpoint: Checkpoint | None = None
@@ -150,8 +159,10 @@ class RuleConsumer:
         items: list[Item] = []
         consumed: Counter[tuple[str, str]] = Counter()
         triggers = self.rules.triggers
+        stateful = self.stateful_topics
         for msg in batch:
-            store, schema = header_hint(msg)
+            # events that carry state are decoded whatever their headers say: don't read them
+            store, schema = (None, None) if msg.topic() in stateful else header_hint(msg)
             if store is not None and schema is not None and schema not in STATEFUL and not triggers(store, schema):
                 # nothing listens to these events and they carry no state: skip the decoding
                 self.stats["skipped"] += 1
@@ -172,6 +183,9 @@ class RuleConsumer:
             metrics.events_consumed.labels("rules", topic, store).inc(n)
         self.stats["events"] += len(batch)
 
+        if self._saving is not None:  # the previous batch's state: durable and cached before we read
+            saving, self._saving = self._saving, None
+            saving.result()
         started = time.perf_counter()
         # the workflow clock (WOOFLOW_CLOCK): delays are measured on the same time as the scheduler's
         now = self.clock.now()
@@ -203,6 +217,11 @@ class RuleConsumer:
         self.stats["delayed"] += len(delayed)
         self._pending, self._delayed = outcome.state, delayed
 
+    def save_state_in_background(self) -> Future[None]:
+        """Checkpoint's before_commit outside transactions: the write overlaps the next batch."""
+        self._saving = self._saver.submit(self.save_state)
+        return self._saving
+
     def save_state(self) -> None:
         """Checkpoint's before_commit: commands are acknowledged, offsets not yet committed."""
         pending, self._pending = self._pending, None
@@ -218,16 +237,16 @@ class RuleConsumer:
 
     # --- rebalancing ------------------------------------------------------------------
     def on_revoke(self, _c: Consumer, parts: list[TopicPartition]) -> None:
-        self.state_cache.clear()  # the cache is a per-ownership hint: start over with the new assignment
         if self.checkpoint is not None:
-            self.checkpoint.revoke(parts)
+            self.checkpoint.revoke(parts)  # first: waits for a state write still in flight
+        self.state_cache.clear()  # the cache is a per-ownership hint: start over with the new assignment
 
     def on_lost(self, _c: Consumer, parts: list[TopicPartition]) -> None:
         # Someone else owns these now: our uncommitted offsets (and the state of a batch
         # not yet saved) would race theirs. Drop them; the new owner re-processes.
-        self.state_cache.clear()
         if self.checkpoint is not None:
             self.checkpoint.forget(parts)
+        self.state_cache.clear()
 
     def idle(self) -> None:
         self.rules.refresh()
@@ -240,8 +259,10 @@ class RuleConsumer:
                                  [self.settings.topic(t) for t in topics.EVENT_TOPICS],
                                  on_revoke=self.on_revoke, on_lost=self.on_lost, **self.consumer_overrides)
         self.checkpoint = Checkpoint(consumer, self.producer, transactional=self.settings.transactional,
-                                     before_commit=self.save_state)
+                                     before_commit=self.save_state if self.settings.transactional
+                                     else self.save_state_in_background)
         listener.listening.wait(5)
+        tune_gc()
         self.ready.set()
         started = time.monotonic()
         log.info("rule consumer running (group %s, %d rules, transactional=%s)", self.settings.rules_group,
@@ -251,5 +272,6 @@ class RuleConsumer:
                         timeout=self.settings.batch_timeout_s, on_idle=self.idle)
         finally:
             stop.set()
+            self._saver.shutdown(wait=True)
             self.producer.close(5)
         log.info("rule consumer stopped after %.0fs: %s", time.monotonic() - started, dict(self.stats))

@@ -48,6 +48,11 @@ def test_replay_dry_run_then_live_after_adding_a_rule(settings, engine, logs_dir
         assert dry.rules[p.rule_ids[0]].commands == len(big)
         assert topic_size(settings, topics.COMMANDS) == commands_before, "a dry run produces nothing"
         assert all(not any("customs" in n for n in p.notes(o)) for o in orders)
+        # the partitions shared by two processes: the same plan
+        split = replayer.run(spec, workers=2)
+        assert {r: (t.matched, t.commands) for r, t in split.rules.items()} == \
+            {r: (t.matched, t.commands) for r, t in dry.rules.items()}
+        assert split.events == dry.events and topic_size(settings, topics.COMMANDS) == commands_before
 
         live = replayer.run(ReplaySpec(topic=topics.ORDERS, start=start, store=p.store.id, live=True))
         assert (live.rules[customs_id].emitted, live.rules[customs_id].already) == (len(non_eu), 0)

@@ -12,12 +12,20 @@ inside `consume()`, so a revoked partition never has uncommitted work in flight.
 `before_commit` is the place for a role's own durable state (the rule consumer's
 customer state): it runs after the outputs are acknowledged (or written into the open
 transaction) and before the offsets move, so state is never behind committed offsets.
+
+It may also return a Future (the state being written in another thread): then the
+batch's offsets wait in `_inflight` and are committed by `settle()` once it resolved —
+at the next commit, on idle, on a rebalance and on close — so the next batch is fetched
+and decoded while the database writes. At most one batch is in flight, offsets move in
+order, and a failed write raises from `settle()` with the offsets never committed.
+(Not in transactional mode: there the state must be written inside the transaction.)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -30,7 +38,8 @@ _REBALANCING = (KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION,
 
 class Checkpoint:
     def __init__(self, consumer: Consumer, producer: Producer | None, *, transactional: bool = False,
-                 flush_timeout: float = 300.0, before_commit: Callable[[], None] | None = None) -> None:
+                 flush_timeout: float = 300.0,
+                 before_commit: Callable[[], Future[None] | None] | None = None) -> None:
         self.consumer = consumer
         self.before_commit = before_commit
         self.producer = producer
@@ -38,6 +47,7 @@ class Checkpoint:
         self.flush_timeout = flush_timeout
         self._next: dict[tuple[str, int], int] = {}
         self._in_txn = False
+        self._inflight: tuple[Future[None], list[TopicPartition]] | None = None
         if transactional:
             assert producer is not None, "transactional mode needs a transactional producer"
             producer.raw.init_transactions(30)
@@ -60,30 +70,54 @@ class Checkpoint:
             assert self.producer is not None
             if self.before_commit is not None:
                 self.producer.flush(self.flush_timeout)
-                self.before_commit()
+                pending = self.before_commit()
+                if pending is not None:
+                    pending.result()
             if offsets:
                 self.producer.raw.send_offsets_to_transaction(
                     offsets, self.consumer.consumer_group_metadata(), 30)
             if self._in_txn:
                 self.producer.raw.commit_transaction(self.flush_timeout)
                 self._in_txn = False
-        else:
-            if self.producer is not None:
-                self.producer.flush(self.flush_timeout)
-            if self.before_commit is not None:
-                self.before_commit()
-            if offsets:
-                try:
-                    self.consumer.commit(offsets=offsets, asynchronous=False)
-                except KafkaException as exc:
-                    if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() in _REBALANCING:
-                        # The outputs are durable; only the offsets wait. Keep them and commit
-                        # with the next batch (or on revoke); if the partition is lost instead,
-                        # its new owner re-processes the batch, which is idempotent.
-                        log.info("offset commit deferred, group is rebalancing: %s", exc.args[0].str())
-                        return
-                    raise
+            self._next.clear()
+            return
+        if self.producer is not None:
+            self.producer.flush(self.flush_timeout)
+        self.settle()
+        pending = self.before_commit() if self.before_commit is not None else None
         self._next.clear()
+        if pending is not None:
+            self._inflight = (pending, offsets)
+            return
+        self._commit_offsets(offsets)
+
+    def settle(self, lost: Iterable[tuple[str, int]] = ()) -> None:
+        """Wait for the batch whose state is still being written, then commit its offsets
+        (except those of `lost` partitions). Raises what the write raised."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return
+        pending, offsets = inflight
+        pending.result()
+        gone = set(lost)
+        self._commit_offsets([tp for tp in offsets if (tp.topic, tp.partition) not in gone])
+
+    def _commit_offsets(self, offsets: list[TopicPartition]) -> None:
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() in _REBALANCING:
+                # The outputs are durable; only the offsets wait. Keep them and commit with
+                # the next batch (or on revoke); if the partition is lost instead, its new
+                # owner re-processes the batch, which is idempotent. A newer offset of the
+                # same partition, already tracked, supersedes this one.
+                log.info("offset commit deferred, group is rebalancing: %s", exc.args[0].str())
+                for tp in offsets:
+                    self._next.setdefault((tp.topic, tp.partition), tp.offset)
+                return
+            raise
 
     def abort(self) -> None:
         """Drop the batch: its offsets are not committed, so it will be consumed again."""
@@ -98,6 +132,7 @@ class Checkpoint:
         while we still own them (outputs are already durable: pending offsets here are ones
         whose commit was deferred by an earlier rebalance). If that fails too, forget them:
         the next owner re-processes, idempotently."""
+        self.settle()
         mine = [TopicPartition(p.topic, p.partition, self._next[(p.topic, p.partition)])
                 for p in partitions if (p.topic, p.partition) in self._next]
         if not mine or self.transactional:
@@ -111,5 +146,6 @@ class Checkpoint:
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Partitions lost in a rebalance: their offsets can no longer be committed by us."""
+        self.settle(lost=[(p.topic, p.partition) for p in partitions])
         for p in partitions:
             self._next.pop((p.topic, p.partition), None)

@@ -48,6 +48,7 @@ def run_batches(
                 elif err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
             if not good:
+                checkpoint.settle()  # nothing new: let the offsets of the last batch catch up
                 if on_idle:
                     on_idle()
                 continue
@@ -61,4 +62,8 @@ def run_batches(
                 checkpoint.track(m)
             checkpoint.commit()
     finally:
+        try:
+            checkpoint.settle()
+        except Exception:  # the batch is re-processed after a restart, idempotently
+            log.exception("the last batch's state could not be written; its offsets stay uncommitted")
         consumer.close()

@@ -192,6 +192,7 @@ def replay_command(
     rule: Annotated[Optional[list[int]], typer.Option(help="Only these rule ids (repeatable)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would fire; change nothing")] = False,
     live: Annotated[bool, typer.Option("--live", help="Emit commands that have not executed yet")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Processes sharing the topic's partitions (e.g. one per core)")] = 1,
 ) -> None:
     """Replay a range of an event topic through the rules (dry run or live)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -210,7 +211,7 @@ def replay_command(
         with Progress(TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=err) as bar:
             task = bar.add_task(s.topic(topic), total=total)
-            summary = replayer.run(spec, progress=lambda n: bar.advance(task, n))
+            summary = replayer.run(spec, progress=lambda n: bar.advance(task, n), workers=workers)
     except ReplayError as exc:
         _fail(str(exc))
     mode = "live" if live else "dry run"
@@ -223,6 +224,7 @@ def replay_command(
         table.add_row(*row)
     out.print(table)
     out.print(f"{summary.events} events in {summary.seconds:.1f}s ({summary.rate:,.0f}/s); "
-              f"{summary.skipped_store} other stores, {summary.undecodable} undecodable, {summary.failed} failed")
+              f"{summary.skipped_store} other stores, {summary.skipped_unwatched} with no rule listening (not decoded), "
+              f"{summary.undecodable} undecodable, {summary.failed} failed")
     if not live:
         out.print("[yellow]dry run[/yellow]: nothing was emitted or written")

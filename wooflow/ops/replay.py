@@ -17,6 +17,8 @@ never disturbs the live groups' offsets.
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import time
 import uuid
 from collections import Counter
@@ -32,12 +34,18 @@ from wooflow.consumer.batch import BatchProcessor, Item
 from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
-from wooflow.consumer.runner import LoyaltyCache
+from wooflow.consumer.apply import STATEFUL
+from wooflow.consumer.runner import LoyaltyCache, header_hint
+from wooflow.consumer.state import StateBatch
 from wooflow.db.engine import get_engine
+from wooflow.gc_tuning import tune_gc
 from wooflow.kafka import topics
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.settings import Settings
+
+
+MAX_CARRIED = 300_000  # customer + order rows a replay keeps between batches
 
 
 class ReplayError(ValueError):
@@ -70,6 +78,7 @@ class Summary:
     events: int = 0
     decoded: int = 0
     skipped_store: int = 0
+    skipped_unwatched: int = 0  # no state and no rule listening: not even decoded
     undecodable: int = 0
     failed: int = 0
     seconds: float = 0.0
@@ -93,6 +102,29 @@ def executed_keys(db: Engine, keys: list[str]) -> set[str]:
         return set()
     with db.connect() as conn:
         return set(conn.execute(_EXECUTED, {"keys": keys}).scalars())
+
+
+def _share(bounds: list[tuple[int, int, int]], workers: int) -> list[list[tuple[int, int, int]]]:
+    """Partitions dealt out to `workers` groups, the biggest first to the lightest group."""
+    groups: list[list[tuple[int, int, int]]] = [[] for _ in range(max(1, min(workers, len(bounds))))]
+    load = [0] * len(groups)
+    for b in sorted(bounds, key=lambda b: b[2] - b[1], reverse=True):
+        i = load.index(min(load))
+        groups[i].append(b)
+        load[i] += b[2] - b[1]
+    return [g for g in groups if g]
+
+
+def merge(summaries: list[Summary]) -> Summary:
+    out = Summary()
+    for sm in summaries:
+        for f in ("events", "decoded", "skipped_store", "skipped_unwatched", "undecodable", "failed"):
+            setattr(out, f, getattr(out, f) + getattr(sm, f))
+        for rid, t in sm.rules.items():
+            mine = out.rules.setdefault(rid, RuleTally())
+            for f in ("matched", "commands", "emitted", "already"):
+                setattr(mine, f, getattr(mine, f) + getattr(t, f))
+    return out
 
 
 def _bounds(consumer: Consumer, name: str, spec: ReplaySpec, timeout: float) -> list[tuple[int, int, int]]:
@@ -130,8 +162,10 @@ class Replayer:
         self.decoder = EventDecoder(self.codec)
         self.db = get_engine(s.database_url)
         self.rules = RuleCache(self.db)
-        self.processor = BatchProcessor(RuleEngine(self.rules), self.db, LoyaltyCache(self.db), self.decoder.full)
+        self.processor = BatchProcessor(RuleEngine(self.rules), self.db, LoyaltyCache(self.db), self.decoder.full,
+                                        full_event=self.decoder.json_event)
         self._loaded = False
+        self._state = StateBatch()
 
     def plan(self, spec: ReplaySpec, timeout: float = 10.0) -> list[tuple[int, int, int]]:
         consumer = Consumer({"bootstrap.servers": self.s.kafka_bootstrap_servers, "group.id": "wooflow-replay-plan"})
@@ -140,30 +174,102 @@ class Replayer:
         finally:
             consumer.close()
 
-    def run(self, spec: ReplaySpec, progress: Callable[[int], None] | None = None) -> Summary:
+    def run(self, spec: ReplaySpec, progress: Callable[[int], None] | None = None, workers: int = 1) -> Summary:
+        """Replay `spec`; with `workers` > 1 the partitions are shared among that many
+        forked processes (a customer's events are all in one partition, so each process
+        sees whole customers)."""
         if spec.topic not in topics.EVENT_TOPICS:
             raise ReplayError(f"only event topics can be replayed through the rules: {', '.join(topics.EVENT_TOPICS)}")
         # Compiling every rule takes a while with many stores: once per Replayer, then only
         # when the rules changed (the cheap fingerprint check).
         self.rules.refresh(force=not self._loaded)
+        if not self._loaded:
+            tune_gc()
         self._loaded = True
         if spec.rules:
             unknown = set(spec.rules) - {r for r in spec.rules if self.rules.get(r) is not None}
             if unknown:
                 raise ReplayError(f"no enabled rule with id {sorted(unknown)}")
+        started = time.perf_counter()
+        bounds = self.plan(spec)
+        groups = _share(bounds, workers)
+        if len(groups) <= 1:
+            summary = self._replay(spec, bounds, progress)
+        else:
+            summary = self._replay_forked(spec, groups, progress)
+        summary.seconds = time.perf_counter() - started
+        for rid in summary.rules:
+            rule = self.rules.get(rid)
+            summary.names[rid] = rule.spec.name if rule else "?"
+        return summary
+
+    def _replay_forked(self, spec: ReplaySpec, groups: list[list[tuple[int, int, int]]],
+                       progress: Callable[[int], None] | None) -> Summary:
+        # fork, not spawn: the children start at once with the rules already compiled. No
+        # Kafka client is open here (plan() closed its consumer); each child opens its own,
+        # and its own database connections.
+        ctx = multiprocessing.get_context("fork")
+        done = ctx.Value("q", 0)
+        results: Any = ctx.Queue()
+        procs = [ctx.Process(target=self._child, args=(spec, g, done, results), daemon=True) for g in groups]
+        for proc in procs:
+            proc.start()
+        summaries: list[Summary] = []
+        errors: list[str] = []
+        reported = 0
+        try:
+            while len(summaries) + len(errors) < len(procs):
+                try:
+                    kind, payload = results.get(timeout=0.2)
+                    (summaries if kind == "ok" else errors).append(payload)
+                except queue.Empty:
+                    if not any(p.is_alive() for p in procs) and results.empty():
+                        errors.append("a replay process died without a result")
+                        break
+                if progress is not None and done.value > reported:
+                    progress(done.value - reported)
+                    reported = done.value
+        finally:
+            for proc in procs:
+                proc.join(5)
+                if proc.is_alive():
+                    proc.kill()
+        if progress is not None and done.value > reported:
+            progress(done.value - reported)
+        if errors:
+            raise ReplayError("; ".join(errors))
+        return merge(summaries)
+
+    def _child(self, spec: ReplaySpec, bounds: list[tuple[int, int, int]], done: Any, results: Any) -> None:
+        self.db.dispose(close=False)  # the parent's pooled connections are the parent's
+
+        def count(n: int) -> None:
+            with done.get_lock():
+                done.value += n
+        try:
+            results.put(("ok", self._replay(spec, bounds, count)))
+        except Exception as exc:  # reported by the parent
+            results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+    def _replay(self, spec: ReplaySpec, bounds: list[tuple[int, int, int]],
+                progress: Callable[[int], None] | None) -> Summary:
+        summary = Summary()
+        if not bounds:
+            return summary
+        # Rows read once per run and carried from batch to batch (a replay never saves them;
+        # applying events is idempotent, so carrying them or re-reading them decides alike).
+        self._state = StateBatch()
         name = self.s.topic(spec.topic)
         consumer = Consumer({"bootstrap.servers": self.s.kafka_bootstrap_servers,
                              "group.id": f"wooflow-replay-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
                              "isolation.level": "read_committed", "fetch.max.bytes": 52428800})
         producer = Producer(self.s) if spec.live else None
-        summary = Summary()
-        started = time.perf_counter()
         try:
-            bounds = _bounds(consumer, name, spec, 10.0)
-            if not bounds:
-                return summary
             consumer.assign([TopicPartition(name, p, first) for p, first, _ in bounds])
             ends = {p: end for p, _, end in bounds}
+            # what the rule consumer skips undecoded (runner.handle), the replay skips too
+            peek = spec.store is not None or topics.SCHEMA_OF_TOPIC[spec.topic] not in STATEFUL
+            only = set(spec.rules) if spec.rules else None
             open_parts = set(ends)
             while open_parts:
                 batch: list[Item] = []
@@ -179,6 +285,17 @@ class Replayer:
                     if m.offset() >= ends[m.partition()] - 1:
                         open_parts.discard(m.partition())
                     summary.events += 1
+                    if peek:
+                        store, schema = header_hint(m)
+                        if spec.store is not None and store is not None and store != spec.store:
+                            summary.skipped_store += 1  # state is per store: nothing of this one matters
+                            continue
+                        if store is not None and schema is not None and schema not in STATEFUL:
+                            wanted = self.rules.triggers(store, schema)
+                            if not wanted or (only is not None and not any(
+                                    r.id in only for t in wanted for r in self.rules.for_trigger(store, t))):
+                                summary.skipped_unwatched += 1
+                                continue
                     value = m.value() or b""
                     try:
                         schema, event = self.decoder.decode(value)
@@ -202,17 +319,15 @@ class Replayer:
                 producer.flush(60)
         finally:
             consumer.close()
-            summary.seconds = time.perf_counter() - started
-        for rid in summary.rules:
-            rule = self.rules.get(rid)
-            summary.names[rid] = rule.spec.name if rule else "?"
         return summary
 
     def _process(self, batch: list[Item], spec: ReplaySpec, summary: Summary, producer: Producer | None) -> None:
         if not batch:
             return
         out = self.processor.run(batch, only_rules=set(spec.rules) if spec.rules else None, dry_run=not spec.live,
-                                 plan_only=not spec.live)
+                                 plan_only=not spec.live, state=self._state)
+        if len(self._state.customers) + len(self._state.orders) > MAX_CARRIED:
+            self._state = StateBatch()  # bounded memory: read again from the database
         summary.failed += len(out.failed)
         for _, m in out.matches:
             summary.rules.setdefault(m.rule.id, RuleTally()).matched += 1
