@@ -69,6 +69,13 @@ def test_replay_dry_run_then_live_after_adding_a_rule(settings, engine, logs_dir
             assert len([n for n in notes if "big order" in n]) == (1 if is_big else 0), (o, notes)
 
         only = replayer.run(ReplaySpec(topic=topics.ORDERS, start=start, store=p.store.id, rules=frozenset({customs_id})))
-        assert set(only.rules) == {customs_id}
+        assert set(only.rules) == {customs_id} and only.rules[customs_id].commands == len(non_eu)
+        # a rule on customers' events: nothing of the orders topic can fire it, nothing is decoded
+        signup_id = add_rule(engine, p.store.id, {"name": "Signup", "trigger": "new_customer",
+                                                  "actions": [{"type": "add_customer_tag", "params": {"tag": "new"}}]})
+        other = replayer.run(ReplaySpec(topic=topics.ORDERS, start=start, store=p.store.id,
+                                        rules=frozenset({signup_id})))
+        assert other.events >= len(orders) and other.skipped_unwatched == other.events and other.decoded == 0
+        assert not other.rules
         with pytest.raises(ReplayError, match="no enabled rule"):
             replayer.run(ReplaySpec(topic=topics.ORDERS, start=start, rules=frozenset({10**9})))

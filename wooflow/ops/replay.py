@@ -34,7 +34,6 @@ from wooflow.consumer.batch import BatchProcessor, Item
 from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
-from wooflow.consumer.apply import STATEFUL
 from wooflow.consumer.runner import LoyaltyCache, header_hint
 from wooflow.consumer.state import StateBatch
 from wooflow.db.engine import get_engine
@@ -161,7 +160,7 @@ class Replayer:
         self.codec = get_codec(s.schema_registry_url)
         self.decoder = EventDecoder(self.codec)
         self.db = get_engine(s.database_url)
-        self.rules = RuleCache(self.db)
+        self.rules = RuleCache(self.db, fallback_interval=0)  # every run checks the (cheap) fingerprint
         self.processor = BatchProcessor(RuleEngine(self.rules), self.db, LoyaltyCache(self.db), self.decoder.full,
                                         full_event=self.decoder.json_event)
         self._loaded = False
@@ -267,9 +266,19 @@ class Replayer:
         try:
             consumer.assign([TopicPartition(name, p, first) for p, first, _ in bounds])
             ends = {p: end for p, _, end in bounds}
-            # what the rule consumer skips undecoded (runner.handle), the replay skips too
-            peek = spec.store is not None or topics.SCHEMA_OF_TOPIC[spec.topic] not in STATEFUL
+            # The replay never saves state, and every event of a topic has the topic's schema:
+            # an event of a store where no (selected) rule listens to that schema can change
+            # nothing this replay reports, whatever state it carries. Skipped undecoded.
             only = set(spec.rules) if spec.rules else None
+            listened: dict[tuple[str, str], bool] = {}
+
+            def listening(store: str, schema: str) -> bool:
+                hit = listened.get((store, schema))
+                if hit is None:
+                    wanted = self.rules.triggers(store, schema)
+                    hit = listened[(store, schema)] = bool(wanted) and (only is None or any(
+                        r.id in only for t in wanted for r in self.rules.for_trigger(store, t)))
+                return hit
             open_parts = set(ends)
             while open_parts:
                 batch: list[Item] = []
@@ -285,17 +294,14 @@ class Replayer:
                     if m.offset() >= ends[m.partition()] - 1:
                         open_parts.discard(m.partition())
                     summary.events += 1
-                    if peek:
-                        store, schema = header_hint(m)
-                        if spec.store is not None and store is not None and store != spec.store:
-                            summary.skipped_store += 1  # state is per store: nothing of this one matters
+                    store, schema = header_hint(m)
+                    if store is not None and schema is not None:
+                        if spec.store is not None and store != spec.store:
+                            summary.skipped_store += 1
                             continue
-                        if store is not None and schema is not None and schema not in STATEFUL:
-                            wanted = self.rules.triggers(store, schema)
-                            if not wanted or (only is not None and not any(
-                                    r.id in only for t in wanted for r in self.rules.for_trigger(store, t))):
-                                summary.skipped_unwatched += 1
-                                continue
+                        if not listening(store, schema):
+                            summary.skipped_unwatched += 1
+                            continue
                     value = m.value() or b""
                     try:
                         schema, event = self.decoder.decode(value)
