@@ -280,11 +280,13 @@ class Replayer:
                         r.id in only for t in wanted for r in self.rules.for_trigger(store, t)))
                 return hit
             open_parts = set(ends)
+            # consume() returns early only with a full batch: ask for no more than is left, so
+            # the last batch does not wait out the timeout (it still does where offsets hold no
+            # message — transaction markers, compacted records — and positions settle it)
+            left = sum(end - first for _, first, end in bounds)
             while open_parts:
                 batch: list[Item] = []
-                # consume() waits for a full batch or the timeout: keep the timeout short so the
-                # tail of each partition does not cost a second
-                msgs = consumer.consume(spec.batch_size, 0.1)
+                msgs = consumer.consume(max(1, min(spec.batch_size, left)), 0.1)
                 for m in msgs:
                     if m.error() or m.partition() not in open_parts:
                         continue
@@ -294,6 +296,7 @@ class Replayer:
                     if m.offset() >= ends[m.partition()] - 1:
                         open_parts.discard(m.partition())
                     summary.events += 1
+                    left -= 1
                     store, schema = header_hint(m)
                     if store is not None and schema is not None:
                         if spec.store is not None and store != spec.store:
