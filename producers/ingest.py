@@ -75,7 +75,7 @@ class OutboxFull(Unavailable):
     pass
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     event_id: str
     store_id: str
@@ -123,39 +123,109 @@ def bridge_producer(settings: Settings, on_error: Callable[[KafkaError], None]) 
     return Producer(settings, **overrides)
 
 
+Report = Callable[[BaseException | None], None]
+
+
 class _Completions:
-    """Delivery reports arrive on librdkafka's poll thread; resolve futures in the loop
-    with one wake-up per burst instead of one per message."""
+    """Delivery reports, served by `poll()` on the event loop itself (see `_DeliveryPump`):
+    no thread taking the GIL once per report. A report served anywhere else (the final
+    flush at shutdown, in a worker thread) is handed to the loop, one wake-up per burst."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._items: list[tuple[asyncio.Future[Any], KafkaError | None]] = []
+        self._loop_thread = threading.get_ident()
+        self._items: list[tuple[Report, KafkaError | None]] = []
         self._lock = threading.Lock()
         self._scheduled = False
 
-    def callback(self, fut: asyncio.Future[Any]) -> Callable[[KafkaError | None, Message], None]:
-        def done(err: KafkaError | None, _msg: Message) -> None:
-            with self._lock:
-                self._items.append((fut, err))
-                if self._scheduled:
-                    return
-                self._scheduled = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:  # loop closed at shutdown
-                pass
-        return done
+    def callback(self, target: Report) -> Callable[[KafkaError | None, Message], None]:
+        return functools.partial(self._report, target)
+
+    def future(self, fut: asyncio.Future[Any]) -> Callable[[KafkaError | None, Message], None]:
+        return self.callback(functools.partial(_settle, fut))
+
+    def _report(self, target: Report, err: KafkaError | None, _msg: Message) -> None:
+        if threading.get_ident() == self._loop_thread:
+            target(None if err is None else KafkaException(err))
+            return
+        with self._lock:
+            self._items.append((target, err))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # loop closed at shutdown
+            pass
 
     def _drain(self) -> None:
         with self._lock:
             items, self._items, self._scheduled = self._items, [], False
-        for fut, err in items:
-            if fut.done():
-                continue
-            if err is None:
-                fut.set_result(None)
-            else:
-                fut.set_exception(KafkaException(err))
+        for target, err in items:
+            target(None if err is None else KafkaException(err))
+
+
+class _DeliveryPump:
+    """Serves librdkafka's delivery reports and error callbacks from the event loop:
+    `poll(0)` every `busy_s` while messages await their acknowledgement, every `idle_s`
+    otherwise (error callbacks: the breaker). A poll thread instead took the GIL from the
+    loop for every report, which cost the loop more than the reports themselves.
+    (uvloop's timers have millisecond resolution: below 1 ms this would spin.)"""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, poll: Callable[[float], int], pending: Callable[[], int],
+                 busy_s: float = 0.001, idle_s: float = 0.05) -> None:
+        self.loop, self.poll, self.pending = loop, poll, pending
+        self.busy_s, self.idle_s = busy_s, idle_s
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+
+    def start(self) -> None:
+        self._tick()
+
+    def kick(self) -> None:
+        """Messages were just produced: make sure the next poll comes soon."""
+        if self._due - self.loop.time() > self.busy_s and self._handle is not None:
+            self._handle.cancel()
+            self._schedule(self.busy_s)
+
+    def _schedule(self, delay: float) -> None:
+        self._due = self.loop.time() + delay
+        self._handle = self.loop.call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        try:
+            self.poll(0)
+        except Exception:  # noqa: BLE001 - a failing callback must not stop the pump
+            log.exception("serving Kafka delivery reports failed")
+        self._schedule(self.busy_s if self.pending() else self.idle_s)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+def _settle(fut: asyncio.Future[Any], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
+
+
+class _Batch:
+    """Events produced together: each caller is answered as soon as Kafka acknowledges its
+    event; the ones Kafka refused fall back to the outbox together once every report is in,
+    and `finished` resolves after that."""
+
+    __slots__ = ("items", "left", "failed", "finished")
+
+    def __init__(self, items: list[_Item], finished: asyncio.Future[None]) -> None:
+        self.items = items
+        self.left = len(items)
+        self.failed: list[tuple[_Item, BaseException]] = []
+        self.finished = finished
 
 
 class Ingestor:
@@ -171,11 +241,15 @@ class Ingestor:
         self._inflight: dict[str, asyncio.Future[str]] = {}
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._done_ids: list[str] = []
-        self._ack_tasks: set[asyncio.Task[None]] = set()
+        self._batches: set[_Batch] = set()  # produced, not every report in yet (or falling back)
+        self._fallbacks: set[asyncio.Task[None]] = set()
+        self._headers: dict[tuple[str, str], list[tuple[str, str | bytes | None]] | None] = {}
+        self._claims = dedupe.AsyncClaims(engine)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._completions: _Completions | None = None
+        self._pump: _DeliveryPump | None = None
         self._conn: Connection | None = None
         self._dconn: Connection | None = None  # the drainer's own (autocommit, advisory lock)
         self._stopping = False
@@ -190,7 +264,8 @@ class Ingestor:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._completions = _Completions(self._loop)
-        self.producer.start_polling()
+        self._pump = _DeliveryPump(self._loop, self.producer.raw.poll, lambda: len(self.producer.raw))
+        self._pump.start()
         self._task = asyncio.create_task(self._run(), name="bridge-ingest")
 
     async def stop(self) -> None:
@@ -202,13 +277,16 @@ class Ingestor:
                 await asyncio.wait_for(self._task, 15)
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - shutting down regardless
                 self._task.cancel()
-        if self._ack_tasks:
-            await asyncio.wait(self._ack_tasks, timeout=self.settings.delivery_timeout_s + 1)
+        if self._batches:
+            await asyncio.wait([b.finished for b in self._batches], timeout=self.settings.delivery_timeout_s + 1)
         if self._done_ids:
             await asyncio.to_thread(self._db, lambda c: dedupe.mark_done(c, self._take_done()))
+        if self._pump is not None:
+            self._pump.stop()
         await asyncio.to_thread(self.producer.close, 5.0)
         if self._conn is not None:
             self._conn.close()
+        await self._claims.close()
 
     @property
     def ready(self) -> bool:
@@ -329,14 +407,9 @@ class Ingestor:
     # --- direct path ---------------------------------------------------------------------
     async def _direct(self, items: list[_Item]) -> None:
         done = self._take_done()
-        stale = self.settings.claim_stale_s
-
-        def claim(c: Connection) -> set[str]:
-            dedupe.mark_done(c, done)
-            return dedupe.claim(c, [i.event_id for i in items], [i.store_id for i in items], stale_s=stale)
-
         try:
-            claimed = await asyncio.to_thread(self._db, claim)
+            claimed = await self._claims.claim([i.event_id for i in items], [i.store_id for i in items], done,
+                                               stale_s=self.settings.claim_stale_s)
         except Exception:
             self._done_ids.extend(done)
             raise
@@ -348,44 +421,80 @@ class Ingestor:
                 self._resolve(it, DUPLICATE)
         if not produce:
             return
-        acks = [self._produce(it.topic, it.key, it.value, it.store_id) for it in produce]
-        task = asyncio.create_task(self._await_acks(produce, acks))
-        self._ack_tasks.add(task)
-        task.add_done_callback(self._ack_tasks.discard)
-
-    def _produce(self, topic: str, key: str, value: bytes, store_id: str | None = None) -> asyncio.Future[None]:
         assert self._loop is not None and self._completions is not None
-        fut: asyncio.Future[None] = self._loop.create_future()
-        cb = self._completions.callback(fut)
-        # `store`/`schema` headers: the rule consumer skips, without decoding, events of
-        # stateless schemas that no rule of the store listens to (consumer/runner.py)
-        schema = topics.SCHEMA_OF_TOPIC.get(topic.removeprefix(self.settings.topic_prefix)) if store_id else None
-        headers: list[tuple[str, str | bytes | None]] | None = \
-            [("store", store_id.encode()), ("schema", schema.encode())] if store_id and schema else None
+        batch = _Batch(produce, self._loop.create_future())
+        self._batches.add(batch)
+        report = self._completions.callback
+        for n, it in enumerate(produce):
+            exc = self._send(it.topic, it.key, it.value, it.store_id, report(functools.partial(self._ack, batch, n)))
+            if exc is not None:
+                self._ack(batch, n, exc)
+
+    def _ack(self, batch: _Batch, n: int, exc: BaseException | None) -> None:
+        it = batch.items[n]
+        if exc is None:
+            self._done_ids.append(it.event_id)
+            self._resolve(it, PRODUCED)
+        else:
+            batch.failed.append((it, exc))
+        batch.left -= 1
+        if batch.left:
+            return
+        if batch.failed:
+            task = asyncio.get_running_loop().create_task(self._fallback(batch))
+            self._fallbacks.add(task)
+            task.add_done_callback(self._fallbacks.discard)
+        else:
+            self._finish(batch)
+
+    def _finish(self, batch: _Batch) -> None:
+        self._batches.discard(batch)
+        if not batch.finished.done():
+            batch.finished.set_result(None)
+
+    def _send(self, topic: str, key: str, value: bytes, store_id: str | None,
+              on_delivery: Callable[[KafkaError | None, Message], None]) -> BaseException | None:
+        """Hand one message to librdkafka; the error when it refused it outright."""
+        hkey = (topic, store_id or "")
+        if hkey in self._headers:
+            headers = self._headers[hkey]
+        else:
+            # `store`/`schema` headers: the rule consumer skips, without decoding, events of
+            # stateless schemas that no rule of the store listens to (consumer/runner.py)
+            schema = topics.SCHEMA_OF_TOPIC.get(topic.removeprefix(self.settings.topic_prefix)) if store_id else None
+            headers = [("store", store_id.encode()), ("schema", schema.encode())] if store_id and schema else None
+            if len(self._headers) < 10_000:
+                self._headers[hkey] = headers
         for _ in range(200):
             try:
-                self.producer.raw.produce(topic, value=value, key=key, on_delivery=cb, headers=headers)
-                return fut
+                self.producer.raw.produce(topic, value=value, key=key, on_delivery=on_delivery, headers=headers)
+                if self._pump is not None:
+                    self._pump.kick()
+                return None
             except BufferError:
                 self.producer.raw.poll(0.01)  # local queue full: let reports make room
             except KafkaException as exc:
-                fut.set_exception(exc)
-                return fut
-        fut.set_exception(KafkaException(KafkaError(KafkaError._QUEUE_FULL)))
+                return exc
+        return KafkaException(KafkaError(KafkaError._QUEUE_FULL))
+
+    def _produce(self, topic: str, key: str, value: bytes, store_id: str | None = None) -> asyncio.Future[None]:
+        """One message with its own future (outbox drain, dead letters)."""
+        assert self._loop is not None and self._completions is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        exc = self._send(topic, key, value, store_id, self._completions.future(fut))
+        if exc is not None:
+            fut.set_exception(exc)
         return fut
 
-    async def _await_acks(self, items: list[_Item], acks: list[asyncio.Future[None]]) -> None:
-        results = await asyncio.gather(*acks, return_exceptions=True)
-        failed = []
-        for it, res in zip(items, results):
-            if isinstance(res, BaseException):
-                failed.append(it)
-            else:
-                self._done_ids.append(it.event_id)
-                self._resolve(it, PRODUCED)
-        if not failed:
-            return
-        errors = [e for e in (results[items.index(i)] for i in failed) if isinstance(e, BaseException)]
+    async def _fallback(self, batch: _Batch) -> None:
+        try:
+            await self._to_outbox_after_failure(batch.failed)
+        finally:
+            self._finish(batch)
+
+    async def _to_outbox_after_failure(self, failures: list[tuple[_Item, BaseException]]) -> None:
+        failed = [it for it, _ in failures]
+        errors = [exc for _, exc in failures]
         reason = str(errors[0])
         log.warning("%d events not acknowledged by Kafka (%s): writing them to the outbox", len(failed), reason)
         if any(permanent_error(e) is None for e in errors):
@@ -423,8 +532,8 @@ class Ingestor:
     async def _to_outbox(self, items: list[_Item]) -> None:
         # Direct batches still awaiting acks land (or fall back to the outbox) first:
         # their events are older than these.
-        if self._ack_tasks:
-            await asyncio.wait(set(self._ack_tasks))
+        if self._batches:
+            await asyncio.wait([b.finished for b in self._batches])
         if self.outbox_depth + len(items) > self.settings.outbox_max_rows:
             metrics.outbox_rejected.inc(len(items))
             for it in items:

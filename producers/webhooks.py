@@ -42,6 +42,8 @@ from wooflow.stores import Store
 log = logging.getLogger(__name__)
 
 _PING = re.compile(rb"^webhook_id=\d+$")
+_WANTED = frozenset({b"content-length", b"content-type", b"x-wc-webhook-signature", b"x-wc-webhook-topic",
+                     b"x-wc-webhook-resource", b"x-wc-webhook-event", b"x-wc-webhook-id"})
 
 
 class JSON(Response):
@@ -109,7 +111,11 @@ class WebhookReceiver:
 
     async def asgi(self, scope: Any, receive: Any, send: Any, store_id: str) -> None:
         """The hot path as a bare ASGI handler: no Request/Response objects per delivery."""
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {}
+        for k, v in scope["headers"]:
+            k = k.lower()
+            if k in _WANTED:  # only what `process` reads: decoding every header cost more
+                headers[k.decode("latin-1")] = v.decode("latin-1")
         limit = self.settings.max_body_bytes
         body: bytes | Exception
         declared = headers.get("content-length", "")

@@ -111,11 +111,14 @@ def bridge(host: Annotated[Optional[str], typer.Option(help="Listen address")] =
     """Run the WooCommerce bridge: webhooks → Kafka."""
     import uvicorn
 
+    from wooflow.gc_tuning import BRIDGE_THRESHOLDS, tune_gc
     from wooflow.producers.app import create_app
 
     s = get_settings()
     setup_logging(s)
-    uvicorn.run(create_app(s), host=host or s.bridge_host, port=port or s.bridge_port, log_level="warning",
+    app = create_app(s)
+    tune_gc(BRIDGE_THRESHOLDS)  # the modules, schemas and app built so far live as long as the process
+    uvicorn.run(app, host=host or s.bridge_host, port=port or s.bridge_port, log_level="warning",
                 access_log=False)
 
 

@@ -81,6 +81,7 @@ async def run(args: argparse.Namespace, requests: list[bytes]) -> dict:
     statuses: dict[int, int] = {}
     it = iter(requests)
     start = time.perf_counter()
+    cpu_start = time.process_time()
     deadline = start + args.duration
 
     if args.mode == "max":
@@ -125,6 +126,7 @@ async def run(args: argparse.Namespace, requests: list[bytes]) -> dict:
             tasks.append(asyncio.create_task(one(req, scheduled)))
         await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     for _, w in conns:
         w.close()
     latencies.sort()
@@ -135,7 +137,9 @@ async def run(args: argparse.Namespace, requests: list[bytes]) -> dict:
     ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
     return {"mode": args.mode, "rate": args.rate, "connections": args.connections, "elapsed_s": round(elapsed, 3),
             "requests": sum(statuses.values()), "ok": ok, "statuses": statuses, "ok_per_s": round(ok / elapsed, 1),
-            "p50_ms": round(pct(0.50), 2), "p99_ms": round(pct(0.99), 2), "max_ms": round(pct(1.0), 2)}
+            "p50_ms": round(pct(0.50), 2), "p99_ms": round(pct(0.99), 2), "max_ms": round(pct(1.0), 2),
+            # the load generator's own CPU per request (it shares the cores with the bridge)
+            "cpu_us_per_req": round(cpu / max(1, sum(statuses.values())) * 1e6, 1)}
 
 
 def main() -> None:

@@ -7,6 +7,10 @@ Uses KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL when set, else starts the local brok
 PostgreSQL the way `wooflow dev up` does (in a throw-away state dir). The bridge runs as
 `wooflow bridge` (uvicorn, uvloop + httptools) in its own process; the load generator
 (loadgen.py) in another. Reports medians over the runs, and the bridge's peak RSS.
+
+CPU per webhook is reported for the bridge (all threads, and its event-loop thread alone,
+with how busy that thread was), for the broker + PostgreSQL, and for the load generator:
+all of them share the machine's cores. `--py-spy OUT` profiles the first closed-loop run.
 """
 
 from __future__ import annotations
@@ -79,6 +83,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rates", default="500,1000")
+    ap.add_argument("--py-spy", metavar="OUT", help="profile the bridge with py-spy during the first "
+                    "closed-loop run: collapsed stacks of the threads holding the GIL, written to OUT (py-spy must "
+                    "be installed: pip install py-spy)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wooflow-bench-"))
     kafka, db, state = services(tmp)
@@ -120,9 +127,12 @@ def main() -> None:
 
         svc = service_procs(kafka, db)
 
+        def main_thread_cpu() -> float:
+            return sum(sum(t[1:3]) for t in proc.threads() if t.id == bridge.pid)
+
         def loadgen(*extra: str, seed: str) -> dict:
             nonlocal peak_rss
-            cpu0, svc0 = sum(proc.cpu_times()[:2]), services_cpu(svc)
+            cpu0, svc0, main0 = sum(proc.cpu_times()[:2]), services_cpu(svc), main_thread_cpu()
             p = subprocess.Popen([sys.executable, str(HERE / "loadgen.py"), "--url", url, "--secret",
                                   store.webhook_secret, "--duration", str(args.duration), "--seed", seed, *extra],
                                  stdout=subprocess.PIPE, text=True)
@@ -131,9 +141,13 @@ def main() -> None:
                 time.sleep(0.2)
             out = p.stdout.read() if p.stdout else ""
             result = json.loads(out.strip().splitlines()[-1])
+            result["loadgen_cpu_us_per_req"] = result.pop("cpu_us_per_req")
             # CPU the bridge process spent per request (all its threads): independent of how
             # busy the machine is, unlike the wall-clock numbers.
             result["cpu_us_per_req"] = round((sum(proc.cpu_times()[:2]) - cpu0) / max(1, result["requests"]) * 1e6, 1)
+            # ... of which on the event-loop (main) thread, the one that serialises the requests
+            result["main_cpu_us_per_req"] = round((main_thread_cpu() - main0) / max(1, result["requests"]) * 1e6, 1)
+            result["main_thread_busy"] = round((main_thread_cpu() - main0) / result["elapsed_s"], 2)
             # Broker + PostgreSQL CPU per request (backends that ended mid-run are not counted).
             result["svc_cpu_us_per_req"] = round((services_cpu(svc) - svc0) / max(1, result["requests"]) * 1e6, 1)
             return result
@@ -143,7 +157,15 @@ def main() -> None:
         for rate in args.rates.split(","):
             results[rate] = []
         for run in range(args.runs):
+            spy = None
+            if args.py_spy and run == 0 and Path(sys.executable).with_name("py-spy").exists():
+                spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(bridge.pid),
+                                        "-d", str(int(args.duration)), "-r", "250", "-f", "raw", "--threads",
+                                        "--nonblocking", "--gil", "-o", args.py_spy],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             results["max"].append(loadgen("--mode", "max", "--connections", str(args.connections), seed=f"m{run}"))
+            if spy is not None:
+                spy.wait(30)
             for rate in args.rates.split(","):
                 results[rate].append(loadgen("--mode", "rate", "--rate", rate, "--connections",
                                              str(args.connections), seed=f"r{rate}-{run}"))
@@ -161,6 +183,9 @@ def main() -> None:
             "bridge_cpu_us_per_webhook": med(results["max"], "cpu_us_per_req"),
             "broker_and_postgres_cpu_us_per_webhook": med(results["max"], "svc_cpu_us_per_req"),
             "bridge_cpu_us_runs": [r["cpu_us_per_req"] for r in results["max"]],
+            "bridge_event_loop_thread_cpu_us_per_webhook": med(results["max"], "main_cpu_us_per_req"),
+            "bridge_event_loop_thread_busy": med(results["max"], "main_thread_busy"),
+            "loadgen_cpu_us_per_webhook": med(results["max"], "loadgen_cpu_us_per_req"),
             "load_average_1m_at_end": round(os.getloadavg()[0], 2),
             "non_2xx": sum(r["requests"] - r["ok"] for rows in results.values() for r in rows),
             "bridge_peak_rss_mb": round(peak_rss / 2**20, 1),

@@ -4,13 +4,14 @@ Two ways to wait for durability:
 - batch roles (rules, workers, sink) produce many messages and `flush()` once before
   their checkpoint commits offsets; any failed delivery raises, so offsets never move
   past an output that was not acknowledged;
-- the bridge awaits `send()` per webhook: a background thread serves delivery reports
-  and resolves asyncio futures, so the HTTP answer goes out only after acks=all.
+- the bridge (`producers/ingest.py`) serves delivery reports with `raw.poll()` on its
+  event loop and answers each webhook only once its own acks=all report arrived;
+- the workers produce with their own callbacks and serve reports from a thread
+  (`start_polling`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import Any
 
@@ -63,8 +64,10 @@ class Producer:
     def poll(self, timeout: float = 0) -> int:
         return self._p.poll(timeout)
 
-    # --- async mode (bridge) ---------------------------------------------------------
+    # --- background delivery reports (workers) ------------------------------------------
     def start_polling(self) -> None:
+        """Serve delivery reports from a thread, for callers that produce with their own
+        `on_delivery` callbacks through `raw` and never flush per batch (the workers)."""
         if self._poller is None:
             self._poller = threading.Thread(target=self._poll_forever, name="kafka-delivery", daemon=True)
             self._poller.start()
@@ -72,30 +75,6 @@ class Producer:
     def _poll_forever(self) -> None:
         while not self._stop.is_set():
             self._p.poll(0.05)
-
-    async def send(self, topic: str, value: bytes, key: str | bytes | None = None, headers: Headers = None) -> Message:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Message] = loop.create_future()
-
-        def done(err: KafkaError | None, msg: Message) -> None:
-            def resolve() -> None:
-                if fut.done():
-                    return
-                if err is not None:
-                    fut.set_exception(DeliveryFailed(err.str()))
-                else:
-                    fut.set_result(msg)
-            loop.call_soon_threadsafe(resolve)
-
-        while True:
-            try:
-                self._p.produce(topic, value=value, key=key, headers=headers, on_delivery=done)
-                break
-            except BufferError:
-                await asyncio.sleep(0.01)
-            except KafkaException as exc:
-                raise DeliveryFailed(str(exc)) from exc
-        return await fut
 
     # --- transactions ---------------------------------------------------------------
     @property
