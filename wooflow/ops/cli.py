@@ -208,10 +208,16 @@ def replay_command(
     replayer = Replayer(s)
     try:
         total = sum(end - first for _, first, end in replayer.plan(spec))
+        # Refreshed from this thread only: with --workers the replay forks, and a refresh
+        # thread holding the terminal's lock at that moment would leave it locked in the child.
         with Progress(TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=err) as bar:
+                      TimeRemainingColumn(), console=err, auto_refresh=False) as bar:
             task = bar.add_task(s.topic(topic), total=total)
-            summary = replayer.run(spec, progress=lambda n: bar.advance(task, n), workers=workers)
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+                bar.refresh()
+            summary = replayer.run(spec, progress=advance, workers=workers)
     except ReplayError as exc:
         _fail(str(exc))
     mode = "live" if live else "dry run"
