@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     rules_group: str = Field("wooflow-rules", description="Consumer group of the rule consumers")
     workers_group: str = Field("wooflow-workers", description="Consumer group of the action workers")
     sink_group: str = Field("wooflow-sink", description="Consumer group of the log sink")
-    batch_size: int = Field(500, description="Max messages per consumer batch")
+    batch_size: int = Field(2000, description="Max messages per consumer batch")  # bench/rules: 2000 gives ~1.45x the events/s of 500
     batch_timeout_s: float = Field(0.2, description="Max wait to fill a consumer batch")
     transactional: bool = Field(False, description="Rule consumer uses Kafka transactions (exactly-once)")
     # rule consumer
