@@ -65,9 +65,9 @@ class Checkpoint:
         return dict(self._next)
 
     def commit(self) -> None:
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._next.items()]
         if self.transactional:
             assert self.producer is not None
+            offsets = [TopicPartition(t, p, o) for (t, p), o in self._next.items()]
             if self.before_commit is not None:
                 self.producer.flush(self.flush_timeout)
                 pending = self.before_commit()
@@ -84,6 +84,8 @@ class Checkpoint:
         if self.producer is not None:
             self.producer.flush(self.flush_timeout)
         self.settle()
+        # after settle(): offsets it could not commit (a rebalance) are back in _next
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._next.items()]
         pending = self.before_commit() if self.before_commit is not None else None
         self._next.clear()
         if pending is not None:
