@@ -67,14 +67,14 @@ class BatchProcessor:
     def __init__(self, engine: RuleEngine, db: Engine, loyalty: Callable[[str], Loyalty],
                  full_decode: Callable[[bytes], tuple[str, dict[str, Any]]] | None = None,
                  latencies: list[float] | None = None,
-                 full_event: Callable[[str, dict[str, Any], bytes | None], dict[str, Any]] | None = None) -> None:
+                 context_event: Callable[[str, dict[str, Any], bytes | None], dict[str, Any]] | None = None) -> None:
         self.engine = engine
         self.db = db
         self.loyalty = loyalty
         self.full_decode = full_decode
         # (schema, hot-path event, raw) → the event for command contexts: with logical types, or
         # with their JSON text already (`EventDecoder.json_event`); `to_json` writes both the same
-        self.full_event = full_event
+        self.context_event = context_event
         self.cache: StateCache | None = None  # the live consumer's rows of earlier batches
         self.latencies = latencies  # per-event apply+match seconds, when someone wants them (benchmarks)
 
@@ -173,8 +173,8 @@ class BatchProcessor:
     def _full(self, it: Item) -> dict[str, Any]:
         if it.raw is None:  # not from the hot-path decoder: already complete
             return it.event
-        if self.full_event is not None:
-            return self.full_event(it.schema, it.event, it.raw)
+        if self.context_event is not None:
+            return self.context_event(it.schema, it.event, it.raw)
         if self.full_decode is not None:
             return self.full_decode(it.raw)[1]
         return it.event

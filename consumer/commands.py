@@ -13,6 +13,8 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from wooflow.consumer.values import to_datetime
+
 SUBJECTS = {"OrderEvent": ("order", "order_id"), "CustomerEvent": ("customer", "customer_id"),
             "ProductEvent": ("product", "product_id"), "StorefrontEvent": ("session", "session_id")}
 RESOURCE_FIELD = {"OrderEvent": "order", "CustomerEvent": "customer", "ProductEvent": "product"}
@@ -42,14 +44,6 @@ _OPTS = orjson.OPT_NON_STR_KEYS
 def to_json(obj: Any) -> str:
     # orjson: command contexts carry whole orders, and this runs once per command
     return orjson.dumps(obj, default=_jsonable, option=_OPTS).decode()
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def _instant(v: Any) -> datetime | None:
-    """A timestamp as a datetime, also from the hot-path decoder's epoch milliseconds."""
-    return EPOCH + timedelta(milliseconds=v) if isinstance(v, int) else v
 
 
 def context_of(schema: str, event: dict[str, Any], state: dict[str, Any] | None = None,
@@ -98,7 +92,7 @@ def build_command(*, rule_id: int, rule_version: int, step: int, action_type: st
         "context_json": context_json if context_json is not None else to_json(context_of(schema, event, state, extra)),
         "created_at": now,
         "not_before": now + timedelta(seconds=delay_s) if delay_s else None,
-        "received_at": _instant(event.get("received_at")),
+        "received_at": to_datetime(event.get("received_at")),  # hot-path events carry epoch ms
         "dry_run": dry_run,
         "attempt": 1,
     }

@@ -14,8 +14,8 @@ shared with cooperative-sticky rebalancing), and per batch:
    offsets. A crash anywhere re-processes at most the batch, and re-processing is
    harmless: state updates are idempotent, commands carry the same idempotency keys.
    Outside transactional mode the state transaction runs in a background thread while
-   the next batch is fetched and decoded; that batch waits for it before reading state
-   (step 2), and the offsets move only once it committed (`Checkpoint.settle`).
+   the next batch is fetched and decoded; that batch settles it (`Checkpoint.settle`:
+   waits for the write, then commits its offsets) before reading state (step 2).
 
 Delayed steps (`not_before` in the future) are not produced: they are stored with
 `wooflow.scheduler.steps.store_delayed` in the same transaction as the state, and the
@@ -124,7 +124,7 @@ class RuleConsumer:
         self.rules = RuleCache(self.db, fallback_interval=settings.rules_reload_s)
         self.engine = RuleEngine(self.rules)
         self.processor = BatchProcessor(self.engine, self.db, LoyaltyCache(self.db), self.decoder.full,
-                                        latencies=latencies, full_event=self.decoder.json_event)
+                                        latencies=latencies, context_event=self.decoder.json_event)
         self.state_cache = StateCache()
         self.processor.cache = self.state_cache
         instance = settings.instance_id.strip()
@@ -148,7 +148,6 @@ class RuleConsumer:
         self.ready = threading.Event()
         self._pending: StateBatch | None = None
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-save")
-        self._saving: Future[None] | None = None
         self._delayed: list[dict[str, Any]] = []
         self.stats: Counter[str] = Counter()
         self.checkpoint: Checkpoint | None = None
@@ -183,9 +182,8 @@ class RuleConsumer:
             metrics.events_consumed.labels("rules", topic, store).inc(n)
         self.stats["events"] += len(batch)
 
-        if self._saving is not None:  # the previous batch's state: durable and cached before we read
-            saving, self._saving = self._saving, None
-            saving.result()
+        if self.checkpoint is not None:  # the previous batch's state: durable and cached before we read
+            self.checkpoint.settle()
         started = time.perf_counter()
         # the workflow clock (WOOFLOW_CLOCK): delays are measured on the same time as the scheduler's
         now = self.clock.now()
@@ -219,8 +217,7 @@ class RuleConsumer:
 
     def save_state_in_background(self) -> Future[None]:
         """Checkpoint's before_commit outside transactions: the write overlaps the next batch."""
-        self._saving = self._saver.submit(self.save_state)
-        return self._saving
+        return self._saver.submit(self.save_state)
 
     def save_state(self) -> None:
         """Checkpoint's before_commit: commands are acknowledged, offsets not yet committed."""

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from wooflow.consumer.values import to_datetime
+from wooflow.db.engine import driver_cursor
 
 Agg = dict[str, Any]  # {"n": order count, "t": {currency: Decimal}, "p": points, "f": first ms, "l": last ms, "tier": str}
 
@@ -168,15 +169,6 @@ def _dumps(v: Any) -> str:
     return orjson.dumps(v).decode()
 
 
-def _cursor(conn: Connection) -> Any:
-    """The psycopg cursor under a SQLAlchemy connection: these statements run once per batch
-    with thousands of array elements, where SQLAlchemy's parameter processing would cost
-    more than the database does. Arrays go as binary parameters (`%(name)b`): in text
-    format psycopg quotes every element with regular expressions, which for arrays of
-    JSON documents cost ten times more than the statement itself."""
-    return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-
-
 class StateCache:
     """Customers and orders of earlier batches, each with the row version (PostgreSQL
     `xmin`) it had when this process last read or wrote it.
@@ -229,7 +221,7 @@ class StateBatch:
     # --- reading ---------------------------------------------------------------------
     def load(self, conn: Connection, customers: set[tuple[str, str]], orders: set[tuple[str, int]],
              cache: StateCache | None = None) -> None:
-        cur = _cursor(conn)
+        cur = driver_cursor(conn)
         versions, oversions = self.versions, self.order_versions
         if customers:
             ckeys = list(customers)
@@ -283,7 +275,7 @@ class StateBatch:
         if not pairs:
             return
         rs, ks = zip(*pairs)
-        cur = _cursor(conn)
+        cur = driver_cursor(conn)
         cur.execute(_LOAD_FIRINGS, {"rules": list(rs), "keys": list(ks)})
         for r in cur.fetchall():
             self.firings[(r[0], r[1])] = Firing(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6])
@@ -300,7 +292,7 @@ class StateBatch:
                 sum(1 for f in self.firings.values() if f.dirty))
 
     def save(self, conn: Connection) -> None:
-        cur = _cursor(conn)
+        cur = driver_cursor(conn)
         cs = [c for c in self.customers.values() if c.dirty]
         if cs:
             cur.execute(_SAVE_CUSTOMERS, {

@@ -14,16 +14,19 @@ from typing import Any
 import psycopg
 from sqlalchemy import Connection, Engine, text
 
-_CLAIM = text("""
-INSERT INTO bridge_seen (event_id, store_id, state)
-SELECT u.event_id, u.store_id, :state
-FROM unnest(CAST(:ids AS text[]), CAST(:stores AS text[])) AS u(event_id, store_id)
-ON CONFLICT (event_id) DO UPDATE SET claimed_at = now(), state = EXCLUDED.state
-    WHERE bridge_seen.state = 'pending' AND bridge_seen.claimed_at < now() - make_interval(secs => :stale)
-RETURNING event_id
-""")
+from wooflow.db.engine import driver_cursor
 
-_MARK_DONE = text("UPDATE bridge_seen SET state = 'done' WHERE event_id = ANY(CAST(:ids AS text[]))")
+# psycopg parameter style: the bridge's async claims run them as they are, the sync
+# callers through the driver cursor under their SQLAlchemy connection (same transaction).
+_CLAIM = """
+INSERT INTO bridge_seen (event_id, store_id, state)
+SELECT u.event_id, u.store_id, %(state)s
+FROM unnest(%(ids)s::text[], %(stores)s::text[]) AS u(event_id, store_id)
+ON CONFLICT (event_id) DO UPDATE SET claimed_at = now(), state = EXCLUDED.state
+    WHERE bridge_seen.state = 'pending' AND bridge_seen.claimed_at < now() - make_interval(secs => %(stale)s)
+RETURNING event_id
+"""
+_MARK_DONE = "UPDATE bridge_seen SET state = 'done' WHERE event_id = ANY(%(done)s::text[])"
 _RELEASE = text("DELETE FROM bridge_seen WHERE event_id = ANY(CAST(:ids AS text[])) AND state = 'pending'")
 _FORGET_OLD = text("""
 DELETE FROM bridge_seen WHERE event_id IN (
@@ -50,15 +53,7 @@ _UNLOCK = text("SELECT pg_advisory_unlock(:id)")
 # statement (one round trip, one transaction in autocommit). One statement must not touch a
 # row twice, so an id in both sets (the bridge's recently-seen cache prevents it) is marked
 # done by a statement of its own first — the order of the two-statement version.
-_CLAIM_ASYNC = """
-WITH done AS (UPDATE bridge_seen SET state = 'done' WHERE event_id = ANY(%(done)s::text[]))
-INSERT INTO bridge_seen (event_id, store_id, state)
-SELECT u.event_id, u.store_id, 'pending'
-FROM unnest(%(ids)s::text[], %(stores)s::text[]) AS u(event_id, store_id)
-ON CONFLICT (event_id) DO UPDATE SET claimed_at = now(), state = EXCLUDED.state
-    WHERE bridge_seen.state = 'pending' AND bridge_seen.claimed_at < now() - make_interval(secs => %(stale)s)
-RETURNING event_id
-"""
+_CLAIM_AFTER_DONE = f"WITH done AS ({_MARK_DONE}) {_CLAIM}"
 
 
 class AsyncClaims:
@@ -78,7 +73,7 @@ class AsyncClaims:
         fresh = set(ids)
         both = [d for d in done if d in fresh]
         params = {"done": [d for d in done if d not in fresh] if both else list(done), "ids": list(ids),
-                  "stores": list(stores), "stale": stale_s}
+                  "stores": list(stores), "stale": stale_s, "state": "pending"}
         for attempt in (1, 2):
             conn = self._conn
             if conn is None or conn.closed or conn.broken:
@@ -86,10 +81,9 @@ class AsyncClaims:
                                                                           connect_timeout=10)
             try:
                 if both:
-                    await conn.execute("UPDATE bridge_seen SET state = 'done' WHERE event_id = ANY(%s::text[])",
-                                       [both])
+                    await conn.execute(_MARK_DONE, {"done": both})
                     both = []
-                cur = await conn.execute(_CLAIM_ASYNC, params, prepare=True)
+                cur = await conn.execute(_CLAIM_AFTER_DONE, params, prepare=True)
                 return {r[0] for r in await cur.fetchall()}
             except psycopg.OperationalError:
                 # A connection that died while idle (PostgreSQL restarted): reconnect once,
@@ -110,13 +104,14 @@ def claim(conn: Connection, ids: Sequence[str], stores: Sequence[str], *, stale_
     """Claim event ids; returns the ones that are new (or whose claim was stale)."""
     if not ids:
         return set()
-    rows = conn.execute(_CLAIM, {"ids": list(ids), "stores": list(stores), "state": state, "stale": stale_s})
-    return {r[0] for r in rows}
+    cur = driver_cursor(conn)
+    cur.execute(_CLAIM, {"ids": list(ids), "stores": list(stores), "state": state, "stale": stale_s})
+    return {r[0] for r in cur.fetchall()}
 
 
 def mark_done(conn: Connection, ids: Sequence[str]) -> None:
     if ids:
-        conn.execute(_MARK_DONE, {"ids": list(ids)})
+        driver_cursor(conn).execute(_MARK_DONE, {"done": list(ids)})
 
 
 def release(conn: Connection, ids: Sequence[str]) -> None:

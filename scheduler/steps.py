@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from wooflow.consumer.commands import to_json
+from wooflow.db.engine import driver_cursor
 
 
 def is_delayed(command: dict[str, Any], now: datetime) -> bool:
@@ -43,7 +44,7 @@ def store_delayed(conn: Connection, commands: list[dict[str, Any]]) -> int:
     inside its state transaction."""
     if not commands:
         return 0
-    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cur = driver_cursor(conn)
     cur.execute(_INSERT, {
         "k": [c["idempotency_key"] for c in commands], "s": [c["store_id"] for c in commands],
         "ck": [c["customer_key"] for c in commands], "r": [int(c["rule_id"]) for c in commands],

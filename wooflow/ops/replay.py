@@ -21,7 +21,6 @@ import multiprocessing
 import queue
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -162,7 +161,7 @@ class Replayer:
         self.db = get_engine(s.database_url)
         self.rules = RuleCache(self.db, fallback_interval=0)  # every run checks the (cheap) fingerprint
         self.processor = BatchProcessor(RuleEngine(self.rules), self.db, LoyaltyCache(self.db), self.decoder.full,
-                                        full_event=self.decoder.json_event)
+                                        context_event=self.decoder.json_event)
         self._loaded = False
         self._state = StateBatch()
 
