@@ -76,22 +76,30 @@ def _wait_all(settings, expected: set[str], procs: list[RoleProcess], timeout: f
         raise
 
 
+def _kill_while_flowing(settings, rules, events, expected, *, seconds: float, kills: int, seed: int,  # type: ignore[no-untyped-def]
+                        gap: tuple[float, float]):
+    """Start `rules`, feed `events` over `seconds`, SIGKILL and restart it `kills` times at
+    random gaps, then wait until every expected key is out; the keys seen, with counts."""
+    rules.start()
+    try:
+        feeder = produce_paced(EventProducer(settings), events, seconds=seconds)
+        rng = random.Random(seed)
+        for _ in range(kills):
+            time.sleep(rng.uniform(*gap))
+            rules.kill()
+            rules.start()
+        feeder.join(60)
+        return _wait_all(settings, expected, [rules])
+    finally:
+        rules.stop()
+
+
 def test_sigkill_five_times_while_10000_events_flow_loses_no_command(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     events, expected = scenario(engine, store.id, customers=2000, orders_each=5)
     assert len(events) == 10_000
-    rules = RoleProcess("rules", settings, logs_dir, WOOFLOW_INSTANCE_ID="crash-1").start()
-    try:
-        feeder = produce_paced(EventProducer(settings), events, seconds=10)
-        rng = random.Random(5)
-        for _ in range(5):
-            time.sleep(rng.uniform(0.8, 2.5))
-            rules.kill()
-            rules.start()
-        feeder.join(60)
-        seen = _wait_all(settings, expected, [rules])
-    finally:
-        rules.stop()
+    rules = RoleProcess("rules", settings, logs_dir, WOOFLOW_INSTANCE_ID="crash-1")
+    seen = _kill_while_flowing(settings, rules, events, expected, seconds=10, kills=5, seed=5, gap=(0.8, 2.5))
     assert set(seen) == expected, f"{len(set(seen) - expected)} unexpected, {len(expected - set(seen))} missing"
     assert min(seen.values()) >= 1
     assert rules.starts == 6
@@ -100,19 +108,8 @@ def test_sigkill_five_times_while_10000_events_flow_loses_no_command(settings, e
 def test_transactional_mode_emits_every_key_exactly_once_across_sigkills(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     events, expected = scenario(engine, store.id, customers=600, orders_each=5)
-    rules = RoleProcess("rules", settings, logs_dir, WOOFLOW_TRANSACTIONAL="true",
-                        WOOFLOW_INSTANCE_ID="txn-1").start()
-    try:
-        feeder = produce_paced(EventProducer(settings), events, seconds=6)
-        rng = random.Random(11)
-        for _ in range(3):
-            time.sleep(rng.uniform(1.0, 2.5))
-            rules.kill()
-            rules.start()
-        feeder.join(60)
-        seen = _wait_all(settings, expected, [rules])
-    finally:
-        rules.stop()
+    rules = RoleProcess("rules", settings, logs_dir, WOOFLOW_TRANSACTIONAL="true", WOOFLOW_INSTANCE_ID="txn-1")
+    seen = _kill_while_flowing(settings, rules, events, expected, seconds=6, kills=3, seed=11, gap=(1.0, 2.5))
     assert set(seen) == expected
     assert {k: n for k, n in seen.items() if n != 1} == {}, "read_committed sees each key exactly once"
 
