@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.routing import Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from wooflow.db.engine import get_engine
 from wooflow.probes import all_of, db_ready, probe_routes
@@ -49,7 +50,9 @@ def create_app(settings: Settings) -> Any:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ingestor = ingestor
-    return FastPath(app, webhooks)
+    # The client address matters to the storefront's rate limit only: webhooks skip the
+    # X-Forwarded-For middleware (`wooflow bridge` runs uvicorn without its own).
+    return FastPath(ProxyHeadersMiddleware(app, trusted_hosts=settings.bridge_forwarded_allow_ips), webhooks)
 
 
 class FastPath:
@@ -58,10 +61,10 @@ class FastPath:
 
     PREFIX = "/webhooks/woocommerce/"
 
-    def __init__(self, app: Starlette, webhooks: WebhookReceiver) -> None:
+    def __init__(self, app: ProxyHeadersMiddleware, webhooks: WebhookReceiver) -> None:
         self.app = app
         self.webhooks = webhooks
-        self.state = app.state
+        self.state = app.app.state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":

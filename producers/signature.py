@@ -9,7 +9,6 @@ literally; a stored secret is tried as-is and, if it differs, decoded.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from functools import lru_cache
@@ -38,7 +37,7 @@ def wp_specialchars_decode(text: str) -> str:
 
 
 def sign(body: bytes, secret: str) -> str:
-    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    return base64.b64encode(hmac.digest(secret.encode(), body, "sha256")).decode()
 
 
 def verify(body: bytes, secret: str, signature: str | None) -> bool:

@@ -13,15 +13,14 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Callable
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Protocol
 
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from fastavro.write import LOGICAL_WRITERS  # the table fastavro itself writes logical types with
+from fastavro import schemaless_reader, schemaless_writer
 
 from wooflow.schemas.registry import Catalog, SchemaVersion, catalog
+from wooflow.schemas.writer import Unsupported, Unwritable, Writer, compile_writer
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -37,119 +36,37 @@ class Codec(Protocol):
     def decode(self, data: bytes, topic: str = "") -> tuple[str, dict[str, Any]]: ...
 
 
-# --- the fast write path ----------------------------------------------------------------
-# fastavro spends most of an encode of a nested event resolving unions (a dict offered to
-# `["null", Record]` is validated field by field against the record to pick the branch)
-# and dispatching logical types per value. A "preparer" compiled once per schema applies
-# fastavro's own logical-type writers (same functions, same schema dicts → same values)
-# and names the branch of `["null", Record]` unions with fastavro's tuple notation; the
-# prepared record is then written with the same schema minus its `logicalType`s. The
-# bytes are identical (tests/test_bridge_codec.py checks every bundled schema); only the
-# Python work per record changes.
+# --- writing ------------------------------------------------------------------------
+# Records are written by code generated once per schema version (schemas/writer.py: the
+# same bytes as fastavro, in half the time); a record that code does not write as-is goes
+# to fastavro, which writes it or says why it does not fit.
 
-Prep = Callable[[Any], Any]
+_WRITERS: dict[int, tuple[SchemaVersion, Writer | None]] = {}
 
 
-class _Unsupported(Exception):
-    """A schema shape the preparer does not handle: that schema keeps the plain path."""
-
-
-def _compile(schema: Any, named: dict[str, Any], seen: frozenset[str] = frozenset()) -> Prep | None:
-    """A function turning a value into what the logical-type-free schema expects, or None
-    when the value can be written as it is."""
-    if isinstance(schema, str):
-        if schema in named:
-            if schema in seen:
-                raise _Unsupported(f"recursive type {schema}")
-            return _compile(named[schema], named, seen | {schema})
-        return None
-    if isinstance(schema, list):
-        branches = [b for b in schema if b != "null"]
-        if len(branches) != 1 or len(branches) == len(schema):
-            if any(_compile(b, named, seen) is not None for b in schema):
-                raise _Unsupported("a general union with logical types")
-            return None
-        inner = _compile(branches[0], named, seen)
-        target = named.get(branches[0], branches[0]) if isinstance(branches[0], str) else branches[0]
-        if isinstance(target, dict) and target.get("type") == "record":
-            name = target["name"]
-
-            def record_branch(v: Any) -> Any:
-                if isinstance(v, dict):
-                    return (name, inner(v) if inner is not None else v)
-                return v
-            return record_branch
-        if inner is None:
-            return None
-        return lambda v: v if v is None else inner(v)
-    kind = schema.get("type")
-    logical = schema.get("logicalType")
-    if logical is not None:
-        writer = LOGICAL_WRITERS.get(f"{kind}-{logical}")
-        if writer is None:
-            return None
-        return lambda v: writer(v, schema)
-    if kind == "record":
-        preps = [(f["name"], p) for f in schema["fields"] if (p := _compile(f["type"], named, seen)) is not None]
-        if not preps:
-            return None
-
-        def record(v: Any) -> Any:
-            if not isinstance(v, dict):
-                return v
-            out = dict(v)
-            for fname, prep in preps:
-                if fname in out:
-                    out[fname] = prep(out[fname])
-            return out
-        return record
-    if kind == "array":
-        item = _compile(schema["items"], named, seen)
-        return None if item is None else (lambda v: [item(x) for x in v] if isinstance(v, list) else v)
-    if kind == "map":
-        value = _compile(schema["values"], named, seen)
-        return None if value is None else (
-            lambda v: {k: value(x) for k, x in v.items()} if isinstance(v, dict) else v)
-    if isinstance(kind, (dict, list)):
-        return _compile(kind, named, seen)
-    return None
-
-
-def _strip_logical(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {k: _strip_logical(v) for k, v in schema.items() if k != "logicalType"}
-    if isinstance(schema, list):
-        return [_strip_logical(v) for v in schema]
-    return schema
-
-
-_FAST: dict[int, tuple[SchemaVersion, tuple[Any, Prep | None] | None]] = {}
-
-
-def _fast(version: SchemaVersion) -> tuple[Any, Prep | None] | None:
-    """(logical-type-free parsed schema, preparer) for `version`, or None: plain path."""
-    hit = _FAST.get(id(version))
+def _writer(version: SchemaVersion) -> Writer | None:
+    hit = _WRITERS.get(id(version))
     if hit is not None and hit[0] is version:
         return hit[1]
     try:
-        prep = _compile(version.parsed, dict(version.parsed.get("__named_schemas", {})))
-        fast: tuple[Any, Prep | None] | None = (parse_schema(_strip_logical(version.raw), named_schemas={}), prep)
-    except _Unsupported:
-        fast = None
-    _FAST[id(version)] = (version, fast)
-    return fast
+        compiled: Writer | None = compile_writer(version.raw)
+    except Unsupported:
+        compiled = None
+    _WRITERS[id(version)] = (version, compiled)
+    return compiled
 
 
 def _write(version: SchemaVersion, record: dict[str, Any]) -> bytes:
+    write = _writer(version)
+    if write is not None:
+        try:
+            return write(record)
+        except Unwritable:
+            pass
     buf = io.BytesIO()
-    fast = _fast(version)
     try:
-        if fast is None:
-            schemaless_writer(buf, version.parsed, record)
-        else:
-            schema, prep = fast
-            schemaless_writer(buf, schema, prep(record) if prep is not None else record)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        schemaless_writer(buf, version.parsed, record)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise ValueError(f"record does not fit {version.name} v{version.version}: {exc}") from exc
     return buf.getvalue()
 
@@ -244,7 +161,18 @@ def money(value: Any) -> Decimal:
     """WooCommerce money ("120.00", 19, None) as an exact Decimal at the schema's scale."""
     if value is None or value == "":
         return _ZERO
-    return Decimal(value if isinstance(value, str) else str(value)).quantize(_SCALE)
+    if type(value) is str:
+        # A store's prices repeat ("0.00", "49.99"): parsed once (Decimals are immutable).
+        hit = _MONEY.get(value)
+        if hit is None:
+            if len(_MONEY) >= 8192:
+                _MONEY.clear()
+            hit = _MONEY[value] = Decimal(value).quantize(_SCALE)
+        return hit
+    return Decimal(str(value)).quantize(_SCALE)
+
+
+_MONEY: dict[str, Decimal] = {}
 
 
 _SCALE = Decimal("0.0001")

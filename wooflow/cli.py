@@ -119,7 +119,7 @@ def bridge(host: Annotated[Optional[str], typer.Option(help="Listen address")] =
     app = create_app(s)
     tune_gc(BRIDGE_THRESHOLDS)  # the modules, schemas and app built so far live as long as the process
     uvicorn.run(app, host=host or s.bridge_host, port=port or s.bridge_port, log_level="warning",
-                access_log=False)
+                access_log=False, proxy_headers=False)  # the app applies X-Forwarded-For where it matters
 
 
 @app.command()

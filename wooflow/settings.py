@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # --- bridge --------------------------------------------------------------------
     bridge_host: str = Field("0.0.0.0", description="Bridge listen address")
     bridge_port: int = Field(8080, description="Bridge listen port (WooCommerce only delivers to 80/443/8080)")
+    bridge_forwarded_allow_ips: str = Field(
+        "127.0.0.1", description="Proxies (comma-separated IPs/CIDRs, or *) whose X-Forwarded-For the bridge "
+                                 "trusts for the storefront's per-IP rate limit: set to your ingress' addresses")
     max_body_bytes: int = Field(2 * 1024 * 1024, description="Largest webhook body accepted (413 above)")
     store_cache_ttl_s: float = Field(5.0, description="How long the bridge caches a store row")
     delivery_timeout_s: float = Field(10.0, description="Bridge waits this long for Kafka acks")

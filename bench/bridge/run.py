@@ -52,29 +52,33 @@ def services(tmp: Path) -> tuple[str, str, Path | None]:
     return kafka or started.kafka_bootstrap_servers or "", db or started.database_url or "", state
 
 
-def service_procs(kafka: str, db: str) -> list[psutil.Process]:
+def service_procs(kafka: str, db: str) -> dict[str, list[psutil.Process]]:
     """The broker and the PostgreSQL server (with its backends) listening on this box: their
     CPU per webhook is part of what one bridge costs on a machine they share."""
     from urllib.parse import urlsplit
 
-    ports = {int(kafka.rsplit(",", 1)[-1].rsplit(":", 1)[1]), urlsplit(db.replace("+psycopg", "")).port or 5432}
+    ports = {"broker": int(kafka.rsplit(",", 1)[-1].rsplit(":", 1)[1]),
+             "postgres": urlsplit(db.replace("+psycopg", "")).port or 5432}
     try:
-        pids = {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN
-                and c.laddr.port in ports and c.pid}
+        listening = [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.pid]
     except psutil.Error:
-        return []
-    return [psutil.Process(pid) for pid in pids]
+        return {}
+    return {name: [psutil.Process(pid) for pid in {c.pid for c in listening if c.laddr.port == port}]
+            for name, port in ports.items()}
 
 
-def services_cpu(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            for q in (p, *p.children(recursive=True)):
-                total += sum(q.cpu_times()[:2])
-        except psutil.Error:
-            pass
-    return total
+def services_cpu(procs: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    totals = {}
+    for name, roots in procs.items():
+        total = 0.0
+        for p in roots:
+            try:
+                for q in (p, *p.children(recursive=True)):
+                    total += sum(q.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        totals[name] = total
+    return totals
 
 
 def main() -> None:
@@ -149,7 +153,9 @@ def main() -> None:
             result["main_cpu_us_per_req"] = round((main_thread_cpu() - main0) / max(1, result["requests"]) * 1e6, 1)
             result["main_thread_busy"] = round((main_thread_cpu() - main0) / result["elapsed_s"], 2)
             # Broker + PostgreSQL CPU per request (backends that ended mid-run are not counted).
-            result["svc_cpu_us_per_req"] = round((services_cpu(svc) - svc0) / max(1, result["requests"]) * 1e6, 1)
+            svc1 = services_cpu(svc)
+            for name in svc1:
+                result[f"{name}_cpu_us_per_req"] = round((svc1[name] - svc0[name]) / max(1, result["requests"]) * 1e6, 1)
             return result
 
         loadgen("--mode", "max", "--connections", "16", seed="warm")  # warm-up (JIT-free, but caches/connections)
@@ -181,7 +187,8 @@ def main() -> None:
             "throughput_runs": [r["ok_per_s"] for r in results["max"]],
             "throughput_p50_ms": med(results["max"], "p50_ms"), "throughput_p99_ms": med(results["max"], "p99_ms"),
             "bridge_cpu_us_per_webhook": med(results["max"], "cpu_us_per_req"),
-            "broker_and_postgres_cpu_us_per_webhook": med(results["max"], "svc_cpu_us_per_req"),
+            "broker_cpu_us_per_webhook": med(results["max"], "broker_cpu_us_per_req"),
+            "postgres_cpu_us_per_webhook": med(results["max"], "postgres_cpu_us_per_req"),
             "bridge_cpu_us_runs": [r["cpu_us_per_req"] for r in results["max"]],
             "bridge_event_loop_thread_cpu_us_per_webhook": med(results["max"], "main_cpu_us_per_req"),
             "bridge_event_loop_thread_busy": med(results["max"], "main_thread_busy"),
