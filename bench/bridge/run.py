@@ -1,7 +1,7 @@
 """Bridge benchmark: signed webhooks/s per bridge process (acks=all), and p50/p99
 time-to-2xx at fixed rates.
 
-    .venv/bin/python bench/bridge/run.py [--runs 3] [--duration 5] [--rates 500,1000]
+    .venv/bin/python bench/bridge/run.py [--runs 3] [--duration 5] [--rates 500,1000] [--connections 128]
 
 Uses KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL when set, else starts the local broker and
 PostgreSQL the way `wooflow dev up` does (in a throw-away state dir). The bridge runs as
@@ -9,7 +9,7 @@ PostgreSQL the way `wooflow dev up` does (in a throw-away state dir). The bridge
 (loadgen.py) in another. Reports medians over the runs, and the bridge's peak RSS.
 
 CPU per webhook is reported for the bridge (all threads, and its event-loop thread alone,
-with how busy that thread was), for the broker + PostgreSQL, and for the load generator:
+with how busy that thread was), for the broker and for PostgreSQL, and for the load generator:
 all of them share the machine's cores. `--py-spy OUT` profiles the first closed-loop run.
 """
 
@@ -85,7 +85,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0)
-    ap.add_argument("--connections", type=int, default=64)
+    # 128: at 5,000/s and ~25 ms per request that many deliveries are in flight (Little's
+    # law); with 64 the bridge idles ~20% waiting on claims and acks — the client's
+    # concurrency, not the bridge, sets the rate (docs/benchmarks.md has the sweep).
+    ap.add_argument("--connections", type=int, default=128)
     ap.add_argument("--rates", default="500,1000")
     ap.add_argument("--py-spy", metavar="OUT", help="profile the bridge with py-spy during the first "
                     "closed-loop run: collapsed stacks of the threads holding the GIL, written to OUT (py-spy must "
