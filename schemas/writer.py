@@ -197,10 +197,11 @@ class _Generator:
             self.emit(depth, f"{record} = {expr}")
             for field in schema["fields"]:
                 local = self.name("v")
-                self.emit(depth, f"{local} = {record}.get({field['name']!r}, {self.const(field.get('default'))})")
-                if "default" not in field and "null" not in field["type"]:
-                    # fastavro refuses a missing field without a default: so do we.
-                    self.emit(depth, f"if {local} is None: X()")
+                if "default" in field or "null" in field["type"]:
+                    self.emit(depth, f"{local} = {record}.get({field['name']!r}, {self.const(field.get('default'))})")
+                else:
+                    # fastavro refuses a missing field without a default: so do we (KeyError).
+                    self.emit(depth, f"{local} = {record}[{field['name']!r}]")
                 self.value(field["type"], local, depth, ns, seen)
         elif kind == "enum":
             self.register(schema, namespace)

@@ -161,7 +161,8 @@ def main() -> None:
                 result[f"{name}_cpu_us_per_req"] = round((svc1[name] - svc0[name]) / max(1, result["requests"]) * 1e6, 1)
             return result
 
-        loadgen("--mode", "max", "--connections", "16", seed="warm")  # warm-up (JIT-free, but caches/connections)
+        # warm-up at the measured concurrency: caches, connections, the broker's JIT
+        loadgen("--mode", "max", "--connections", str(args.connections), seed="warm")
         results: dict[str, list[dict]] = {"max": []}
         for rate in args.rates.split(","):
             results[rate] = []
