@@ -58,6 +58,14 @@ _UNLOCK = text("SELECT pg_advisory_unlock(:id)")
 _CLAIM_AFTER_DONE = f"WITH done AS ({_MARK_DONE}) {_CLAIM}"
 
 
+# Every claim statement finds its rows by primary key. The prepared claim keeps the generic
+# plan PostgreSQL chose once: on a new install, with `bridge_seen` small and just analysed,
+# that was a sequential scan for the "done" marks — kept while the table grew by thousands
+# of rows a second (20+ ms per claim, PostgreSQL CPU per webhook 20 → 530 µs in bench/bridge
+# until autovacuum analysed the table again). Without sequential scans it is the index.
+CLAIM_SESSION_OPTIONS = "-c enable_seqscan=off"
+
+
 class AsyncClaims:
     """The bridge's claim connection: psycopg async on the event loop itself (autocommit,
     prepared statement). Going through SQLAlchemy in a worker thread cost more CPU per
@@ -79,8 +87,8 @@ class AsyncClaims:
         for attempt in (1, 2):
             conn = self._conn
             if conn is None or conn.closed or conn.broken:
-                conn = self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True,
-                                                                          connect_timeout=10)
+                conn = self._conn = await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True, connect_timeout=10, options=CLAIM_SESSION_OPTIONS)
             try:
                 if both:
                     await conn.execute(_MARK_DONE, {"done": both})
