@@ -136,6 +136,8 @@ class ConfluentCodec:
                 schema = self.client.get_schema(schema_id)
             except Exception as exc:
                 raise DecodeError(f"schema id {schema_id} not found in the registry: {exc}") from exc
+            if not schema.schema_str:
+                raise DecodeError(f"schema id {schema_id} has no schema text in the registry")
             raw = json.loads(schema.schema_str)
             version = self._by_canonical.get(json.dumps(raw, sort_keys=True))
             if version is None:

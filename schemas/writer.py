@@ -7,11 +7,14 @@ OrderEvent has ~80 fields: ~50 µs of a ~220 µs request). Writing the same byte
 generated once per schema — one line per field, the branch, enum index and logical-type
 conversion decided when the code is generated — takes less than half that.
 
-fastavro stays the reference: the logical types are converted by fastavro's own functions,
-and a record the generated code cannot write as-is (a wrong type, a missing field, a value
-out of range) raises `Unwritable`; the codec then hands it to fastavro, which writes it or
-explains what is wrong. tests/test_bridge_codec.py checks the bytes are identical for every
-bundled schema.
+fastavro stays the reference. Decimals and timestamp-millis are converted by exact
+equivalents of its functions (integer arithmetic instead of digit tuples and float
+division), other logical types by its own functions. A record the generated code cannot
+write as-is (a wrong type, a missing field, a value out of range) raises `Unwritable`; the
+codec then hands it to fastavro, which writes it or explains what is wrong. One leniency:
+a decimal with more fractional digits than the schema's scale that are all zeros (1.00000
+at scale 4) is written at the scale, where fastavro refuses it; nothing is lost.
+tests/test_bridge_codec.py checks the bytes are identical for every bundled schema.
 """
 
 from __future__ import annotations
@@ -126,6 +129,10 @@ class _Generator:
         self.lines.append("    " * depth + line)
 
     def long(self, depth: int, expr: str) -> None:
+        if not expr.isidentifier():  # evaluated once (a timestamp conversion, a len())
+            local = self.name("n")
+            self.emit(depth, f"{local} = {expr}")
+            expr = local
         # `0 <= v < 8192` raises TypeError for a non-number, S[v] for a float: both Unwritable.
         self.emit(depth, f"out += S[{expr}] if 0 <= {expr} < 8192 else L({expr})")
 
