@@ -47,7 +47,9 @@ _VOLATILE = frozenset({"_links", "_embedded"})
 
 def body_hash(payload: dict[str, Any]) -> str:
     """Hash of the resource as WooCommerce rendered it (key order and links ignored)."""
-    content = {k: v for k, v in payload.items() if k not in _VOLATILE} if not _VOLATILE.isdisjoint(payload) else payload
+    content = payload
+    if not _VOLATILE.isdisjoint(payload):
+        content = {k: v for k, v in payload.items() if k not in _VOLATILE}
     try:
         data = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # integers beyond 64 bits: rare, slower path
