@@ -23,6 +23,7 @@ import time
 import zlib
 from collections import defaultdict
 from datetime import date, datetime, time as dtime, timedelta, timezone
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -228,179 +229,8 @@ class Scanner:
             return 0
         tz = ZoneInfo(store.timezone or "UTC")
         with self.db.begin() as conn:
-            cands = getattr(self, f"_{trigger}")(conn, store, rule, opts, now, tz)
+            cands = QUALIFIERS[trigger](conn, store, rule, opts, now, tz)
             return len(self.firer.fire(conn, store, rule, trigger, cands, now))
-
-    def _product_viewed(self, conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-                        tz: ZoneInfo) -> list[Candidate]:
-        return self._views(conn, store, rule, "product_viewed", "subject", o.times, o.within, o.cooldown,
-                           o.product_id, now)
-
-    def _category_browsing(self, conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-                           tz: ZoneInfo) -> list[Candidate]:
-        return self._views(conn, store, rule, "category_browsing", "category", o.times, o.within, o.cooldown,
-                           o.category_id, now)
-
-    def _views(self, conn: Connection, store: Store, rule: CompiledRule, trigger: str, column: str, times: int,
-               within: str, cooldown: str | None, only: int | None, now: datetime) -> list[Candidate]:
-        since = now - timedelta(seconds=T.seconds(within))
-        cool_since = now - timedelta(seconds=T.seconds(cooldown or within))
-        kinds = ["product_viewed"] if trigger == "product_viewed" else ["category_viewed", "product_viewed"]
-        rows = conn.execute(text(f"""
-            SELECT a.customer_key, a.{column} AS subject, count(*) AS n, max(a.occurred_at) AS last_at,
-                   k.customer_id, k.email, k.first_name, k.last_name
-            FROM storefront_activity a
-            LEFT JOIN customer_calendar k ON k.store_id = a.store_id AND k.customer_key = a.customer_key
-            WHERE a.store_id = :store AND a.kind = ANY(CAST(:kinds AS text[])) AND a.occurred_at > :since
-              AND a.occurred_at <= :now AND a.{column} <> '' AND (CAST(:only AS text) IS NULL OR a.{column} = :only)
-              AND {REACHABLE_SQL.replace('customer_key', 'a.customer_key')}
-              AND NOT EXISTS (SELECT 1 FROM trigger_firings f WHERE f.rule_id = :rule AND f.customer_key = a.customer_key
-                              AND f.subject = a.{column} AND f.fired_at > :cool_since)
-            GROUP BY a.customer_key, a.{column}, k.customer_id, k.email, k.first_name, k.last_name
-            HAVING count(*) >= :times
-        """), {"store": store.id, "kinds": kinds, "since": since, "now": now, "only": str(only) if only else None,
-               "rule": rule.id, "cool_since": cool_since, "times": times}).mappings()
-        what = "product" if trigger == "product_viewed" else "category"
-        out = []
-        for r in rows:
-            ctx = _customer_ctx(dict(r)) | {what: {"id": int(r["subject"]) if str(r["subject"]).isdigit()
-                                                   else r["subject"], "views": int(r["n"])}}
-            out.append(Candidate(store.id, r["customer_key"], f"{r['subject']}@{r['last_at'].isoformat()}",
-                                 r["last_at"], str(r["subject"]), ctx, what, str(r["subject"])))
-        return out
-
-    def _search_without_purchase(self, conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-                                 tz: ZoneInfo) -> list[Candidate]:
-        wait = timedelta(seconds=T.seconds(o.wait))
-        cooldown = timedelta(seconds=T.seconds(o.cooldown))
-        rows = conn.execute(text(f"""
-            SELECT a.customer_key, max(a.occurred_at) AS last_at,
-                   (array_agg(a.subject ORDER BY a.occurred_at DESC))[1:5] AS queries,
-                   k.customer_id, k.email, k.first_name, k.last_name
-            FROM storefront_activity a
-            LEFT JOIN customer_calendar k ON k.store_id = a.store_id AND k.customer_key = a.customer_key
-            WHERE a.store_id = :store AND a.kind = 'search' AND a.occurred_at <= :until AND a.occurred_at > :since
-              AND (k.last_order_at IS NULL OR k.last_order_at < a.occurred_at)
-              AND {REACHABLE_SQL.replace('customer_key', 'a.customer_key')}
-              AND NOT EXISTS (SELECT 1 FROM trigger_firings f WHERE f.rule_id = :rule AND f.customer_key = a.customer_key
-                              AND f.fired_at > :cool_since)
-            GROUP BY a.customer_key, k.customer_id, k.email, k.first_name, k.last_name
-        """), {"store": store.id, "until": now - wait, "since": now - wait - cooldown, "rule": rule.id,
-               "cool_since": now - cooldown}).mappings()
-        return [Candidate(store.id, r["customer_key"], f"search@{r['last_at'].isoformat()}", r["last_at"], "search",
-                          _customer_ctx(dict(r)) | {"search": {"queries": list(r["queries"] or []),
-                                                               "last_query": (r["queries"] or [""])[0]}})
-                for r in rows]
-
-    def _customer_inactive(self, conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-                           tz: ZoneInfo) -> list[Candidate]:
-        today = now.astimezone(tz).date()
-        # inactive for N days ⇔ the last order's local date is on or before today − N
-        cutoff = local_midnight_utc(today - timedelta(days=o.days - 1), tz)
-        rows = conn.execute(text("""
-            SELECT k.* FROM customer_calendar k
-            WHERE k.store_id = :store AND k.last_order_at IS NOT NULL AND k.last_order_at < :cutoff
-              AND NOT EXISTS (SELECT 1 FROM trigger_firings f WHERE f.rule_id = :rule
-                              AND f.customer_key = k.customer_key AND f.period = 'order:' || k.last_order_id)
-        """), {"store": store.id, "cutoff": cutoff, "rule": rule.id}).mappings()
-        out = []
-        for r in rows:
-            last_local = r["last_order_at"].astimezone(tz).date()
-            ctx = _customer_ctx(dict(r)) | {"inactive": {"days": (today - last_local).days,
-                                                         "last_order_at": r["last_order_at"],
-                                                         "last_order_id": r["last_order_id"]}}
-            out.append(Candidate(store.id, r["customer_key"], f"order:{r['last_order_id']}", now, "", ctx))
-        return out
-
-    def _calendar_days(self, today: date, offset: int, grace: int) -> list[date]:
-        return [today + timedelta(days=offset - i) for i in range(grace + 1)]
-
-    def _first_purchase_anniversary(self, conn: Connection, store: Store, rule: CompiledRule, o: Any,
-                                    now: datetime, tz: ZoneInfo) -> list[Candidate]:
-        today = now.astimezone(tz).date()
-        targets = _birthdays_on(self._calendar_days(today, 0, o.grace_days))
-        if not targets:
-            return []
-        rows = conn.execute(text("""
-            SELECT k.*, EXTRACT(MONTH FROM k.first_order_at AT TIME ZONE :tz)::int AS m,
-                   EXTRACT(DAY FROM k.first_order_at AT TIME ZONE :tz)::int AS d,
-                   EXTRACT(YEAR FROM k.first_order_at AT TIME ZONE :tz)::int AS y
-            FROM customer_calendar k
-            WHERE k.store_id = :store AND k.first_order_at IS NOT NULL
-              AND (EXTRACT(MONTH FROM k.first_order_at AT TIME ZONE :tz)::int,
-                   EXTRACT(DAY FROM k.first_order_at AT TIME ZONE :tz)::int)
-                  IN (SELECT * FROM unnest(CAST(:ms AS int[]), CAST(:ds AS int[])))
-        """), {"store": store.id, "tz": store.timezone or "UTC", "ms": [m for m, _ in targets],
-               "ds": [d for _, d in targets]}).mappings()
-        out = []
-        for r in rows:
-            on = targets[(r["m"], r["d"])]
-            years = on.year - r["y"]
-            if years < 1:
-                continue
-            ctx = _customer_ctx(dict(r)) | {"anniversary": {"years": years, "first_order_at": r["first_order_at"],
-                                                            "date": on.isoformat()}}
-            out.append(Candidate(store.id, r["customer_key"], str(on.year), now, "", ctx))
-        return self._not_fired(conn, rule, out)
-
-    def _birthday(self, conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-                  tz: ZoneInfo) -> list[Candidate]:
-        today = now.astimezone(tz).date()
-        # a birthday N days ahead: the target dates are today + N (and a few days back, if late)
-        targets = _birthdays_on(self._calendar_days(today, o.days_before, o.grace_days))
-        rows = conn.execute(text("""
-            SELECT k.* FROM customer_calendar k
-            WHERE k.store_id = :store AND k.birth_month IS NOT NULL
-              AND (k.birth_month, k.birth_day) IN (SELECT * FROM unnest(CAST(:ms AS int[]), CAST(:ds AS int[])))
-        """), {"store": store.id, "ms": [m for m, _ in targets], "ds": [d for _, d in targets]}).mappings()
-        out = []
-        for r in rows:
-            on = targets[(r["birth_month"], r["birth_day"])]
-            ctx = _customer_ctx(dict(r)) | {"birthday": {"date": on.isoformat(), "days_before": o.days_before}}
-            out.append(Candidate(store.id, r["customer_key"], str(on.year), now, "", ctx))
-        return self._not_fired(conn, rule, out)
-
-    def _subscription_renewal(self, conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-                              tz: ZoneInfo) -> list[Candidate]:
-        today = now.astimezone(tz).date()
-        # fire while the renewal's local date is within [today, today + N]
-        rows = conn.execute(text("""
-            SELECT k.* FROM customer_calendar k
-            WHERE k.store_id = :store AND k.renewal_at >= :start AND k.renewal_at < :end
-        """), {"store": store.id, "start": local_midnight_utc(today, tz),
-               "end": local_midnight_utc(today + timedelta(days=o.days_before + 1), tz)}).mappings()
-        out = []
-        for r in rows:
-            day = r["renewal_at"].astimezone(tz).date()
-            ctx = _customer_ctx(dict(r)) | {"subscription": {"renewal_at": r["renewal_at"], "renewal_date": day.isoformat(),
-                                                             "days_left": (day - today).days}}
-            out.append(Candidate(store.id, r["customer_key"], f"renewal:{day.isoformat()}", now, "", ctx))
-        return self._not_fired(conn, rule, out)
-
-    def _card_expiring(self, conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-                       tz: ZoneInfo) -> list[Candidate]:
-        today = now.astimezone(tz).date()
-        rows = conn.execute(text("""
-            SELECT k.* FROM customer_calendar k
-            WHERE k.store_id = :store AND k.card_expiry >= :today AND k.card_expiry <= :until
-        """), {"store": store.id, "today": today, "until": today + timedelta(days=o.days_before)}).mappings()
-        out = []
-        for r in rows:
-            exp: date = r["card_expiry"]
-            ctx = _customer_ctx(dict(r)) | {"card": {"expiry": f"{exp.month:02d}/{exp.year}", "expires_on": exp.isoformat(),
-                                                     "days_left": (exp - today).days}}
-            out.append(Candidate(store.id, r["customer_key"], f"card:{exp.isoformat()[:7]}", now, "", ctx))
-        return self._not_fired(conn, rule, out)
-
-    def _not_fired(self, conn: Connection, rule: CompiledRule, cands: list[Candidate]) -> list[Candidate]:
-        """Drop candidates whose period already fired (saves the rule evaluation)."""
-        if not cands:
-            return cands
-        done = {(r[0], r[1]) for r in conn.execute(text("""
-            SELECT customer_key, period FROM trigger_firings
-            WHERE rule_id = :rule AND customer_key = ANY(CAST(:keys AS text[]))
-        """), {"rule": rule.id, "keys": [c.customer_key for c in cands]})}
-        return [c for c in cands if (c.customer_key, c.period) not in done]
 
     # --- housekeeping -------------------------------------------------------------------
     def purge(self, now: datetime) -> None:
@@ -410,3 +240,200 @@ class Scanner:
                 DELETE FROM storefront_activity WHERE event_id IN (
                     SELECT event_id FROM storefront_activity WHERE occurred_at < :cutoff LIMIT 10000)
             """), {"cutoff": cutoff})
+
+
+# --- behaviour and calendar: who qualifies, per trigger ------------------------------
+# Read-only candidate queries (a rule's options, the store's timezone, `now`), shared by the
+# scan, which fires them, and the rules API's dry run, which only reports them.
+Qualifier = Callable[[Connection, Store, CompiledRule, Any, datetime, ZoneInfo], list[Candidate]]
+
+
+def _product_viewed(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
+                    tz: ZoneInfo) -> list[Candidate]:
+    return _views(conn, store, rule, "product_viewed", "subject", o.times, o.within, o.cooldown,
+                  o.product_id, now)
+
+
+def _category_browsing(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
+                       tz: ZoneInfo) -> list[Candidate]:
+    return _views(conn, store, rule, "category_browsing", "category", o.times, o.within, o.cooldown,
+                  o.category_id, now)
+
+
+def _views(conn: Connection, store: Store, rule: CompiledRule, trigger: str, column: str, times: int,
+           within: str, cooldown: str | None, only: int | None, now: datetime) -> list[Candidate]:
+    since = now - timedelta(seconds=T.seconds(within))
+    cool_since = now - timedelta(seconds=T.seconds(cooldown or within))
+    kinds = ["product_viewed"] if trigger == "product_viewed" else ["category_viewed", "product_viewed"]
+    rows = conn.execute(text(f"""
+        SELECT a.customer_key, a.{column} AS subject, count(*) AS n, max(a.occurred_at) AS last_at,
+               k.customer_id, k.email, k.first_name, k.last_name
+        FROM storefront_activity a
+        LEFT JOIN customer_calendar k ON k.store_id = a.store_id AND k.customer_key = a.customer_key
+        WHERE a.store_id = :store AND a.kind = ANY(CAST(:kinds AS text[])) AND a.occurred_at > :since
+          AND a.occurred_at <= :now AND a.{column} <> '' AND (CAST(:only AS text) IS NULL OR a.{column} = :only)
+          AND {REACHABLE_SQL.replace('customer_key', 'a.customer_key')}
+          AND NOT EXISTS (SELECT 1 FROM trigger_firings f WHERE f.rule_id = :rule AND f.customer_key = a.customer_key
+                          AND f.subject = a.{column} AND f.fired_at > :cool_since)
+        GROUP BY a.customer_key, a.{column}, k.customer_id, k.email, k.first_name, k.last_name
+        HAVING count(*) >= :times
+    """), {"store": store.id, "kinds": kinds, "since": since, "now": now, "only": str(only) if only else None,
+           "rule": rule.id, "cool_since": cool_since, "times": times}).mappings()
+    what = "product" if trigger == "product_viewed" else "category"
+    out = []
+    for r in rows:
+        ctx = _customer_ctx(dict(r)) | {what: {"id": int(r["subject"]) if str(r["subject"]).isdigit()
+                                               else r["subject"], "views": int(r["n"])}}
+        out.append(Candidate(store.id, r["customer_key"], f"{r['subject']}@{r['last_at'].isoformat()}",
+                             r["last_at"], str(r["subject"]), ctx, what, str(r["subject"])))
+    return out
+
+
+def _search_without_purchase(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
+                             tz: ZoneInfo) -> list[Candidate]:
+    wait = timedelta(seconds=T.seconds(o.wait))
+    cooldown = timedelta(seconds=T.seconds(o.cooldown))
+    rows = conn.execute(text(f"""
+        SELECT a.customer_key, max(a.occurred_at) AS last_at,
+               (array_agg(a.subject ORDER BY a.occurred_at DESC))[1:5] AS queries,
+               k.customer_id, k.email, k.first_name, k.last_name
+        FROM storefront_activity a
+        LEFT JOIN customer_calendar k ON k.store_id = a.store_id AND k.customer_key = a.customer_key
+        WHERE a.store_id = :store AND a.kind = 'search' AND a.occurred_at <= :until AND a.occurred_at > :since
+          AND (k.last_order_at IS NULL OR k.last_order_at < a.occurred_at)
+          AND {REACHABLE_SQL.replace('customer_key', 'a.customer_key')}
+          AND NOT EXISTS (SELECT 1 FROM trigger_firings f WHERE f.rule_id = :rule AND f.customer_key = a.customer_key
+                          AND f.fired_at > :cool_since)
+        GROUP BY a.customer_key, k.customer_id, k.email, k.first_name, k.last_name
+    """), {"store": store.id, "until": now - wait, "since": now - wait - cooldown, "rule": rule.id,
+           "cool_since": now - cooldown}).mappings()
+    return [Candidate(store.id, r["customer_key"], f"search@{r['last_at'].isoformat()}", r["last_at"], "search",
+                      _customer_ctx(dict(r)) | {"search": {"queries": list(r["queries"] or []),
+                                                           "last_query": (r["queries"] or [""])[0]}})
+            for r in rows]
+
+
+def _customer_inactive(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
+                       tz: ZoneInfo) -> list[Candidate]:
+    today = now.astimezone(tz).date()
+    # inactive for N days ⇔ the last order's local date is on or before today − N
+    cutoff = local_midnight_utc(today - timedelta(days=o.days - 1), tz)
+    rows = conn.execute(text("""
+        SELECT k.* FROM customer_calendar k
+        WHERE k.store_id = :store AND k.last_order_at IS NOT NULL AND k.last_order_at < :cutoff
+          AND NOT EXISTS (SELECT 1 FROM trigger_firings f WHERE f.rule_id = :rule
+                          AND f.customer_key = k.customer_key AND f.period = 'order:' || k.last_order_id)
+    """), {"store": store.id, "cutoff": cutoff, "rule": rule.id}).mappings()
+    out = []
+    for r in rows:
+        last_local = r["last_order_at"].astimezone(tz).date()
+        ctx = _customer_ctx(dict(r)) | {"inactive": {"days": (today - last_local).days,
+                                                     "last_order_at": r["last_order_at"],
+                                                     "last_order_id": r["last_order_id"]}}
+        out.append(Candidate(store.id, r["customer_key"], f"order:{r['last_order_id']}", now, "", ctx))
+    return out
+
+
+def _calendar_days(today: date, offset: int, grace: int) -> list[date]:
+    return [today + timedelta(days=offset - i) for i in range(grace + 1)]
+
+
+def _first_purchase_anniversary(conn: Connection, store: Store, rule: CompiledRule, o: Any,
+                                now: datetime, tz: ZoneInfo) -> list[Candidate]:
+    today = now.astimezone(tz).date()
+    targets = _birthdays_on(_calendar_days(today, 0, o.grace_days))
+    if not targets:
+        return []
+    rows = conn.execute(text("""
+        SELECT k.*, EXTRACT(MONTH FROM k.first_order_at AT TIME ZONE :tz)::int AS m,
+               EXTRACT(DAY FROM k.first_order_at AT TIME ZONE :tz)::int AS d,
+               EXTRACT(YEAR FROM k.first_order_at AT TIME ZONE :tz)::int AS y
+        FROM customer_calendar k
+        WHERE k.store_id = :store AND k.first_order_at IS NOT NULL
+          AND (EXTRACT(MONTH FROM k.first_order_at AT TIME ZONE :tz)::int,
+               EXTRACT(DAY FROM k.first_order_at AT TIME ZONE :tz)::int)
+              IN (SELECT * FROM unnest(CAST(:ms AS int[]), CAST(:ds AS int[])))
+    """), {"store": store.id, "tz": store.timezone or "UTC", "ms": [m for m, _ in targets],
+           "ds": [d for _, d in targets]}).mappings()
+    out = []
+    for r in rows:
+        on = targets[(r["m"], r["d"])]
+        years = on.year - r["y"]
+        if years < 1:
+            continue
+        ctx = _customer_ctx(dict(r)) | {"anniversary": {"years": years, "first_order_at": r["first_order_at"],
+                                                        "date": on.isoformat()}}
+        out.append(Candidate(store.id, r["customer_key"], str(on.year), now, "", ctx))
+    return _not_fired(conn, rule, out)
+
+
+def _birthday(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
+              tz: ZoneInfo) -> list[Candidate]:
+    today = now.astimezone(tz).date()
+    # a birthday N days ahead: the target dates are today + N (and a few days back, if late)
+    targets = _birthdays_on(_calendar_days(today, o.days_before, o.grace_days))
+    rows = conn.execute(text("""
+        SELECT k.* FROM customer_calendar k
+        WHERE k.store_id = :store AND k.birth_month IS NOT NULL
+          AND (k.birth_month, k.birth_day) IN (SELECT * FROM unnest(CAST(:ms AS int[]), CAST(:ds AS int[])))
+    """), {"store": store.id, "ms": [m for m, _ in targets], "ds": [d for _, d in targets]}).mappings()
+    out = []
+    for r in rows:
+        on = targets[(r["birth_month"], r["birth_day"])]
+        ctx = _customer_ctx(dict(r)) | {"birthday": {"date": on.isoformat(), "days_before": o.days_before}}
+        out.append(Candidate(store.id, r["customer_key"], str(on.year), now, "", ctx))
+    return _not_fired(conn, rule, out)
+
+
+def _subscription_renewal(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
+                          tz: ZoneInfo) -> list[Candidate]:
+    today = now.astimezone(tz).date()
+    # fire while the renewal's local date is within [today, today + N]
+    rows = conn.execute(text("""
+        SELECT k.* FROM customer_calendar k
+        WHERE k.store_id = :store AND k.renewal_at >= :start AND k.renewal_at < :end
+    """), {"store": store.id, "start": local_midnight_utc(today, tz),
+           "end": local_midnight_utc(today + timedelta(days=o.days_before + 1), tz)}).mappings()
+    out = []
+    for r in rows:
+        day = r["renewal_at"].astimezone(tz).date()
+        ctx = _customer_ctx(dict(r)) | {"subscription": {"renewal_at": r["renewal_at"], "renewal_date": day.isoformat(),
+                                                         "days_left": (day - today).days}}
+        out.append(Candidate(store.id, r["customer_key"], f"renewal:{day.isoformat()}", now, "", ctx))
+    return _not_fired(conn, rule, out)
+
+
+def _card_expiring(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
+                   tz: ZoneInfo) -> list[Candidate]:
+    today = now.astimezone(tz).date()
+    rows = conn.execute(text("""
+        SELECT k.* FROM customer_calendar k
+        WHERE k.store_id = :store AND k.card_expiry >= :today AND k.card_expiry <= :until
+    """), {"store": store.id, "today": today, "until": today + timedelta(days=o.days_before)}).mappings()
+    out = []
+    for r in rows:
+        exp: date = r["card_expiry"]
+        ctx = _customer_ctx(dict(r)) | {"card": {"expiry": f"{exp.month:02d}/{exp.year}", "expires_on": exp.isoformat(),
+                                                 "days_left": (exp - today).days}}
+        out.append(Candidate(store.id, r["customer_key"], f"card:{exp.isoformat()[:7]}", now, "", ctx))
+    return _not_fired(conn, rule, out)
+
+
+def _not_fired(conn: Connection, rule: CompiledRule, cands: list[Candidate]) -> list[Candidate]:
+    """Drop candidates whose period already fired (saves the rule evaluation)."""
+    if not cands:
+        return cands
+    done = {(r[0], r[1]) for r in conn.execute(text("""
+        SELECT customer_key, period FROM trigger_firings
+        WHERE rule_id = :rule AND customer_key = ANY(CAST(:keys AS text[]))
+    """), {"rule": rule.id, "keys": [c.customer_key for c in cands]})}
+    return [c for c in cands if (c.customer_key, c.period) not in done]
+
+
+
+QUALIFIERS: dict[str, Qualifier] = {
+    "product_viewed": _product_viewed, "category_browsing": _category_browsing,
+    "search_without_purchase": _search_without_purchase, "customer_inactive": _customer_inactive,
+    "first_purchase_anniversary": _first_purchase_anniversary, "birthday": _birthday,
+    "subscription_renewal": _subscription_renewal, "card_expiring": _card_expiring,
+}

@@ -189,6 +189,54 @@ def test_dry_run_on_a_real_order(settings, engine) -> None:  # type: ignore[no-u
         assert len(listed) == 2
 
 
+def test_dry_run_of_a_scheduled_trigger_asks_the_scan(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    """No event fires a win-back rule: the dry run reports whether the scheduler's scan
+    finds the customer now — and not once the scan has fired it for this period."""
+    from datetime import datetime, timedelta, timezone
+
+    from wooflow.consumer.engine import RuleEngine
+    from wooflow.consumer.rules import RuleCache
+    from wooflow.scheduler.clock import FrozenClock
+    from wooflow.scheduler.scan import Scanner
+    from wooflow.scheduler.synth import Firer
+    from wooflow.simulator.server import SimulatorServer
+    from wooflow.stores import StoreCache
+
+    with SimulatorServer(seed=5) as sim:
+        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
+        client = TestClient(create_app(settings))
+        h = {"Authorization": f"Bearer {create_token(engine, store.id)}"}
+        away = sim.store.create_customer("away@example.com", first_name="Ola")
+        recent = sim.store.create_customer("recent@example.com", first_name="Ela")
+        now = datetime.now(timezone.utc)
+        with engine.begin() as conn:
+            for c, days in ((away, 100), (recent, 3)):
+                conn.execute(text("INSERT INTO customer_calendar (store_id, customer_key, customer_id, email, "
+                                  "first_name, last_order_at, last_order_id) VALUES (:s, :k, :i, :e, 'x', :t, 7)"),
+                             {"s": store.id, "k": f"c{c.id}", "i": c.id, "e": c.email, "t": now - timedelta(days=days)})
+        rid = client.post("/v1/rules", json={"name": "win back", "trigger": "customer_inactive",
+                                             "trigger_options": {"days": 30}, "actions": GOOD["actions"]},
+                          headers=h).json()["id"]
+
+        def trigger(customer_id: int) -> dict[str, Any]:
+            r = client.post(f"/v1/rules/{rid}/dry-run", json={"customer_id": customer_id}, headers=h)
+            assert r.status_code == 200, r.text
+            return r.json()["trigger"]  # type: ignore[no-any-return]
+
+        t = trigger(away.id)
+        assert t["name"] == "customer_inactive" and t["would_fire_now"] is True, t
+        assert "period order:7" in t["reason"]
+        t = trigger(recent.id)
+        assert t["would_fire_now"] is False and "does not find this customer" in t["reason"], t
+        # the scan fires it once for this inactivity period; after that the dry run says so
+        rules = RuleCache(engine)
+        rules.refresh(force=True)
+        scanner = Scanner(settings, engine, rules, Firer(RuleEngine(rules)), FrozenClock(), StoreCache(engine, 0))
+        rule = rules.get(rid)
+        assert rule is not None and scanner.scan_rule(store, rule, "customer_inactive", now) == 1
+        assert trigger(away.id)["would_fire_now"] is False
+
+
 def test_a_rule_created_through_the_api_reaches_a_running_consumer_within_a_second(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     client = TestClient(create_app(settings))

@@ -12,12 +12,12 @@ import hashlib
 import json
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import HTTPException
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, text
 
 from wooflow.consumer.apply import apply_customer, apply_order
 from wooflow.consumer.commands import build_command, to_json
@@ -28,6 +28,7 @@ from wooflow.consumer.state import StateBatch
 from wooflow.consumer.tiers import loyalty_of
 from wooflow.consumer.triggers import TRIGGERS
 from wooflow.db.tables import execution_logs, rule_audit, rules
+from wooflow.scheduler.triggers import SCHEMA as SCHEDULED
 from wooflow.settings import Settings
 from wooflow.stores import Store, StoreCache
 
@@ -174,7 +175,12 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
                    {(store.id, int(event["order_id"]))} if schema == "OrderEvent" else set())
     ctx = (apply_order if schema == "OrderEvent" else apply_customer)(event, state, lo)
     spec = TRIGGERS[rule.trigger]
-    trigger_fires = spec.schema == schema and spec.fires(ctx) and (rule.options is None or rule.options(ctx))
+    if spec.schema == SCHEDULED:
+        # No event fires these: ask the scheduler's own candidate query about this customer.
+        trigger_fires, trigger_reason = _scheduled(settings, engine, store, rule, event["customer_key"])
+    else:
+        trigger_fires = spec.schema == schema and spec.fires(ctx) and (rule.options is None or rule.options(ctx))
+        trigger_reason = _trigger_reason(spec.schema, schema, ctx, bool(trigger_fires))
     facts = LazyFacts(ctx)
     conditions = explain(rule.spec.conditions, facts)
     cust = ctx.customer
@@ -189,7 +195,7 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
         "dry_run": True, "rule_id": rule.id, "rule_version": rule.version, "rule_name": rule.spec.name,
         "enabled": rule.spec.enabled, "subject": subject, "customer_key": event["customer_key"],
         "trigger": {"name": rule.trigger, "listens_to": spec.schema, "would_fire_now": bool(trigger_fires),
-                    "reason": _trigger_reason(spec.schema, schema, ctx, bool(trigger_fires))},
+                    "reason": trigger_reason},
         "conditions": conditions, "matched": bool(conditions["result"]), "consent": consent,
         "customer_state": json.loads(to_json(cstate)),
         "facts": json.loads(to_json({k: v for k, v in facts.materialise().items()})),
@@ -198,6 +204,44 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
     }
     result["audit_id"] = _record(engine, store.id, rule, event, subject, result)
     return result
+
+
+def _scheduled(settings: Settings, engine: Engine, store: Store, rule: Any, customer_key: str) -> tuple[bool, str]:
+    """Would the scheduler's next scan fire this rule for this customer? The same read-only
+    candidate queries the scan runs (scheduler/scan.py), at the scheduler's clock's now."""
+    from wooflow.scheduler import scan
+    from wooflow.scheduler.clock import get_clock
+    from wooflow.scheduler.triggers import validate_options
+
+    now = get_clock(settings).now()
+    try:
+        opts: Any = validate_options(rule.trigger, rule.spec.trigger_options)
+    except ValueError as exc:
+        return False, f"the rule's trigger options are invalid: {exc}"
+    with engine.connect() as conn:
+        if rule.trigger == "abandoned_cart":
+            cart = conn.execute(text(
+                "SELECT status, last_activity_at, total, jsonb_array_length(items) AS items FROM carts "
+                "WHERE store_id = :store AND customer_key = :key ORDER BY last_activity_at DESC LIMIT 1"),
+                {"store": store.id, "key": customer_key}).mappings().first()
+            if cart is None:
+                return False, "wooflow knows no cart of this customer (storefront cart events)"
+            if cart["status"] != "active" or not cart["items"]:
+                return False, f"the customer's latest cart is {cart['status'] if cart['items'] else 'empty'}"
+            if opts.min_total is not None and (cart["total"] or 0) < opts.min_total:
+                return False, f"the cart's total {cart['total']} is below the trigger's min_total {opts.min_total}"
+            due = cart["last_activity_at"] + timedelta(seconds=scan.abandoned_after_s(store))
+            if due > now:
+                return False, f"the cart counts as abandoned from {due.isoformat()} if nothing happens until then"
+            return True, "the next scan marks the customer's cart abandoned and fires the trigger"
+        tz = ZoneInfo(store.timezone or "UTC")
+        found = [c for c in scan.QUALIFIERS[rule.trigger](conn, store, rule, opts, now, tz)
+                 if c.customer_key == customer_key]
+    if found:
+        return True, (f"the scheduler's scan at {now.isoformat()} finds this customer (period {found[0].period}) "
+                      "and would fire the trigger")
+    return False, (f"the scheduler's scan at {now.isoformat()} does not find this customer: not due, or already "
+                   "fired for this period; conditions were evaluated anyway")
 
 
 def _trigger_reason(listens: str, schema: str, ctx: Any, fires: bool) -> str:

@@ -158,7 +158,9 @@ def delete_rule(request: Request, who: CurrentStore, rule_id: int) -> Response:
 
 @router.post("/rules/{rule_id}/dry-run", summary="Simulate the rule on a real order or customer",
              description="Fetches the order/customer from the store (WooCommerce REST) and the customer's state "
-                         "from PostgreSQL, evaluates the trigger and every condition (with reasons), checks "
+                         "from PostgreSQL, evaluates the trigger (for cart, behaviour and calendar triggers: "
+                         "whether the scheduler's scan would pick the customer now) and every condition (with "
+                         "reasons), checks "
                          "marketing consent, runs each action's dry run (rendered previews, no side effects) "
                          "and writes an audit entry flagged dry_run.")
 async def dry_run(request: Request, who: CurrentStore, rule_id: int,
