@@ -340,8 +340,10 @@ class StorefrontReceiver:
 
 # The snippet themes include: <script src="https://bridge/storefront/STORE/wooflow.js" async></script>
 # It keeps a session id in localStorage, sends with sendBeacon (falls back to fetch keepalive),
-# exposes wooflow.track(type, props), and tracks product/category/search pages from
-# WooCommerce's body classes by itself.
+# exposes wooflow.track(type, props), tracks product/category/search pages from
+# WooCommerce's body classes by itself, and refills the cart a recovery link names
+# (scheduler/recovery.py) through WooCommerce's Store API, leaving the cart's token in the
+# `wooflow_cart` cookie for the order (docs/storefront.md: the order-meta hook).
 SNIPPET = r"""(function (w, d) {
   "use strict";
   var ENDPOINT = __ENDPOINT__, KEY = __KEY__, SK = "wooflow_sid";
@@ -353,7 +355,8 @@ SNIPPET = r"""(function (w, d) {
   function send(events) {
     var body = JSON.stringify({ key: KEY, session_id: sid(), events: events });
     if (w.navigator && w.navigator.sendBeacon && w.navigator.sendBeacon(ENDPOINT, new Blob([body], { type: "text/plain" }))) return;
-    if (w.fetch) w.fetch(ENDPOINT, { method: "POST", body: body, keepalive: true, headers: { "Content-Type": "text/plain" } });
+    if (w.fetch) w.fetch(ENDPOINT, { method: "POST", body: body, keepalive: true, headers: { "Content-Type": "text/plain" } })
+      .catch(function () {});
   }
   function track(type, props) {
     var ev = { type: type, id: rid(), occurred_at: new Date().toISOString(), url: w.location.href };
@@ -367,7 +370,36 @@ SNIPPET = r"""(function (w, d) {
     var q = new URLSearchParams(w.location.search).get("s");
     if (q) track("search", { query: q.slice(0, 200) });
   }
+  function restore() {
+    // A cart-recovery link (?wooflow_cart=TOKEN&wooflow_items=P[-V]:Q,...): refill the cart
+    // through WooCommerce's Store API, keep the token for the order, reload without the params.
+    var p = new URLSearchParams(w.location.search), token = p.get("wooflow_cart"), items = p.get("wooflow_items");
+    if (!token || !items || !w.fetch) return;
+    var done = "wooflow_restored_" + token, api = w.location.origin + "/wp-json/wc/store/v1/cart";
+    try { if (w.sessionStorage.getItem(done)) return; } catch (e) {}
+    w.fetch(api, { credentials: "same-origin" }).then(function (r) {
+      var h = { "Content-Type": "application/json" }, n = r.headers.get("Nonce"), t = r.headers.get("Cart-Token");
+      if (n) h.Nonce = n;
+      if (t) h["Cart-Token"] = t;
+      return items.split(",").reduce(function (chain, part) {
+        var m = /^(\d+)(?:-(\d+))?:(\d+)$/.exec(part);
+        if (!m) return chain;
+        var id = m[2] && m[2] !== "0" ? +m[2] : +m[1];
+        return chain.then(function () {
+          return w.fetch(api + "/add-item", { method: "POST", credentials: "same-origin", headers: h,
+                                               body: JSON.stringify({ id: id, quantity: +m[3] }) });
+        });
+      }, Promise.resolve());
+    }).then(function () {
+      try { w.sessionStorage.setItem(done, "1"); } catch (e) {}
+      d.cookie = "wooflow_cart=" + encodeURIComponent(token) + "; path=/; max-age=604800; samesite=lax";
+      p.delete("wooflow_cart"); p.delete("wooflow_items");
+      var q = p.toString();
+      w.location.replace(w.location.pathname + (q ? "?" + q : "") + w.location.hash);
+    }).catch(function () {});
+  }
   w.wooflow = { track: track, session: sid };
+  restore();
   if (d.readyState === "loading") d.addEventListener("DOMContentLoaded", auto); else auto();
 })(window, document);
 """

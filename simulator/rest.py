@@ -38,6 +38,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import order_actions
+from .store_api import store_api_routes
 from .delivery import send_ping_async
 from .errors import NOT_FOUND, RestError, not_found
 from .phpjson import php_json_encode
@@ -758,6 +759,7 @@ def create_app(store: SimulatedStore) -> Starlette:
         Route("/__sim__/state", sim_state, methods=["GET"]),
         Route("/__sim__/abandoned_carts", sim_carts, methods=["GET"]),
         Route("/__sim__/wait_idle", sim_wait_idle, methods=["POST", "GET"]),
+        *store_api_routes(store),
         Route("/{path:path}", no_route, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
     app = Starlette(routes=routes)
