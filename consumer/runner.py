@@ -76,7 +76,7 @@ def header_hint(msg: Message) -> tuple[str | None, str | None]:
     if not hs:
         return None, None
     store = schema = None
-    for k, v in hs:
+    for k, v in (hs.items() if isinstance(hs, dict) else hs):
         if k == STORE_HEADER:
             store = v.decode() if isinstance(v, bytes) else v
         elif k == SCHEMA_HEADER:
@@ -140,7 +140,7 @@ class RuleConsumer:
         self.producer = Producer(settings, transactional_id=txn_id, **producer_conf)
         # Static membership: a restarted instance takes its partitions back without waiting
         # for the session timeout of the one that died.
-        self.consumer_overrides = {"group.instance.id": f"{settings.rules_group}-{instance}"} if instance else {}
+        self.consumer_overrides: dict[str, Any] = {"group.instance.id": f"{settings.rules_group}-{instance}"} if instance else {}
         self.commands_topic = settings.topic(topics.COMMANDS)
         self.stateful_topics = frozenset(settings.topic(t) for t in topics.EVENT_TOPICS
                                          if topics.SCHEMA_OF_TOPIC[t] in STATEFUL)
@@ -165,7 +165,7 @@ class RuleConsumer:
             if store is not None and schema is not None and schema not in STATEFUL and not triggers(store, schema):
                 # nothing listens to these events and they carry no state: skip the decoding
                 self.stats["skipped"] += 1
-                consumed[(msg.topic(), store)] += 1
+                consumed[(msg.topic() or "", store)] += 1
                 continue
             value = msg.value() or b""
             try:
@@ -176,7 +176,7 @@ class RuleConsumer:
                 dead_letter(self.producer, self.codec, self.settings, msg, stage="rules", reason="undecodable",
                             error=str(exc))
                 continue
-            consumed[(msg.topic(), event["store_id"])] += 1
+            consumed[(msg.topic() or "", event["store_id"])] += 1
             items.append(Item(schema, event, msg, value))
         for (topic, store), n in consumed.items():
             metrics.events_consumed.labels("rules", topic, store).inc(n)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -52,7 +52,9 @@ def create_app(settings: Settings) -> Any:
     app.state.ingestor = ingestor
     # The client address matters to the storefront's rate limit only: webhooks skip the
     # X-Forwarded-For middleware (`wooflow bridge` runs uvicorn without its own).
-    return FastPath(ProxyHeadersMiddleware(app, trusted_hosts=settings.bridge_forwarded_allow_ips), webhooks)
+    # (uvicorn types ASGI apps its own way; Starlette is one: cast across the two libraries' typings)
+    proxied = ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=settings.bridge_forwarded_allow_ips)
+    return FastPath(proxied, webhooks, app)
 
 
 class FastPath:
@@ -61,10 +63,10 @@ class FastPath:
 
     PREFIX = "/webhooks/woocommerce/"
 
-    def __init__(self, app: ProxyHeadersMiddleware, webhooks: WebhookReceiver) -> None:
+    def __init__(self, app: Any, webhooks: WebhookReceiver, starlette: Starlette) -> None:
         self.app = app
         self.webhooks = webhooks
-        self.state = app.app.state
+        self.state = starlette.state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":

@@ -53,7 +53,8 @@ class LogSink:
         self.settings = settings
         self.codec = get_codec(settings.schema_registry_url)
         self.engine = get_engine(settings.database_url)
-        self.producer = Producer(settings, **{"message.timeout.ms": 300000})
+        conf: dict[str, Any] = {"message.timeout.ms": 300000}
+        self.producer = Producer(settings, **conf)
         # --retention-days wins over WOOFLOW_EXECUTION_LOG_RETENTION_DAYS; neither: keep everything.
         self.retention_days = retention_days if retention_days is not None else settings.execution_log_retention_days
         self._last_purge = datetime.min.replace(tzinfo=timezone.utc)

@@ -59,7 +59,9 @@ class Checkpoint:
             self._in_txn = True
 
     def track(self, msg: Message) -> None:
-        self._next[(msg.topic(), msg.partition())] = msg.offset() + 1
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic is not None and partition is not None and offset is not None, "not a consumed message"
+        self._next[(topic, partition)] = offset + 1
 
     def pending(self) -> dict[tuple[str, int], int]:
         return dict(self._next)

@@ -166,7 +166,7 @@ class Summary:
             self.baseline = totals
         delta = {k: v - self.baseline.get(k, 0) for k, v in totals.items()}
         with self.engine.connect() as conn:
-            by_status = dict(conn.execute(
+            by_status: dict[str, int] = dict(conn.execute(
                 select(execution_logs.c.status, func.count()).where(execution_logs.c.store_id == DEMO_STORE,
                                                                      execution_logs.c.executed_at >= func.to_timestamp(self.started))
                 .group_by(execution_logs.c.status)).all())

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 from datetime import datetime, timezone
+from typing import Any
 
 from confluent_kafka import Message
 
@@ -28,11 +29,16 @@ def dead_letter(producer: Producer, codec: Codec, settings: Settings, msg: Messa
     log.warning("dead-lettered %s:%s:%s (%s): %s", msg.topic(), msg.partition(), msg.offset(), reason, error[:200])
 
 
+def _header_pairs(msg: Message) -> list[tuple[str, Any]]:
+    hs = msg.headers() or []
+    return list(hs.items()) if isinstance(hs, dict) else list(hs)
+
+
 def dead_letter_record(msg: Message, *, stage: str, reason: str, error: str, store_id: str | None = None,
                        attempts: int = 1) -> dict:
     """The DeadLetter record for `msg` (for roles that produce it with their own delivery tracking)."""
     headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
-               for k, v in (msg.headers() or [])}
+               for k, v in _header_pairs(msg)}
     source = f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
     return {
         "dlq_id": hashlib.sha256(f"{stage}|{source}".encode()).hexdigest()[:32],

@@ -116,9 +116,11 @@ class Worker:
         clients = WooClients(timeout=s.action_timeout_s, max_connections=64)
         self.executor = Executor(s, self.engine, StoreCache(self.engine, s.store_cache_ttl_s), clients,
                                  self.services, self.codec, self.commands_topic)
-        self.producer = Producer(s, **{"message.timeout.ms": 300000, "linger.ms": 10})
+        conf: dict[str, Any] = {"message.timeout.ms": 300000, "linger.ms": 10}
+        self.producer = Producer(s, **conf)
         self.producer.start_polling()
-        release_producer = Producer(s, **{"message.timeout.ms": 60000})
+        release_conf: dict[str, Any] = {"message.timeout.ms": 60000}
+        release_producer = Producer(s, **release_conf)
         self.dispatcher = Dispatcher(self._process, s.worker_concurrency)
         kafka = ThreadPoolExecutor(1, thread_name_prefix="wooflow-kafka")
         self.consumer = make_consumer(s, s.workers_group, [self.commands_topic], on_revoke=self._on_revoke,

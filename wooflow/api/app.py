@@ -44,7 +44,8 @@ def _field_path(loc: tuple[object, ...]) -> str:
 def _error_entry(e: dict[str, object]) -> dict[str, object]:
     # A validator that knows a deeper path (a rule's condition tree, its trigger options)
     # raises an error carrying `path`: name that element rather than the whole field.
-    err = (e.get("ctx") or {}).get("error") if isinstance(e.get("ctx"), dict) else None  # type: ignore[union-attr]
+    ctx = e.get("ctx")
+    err = ctx.get("error") if isinstance(ctx, dict) else None
     path = getattr(err, "path", None)
     if isinstance(path, str) and path:
         return {"field": path, "message": str(getattr(err, "message", err)), "type": e.get("type")}

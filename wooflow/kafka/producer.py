@@ -21,7 +21,7 @@ from confluent_kafka import Producer as _Producer
 from wooflow.kafka.config import producer_config
 from wooflow.settings import Settings
 
-Headers = list[tuple[str, bytes]] | None
+Headers = list[tuple[str, str | bytes | None]] | None
 
 
 class DeliveryFailed(RuntimeError):

@@ -75,9 +75,11 @@ def read_dlq(s: Settings, filters: Filters, timeout: float = 10.0) -> Iterator[d
             for m in consumer.consume(500, 0.5):
                 if m.error():
                     continue
-                if m.offset() >= ends[m.partition()] - 1:
-                    done.add(m.partition())
-                if m.offset() >= ends[m.partition()]:
+                p, off = m.partition(), m.offset()
+                assert p is not None and off is not None, "not a consumed message"
+                if off >= ends[p] - 1:
+                    done.add(p)
+                if off >= ends[p]:
                     continue
                 try:
                     _, rec = codec.decode(m.value())

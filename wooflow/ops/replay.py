@@ -287,13 +287,14 @@ class Replayer:
                 batch: list[Item] = []
                 msgs = consumer.consume(max(1, min(spec.batch_size, left)), 0.1)
                 for m in msgs:
-                    if m.error() or m.partition() not in open_parts:
+                    p, off = m.partition(), m.offset()
+                    if m.error() or p is None or off is None or p not in open_parts:
                         continue
-                    if m.offset() >= ends[m.partition()]:
-                        open_parts.discard(m.partition())
+                    if off >= ends[p]:
+                        open_parts.discard(p)
                         continue
-                    if m.offset() >= ends[m.partition()] - 1:
-                        open_parts.discard(m.partition())
+                    if off >= ends[p] - 1:
+                        open_parts.discard(p)
                     summary.events += 1
                     left -= 1
                     store, schema = header_hint(m)

@@ -9,7 +9,10 @@ config = context.config
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no sqlalchemy.url: run migrations through `wooflow migrate`")
+    engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         # Several processes may run `wooflow migrate` at once (a Job and a test run):
         # serialise them with an advisory lock so only one applies each revision.
