@@ -245,23 +245,24 @@ class Scanner:
 # --- behaviour and calendar: who qualifies, per trigger ------------------------------
 # Read-only candidate queries (a rule's options, the store's timezone, `now`), shared by the
 # scan, which fires them, and the rules API's dry run, which only reports them.
-Qualifier = Callable[[Connection, Store, CompiledRule, Any, datetime, ZoneInfo], list[Candidate]]
+# `who` narrows a query to one customer key (the dry run); the scan asks for everyone.
+Qualifier = Callable[..., list[Candidate]]
 
 
 def _product_viewed(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-                    tz: ZoneInfo) -> list[Candidate]:
+                    tz: ZoneInfo, who: str | None = None) -> list[Candidate]:
     return _views(conn, store, rule, "product_viewed", "subject", o.times, o.within, o.cooldown,
-                  o.product_id, now)
+                  o.product_id, now, who)
 
 
 def _category_browsing(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-                       tz: ZoneInfo) -> list[Candidate]:
+                       tz: ZoneInfo, who: str | None = None) -> list[Candidate]:
     return _views(conn, store, rule, "category_browsing", "category", o.times, o.within, o.cooldown,
-                  o.category_id, now)
+                  o.category_id, now, who)
 
 
 def _views(conn: Connection, store: Store, rule: CompiledRule, trigger: str, column: str, times: int,
-           within: str, cooldown: str | None, only: int | None, now: datetime) -> list[Candidate]:
+           within: str, cooldown: str | None, only: int | None, now: datetime, who: str | None) -> list[Candidate]:
     since = now - timedelta(seconds=T.seconds(within))
     cool_since = now - timedelta(seconds=T.seconds(cooldown or within))
     kinds = ["product_viewed"] if trigger == "product_viewed" else ["category_viewed", "product_viewed"]
@@ -271,14 +272,15 @@ def _views(conn: Connection, store: Store, rule: CompiledRule, trigger: str, col
         FROM storefront_activity a
         LEFT JOIN customer_calendar k ON k.store_id = a.store_id AND k.customer_key = a.customer_key
         WHERE a.store_id = :store AND a.kind = ANY(CAST(:kinds AS text[])) AND a.occurred_at > :since
+          AND (CAST(:who AS text) IS NULL OR a.customer_key = :who)
           AND a.occurred_at <= :now AND a.{column} <> '' AND (CAST(:only AS text) IS NULL OR a.{column} = :only)
           AND {REACHABLE_SQL.replace('customer_key', 'a.customer_key')}
           AND NOT EXISTS (SELECT 1 FROM trigger_firings f WHERE f.rule_id = :rule AND f.customer_key = a.customer_key
                           AND f.subject = a.{column} AND f.fired_at > :cool_since)
         GROUP BY a.customer_key, a.{column}, k.customer_id, k.email, k.first_name, k.last_name
         HAVING count(*) >= :times
-    """), {"store": store.id, "kinds": kinds, "since": since, "now": now, "only": str(only) if only else None,
-           "rule": rule.id, "cool_since": cool_since, "times": times}).mappings()
+    """), {"store": store.id, "who": who, "kinds": kinds, "since": since, "now": now,
+           "only": str(only) if only else None, "rule": rule.id, "cool_since": cool_since, "times": times}).mappings()
     what = "product" if trigger == "product_viewed" else "category"
     out = []
     for r in rows:
@@ -290,7 +292,7 @@ def _views(conn: Connection, store: Store, rule: CompiledRule, trigger: str, col
 
 
 def _search_without_purchase(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-                             tz: ZoneInfo) -> list[Candidate]:
+                             tz: ZoneInfo, who: str | None = None) -> list[Candidate]:
     wait = timedelta(seconds=T.seconds(o.wait))
     cooldown = timedelta(seconds=T.seconds(o.cooldown))
     rows = conn.execute(text(f"""
@@ -300,12 +302,13 @@ def _search_without_purchase(conn: Connection, store: Store, rule: CompiledRule,
         FROM storefront_activity a
         LEFT JOIN customer_calendar k ON k.store_id = a.store_id AND k.customer_key = a.customer_key
         WHERE a.store_id = :store AND a.kind = 'search' AND a.occurred_at <= :until AND a.occurred_at > :since
+          AND (CAST(:who AS text) IS NULL OR a.customer_key = :who)
           AND (k.last_order_at IS NULL OR k.last_order_at < a.occurred_at)
           AND {REACHABLE_SQL.replace('customer_key', 'a.customer_key')}
           AND NOT EXISTS (SELECT 1 FROM trigger_firings f WHERE f.rule_id = :rule AND f.customer_key = a.customer_key
                           AND f.fired_at > :cool_since)
         GROUP BY a.customer_key, k.customer_id, k.email, k.first_name, k.last_name
-    """), {"store": store.id, "until": now - wait, "since": now - wait - cooldown, "rule": rule.id,
+    """), {"store": store.id, "who": who, "until": now - wait, "since": now - wait - cooldown, "rule": rule.id,
            "cool_since": now - cooldown}).mappings()
     return [Candidate(store.id, r["customer_key"], f"search@{r['last_at'].isoformat()}", r["last_at"], "search",
                       _customer_ctx(dict(r)) | {"search": {"queries": list(r["queries"] or []),
@@ -314,16 +317,17 @@ def _search_without_purchase(conn: Connection, store: Store, rule: CompiledRule,
 
 
 def _customer_inactive(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-                       tz: ZoneInfo) -> list[Candidate]:
+                       tz: ZoneInfo, who: str | None = None) -> list[Candidate]:
     today = now.astimezone(tz).date()
     # inactive for N days ⇔ the last order's local date is on or before today − N
     cutoff = local_midnight_utc(today - timedelta(days=o.days - 1), tz)
     rows = conn.execute(text("""
         SELECT k.* FROM customer_calendar k
         WHERE k.store_id = :store AND k.last_order_at IS NOT NULL AND k.last_order_at < :cutoff
+          AND (CAST(:who AS text) IS NULL OR k.customer_key = :who)
           AND NOT EXISTS (SELECT 1 FROM trigger_firings f WHERE f.rule_id = :rule
                           AND f.customer_key = k.customer_key AND f.period = 'order:' || k.last_order_id)
-    """), {"store": store.id, "cutoff": cutoff, "rule": rule.id}).mappings()
+    """), {"store": store.id, "who": who, "cutoff": cutoff, "rule": rule.id}).mappings()
     out = []
     for r in rows:
         last_local = r["last_order_at"].astimezone(tz).date()
@@ -339,7 +343,7 @@ def _calendar_days(today: date, offset: int, grace: int) -> list[date]:
 
 
 def _first_purchase_anniversary(conn: Connection, store: Store, rule: CompiledRule, o: Any,
-                                now: datetime, tz: ZoneInfo) -> list[Candidate]:
+                                now: datetime, tz: ZoneInfo, who: str | None = None) -> list[Candidate]:
     today = now.astimezone(tz).date()
     targets = _birthdays_on(_calendar_days(today, 0, o.grace_days))
     if not targets:
@@ -350,10 +354,11 @@ def _first_purchase_anniversary(conn: Connection, store: Store, rule: CompiledRu
                EXTRACT(YEAR FROM k.first_order_at AT TIME ZONE :tz)::int AS y
         FROM customer_calendar k
         WHERE k.store_id = :store AND k.first_order_at IS NOT NULL
+          AND (CAST(:who AS text) IS NULL OR k.customer_key = :who)
           AND (EXTRACT(MONTH FROM k.first_order_at AT TIME ZONE :tz)::int,
                EXTRACT(DAY FROM k.first_order_at AT TIME ZONE :tz)::int)
               IN (SELECT * FROM unnest(CAST(:ms AS int[]), CAST(:ds AS int[])))
-    """), {"store": store.id, "tz": store.timezone or "UTC", "ms": [m for m, _ in targets],
+    """), {"store": store.id, "who": who, "tz": store.timezone or "UTC", "ms": [m for m, _ in targets],
            "ds": [d for _, d in targets]}).mappings()
     out = []
     for r in rows:
@@ -368,15 +373,16 @@ def _first_purchase_anniversary(conn: Connection, store: Store, rule: CompiledRu
 
 
 def _birthday(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-              tz: ZoneInfo) -> list[Candidate]:
+              tz: ZoneInfo, who: str | None = None) -> list[Candidate]:
     today = now.astimezone(tz).date()
     # a birthday N days ahead: the target dates are today + N (and a few days back, if late)
     targets = _birthdays_on(_calendar_days(today, o.days_before, o.grace_days))
     rows = conn.execute(text("""
         SELECT k.* FROM customer_calendar k
         WHERE k.store_id = :store AND k.birth_month IS NOT NULL
+          AND (CAST(:who AS text) IS NULL OR k.customer_key = :who)
           AND (k.birth_month, k.birth_day) IN (SELECT * FROM unnest(CAST(:ms AS int[]), CAST(:ds AS int[])))
-    """), {"store": store.id, "ms": [m for m, _ in targets], "ds": [d for _, d in targets]}).mappings()
+    """), {"store": store.id, "who": who, "ms": [m for m, _ in targets], "ds": [d for _, d in targets]}).mappings()
     out = []
     for r in rows:
         on = targets[(r["birth_month"], r["birth_day"])]
@@ -386,13 +392,14 @@ def _birthday(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: d
 
 
 def _subscription_renewal(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-                          tz: ZoneInfo) -> list[Candidate]:
+                          tz: ZoneInfo, who: str | None = None) -> list[Candidate]:
     today = now.astimezone(tz).date()
     # fire while the renewal's local date is within [today, today + N]
     rows = conn.execute(text("""
         SELECT k.* FROM customer_calendar k
         WHERE k.store_id = :store AND k.renewal_at >= :start AND k.renewal_at < :end
-    """), {"store": store.id, "start": local_midnight_utc(today, tz),
+          AND (CAST(:who AS text) IS NULL OR k.customer_key = :who)
+    """), {"store": store.id, "who": who, "start": local_midnight_utc(today, tz),
            "end": local_midnight_utc(today + timedelta(days=o.days_before + 1), tz)}).mappings()
     out = []
     for r in rows:
@@ -404,12 +411,13 @@ def _subscription_renewal(conn: Connection, store: Store, rule: CompiledRule, o:
 
 
 def _card_expiring(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
-                   tz: ZoneInfo) -> list[Candidate]:
+                   tz: ZoneInfo, who: str | None = None) -> list[Candidate]:
     today = now.astimezone(tz).date()
     rows = conn.execute(text("""
         SELECT k.* FROM customer_calendar k
         WHERE k.store_id = :store AND k.card_expiry >= :today AND k.card_expiry <= :until
-    """), {"store": store.id, "today": today, "until": today + timedelta(days=o.days_before)}).mappings()
+          AND (CAST(:who AS text) IS NULL OR k.customer_key = :who)
+    """), {"store": store.id, "who": who, "today": today, "until": today + timedelta(days=o.days_before)}).mappings()
     out = []
     for r in rows:
         exp: date = r["card_expiry"]

@@ -236,6 +236,21 @@ def test_dry_run_of_a_scheduled_trigger_asks_the_scan(settings, engine) -> None:
         assert rule is not None and scanner.scan_rule(store, rule, "customer_inactive", now) == 1
         assert trigger(away.id)["would_fire_now"] is False
 
+        # a behaviour trigger: the scan's query narrowed to the customer (three views of one product)
+        with engine.begin() as conn:
+            for c, views in ((away, 3), (recent, 1)):
+                for n in range(views):
+                    conn.execute(text("INSERT INTO storefront_activity (event_id, store_id, customer_key, session_id, "
+                                      "kind, subject, category, occurred_at) VALUES (:e, :s, :k, 'sess', "
+                                      "'product_viewed', '42', '', :t)"),
+                                 {"e": f"{store.id}-{c.id}-{n}", "s": store.id, "k": f"c{c.id}",
+                                  "t": now - timedelta(hours=n + 1)})
+        rid = client.post("/v1/rules", json={"name": "browsed", "trigger": "product_viewed",
+                                             "trigger_options": {"times": 3}, "actions": GOOD["actions"]},
+                          headers=h).json()["id"]
+        assert trigger(away.id)["would_fire_now"] is True
+        assert trigger(recent.id)["would_fire_now"] is False
+
 
 def test_a_rule_created_through_the_api_reaches_a_running_consumer_within_a_second(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
