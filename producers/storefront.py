@@ -343,7 +343,7 @@ class StorefrontReceiver:
 # exposes wooflow.track(type, props), tracks product/category/search pages from
 # WooCommerce's body classes by itself, and refills the cart a recovery link names
 # (scheduler/recovery.py) through WooCommerce's Store API, leaving the cart's token in the
-# `wooflow_cart` cookie for the order (docs/storefront.md: the order-meta hook).
+# `wooflow_cart` cookie for the order (README: the hook that copies it into the order meta).
 SNIPPET = r"""(function (w, d) {
   "use strict";
   var ENDPOINT = __ENDPOINT__, KEY = __KEY__, SK = "wooflow_sid";

@@ -59,18 +59,19 @@ def _error(code: str, message: str, status: int) -> Response:
 
 
 def store_api_routes(store: SimulatedStore) -> list[Route]:
-    carts: StoreApiCarts = getattr(store, "store_api_carts", None) or StoreApiCarts()
-    store.store_api_carts = carts  # type: ignore[attr-defined]
+    carts = StoreApiCarts()
 
     def render(cart: _Cart) -> dict[str, Any]:
         items, total = [], Decimal(0)
         for pid, qty in cart.items.items():
-            product = store.products[pid]
+            product = store.products.get(pid)
+            if product is None:  # deleted since it was added: WooCommerce drops it from the cart
+                continue
             total += product.price * qty
             items.append({"key": f"{pid:032x}", "id": pid, "quantity": qty, "name": product.name,
                           "prices": {"price": str(int(product.price * 100)), "currency_code": store.currency,
                                      "currency_minor_unit": 2}})
-        return {"items": items, "items_count": sum(cart.items.values()),
+        return {"items": items, "items_count": sum(i["quantity"] for i in items),
                 "totals": {"total_items": str(int(total * 100)), "total_price": str(int(total * 100)),
                            "currency_code": store.currency, "currency_minor_unit": 2}}
 
