@@ -23,7 +23,7 @@ import time
 import zlib
 from collections import defaultdict
 from datetime import date, datetime, time as dtime, timedelta, timezone
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -249,6 +249,18 @@ class Scanner:
 Qualifier = Callable[..., list[Candidate]]
 
 
+def _one_customer(alias: str) -> str:
+    return f"(CAST(:who AS text) IS NULL OR {alias}.customer_key = :who)"
+
+
+def _calendar(conn: Connection, store: Store, who: str | None, where: str, **params: Any) -> Iterable[Any]:
+    """`customer_calendar` rows of the store (or of `who`) that match `where`."""
+    return conn.execute(text(f"""
+        SELECT k.* FROM customer_calendar k
+        WHERE k.store_id = :store AND {_one_customer("k")} AND {where}
+    """), {"store": store.id, "who": who, **params}).mappings()
+
+
 def _product_viewed(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
                     tz: ZoneInfo, who: str | None = None) -> list[Candidate]:
     return _views(conn, store, rule, "product_viewed", "subject", o.times, o.within, o.cooldown,
@@ -272,7 +284,7 @@ def _views(conn: Connection, store: Store, rule: CompiledRule, trigger: str, col
         FROM storefront_activity a
         LEFT JOIN customer_calendar k ON k.store_id = a.store_id AND k.customer_key = a.customer_key
         WHERE a.store_id = :store AND a.kind = ANY(CAST(:kinds AS text[])) AND a.occurred_at > :since
-          AND (CAST(:who AS text) IS NULL OR a.customer_key = :who)
+          AND {_one_customer("a")}
           AND a.occurred_at <= :now AND a.{column} <> '' AND (CAST(:only AS text) IS NULL OR a.{column} = :only)
           AND {REACHABLE_SQL.replace('customer_key', 'a.customer_key')}
           AND NOT EXISTS (SELECT 1 FROM trigger_firings f WHERE f.rule_id = :rule AND f.customer_key = a.customer_key
@@ -302,7 +314,7 @@ def _search_without_purchase(conn: Connection, store: Store, rule: CompiledRule,
         FROM storefront_activity a
         LEFT JOIN customer_calendar k ON k.store_id = a.store_id AND k.customer_key = a.customer_key
         WHERE a.store_id = :store AND a.kind = 'search' AND a.occurred_at <= :until AND a.occurred_at > :since
-          AND (CAST(:who AS text) IS NULL OR a.customer_key = :who)
+          AND {_one_customer("a")}
           AND (k.last_order_at IS NULL OR k.last_order_at < a.occurred_at)
           AND {REACHABLE_SQL.replace('customer_key', 'a.customer_key')}
           AND NOT EXISTS (SELECT 1 FROM trigger_firings f WHERE f.rule_id = :rule AND f.customer_key = a.customer_key
@@ -321,13 +333,10 @@ def _customer_inactive(conn: Connection, store: Store, rule: CompiledRule, o: An
     today = now.astimezone(tz).date()
     # inactive for N days ⇔ the last order's local date is on or before today − N
     cutoff = local_midnight_utc(today - timedelta(days=o.days - 1), tz)
-    rows = conn.execute(text("""
-        SELECT k.* FROM customer_calendar k
-        WHERE k.store_id = :store AND k.last_order_at IS NOT NULL AND k.last_order_at < :cutoff
-          AND (CAST(:who AS text) IS NULL OR k.customer_key = :who)
+    rows = _calendar(conn, store, who, """k.last_order_at IS NOT NULL AND k.last_order_at < :cutoff
           AND NOT EXISTS (SELECT 1 FROM trigger_firings f WHERE f.rule_id = :rule
-                          AND f.customer_key = k.customer_key AND f.period = 'order:' || k.last_order_id)
-    """), {"store": store.id, "who": who, "cutoff": cutoff, "rule": rule.id}).mappings()
+                          AND f.customer_key = k.customer_key AND f.period = 'order:' || k.last_order_id)""",
+                     cutoff=cutoff, rule=rule.id)
     out = []
     for r in rows:
         last_local = r["last_order_at"].astimezone(tz).date()
@@ -348,13 +357,13 @@ def _first_purchase_anniversary(conn: Connection, store: Store, rule: CompiledRu
     targets = _birthdays_on(_calendar_days(today, 0, o.grace_days))
     if not targets:
         return []
-    rows = conn.execute(text("""
+    rows = conn.execute(text(f"""
         SELECT k.*, EXTRACT(MONTH FROM k.first_order_at AT TIME ZONE :tz)::int AS m,
                EXTRACT(DAY FROM k.first_order_at AT TIME ZONE :tz)::int AS d,
                EXTRACT(YEAR FROM k.first_order_at AT TIME ZONE :tz)::int AS y
         FROM customer_calendar k
         WHERE k.store_id = :store AND k.first_order_at IS NOT NULL
-          AND (CAST(:who AS text) IS NULL OR k.customer_key = :who)
+          AND {_one_customer("k")}
           AND (EXTRACT(MONTH FROM k.first_order_at AT TIME ZONE :tz)::int,
                EXTRACT(DAY FROM k.first_order_at AT TIME ZONE :tz)::int)
               IN (SELECT * FROM unnest(CAST(:ms AS int[]), CAST(:ds AS int[])))
@@ -377,12 +386,9 @@ def _birthday(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: d
     today = now.astimezone(tz).date()
     # a birthday N days ahead: the target dates are today + N (and a few days back, if late)
     targets = _birthdays_on(_calendar_days(today, o.days_before, o.grace_days))
-    rows = conn.execute(text("""
-        SELECT k.* FROM customer_calendar k
-        WHERE k.store_id = :store AND k.birth_month IS NOT NULL
-          AND (CAST(:who AS text) IS NULL OR k.customer_key = :who)
-          AND (k.birth_month, k.birth_day) IN (SELECT * FROM unnest(CAST(:ms AS int[]), CAST(:ds AS int[])))
-    """), {"store": store.id, "who": who, "ms": [m for m, _ in targets], "ds": [d for _, d in targets]}).mappings()
+    rows = _calendar(conn, store, who, """k.birth_month IS NOT NULL
+          AND (k.birth_month, k.birth_day) IN (SELECT * FROM unnest(CAST(:ms AS int[]), CAST(:ds AS int[])))""",
+                     ms=[m for m, _ in targets], ds=[d for _, d in targets])
     out = []
     for r in rows:
         on = targets[(r["birth_month"], r["birth_day"])]
@@ -395,12 +401,9 @@ def _subscription_renewal(conn: Connection, store: Store, rule: CompiledRule, o:
                           tz: ZoneInfo, who: str | None = None) -> list[Candidate]:
     today = now.astimezone(tz).date()
     # fire while the renewal's local date is within [today, today + N]
-    rows = conn.execute(text("""
-        SELECT k.* FROM customer_calendar k
-        WHERE k.store_id = :store AND k.renewal_at >= :start AND k.renewal_at < :end
-          AND (CAST(:who AS text) IS NULL OR k.customer_key = :who)
-    """), {"store": store.id, "who": who, "start": local_midnight_utc(today, tz),
-           "end": local_midnight_utc(today + timedelta(days=o.days_before + 1), tz)}).mappings()
+    rows = _calendar(conn, store, who, "k.renewal_at >= :start AND k.renewal_at < :end",
+                     start=local_midnight_utc(today, tz),
+                     end=local_midnight_utc(today + timedelta(days=o.days_before + 1), tz))
     out = []
     for r in rows:
         day = r["renewal_at"].astimezone(tz).date()
@@ -413,11 +416,8 @@ def _subscription_renewal(conn: Connection, store: Store, rule: CompiledRule, o:
 def _card_expiring(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
                    tz: ZoneInfo, who: str | None = None) -> list[Candidate]:
     today = now.astimezone(tz).date()
-    rows = conn.execute(text("""
-        SELECT k.* FROM customer_calendar k
-        WHERE k.store_id = :store AND k.card_expiry >= :today AND k.card_expiry <= :until
-          AND (CAST(:who AS text) IS NULL OR k.customer_key = :who)
-    """), {"store": store.id, "who": who, "today": today, "until": today + timedelta(days=o.days_before)}).mappings()
+    rows = _calendar(conn, store, who, "k.card_expiry >= :today AND k.card_expiry <= :until",
+                     today=today, until=today + timedelta(days=o.days_before))
     out = []
     for r in rows:
         exp: date = r["card_expiry"]

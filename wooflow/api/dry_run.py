@@ -235,8 +235,7 @@ def _scheduled(settings: Settings, engine: Engine, store: Store, rule: Any, cust
                 return False, f"the cart counts as abandoned from {due.isoformat()} if nothing happens until then"
             return True, "the next scan marks the customer's cart abandoned and fires the trigger"
         tz = ZoneInfo(store.timezone or "UTC")
-        found = [c for c in scan.QUALIFIERS[rule.trigger](conn, store, rule, opts, now, tz, who=customer_key)
-                 if c.customer_key == customer_key]
+        found = scan.QUALIFIERS[rule.trigger](conn, store, rule, opts, now, tz, who=customer_key)
     if found:
         return True, (f"the scheduler's scan at {now.isoformat()} finds this customer (period {found[0].period}) "
                       "and would fire the trigger")
