@@ -215,8 +215,7 @@ class Scanner:
             except ValueError as exc:
                 log.error("rule %s: %s", rule.id, exc)
                 continue
-            mine = [c for c in cands if opts.min_total is None  # type: ignore[attr-defined]
-                    or float(c.context["cart"]["total"]) >= float(opts.min_total)]  # type: ignore[attr-defined]
+            mine = [c for c in cands if _worth_it(c.context["cart"]["total"], opts)]
             fired += len(self.firer.fire(conn, store, rule, "abandoned_cart", mine, now))
         return fired
 
@@ -240,6 +239,33 @@ class Scanner:
                 DELETE FROM storefront_activity WHERE event_id IN (
                     SELECT event_id FROM storefront_activity WHERE occurred_at < :cutoff LIMIT 10000)
             """), {"cutoff": cutoff})
+
+
+def _worth_it(total: Any, opts: Any) -> bool:
+    """The abandoned_cart trigger's `min_total` (none: every cart)."""
+    return opts.min_total is None or float(total or 0) >= float(opts.min_total)
+
+
+_CUSTOMERS_CART = text("""
+SELECT status, last_activity_at, total, jsonb_array_length(items) AS items FROM carts
+WHERE store_id = :store AND customer_key = :key ORDER BY last_activity_at DESC LIMIT 1
+""")
+
+
+def cart_verdict(conn: Connection, store: Store, customer_key: str, opts: Any, now: datetime) -> tuple[bool, str]:
+    """Would the next cart scan abandon this customer's latest cart and fire `abandoned_cart`
+    (with options `opts`)? Read-only: the rules API's dry run."""
+    cart = conn.execute(_CUSTOMERS_CART, {"store": store.id, "key": customer_key}).mappings().first()
+    if cart is None:
+        return False, "wooflow knows no cart of this customer (storefront cart events)"
+    if cart["status"] != "active" or not cart["items"]:
+        return False, f"the customer's latest cart is {cart['status'] if cart['items'] else 'empty'}"
+    if not _worth_it(cart["total"], opts):
+        return False, f"the cart's total {cart['total']} is below the trigger's min_total {opts.min_total}"
+    due = cart["last_activity_at"] + timedelta(seconds=abandoned_after_s(store))
+    if due > now:
+        return False, f"the cart counts as abandoned from {due.isoformat()} if nothing happens until then"
+    return True, "the next scan marks the customer's cart abandoned and fires the trigger"
 
 
 # --- behaviour and calendar: who qualifies, per trigger ------------------------------

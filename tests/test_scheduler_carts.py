@@ -228,3 +228,27 @@ def test_a_recovery_sequence_stops_when_the_cart_changes_and_a_new_abandonment_s
     assert got[0]["exit_reason"] == "cart changed after it was abandoned"
     assert sc.scan_carts(T0 + timedelta(minutes=56), store.id) == 1  # abandoned again: a new sequence
     assert len(rows(engine, "SELECT DISTINCT event_id FROM scheduled_steps WHERE rule_id = :r", r=rule_id)) == 2
+
+
+def test_cart_verdict_is_what_the_next_cart_scan_would_do(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    """The dry run's read-only view of a customer's cart (scan.cart_verdict): due, not yet
+    due, below the rule's min_total, or none at all."""
+    from types import SimpleNamespace
+
+    from wooflow.scheduler.scan import abandoned_after_s, cart_verdict
+
+    store = make_store(engine)
+    key = "c4242"  # the store is new: no other cart of this key
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO carts (store_id, session_id, customer_key, items, total, last_activity_at, token) "
+                          "VALUES (:s, 'sess', :k, CAST(:items AS jsonb), 44.80, :t, :tok)"),
+                     {"s": store.id, "k": key, "items": '[{"product_id": 42, "quantity": 2}]', "t": T0,
+                      "tok": unique("tok")})
+    due = T0 + timedelta(seconds=abandoned_after_s(store))
+    with engine.connect() as conn:
+        assert cart_verdict(conn, store, key, SimpleNamespace(min_total=None), due)[0] is True
+        early, reason = cart_verdict(conn, store, key, SimpleNamespace(min_total=None), due - timedelta(seconds=1))
+        assert early is False and "counts as abandoned from" in reason
+        cheap, reason = cart_verdict(conn, store, key, SimpleNamespace(min_total=Decimal("50")), due)
+        assert cheap is False and "below the trigger's min_total" in reason
+        assert cart_verdict(conn, store, "c0", SimpleNamespace(min_total=None), due)[0] is False

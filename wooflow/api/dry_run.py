@@ -12,12 +12,12 @@ import hashlib
 import json
 import logging
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import HTTPException
-from sqlalchemy import Engine, insert, select, text
+from sqlalchemy import Engine, insert, select
 
 from wooflow.consumer.apply import apply_customer, apply_order
 from wooflow.consumer.commands import build_command, to_json
@@ -220,20 +220,7 @@ def _scheduled(settings: Settings, engine: Engine, store: Store, rule: Any, cust
         return False, f"the rule's trigger options are invalid: {exc}"
     with engine.connect() as conn:
         if rule.trigger == "abandoned_cart":
-            cart = conn.execute(text(
-                "SELECT status, last_activity_at, total, jsonb_array_length(items) AS items FROM carts "
-                "WHERE store_id = :store AND customer_key = :key ORDER BY last_activity_at DESC LIMIT 1"),
-                {"store": store.id, "key": customer_key}).mappings().first()
-            if cart is None:
-                return False, "wooflow knows no cart of this customer (storefront cart events)"
-            if cart["status"] != "active" or not cart["items"]:
-                return False, f"the customer's latest cart is {cart['status'] if cart['items'] else 'empty'}"
-            if opts.min_total is not None and (cart["total"] or 0) < opts.min_total:
-                return False, f"the cart's total {cart['total']} is below the trigger's min_total {opts.min_total}"
-            due = cart["last_activity_at"] + timedelta(seconds=scan.abandoned_after_s(store))
-            if due > now:
-                return False, f"the cart counts as abandoned from {due.isoformat()} if nothing happens until then"
-            return True, "the next scan marks the customer's cart abandoned and fires the trigger"
+            return scan.cart_verdict(conn, store, customer_key, opts, now)
         tz = ZoneInfo(store.timezone or "UTC")
         found = scan.QUALIFIERS[rule.trigger](conn, store, rule, opts, now, tz, who=customer_key)
     if found:
