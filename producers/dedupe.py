@@ -18,8 +18,7 @@ from wooflow.db.engine import driver_cursor
 
 # psycopg parameter style: the bridge's async claims run them as they are, the sync
 # callers through the driver cursor under their SQLAlchemy connection (same transaction).
-# The id arrays go in binary (%b): psycopg's text array dumper runs a regex per element to
-# decide on quoting, which was a third of a claim's CPU.
+# Id arrays go in binary (%b; why: `driver_cursor`).
 _CLAIM = """
 INSERT INTO bridge_seen (event_id, store_id, state)
 SELECT u.event_id, u.store_id, %(state)s

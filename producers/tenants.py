@@ -3,6 +3,8 @@ misses in a thread) and the per-store normalisation info derived from them."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from wooflow.producers.normalise import StoreInfo
 from wooflow.stores import Store, StoreCache
 
@@ -10,10 +12,9 @@ from wooflow.stores import Store, StoreCache
 class Tenants:
     def __init__(self, cache: StoreCache) -> None:
         self.cache = cache
+        # the cache's own coroutine: no pass-through coroutine per request
+        self.get: Callable[[str], Awaitable[Store | None]] = cache.aget
         self._info: dict[str, StoreInfo] = {}
-
-    async def get(self, store_id: str) -> Store | None:
-        return await self.cache.aget(store_id)
 
     def info(self, store: Store) -> StoreInfo:
         info = self._info.get(store.id)

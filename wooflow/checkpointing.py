@@ -16,8 +16,9 @@ transaction) and before the offsets move, so state is never behind committed off
 It may also return a Future (the state being written in another thread): then the
 batch's offsets wait in `_inflight` and are committed by `settle()` once it resolved —
 when the role needs that state again, at the next commit, on idle, on a rebalance and on
-close — so the next batch is fetched and decoded while the database writes. At most one batch is in flight, offsets move in
-order, and a failed write raises from `settle()` with the offsets never committed.
+close — so the next batch is fetched and decoded while the database writes. At most one
+batch is in flight, offsets move in order, and a failed write raises from `settle()` with
+the offsets never committed.
 (Not in transactional mode: there the state must be written inside the transaction.)
 """
 
