@@ -103,7 +103,7 @@ def _reject() -> Any:
 
 
 # Lengths, counts, small ids and branch indexes: looked up, not computed.
-_SMALL = tuple(_varint(n) for n in range(1 << 13))
+_SMALL = _LOW[0::2]  # zig-zag maps n ≥ 0 to 2n: the varints of 0..8191
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
 
