@@ -49,6 +49,7 @@ class StoreCache:
         self.engine = engine
         self.ttl = ttl
         self._cache: dict[str, tuple[float, Store | None]] = {}
+        self._refreshed: dict[str, float] = {}  # arefresh's last read per store
         self._lock = threading.Lock()
 
     def peek(self, store_id: str) -> Store | None | object:
@@ -73,6 +74,7 @@ class StoreCache:
         with self._lock:
             if len(self._cache) > 10_000:  # unknown ids probed at random must not grow this forever
                 self._cache.clear()
+                self._refreshed.clear()
             self._cache[store_id] = (now, store)
         return store
 
@@ -84,15 +86,17 @@ class StoreCache:
             return hit  # type: ignore[return-value]
         return await asyncio.to_thread(self.get, store_id)
 
-    async def arefresh(self, store_id: str, min_age: float = 1.0) -> Store | None:
-        """The row read again now, unless the cached one is younger than `min_age` seconds.
-        The bridge calls this when a signature does not match the cached secret: a rotated
-        secret works from its first delivery instead of after the TTL, and forged
-        signatures cost at most one read per store per `min_age`."""
+    async def arefresh(self, store_id: str, min_interval: float = 1.0) -> Store | None:
+        """The row read again now, unless this store was refreshed less than `min_interval`
+        seconds ago (then the cached row). The bridge calls this when a signature does not
+        match the cached secret: a rotated secret works from its first delivery instead of
+        after the TTL, and forged signatures cost at most one read per store per interval."""
+        now = time.monotonic()
         with self._lock:
             hit = self._cache.get(store_id)
-        if hit and time.monotonic() - hit[0] < min_age:
-            return hit[1]
+            if now - self._refreshed.get(store_id, float("-inf")) < min_interval:
+                return hit[1] if hit else None
+            self._refreshed[store_id] = now
         return await asyncio.to_thread(self._read, store_id)
 
 
