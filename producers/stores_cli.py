@@ -176,7 +176,8 @@ def add(
     if not webhooks:
         return
     if not bridge:
-        console.print("no --bridge-url (or WOOFLOW_BRIDGE_PUBLIC_URL): create the webhooks in WooCommerce yourself")
+        console.print("no --bridge-url (or WOOFLOW_BRIDGE_PUBLIC_URL): webhooks in WooCommerce not touched; create "
+                      "or update them yourself with the store's secret, or give --bridge-url")
         return
     if not store.consumer_key:
         _fail("creating webhooks needs --consumer-key/--consumer-secret (WooCommerce REST keys, read/write)")
