@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
@@ -38,7 +39,7 @@ class _PlainReporter:
                       highlight=False, soft_wrap=True)
 
 
-def _terminal_reporter(bar: Any) -> Any:
+def _terminal_reporter(bar: Any) -> Callable[[Any], None]:
     """A progress bar per resource (pages done / total, ETA) on a terminal."""
     tasks: dict[str, Any] = {}
 

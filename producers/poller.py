@@ -16,8 +16,8 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 
 from wooflow import metrics
 from wooflow.db.tables import bridge_poller_state as state

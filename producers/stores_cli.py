@@ -13,14 +13,15 @@ deletes those webhooks in WooCommerce and then the store. Secrets are never prin
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the REST client is imported when used: every `wooflow` command loads this module
+    from wooflow.producers.woo_rest import WooRest
     from wooflow.stores import Store
 
 app = typer.Typer(help="Stores (tenants).", no_args_is_help=True)
@@ -42,75 +43,86 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-@dataclass(frozen=True)
+@dataclass
 class WebhookSync:
-    """What `sync_webhooks` did; `webhooks` are (id, topic) of every webhook of the store
+    """What `sync_webhooks` did; `webhooks`: topic → id of every webhook of the store
     delivering to wooflow afterwards."""
 
-    webhooks: list[tuple[int, str]]
+    webhooks: dict[str, int] = field(default_factory=dict)
     updated: int = 0
     created: int = 0
     duplicates_removed: int = 0
+
+
+def _hook(store: Store, bridge_url: str) -> str:
+    return f"{bridge_url.rstrip('/')}/webhooks/woocommerce/{store.id}"
+
+
+def _delete(rest: WooRest, webhook_id: int) -> None:
+    from wooflow.producers.woo_rest import RestError
+
+    try:
+        rest.request("DELETE", f"/webhooks/{webhook_id}", params={"force": "true"})
+    except RestError as exc:
+        if exc.status not in (400, 404):  # already gone in WooCommerce is fine
+            raise
+
+
+def _ours(rest: WooRest, delivery_url: str, known_ids: set[int]) -> list[dict[str, Any]]:
+    """The store's webhooks in WooCommerce: recorded by wooflow or delivering to its path,
+    the recorded ones first."""
+    listed = [w for page in rest.pages("webhooks", {"orderby": "id", "order": "asc"}) for w in page.items]
+    ours = [w for w in listed if int(w["id"]) in known_ids or w.get("delivery_url") == delivery_url]
+    return sorted(ours, key=lambda w: (int(w["id"]) not in known_ids, int(w["id"])))
 
 
 def sync_webhooks(store: Store, bridge_url: str, topics: tuple[str, ...], known_ids: set[int], *,
                   timeout: float = 30.0, max_attempts: int = 6) -> WebhookSync:
     """Make the store's webhooks deliver to the bridge with the store's current secret.
 
-    The store's webhooks are those wooflow recorded (`known_ids`) or those delivering to
-    its bridge path. Each is updated in place (PUT: delivery URL, secret, active — a
-    webhook WooCommerce disabled after failed deliveries is switched back on); a wanted
-    topic without one — never created, or deleted in WooCommerce meanwhile — is created;
-    further webhooks of a topic that already has one are deleted (one delivery per change).
+    Each of the store's webhooks (`_ours`) is updated in place (PUT: delivery URL, secret,
+    active — a webhook WooCommerce disabled after failed deliveries is switched back on);
+    a wanted topic without one — never created, or deleted in WooCommerce meanwhile — is
+    created; further webhooks of a topic that already has one are deleted (one delivery
+    per change).
     """
     from wooflow.producers.woo_rest import RestError, WooRest
 
-    delivery_url = f"{bridge_url.rstrip('/')}/webhooks/woocommerce/{store.id}"
+    url = _hook(store, bridge_url)
+    done = WebhookSync()
     with WooRest(store, timeout=timeout, max_attempts=max_attempts) as rest:
-        existing = [w for page in rest.pages("webhooks", {"orderby": "id", "order": "asc"}) for w in page.items]
-        ours = [w for w in existing if int(w["id"]) in known_ids or w.get("delivery_url") == delivery_url]
-        ours.sort(key=lambda w: (int(w["id"]) not in known_ids, int(w["id"])))  # recorded ones first
-        kept: dict[str, int] = {}
-        result = WebhookSync([])
-        for w in ours:
+        for w in _ours(rest, url, known_ids):
             wid, topic = int(w["id"]), str(w.get("topic", ""))
-            if topic in kept:
-                rest.request("DELETE", f"/webhooks/{wid}", params={"force": "true"})
-                result = replace(result, duplicates_removed=result.duplicates_removed + 1)
+            if topic in done.webhooks:
+                _delete(rest, wid)
+                done.duplicates_removed += 1
                 continue
             try:
-                rest.request("PUT", f"/webhooks/{wid}", json={
-                    "delivery_url": delivery_url, "secret": store.webhook_secret, "status": "active"})
+                rest.request("PUT", f"/webhooks/{wid}",
+                             json={"delivery_url": url, "secret": store.webhook_secret, "status": "active"})
             except RestError as exc:
                 if exc.status not in (400, 404):  # deleted since the listing: created below
                     raise
                 continue
-            kept[topic] = wid
-            result = replace(result, updated=result.updated + 1)
+            done.webhooks[topic] = wid
+            done.updated += 1
         for topic in topics:
-            if topic in kept:
-                continue
-            resp = rest.request("POST", "/webhooks", json={
-                "name": f"wooflow {topic}", "topic": topic, "delivery_url": delivery_url,
-                "secret": store.webhook_secret, "status": "active"})
-            kept[topic] = int(resp.json()["id"])
-            result = replace(result, created=result.created + 1)
-    return replace(result, webhooks=[(wid, topic) for topic, wid in kept.items()])
+            if topic not in done.webhooks:
+                resp = rest.request("POST", "/webhooks", json={
+                    "name": f"wooflow {topic}", "topic": topic, "delivery_url": url,
+                    "secret": store.webhook_secret, "status": "active"})
+                done.webhooks[topic] = int(resp.json()["id"])
+                done.created += 1
+    return done
 
 
 def delete_webhooks(store: Store, webhook_ids: list[int], *, timeout: float = 30.0) -> list[int]:
-    from wooflow.producers.woo_rest import RestError, WooRest
+    from wooflow.producers.woo_rest import WooRest
 
-    deleted = []
     with WooRest(store, timeout=timeout) as rest:
         for wid in webhook_ids:
-            try:
-                rest.request("DELETE", f"/webhooks/{wid}", params={"force": "true"})
-            except RestError as exc:
-                if exc.status not in (400, 404):  # already gone in WooCommerce is fine
-                    raise
-            deleted.append(wid)
-    return deleted
+            _delete(rest, wid)
+    return webhook_ids
 
 
 @app.command("add")
@@ -193,8 +205,8 @@ def add(
         conn.execute(delete(store_webhooks).where(store_webhooks.c.store_id == store_id))
         if done.webhooks:
             conn.execute(insert(store_webhooks), [{"store_id": store_id, "webhook_id": wid, "topic": topic}
-                                                  for wid, topic in done.webhooks])
-    console.print(f"webhooks delivering to {bridge.rstrip('/')}/webhooks/woocommerce/{store_id}: "
+                                                  for topic, wid in done.webhooks.items()])
+    console.print(f"webhooks delivering to {_hook(store, bridge)}: "
                   f"{done.updated} updated in place, {done.created} created"
                   + (f", {done.duplicates_removed} duplicates deleted" if done.duplicates_removed else ""))
 

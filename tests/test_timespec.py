@@ -63,6 +63,8 @@ def test_the_key_names_the_request_not_the_instant() -> None:
     ("-2h", "not a time: '-2h'"),
     ("2026-13-01", "not a time: '2026-13-01'"),
     ("2h30", "not a time: '2h30'"),
+    ("9999-12-31T23:00:00-05:00", "not a time: '9999-12-31T23:00:00-05:00'"),
+    ("2026-01-31T08:00:00 UTC", "not a time"),
     ("h", "not a time: 'h'"),
     ("", "empty time"),
     ("1m2x3h", "not a duration: '1m2x3h'"),

@@ -4,7 +4,7 @@ A time is either an ISO 8601 date or date-time (`2026-01-31`, `2026-01-31T08:00`
 `2026-01-31T08:00:00+01:00`; no offset means UTC, a date alone means its midnight UTC) or
 a duration before now (`90s`, `15m`, `2h`, `30d`, `1w`, or combined like `1h30m`). Every
 time option (`dlq list --since/--until`, `replay --from/--to`, `offsets reset
---to-datetime`, `backfill --since`) takes `TIME_OPTION`'s parser, so a bad value is
+--to-datetime`, `backfill --since`) is declared with `option(...)`, so a bad value is
 answered the same way everywhere: typer's "Invalid value for '--since': ..." and exit
 code 2, never a traceback.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-
 from typing import Any
 
 import typer
@@ -95,12 +94,11 @@ def parse_time(text: str, now: datetime | None = None) -> TimeSpec:
         return TimeSpec(text, now.astimezone(timezone.utc) - ago, ago)
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        at = (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: an offset pushing year 1 or 9999 out of range
         raise ValueError(f"not a time: {text!r}; give an ISO 8601 date/time (UTC when no offset is given) "
                          f"or a duration before now, e.g. {EXAMPLES}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return TimeSpec(text, parsed.astimezone(timezone.utc))
+    return TimeSpec(text, at)
 
 
 def time_option(value: object) -> TimeSpec:
