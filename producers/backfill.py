@@ -7,6 +7,13 @@ the ones not seen before (dedupe store shared with the bridge). After each page 
 checkpoint (`bridge_backfill_checkpoints`) moves on, so an interrupted run resumes at
 the next page; a page that was produced but not yet checkpointed dedupes on re-read.
 Ctrl-C finishes the current page, checkpoints and exits; a second Ctrl-C aborts.
+
+A run is what the operator asked: the store, `--since` as given (`6h` is the same
+request at 10:00 and at 11:00; `2026-01-31` and `2026-01-31T00:00Z` are one request too)
+and the set of resources. Running the same command again resumes the unfinished run from
+its checkpoints, reading from the instant it started with; once it finished, the same
+command starts a new run. A different `--since` or `--resources` is another run, from
+page 1 — the interrupted one keeps its checkpoints until its own command is run again.
 """
 
 from __future__ import annotations
@@ -14,11 +21,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from wooflow import metrics
@@ -27,6 +34,7 @@ from wooflow.producers.normalise import NormaliseError, StoreInfo, normalise_res
 from wooflow.producers.sync_ingest import SyncIngest
 from wooflow.producers.woo_rest import Page, WooRest
 from wooflow.stores import Store
+from wooflow.timespec import TimeSpec
 
 log = logging.getLogger(__name__)
 
@@ -108,37 +116,82 @@ def page_events(info: StoreInfo, resource: str, items: list[dict[str, Any]], sin
 
 
 
-def _load(engine: Engine, store_id: str, resource: str, since: datetime, restart: bool) -> dict[str, Any]:
-    key = {"store_id": store_id, "resource": resource, "since": since}
+@dataclass(frozen=True)
+class BackfillRun:
+    """One operator request — store, `--since` as asked, resources — and the instant it
+    reads from, fixed when the run started (a resumed `--since 6h` keeps its first
+    instant, so the pages after its checkpoint are the pages it did not read yet)."""
+
+    store_id: str
+    since_spec: str  # TimeSpec.key: `6h ago`, or an instant in UTC ISO form
+    resources: str  # sorted, comma-joined
+    since: datetime
+    started_at: datetime
+    resumed: bool
+
+    def where(self, resource: str | None = None) -> list[Any]:
+        clauses = [checkpoints.c.store_id == self.store_id, checkpoints.c.since_spec == self.since_spec,
+                   checkpoints.c.resources == self.resources]
+        return clauses + ([checkpoints.c.resource == resource] if resource else [])
+
+
+def open_run(engine: Engine, store_id: str, since: TimeSpec, resources: list[str], *,
+             restart: bool = False) -> BackfillRun:
+    """Resume this request's unfinished run, or start a new one (no run yet, the last one
+    finished, or `restart`): one checkpoint row per resource, from page 1."""
+    probe = BackfillRun(store_id, since.key, ",".join(sorted(set(resources))), since.at,
+                        datetime.now(timezone.utc), False)
     with engine.begin() as conn:
-        if restart:
-            conn.execute(checkpoints.delete().where(*[checkpoints.c[k] == v for k, v in key.items()]))
-        conn.execute(insert(checkpoints).values(**key).on_conflict_do_nothing())
-        row = conn.execute(select(checkpoints).where(*[checkpoints.c[k] == v for k, v in key.items()])).one()
-    return dict(row._mapping)
+        # two copies of the same command: the second waits and then resumes the first's run
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                     {"k": f"backfill|{store_id}|{probe.since_spec}|{probe.resources}"})
+        rows = conn.execute(select(checkpoints).where(*probe.where())).all()
+        if rows and not restart and not all(r.done for r in rows) \
+                and {r.resource for r in rows} == set(resources):
+            return replace(probe, since=rows[0].since, started_at=rows[0].started_at, resumed=True)
+        conn.execute(checkpoints.delete().where(*probe.where()))
+        conn.execute(insert(checkpoints), [
+            {"store_id": store_id, "since_spec": probe.since_spec, "resources": probe.resources, "resource": r,
+             "since": probe.since, "started_at": probe.started_at} for r in sorted(set(resources))])
+    return probe
 
 
-def _save(engine: Engine, store_id: str, resource: str, since: datetime, **values: Any) -> None:
+def unfinished_runs(engine: Engine, run: BackfillRun) -> list[tuple[str, str]]:
+    """Other requests' runs of the same store that stopped before the end: (since, resources)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(checkpoints.c.since_spec, checkpoints.c.resources).distinct().where(
+            checkpoints.c.store_id == run.store_id, checkpoints.c.done.is_(False),
+            (checkpoints.c.since_spec != run.since_spec) | (checkpoints.c.resources != run.resources),
+        ).order_by(checkpoints.c.since_spec, checkpoints.c.resources))
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def _checkpoint(engine: Engine, run: BackfillRun, resource: str) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(select(checkpoints).where(*run.where(resource))).one()
+
+
+def _save(engine: Engine, run: BackfillRun, resource: str, **values: Any) -> None:
     with engine.begin() as conn:
-        conn.execute(update(checkpoints).where(
-            checkpoints.c.store_id == store_id, checkpoints.c.resource == resource, checkpoints.c.since == since,
-        ).values(updated_at=datetime.now(timezone.utc), **values))
+        conn.execute(update(checkpoints).where(*run.where(resource))
+                     .values(updated_at=datetime.now(timezone.utc), **values))
 
 
-def backfill_resource(store: Store, resource: str, since: datetime, *, engine: Engine, rest: WooRest,
+def backfill_resource(store: Store, run: BackfillRun, resource: str, *, engine: Engine, rest: WooRest,
                       ingest: SyncIngest, report: Reporter, should_stop: Callable[[], bool],
-                      restart: bool = False, source: str = "rest") -> Progress:
+                      source: str = "rest") -> Progress:
     collection, _ = RESOURCES[resource]
-    cp = _load(engine, store.id, resource, since, restart)
-    progress = Progress(resource, page=cp["next_page"] - 1, total_pages=cp["total_pages"] or 0,
-                        total_items=cp["total_items"] or 0, produced=cp["produced"], duplicates=cp["duplicates"],
-                        first_page=cp["next_page"])
-    if cp["done"]:
+    since = run.since
+    cp = _checkpoint(engine, run, resource)
+    progress = Progress(resource, page=cp.next_page - 1, total_pages=cp.total_pages or 0,
+                        total_items=cp.total_items or 0, produced=cp.produced, duplicates=cp.duplicates,
+                        first_page=cp.next_page)
+    if cp.done:
         report(progress)
         return progress
     info = StoreInfo(store.id, store.timezone, store.currency)
     page: Page
-    for page in rest.pages(collection, query(resource, since), start=cp["next_page"]):
+    for page in rest.pages(collection, query(resource, since), start=cp.next_page):
         events, _, invalid = page_events(info, resource, page.items, since, source)
         progress.invalid += invalid
         produced, duplicates = ingest.submit(events)
@@ -146,10 +199,10 @@ def backfill_resource(store: Store, resource: str, since: datetime, *, engine: E
         progress.page, progress.total_pages, progress.total_items = page.number, page.total_pages, page.total
         progress.produced += produced
         progress.duplicates += duplicates
-        _save(engine, store.id, resource, since, next_page=page.number + 1, total_pages=page.total_pages,
+        _save(engine, run, resource, next_page=page.number + 1, total_pages=page.total_pages,
               total_items=page.total, produced=progress.produced, duplicates=progress.duplicates)
         report(progress)
         if should_stop() and page.number < page.total_pages:
             return progress
-    _save(engine, store.id, resource, since, done=True)
+    _save(engine, run, resource, done=True)
     return progress

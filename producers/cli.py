@@ -6,11 +6,14 @@ import logging
 import signal
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+
+from wooflow import timespec
+from wooflow.timespec import TimeSpec
 
 console = Console(stderr=True)
 
@@ -18,16 +21,6 @@ console = Console(stderr=True)
 def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(1)
-
-
-def parse_since(value: str) -> datetime:
-    """`2026-01-31`, `2026-01-31T10:00`, with or without offset (UTC when none), or `7d`/`12h`."""
-    value = value.strip()
-    if value[:-1].isdigit() and value[-1:] in ("d", "h"):
-        n = int(value[:-1])
-        return datetime.now(timezone.utc) - (timedelta(days=n) if value[-1] == "d" else timedelta(hours=n))
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
 
 def _fmt_eta(seconds: float | None) -> str:
@@ -46,19 +39,35 @@ class _PlainReporter:
                       highlight=False, soft_wrap=True)
 
 
+def _terminal_reporter(bar: Any) -> Callable[[Any], None]:
+    """A progress bar per resource (pages done / total, ETA) on a terminal."""
+    tasks: dict[str, Any] = {}
+
+    def report(p: Any) -> None:
+        if p.resource not in tasks:
+            tasks[p.resource] = bar.add_task(p.resource, total=p.total_pages or None)
+        bar.update(tasks[p.resource], completed=p.page, total=p.total_pages or None,
+                   description=f"{p.resource} (+{p.produced} / dup {p.duplicates})")
+    return report
+
+
 def backfill(
     store_id: Annotated[str, typer.Option("--store", help="Store id")],
-    since: Annotated[str, typer.Option(help="Changes modified after this (ISO date/time, UTC unless an offset "
-                                            "is given; or 30d / 12h)")],
+    since: Annotated[TimeSpec, timespec.option(
+        help="Changes modified after this time. Running the same command again (same --since as typed, "
+             "same --resources) resumes an interrupted run from its checkpoint, at the instant it first "
+             "meant; another --since starts another run from page 1")],
     resources: Annotated[str, typer.Option(help="Comma-separated: orders,customers,products,coupons")] =
         "orders,customers,products",
-    restart: Annotated[bool, typer.Option(help="Ignore checkpoints and start from page 1")] = False,
+    restart: Annotated[bool, typer.Option(help="Ignore this request's checkpoints and start from page 1")] = False,
 ) -> None:
     """Backfill a store through WooCommerce REST v3 (resumable; Ctrl-C finishes the page and stops)."""
+    from contextlib import nullcontext
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from wooflow.db.engine import get_engine
-    from wooflow.producers.backfill import RESOURCES, backfill_resource
+    from wooflow.producers.backfill import RESOURCES, backfill_resource, open_run, unfinished_runs
     from wooflow.producers.sync_ingest import SyncIngest
     from wooflow.producers.woo_rest import RestError, Transient, WooRest
     from wooflow.schemas.codec import get_codec
@@ -68,11 +77,7 @@ def backfill(
     s = get_settings()
     logging.basicConfig(level=s.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    try:
-        since_at = parse_since(since)
-    except ValueError:
-        _fail(f"--since: not a date/time: {since!r}")
-    wanted = [r.strip() for r in resources.split(",") if r.strip()]
+    wanted = list(dict.fromkeys(r.strip() for r in resources.split(",") if r.strip()))
     unknown = [r for r in wanted if r not in RESOURCES]
     if unknown or not wanted:
         _fail(f"--resources: unknown {unknown}; choose from {', '.join(RESOURCES)}")
@@ -82,6 +87,13 @@ def backfill(
         _fail(f"no store {store_id!r}; register it with `wooflow stores add`")
     if not store.consumer_key:
         _fail(f"store {store_id!r} has no REST keys (wooflow stores add {store_id} --consumer-key ...)")
+    run = open_run(engine, store_id, since, wanted, restart=restart)
+    state = "resuming the run started" if run.resumed else "new run started"
+    console.print(f"backfill of {store_id} ({run.resources}), changes since {run.since.isoformat()} "
+                  f"(--since {since.text}); {state} {run.started_at.isoformat(timespec='seconds')}", highlight=False)
+    for other_since, other_resources in unfinished_runs(engine, run):
+        console.print(f"note: an unfinished run of this store ({other_resources}, since {other_since}) keeps its "
+                      "checkpoints; run its command again to resume it", highlight=False)
 
     stop = threading.Event()
 
@@ -95,31 +107,17 @@ def backfill(
     signal.signal(signal.SIGTERM, on_sigint)
     ingest = SyncIngest(s, engine, get_codec(s.schema_registry_url))
     summary = []
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("pages"),
+                   TimeRemainingColumn(), console=console) if console.is_terminal else None
     try:
-        with WooRest(store, timeout=s.rest_timeout_s, max_attempts=s.rest_max_attempts) as rest:
-            if console.is_terminal:
-                with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn("pages"), TimeRemainingColumn(), console=console) as bar:
-                    tasks: dict[str, Any] = {}
-
-                    def report(p: Any) -> None:
-                        if p.resource not in tasks:
-                            tasks[p.resource] = bar.add_task(p.resource, total=p.total_pages or None)
-                        bar.update(tasks[p.resource], completed=p.page, total=p.total_pages or None,
-                                   description=f"{p.resource} (+{p.produced} / dup {p.duplicates})")
-
-                    for r in wanted:
-                        summary.append(backfill_resource(store, r, since_at, engine=engine, rest=rest, ingest=ingest,
-                                                         report=report, should_stop=stop.is_set, restart=restart))
-                        if stop.is_set():
-                            break
-            else:
-                plain = _PlainReporter()
-                for r in wanted:
-                    summary.append(backfill_resource(store, r, since_at, engine=engine, rest=rest, ingest=ingest,
-                                                     report=plain, should_stop=stop.is_set, restart=restart))
-                    if stop.is_set():
-                        break
+        with WooRest(store, timeout=s.rest_timeout_s, max_attempts=s.rest_max_attempts) as rest, \
+                (bar if bar is not None else nullcontext()):
+            report = _terminal_reporter(bar) if bar else _PlainReporter()
+            for r in wanted:
+                summary.append(backfill_resource(store, run, r, engine=engine, rest=rest, ingest=ingest,
+                                                 report=report, should_stop=stop.is_set))
+                if stop.is_set():
+                    break
     except (RestError, Transient) as exc:
         _fail(f"WooCommerce REST: {exc} (progress is checkpointed: run the same command again to resume)")
     except KeyboardInterrupt:
@@ -142,6 +140,8 @@ def poller(
     resources: Annotated[str, typer.Option(help="Comma-separated resources")] = "orders,products,coupons,customers",
 ) -> None:
     """Run the reconciliation poller: changes whose webhooks never arrived, from REST."""
+    from sqlalchemy.exc import DBAPIError
+
     from wooflow.db.engine import get_engine
     from wooflow.kafka.loop import stop_on_signals
     from wooflow.producers.poller import run_poller
@@ -156,13 +156,15 @@ def poller(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     stop = threading.Event()
     stop_on_signals(stop)
-    if s.metrics_port:
-        from wooflow.probes import serve_probes
+    if s.metrics_port:  # ready = PostgreSQL answers (watermarks, dedupe), as for every role
+        from wooflow.probes import db_ready, serve_probes
 
-        serve_probes(s.metrics_port, lambda: True)
+        serve_probes(s.metrics_port, db_ready(s.database_url))
     ingest = SyncIngest(s, get_engine(s.database_url), get_codec(s.schema_registry_url))
     try:
         run_poller(s, get_engine(s.database_url), ingest, stop, once=once, store_ids=store_ids,
                    resources=tuple(r.strip() for r in resources.split(",") if r.strip()))
+    except DBAPIError as exc:
+        _fail(f"PostgreSQL: {exc.orig or exc}")
     finally:
         ingest.close()

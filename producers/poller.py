@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 
 from wooflow import metrics
 from wooflow.db.tables import bridge_poller_state as state
@@ -80,7 +81,15 @@ def run_poller(settings: Settings, engine: Engine, ingest: SyncIngest, stop: thr
                once: bool = False, store_ids: list[str] | None = None,
                resources: tuple[str, ...] = DEFAULT_RESOURCES) -> None:
     while not stop.is_set():
-        for store in list_stores(engine):
+        try:
+            stores = list_stores(engine)
+        except DBAPIError as exc:  # PostgreSQL away: /readyz says so; try again next interval
+            if once:
+                raise
+            log.warning("poller: cannot list stores: %s", type(exc.orig).__name__ if exc.orig else exc)
+            stop.wait(settings.poll_interval_s)
+            continue
+        for store in stores:
             if store_ids and store.id not in store_ids:
                 continue
             if not store.consumer_key:

@@ -3,18 +3,26 @@
 `add` registers the store (URL, REST keys, timezone, currency), generates its webhook
 secret and storefront public key, and — given the bridge's public URL and REST keys —
 creates one webhook per topic in WooCommerce (POST /wp-json/wc/v3/webhooks) with that
-secret, remembering their ids in `store_webhooks`. `remove` deletes those webhooks in
-WooCommerce and then the store. Secrets are never printed.
+secret, remembering their ids in `store_webhooks`. Run again for a registered store,
+`add` is an update: options not given keep their values, and the store's existing
+webhooks are updated in place (PUT) with the current secret — the way to rotate it —
+while missing ones are recreated; WooCommerce never ends up with a second set. `remove`
+deletes those webhooks in WooCommerce and then the store. Secrets are never printed.
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, NoReturn, Optional
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # the REST client is imported when used: every `wooflow` command loads this module
+    from wooflow.producers.woo_rest import WooRest
+    from wooflow.stores import Store
 
 app = typer.Typer(help="Stores (tenants).", no_args_is_help=True)
 console = Console(stderr=True)
@@ -35,34 +43,86 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def create_webhooks(store, bridge_url: str, topics: tuple[str, ...], *, timeout: float = 30.0,  # type: ignore[no-untyped-def]
-                    max_attempts: int = 6) -> list[tuple[int, str]]:
-    from wooflow.producers.woo_rest import WooRest
+@dataclass
+class WebhookSync:
+    """What `sync_webhooks` did; `webhooks`: topic → id of every webhook of the store
+    delivering to wooflow afterwards."""
 
-    delivery_url = f"{bridge_url.rstrip('/')}/webhooks/woocommerce/{store.id}"
-    created: list[tuple[int, str]] = []
-    with WooRest(store, timeout=timeout, max_attempts=max_attempts) as rest:
-        for topic in topics:
-            resp = rest.request("POST", "/webhooks", json={
-                "name": f"wooflow {topic}", "topic": topic, "delivery_url": delivery_url,
-                "secret": store.webhook_secret, "status": "active"})
-            created.append((int(resp.json()["id"]), topic))
-    return created
+    webhooks: dict[str, int] = field(default_factory=dict)
+    updated: int = 0
+    created: int = 0
+    duplicates_removed: int = 0
 
 
-def delete_webhooks(store, webhook_ids: list[int], *, timeout: float = 30.0) -> list[int]:  # type: ignore[no-untyped-def]
+def _hook(store: Store, bridge_url: str) -> str:
+    return f"{bridge_url.rstrip('/')}/webhooks/woocommerce/{store.id}"
+
+
+def _delete(rest: WooRest, webhook_id: int) -> None:
+    from wooflow.producers.woo_rest import RestError
+
+    try:
+        rest.request("DELETE", f"/webhooks/{webhook_id}", params={"force": "true"})
+    except RestError as exc:
+        if exc.status not in (400, 404):  # already gone in WooCommerce is fine
+            raise
+
+
+def _ours(rest: WooRest, delivery_url: str, known_ids: set[int]) -> list[dict[str, Any]]:
+    """The store's webhooks in WooCommerce: recorded by wooflow or delivering to its path,
+    the recorded ones first."""
+    listed = [w for page in rest.pages("webhooks", {"orderby": "id", "order": "asc"}) for w in page.items]
+    ours = [w for w in listed if int(w["id"]) in known_ids or w.get("delivery_url") == delivery_url]
+    return sorted(ours, key=lambda w: (int(w["id"]) not in known_ids, int(w["id"])))
+
+
+def sync_webhooks(store: Store, bridge_url: str, topics: tuple[str, ...], known_ids: set[int], *,
+                  timeout: float = 30.0, max_attempts: int = 6) -> WebhookSync:
+    """Make the store's webhooks deliver to the bridge with the store's current secret.
+
+    Each of the store's webhooks (`_ours`) is updated in place (PUT: delivery URL, secret,
+    active — a webhook WooCommerce disabled after failed deliveries is switched back on);
+    a wanted topic without one — never created, or deleted in WooCommerce meanwhile — is
+    created; further webhooks of a topic that already has one are deleted (one delivery
+    per change).
+    """
     from wooflow.producers.woo_rest import RestError, WooRest
 
-    deleted = []
+    url = _hook(store, bridge_url)
+    done = WebhookSync()
+    with WooRest(store, timeout=timeout, max_attempts=max_attempts) as rest:
+        for w in _ours(rest, url, known_ids):
+            wid, topic = int(w["id"]), str(w.get("topic", ""))
+            if topic in done.webhooks:
+                _delete(rest, wid)
+                done.duplicates_removed += 1
+                continue
+            try:
+                rest.request("PUT", f"/webhooks/{wid}",
+                             json={"delivery_url": url, "secret": store.webhook_secret, "status": "active"})
+            except RestError as exc:
+                if exc.status not in (400, 404):  # deleted since the listing: created below
+                    raise
+                continue
+            done.webhooks[topic] = wid
+            done.updated += 1
+        for topic in topics:
+            if topic not in done.webhooks:
+                resp = rest.request("POST", "/webhooks", json={
+                    "name": f"wooflow {topic}", "topic": topic, "delivery_url": url,
+                    "secret": store.webhook_secret, "status": "active"})
+                done.webhooks[topic] = int(resp.json()["id"])
+                done.created += 1
+    return done
+
+
+def delete_webhooks(store: Store, webhook_ids: list[int], *, timeout: float = 30.0) -> list[int]:
+    from wooflow.producers.woo_rest import WooRest
+
     with WooRest(store, timeout=timeout) as rest:
         for wid in webhook_ids:
-            try:
-                rest.request("DELETE", f"/webhooks/{wid}", params={"force": "true"})
-            except RestError as exc:
-                if exc.status not in (400, 404):  # already gone in WooCommerce is fine
-                    raise
-            deleted.append(wid)
-    return deleted
+            _delete(rest, wid)
+    return webhook_ids
 
 
 @app.command("add")
@@ -71,21 +131,23 @@ def add(
     url: Annotated[str, typer.Option(help="Store home URL")],
     consumer_key: Annotated[str, typer.Option(help="WooCommerce REST consumer key")] = "",
     consumer_secret: Annotated[str, typer.Option(help="WooCommerce REST consumer secret")] = "",
-    timezone: Annotated[str, typer.Option(help="Store timezone (IANA)")] = "UTC",
-    currency: Annotated[str, typer.Option(help="Store currency (ISO 4217)")] = "USD",
+    timezone: Annotated[Optional[str], typer.Option(help="Store timezone (IANA; default UTC)")] = None,
+    currency: Annotated[Optional[str], typer.Option(help="Store currency (ISO 4217; default USD)")] = None,
     name: Annotated[str, typer.Option(help="Display name")] = "",
-    secret: Annotated[Optional[str], typer.Option(help="Webhook secret (generated if omitted)")] = None,
+    secret: Annotated[Optional[str], typer.Option(help="Webhook secret (generated for a new store)")] = None,
+    rotate_secret: Annotated[bool, typer.Option("--rotate-secret", help="Generate a new webhook secret")] = False,
     bridge_url: Annotated[Optional[str], typer.Option(
         help="Public URL of the bridge; webhooks are created in WooCommerce when given "
              "(default: WOOFLOW_BRIDGE_PUBLIC_URL)")] = None,
     topics: Annotated[str, typer.Option(help="Comma-separated webhook topics to create")] = ",".join(DEFAULT_TOPICS),
     webhooks: Annotated[bool, typer.Option(help="Create webhooks in WooCommerce")] = True,
 ) -> None:
-    """Register a store and create its webhooks in WooCommerce."""
+    """Register a store and create its webhooks in WooCommerce; run again to update it
+    (e.g. rotate the webhook secret: the webhooks are updated in place)."""
     import re
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from sqlalchemy.dialects.postgresql import insert
+    from sqlalchemy import delete, insert, select
 
     from wooflow.db.engine import get_engine
     from wooflow.db.tables import store_webhooks
@@ -97,17 +159,23 @@ def add(
         _fail("store id: 1-64 letters, digits, '-' or '_'")
     if not re.match(r"^https?://[^/\s]+", url):
         _fail(f"--url must be an http(s) URL, got {url!r}")
+    if secret and rotate_secret:
+        _fail("give --secret or --rotate-secret, not both")
+    s = get_settings()
+    engine = get_engine(s.database_url)
+    existing = StoreCache(engine, ttl=0).get(store_id)
+    timezone = timezone or (existing.timezone if existing else "UTC")
+    currency = currency or (existing.currency if existing else "USD")
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         _fail(f"unknown timezone {timezone!r}")
     if not re.fullmatch(r"[A-Z]{3}", currency):
         _fail(f"currency must be an ISO 4217 code like EUR, got {currency!r}")
-    s = get_settings()
-    engine = get_engine(s.database_url)
-    existing = StoreCache(engine, ttl=0).get(store_id)
+    if rotate_secret or not (secret or existing):
+        secret = secrets.token_urlsafe(36)
     store = Store(id=store_id, url=url.rstrip("/"), name=name or (existing.name if existing else ""),
-                  webhook_secret=secret or (existing.webhook_secret if existing else secrets.token_urlsafe(36)),
+                  webhook_secret=secret or (existing.webhook_secret if existing else ""),
                   consumer_key=consumer_key or (existing.consumer_key if existing else ""),
                   consumer_secret=consumer_secret or (existing.consumer_secret if existing else ""),
                   timezone=timezone, currency=currency,
@@ -120,20 +188,27 @@ def add(
     if not webhooks:
         return
     if not bridge:
-        console.print("no --bridge-url (or WOOFLOW_BRIDGE_PUBLIC_URL): create the webhooks in WooCommerce yourself")
+        console.print("no --bridge-url (or WOOFLOW_BRIDGE_PUBLIC_URL): webhooks in WooCommerce not touched; create "
+                      "or update them yourself with the store's secret, or give --bridge-url")
         return
     if not store.consumer_key:
         _fail("creating webhooks needs --consumer-key/--consumer-secret (WooCommerce REST keys, read/write)")
     wanted = tuple(t.strip() for t in topics.split(",") if t.strip())
+    with engine.connect() as conn:
+        known = {int(r[0]) for r in conn.execute(select(store_webhooks.c.webhook_id)
+                                                 .where(store_webhooks.c.store_id == store_id))}
     try:
-        created = create_webhooks(store, bridge, wanted, timeout=s.rest_timeout_s, max_attempts=s.rest_max_attempts)
+        done = sync_webhooks(store, bridge, wanted, known, timeout=s.rest_timeout_s, max_attempts=s.rest_max_attempts)
     except (RestError, Transient) as exc:
-        _fail(f"creating webhooks in {store.url}: {exc}")
+        _fail(f"webhooks in {store.url}: {exc} (the store row is saved; run the same command again)")
     with engine.begin() as conn:
-        for wid, topic in created:
-            conn.execute(insert(store_webhooks).values(store_id=store_id, webhook_id=wid, topic=topic)
-                         .on_conflict_do_nothing())
-    console.print(f"created {len(created)} webhooks delivering to {bridge.rstrip('/')}/webhooks/woocommerce/{store_id}")
+        conn.execute(delete(store_webhooks).where(store_webhooks.c.store_id == store_id))
+        if done.webhooks:
+            conn.execute(insert(store_webhooks), [{"store_id": store_id, "webhook_id": wid, "topic": topic}
+                                                  for topic, wid in done.webhooks.items()])
+    console.print(f"webhooks delivering to {_hook(store, bridge)}: "
+                  f"{done.updated} updated in place, {done.created} created"
+                  + (f", {done.duplicates_removed} duplicates deleted" if done.duplicates_removed else ""))
 
 
 @app.command("list")

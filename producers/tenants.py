@@ -14,6 +14,8 @@ class Tenants:
         self.cache = cache
         # the cache's own coroutine: no pass-through coroutine per request
         self.get: Callable[[str], Awaitable[Store | None]] = cache.aget
+        # after a signature mismatch: the row as it is now (a secret rotated within the TTL)
+        self.refresh: Callable[[str], Awaitable[Store | None]] = cache.arefresh
         self._info: dict[str, StoreInfo] = {}
 
     def info(self, store: Store) -> StoreInfo:

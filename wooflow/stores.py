@@ -49,6 +49,7 @@ class StoreCache:
         self.engine = engine
         self.ttl = ttl
         self._cache: dict[str, tuple[float, Store | None]] = {}
+        self._refreshed: dict[str, float] = {}  # arefresh's last read per store
         self._lock = threading.Lock()
 
     def peek(self, store_id: str) -> Store | None | object:
@@ -63,6 +64,9 @@ class StoreCache:
         hit = self.peek(store_id)
         if hit is not MISS:
             return hit  # type: ignore[return-value]
+        return self._read(store_id)
+
+    def _read(self, store_id: str) -> Store | None:
         now = time.monotonic()
         with self.engine.connect() as conn:
             row = conn.execute(select(stores).where(stores.c.id == store_id)).first()
@@ -70,6 +74,7 @@ class StoreCache:
         with self._lock:
             if len(self._cache) > 10_000:  # unknown ids probed at random must not grow this forever
                 self._cache.clear()
+                self._refreshed.clear()
             self._cache[store_id] = (now, store)
         return store
 
@@ -80,6 +85,19 @@ class StoreCache:
         if hit is not MISS:
             return hit  # type: ignore[return-value]
         return await asyncio.to_thread(self.get, store_id)
+
+    async def arefresh(self, store_id: str, min_interval: float = 1.0) -> Store | None:
+        """The row read again now, unless this store was refreshed less than `min_interval`
+        seconds ago (then the cached row). The bridge calls this when a signature does not
+        match the cached secret: a rotated secret works from its first delivery instead of
+        after the TTL, and forged signatures cost at most one read per store per interval."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(store_id)
+            if now - self._refreshed.get(store_id, float("-inf")) < min_interval:
+                return hit[1] if hit else None
+            self._refreshed[store_id] = now
+        return await asyncio.to_thread(self._read, store_id)
 
 
 def upsert_store(engine: Engine, store: Store) -> None:

@@ -262,9 +262,13 @@ bridge_gone_deliveries = Table(
 
 bridge_backfill_checkpoints = Table(
     "bridge_backfill_checkpoints", metadata,
+    # one run = (store, --since as asked, resources); `since` is the instant it reads from (0007_backfill)
     Column("store_id", String(64), ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True),
+    Column("since_spec", Text, primary_key=True),
+    Column("resources", Text, primary_key=True),
     Column("resource", Text, primary_key=True),
-    Column("since", DateTime(timezone=True), primary_key=True),
+    Column("since", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("next_page", Integer, nullable=False, server_default="1"),
     Column("total_pages", Integer, nullable=True),
     Column("total_items", Integer, nullable=True),

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from wooflow import timespec
 from wooflow.settings import get_settings
+from wooflow.timespec import TimeSpec, instant
 
 offsets_app = typer.Typer(help="Consumer-group offsets.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters (automation.dlq): list, show, redrive.", no_args_is_help=True)
@@ -21,18 +22,6 @@ err = Console(stderr=True)
 def _fail(message: str, code: int = 1) -> None:
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
-
-
-def parse_when(value: str | None) -> datetime | None:
-    """ISO 8601 (a trailing Z is UTC; no offset means UTC, said out loud in --help)."""
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        _fail(f"not an ISO 8601 datetime: {value!r} (e.g. 2026-11-25T00:00:00Z)", 2)
-        raise
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def _group_topics(group: str, topic: list[str] | None) -> list[str]:
@@ -73,7 +62,7 @@ def lag_command(group: Annotated[Optional[str], typer.Option(help="Consumer grou
 @offsets_app.command("reset")
 def offsets_reset(
     group: Annotated[str, typer.Option(help="Consumer group")],
-    to_datetime: Annotated[str, typer.Option(help="ISO 8601 time; UTC when no offset is given")],
+    to_datetime: Annotated[TimeSpec, timespec.option(help="Move to the first message at/after this time")],
     topic: Annotated[Optional[list[str]], typer.Option(help="Topic(s); default: the group's topics")] = None,
     execute: Annotated[bool, typer.Option("--execute", help="Apply the plan (default: dry run)")] = False,
 ) -> None:
@@ -81,8 +70,7 @@ def offsets_reset(
     from wooflow.ops.offsets import OffsetsError, apply_reset, plan_reset
 
     s = get_settings()
-    when = parse_when(to_datetime)
-    assert when is not None
+    when = to_datetime.at
     try:
         plan = plan_reset(s, group, _group_topics(group, topic), when)
         table = Table("topic", "partition", "current", "new")
@@ -98,19 +86,19 @@ def offsets_reset(
     out.print(f"[green]offsets of {group} reset to {when.isoformat()}[/green]")
 
 
-def _filters(reason: str | None, store: str | None, stage: str | None, since: str | None, until: str | None,
-             dlq_id: str | None = None):  # type: ignore[no-untyped-def]
+def _filters(reason: str | None, store: str | None, stage: str | None, since: TimeSpec | None,
+             until: TimeSpec | None, dlq_id: str | None = None):  # type: ignore[no-untyped-def]
     from wooflow.ops.dlq import Filters
 
-    return Filters(reason=reason, store=store, stage=stage, since=parse_when(since), until=parse_when(until),
+    return Filters(reason=reason, store=store, stage=stage, since=instant(since), until=instant(until),
                    dlq_id=dlq_id)
 
 
 Reason = Annotated[Optional[str], typer.Option(help="Only this reason (e.g. undecodable, max_attempts)")]
 Store = Annotated[Optional[str], typer.Option(help="Only this store")]
 Stage = Annotated[Optional[str], typer.Option(help="Only this stage (bridge, rules, workers, sink, scheduler)")]
-Since = Annotated[Optional[str], typer.Option(help="Failed at or after (ISO 8601)")]
-Until = Annotated[Optional[str], typer.Option(help="Failed before (ISO 8601)")]
+Since = Annotated[Optional[TimeSpec], timespec.option(help="Failed at or after this time")]
+Until = Annotated[Optional[TimeSpec], timespec.option(help="Failed before this time")]
 
 
 @dlq_app.command("list")
@@ -184,8 +172,8 @@ def _offsets(values: list[str] | None, flag: str) -> dict[int, int] | None:
 
 def replay_command(
     topic: Annotated[str, typer.Option(help="Event topic (woo.orders, woo.customers, woo.products, woo.storefront)")] = "woo.orders",
-    since: Annotated[Optional[str], typer.Option("--from", help="Start time (ISO 8601, UTC if no offset)")] = None,
-    until: Annotated[Optional[str], typer.Option("--to", help="End time, exclusive (default: now)")] = None,
+    since: Annotated[Optional[TimeSpec], timespec.option("--from", help="Start time")] = None,
+    until: Annotated[Optional[TimeSpec], timespec.option("--to", help="End time, exclusive (default: now)")] = None,
     from_offset: Annotated[Optional[list[str]], typer.Option(help="PARTITION:OFFSET to start at (repeatable)")] = None,
     to_offset: Annotated[Optional[list[str]], typer.Option(help="PARTITION:OFFSET to stop before (repeatable)")] = None,
     store: Annotated[Optional[str], typer.Option(help="Only events of this store")] = None,
@@ -202,7 +190,7 @@ def replay_command(
     if dry_run == live:
         _fail("choose exactly one of --dry-run and --live", 2)
     s = get_settings()
-    spec = ReplaySpec(topic=topic, start=parse_when(since), end=parse_when(until),
+    spec = ReplaySpec(topic=topic, start=instant(since), end=instant(until),
                       start_offsets=_offsets(from_offset, "--from-offset"), end_offsets=_offsets(to_offset, "--to-offset"),
                       store=store, rules=frozenset(rule) if rule else None, live=live)
     replayer = Replayer(s)
