@@ -15,22 +15,31 @@ from sqlalchemy import Connection, text
 from wooflow.workers.actions.common import customer_id
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
 
-_POINTS = text("""
-INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, points, updated_at)
-SELECT t.s, t.k, t.cid, t.p, now()
-FROM unnest(CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:cids AS bigint[]), CAST(:points AS bigint[]))
-     AS t(s, k, cid, p)
-ON CONFLICT (store_id, customer_key) DO UPDATE SET points = cs.points + EXCLUDED.points, updated_at = now()
-RETURNING store_id, customer_key, points
+# A guest folded into a registered customer (`merged_into`, consumer/merge.py) is that
+# customer now: a command still addressed to the guest key changes the customer's row.
+# `t.pk` is the person's key; the result is mapped back to the command's key.
+_PERSON = """
+SELECT t.*, COALESCE(m.merged_into, t.k) AS pk FROM unnest(
+    CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:cids AS bigint[]), CAST(:vals AS {vals}[])) AS t(s, k, cid, v)
+LEFT JOIN customer_state m ON m.store_id = t.s AND m.customer_key = t.k AND m.merged_into IS NOT NULL
+"""
+
+_POINTS = text(f"""
+WITH t AS ({_PERSON.format(vals="bigint")}), up AS (
+    INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, points, updated_at)
+    SELECT s, pk, max(cid), sum(v), now() FROM t GROUP BY s, pk
+    ON CONFLICT (store_id, customer_key) DO UPDATE SET points = cs.points + EXCLUDED.points, updated_at = now()
+    RETURNING store_id, customer_key, points)
+SELECT t.s, t.k, up.points FROM t JOIN up ON up.store_id = t.s AND up.customer_key = t.pk
 """)
 
-_TIER = text("""
-INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, tier, updated_at)
-SELECT t.s, t.k, t.cid, t.tier, now()
-FROM unnest(CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:cids AS bigint[]), CAST(:tiers AS text[]))
-     AS t(s, k, cid, tier)
-ON CONFLICT (store_id, customer_key) DO UPDATE SET tier = EXCLUDED.tier, updated_at = now()
-RETURNING store_id, customer_key, tier
+_TIER = text(f"""
+WITH t AS ({_PERSON.format(vals="text")}), up AS (
+    INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, tier, updated_at)
+    SELECT DISTINCT ON (s, pk) s, pk, cid, v, now() FROM t ORDER BY s, pk
+    ON CONFLICT (store_id, customer_key) DO UPDATE SET tier = EXCLUDED.tier, updated_at = now()
+    RETURNING store_id, customer_key, tier)
+SELECT t.s, t.k, up.tier FROM t JOIN up ON up.store_id = t.s AND up.customer_key = t.pk
 """)
 
 
@@ -53,7 +62,7 @@ class AddPoints(BaseAction):
             cid[k] = customer_id(ctx)
         keys = list(total)
         rows = conn.execute(_POINTS, {"stores": [k[0] for k in keys], "keys": [k[1] for k in keys],
-                                      "cids": [cid[k] for k in keys], "points": [total[k] for k in keys]})
+                                      "cids": [cid[k] for k in keys], "vals": [total[k] for k in keys]})
         now = {(s, k): p for s, k, p in rows}
         out = []
         for ctx in ctxs:
@@ -83,7 +92,7 @@ class ChangeTier(BaseAction):
         keys = list(last)
         conn.execute(_TIER, {"stores": [k[0] for k in keys], "keys": [k[1] for k in keys],
                              "cids": [customer_id(last[k]) for k in keys],
-                             "tiers": [last[k].params.tier for k in keys]})  # type: ignore[attr-defined]
+                             "vals": [last[k].params.tier for k in keys]})  # type: ignore[attr-defined]
         return [ActionResult("succeeded", f"tier set to {ctx.params.tier}",  # type: ignore[attr-defined]
                              {"tier": ctx.params.tier})  # type: ignore[attr-defined]
                 for ctx in ctxs]
