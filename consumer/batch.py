@@ -71,11 +71,6 @@ def record(state: StateBatch, rule: Any, store_id: str, ckey: str, event_id: str
         state.firings[key] = Firing(rule.id, ckey, store_id, event_id, event_id, at_ms, 1, dirty=True)
     elif event_id not in (f.first_event_id, f.last_event_id):
         f.last_event_id, f.last_fired_ms, f.fired, f.dirty = event_id, max(at_ms, f.last_fired_ms), f.fired + 1, True
-    c = state.customers.get((store_id, ckey))
-    if c is not None:
-        # the customer row is written with its firings: a guest merged meanwhile refuses
-        # both together (state.py), so a firing never lands on a merged guest
-        c.dirty = True
 
 
 class BatchProcessor:
@@ -191,6 +186,11 @@ class BatchProcessor:
                     out.skipped_by_frequency += 1
                     continue
                 record(state, m.rule, ev["store_id"], ev["customer_key"], ev["event_id"], at)
+                c = state.customers.get((ev["store_id"], ev["customer_key"]))
+                if c is not None:
+                    # the customer row is written with its firings: a guest merged meanwhile
+                    # refuses both together (state.py), so a firing never lands on a merged guest
+                    c.dirty = True
             if plan_only:
                 for step, action in enumerate(m.rule.actions):
                     out.commands.append((it, {"rule_id": m.rule.id, "step": step, "action_type": action.type,

@@ -7,8 +7,9 @@ shared with cooperative-sticky rebalancing), and per batch:
    (without decoding them), and decodes the rest (`decode.py`, no logical types);
 2. `BatchProcessor`: loads the customers and orders of the batch in two queries, applies
    every event in order (`apply.py`), matches rules, applies frequency limits;
-3. produces the commands keyed like their events (one customer stays on one partition)
-   and dead-letters what could not be decoded or evaluated;
+3. produces the commands keyed like their events (one customer stays on one partition),
+   re-routes the events of guests folded into a customer to that customer's partition
+   (consumer/merge.py) and dead-letters what could not be decoded or evaluated;
 4. `Checkpoint.commit`: waits for every command to be acknowledged (or puts them in the
    Kafka transaction), then commits the state transaction (`before_commit`), then the
    offsets. A crash anywhere re-processes at most the batch, and re-processing is

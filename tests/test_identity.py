@@ -237,7 +237,7 @@ class World:
         self.db = engine
         self.store = make_store(engine)
         self.info = StoreInfo(self.store.id, "UTC", "PLN")
-        self.rules = {r["name"]: add_rule(engine, self.store.id, r) for r in (ONCE, FIRST, REPEAT)}
+        self.rules: dict[str, int] = {str(r["name"]): add_rule(engine, self.store.id, r) for r in (ONCE, FIRST, REPEAT)}
         cache = RuleCache(engine, fallback_interval=0)
         cache.refresh(force=True)
         self.processor = BatchProcessor(RuleEngine(cache), engine, lambda _s: Loyalty())
@@ -383,6 +383,12 @@ def test_the_scheduler_moves_a_guests_activity_to_the_customer(engine) -> None: 
         conn.execute(text("INSERT INTO customer_calendar (store_id, customer_key, email, first_order_at, "
                           "last_order_at, last_order_id, birth_month, birth_day) "
                           "VALUES (:s, 'c5', :e, '2026-01-15', '2026-01-20', 6, 5, 17)"), {"s": store.id, "e": e})
+        conn.execute(text("INSERT INTO attributions (store_id, rule_id, order_id, customer_key, event_id, revenue, "
+                          "ordered_at) VALUES (:s, 1, 9, :g, 'e', 10, now())"), {"s": store.id, "g": gk})
+        conn.execute(text("INSERT INTO trigger_firings (rule_id, customer_key, period, store_id, trigger, event_id, "
+                          "fired_at) VALUES (1, :g, 'p1', :s, 'abandoned_cart', 'e1', now()), "
+                          "(1, :g, 'p2', :s, 'abandoned_cart', 'e2', now()), "
+                          "(1, 'c5', 'p2', :s, 'abandoned_cart', 'e3', now())"), {"s": store.id, "g": gk})
         conn.execute(text("INSERT INTO customer_identities (store_id, email_hash, customer_id, source) "
                           "VALUES (:s, :h, 5, 'account'), (:s, :h2, 6, 'account')"),
                      {"s": store.id, "h": email_hash(e), "h2": email_hash("other@example.com")})
@@ -404,6 +410,10 @@ def test_the_scheduler_moves_a_guests_activity_to_the_customer(engine) -> None: 
                                          "customer_calendar")), one | {"k": "c5"}).one()
         assert tuple(cal) == ("2026-01-01", 5, 5)  # the guest's first and (later) last order, the customer's birthday
         assert conn.execute(text(q.format("count(*)", "customer_calendar")), one | {"k": gk}).scalar() == 0
+        assert conn.execute(text(q.format("count(*)", "attributions")), one | {"k": "c5"}).scalar() == 1
+        # the guest's firing of a period the customer has not fired moves; the other stays behind
+        assert sorted(conn.execute(text(q.format("period", "trigger_firings")), one | {"k": "c5"}).scalars()) == \
+            ["p1", "p2"]
 
 
 def test_consent_given_as_a_guest_counts_for_the_customer(engine, settings) -> None:  # type: ignore[no-untyped-def]
