@@ -285,11 +285,15 @@ def test_a_guest_folds_into_the_customer_once_and_its_late_events_are_rerouted(e
     assert rules_fired(w, w.run(w.order(1, 0, e, total="40.00"))) == ["first", "once per person"]
     assert rules_fired(w, w.run(w.order(2, 0, e, total="60.00", minute=1))) == ["repeat"]
     assert w.state(g(e))["order_count"] == 2
+    with engine.begin() as conn:  # what actions did to the guest: a tag, bonus points
+        conn.execute(text("UPDATE customer_state SET tags = '{vip}', points = points + 5 WHERE store_id = :s AND "
+                          "customer_key = :k"), {"s": w.store.id, "k": g(e)})
 
     linked = w.run(w.customer(7, e))
     assert linked.rerouted == []
     c = w.state("c7")
     assert (c["order_count"], c["totals"], c["engine"]["g"]) == (2, {"PLN": "100.0000"}, [g(e)])
+    assert c["tags"] == ["vip"] and c["points"] == 100 + 5  # a point per unit spent (default loyalty) + the bonus
     assert w.state(g(e))["merged_into"] == "c7"
     assert w.firings("c7") == {w.rules["once per person"]: 1}  # frequency-limited rules keep firings
 
@@ -434,7 +438,7 @@ def test_consent_given_as_a_guest_counts_for_the_customer(engine, settings) -> N
     assert not checker.check(store.id, "email", email=None, customer_key=gk, context={}).granted
 
 
-def test_points_for_a_merged_guest_land_on_the_customer(engine, settings) -> None:  # type: ignore[no-untyped-def]
+def test_points_and_tags_for_a_merged_guest_land_on_the_customer(engine, settings) -> None:  # type: ignore[no-untyped-def]
     from wooflow.workers.testing import WorkerThread, command, produce
 
     store = make_store(engine)
@@ -442,7 +446,10 @@ def test_points_for_a_merged_guest_land_on_the_customer(engine, settings) -> Non
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO customer_state (store_id, customer_key, merged_into) VALUES (:s, :g, 'c88')"),
                      {"s": store.id, "g": gk})
-    produce(settings, [command(store_id=store.id, action_type="add_points", params={"points": 7}, customer_key=gk)])
+    produce(settings, [command(store_id=store.id, action_type="add_points", params={"points": 7}, customer_key=gk),
+                       command(store_id=store.id, action_type="add_customer_tag", customer_key=gk,
+                               params={"tag": "vip", "mirror": False})])
     with WorkerThread(settings):
-        wait_for(lambda: state_row(engine, store.id, "c88").get("points") == 7, 30, 0.2, "points on the customer")
-    assert state_row(engine, store.id, gk)["points"] == 0
+        wait_for(lambda: (row := state_row(engine, store.id, "c88")) and row["points"] == 7 and row["tags"] == ["vip"],
+                 30, 0.2, "points and the tag on the customer")
+    assert (state_row(engine, store.id, gk)["points"], state_row(engine, store.id, gk)["tags"]) == (0, [])

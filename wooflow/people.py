@@ -4,7 +4,8 @@ A guest (`g<email hash>`) folded into a registered customer (`c<id>`) by the rul
 keeps a tombstone row in `customer_state` with `merged_into` (consumer/merge.py). Readers
 outside the consumer go through here: a key reads as the person it belongs to now
 (`canonical`), and "everything about this person" covers the keys folded into it
-(`PERSON_KEYS`: consents given as a guest still count for the customer).
+(`PERSON_KEYS`: consents given as a guest still count for the customer), and a worker's
+change to a merged guest lands on the customer (`person_rows`).
 """
 
 from __future__ import annotations
@@ -39,3 +40,15 @@ def canonical(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[s
         return {}
     rows = conn.execute(_CANONICAL, {"stores": [s for s, _ in guests], "keys": [k for _, k in guests]})
     return {(s, k): m for s, k, m in rows}
+
+
+def person_rows(vals_type: str) -> str:
+    """The rows of a local-state action batch (`:stores`, `:keys`, `:cids`, `:vals` of
+    `vals_type`) as `t(s, k, cid, v, pk)`, `pk` the key of the person each belongs to now:
+    a command still addressed to a merged guest changes the customer's row."""
+    return f"""
+SELECT t.*, COALESCE(m.merged_into, t.k) AS pk FROM unnest(
+    CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:cids AS bigint[]), CAST(:vals AS {vals_type}[]))
+    AS t(s, k, cid, v)
+LEFT JOIN customer_state m ON m.store_id = t.s AND m.customer_key = t.k AND m.merged_into IS NOT NULL
+"""

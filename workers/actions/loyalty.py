@@ -12,20 +12,14 @@ from typing import ClassVar
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, text
 
+from wooflow.people import person_rows
 from wooflow.workers.actions.common import customer_id
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
 
-# A guest folded into a registered customer (`merged_into`, consumer/merge.py) is that
-# customer now: a command still addressed to the guest key changes the customer's row.
-# `t.pk` is the person's key; the result is mapped back to the command's key.
-_PERSON = """
-SELECT t.*, COALESCE(m.merged_into, t.k) AS pk FROM unnest(
-    CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:cids AS bigint[]), CAST(:vals AS {vals}[])) AS t(s, k, cid, v)
-LEFT JOIN customer_state m ON m.store_id = t.s AND m.customer_key = t.k AND m.merged_into IS NOT NULL
-"""
-
+# Keyed by person (wooflow/people.py: a merged guest's command changes the customer), the
+# result mapped back to the command's key.
 _POINTS = text(f"""
-WITH t AS ({_PERSON.format(vals="bigint")}), up AS (
+WITH t AS ({person_rows("bigint")}), up AS (
     INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, points, updated_at)
     SELECT s, pk, max(cid), sum(v), now() FROM t GROUP BY s, pk
     ON CONFLICT (store_id, customer_key) DO UPDATE SET points = cs.points + EXCLUDED.points, updated_at = now()
@@ -34,7 +28,7 @@ SELECT t.s, t.k, up.points FROM t JOIN up ON up.store_id = t.s AND up.customer_k
 """)
 
 _TIER = text(f"""
-WITH t AS ({_PERSON.format(vals="text")}), up AS (
+WITH t AS ({person_rows("text")}), up AS (
     INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, tier, updated_at)
     SELECT DISTINCT ON (s, pk) s, pk, cid, v, now() FROM t ORDER BY s, pk
     ON CONFLICT (store_id, customer_key) DO UPDATE SET tier = EXCLUDED.tier, updated_at = now()
