@@ -6,6 +6,7 @@ tests/test_identity_e2e.py runs the whole pipeline."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -390,9 +391,10 @@ def test_the_scheduler_moves_a_guests_activity_to_the_customer(engine) -> None: 
         conn.execute(text("INSERT INTO attributions (store_id, rule_id, order_id, customer_key, event_id, revenue, "
                           "ordered_at) VALUES (:s, 1, 9, :g, 'e', 10, now())"), {"s": store.id, "g": gk})
         conn.execute(text("INSERT INTO trigger_firings (rule_id, customer_key, period, store_id, trigger, event_id, "
-                          "fired_at) VALUES (1, :g, 'p1', :s, 'abandoned_cart', 'e1', now()), "
-                          "(1, :g, 'p2', :s, 'abandoned_cart', 'e2', now()), "
-                          "(1, 'c5', 'p2', :s, 'abandoned_cart', 'e3', now())"), {"s": store.id, "g": gk})
+                          "fired_at) VALUES (:r, :g, 'p1', :s, 'abandoned_cart', 'e1', now()), "
+                          "(:r, :g, 'p2', :s, 'abandoned_cart', 'e2', now()), "
+                          "(:r, 'c5', 'p2', :s, 'abandoned_cart', 'e3', now())"),
+                     {"s": store.id, "g": gk, "r": uuid.uuid4().int % 10**12})  # the table's key is not per store
         conn.execute(text("INSERT INTO customer_identities (store_id, email_hash, customer_id, source) "
                           "VALUES (:s, :h, 5, 'account'), (:s, :h2, 6, 'account')"),
                      {"s": store.id, "h": email_hash(e), "h2": email_hash("other@example.com")})
