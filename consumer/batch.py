@@ -1,6 +1,14 @@
-"""One consumer batch: load state → apply + match every event in order → frequency
-limits → commands. Pure with respect to Kafka: the runner produces what this returns,
-and saves `state` (after the commands are acknowledged, before offsets move)."""
+"""One consumer batch: load state → link guests to customers → apply + match every event
+in order → frequency limits → commands. Pure with respect to Kafka: the runner produces
+what this returns (commands, re-routed events), and saves `state` (after the commands are
+acknowledged, before offsets move).
+
+Linking (consumer/merge.py): a registered customer's event with an email whose guest key
+the customer has not looked at yet loads that guest with the batch's other rows (one
+query) and folds it into the customer before any event is applied. Events of a guest
+that is merged (now or earlier) are not applied: the live consumer re-routes them to the
+customer's partition; a replay, which never saves, applies them to the customer in place.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ from sqlalchemy import Engine
 from wooflow.consumer.apply import APPLIERS, STATEFUL, no_state
 from wooflow.consumer.commands import build_command, context_of, idempotency_key, to_json
 from wooflow.consumer.engine import Match, RuleEngine
+from wooflow.consumer.merge import LINKED, Merge, email_of, fold_customer, fold_firing, guest_key
 from wooflow.consumer.state import Firing, StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty
 from wooflow.consumer.values import ms
@@ -40,6 +49,7 @@ class Outcome:
     matches: list[tuple[Item, Match]] = field(default_factory=list)
     skipped_by_frequency: int = 0
     state: StateBatch = field(default_factory=StateBatch)
+    rerouted: list[tuple[Item, str]] = field(default_factory=list)  # (event of a merged guest, its customer's key)
 
 
 def allowed(f: Firing | None, rule: Any, event_id: str, at_ms: int) -> bool:
@@ -76,6 +86,9 @@ class BatchProcessor:
         # with their JSON text already (`EventDecoder.json_event`); `to_json` writes both the same
         self.context_event = context_event
         self.cache: StateCache | None = None  # the live consumer's rows of earlier batches
+        # a merged guest's events: re-routed to the customer's partition (live), or applied to
+        # the customer in place (a replay, which never saves)
+        self.reroute = True
         self.latencies = latencies  # per-event apply+match seconds, when someone wants them (benchmarks)
 
     def run(self, items: list[Item], *, now: datetime | None = None, only_rules: set[int] | None = None,
@@ -88,7 +101,10 @@ class BatchProcessor:
         state = out.state
         customers: set[tuple[str, str]] = set()
         orders: set[tuple[str, int]] = set()
+        guests: set[tuple[str, str]] = set()
+        links: list[tuple[tuple[str, str], str]] = []  # (customer, guest key) to look at
         known_c, known_o = state.customers, state.orders
+        cache = None if dry_run or plan_only else self.cache
         for it in items:
             if it.schema in STATEFUL:
                 ev = it.event
@@ -99,9 +115,28 @@ class BatchProcessor:
                     ok = (ev["store_id"], int(ev["order_id"]))
                     if ok not in known_o:
                         orders.add(ok)
-        if customers or orders:
+                kind = ck[1][:1]
+                if kind == "g":
+                    guests.add(ck)
+                elif kind == "c":
+                    email = email_of(it.schema, ev)
+                    if email and not _linked(state, cache, ck, gk := guest_key(email)):
+                        links.append((ck, gk))
+                        if (ck[0], gk) not in known_c:
+                            customers.add((ck[0], gk))
+        if customers or orders or links:
             with self.db.connect() as conn:
-                state.load(conn, customers, orders, None if dry_run or plan_only else self.cache)
+                if customers or orders:
+                    state.load(conn, customers, orders, cache)
+                if links:
+                    self._link(conn, state, links)
+        moved = _moved(state, guests) if guests or state.merges else {}
+        if moved and not self.reroute:
+            # applied in place: the customers they belong to must be in memory too
+            targets = {(s, k) for (s, _), k in moved.items() if (s, k) not in known_c}
+            if targets:
+                with self.db.connect() as conn:
+                    state.load(conn, targets, set())
 
         lat = self.latencies
         perf = time.perf_counter
@@ -109,6 +144,13 @@ class BatchProcessor:
         for it in items:
             t0 = perf()
             ev = it.event
+            if moved and it.schema in STATEFUL:
+                target = moved.get((ev["store_id"], ev["customer_key"]))
+                if target is not None:
+                    if self.reroute:
+                        out.rerouted.append((it, target))
+                        continue
+                    ev = it.event = {**ev, "customer_key": target}
             try:
                 store = ev["store_id"]
                 lo = loyalties.get(store)
@@ -144,6 +186,11 @@ class BatchProcessor:
                     out.skipped_by_frequency += 1
                     continue
                 record(state, m.rule, ev["store_id"], ev["customer_key"], ev["event_id"], at)
+                c = state.customers.get((ev["store_id"], ev["customer_key"]))
+                if c is not None:
+                    # the customer row is written with its firings: a guest merged meanwhile
+                    # refuses both together (state.py), so a firing never lands on a merged guest
+                    c.dirty = True
             if plan_only:
                 for step, action in enumerate(m.rule.actions):
                     out.commands.append((it, {"rule_id": m.rule.id, "step": step, "action_type": action.type,
@@ -170,6 +217,35 @@ class BatchProcessor:
                 out.failed.append((it, "evaluation_error", f"{type(exc).__name__}: {exc}"))
         return out
 
+    def _link(self, conn: Any, state: StateBatch, links: list[tuple[tuple[str, str], str]]) -> None:
+        """Fold the guests these customers have not looked at yet into them (consumer/merge.py)."""
+        folded: set[tuple[str, str]] = set()
+        for (store, ck), gk in links:
+            c = state.customer(store, ck)
+            linked = c.engine.get(LINKED) or []
+            if gk in linked or (store, gk) in state.merges:
+                continue
+            c.engine[LINKED] = [*linked, gk]
+            c.dirty = True
+            g = state.customers.get((store, gk))
+            if g is not None and g.merged_into is not None:
+                continue  # another customer's (or already this one's)
+            exists = g is not None and (store, gk) in state.versions
+            state.merges[(store, gk)] = Merge(store, gk, ck, g if exists else None)
+            if g is not None and exists:
+                fold_customer(c, g, self.loyalty(store))
+                folded.add((store, gk))
+        if not folded:
+            return
+        found = state.firings_of(conn, folded)
+        state.load_firings(conn, {(r, state.merges[k].customer_key) for k, fs in found.items() for r in fs})
+        for k, fs in found.items():
+            m = state.merges[k]
+            m.firings = fs
+            for r, f in fs.items():
+                state.firings[(r, m.customer_key)] = fold_firing(state.firings.get((r, m.customer_key)), f,
+                                                                 m.customer_key)
+
     def _full(self, it: Item) -> dict[str, Any]:
         if it.raw is None:  # not from the hot-path decoder: already complete
             return it.event
@@ -178,3 +254,23 @@ class BatchProcessor:
         if self.full_decode is not None:
             return self.full_decode(it.raw)[1]
         return it.event
+
+
+def _linked(state: StateBatch, cache: StateCache | None, key: tuple[str, str], gk: str) -> bool:
+    """Whether the customer already looked at this guest key, from what is in memory (the
+    batch's rows, else the cache: the list only grows, so a stale copy is still right)."""
+    c = state.customers.get(key)
+    if c is None and cache is not None:
+        hit = cache.customers.get(key)
+        c = hit[0] if hit is not None else None
+    return c is not None and gk in (c.engine.get(LINKED) or ())
+
+
+def _moved(state: StateBatch, guests: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Guest keys of this batch whose events belong to a customer now."""
+    moved = {k: m.customer_key for k, m in state.merges.items()}
+    for k in guests:
+        g = state.customers.get(k)
+        if g is not None and g.merged_into is not None:
+            moved[k] = g.merged_into
+    return moved

@@ -7,8 +7,9 @@ shared with cooperative-sticky rebalancing), and per batch:
    (without decoding them), and decodes the rest (`decode.py`, no logical types);
 2. `BatchProcessor`: loads the customers and orders of the batch in two queries, applies
    every event in order (`apply.py`), matches rules, applies frequency limits;
-3. produces the commands keyed like their events (one customer stays on one partition)
-   and dead-letters what could not be decoded or evaluated;
+3. produces the commands keyed like their events (one customer stays on one partition),
+   re-routes the events of guests folded into a customer to that customer's partition
+   (consumer/merge.py) and dead-letters what could not be decoded or evaluated;
 4. `Checkpoint.commit`: waits for every command to be acknowledged (or puts them in the
    Kafka transaction), then commits the state transaction (`before_commit`), then the
    offsets. A crash anywhere re-processes at most the batch, and re-processing is
@@ -147,6 +148,7 @@ class RuleConsumer:
         self.clock = get_clock(settings)
         self.ready = threading.Event()
         self._pending: StateBatch | None = None
+        self._pending_items: list[Item] = []
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-save")
         self._delayed: list[dict[str, Any]] = []
         self.stats: Counter[str] = Counter()
@@ -191,6 +193,8 @@ class RuleConsumer:
         elapsed = time.perf_counter() - started
         if items:
             metrics.rule_eval_seconds.observe(elapsed / len(items))
+        for it, target in outcome.rerouted:
+            self._reroute(it, target)
         for it, reason, error in outcome.failed:
             dead_letter(self.producer, self.codec, self.settings, it.source, stage="rules", reason=reason, error=error,
                         store_id=it.event.get("store_id"))
@@ -213,7 +217,19 @@ class RuleConsumer:
         self.stats["matches"] += len(outcome.matches)
         self.stats["frequency_skipped"] += outcome.skipped_by_frequency
         self.stats["delayed"] += len(delayed)
-        self._pending, self._delayed = outcome.state, delayed
+        self._pending, self._delayed, self._pending_items = outcome.state, delayed, items
+
+    def _reroute(self, it: Item, target: str) -> None:
+        """An event of a guest merged into customer `target`: produced again on the
+        customer's partition, same event id (its commands keep their idempotency keys),
+        with the customer key rewritten (consumer/merge.py)."""
+        msg = it.source
+        schema, event = self.decoder.full(it.raw if it.raw is not None else msg.value())
+        event["customer_key"] = target
+        topic = msg.topic()
+        self.producer.produce(topic, self.codec.encode(schema, event, topic), key=f"{event['store_id']}:{target}",
+                              headers=msg.headers())
+        self.stats["rerouted"] += 1
 
     def save_state_in_background(self) -> Future[None]:
         """Checkpoint's before_commit outside transactions: the write overlaps the next batch."""
@@ -223,14 +239,24 @@ class RuleConsumer:
         """Checkpoint's before_commit: commands are acknowledged, offsets not yet committed."""
         pending, self._pending = self._pending, None
         delayed, self._delayed = self._delayed, []
-        if (pending is not None and any(pending.dirty_counts())) or delayed:
+        items, self._pending_items = self._pending_items, []
+        lost: dict[tuple[str, str], str] = {}
+        if (pending is not None and (any(pending.dirty_counts()) or pending.merges)) or delayed:
             with self.db.begin() as conn:
                 if pending is not None:
-                    pending.save(conn)
+                    lost = pending.save(conn)
                 if delayed and store_delayed is not None:  # the scheduler is installed: it emits them
                     store_delayed(conn, delayed)
         if pending is not None:  # committed (or nothing to write): the rows are what the database has
             self.state_cache.keep(pending)
+        if lost:
+            # guests merged into a customer between this batch's read and its write: their
+            # events go to the customer instead, before the offsets move
+            for it in items:
+                target = lost.get((it.event["store_id"], it.event["customer_key"])) if it.schema in STATEFUL else None
+                if target is not None:
+                    self._reroute(it, target)
+            self.producer.flush(300)
 
     # --- rebalancing ------------------------------------------------------------------
     def on_revoke(self, _c: Consumer, parts: list[TopicPartition]) -> None:

@@ -8,6 +8,10 @@ acknowledged and before the Kafka offsets are committed.
 
 Columns owned by actions (tags, `attributes`) are read but never written here; points
 are written as increments and tiers only when raised, so worker updates are not lost.
+
+A guest row folded into a registered customer's (consumer/merge.py) carries `merged_into`:
+loading it tells the batch to re-route the guest's events, and saving never writes over
+it — a batch whose guest was merged meanwhile gets those keys back from `save` instead.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from __future__ import annotations
 import orjson
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
 from wooflow.consumer.values import to_datetime
 from wooflow.db.engine import driver_cursor
+
+if TYPE_CHECKING:
+    from wooflow.consumer.merge import Merge
 
 Agg = dict[str, Any]  # {"n": order count, "t": {currency: Decimal}, "p": points, "f": first ms, "l": last ms, "tier": str}
 
@@ -53,6 +60,7 @@ class Customer:
     points_delta: int = 0
     tier_raised: bool = False
     dirty: bool = False
+    merged_into: str | None = None  # a guest folded into this registered customer
 
     def public(self) -> dict[str, Any]:
         """What templates and dry runs see."""
@@ -98,7 +106,7 @@ class Firing:
 _LOAD_CUSTOMERS = ("""
 SELECT u.s, u.k, c.xmin::text, c.customer_id, c.email, c.order_count, c.totals,
        (extract(epoch from c.first_order_at) * 1000)::bigint AS f, (extract(epoch from c.last_order_at) * 1000)::bigint AS l,
-       c.tier, c.points, c.tags, c.view_counts, c.engine
+       c.tier, c.points, c.tags, c.view_counts, c.engine, c.merged_into
 FROM unnest(CAST(%(stores)b AS text[]), CAST(%(keys)b AS text[]), CAST(%(xs)b AS text[])) AS u(s, k, x)
 LEFT JOIN customer_state c ON c.store_id = u.s AND c.customer_key = u.k
 WHERE u.x IS NULL OR c.xmin IS NULL OR c.xmin::text <> u.x
@@ -112,11 +120,20 @@ LEFT JOIN order_state o ON o.store_id = u.s AND o.order_id = u.i
 WHERE u.x IS NULL OR o.xmin IS NULL OR o.xmin::text <> u.x
 """)
 
-_LOAD_FIRINGS = ("""
-SELECT f.rule_id, f.customer_key, f.store_id, f.first_event_id, f.last_event_id,
-       (extract(epoch from f.last_fired_at) * 1000)::bigint, f.fired
+_FIRING_COLUMNS = """f.rule_id, f.customer_key, f.store_id, f.first_event_id, f.last_event_id,
+       (extract(epoch from f.last_fired_at) * 1000)::bigint, f.fired"""
+
+_LOAD_FIRINGS = (f"""
+SELECT {_FIRING_COLUMNS}
 FROM rule_firings f
 JOIN unnest(CAST(%(rules)b AS bigint[]), CAST(%(keys)b AS text[])) AS u(r, k) ON f.rule_id = u.r AND f.customer_key = u.k
+""")
+
+# Every firing of some customers (guests being merged), whatever the rule.
+_LOAD_FIRINGS_OF = (f"""
+SELECT {_FIRING_COLUMNS}
+FROM rule_firings f
+JOIN unnest(CAST(%(stores)b AS text[]), CAST(%(keys)b AS text[])) AS u(s, k) ON f.customer_key = u.k AND f.store_id = u.s
 """)
 
 _SAVE_CUSTOMERS = ("""
@@ -136,7 +153,15 @@ ON CONFLICT (store_id, customer_key) DO UPDATE SET
     tier = CASE WHEN EXCLUDED.tier <> '' THEN EXCLUDED.tier ELSE c.tier END,
     points = c.points + EXCLUDED.points,
     view_counts = EXCLUDED.view_counts, engine = EXCLUDED.engine, updated_at = now()
+    WHERE c.merged_into IS NULL
 RETURNING store_id, customer_key, xmin::text, customer_id, email, tier, points, tags
+""")
+
+# Keys a batch could not save because their guest was merged after the batch read it.
+_MERGED_INTO = ("""
+SELECT c.store_id, c.customer_key, c.merged_into FROM customer_state c
+JOIN unnest(CAST(%(s)b AS text[]), CAST(%(k)b AS text[])) AS u(s, k) ON c.store_id = u.s AND c.customer_key = u.k
+WHERE c.merged_into IS NOT NULL
 """)
 
 _SAVE_ORDERS = ("""
@@ -217,6 +242,8 @@ class StateBatch:
         # row → xmin as read or written (for StateCache)
         self.versions: dict[tuple[str, str], str] = {}
         self.order_versions: dict[tuple[str, int], str] = {}
+        # guests folded into customers by this batch (consumer/merge.py), by (store, guest key)
+        self.merges: dict[tuple[str, str], Merge] = {}
 
     # --- reading ---------------------------------------------------------------------
     def load(self, conn: Connection, customers: set[tuple[str, str]], orders: set[tuple[str, int]],
@@ -229,14 +256,16 @@ class StateBatch:
             xs = [cached[k][1] if k in cached else None for k in ckeys]
             ss, ks = zip(*ckeys)
             cur.execute(_LOAD_CUSTOMERS, {"stores": list(ss), "keys": list(ks), "xs": xs})
-            for (store, key, x, cid, email, n, totals, f, last, tier, points, tags, views, engine) in cur.fetchall():
+            for (store, key, x, cid, email, n, totals, f, last, tier, points, tags, views, engine,
+                 merged_into) in cur.fetchall():
                 if x is None:  # no row (yet, or any more)
                     cached.pop((store, key), None)
                     continue
                 agg = {"n": n, "t": {k: Decimal(str(v)) for k, v in (totals or {}).items()}, "p": int(points),
                        "f": f, "l": last, "tier": tier}
                 self.customers[(store, key)] = Customer(store, key, agg, cid, email, list(tags or []),
-                                                        dict(views or {}), dict(engine or {}))
+                                                        dict(views or {}), dict(engine or {}),
+                                                        merged_into=merged_into)
                 versions[(store, key)] = x
                 cached.pop((store, key), None)
             for key in ckeys:
@@ -280,6 +309,19 @@ class StateBatch:
         for r in cur.fetchall():
             self.firings[(r[0], r[1])] = Firing(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6])
 
+    @staticmethod
+    def firings_of(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict[int, Firing]]:
+        """Every firing of these customers: (store, key) → rule id → firing."""
+        out: dict[tuple[str, str], dict[int, Firing]] = {}
+        if not keys:
+            return out
+        ss, ks = zip(*sorted(keys))
+        cur = driver_cursor(conn)
+        cur.execute(_LOAD_FIRINGS_OF, {"stores": list(ss), "keys": list(ks)})
+        for r in cur.fetchall():
+            out.setdefault((r[2], r[1]), {})[r[0]] = Firing(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6])
+        return out
+
     def customer(self, store_id: str, key: str) -> Customer:
         c = self.customers.get((store_id, key))
         if c is None:  # not announced to load(): a fresh customer
@@ -291,9 +333,17 @@ class StateBatch:
         return (sum(1 for c in self.customers.values() if c.dirty), sum(1 for o in self.orders.values() if o.dirty),
                 sum(1 for f in self.firings.values() if f.dirty))
 
-    def save(self, conn: Connection) -> None:
+    def save(self, conn: Connection) -> dict[tuple[str, str], str]:
+        """Write what changed; returns the keys whose guest row was merged into a customer
+        after this batch read it ((store, key) → the customer's key): their changes are
+        not saved, and their events must be re-routed to that customer."""
         cur = driver_cursor(conn)
+        if self.merges:
+            from wooflow.consumer.merge import save_merges
+
+            save_merges(conn, self)
         cs = [c for c in self.customers.values() if c.dirty]
+        lost: dict[tuple[str, str], str] = {}
         if cs:
             cur.execute(_SAVE_CUSTOMERS, {
                 "s": [c.store_id for c in cs], "k": [c.customer_key for c in cs],
@@ -306,12 +356,21 @@ class StateBatch:
                 "vc": [_dumps(c.view_counts) for c in cs], "en": [_dumps(c.engine) for c in cs],
             })
             # what the upsert kept of the row's other writers (workers' points/tier/tags, ids)
+            saved = set()
             for store, key, x, cid, email, tier, points, tags in cur.fetchall():
                 c = self.customers[(store, key)]
                 c.customer_id, c.email, c.tags = cid, email, list(tags or [])
                 c.agg = {**c.agg, "p": int(points), "tier": tier}
                 self.versions[(store, key)] = x
-        os_ = [o for o in self.orders.values() if o.dirty]
+                saved.add((store, key))
+            if len(saved) < len(cs):
+                lost = self._merged_meanwhile(cur, [(c.store_id, c.customer_key) for c in cs
+                                                    if (c.store_id, c.customer_key) not in saved])
+        if self.merges:
+            from wooflow.consumer.merge import save_guest_tags
+
+            save_guest_tags(conn, self)
+        os_ = [o for o in self.orders.values() if o.dirty and (o.store_id, o.customer_key) not in lost]
         if os_:
             cur.execute(_SAVE_ORDERS, {
                 "s": [o.store_id for o in os_], "i": [o.order_id for o in os_], "k": [o.customer_key for o in os_],
@@ -325,10 +384,24 @@ class StateBatch:
                 o = self.orders[(store, oid)]
                 o.first_event_id, o.created_ms, o.total = first_event_id, created_ms, Decimal(total)
                 self.order_versions[(store, oid)] = x
-        fs = [f for f in self.firings.values() if f.dirty]
+        fs = [f for f in self.firings.values() if f.dirty and (f.store_id, f.customer_key) not in lost]
         if fs:
             cur.execute(_SAVE_FIRINGS, {
                 "r": [f.rule_id for f in fs], "k": [f.customer_key for f in fs], "s": [f.store_id for f in fs],
                 "fe": [f.first_event_id for f in fs], "le": [f.last_event_id for f in fs],
                 "t": [f.last_fired_ms for f in fs], "n": [f.fired for f in fs],
             })
+        return lost
+
+    def _merged_meanwhile(self, cur: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Dirty rows the upsert refused (merged into a customer since this batch read
+        them): forgotten here (their orders too), so the cache never keeps them."""
+        cur.execute(_MERGED_INTO, {"s": [k[0] for k in keys], "k": [k[1] for k in keys]})
+        lost = {(store, key): target for store, key, target in cur.fetchall()}
+        for key in lost:
+            self.customers.pop(key, None)
+            self.versions.pop(key, None)
+        for okey in [k for k, o in self.orders.items() if (o.store_id, o.customer_key) in lost]:
+            self.orders.pop(okey)
+            self.order_versions.pop(okey, None)
+        return lost

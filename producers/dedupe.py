@@ -4,17 +4,24 @@ bridge (async, group-committed), backfill and the poller (sync).
 A claim inserts the event id; a row that already exists means "seen" — unless it is a
 stale `pending` claim (claimed, never acknowledged by Kafka: its claimer died), which
 is taken over, so a crash between claim and ack never loses a change for good.
+
+The identity facts a batch teaches (`identity.py`: guest email → customer, order →
+customer key) are written with its claim, and looked up (when a batch needs them) with
+one query on the same connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import Connection, Engine, text
 
 from wooflow.db.engine import driver_cursor
+from wooflow.producers.identity import NO_FACTS, Facts, Found, Lookup
+
+T = TypeVar("T")
 
 # psycopg parameter style: the bridge's async claims run them as they are, the sync
 # callers through the driver cursor under their SQLAlchemy connection (same transaction).
@@ -26,6 +33,35 @@ FROM unnest(%(ids)b::text[], %(stores)b::text[]) AS u(event_id, store_id)
 ON CONFLICT (event_id) DO UPDATE SET claimed_at = now(), state = EXCLUDED.state
     WHERE bridge_seen.state = 'pending' AND bridge_seen.claimed_at < now() - make_interval(secs => %(stale)s)
 RETURNING event_id
+"""
+# Identities: an account email replaces whatever was there, a billing email only fills a gap.
+_REMEMBER_IDENTITIES = """
+INSERT INTO customer_identities AS ci (store_id, email_hash, customer_id, source)
+SELECT * FROM unnest(%(is)b::text[], %(ih)b::text[], %(ic)b::bigint[], %(isrc)b::text[])
+ON CONFLICT (store_id, email_hash) DO UPDATE SET customer_id = EXCLUDED.customer_id, source = EXCLUDED.source,
+                                                  updated_at = now()
+    WHERE EXCLUDED.source = 'account' AND (ci.customer_id <> EXCLUDED.customer_id OR ci.source <> 'account')
+"""
+_REMEMBER_OWNERS = """
+INSERT INTO order_owners AS oo (store_id, order_id, customer_key)
+SELECT * FROM unnest(%(os)b::text[], %(oi)b::bigint[], %(ok)b::text[])
+ON CONFLICT (store_id, order_id) DO UPDATE SET customer_key = EXCLUDED.customer_key
+    WHERE oo.customer_key <> EXCLUDED.customer_key
+"""
+# Owners of orders without content, and the customers of guest emails — including the
+# emails of guest owners, so an order first seen as a guest's follows its registration.
+LOOKUP = """
+WITH o AS (
+    SELECT oo.store_id, oo.order_id, oo.customer_key FROM order_owners oo
+    JOIN unnest(%(os)b::text[], %(oi)b::bigint[]) AS u(s, i) ON oo.store_id = u.s AND oo.order_id = u.i
+), h AS (
+    SELECT u.s, u.h FROM unnest(%(es)b::text[], %(eh)b::text[]) AS u(s, h)
+    UNION SELECT store_id, substr(customer_key, 2) FROM o WHERE left(customer_key, 1) = 'g'
+)
+SELECT 'o', store_id, order_id::text, customer_key FROM o
+UNION ALL
+SELECT 'i', ci.store_id, ci.email_hash, ci.customer_id::text
+FROM customer_identities ci JOIN h ON ci.store_id = h.s AND ci.email_hash = h.h
 """
 _MARK_DONE = "UPDATE bridge_seen SET state = 'done' WHERE event_id = ANY(%(done)b::text[])"
 _RELEASE = text("DELETE FROM bridge_seen WHERE event_id = ANY(CAST(:ids AS text[])) AND state = 'pending'")
@@ -54,7 +90,8 @@ _UNLOCK = text("SELECT pg_advisory_unlock(:id)")
 # statement (one round trip, one transaction in autocommit). One statement must not touch a
 # row twice, so an id in both sets (the bridge's recently-seen cache prevents it) is marked
 # done by a statement of its own first — the order of the two-statement version.
-_CLAIM_AFTER_DONE = f"WITH done AS ({_MARK_DONE}) {_CLAIM}"
+_CLAIM_AFTER_DONE = (f"WITH done AS ({_MARK_DONE}), identities AS ({_REMEMBER_IDENTITIES}), "
+                     f"owners AS ({_REMEMBER_OWNERS}) {_CLAIM}")
 
 
 # Every claim statement finds its rows by primary key. The prepared claim keeps the generic
@@ -75,32 +112,47 @@ class AsyncClaims:
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     async def claim(self, ids: Sequence[str], stores: Sequence[str], done: Sequence[str], *,
-                    stale_s: float) -> set[str]:
-        """Mark `done` acknowledged and claim `ids` (same semantics as `claim`)."""
-        if not ids and not done:
+                    stale_s: float, facts: Facts = NO_FACTS) -> set[str]:
+        """Mark `done` acknowledged, record `facts` and claim `ids` (same semantics as `claim`)."""
+        if not ids and not done and not facts:
             return set()
         fresh = set(ids)
         both = [d for d in done if d in fresh]
         params = {"done": [d for d in done if d not in fresh] if both else list(done), "ids": list(ids),
-                  "stores": list(stores), "stale": stale_s, "state": "pending"}
+                  "stores": list(stores), "stale": stale_s, "state": "pending", **facts.params()}
+
+        async def run(conn: psycopg.AsyncConnection[Any]) -> set[str]:
+            if both:
+                await conn.execute(_MARK_DONE, {"done": list(both)})
+                both.clear()
+            cur = await conn.execute(_CLAIM_AFTER_DONE, params, prepare=True)
+            return {r[0] for r in await cur.fetchall()}
+
+        return await self._retrying(run)
+
+    async def lookup(self, need: Lookup) -> Found:
+        """Owners and identities a batch needs (one query)."""
+        async def run(conn: psycopg.AsyncConnection[Any]) -> Found:
+            cur = await conn.execute(LOOKUP, need.params(), prepare=True)
+            return Found.of_rows(await cur.fetchall())
+
+        return await self._retrying(run)
+
+    async def _retrying(self, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
         for attempt in (1, 2):
             conn = self._conn
             if conn is None or conn.closed or conn.broken:
                 conn = self._conn = await psycopg.AsyncConnection.connect(
                     self.conninfo, autocommit=True, connect_timeout=10, options=CLAIM_SESSION_OPTIONS)
             try:
-                if both:
-                    await conn.execute(_MARK_DONE, {"done": both})
-                    both = []
-                cur = await conn.execute(_CLAIM_AFTER_DONE, params, prepare=True)
-                return {r[0] for r in await cur.fetchall()}
+                return await fn(conn)
             except psycopg.OperationalError:
                 # A connection that died while idle (PostgreSQL restarted): reconnect once,
                 # like the pooled path's pre-ping.
                 if attempt == 2 or not (conn.closed or conn.broken):
                     raise
                 self._conn = None
-        return set()
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -116,6 +168,24 @@ def claim(conn: Connection, ids: Sequence[str], stores: Sequence[str], *, stale_
     cur = driver_cursor(conn)
     cur.execute(_CLAIM, {"ids": list(ids), "stores": list(stores), "state": state, "stale": stale_s})
     return {r[0] for r in cur.fetchall()}
+
+
+def lookup(conn: Connection, need: Lookup) -> Found:
+    """The sync `AsyncClaims.lookup` (backfill, poller, storefront), in the caller's transaction."""
+    cur = driver_cursor(conn)
+    cur.execute(LOOKUP, need.params())
+    return Found.of_rows(cur.fetchall())
+
+
+def remember(conn: Connection, facts: Facts) -> None:
+    """Write what a batch taught, in the caller's (claim's) transaction."""
+    if facts:
+        cur = driver_cursor(conn)
+        params = facts.params()
+        if facts.identities:
+            cur.execute(_REMEMBER_IDENTITIES, params)
+        if facts.owners:
+            cur.execute(_REMEMBER_OWNERS, params)
 
 
 def mark_done(conn: Connection, ids: Sequence[str]) -> None:

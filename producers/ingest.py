@@ -41,6 +41,7 @@ from wooflow import metrics
 from wooflow.kafka import topics
 from wooflow.kafka.producer import Producer
 from wooflow.producers import dedupe
+from wooflow.producers.identity import NO_FACTS, Facts, Identities
 from wooflow.producers.normalise import Event
 from wooflow.schemas.codec import Codec
 from wooflow.settings import Settings
@@ -84,6 +85,7 @@ class _Item:
     value: bytes
     source: str
     future: asyncio.Future[str] = field(repr=False)
+    event: Event = field(repr=False)
 
 
 class _Throttle(logging.Filter):
@@ -245,6 +247,7 @@ class Ingestor:
         self._fallbacks: set[asyncio.Task[None]] = set()
         self._headers: dict[tuple[str, str], list[tuple[str, str | bytes | None]] | None] = {}
         self._claims = dedupe.AsyncClaims(engine)
+        self.identities = Identities()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -304,7 +307,7 @@ class Ingestor:
             topic = self.settings.topic(ev.topic)
             value = self.codec.encode(ev.schema, ev.record, topic)
             items.append(_Item(ev.event_id, str(ev.record["store_id"]), topic, ev.key, value, source,
-                               self._loop.create_future()))
+                               self._loop.create_future(), ev))
         self._queue.extend(items)
         self._wake.set()
         if len(items) == 1:  # the common case: skip gather's task machinery
@@ -327,13 +330,14 @@ class Ingestor:
                 self._wake.clear()
                 batch = [self._queue.popleft() for _ in range(min(_BATCH_MAX, len(self._queue)))]
                 items = self._dedupe_local(batch)
+                facts = await self._key(items) if items else NO_FACTS
                 if self.backlog or not self.kafka_up:
                     if items:
-                        await self._to_outbox(items)
+                        await self._to_outbox(items, facts)
                     await self._recover()
                 else:
                     if items:
-                        await self._direct(items)
+                        await self._direct(items, facts)
                     elif self._done_ids:
                         await asyncio.to_thread(self._db, lambda c: dedupe.mark_done(c, self._take_done()))
                 await self._housekeeping()
@@ -404,15 +408,30 @@ class Ingestor:
                 self._conn = None
         return None
 
+    # --- one person per shopper ---------------------------------------------------------
+    async def _key(self, items: list[_Item]) -> Facts:
+        """Key the batch's events by person (identity.py): guest orders of registered
+        customers, deletions and failed read-backs change key (and are encoded again)."""
+        events = [it.event for it in items]
+        need = self.identities.lookup(events)
+        if need:
+            self.identities.found(await self._claims.lookup(need))
+        keyed, facts = self.identities.settle(events)
+        for it, ev in zip(items, keyed):
+            if ev is not it.event:
+                it.event, it.key, it.value = ev, ev.key, self.codec.encode(ev.schema, ev.record, it.topic)
+        return facts
+
     # --- direct path ---------------------------------------------------------------------
-    async def _direct(self, items: list[_Item]) -> None:
+    async def _direct(self, items: list[_Item], facts: Facts) -> None:
         done = self._take_done()
         try:
             claimed = await self._claims.claim([i.event_id for i in items], [i.store_id for i in items], done,
-                                               stale_s=self.settings.claim_stale_s)
+                                               stale_s=self.settings.claim_stale_s, facts=facts)
         except Exception:
             self._done_ids.extend(done)
             raise
+        self.identities.committed(facts)
         produce = []
         for it in items:
             if it.event_id in claimed:
@@ -529,7 +548,7 @@ class Ingestor:
             return fn(conn)
 
     # --- outbox path ---------------------------------------------------------------------
-    async def _to_outbox(self, items: list[_Item]) -> None:
+    async def _to_outbox(self, items: list[_Item], facts: Facts) -> None:
         # Direct batches still awaiting acks land (or fall back to the outbox) first:
         # their events are older than these.
         if self._batches:
@@ -547,6 +566,7 @@ class Ingestor:
                                    state="done")
             dedupe.outbox_insert(c, [(i.event_id, i.store_id, i.topic, i.key, i.value)
                                      for i in items if i.event_id in claimed])
+            dedupe.remember(c, facts)
             return claimed
 
         try:
@@ -555,6 +575,7 @@ class Ingestor:
             for it in items:
                 self._fail(it, Unavailable(f"outbox write failed: {exc}"))
             return
+        self.identities.committed(facts)
         self.backlog = True
         self.outbox_depth += len(claimed)
         metrics.outbox_written.inc(len(claimed))

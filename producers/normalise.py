@@ -297,11 +297,26 @@ def _customer_key_of(resource: str, rid: int, rec: dict[str, Any] | None) -> str
     return f"cp{rid}"
 
 
+def _key_of_state(resource: str, rid: int, state: dict[str, Any]) -> str | None:
+    """The customer key a content-less order event falls back to when the bridge never saw
+    the order (identity.py): the one of its REST state (a trashed order is still readable)."""
+    if resource != "order" or not state:
+        return None
+    billing = state.get("billing")
+    try:
+        cid = int(state.get("customer_id") or 0)
+    except (TypeError, ValueError):
+        cid = 0
+    email = billing.get("email") if isinstance(billing, dict) else None
+    return customer_key(cid, str(email) if email else None, fallback=f"o{rid}")
+
+
 def build_event(store: StoreInfo, resource: str, kind: str, rid: int, rec: dict[str, Any] | None, version: str, *,
                 source: str, received_at: datetime, wc_topic: str, raw: str | None = None,
-                occurred: datetime | None = None, previous_status: str | None = None) -> Event:
+                occurred: datetime | None = None, previous_status: str | None = None,
+                ckey: str | None = None) -> Event:
     topic, schema = RESOURCE_TOPICS[resource]
-    ckey = _customer_key_of(resource, rid, rec)
+    ckey = ckey or _customer_key_of(resource, rid, rec)
     occurred = occurred or (rec["date_modified"] if rec else None)
     record = _base(store, resource, rid, version, ckey, occurred, received_at, source, wc_topic, schema)
     record["action"] = kind
@@ -337,7 +352,7 @@ def normalise(store: StoreInfo, wc_topic: str, payload: dict[str, Any], *, sourc
         version = f"deleted|{state.get('date_modified_gmt') or ''}"
         occurred = parse_time(state.get("date_modified"), tz, state.get("date_modified_gmt"))
         return [build_event(store, resource, kind, rid, None, version, source=source, received_at=received_at,
-                            wc_topic=wc_topic, raw=raw, occurred=occurred)]
+                            wc_topic=wc_topic, raw=raw, occurred=occurred, ckey=_key_of_state(resource, rid, state))]
     rec = _RECORDS[resource](payload, tz)
     return [build_event(store, resource, kind, rid, rec, version_of(kind, payload), source=source,
                         received_at=received_at, wc_topic=wc_topic, raw=raw)]

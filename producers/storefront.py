@@ -8,9 +8,11 @@ come from the store's own origin (`Origin`, else `Referer`), and stay under a pe
 per-session token-bucket rate. Failures are a clear 4xx, produce nothing and are counted
 in `wooflow_storefront_rejected_total{reason}`.
 
-Identity: a guest session is linked to `g<email hash>` once it captures an email, and to
-`c<customer id>` on login; later events of the session are keyed by what it was linked
-to (table `storefront_sessions`). Because the public key is public, a customer id only
+Identity: a guest session is linked to `g<email hash>` once it captures an email — or to
+`c<customer id>` when that email belongs to a registered customer (the bridge's identity
+map, identity.py) — and to `c<customer id>` on login; later events of the session are keyed
+by what it was linked to (table `storefront_sessions`). An email typed into the storefront
+is never taken as proof of an account: it only finds the account the store said owns it. Because the public key is public, a customer id only
 counts when signed by the store: `customer_sig = hex(HMAC-SHA256(webhook secret,
 "<store>:<session>:<customer id>"))` (one line of PHP in the theme); an unsigned id is
 kept as a property and does not link the session.
@@ -39,6 +41,8 @@ from starlette.responses import Response
 from wooflow import metrics
 from wooflow.db.tables import storefront_sessions
 from wooflow.kafka import topics
+from wooflow.producers import dedupe
+from wooflow.producers.identity import Found, Lookup
 from wooflow.producers.ingest import Ingestor, OutboxFull, Unavailable
 from wooflow.producers.keys import customer_key, email_hash, event_id, kafka_key
 from wooflow.producers.normalise import Event, schema_version
@@ -201,6 +205,8 @@ class StorefrontReceiver:
         self.tenants = tenants
         self.ingestor = ingestor
         self.sessions = Sessions(engine)
+        self.engine = engine
+        self.identities = ingestor.identities
         self.per_ip = TokenBuckets(settings.storefront_rate_per_s, settings.storefront_burst)
         self.per_session = TokenBuckets(settings.storefront_rate_per_s, settings.storefront_burst)
 
@@ -288,7 +294,9 @@ class StorefrontReceiver:
         if customer_id is not None:
             ckey = await self.sessions.link(store.id, session_id, customer_key(customer_id, None), customer_id)
         elif ev.email and ev.type in ("email_captured", "login", "checkout_started"):
-            ckey = await self.sessions.link(store.id, session_id, customer_key(None, ev.email), None)
+            person = await self._person(store.id, customer_key(None, ev.email))
+            ckey = await self.sessions.link(store.id, session_id, person,
+                                            int(person[1:]) if person.startswith("c") else None)
         else:
             ckey = await self.sessions.lookup(store.id, session_id) or customer_key(
                 None, None, fallback="s" + email_hash(session_id))
@@ -324,6 +332,20 @@ class StorefrontReceiver:
             "properties": props,
         }
         return Event(topics.STOREFRONT, kafka_key(store.id, ckey), "StorefrontEvent", record)
+
+    async def _person(self, store_id: str, guest: str) -> str:
+        """The registered customer a guest key's email belongs to, else the guest key."""
+        known = self.identities.customer_key(store_id, guest)
+        if known is None:
+            need = Lookup(emails={(store_id, guest[1:])})
+
+            def read() -> Found:
+                with self.engine.connect() as conn:
+                    return dedupe.lookup(conn, need)
+
+            self.identities.found(await asyncio.to_thread(read))
+            known = self.identities.customer_key(store_id, guest)
+        return known or guest
 
     async def script(self, request: Request) -> Response:
         store_id = request.path_params["store_id"]

@@ -1,6 +1,7 @@
 """The batch way into Kafka for backfill and the poller: the same dedupe store as the
 bridge (same content → same event id → produced once, whichever source saw it first),
-claim → produce → flush (acks=all) → mark done, one page at a time."""
+keyed by person like the bridge's events (identity.py; lookups, facts and claims in one
+transaction), claim → produce → flush (acks=all) → mark done, one page at a time."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy import Engine
 
 from wooflow.kafka.producer import DeliveryFailed, Producer
 from wooflow.producers import dedupe
+from wooflow.producers.identity import Identities
 from wooflow.producers.normalise import Event
 from wooflow.schemas.codec import Codec
 from wooflow.settings import Settings
@@ -21,6 +23,7 @@ class SyncIngest:
         self.engine = engine
         self.codec = codec
         self.producer = producer or Producer(settings)
+        self.identities = Identities()
 
     def submit(self, events: Sequence[Event]) -> tuple[int, int]:
         """Produce the events not seen before; returns (produced, duplicates)."""
@@ -30,9 +33,15 @@ class SyncIngest:
         if not unique:
             return 0, len(events)
         with self.engine.begin() as conn:
-            claimed = dedupe.claim(conn, list(unique), [str(e.record["store_id"]) for e in unique.values()],
+            need = self.identities.lookup(unique.values())
+            if need:
+                self.identities.found(dedupe.lookup(conn, need))
+            keyed, facts = self.identities.settle(list(unique.values()))
+            claimed = dedupe.claim(conn, list(unique), [str(e.record["store_id"]) for e in keyed],
                                    stale_s=self.settings.claim_stale_s)
-        fresh = [ev for eid, ev in unique.items() if eid in claimed]
+            dedupe.remember(conn, facts)
+        self.identities.committed(facts)
+        fresh = [ev for ev in keyed if ev.event_id in claimed]
         try:
             for ev in fresh:
                 topic = self.settings.topic(ev.topic)

@@ -13,6 +13,12 @@ It consumes woo.storefront, woo.orders and woo.customers in its own consumer gro
   attribution window (store settings `attribution_days`, default 14) gets an
   `attributions` row with the order's revenue.
 
+One person per shopper (`People`): a guest key whose email belongs to a registered
+customer (the bridge's `customer_identities`) is applied as that customer's; and the first
+time a registered customer's order or customer event carries an email, what its guest key
+collected before — carts, storefront activity, calendar (folded: earliest first order,
+latest last order), scheduler trigger firings, attributions — moves to the customer.
+
 Each message is applied in its own savepoint: one that cannot be applied goes to the DLQ
 with the reason and the batch continues.
 """
@@ -39,6 +45,7 @@ from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_consumer
 from wooflow.kafka.loop import run_batches
 from wooflow.kafka.producer import Producer
+from wooflow.consumer.merge import email_of, guest_key
 from wooflow.producers.keys import email_hash
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.settings import Settings
@@ -53,6 +60,7 @@ NOT_PURCHASES = frozenset({"failed", "cancelled", "checkout-draft", "trash", "re
 DEFAULT_ATTRIBUTION_DAYS = 14
 
 _REACHABLE = re.compile(r"^(c\d+|g[0-9a-f]{8,})$")
+_CUSTOMER = re.compile(r"^c\d+$")
 
 DEFAULT_META_KEYS = {
     "birthday": ("birthday", "birth_date", "date_of_birth", "billing_birthday", "billing_birth_date", "dob",
@@ -65,13 +73,17 @@ DEFAULT_META_KEYS = {
 # --- small parsers ---------------------------------------------------------------------------
 
 def reachable_key(customer_id: Any, email: Any, fallback: Any = None) -> str | None:
-    """The customer key a workflow can address: c<id>, or g<email hash> for guests."""
+    """The customer key a workflow can address: c<id>, or g<email hash> for guests — unless
+    the event is a registered customer's already (`fallback` c<id>: the bridge found the
+    account of the email)."""
     try:
         cid = int(customer_id or 0)
     except (TypeError, ValueError):
         cid = 0
     if cid > 0:
         return f"c{cid}"
+    if _CUSTOMER.match(str(fallback or "")):
+        return str(fallback)
     if email and str(email).strip() and "@" in str(email):
         return f"g{email_hash(str(email))}"
     fb = str(fallback or "")
@@ -288,11 +300,12 @@ WHERE store_id = :store AND status IN ('active', 'abandoned')
 RETURNING session_id, status, abandon_event_id
 """)
 
-# Workflows that reached the customer within the attribution window before the order.
+# Workflows that reached the customer (or the guest they were, by the order's billing
+# email) within the attribution window before the order.
 _TOUCHES = text("""
 SELECT DISTINCT ON (rule_id) rule_id, event_id, emitted_at
 FROM scheduled_steps
-WHERE store_id = :store AND customer_key = :ckey AND status = 'emitted'
+WHERE store_id = :store AND customer_key = ANY(CAST(:keys AS text[])) AND status = 'emitted'
   AND emitted_at <= :at AND emitted_at >= :since
 ORDER BY rule_id, emitted_at DESC
 """)
@@ -303,6 +316,109 @@ INSERT INTO attributions (store_id, rule_id, order_id, customer_key, event_id, r
 VALUES (:store, :rule_id, :order_id, :ckey, :event_id, :revenue, :currency, :kind, :cart_session, :at)
 ON CONFLICT (store_id, rule_id, order_id) DO NOTHING
 """)
+
+
+# A guest's activity becomes the customer's (People.link).
+_LINK_GUEST = [text(q) for q in ("""
+UPDATE carts SET customer_key = :ckey, customer_id = COALESCE(customer_id, :cid), updated_at = now()
+WHERE store_id = :store AND customer_key = :gkey
+""", """
+UPDATE storefront_activity SET customer_key = :ckey WHERE store_id = :store AND customer_key = :gkey
+""", """
+UPDATE attributions SET customer_key = :ckey WHERE store_id = :store AND customer_key = :gkey
+""", """
+UPDATE trigger_firings t SET customer_key = :ckey
+WHERE store_id = :store AND customer_key = :gkey AND NOT EXISTS (
+    SELECT 1 FROM trigger_firings x WHERE x.rule_id = t.rule_id AND x.customer_key = :ckey AND x.period = t.period)
+""", """
+INSERT INTO customer_calendar AS k (store_id, customer_key, customer_id, email, first_name, last_name, first_order_at,
+                                   last_order_at, last_order_id, birth_month, birth_day, renewal_at, card_expiry)
+SELECT store_id, :ckey, :cid, email, first_name, last_name, first_order_at, last_order_at, last_order_id,
+       birth_month, birth_day, renewal_at, card_expiry
+FROM customer_calendar WHERE store_id = :store AND customer_key = :gkey
+ON CONFLICT (store_id, customer_key) DO UPDATE SET
+    customer_id = COALESCE(k.customer_id, EXCLUDED.customer_id),
+    email = CASE WHEN k.email <> '' THEN k.email ELSE EXCLUDED.email END,
+    first_name = CASE WHEN k.first_name <> '' THEN k.first_name ELSE EXCLUDED.first_name END,
+    last_name = CASE WHEN k.last_name <> '' THEN k.last_name ELSE EXCLUDED.last_name END,
+    first_order_at = LEAST(k.first_order_at, EXCLUDED.first_order_at),
+    last_order_id = CASE WHEN k.last_order_at IS NULL OR EXCLUDED.last_order_at > k.last_order_at
+                         THEN EXCLUDED.last_order_id ELSE k.last_order_id END,
+    last_order_at = GREATEST(k.last_order_at, EXCLUDED.last_order_at),
+    birth_month = COALESCE(k.birth_month, EXCLUDED.birth_month),
+    birth_day = COALESCE(k.birth_day, EXCLUDED.birth_day),
+    renewal_at = COALESCE(k.renewal_at, EXCLUDED.renewal_at),
+    card_expiry = COALESCE(k.card_expiry, EXCLUDED.card_expiry),
+    updated_at = now()
+""", """
+DELETE FROM customer_calendar WHERE store_id = :store AND customer_key = :gkey
+""")]
+
+_IDENTITIES = text("""
+SELECT ci.store_id, ci.email_hash, ci.customer_id FROM customer_identities ci
+JOIN unnest(CAST(:stores AS text[]), CAST(:hashes AS text[])) AS u(s, h) ON ci.store_id = u.s AND ci.email_hash = u.h
+""")
+
+
+class People:
+    """One person per shopper for the activity tables: guest keys of registered customers,
+    and the moves when a customer's guest past shows up. Per process: the customers known
+    for guest emails (the bridge's identity map; positive answers only) and the links
+    already moved (moving again changes nothing, so a restart only repeats them once)."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._owner: dict[tuple[str, str], int] = {}  # (store, email hash) → customer id
+        self._linked: set[tuple[str, str, str]] = set()  # (store, guest key, customer key)
+
+    def prepare(self, conn: Connection, events: list[tuple[str, dict[str, Any]]]) -> None:
+        """One query for the batch: the customers of its guest keys and of its customers' emails."""
+        need: set[tuple[str, str]] = set()
+        for schema, ev in events:
+            store, key = str(ev.get("store_id") or ""), str(ev.get("customer_key") or "")
+            gk = key if key[:1] == "g" else self._unlinked(schema, ev, store, key)
+            if gk is not None and (store, gk[1:]) not in self._owner:
+                need.add((store, gk[1:]))
+        if not need:
+            return
+        if len(self._owner) + len(need) > self.max_entries:
+            self._owner.clear()
+        pairs = sorted(need)
+        for store, h, cid in conn.execute(_IDENTITIES, {"stores": [p[0] for p in pairs],
+                                                        "hashes": [p[1] for p in pairs]}):
+            self._owner[(store, h)] = int(cid)
+
+    def _unlinked(self, schema: str, ev: dict[str, Any], store: str, key: str) -> str | None:
+        """The guest key of a registered customer's email, if its past was not moved yet."""
+        if not _CUSTOMER.match(key):
+            return None
+        email = email_of(schema, ev)
+        gk = guest_key(email) if email else None
+        return gk if gk is not None and (store, gk, key) not in self._linked else None
+
+    def person(self, conn: Connection, schema: str, ev: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """The event as the person's: a guest key of a known customer becomes `c<id>`; a
+        customer's first event with an email moves that email's guest past over first.
+        Also returns the link to pass to `linked` once the caller's savepoint held."""
+        store, key = str(ev.get("store_id") or ""), str(ev.get("customer_key") or "")
+        if key[:1] == "g":
+            cid = self._owner.get((store, key[1:]))
+            return (ev if cid is None else {**ev, "customer_key": f"c{cid}"}), None
+        gk = self._unlinked(schema, ev, store, key)
+        if gk is None:
+            return ev, None
+        owner = self._owner.get((store, gk[1:]))
+        if owner is None or f"c{owner}" == key:  # an email another account owns stays theirs
+            params = {"store": store, "gkey": gk, "ckey": key, "cid": int(key[1:])}
+            for q in _LINK_GUEST:
+                conn.execute(q, params)
+        return ev, (store, gk, key)
+
+    def linked(self, link: Any) -> None:
+        if link is not None:
+            if len(self._linked) > self.max_entries:
+                self._linked.clear()
+            self._linked.add(link)
 
 
 # --- applying events --------------------------------------------------------------------------
@@ -386,7 +502,10 @@ def apply_order(conn: Connection, ev: dict[str, Any], attribution_days: int = DE
         metrics.carts_total.labels(store, c["status"]).inc()
     recovered = {c["abandon_event_id"]: c["session_id"] for c in carts if c["status"] == "recovered"}
     since = at - timedelta(days=attribution_days)
-    for t in conn.execute(_TOUCHES, {"store": store, "ckey": ckey, "at": at, "since": since}).mappings():
+    keys = [ckey]
+    if ckey.startswith("c") and billing.get("email"):
+        keys.append(guest_key(str(billing["email"])))
+    for t in conn.execute(_TOUCHES, {"store": store, "keys": keys, "at": at, "since": since}).mappings():
         cart_session = recovered.get(t["event_id"])
         kind = "cart_recovery" if cart_session else "conversion"
         res = conn.execute(_ATTRIBUTE, {"store": store, "rule_id": int(t["rule_id"]), "order_id": int(order["id"]),
@@ -431,21 +550,28 @@ class ActivityReader:
         self.stores = StoreCache(engine, settings.store_cache_ttl_s)
         timeout: dict[str, Any] = {"message.timeout.ms": 300000}
         self.producer = Producer(settings, **timeout)  # dead letters only
+        self.people = People()
         self.ready = threading.Event()
 
     def handle(self, batch: list[Message]) -> None:
+        decoded: list[tuple[Message, str, dict[str, Any]]] = []
+        for msg in batch:
+            try:
+                schema, ev = self.codec.decode(msg.value() or b"", msg.topic())
+            except DecodeError as exc:
+                dead_letter(self.producer, self.codec, self.settings, msg, stage="scheduler", reason="undecodable",
+                            error=str(exc))
+                continue
+            metrics.events_consumed.labels("scheduler", msg.topic(), str(ev.get("store_id", ""))).inc()
+            decoded.append((msg, schema, ev))
         with self.engine.begin() as conn:
-            for msg in batch:
-                try:
-                    schema, ev = self.codec.decode(msg.value() or b"", msg.topic())
-                except DecodeError as exc:
-                    dead_letter(self.producer, self.codec, self.settings, msg, stage="scheduler", reason="undecodable",
-                                error=str(exc))
-                    continue
-                metrics.events_consumed.labels("scheduler", msg.topic(), str(ev.get("store_id", ""))).inc()
+            self.people.prepare(conn, [(schema, ev) for _, schema, ev in decoded])
+            for msg, schema, ev in decoded:
                 try:
                     with conn.begin_nested():
-                        apply_event(conn, schema, ev, self.stores)
+                        person, link = self.people.person(conn, schema, ev)
+                        apply_event(conn, schema, person, self.stores)
+                    self.people.linked(link)
                 except Exception as exc:  # a poison event must not stall the partition
                     log.exception("could not apply %s", schema)
                     dead_letter(self.producer, self.codec, self.settings, msg, stage="scheduler",

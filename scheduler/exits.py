@@ -19,7 +19,7 @@ The checks read current state in bulk (one query per kind per batch of due steps
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,6 +27,7 @@ import orjson
 from sqlalchemy import Connection, text
 
 from wooflow.consumer.conditions import ConditionError, Predicate, compile_tree
+from wooflow.people import canonical
 
 TYPES = {
     "ordered": "the customer placed an order after the trigger",
@@ -239,10 +240,14 @@ def _reason(cond: ExitCondition, v: StepView, f: _Facts, now: datetime) -> str |
 
 def check(conn: Connection, views: list[StepView], exits_of: dict[int, list[ExitCondition]],
           now: datetime) -> dict[str, tuple[str, str]]:
-    """idempotency key → (exit type, reason) for the steps that must not run."""
+    """idempotency key → (exit type, reason) for the steps that must not run. A step of a
+    guest since folded into a registered customer is checked against the customer."""
     wanted = [v for v in views if exits_of.get(v.rule_id)]
     if not wanted:
         return {}
+    moved = canonical(conn, [(v.store_id, v.customer_key) for v in wanted])
+    if moved:
+        wanted = [replace(v, customer_key=moved.get((v.store_id, v.customer_key), v.customer_key)) for v in wanted]
     kinds = {c.type for v in wanted for c in exits_of[v.rule_id]}
     facts = _load(conn, wanted, kinds)
     out: dict[str, tuple[str, str]] = {}

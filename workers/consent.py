@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, insert, text
 
 from wooflow.db.tables import consents
+from wooflow.people import PERSON_KEYS
 from wooflow.settings import Settings
 
 CHANNELS = ("email", "sms")
@@ -41,11 +42,13 @@ class ConsentChecker(Protocol):
         ...
 
 
-_LATEST = text("""
+# By email, or by any key of the person (a guest's answers count for the customer the
+# guest became, wooflow/people.py).
+_LATEST = text(f"""
 SELECT granted, source, recorded_at FROM consents
 WHERE store_id = :store AND channel = :channel
   AND ((CAST(:email AS text) IS NOT NULL AND email = :email)
-       OR (CAST(:ckey AS text) IS NOT NULL AND customer_key = :ckey))
+       OR (CAST(:ckey AS text) IS NOT NULL AND customer_key IN ({PERSON_KEYS})))
 ORDER BY recorded_at DESC, id DESC LIMIT 1
 """)
 

@@ -20,10 +20,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, model_validator
-from sqlalchemy import or_, select
+from sqlalchemy import String, or_, select, text
 
 from wooflow.api.auth import CurrentStore
 from wooflow.db.tables import consents
+from wooflow.people import PERSON_KEYS
 from wooflow.stores import StoreCache
 from wooflow.workers import consent as consent_log
 from wooflow.workers import unsubscribe
@@ -68,8 +69,9 @@ def list_consents(request: Request, who: CurrentStore,
     conds = []
     if email:
         conds.append(consents.c.email == consent_log.normalise_email(email))
-    if customer_key:
-        conds.append(consents.c.customer_key == customer_key)
+    if customer_key:  # the person's answers, given as a guest too (wooflow/people.py)
+        person = text(PERSON_KEYS).bindparams(store=who.store_id, ckey=customer_key).columns(k=String).subquery()
+        conds.append(consents.c.customer_key.in_(select(person.c.k)))
     q = (select(consents).where(consents.c.store_id == who.store_id, or_(*conds))
          .order_by(consents.c.recorded_at.desc(), consents.c.id.desc()).limit(limit))
     with request.app.state.engine.connect() as conn:

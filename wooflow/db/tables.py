@@ -400,5 +400,32 @@ deferred_commands = Table(
 )
 # --- end workers -----------------------------------------------------------------------
 
+# --- identity (0007_identity.py) -------------------------------------------------------
+customer_identities = Table(
+    "customer_identities", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("email_hash", Text, primary_key=True),
+    Column("customer_id", BigInteger, nullable=False),
+    Column("source", Text, nullable=False, server_default="order"),  # account | order
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+order_owners = Table(
+    "order_owners", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("order_id", BigInteger, primary_key=True),
+    Column("customer_key", Text, nullable=False),
+)
+
+# a guest row folded into a registered customer's (consumer/merge.py)
+customer_state.append_column(Column("merged_into", Text, nullable=True))
+Index("ix_customer_state_merged", customer_state.c.store_id, customer_state.c.merged_into,
+      postgresql_where=text("merged_into IS NOT NULL"))
+Index("ix_rule_firings_customer", rule_firings.c.customer_key)
+Index("ix_storefront_activity_customer", storefront_activity.c.store_id, storefront_activity.c.customer_key)
+Index("ix_attributions_customer", attributions.c.store_id, attributions.c.customer_key)
+Index("ix_trigger_firings_customer", trigger_firings.c.customer_key)
+# --- end identity ------------------------------------------------------------------------
+
 __all__ = ["metadata", "stores", "rules", "customer_state", "action_executions", "execution_logs", "api_tokens", "Numeric",
            "order_state", "rule_firings", "rule_audit"]

@@ -162,6 +162,9 @@ class Replayer:
         self.rules = RuleCache(self.db, fallback_interval=0)  # every run checks the (cheap) fingerprint
         self.processor = BatchProcessor(RuleEngine(self.rules), self.db, LoyaltyCache(self.db), self.decoder.full,
                                         context_event=self.decoder.json_event)
+        # never saving, a replay applies a merged guest's events to the customer they belong
+        # to in memory (the live consumer re-routes them to that customer's partition)
+        self.processor.reroute = False
         self._loaded = False
         self._state = StateBatch()
 
@@ -358,7 +361,9 @@ class Replayer:
             if cmd.get("not_before") is not None and cmd["not_before"] > now:
                 delayed.append(cmd)
             else:
-                producer.produce(topic, self.codec.encode("ActionCommand", cmd, topic), key=it.source.key())
+                # keyed by the event's customer (a merged guest's events belong to the customer now)
+                producer.produce(topic, self.codec.encode("ActionCommand", cmd, topic),
+                                 key=f"{it.event['store_id']}:{it.event['customer_key']}")
         if delayed:
             from wooflow.scheduler.steps import store_delayed
 

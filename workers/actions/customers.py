@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Connection, text
 
+from wooflow.people import person_rows
 from wooflow.workers.actions.common import SetMeta, customer_id, require_customer_id
 from wooflow.workers.errors import ActionError
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
@@ -27,23 +28,28 @@ from wooflow.workers.templating import render
 
 TAGS_META_KEY = "_wooflow_tags"
 
-_ADD = text("""
-INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, tags, updated_at)
-SELECT t.s, t.k, t.cid, ARRAY(SELECT DISTINCT x FROM jsonb_array_elements_text(CAST(t.j AS jsonb)) x ORDER BY x), now()
-FROM unnest(CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:cids AS bigint[]), CAST(:tags AS text[]))
-     AS t(s, k, cid, j)
-ON CONFLICT (store_id, customer_key) DO UPDATE
-SET tags = ARRAY(SELECT DISTINCT x FROM unnest(cs.tags || EXCLUDED.tags) x ORDER BY x), updated_at = now()
-RETURNING store_id, customer_key, tags
+# Keyed by person (wooflow/people.py: a merged guest's tags go to the customer), one row
+# per person (the tags of its commands together), the result mapped back to each command's key.
+_ADD = text(f"""
+WITH t AS ({person_rows("text")}), up AS (
+    INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, tags, updated_at)
+    SELECT s, pk, max(cid), ARRAY(SELECT DISTINCT x FROM t t2, jsonb_array_elements_text(CAST(t2.v AS jsonb)) x
+                                  WHERE t2.s = t.s AND t2.pk = t.pk ORDER BY x), now()
+    FROM t GROUP BY s, pk
+    ON CONFLICT (store_id, customer_key) DO UPDATE
+    SET tags = ARRAY(SELECT DISTINCT x FROM unnest(cs.tags || EXCLUDED.tags) x ORDER BY x), updated_at = now()
+    RETURNING store_id, customer_key, tags)
+SELECT t.s, t.k, up.tags FROM t JOIN up ON up.store_id = t.s AND up.customer_key = t.pk
 """)
 
-_REMOVE = text("""
+_REMOVE = text(f"""
+WITH t AS ({person_rows("text")})
 UPDATE customer_state cs
 SET tags = ARRAY(SELECT x FROM unnest(cs.tags) x
-                 WHERE x <> ALL(ARRAY(SELECT jsonb_array_elements_text(CAST(t.j AS jsonb))))), updated_at = now()
-FROM unnest(CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:tags AS text[])) AS t(s, k, j)
-WHERE cs.store_id = t.s AND cs.customer_key = t.k AND cs.customer_key = ANY(CAST(:keys AS text[]))
-RETURNING cs.store_id, cs.customer_key, cs.tags
+                 WHERE x <> ALL(ARRAY(SELECT jsonb_array_elements_text(CAST(t.v AS jsonb))))), updated_at = now()
+FROM t
+WHERE cs.store_id = t.s AND cs.customer_key = t.pk
+RETURNING cs.store_id, t.k, cs.tags
 """)
 
 _CURRENT = text("SELECT tags FROM customer_state WHERE store_id = :s AND customer_key = :k")
@@ -108,9 +114,8 @@ class _TagAction(BaseAction):
         good = [(ctx, tags) for ctx, tags in rows if isinstance(tags, list)]
         params: dict[str, Any] = {"stores": [c.store.id for c, _ in good],
                                   "keys": [c.command["customer_key"] for c, _ in good],
-                                  "tags": [json.dumps(t) for _, t in good]}
-        if self.adding:
-            params["cids"] = [customer_id(c) for c, _ in good]
+                                  "cids": [customer_id(c) for c, _ in good],
+                                  "vals": [json.dumps(t) for _, t in good]}
         result = {(s, k): list(t) for s, k, t in conn.execute(_ADD if self.adding else _REMOVE, params)} if good else {}
         for ctx, tags in rows:
             if isinstance(tags, Exception):

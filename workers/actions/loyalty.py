@@ -12,25 +12,28 @@ from typing import ClassVar
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, text
 
+from wooflow.people import person_rows
 from wooflow.workers.actions.common import customer_id
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
 
-_POINTS = text("""
-INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, points, updated_at)
-SELECT t.s, t.k, t.cid, t.p, now()
-FROM unnest(CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:cids AS bigint[]), CAST(:points AS bigint[]))
-     AS t(s, k, cid, p)
-ON CONFLICT (store_id, customer_key) DO UPDATE SET points = cs.points + EXCLUDED.points, updated_at = now()
-RETURNING store_id, customer_key, points
+# Keyed by person (wooflow/people.py: a merged guest's command changes the customer), the
+# result mapped back to the command's key.
+_POINTS = text(f"""
+WITH t AS ({person_rows("bigint")}), up AS (
+    INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, points, updated_at)
+    SELECT s, pk, max(cid), sum(v), now() FROM t GROUP BY s, pk
+    ON CONFLICT (store_id, customer_key) DO UPDATE SET points = cs.points + EXCLUDED.points, updated_at = now()
+    RETURNING store_id, customer_key, points)
+SELECT t.s, t.k, up.points FROM t JOIN up ON up.store_id = t.s AND up.customer_key = t.pk
 """)
 
-_TIER = text("""
-INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, tier, updated_at)
-SELECT t.s, t.k, t.cid, t.tier, now()
-FROM unnest(CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:cids AS bigint[]), CAST(:tiers AS text[]))
-     AS t(s, k, cid, tier)
-ON CONFLICT (store_id, customer_key) DO UPDATE SET tier = EXCLUDED.tier, updated_at = now()
-RETURNING store_id, customer_key, tier
+_TIER = text(f"""
+WITH t AS ({person_rows("text")}), up AS (
+    INSERT INTO customer_state AS cs (store_id, customer_key, customer_id, tier, updated_at)
+    SELECT DISTINCT ON (s, pk) s, pk, cid, v, now() FROM t ORDER BY s, pk
+    ON CONFLICT (store_id, customer_key) DO UPDATE SET tier = EXCLUDED.tier, updated_at = now()
+    RETURNING store_id, customer_key, tier)
+SELECT t.s, t.k, up.tier FROM t JOIN up ON up.store_id = t.s AND up.customer_key = t.pk
 """)
 
 
@@ -53,7 +56,7 @@ class AddPoints(BaseAction):
             cid[k] = customer_id(ctx)
         keys = list(total)
         rows = conn.execute(_POINTS, {"stores": [k[0] for k in keys], "keys": [k[1] for k in keys],
-                                      "cids": [cid[k] for k in keys], "points": [total[k] for k in keys]})
+                                      "cids": [cid[k] for k in keys], "vals": [total[k] for k in keys]})
         now = {(s, k): p for s, k, p in rows}
         out = []
         for ctx in ctxs:
@@ -83,7 +86,7 @@ class ChangeTier(BaseAction):
         keys = list(last)
         conn.execute(_TIER, {"stores": [k[0] for k in keys], "keys": [k[1] for k in keys],
                              "cids": [customer_id(last[k]) for k in keys],
-                             "tiers": [last[k].params.tier for k in keys]})  # type: ignore[attr-defined]
+                             "vals": [last[k].params.tier for k in keys]})  # type: ignore[attr-defined]
         return [ActionResult("succeeded", f"tier set to {ctx.params.tier}",  # type: ignore[attr-defined]
                              {"tier": ctx.params.tier})  # type: ignore[attr-defined]
                 for ctx in ctxs]
