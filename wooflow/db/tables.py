@@ -400,7 +400,7 @@ deferred_commands = Table(
 )
 # --- end workers -----------------------------------------------------------------------
 
-# --- identity (0007_identity.py) -------------------------------------------------------
+# --- identity (0008_identity.py) -------------------------------------------------------
 customer_identities = Table(
     "customer_identities", metadata,
     Column("store_id", String(64), primary_key=True),

@@ -1,14 +1,14 @@
 """identity: one person per shopper (guest email ↔ registered customer) and the customer
 each order was keyed by.
 
-Revision ID: 0007_identity
-Revises: 0006
+Revision ID: 0008_identity
+Revises: 0007_backfill
 Create Date: 2026-11-26
 """
 from alembic import op
 
-revision = "0007_identity"
-down_revision = "0006"
+revision = "0008_identity"
+down_revision = "0007_backfill"
 branch_labels = None
 depends_on = None
 
