@@ -8,8 +8,9 @@ import email
 import email.policy
 import json
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,12 +47,18 @@ class HoldingReceiver:
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def arrive(self, identity: str, info: dict[str, Any]) -> None:
+    async def arrive(self, identity: str, info: dict[str, Any],
+                     gone: Callable[[], Awaitable[bool]] | None = None) -> None:
+        """Record, then hold if this identity's arrivals are held; `gone` tells whether the
+        client hung up (noted as `info["gone_at"]`, epoch seconds)."""
         with self.lock:
             self.arrivals.append(Arrival(identity, info))
             nth = sum(1 for a in self.arrivals if a.identity == identity)
         if nth <= self.holds.get(identity, self.hold):
             while not self.release.is_set():  # the server's own wait, not the test's
+                if gone is not None and await gone():
+                    info["gone_at"] = time.time()
+                    return
                 await asyncio.sleep(0.02)
 
     def counts(self) -> Counter[str]:
@@ -90,7 +97,8 @@ class HttpReceiver(HoldingReceiver):
         async def hook(request: Request) -> JSONResponse:
             body = json.loads(await request.body())
             await self.arrive(str(request.headers.get("x-wooflow-delivery")),
-                              {"idempotency_key": request.headers.get("idempotency-key"), "body_id": body.get("id")})
+                              {"idempotency_key": request.headers.get("idempotency-key"), "body_id": body.get("id")},
+                              request.is_disconnected)
             return JSONResponse({"ok": True})
 
         async def sms(request: Request) -> JSONResponse:
@@ -169,3 +177,50 @@ def settled(s: Settings, engine: Engine, keys: list[str], final: Callable[[], bo
     wait_for(final, timeout, 0.3, "the final outcomes")
     wait_for(lambda: not deferred_keys(engine, keys), timeout, 0.2, "no deferred copies left")
     wait_for(lambda: caught_up(s), timeout, 0.3, "the workers to commit every command")
+
+
+class TcpProxy:
+    """A TCP forwarder on a loopback port (asyncio, in a thread): `cut()` drops every
+    connection and stops listening — PostgreSQL becomes unreachable for whoever used it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port_to = host, port
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="tcp-proxy", daemon=True)
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    def __enter__(self) -> "TcpProxy":
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", 0), self.loop).result(10)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port_to)
+        self.writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        async def cut() -> None:
+            self.server.close()
+            for w in self.writers:
+                w.transport.abort()
+
+        asyncio.run_coroutine_threadsafe(cut(), self.loop).result(10)
+
+    def __exit__(self, *exc: object) -> None:
+        self.cut()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

@@ -55,11 +55,13 @@ def test_two_workers_slow_receivers_one_email_and_one_delivery_each(settings, en
             keys = [c["idempotency_key"] for c in cmds]
             produce(s, cmds)
 
-            first = RoleProcess("workers", s, logs_dir, **LEASE).start()
+            (logs_dir / "first").mkdir()
+            (logs_dir / "second").mkdir()
+            first = RoleProcess("workers", s, logs_dir / "first", **LEASE).start()
             workers.append(first)
             wait_for(lambda: len(smtp.arrivals) == 2 and len(http.arrivals) == 2, 60, 0.05,
                      "the first worker to be in the middle of all four")
-            second = RoleProcess("workers", s, logs_dir, **LEASE).start()
+            second = RoleProcess("workers", s, logs_dir / "second", **LEASE).start()
             workers.append(second)
 
             # The second worker gets one partition and reads its two commands again. Wait until it
@@ -84,7 +86,7 @@ def test_two_workers_slow_receivers_one_email_and_one_delivery_each(settings, en
             try:
                 settled(s, engine, keys, all_succeeded)
             except AssertionError:
-                print("\n".join(w.log_text()[-6000:] for w in workers[:1]))
+                print("\n".join(w.log_text()[-6000:] for w in workers))
                 raise
     finally:
         for w in workers:

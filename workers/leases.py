@@ -176,7 +176,7 @@ class LeaseKeeper:
         with self._lock:
             late = [k for k, h in self._held.items() if h.vouched_until - self.renew_s <= now]
         if late:
-            self._give_up(late, f"its lease could not be renewed for {self.lease_s - self.renew_s:g} s "
+            self._give_up(late, f"its lease could not be renewed for {self.lease_s - self.renew_s:.1f} s "
                                 f"(WOOFLOW_ACTION_LEASE_S={self.lease_s:g})")
 
     def _give_up(self, keys: list[str] | set[str], why: str) -> None:
