@@ -27,6 +27,7 @@ from sqlalchemy import Engine, text
 
 from tests.effects_kit import HttpReceiver, SmtpReceiver, TcpProxy, effects_store, settled
 from tests.support import RoleProcess, ServerThread, make_store, read_topic, unique, wait_for
+from wooflow.ops.dlq import Filters, read_dlq, redrive
 from wooflow.settings import Settings
 from wooflow.simulator.server import SimulatorServer
 from wooflow.stores import Store, upsert_store
@@ -182,6 +183,7 @@ def test_effects_that_can_be_looked_up_are_found_not_repeated(settings, engine) 
             "order_meta": cmd("set_order_meta", {"key": "_gift", "value": "yes"}, "k4"),
             "customer_meta": cmd("set_customer_meta", {"key": "fav", "value": "tea"}, ckey),
             "role": cmd("change_customer_role", {"role": "subscriber"}, ckey + "r"),
+            "resend": cmd("resend_order_email", {}, "k5"),  # found by the order note WooCommerce adds
         }
         keys = [c["idempotency_key"] for c in cmds.values()]
         produce(s, cmds.values())
@@ -206,6 +208,7 @@ def test_effects_that_can_be_looked_up_are_found_not_repeated(settings, engine) 
         assert [m.value for m in st.orders[order.id].meta_data if m.key == "_gift"] == ["yes"]
         assert [m.value for m in st.users[ola.id].meta_data if m.key == "fav"] == ["tea"]
         assert st.users[ola.id].role == "subscriber"
+        assert st.sent_emails == [(order.id, "customer_invoice", "ola@example.com")]
         assert executions(engine, keys) == dict.fromkeys(keys, ("succeeded", 1))
 
 
@@ -254,8 +257,10 @@ def test_plugins_state_what_an_interrupted_attempt_may_do(settings, engine) -> N
         # (action, interrupted attempts before this one, expected outcome)
         cases = [("test_ping_at_most_once", 0, "dead_lettered"), ("test_ping_default", 0, "succeeded"),
                  ("test_ping_default", 1, "dead_lettered"), ("test_ping_repeat", 3, "succeeded"),
-                 ("test_ping_repeat", 4, "dead_lettered")]  # WOOFLOW_ACTION_MAX_ATTEMPTS: 5
-        cmds = [command(store_id=store.id, action_type=a, params={"url": f"{srv.url}/hook"}, customer_key=f"p{i}")
+                 ("test_ping_repeat", 4, "dead_lettered"),  # WOOFLOW_ACTION_MAX_ATTEMPTS: 5
+                 ("add_points", 1, "succeeded")]  # a local-state failure path's claim: nothing was applied
+        cmds = [command(store_id=store.id, action_type=a, customer_key=f"p{i}",
+                        params={"points": 7} if a == "add_points" else {"url": f"{srv.url}/hook"})
                 for i, (a, _, _) in enumerate(cases)]
         with engine.begin() as conn:  # each left running by a worker that died, as many times as the case says
             for c, (action, n, _) in zip(cmds, cases):
@@ -266,13 +271,23 @@ def test_plugins_state_what_an_interrupted_attempt_may_do(settings, engine) -> N
         with WorkerThread(s):
             settled(s, engine, keys, finals_are(s, {c["idempotency_key"]: want for c, (_, _, want) in
                                                     zip(cmds, cases)}))
-        logs = last_logs(s)
-    ran = {c["idempotency_key"] for c, (_, _, want) in zip(cmds, cases) if want == "succeeded"}
-    assert http.counts() == dict.fromkeys(ran, 1)
+            logs = last_logs(s)
+            sent = http.counts()
+            # an operator's redrive is a deliberate "try again": each runs once more
+            letters = list(read_dlq(s, Filters(store=store.id, reason="interrupted")))
+            assert redrive(s, engine, letters) == (3, 0)
+            settled(s, engine, keys, finals_are(s, dict.fromkeys(keys, "succeeded")))
+    ran = {c["idempotency_key"] for c, (a, _, want) in zip(cmds, cases) if want == "succeeded" and a != "add_points"}
+    assert sent == dict.fromkeys(ran, 1)
+    with engine.connect() as conn:
+        points = conn.execute(text("SELECT points FROM customer_state WHERE store_id = :s AND customer_key = 'p5'"),
+                              {"s": store.id}).scalar_one()
+    assert points == 7
     messages = [logs[c["idempotency_key"]]["message"] for c in cmds]
     assert "test_ping_at_most_once runs at most once: not repeated" in messages[0]
     assert "interrupted twice mid-action" in messages[2]
     assert "interrupted 5 times mid-action" in messages[4]
+    assert http.counts() == dict.fromkeys(keys[:5], 1)
 
 
 def test_postgresql_gone_longer_than_a_lease_stops_the_effect_and_the_worker(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
