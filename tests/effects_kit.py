@@ -126,11 +126,15 @@ def partitions_of(s: Settings, keys: list[str]) -> dict[str, int]:
     admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
     admin.create_topics([NewTopic(scratch, s.topic_partitions, 1)])[scratch].result(30)
     got: dict[str, int] = {}
+
+    def delivered(err: Any, msg: Any) -> None:
+        assert err is None, err
+        got[msg.key().decode()] = int(msg.partition())
+
     producer = Producer(s)
     try:
         for key in keys:
-            producer.raw.produce(scratch, b"probe", key=key,
-                                 on_delivery=lambda err, msg: got.__setitem__(msg.key().decode(), msg.partition()))
+            producer.raw.produce(scratch, b"probe", key=key, on_delivery=delivered)
         producer.flush(30)
     finally:
         producer.close()
