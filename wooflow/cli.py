@@ -135,11 +135,18 @@ def rules() -> None:
 @app.command()
 def workers() -> None:
     """Run an action worker (scale by running more)."""
+    from wooflow.workers.leases import LeaseLost, settings_problem
     from wooflow.workers.runner import Worker
 
     s = get_settings()
     setup_logging(s)
-    _run_role("workers", Worker(s), s)
+    problem = settings_problem(s)
+    if problem is not None:
+        fail(problem, 2)
+    try:
+        _run_role("workers", Worker(s), s)
+    except LeaseLost as exc:  # PostgreSQL was away for longer than a lease: stopped on purpose
+        fail(str(exc), 3)
 
 
 @app.command()

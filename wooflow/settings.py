@@ -87,7 +87,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(256, description="Actions executed concurrently per worker")
     action_timeout_s: float = Field(10.0, description="Default per-action timeout")
     action_max_attempts: int = Field(5, description="Attempts before a command goes to the DLQ")
-    action_lease_s: float = Field(60.0, description="A claimed execution is considered abandoned after this")
+    action_lease_s: float = Field(30.0, description="A claim whose worker stopped renewing it is recovered after this")
+    action_lease_renew_s: float = Field(0.0, description="How often a worker renews the leases of the actions it runs "
+                                                         "(0: a third of action_lease_s; at most a third)")
     allow_private_webhooks: bool = Field(False, description="Let outbound webhooks reach private/loopback addresses")
     webhook_allowlist: str = Field("", description="Comma-separated hosts/CIDRs outbound webhooks may reach even if private")
     # (workers, issue 6) pipelining, retries, delays, email/SMS, consent, log retention

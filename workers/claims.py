@@ -6,8 +6,10 @@ effect, and finishes it after. On redelivery the row tells what to do:
   execution log is re-emitted with the same log id, so a log lost in a crash reappears
   and a log already written is not written twice);
 - running with a live lease → `busy`: another worker is on it right now;
-- running with an expired lease → `recover`: the previous worker died mid-action; the
-  action's `already_applied` check decides whether the effect happened;
+- running with an expired lease → `recover`: the previous worker stopped mid-action
+  (a live worker renews its leases, workers/leases.py); the action's `already_applied`
+  check decides whether the effect happened, and `interrupted` counts such recoveries
+  (the executor repeats an effect that cannot be looked up at most once);
 - `retry_wait` (a transient failure scheduled a later attempt) → `recover` for the
   command carrying that later attempt (a timeout may still have had its effect), and
   `stale` for a redelivered copy of an earlier attempt.
@@ -39,6 +41,7 @@ class Claim:
     message: str = ""
     result: dict[str, Any] = field(default_factory=dict)
     lease_until: datetime | None = None
+    interrupted: int = 0  # attempts of this key whose worker stopped mid-action
 
 
 @dataclass(frozen=True)
@@ -53,21 +56,38 @@ class Finish:
 
 _INSERT = text("""
 INSERT INTO action_executions (idempotency_key, store_id, rule_id, event_id, step, action_type, status, attempts,
-                               lease_until)
-SELECT k, s, r, e, st, a, 'running', att, now() + make_interval(secs => :lease)
+                               lease_until, owner)
+SELECT k, s, r, e, st, a, 'running', att, now() + make_interval(secs => :lease), :owner
 FROM unnest(CAST(:keys AS text[]), CAST(:stores AS text[]), CAST(:rules AS bigint[]), CAST(:events AS text[]),
             CAST(:steps AS int[]), CAST(:actions AS text[]), CAST(:atts AS int[])) AS t(k, s, r, e, st, a, att)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key, created_at
 """)
 
+# An expired `running` row is an interrupted attempt, unless it was finished before and
+# reopened (a DLQ redrive, wooflow/ops/dlq.py): an operator's "try again" starts afresh.
 _TAKE_OVER = text("""
 UPDATE action_executions a
-SET status = 'running', lease_until = now() + make_interval(secs => :lease), attempts = GREATEST(a.attempts, t.att)
+SET status = 'running', lease_until = now() + make_interval(secs => :lease), owner = :owner,
+    attempts = GREATEST(a.attempts, t.att), finished_at = NULL,
+    interrupted = CASE WHEN a.status <> 'running' THEN a.interrupted
+                       WHEN a.finished_at IS NOT NULL THEN 0
+                       ELSE a.interrupted + 1 END
 FROM unnest(CAST(:keys AS text[]), CAST(:atts AS int[])) AS t(k, att)
 WHERE a.idempotency_key = t.k AND a.idempotency_key = ANY(CAST(:keys AS text[]))
   AND ((a.status = 'running' AND a.lease_until < now()) OR (a.status = 'retry_wait' AND a.attempts < t.att))
-RETURNING a.idempotency_key, a.created_at
+RETURNING a.idempotency_key, a.created_at, a.interrupted
+""")
+
+# Renewal extends only this worker's own running rows, and names the rows another worker
+# owns by now (lost). The CTE's UPDATE runs whether or not the SELECT reads from it.
+_RENEW = text("""
+WITH renewed AS (
+    UPDATE action_executions SET lease_until = now() + make_interval(secs => :lease)
+    WHERE idempotency_key = ANY(CAST(:keys AS text[])) AND owner = :owner AND status = 'running'
+)
+SELECT idempotency_key FROM action_executions
+WHERE idempotency_key = ANY(CAST(:keys AS text[])) AND owner IS DISTINCT FROM :owner
 """)
 
 _EXISTING = text("""
@@ -97,13 +117,16 @@ WHERE idempotency_key = ANY(CAST(:keys AS text[]))
 """)
 
 
-def claim_batch(engine: Engine, commands: list[dict[str, Any]], lease_s: float) -> dict[str, Claim]:
+def claim_batch(engine: Engine, commands: list[dict[str, Any]], lease_s: float,
+                owner: str | None = None) -> dict[str, Claim]:
+    """Claim each command's key for `owner` (a worker instance) for `lease_s` seconds."""
     if not commands:
         return {}
     unique = {c["idempotency_key"]: c for c in commands}
     cmds = list(unique.values())
     params: dict[str, Any] = {
         "lease": lease_s,
+        "owner": owner,
         "keys": [c["idempotency_key"] for c in cmds],
         "stores": [c["store_id"] for c in cmds],
         "rules": [c["rule_id"] for c in cmds],
@@ -119,9 +142,11 @@ def claim_batch(engine: Engine, commands: list[dict[str, Any]], lease_s: float) 
             out[key] = Claim(key, "claimed", claimed_at=created, attempts=attempt_of[key])
         rest = [k for k in params["keys"] if k not in out]
         if rest:
-            rows = conn.execute(_TAKE_OVER, {"lease": lease_s, "keys": rest, "atts": [attempt_of[k] for k in rest]})
-            for key, created in rows:
-                out[key] = Claim(key, "recover", claimed_at=created, attempts=attempt_of[key])
+            rows = conn.execute(_TAKE_OVER, {"lease": lease_s, "owner": owner, "keys": rest,
+                                             "atts": [attempt_of[k] for k in rest]})
+            for key, created, interrupted in rows:
+                out[key] = Claim(key, "recover", claimed_at=created, attempts=attempt_of[key],
+                                 interrupted=interrupted)
             rest = [k for k in rest if k not in out]
         if rest:
             for key, status, attempts, message, error, result, lease_until in conn.execute(_EXISTING, {"keys": rest}):
@@ -136,6 +161,13 @@ def claim_batch(engine: Engine, commands: list[dict[str, Any]], lease_s: float) 
     return out
 
 
+def renew(engine: Engine, keys: list[str], owner: str, lease_s: float) -> set[str]:
+    """Extend the leases of `owner`'s running claims among `keys`; returns the keys another
+    worker owns by now (the others are renewed, or finished)."""
+    with engine.begin() as conn:
+        return set(conn.execute(_RENEW, {"keys": keys, "owner": owner, "lease": lease_s}).scalars())
+
+
 _INSERT_FINAL = text("""
 INSERT INTO action_executions (idempotency_key, store_id, rule_id, event_id, step, action_type, status, attempts,
                                finished_at)
@@ -146,12 +178,14 @@ ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key
 """)
 
+# A local-state action's `running` row comes only from its failure path (the effect was
+# rolled back), so an expired one is taken over like a retry.
 _TAKE_OVER_FINAL = text("""
 UPDATE action_executions a
 SET status = 'succeeded', attempts = t.att, finished_at = now(), lease_until = NULL, error = NULL
 FROM unnest(CAST(:keys AS text[]), CAST(:atts AS int[])) AS t(k, att)
 WHERE a.idempotency_key = t.k AND a.idempotency_key = ANY(CAST(:keys AS text[]))
-  AND a.status = 'retry_wait' AND a.attempts < t.att
+  AND ((a.status = 'retry_wait' AND a.attempts < t.att) OR (a.status = 'running' AND a.lease_until < now()))
 RETURNING a.idempotency_key
 """)
 

@@ -4,7 +4,12 @@ Each command ends in at most one effect and one execution log per attempt:
 - not due yet (`not_before` in the future) → put aside in PostgreSQL (workers/deferred.py);
 - an earlier step of the same run still in progress → put aside briefly (steps stay in order);
 - key finished before → no effect; its log is re-emitted with the same log id (idempotent);
-- key held by a live worker → put aside until its lease ends;
+- key held by a live worker → put aside until its lease ends (a live worker renews it:
+  workers/leases.py, which also cancels an action whose lease it can no longer vouch for);
+- key whose worker stopped mid-action → `already_applied` looks for the effect; if not
+  found, the action's `on_interrupted` policy decides: run again ("look_up"), run once
+  more ("repeat_once"), or never again ("at_most_once") — what is not run again is
+  `dead_lettered` with the reason;
 - run: succeeded / skipped → finished; TransientError or timeout → the next attempt is put
   aside with exponential backoff and jitter (status `retrying`), until the last attempt,
   which goes to automation.dlq (`dead_lettered`); ActionError → `failed` + DLQ.
@@ -40,7 +45,8 @@ from wooflow.workers.batching import Batcher
 from wooflow.workers.claims import Claim, Finish
 from wooflow.workers.deferred import Deferral
 from wooflow.workers.errors import ActionError, TransientError
-from wooflow.workers.registry import ActionContext, ActionHandler, ActionResult
+from wooflow.workers.leases import LeaseKeeper
+from wooflow.workers.registry import ActionContext, ActionHandler, ActionResult, interrupt_policy
 from wooflow.workers.services import Services
 from wooflow.workers.woo_client import WooClients
 
@@ -108,8 +114,9 @@ def backoff_s(attempt: int, base: float, cap: float) -> float:
 
 class Executor:
     def __init__(self, settings: Settings, engine: Engine, stores: StoreCache, clients: WooClients,
-                 services: Services, codec: Codec, commands_topic: str) -> None:
+                 services: Services, codec: Codec, commands_topic: str, leases: LeaseKeeper) -> None:
         self.settings = settings
+        self.leases = leases
         self.engine = engine
         self.clients = clients
         self.services = services
@@ -132,7 +139,7 @@ class Executor:
 
     # --- database batches (run on the database threads) ---------------------------------
     def _claim(self, cmds: list[dict[str, Any]], lease: float) -> list[Claim]:
-        got = claims.claim_batch(self.engine, cmds, lease)
+        got = claims.claim_batch(self.engine, cmds, lease, owner=self.leases.owner)
         return [got[c["idempotency_key"]] for c in cmds]
 
     def _steps(self, requests: list[list[str]]) -> list[dict[str, tuple[int, str, dict[str, Any]]]]:
@@ -211,10 +218,19 @@ class Executor:
         if getattr(handler, "apply_batch", None) is not None:
             return await self._execute_local(cmd, msg, handler, steps, attempt, started, now)
 
+        sent = time.monotonic()
+        if self.leases.lapsed:  # this worker is stopping: claim nothing more
+            raise asyncio.CancelledError(self.leases.lapsed)
         claim = await self.claimer.submit(cmd)
         if claim.outcome != "claimed" and claim.outcome != "recover":
             return await self._not_mine(cmd, msg, claim, now)
+        with self.leases.holding(cmd["idempotency_key"], sent):
+            return await self._run_claimed(cmd, msg, handler, claim, steps, started, now)
 
+    async def _run_claimed(self, cmd: dict[str, Any], msg: Message | None, handler: ActionHandler, claim: Claim,
+                           steps: dict[int, dict[str, Any]], started: float, now: datetime) -> Outcome:
+        attempt = int(cmd.get("attempt") or 1)
+        store, action = cmd["store_id"], cmd["action_type"]
         try:
             ctx = await self._context(cmd, handler, claim.claimed_at or now, steps)
             if claim.outcome == "recover":
@@ -222,7 +238,12 @@ class Executor:
                 if found is not None:
                     found.details.setdefault("recovered", True)
                     return await self._finish_ok(cmd, found, attempt, started)
+                refusal = self._not_again(handler, claim.interrupted)
+                if refusal is not None:
+                    return await self._dead_letter(cmd, attempt, refusal, started, "interrupted")
             res = await _within(self._timeout(handler), handler.run(ctx))
+            if claim.interrupted:
+                res.details.setdefault("interrupted_attempts", claim.interrupted)
             return await self._finish_ok(cmd, res, attempt, started)
         except (TransientError, asyncio.TimeoutError) as exc:
             reason = str(exc) or f"timed out after {self._timeout(handler):g}s"
@@ -322,6 +343,20 @@ class Executor:
             reason = str(exc) or f"timed out after {self._timeout(handler):g}s"
             return await self._transient(cmd, msg, attempt, reason, started)
 
+    def _not_again(self, handler: ActionHandler, interrupted: int) -> str | None:
+        """Why an action whose effect was not found must not run again after `interrupted`
+        interrupted attempts (None: it may)."""
+        policy, name = interrupt_policy(handler), handler.name
+        if policy == "at_most_once" and interrupted >= 1:
+            return (f"an attempt was interrupted (its worker stopped mid-action) and {name} runs at most once: "
+                    "not repeated")
+        if policy == "repeat_once" and interrupted >= 2:
+            return (f"interrupted twice mid-action: {name}'s effect cannot be looked up, so it is not run a "
+                    "third time")
+        if interrupted >= self.settings.action_max_attempts:
+            return f"interrupted {interrupted} times mid-action: giving up"
+        return None
+
     def _timeout(self, handler: ActionHandler) -> float:
         return float(getattr(handler, "timeout_s", None) or self.settings.action_timeout_s)
 
@@ -385,11 +420,8 @@ class Executor:
         store, action = cmd["store_id"], cmd["action_type"]
         duration = time.perf_counter() - started
         if attempt >= self.settings.action_max_attempts:
-            count(metrics.actions, store, action, "dead_lettered")
-            message = f"gave up after {attempt} attempts: {reason}"
-            await self.finisher.submit(Finish(cmd["idempotency_key"], "dead_lettered", {}, message, message, attempt))
-            return Outcome(cmd, log_record(cmd, "dead_lettered", message, attempt=attempt, duration_s=duration),
-                           "max_attempts")
+            return await self._dead_letter(cmd, attempt, f"gave up after {attempt} attempts: {reason}", started,
+                                           "max_attempts")
         delay = backoff_s(attempt, self.settings.action_retry_base_s, self.settings.action_retry_max_s)
         due = datetime.now(timezone.utc) + timedelta(seconds=delay)
         count(metrics.action_retries, action)
@@ -398,6 +430,13 @@ class Executor:
         return Outcome(cmd, log_record(cmd, "retrying", f"attempt {attempt} of {self.settings.action_max_attempts} "
                                        f"failed, next in {delay:.1f}s: {reason}", attempt=attempt, duration_s=duration,
                                        details={"next_attempt_at": due.isoformat()}))
+
+    async def _dead_letter(self, cmd: dict[str, Any], attempt: int, message: str, started: float,
+                           reason: str) -> Outcome:
+        count(metrics.actions, cmd["store_id"], cmd["action_type"], "dead_lettered")
+        await self.finisher.submit(Finish(cmd["idempotency_key"], "dead_lettered", {}, message, message, attempt))
+        return Outcome(cmd, log_record(cmd, "dead_lettered", message, attempt=attempt,
+                                       duration_s=time.perf_counter() - started), reason)
 
     async def _defer(self, cmd: dict[str, Any], msg: Message | None, due: datetime, reason: str, *,
                      next_attempt: int | None = None, error: str | None = None) -> None:

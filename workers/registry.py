@@ -8,6 +8,18 @@ and recording it (return a result if found, None if not). Raise
 `wooflow.workers.errors.TransientError` for failures worth retrying (the worker retries
 with backoff, without blocking other commands) and `ActionError` for permanent ones.
 
+`on_interrupted` states what happens to an attempt whose worker stopped mid-action (it
+died, or lost PostgreSQL for longer than the lease) when `already_applied` does not find
+the effect:
+- "look_up": `already_applied` finds the effect whenever it happened, so not finding it
+  means it did not happen: run again (coupon by code, order note, status, meta);
+- "repeat_once" (the default): the effect cannot be looked up (an email, an SMS, a
+  request to someone else's server): run once more, with the same idempotency key for
+  the receiver to drop the copy (`ctx.idempotency_key`; email Message-ID, webhook
+  `Idempotency-Key`, SMS reference); a second interrupted attempt is dead-lettered;
+- "at_most_once": never run again after an interrupted attempt: dead-lettered with the
+  reason (for effects worse twice than never).
+
 Actions whose whole effect is a PostgreSQL write (points, tier, tasks, tags) implement
 `apply_batch(conn, ctxs)` instead of `run`: the worker calls it for many commands in one
 transaction that also records them as finished, so the effect and its idempotency record
@@ -29,7 +41,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args
 
 from pydantic import BaseModel
 
@@ -131,6 +143,15 @@ class ActionResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+InterruptPolicy = Literal["look_up", "repeat_once", "at_most_once"]
+INTERRUPT_POLICIES: tuple[str, ...] = get_args(InterruptPolicy)
+
+
+def interrupt_policy(handler: Any) -> str:
+    """The handler's `on_interrupted` (see module doc); "repeat_once" when it declares none."""
+    return str(getattr(handler, "on_interrupted", "repeat_once"))
+
+
 class ActionHandler(Protocol):
     name: ClassVar[str]
     description: ClassVar[str]
@@ -144,12 +165,14 @@ class ActionHandler(Protocol):
 
 
 class BaseAction:
-    """Convenient defaults for an action: no recovery check (run again after a crash)."""
+    """Convenient defaults for an action: no recovery check, so an interrupted attempt is
+    repeated once (`on_interrupted`, see the module doc)."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = BaseModel
     timeout_s: ClassVar[float | None] = None  # None: the worker's action_timeout_s
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat_once"
 
     async def run(self, ctx: ActionContext) -> ActionResult:
         raise NotImplementedError
@@ -184,6 +207,9 @@ def _load() -> None:
             for attr in ("name", "Params", "run", "dry_run"):
                 if not getattr(handler, attr, None):
                     raise TypeError(f"an action needs `{attr}`")
+            if interrupt_policy(handler) not in INTERRUPT_POLICIES:
+                raise TypeError(f"on_interrupted must be one of {', '.join(INTERRUPT_POLICIES)}, "
+                                f"not {interrupt_policy(handler)!r}")
             if not hasattr(handler, "already_applied"):
                 handler.already_applied = BaseAction.already_applied.__get__(handler)  # type: ignore[attr-defined]
             if handler.name in _REGISTRY:

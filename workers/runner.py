@@ -12,7 +12,9 @@ claims make harmless.
 Threads: the asyncio loop runs everything; the Kafka consumer is only touched from one
 dedicated thread (consume, commit, rebalance callbacks); PostgreSQL calls run on a small
 pool of database threads in batches; the producer's delivery reports arrive on its
-polling thread. Commands put aside for later (delays, retries, busy keys) are released
+polling thread; the leases of running actions are renewed from a thread of their own
+(workers/leases.py — if they cannot be, the worker cancels those actions and stops with
+LeaseLost). Commands put aside for later (delays, retries, busy keys) are released
 from PostgreSQL by `_release_loop` (workers/deferred.py).
 """
 
@@ -42,6 +44,7 @@ from wooflow.stores import StoreCache
 from wooflow.workers import deferred
 from wooflow.workers.dispatcher import Dispatcher, Item
 from wooflow.workers.executor import Executor, Outcome, count
+from wooflow.workers.leases import LeaseKeeper, LeaseLost, instance_id, settings_problem
 from wooflow.workers.mailer import Mailer
 from wooflow.workers.netguard import Resolver
 from wooflow.workers.services import Services, build_services
@@ -81,7 +84,11 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 class Worker:
     def __init__(self, settings: Settings, *, resolver: Resolver | None = None, mailer: Mailer | None = None,
                  extras: dict[str, Any] | None = None) -> None:
+        problem = settings_problem(settings)
+        if problem is not None:
+            raise ValueError(problem)
         self.settings = settings
+        self.owner = instance_id()  # the claims' owner: leases are renewed for this instance only
         self.codec = get_codec(settings.schema_registry_url)
         self.engine = get_engine(settings.database_url, pool_size=10)
         self.commands_topic = settings.topic(topics.COMMANDS)
@@ -114,8 +121,10 @@ class Worker:
         self.services = build_services(s, self.engine, resolver=self._resolver, mailer=self._mailer,
                                        extras=self._extras)
         clients = WooClients(timeout=s.action_timeout_s, max_connections=64)
+        leases = LeaseKeeper(s, self.owner)
+        leases.start()
         self.executor = Executor(s, self.engine, StoreCache(self.engine, s.store_cache_ttl_s), clients,
-                                 self.services, self.codec, self.commands_topic)
+                                 self.services, self.codec, self.commands_topic, leases)
         conf: dict[str, Any] = {"message.timeout.ms": 300000, "linger.ms": 10}
         self.producer = Producer(s, **conf)
         self.producer.start_polling()
@@ -128,12 +137,14 @@ class Worker:
         self.checkpoint = Checkpoint(self.consumer, None)
         releaser = asyncio.ensure_future(self._release_loop(stop, release_producer))
         self.ready.set()
-        log.info("worker running (group %s, concurrency %d)", s.workers_group, s.worker_concurrency)
+        log.info("worker %s running (group %s, concurrency %d)", self.owner, s.workers_group, s.worker_concurrency)
         last_commit = time.monotonic()
         try:
             while not stop.is_set():
                 if self.tracker.failed:
                     raise RuntimeError(f"an output could not be delivered to Kafka: {self.tracker.failed}")
+                if leases.lapsed:
+                    raise LeaseLost(f"worker {self.owner} {leases.lapsed}; their commands are delivered again")
                 if self.tracker.unfinished >= s.worker_max_inflight:
                     await asyncio.sleep(0.02)  # back-pressure: let the running commands finish
                 else:
@@ -146,6 +157,8 @@ class Worker:
             log.info("stopping: finishing %d commands in flight", self.tracker.unfinished)
             await self._wait(lambda: self.dispatcher.idle and self.tracker.unfinished == 0,  # type: ignore[union-attr]
                              s.action_timeout_s + 30)
+            if leases.lapsed:
+                raise LeaseLost(f"worker {self.owner} {leases.lapsed}; their commands are delivered again")
             await loop.run_in_executor(kafka, self._commit, None)
         finally:
             releaser.cancel()
@@ -159,6 +172,7 @@ class Worker:
             await loop.run_in_executor(None, release_producer.close, 10.0)
             await clients.aclose()
             await self.services.aclose()
+            leases.stop()  # last: actions still finishing during the shutdown keep their leases
 
     @staticmethod
     async def _wait(cond: Any, timeout: float) -> bool:

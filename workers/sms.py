@@ -5,9 +5,13 @@ returning a message id; providers register in the `wooflow.sms_providers` entry-
 group. A store's `settings.sms` ({"provider", ...provider options}) overrides the global
 `WOOFLOW_SMS_*` settings. Included: `http`, a generic JSON-over-HTTP provider:
 
-    POST <url>  Authorization: Bearer <token>
+    POST <url>  Authorization: Bearer <token>  Idempotency-Key: <idempotency key>
     {"to": "+48...", "from": "<sender>", "text": "...", "reference": "<idempotency key>"}
     → any 2xx; the answer's "id" / "message_id" (if JSON) is the provider's id.
+
+The reference is the same on every retry and on the one repeat after an interrupted
+attempt (workers/registry.py, `on_interrupted`), so a provider that de-duplicates client
+references sends the message once; providers should pass `reference` on.
 
 It goes through the same egress guard as webhooks (workers/netguard.py).
 """

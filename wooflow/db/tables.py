@@ -352,6 +352,10 @@ rule_audit = Table(
 # --- workers (0004_workers.py) -------------------------------------------------------
 # action_executions gains `message` in 0004 (mirrored above as a late column).
 action_executions.append_column(Column("message", Text, nullable=False, server_default=""))
+# 0009_leases: the worker instance holding (or last holding) a claim, and how many of the
+# key's attempts were interrupted (their worker stopped mid-action).
+action_executions.append_column(Column("owner", Text, nullable=True))
+action_executions.append_column(Column("interrupted", Integer, nullable=False, server_default="0"))
 
 consents = Table(
     "consents", metadata,

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 
 from wooflow.workers.errors import ActionError
-from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
 
 
@@ -86,10 +86,11 @@ async def find_note(ctx: ActionContext, oid: str, match: Callable[[str], bool]) 
 
 
 class SetMeta(BaseAction):
-    """Set one meta key on a WooCommerce resource. A PUT of the same value is idempotent,
-    so a redelivery after a crash needs no `already_applied` search."""
+    """Set one meta key on a WooCommerce resource. After a crash the value is looked up
+    (a PUT of the same value again would be harmless too)."""
 
     resource: ClassVar[str]  # "customer" | "order": the id field in results
+    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # the resource's meta_data
 
     class Params(BaseModel):
         key: str = Field(min_length=1, description="Meta key")
@@ -106,6 +107,16 @@ class SetMeta(BaseAction):
         await ctx.woo.put(path, {"meta_data": [{"key": p.key, "value": value}]})
         return ActionResult("succeeded", f"{self.resource} {rid} meta {p.key} set",
                             {f"{self.resource}_id": rid, "key": p.key, "value": value})
+
+    async def already_applied(self, ctx: ActionContext) -> ActionResult | None:
+        p: SetMeta.Params = ctx.params  # type: ignore[assignment]
+        rid, path = self.target(ctx)
+        value = render(p.value, ctx.context)
+        meta = (await ctx.woo.get(path) or {}).get("meta_data") or []
+        if not any(m.get("key") == p.key and str(m.get("value")) == value for m in meta):
+            return None
+        return ActionResult("succeeded", f"{self.resource} {rid} meta {p.key} already set",
+                            {f"{self.resource}_id": rid, "key": p.key, "value": value, "recovered": True})
 
     async def dry_run(self, ctx: ActionContext) -> ActionResult:
         p: SetMeta.Params = ctx.params  # type: ignore[assignment]

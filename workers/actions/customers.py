@@ -23,7 +23,7 @@ from sqlalchemy import Connection, text
 from wooflow.people import person_rows
 from wooflow.workers.actions.common import SetMeta, customer_id, require_customer_id
 from wooflow.workers.errors import ActionError
-from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
 
 TAGS_META_KEY = "_wooflow_tags"
@@ -69,6 +69,7 @@ class _TagParams(BaseModel):
 class _TagAction(BaseAction):
     Params: ClassVar[type[BaseModel]] = _TagParams
     adding: ClassVar[bool] = True
+    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # the effect commits with its claim row
 
     def _tags(self, ctx: ActionContext) -> list[str]:
         p: _TagParams = ctx.params  # type: ignore[assignment]
@@ -151,6 +152,7 @@ class RemoveCustomerTag(_TagAction):
 class ChangeCustomerRole(BaseAction):
     name: ClassVar[str] = "change_customer_role"
     description: ClassVar[str] = "Change the customer's WordPress role (e.g. customer → wholesale)"
+    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # the user's roles
 
     class Params(BaseModel):
         role: str = Field(min_length=1, pattern=r"^[a-z0-9_\-]+$", description="WordPress role slug")
@@ -163,6 +165,15 @@ class ChangeCustomerRole(BaseAction):
         user = await ctx.woo.wp("POST", f"/users/{cid}", {"roles": [p.role]})
         return ActionResult("succeeded", f"customer {cid} role set to {p.role}",
                             {"customer_id": cid, "roles": (user or {}).get("roles", [p.role])})
+
+    async def already_applied(self, ctx: ActionContext) -> ActionResult | None:
+        p: ChangeCustomerRole.Params = ctx.params  # type: ignore[assignment]
+        cid = require_customer_id(ctx, self.name)
+        roles = (await ctx.woo.wp("GET", f"/users/{cid}") or {}).get("roles") or []
+        if p.role not in roles:
+            return None
+        return ActionResult("succeeded", f"customer {cid} role already {p.role}",
+                            {"customer_id": cid, "roles": roles, "recovered": True})
 
     async def dry_run(self, ctx: ActionContext) -> ActionResult:
         p: ChangeCustomerRole.Params = ctx.params  # type: ignore[assignment]

@@ -23,7 +23,7 @@ from wooflow.workers import unsubscribe
 from wooflow.workers.actions.common import customer_email
 from wooflow.workers.errors import ActionError
 from wooflow.workers.mailer import build_message, html_to_text, smtp_config
-from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
 
 
@@ -31,6 +31,7 @@ class SendEmail(BaseAction):
     name: ClassVar[str] = "send_email"
     description: ClassVar[str] = "Send an email (HTML and plain text), marketing emails only with consent"
     timeout_s: ClassVar[float | None] = 60.0
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat_once"  # a sent email cannot be looked up
 
     class Params(BaseModel):
         subject: str = Field(min_length=1, description="Subject (Jinja2 template)")

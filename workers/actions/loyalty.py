@@ -14,7 +14,7 @@ from sqlalchemy import Connection, text
 
 from wooflow.people import person_rows
 from wooflow.workers.actions.common import customer_id
-from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 
 # Keyed by person (wooflow/people.py: a merged guest's command changes the customer), the
 # result mapped back to the command's key.
@@ -40,6 +40,7 @@ SELECT t.s, t.k, up.tier FROM t JOIN up ON up.store_id = t.s AND up.customer_key
 class AddPoints(BaseAction):
     name: ClassVar[str] = "add_points"
     description: ClassVar[str] = "Reward the customer with loyalty points (negative to deduct)"
+    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # the effect commits with its claim row
 
     class Params(BaseModel):
         points: int = Field(description="Points to add (negative deducts)")
@@ -75,6 +76,7 @@ class AddPoints(BaseAction):
 class ChangeTier(BaseAction):
     name: ClassVar[str] = "change_tier"
     description: ClassVar[str] = "Upgrade or downgrade the customer's tier"
+    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # the effect commits with its claim row
 
     class Params(BaseModel):
         tier: str = Field(min_length=1, max_length=64, description="New tier, e.g. gold")

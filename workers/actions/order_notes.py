@@ -7,13 +7,14 @@ from typing import ClassVar
 from pydantic import BaseModel, Field
 
 from wooflow.workers.actions.common import find_note, order_id
-from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
 
 
 class AddOrderNote(BaseAction):
     name: ClassVar[str] = "add_order_note"
     description: ClassVar[str] = "Add a note to the order, private or sent to the customer"
+    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # by its text, created since the claim
 
     class Params(BaseModel):
         note: str = Field(min_length=1, description="Note text (Jinja2 template)")

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from wooflow.workers.actions.common import SetMeta, find_note, order_id
 from wooflow.workers.errors import ActionError
-from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
 
 ORDER_STATUSES = ("pending", "processing", "on-hold", "completed", "cancelled", "refunded", "failed")
@@ -24,6 +24,7 @@ ORDER_STATUSES = ("pending", "processing", "on-hold", "completed", "cancelled", 
 class ChangeOrderStatus(BaseAction):
     name: ClassVar[str] = "change_order_status"
     description: ClassVar[str] = "Change the order's status, optionally adding a note"
+    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # the order's status (and the note by its text)
 
     class Params(BaseModel):
         status: str = Field(description="New status: " + ", ".join(ORDER_STATUSES) + " (or a custom status slug)")
@@ -91,6 +92,8 @@ def _is_send_note(text: str) -> bool:
 class ResendOrderEmail(BaseAction):
     name: ClassVar[str] = "resend_order_email"
     description: ClassVar[str] = "Resend an order email to the customer (order details, or a template by id)"
+    # WooCommerce notes each send on the order; a send it did not note is repeated at most once
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat_once"
 
     class Params(BaseModel):
         template_id: str = Field("", description="WooCommerce email template id, e.g. customer_completed_order; "
@@ -123,6 +126,7 @@ class ResendOrderEmail(BaseAction):
 class TriggerOrderAction(BaseAction):
     name: ClassVar[str] = "trigger_order_action"
     description: ClassVar[str] = "Run an order action (WooCommerce order actions REST: send_order_details, send_email)"
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat_once"  # only the core email actions leave a note
 
     class Params(BaseModel):
         action: Literal["send_order_details", "send_email"] | str = Field(

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from wooflow.workers import sms
 from wooflow.workers.actions.common import customer_email, customer_phone
 from wooflow.workers.errors import ActionError
-from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
 
 
@@ -18,6 +18,7 @@ class SendSms(BaseAction):
     name: ClassVar[str] = "send_sms"
     description: ClassVar[str] = "Send a text message through the store's SMS provider"
     timeout_s: ClassVar[float | None] = 30.0
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat_once"  # the provider gets the key as its reference
 
     class Params(BaseModel):
         text: str = Field(min_length=1, description="Message (Jinja2 template)")

@@ -5,8 +5,9 @@ Body: {"id", "subject_type", "subject_id", "store_id", "rule_id", "step", "event
 `X-Wooflow-Timestamp: <unix seconds>` and `X-Wooflow-Signature: sha256=<hex>` where the
 HMAC-SHA256 (key: the action's `secret`, else the store's `webhook_signing_secret`
 setting, else the store's webhook secret) covers `"<timestamp>.<raw body>"`; receivers
-should reject stale timestamps. `X-Wooflow-Delivery` is the idempotency key, the same on
-every retry, for receivers to de-duplicate.
+should reject stale timestamps. The delivery id — the command's idempotency key — is the
+body's `id` and the `Idempotency-Key` and `X-Wooflow-Delivery` headers, the same on every
+retry and on the one repeat after an interrupted attempt: receivers de-duplicate by it.
 
 10 s timeout; 5xx, 429, timeouts and network errors are retried with backoff by the
 worker; other answers are permanent. The URL passes the egress guard (no private,
@@ -24,7 +25,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field, HttpUrl
 
 from wooflow.workers.errors import ActionError, TransientError
-from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
 
 
@@ -37,6 +38,7 @@ class Webhook(BaseAction):
     name: ClassVar[str] = "webhook"
     description: ClassVar[str] = "POST signed JSON about the subject to a URL"
     timeout_s: ClassVar[float | None] = 45.0  # the request has its own timeout; this bounds redirects too
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat_once"  # the receiver de-duplicates by Idempotency-Key
 
     class Params(BaseModel):
         url: HttpUrl = Field(description="Where to POST (http/https)")
@@ -75,7 +77,8 @@ class Webhook(BaseAction):
         ts = str(int(time.time()))
         headers = {**p.headers, "Content-Type": "application/json", "User-Agent": "wooflow/0.1 (+webhook)",
                    "X-Wooflow-Timestamp": ts, "X-Wooflow-Signature": sign(self._secret(ctx), ts, body),
-                   "X-Wooflow-Delivery": ctx.idempotency_key, "X-Wooflow-Attempt": str(ctx.command.get("attempt", 1)),
+                   "Idempotency-Key": ctx.idempotency_key, "X-Wooflow-Delivery": ctx.idempotency_key,
+                   "X-Wooflow-Attempt": str(ctx.command.get("attempt", 1)),
                    "X-Wooflow-Event": str(ctx.command.get("trigger", ""))}
         answer = await ctx.services.http.request("POST", str(p.url), content=body, headers=headers, timeout=p.timeout)
         status = answer.status_code

@@ -2,8 +2,11 @@
 
 Everything a wooflow action needs: a name, a pydantic `Params` model (validated before
 `run`, shown in the API's schema), `run` doing the effect, `dry_run` saying what it would
-do, and `already_applied` (inherited: None, i.e. "run again after a crash" — fine here,
-because subscribing twice is harmless and the API is told the idempotency key).
+do, and what to do after a worker stopped in the middle of it: `already_applied` is
+inherited (None: the effect cannot be looked up) and `on_interrupted = "repeat"` says to
+run it again anyway, because subscribing twice is harmless and the API is told the
+idempotency key. An action that must never run twice declares "at_most_once"; the default,
+"repeat_once", runs an interrupted attempt once more and then gives up.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from typing import ClassVar
 from pydantic import BaseModel, Field, HttpUrl
 
 from wooflow.workers.errors import ActionError, TransientError
-from wooflow.workers.registry import ActionContext, ActionResult, BaseAction
+from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 
 
 class ListSubscribe(BaseAction):
     name: ClassVar[str] = "list_subscribe"
     description: ClassVar[str] = "Subscribe the customer to a mailing list (example plugin)"
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # subscribing twice is harmless
 
     class Params(BaseModel):
         api_url: HttpUrl = Field(description="The list provider's subscribe endpoint")
