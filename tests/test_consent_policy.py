@@ -406,7 +406,7 @@ def test_demo_counts_emails_sent_and_skipped_for_no_consent(engine) -> None:  # 
 
     def log(key: str, status: str, reason: str = "", *, at: datetime | None = None, attempt: int = 1,
             action: str = "send_email", store_id: str = store, dry_run: bool = False) -> dict[str, Any]:
-        return {"log_id": f"{key}:{attempt}:{status}", "idempotency_key": key, "store_id": store_id,
+        return {"log_id": f"{store_id}:{key}:{attempt}:{status}", "idempotency_key": key, "store_id": store_id,
                 "customer_key": "c1", "rule_id": 1, "event_id": "e", "step": 0, "action_type": action,
                 "status": status, "attempt": attempt, "dry_run": dry_run,
                 "details": {"reason": reason} if reason else {},
@@ -437,3 +437,20 @@ def test_simulated_checkout_box_marks_some_orders_and_leaves_traffic_unchanged()
     assert len(ticked) == b.consented_orders and 0 < len(ticked) < 40
     assert a.consented_orders == 0
     assert not any(m.key == KEY for o in plain.orders.values() for m in o.meta_data)
+
+
+def test_demo_forgets_its_previous_store_and_runs_without_aiosmtpd(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from wooflow.demo import DEMO_STORE, _reset_store, _smtp_server
+
+    other = make_store(engine)
+    upsert_store(engine, Store(id=DEMO_STORE, url="http://127.0.0.1:1", webhook_secret="s"))
+    for store_id in (DEMO_STORE, other.id):
+        record(engine, store_id, granted=True, email="x@example.com", source="import")
+    _reset_store(engine)
+    with engine.connect() as conn:
+        left = dict(conn.execute(text("SELECT store_id, count(*) FROM consents WHERE store_id IN (:a, :b) "
+                                      "GROUP BY store_id"), {"a": DEMO_STORE, "b": other.id}).all())
+    assert left == {other.id: 1}
+    monkeypatch.setitem(sys.modules, "aiosmtpd.controller", None)  # as if the dev extra were not installed
+    with ExitStack() as stack:
+        assert _smtp_server(stack) is None
