@@ -16,6 +16,11 @@ is never taken as proof of an account: it only finds the account the store said 
 counts when signed by the store: `customer_sig = hex(HMAC-SHA256(webhook secret,
 "<store>:<session>:<customer id>"))` (one line of PHP in the theme); an unsigned id is
 kept as a property and does not link the session.
+
+Consent: `email_captured` may say `marketing_consent: true` (the shopper ticked the
+form's box); the scheduler's activity reader records it as a grant of source
+`storefront`, which counts only in stores that trust that source (anyone holding the
+public key can send it, for any address).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from wooflow import metrics
+from wooflow.consent_policy import STOREFRONT_FLAG
 from wooflow.db.tables import storefront_sessions
 from wooflow.kafka import topics
 from wooflow.producers import dedupe
@@ -84,6 +90,8 @@ class StorefrontIn(BaseModel):
     customer_sig: str | None = Field(None, max_length=128)
     url: str | None = Field(None, max_length=2000)
     properties: dict[str, str] = Field(default_factory=dict, max_length=20)
+    marketing_consent: bool | None = Field(None, description="email_captured: the shopper ticked a marketing "
+                                                             "consent box (kept as property marketing_consent)")
 
     @field_validator("email")
     @classmethod
@@ -284,6 +292,8 @@ class StorefrontReceiver:
 
     async def _event(self, store: Store, session_id: str, ev: StorefrontIn, received: datetime) -> Event:
         props = dict(ev.properties)
+        if ev.marketing_consent is not None:
+            props[STOREFRONT_FLAG] = "yes" if ev.marketing_consent else "no"
         customer_id = None
         if ev.customer_id is not None:
             expected = customer_signature(store.webhook_secret, store.id, session_id, ev.customer_id)

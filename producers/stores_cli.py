@@ -1,4 +1,4 @@
-"""`wooflow stores add|list|remove`: tenants, and the webhooks wooflow needs in each store.
+"""`wooflow stores add|list|consent|remove`: tenants, and the webhooks wooflow needs in each store.
 
 `add` registers the store (URL, REST keys, timezone, currency), generates its webhook
 secret and storefront public key, and — given the bridge's public URL and REST keys —
@@ -8,6 +8,7 @@ secret, remembering their ids in `store_webhooks`. Run again for a registered st
 webhooks are updated in place (PUT) with the current secret — the way to rotate it —
 while missing ones are recreated; WooCommerce never ends up with a second set. `remove`
 deletes those webhooks in WooCommerce and then the store. Secrets are never printed.
+`consent` shows or sets the store's marketing-consent policy (wooflow/consent_policy.py).
 """
 
 from __future__ import annotations
@@ -230,6 +231,49 @@ def list_() -> None:
         table.add_row(st.id, st.url, st.timezone, st.currency, str(counts.get(st.id, 0)),
                       "yes" if st.consumer_key else "no")
     Console().print(table)
+
+
+def _csv(value: Optional[str]) -> Optional[list[str]]:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+@app.command("consent")
+def consent(
+    store_id: Annotated[str, typer.Argument(help="Store id")],
+    policy: Annotated[Optional[str], typer.Option(
+        help="opt_in: marketing needs a recorded grant; opt_out: it goes out unless the customer withdrew")] = None,
+    grants_from: Annotated[Optional[str], typer.Option(
+        help="Comma-separated sources whose grants count: api, order_meta, customer_meta, storefront")] = None,
+    meta_key: Annotated[Optional[str], typer.Option(
+        help="Order/customer meta key the checkout checkbox writes ('' to unset)")] = None,
+    meta_yes: Annotated[Optional[str], typer.Option(help="Comma-separated meta values meaning 'yes'")] = None,
+    meta_no: Annotated[Optional[str], typer.Option(
+        help="Comma-separated meta values meaning 'withdrawn' ('' for none)")] = None,
+) -> None:
+    """Show or change the store's marketing-consent policy (only the options given change)."""
+    from pydantic import ValidationError
+
+    from wooflow.consent_policy import ConsentPolicy, policy_of, set_policy
+    from wooflow.db.engine import get_engine
+    from wooflow.settings import get_settings
+    from wooflow.stores import StoreCache
+
+    engine = get_engine(get_settings().database_url)
+    store = StoreCache(engine, ttl=0).get(store_id)
+    if store is None:
+        _fail(f"no store {store_id!r}")
+    changes = {k: v for k, v in {"policy": policy, "grants_from": _csv(grants_from), "meta_key": meta_key,
+                                 "meta_yes": _csv(meta_yes), "meta_no": _csv(meta_no)}.items() if v is not None}
+    current = policy_of(store)
+    if changes:
+        try:
+            current = ConsentPolicy.model_validate({**current.model_dump(), **changes})
+        except ValidationError as exc:
+            _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        set_policy(engine, store_id, current)
+        console.print(f"consent policy of [bold]{store_id}[/bold] saved (workers see it within "
+                      f"WOOFLOW_STORE_CACHE_TTL_S)")
+    Console().print_json(current.model_dump_json())
 
 
 @app.command("remove")

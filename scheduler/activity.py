@@ -11,7 +11,10 @@ It consumes woo.storefront, woo.orders and woo.customers in its own consumer gro
   token in order meta `_wooflow_cart`) marks the cart recovered — or `ordered`, if it was
   never abandoned — and every workflow that reached the customer within the store's
   attribution window (store settings `attribution_days`, default 14) gets an
-  `attributions` row with the order's revenue.
+  `attributions` row with the order's revenue;
+- `consents`: the marketing-consent answers events carry (the store's checkout meta key,
+  a storefront `email_captured` with `marketing_consent`), once per event
+  (wooflow/consent_policy.py).
 
 One person per shopper (`People`): a guest key whose email belongs to a registered
 customer (the bridge's `customer_identities`) is applied as that customer's; and the first
@@ -38,7 +41,7 @@ from typing import Any
 from confluent_kafka import Message
 from sqlalchemy import Connection, Engine, text
 
-from wooflow import metrics
+from wooflow import consent_policy, metrics
 from wooflow.checkpointing import Checkpoint
 from wooflow.dlq import dead_letter
 from wooflow.kafka import topics
@@ -49,7 +52,7 @@ from wooflow.consumer.merge import email_of, guest_key
 from wooflow.producers.keys import email_hash
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.settings import Settings
-from wooflow.stores import StoreCache
+from wooflow.stores import Store, StoreCache
 
 log = logging.getLogger(__name__)
 
@@ -531,15 +534,23 @@ def apply_customer(conn: Connection, ev: dict[str, Any], meta_keys: dict[str, An
 
 def apply_event(conn: Connection, schema: str, ev: dict[str, Any], stores: StoreCache | None = None) -> None:
     settings: dict[str, Any] = {}
+    store = None
     if stores is not None:
         store = stores.get(ev["store_id"])
         settings = dict(store.settings) if store else {}
+    record_consent(conn, schema, ev, store)
     if schema == "StorefrontEvent":
         apply_storefront(conn, ev)
     elif schema == "OrderEvent":
         apply_order(conn, ev, int(settings.get("attribution_days") or DEFAULT_ATTRIBUTION_DAYS))
     elif schema == "CustomerEvent":
         apply_customer(conn, ev, settings.get("meta_keys"))
+
+
+def record_consent(conn: Connection, schema: str, ev: dict[str, Any], store: Store | None) -> None:
+    """Consent answers the event carries (checkout checkbox meta, storefront capture), so
+    later emails not tied to this event see them too (wooflow/consent_policy.py)."""
+    consent_policy.record_event_answers(conn, consent_policy.policy_of(store), schema, ev)
 
 
 class ActivityReader:

@@ -163,7 +163,7 @@ SELECT t.s AS store_id, t.k AS customer_key, (
     SELECT granted FROM consents c
     WHERE c.store_id = t.s AND c.channel = 'email'
       AND (c.customer_key = t.k OR (t.e <> '' AND c.email = lower(t.e)))  -- stored lowercased
-    ORDER BY c.recorded_at DESC, c.id DESC LIMIT 1) AS granted
+    ORDER BY c.recorded_at DESC, c.granted ASC, c.id DESC LIMIT 1) AS granted  -- a withdrawal wins a tie
 FROM unnest(CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:emails AS text[])) AS t(s, k, e)
 """)
 

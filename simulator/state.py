@@ -1267,6 +1267,7 @@ class SimulatedStore:
         customer_ip_address: str = "",
         customer_user_agent: str = "",
         transaction_id: str = "",
+        meta_data: list[dict[str, Any]] | None = None,
     ) -> Order:
         """A storefront checkout request (WC_Checkout::process_checkout).
 
@@ -1285,6 +1286,7 @@ class SimulatedStore:
                 shipping_lines=shipping_lines, coupon_lines=[{"code": c} for c in coupon_codes or []],
                 customer_note=customer_note, customer_ip_address=customer_ip_address,
                 customer_user_agent=customer_user_agent, created_via="checkout", cart_hash=cart_hash,
+                meta_data=meta_data,  # e.g. a checkout field's value (woocommerce_checkout_create_order)
             )
             self._fire("woocommerce_checkout_order_processed", order.id)
             if payment_method == "cod":

@@ -16,7 +16,11 @@ What it produces, and why it looks like this:
   pending then paid (or cancelled when never paid); later completed, and a
   few cancelled, fully or partially refunded, with shipping notes;
 * abandoned carts, kept as plain dicts in ``store.abandoned_carts`` for the
-  storefront events to use later.
+  storefront events to use later;
+* optionally (``consent``), a marketing-consent checkbox at checkout: a share of the
+  shoppers tick it, and their orders carry the meta key the store's plugin writes.
+  Who ticks is decided apart from the main random stream, so runs without it are
+  unchanged.
 
 Changes to different orders interleave (an order is completed several
 sessions after it was placed), as on a live shop.  With a
@@ -40,7 +44,7 @@ from .errors import RestError
 from .models import Product
 from .state import ManualClock, SimulatedStore
 
-__all__ = ["generate", "ensure_catalog", "TrafficReport"]
+__all__ = ["generate", "ensure_catalog", "TrafficReport", "ConsentBox"]
 
 # ------------------------------------------------------------------ data
 
@@ -170,6 +174,18 @@ class Shopper:
     orders: int = 0
 
 
+@dataclass(frozen=True)
+class ConsentBox:
+    """A checkout checkbox: ticked by `share` of the shoppers, written as `meta_key` = `value`."""
+
+    meta_key: str = "_wooflow_marketing_consent"
+    value: str = "yes"
+    share: float = 0.5
+
+    def ticked(self, seed: int, shopper: "Shopper") -> bool:
+        return random.Random(f"{seed}:consent:{shopper.key}").random() < self.share
+
+
 @dataclass
 class TrafficReport:
     """What a :func:`generate` run did (ids refer to the store)."""
@@ -180,6 +196,7 @@ class TrafficReport:
     repeat_orders: int = 0
     abandoned_carts: int = 0
     refunds: int = 0
+    consented_orders: int = 0
     countries: Counter[str] = field(default_factory=Counter)
     final_statuses: Counter[str] = field(default_factory=Counter)
     totals: list[Decimal] = field(default_factory=list)
@@ -235,8 +252,11 @@ def ensure_catalog(store: SimulatedStore, seed: int = 42) -> list[Product]:
 
 
 class _Generator:
-    def __init__(self, store: SimulatedStore, seed: int, abandon_rate: float) -> None:
+    def __init__(self, store: SimulatedStore, seed: int, abandon_rate: float,
+                 consent: ConsentBox | None = None) -> None:
         self.store = store
+        self.seed = seed
+        self.consent = consent
         self.rng = random.Random(seed)
         self.abandon_rate = abandon_rate
         self.report = TrafficReport()
@@ -375,7 +395,7 @@ class _Generator:
                 customer_note=rng.choice(notes) if notes and rng.random() < 0.12 else "",
                 customer_ip_address=f"{rng.choice([31, 46, 83, 89, 178, 212])}.{rng.randint(0, 255)}."
                                     f"{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-                customer_user_agent=rng.choice(_USER_AGENTS),
+                customer_user_agent=rng.choice(_USER_AGENTS), meta_data=self._consent_meta(shopper),
             )
         except RestError:
             return None
@@ -388,6 +408,12 @@ class _Generator:
         self.report.countries[shopper.country] += 1
         self._plan(order.id, method)
         return order.id
+
+    def _consent_meta(self, shopper: Shopper) -> list[dict[str, Any]] | None:
+        if self.consent is None or not self.consent.ticked(self.seed, shopper):
+            return None
+        self.report.consented_orders += 1
+        return [{"key": self.consent.meta_key, "value": self.consent.value}]
 
     # -- order lifecycles
 
@@ -462,15 +488,17 @@ def generate(
     abandon_rate: float = 0.25,
     drain: bool = True,
     stop_event: threading.Event | None = None,
+    consent: ConsentBox | None = None,
 ) -> TrafficReport:
     """Place ``n_orders`` orders (``None`` = until ``stop_event`` is set).
 
     ``rate_per_s`` paces orders in real time (exponential gaps, seeded); without
     it everything runs as fast as possible.  ``drain`` finishes the lifecycles
     of the placed orders before returning, so statuses reach their final
-    values (completed, cancelled, refunded, ...).
+    values (completed, cancelled, refunded, ...).  ``consent`` adds a marketing-consent
+    checkbox to the checkout.
     """
-    generator = _Generator(store, seed, abandon_rate)
+    generator = _Generator(store, seed, abandon_rate, consent)
     stop = stop_event or threading.Event()
     placed = 0
     while n_orders is None or placed < n_orders:

@@ -2,8 +2,14 @@
 
 Starts the local Kafka + PostgreSQL (unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL point
 at existing ones), migrates, creates topics, registers a simulated WooCommerce store
-whose webhooks point at the bridge, installs demo rules, runs every role as its own
-process, and lets the store's traffic generator place orders.
+whose webhooks point at the bridge, installs demo rules and the welcome-series template,
+runs every role as its own process, and lets the store's traffic generator place orders.
+
+Marketing email: the demo store's policy is opt-in with a checkout checkbox
+(`_wooflow_marketing_consent` = `yes` in the order meta) that about half of the shoppers
+tick, so the summary shows welcome emails sent and skipped for want of consent. They go
+to a local SMTP server the demo runs with aiosmtpd — a development extra (`./run demo`
+installs it); without it the demo runs without the email workflow.
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, text
 
 from wooflow.settings import Settings, get_settings
 
 console = Console()
 
 DEMO_STORE = "demo"
+DEMO_CONSENT = {"policy": "opt_in", "meta_key": "_wooflow_marketing_consent", "meta_yes": ["yes"]}
+DEMO_CONSENT_SHARE = 0.5  # of the shoppers tick the checkout's marketing box
 DEMO_RULES = [
     {"name": "Thank big spenders", "trigger": "new_order", "priority": 1,
      "conditions": {"match": "all", "conditions": [{"field": "order_total", "operator": "gt", "value": "100"}]},
@@ -74,6 +82,69 @@ class Roles:
                 p.kill()
 
 
+class Inbox:
+    """The demo's SMTP server's mailbox (an aiosmtpd handler): counts what arrives."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received = 0
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # aiosmtpd hook
+        with self.lock:
+            self.received += 1
+        return "250 OK"
+
+
+def _smtp_server(stack: ExitStack) -> tuple[Inbox, int] | None:
+    """A local SMTP server on a free port, or None without aiosmtpd (a development extra:
+    production sends through the store's own mail server and never needs one)."""
+    try:
+        from aiosmtpd.controller import Controller
+    except ImportError:
+        console.print("[yellow]aiosmtpd is not installed (pip install 'wooflow[dev]'): no email workflow in "
+                      "this demo[/]")
+        return None
+    inbox, port = Inbox(), _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    stack.callback(controller.stop)
+    return inbox, port
+
+
+@dataclass(frozen=True)
+class EmailCounts:
+    """Email commands by outcome (each command once, whatever its retries)."""
+
+    sent: int = 0
+    no_consent: int = 0
+    other: int = 0  # failed, skipped for another reason, still retrying
+
+
+def email_counts(conn: Connection, store_id: str, since: float) -> EmailCounts:
+    rows = conn.execute(text("""
+        SELECT count(*) FILTER (WHERE status = 'succeeded') AS sent,
+               count(*) FILTER (WHERE status = 'skipped' AND reason = 'no_consent') AS no_consent,
+               count(*) FILTER (WHERE status <> 'succeeded' AND NOT (status = 'skipped' AND reason = 'no_consent'))
+        FROM (SELECT DISTINCT ON (idempotency_key) status, details->>'reason' AS reason
+              FROM execution_logs
+              WHERE store_id = :store AND action_type = 'send_email' AND NOT dry_run
+                AND executed_at >= to_timestamp(:since)
+              ORDER BY idempotency_key, executed_at DESC) last
+    """), {"store": store_id, "since": since}).one()
+    return EmailCounts(int(rows[0]), int(rows[1]), int(rows[2]))
+
+
+def _reset_store(engine: Engine) -> None:
+    """Forget the previous run's demo store: the simulator starts afresh (same order ids,
+    same shoppers), and remembered orders would fire no `new_order` or `first_purchase`."""
+    from wooflow.db.tables import metadata
+
+    with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            if "store_id" in table.c and table.name != "api_tokens":
+                conn.execute(table.delete().where(table.c.store_id == DEMO_STORE))
+
+
 def _services(s: Settings, stack: ExitStack) -> Settings:
     env_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("WOOFLOW_KAFKA_BOOTSTRAP_SERVERS")
     env_db = os.environ.get("DATABASE_URL") or os.environ.get("WOOFLOW_DATABASE_URL")
@@ -89,17 +160,20 @@ def _services(s: Settings, stack: ExitStack) -> Settings:
                                 "database_url": env_db or services.database_url})
 
 
-def _install_rules(engine: Engine) -> None:
+def _install_rules(engine: Engine, *, email: bool) -> None:
     from sqlalchemy import delete, insert
 
     from wooflow.consumer.model import RuleSpec
     from wooflow.db.tables import rules
+    from wooflow.scheduler.templates import install
 
     with engine.begin() as conn:
         conn.execute(delete(rules).where(rules.c.store_id == DEMO_STORE))
         for r in DEMO_RULES:
             spec = RuleSpec.model_validate(r)
             conn.execute(insert(rules).values(store_id=DEMO_STORE, **spec.model_dump(mode="json")))
+    if email:
+        install(engine, DEMO_STORE, "welcome_series", actor="demo")  # marketing email after a first order
 
 
 def _env(s: Settings, bridge_port: int) -> dict[str, str]:
@@ -125,10 +199,10 @@ def _wait_http(url: str, timeout: float = 30.0) -> None:
 
 
 class Summary:
-    def __init__(self, s: Settings, engine: Engine, started: float) -> None:
+    def __init__(self, s: Settings, engine: Engine, started: float, inbox: Inbox | None = None) -> None:
         from confluent_kafka.admin import AdminClient
 
-        self.s, self.engine, self.started = s, engine, started
+        self.s, self.engine, self.started, self.inbox = s, engine, started, inbox
         self.admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
         self.baseline: dict[str, int] | None = None
 
@@ -174,6 +248,7 @@ class Summary:
                 select(execution_logs.c.executed_at, execution_logs.c.action_type, execution_logs.c.status,
                        execution_logs.c.message).where(execution_logs.c.store_id == DEMO_STORE)
                 .order_by(execution_logs.c.executed_at.desc()).limit(6)).all()
+            emails = email_counts(conn, DEMO_STORE, self.started)
         stats = Table.grid(padding=(0, 3))
         stats.add_column(style="bold")
         stats.add_column(justify="right")
@@ -183,6 +258,9 @@ class Summary:
                       f"{delta['woo.orders']} / {delta['woo.customers']} / {delta['woo.products']}")
         stats.add_row("rules matched (commands emitted)", str(delta["automation.commands"]))
         stats.add_row("actions executed", " ".join(f"{k}={v}" for k, v in sorted(by_status.items())) or "0")
+        if self.inbox is not None:
+            stats.add_row("marketing emails sent / skipped (no consent)", f"{emails.sent} / {emails.no_consent}")
+            stats.add_row("emails received by the local SMTP server", str(self.inbox.received))
         stats.add_row("rule consumer lag", str(self.lag()))
         stats.add_row("dead letters", str(delta["automation.dlq"]))
         table = Table("when", "action", "status", "message", title="latest actions", expand=True)
@@ -229,21 +307,28 @@ def run_demo(*, duration: float | None, orders_per_second: float, seed: int) -> 
         sim = stack.enter_context(SimulatorServer(seed=seed, consumer_key="ck_demo", consumer_secret="cs_demo"))
         store = sim.store
         secret = store.generate_password()
+        smtp = _smtp_server(stack)
+        settings: dict[str, object] = {"consent": DEMO_CONSENT}
+        if smtp is not None:
+            settings["smtp"] = {"host": "127.0.0.1", "port": smtp[1], "from_email": "shop@demo.example"}
+        _reset_store(engine)
         upsert_store(engine, Store(id=DEMO_STORE, name="Demo store", url=sim.url, webhook_secret=secret,
                                    consumer_key="ck_demo", consumer_secret="cs_demo", timezone=store.timezone,
-                                   currency=store.currency))
-        _install_rules(engine)
+                                   currency=store.currency, settings=settings))
+        _install_rules(engine, email=smtp is not None)
         hook_url = f"{bridge_url}/webhooks/woocommerce/{DEMO_STORE}"
         for topic in ("order.created", "order.updated", "order.deleted", "customer.created", "customer.updated",
                       "product.created", "product.updated"):
             store.create_webhook(topic, hook_url, secret=secret, name=f"wooflow {topic}")
         console.print(f"simulated store at {sim.url} delivers webhooks to {hook_url}")
 
+        box = traffic.ConsentBox(str(DEMO_CONSENT["meta_key"]), "yes", DEMO_CONSENT_SHARE)
         shopper = threading.Thread(target=traffic.generate, args=(store, None, orders_per_second),
-                                   kwargs={"seed": seed, "stop_event": stop}, name="traffic", daemon=True)
+                                   kwargs={"seed": seed, "stop_event": stop, "consent": box}, name="traffic",
+                                   daemon=True)
         shopper.start()
         started = time.time()
-        summary = Summary(s, engine, started)
+        summary = Summary(s, engine, started, smtp[0] if smtp else None)
         exit_code = 0
         try:
             with Live(summary.render(0), console=console, refresh_per_second=2) as live:

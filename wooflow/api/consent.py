@@ -2,6 +2,8 @@
 
 - GET /v1/consents?email=…|customer_key=… — a customer's consent history, newest first;
 - POST /v1/consents — record a grant or a withdrawal (checkout checkbox, import, CRM...);
+- GET /v1/consent-policy, PUT /v1/consent-policy — the store's consent policy (opt-in or
+  opt-out, which sources' grants count, the checkout meta key; wooflow/consent_policy.py);
 - GET /unsubscribe/{token} — the link in marketing emails: a confirmation page (a GET must
   not unsubscribe: mail scanners follow links);
 - POST /unsubscribe/{token} — records the withdrawal; also the RFC 8058 one-click target
@@ -23,6 +25,7 @@ from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import String, or_, select, text
 
 from wooflow.api.auth import CurrentStore
+from wooflow.consent_policy import EVENT_SOURCES, ConsentPolicy, policy_of, set_policy
 from wooflow.db.tables import consents
 from wooflow.people import PERSON_KEYS
 from wooflow.stores import StoreCache
@@ -45,6 +48,8 @@ class ConsentIn(BaseModel):
     def _who(self) -> "ConsentIn":
         if not (self.email or self.customer_key):
             raise ValueError("give an email or a customer_key")
+        if self.source in EVENT_SOURCES:
+            raise ValueError(f"source {self.source!r} is reserved for answers read from store events")
         return self
 
 
@@ -57,6 +62,7 @@ class ConsentRecord(BaseModel):
     source: str
     details: dict[str, Any]
     recorded_at: datetime
+    source_ref: str | None = Field(None, description="The event an answer was read from (order:<id>, ...)")
 
 
 @router.get("/consents", response_model=list[ConsentRecord], summary="A customer's consent history")
@@ -86,6 +92,18 @@ def add_consent(body: ConsentIn, request: Request, who: CurrentStore) -> Consent
     with engine.connect() as conn:
         row = conn.execute(select(consents).where(consents.c.id == rid)).one()
     return ConsentRecord.model_validate(dict(row._mapping))
+
+
+@router.get("/consent-policy", response_model=ConsentPolicy, summary="The store's marketing-consent policy")
+def get_policy(request: Request, who: CurrentStore) -> ConsentPolicy:
+    return policy_of(StoreCache(request.app.state.engine, ttl=0).get(who.store_id))
+
+
+@router.put("/consent-policy", response_model=ConsentPolicy, summary="Set the store's marketing-consent policy")
+def put_policy(body: ConsentPolicy, request: Request, who: CurrentStore) -> ConsentPolicy:
+    if not set_policy(request.app.state.engine, who.store_id, body):
+        raise HTTPException(404, f"store {who.store_id!r} not found")
+    return body
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:

@@ -83,8 +83,12 @@ async def _fetch(store: Store, path: str) -> dict[str, Any]:
     return data
 
 
-def _consent(settings: Settings, engine: Engine, store_id: str, actions: list[Any], email: str | None,
-             ckey: str) -> dict[str, Any]:
+def _consent(settings: Settings, engine: Engine, store: Store, actions: list[Any], email: str | None,
+             ckey: str, context: dict[str, Any]) -> dict[str, Any]:
+    """The verdict per channel, as the workers would decide it: the store's policy over the
+    recorded answers and the answer the order/customer itself carries (`context`)."""
+    from wooflow.consent_policy import policy_of
+
     needs = [(i, MARKETING_CHANNELS.get(a.type, "email")) for i, a in enumerate(actions)
              if a.params.get("marketing") is True]
     try:
@@ -93,10 +97,11 @@ def _consent(settings: Settings, engine: Engine, store_id: str, actions: list[An
         return {"checked": False, "note": "consent: not checked (no consent module in this build)",
                 "required_by_steps": [i for i, _ in needs]}
     checker = load_checker(settings, engine)
-    out: dict[str, Any] = {"checked": True, "required_by_steps": [i for i, _ in needs], "channels": {}}
+    out: dict[str, Any] = {"checked": True, "required_by_steps": [i for i, _ in needs],
+                           "policy": policy_of(store).model_dump(mode="json"), "channels": {}}
     for channel in sorted({c for _, c in needs} or {"email"}):
-        d = checker.check(store_id, channel, email=email, customer_key=ckey, context={})
-        out["channels"][channel] = {"granted": d.granted, "reason": d.reason, "source": d.source,
+        d = checker.check(store.id, channel, email=email, customer_key=ckey, context=context)
+        out["channels"][channel] = {"granted": d.granted, "reason": d.reason, "policy": d.policy, "source": d.source,
                                     "recorded_at": d.recorded_at.isoformat() if d.recorded_at else None}
     out["marketing_allowed"] = all(out["channels"][c]["granted"] for _, c in needs) if needs else None
     return out
@@ -129,8 +134,12 @@ async def _plan(settings: Settings, engine: Engine, store: Store, rule: Any, sch
             if handler is None:
                 entry.update(status="error", message=f"unknown action {action.type!r}")
             elif action.params.get("marketing") is True and consent.get("checked") and \
-                    not consent["channels"].get(MARKETING_CHANNELS.get(action.type, "email"), {}).get("granted"):
-                entry.update(status="skipped", message="no valid marketing consent: this step would be skipped")
+                    not (verdict := consent["channels"].get(MARKETING_CHANNELS.get(action.type, "email"), {})).get(
+                        "granted"):
+                entry.update(status="skipped", message=f"no valid marketing consent: this step would be skipped "
+                                                       f"({verdict.get('reason', '')})",
+                             details={"reason": "no_consent", "policy": verdict.get("policy"),
+                                      "consent": verdict.get("reason"), "consent_source": verdict.get("source")})
             else:
                 try:
                     params = handler.Params.model_validate(action.params)
@@ -186,8 +195,9 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
     cust = ctx.customer
     email = (event.get("order") or {}).get("billing", {}).get("email") if schema == "OrderEvent" else \
         (event.get("customer") or {}).get("email")
-    consent = _consent(settings, engine, store.id, rule.actions, email or (cust.email if cust else None),
-                       event["customer_key"])
+    resource = {k: event[k] for k in ("order", "customer") if event.get(k)}
+    consent = _consent(settings, engine, store, rule.actions, email or (cust.email if cust else None),
+                       event["customer_key"], {"customer_key": event["customer_key"], **resource})
     cstate = cust.public() if cust is not None else {}
     planned = await _plan(settings, engine, store, rule, schema, event, rule.trigger, cstate,
                           {"previous_status": ctx.previous_status, "trigger": rule.trigger}, consent)

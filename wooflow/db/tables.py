@@ -368,6 +368,9 @@ consents = Table(
     Column("source", Text, nullable=False, server_default=""),
     Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("source_ref", Text, nullable=True),  # the event an answer was read from (unique per source)
+    Index("ux_consents_source_ref", "store_id", "channel", "source", "source_ref", unique=True,
+          postgresql_where=text("source_ref IS NOT NULL")),
 )
 
 tasks = Table(

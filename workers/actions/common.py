@@ -56,6 +56,20 @@ def customer_email(ctx: ActionContext) -> str | None:
     return None
 
 
+async def without_consent(ctx: ActionContext, channel: str, what: str, *, to: str,
+                          email: str | None) -> ActionResult | None:
+    """None if this marketing message may go out; else the `skipped` result, with reason
+    `no_consent` and the store's policy and the deciding answer's source in the details."""
+    assert ctx.services is not None
+    decision = await ctx.services.has_consent(ctx.store.id, channel, email=email,
+                                              customer_key=ctx.command.get("customer_key"), context=ctx.context)
+    if decision.granted:
+        return None
+    return ActionResult("skipped", f"{what} not sent: {decision.reason}",
+                        {"to": to, "reason": "no_consent", "consent": decision.reason, "policy": decision.policy,
+                         "consent_source": decision.source})
+
+
 def customer_phone(ctx: ActionContext) -> str | None:
     for source in ("customer", "order"):
         obj = ctx.context.get(source)

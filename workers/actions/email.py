@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field, model_validator
 
 from wooflow.workers import unsubscribe
-from wooflow.workers.actions.common import customer_email
+from wooflow.workers.actions.common import customer_email, without_consent
 from wooflow.workers.errors import ActionError
 from wooflow.workers.mailer import build_message, html_to_text, smtp_config
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
@@ -82,13 +82,7 @@ class SendEmail(BaseAction):
         p: SendEmail.Params = ctx.params  # type: ignore[assignment]
         if not p.marketing:
             return None
-        assert ctx.services is not None
-        decision = await ctx.services.has_consent(ctx.store.id, "email", email=to,
-                                                  customer_key=ctx.command.get("customer_key"), context=ctx.context)
-        if decision.granted:
-            return None
-        return ActionResult("skipped", f"marketing email not sent: {decision.reason}",
-                            {"to": to, "reason": "no_consent", "consent": decision.reason})
+        return await without_consent(ctx, "email", "marketing email", to=to, email=to)
 
     async def run(self, ctx: ActionContext) -> ActionResult:
         assert ctx.services is not None

@@ -8,7 +8,7 @@ from typing import ClassVar
 from pydantic import BaseModel, Field
 
 from wooflow.workers import sms
-from wooflow.workers.actions.common import customer_email, customer_phone
+from wooflow.workers.actions.common import customer_email, customer_phone, without_consent
 from wooflow.workers.errors import ActionError
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
@@ -37,12 +37,9 @@ class SendSms(BaseAction):
         p: SendSms.Params = ctx.params  # type: ignore[assignment]
         to, text = self._compose(ctx)
         if p.marketing:
-            decision = await ctx.services.has_consent(ctx.store.id, "sms", email=customer_email(ctx),
-                                                      customer_key=ctx.command.get("customer_key"),
-                                                      context=ctx.context)
-            if not decision.granted:
-                return ActionResult("skipped", f"marketing SMS not sent: {decision.reason}",
-                                    {"to": to, "reason": "no_consent", "consent": decision.reason})
+            skipped = await without_consent(ctx, "sms", "marketing SMS", to=to, email=customer_email(ctx))
+            if skipped is not None:
+                return skipped
         config = sms.provider_config(ctx.services.settings, ctx.store)
         provider = sms.get_provider(str(config.get("provider") or "http"))
         message_id = await provider.send(ctx.services.http, config, to, text, ctx.idempotency_key)
