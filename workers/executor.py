@@ -7,7 +7,7 @@ Each command ends in at most one effect and one execution log per attempt:
 - key held by a live worker → put aside until its lease ends (a live worker renews it:
   workers/leases.py, which also cancels an action whose lease it can no longer vouch for);
 - key whose worker stopped mid-action → `already_applied` looks for the effect; if not
-  found, the action's `on_interrupted` policy decides: run again ("look_up"), run once
+  found, the action's `on_interrupted` policy decides: run again ("repeat"), run once
   more ("repeat_once"), or never again ("at_most_once") — what is not run again is
   `dead_lettered` with the reason;
 - run: succeeded / skipped → finished; TransientError or timeout → the next attempt is put

@@ -11,8 +11,10 @@ with backoff, without blocking other commands) and `ActionError` for permanent o
 `on_interrupted` states what happens to an attempt whose worker stopped mid-action (it
 died, or lost PostgreSQL for longer than the lease) when `already_applied` does not find
 the effect:
-- "look_up": `already_applied` finds the effect whenever it happened, so not finding it
-  means it did not happen: run again (coupon by code, order note, status, meta);
+- "repeat": run again whenever `already_applied` does not find the effect — for effects
+  it always finds (coupon by its code, order note, status, meta) and for effects that
+  are harmless twice (an idempotent write); after WOOFLOW_ACTION_MAX_ATTEMPTS interrupted
+  attempts the command is dead-lettered all the same (it may be what stops its workers);
 - "repeat_once" (the default): the effect cannot be looked up (an email, an SMS, a
   request to someone else's server): run once more, with the same idempotency key for
   the receiver to drop the copy (`ctx.idempotency_key`; email Message-ID, webhook
@@ -143,7 +145,7 @@ class ActionResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-InterruptPolicy = Literal["look_up", "repeat_once", "at_most_once"]
+InterruptPolicy = Literal["repeat", "repeat_once", "at_most_once"]
 INTERRUPT_POLICIES: tuple[str, ...] = get_args(InterruptPolicy)
 
 

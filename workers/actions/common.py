@@ -104,7 +104,7 @@ class SetMeta(BaseAction):
     (a PUT of the same value again would be harmless too)."""
 
     resource: ClassVar[str]  # "customer" | "order": the id field in results
-    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # the resource's meta_data
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # the resource's meta_data
 
     class Params(BaseModel):
         key: str = Field(min_length=1, description="Meta key")

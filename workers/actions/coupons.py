@@ -31,7 +31,7 @@ def coupon_code(prefix: str, idempotency_key: str) -> str:
 class ApplyCoupon(BaseAction):
     name: ClassVar[str] = "apply_coupon"
     description: ClassVar[str] = "Generate a unique coupon for the customer in WooCommerce"
-    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # by its key-derived code
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # by its key-derived code
 
     class Params(BaseModel):
         discount_type: Literal["percent", "fixed_cart"] = Field("percent", description="Percent or fixed amount")

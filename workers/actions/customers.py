@@ -69,7 +69,7 @@ class _TagParams(BaseModel):
 class _TagAction(BaseAction):
     Params: ClassVar[type[BaseModel]] = _TagParams
     adding: ClassVar[bool] = True
-    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # the effect commits with its claim row
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # the effect commits with its claim row
 
     def _tags(self, ctx: ActionContext) -> list[str]:
         p: _TagParams = ctx.params  # type: ignore[assignment]
@@ -152,7 +152,7 @@ class RemoveCustomerTag(_TagAction):
 class ChangeCustomerRole(BaseAction):
     name: ClassVar[str] = "change_customer_role"
     description: ClassVar[str] = "Change the customer's WordPress role (e.g. customer → wholesale)"
-    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # the user's roles
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # the user's roles
 
     class Params(BaseModel):
         role: str = Field(min_length=1, pattern=r"^[a-z0-9_\-]+$", description="WordPress role slug")

@@ -40,7 +40,7 @@ SELECT t.s, t.k, up.tier FROM t JOIN up ON up.store_id = t.s AND up.customer_key
 class AddPoints(BaseAction):
     name: ClassVar[str] = "add_points"
     description: ClassVar[str] = "Reward the customer with loyalty points (negative to deduct)"
-    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # the effect commits with its claim row
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # the effect commits with its claim row
 
     class Params(BaseModel):
         points: int = Field(description="Points to add (negative deducts)")
@@ -76,7 +76,7 @@ class AddPoints(BaseAction):
 class ChangeTier(BaseAction):
     name: ClassVar[str] = "change_tier"
     description: ClassVar[str] = "Upgrade or downgrade the customer's tier"
-    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # the effect commits with its claim row
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # the effect commits with its claim row
 
     class Params(BaseModel):
         tier: str = Field(min_length=1, max_length=64, description="New tier, e.g. gold")

@@ -14,7 +14,7 @@ from wooflow.workers.templating import render
 class AddOrderNote(BaseAction):
     name: ClassVar[str] = "add_order_note"
     description: ClassVar[str] = "Add a note to the order, private or sent to the customer"
-    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # by its text, created since the claim
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # by its text, created since the claim
 
     class Params(BaseModel):
         note: str = Field(min_length=1, description="Note text (Jinja2 template)")

@@ -24,7 +24,7 @@ ORDER_STATUSES = ("pending", "processing", "on-hold", "completed", "cancelled", 
 class ChangeOrderStatus(BaseAction):
     name: ClassVar[str] = "change_order_status"
     description: ClassVar[str] = "Change the order's status, optionally adding a note"
-    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # the order's status (and the note by its text)
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # the order's status (and the note by its text)
 
     class Params(BaseModel):
         status: str = Field(description="New status: " + ", ".join(ORDER_STATUSES) + " (or a custom status slug)")

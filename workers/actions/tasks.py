@@ -36,7 +36,7 @@ WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.idempotency_key = k.idempotency_ke
 class CreateAdminTask(BaseAction):
     name: ClassVar[str] = "create_admin_task"
     description: ClassVar[str] = "Create a task for the store team (manual follow-up)"
-    on_interrupted: ClassVar[InterruptPolicy] = "look_up"  # the effect commits with its claim row
+    on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # the effect commits with its claim row
 
     class Params(BaseModel):
         title: str = Field(min_length=1, description="Task title (Jinja2 template)")
