@@ -58,3 +58,22 @@ def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f"topics not ready within {timeout}s: {names}")
         time.sleep(0.1)
+
+
+def delete_topics_with_prefix(s: Settings, prefix: str, timeout: float = 30.0) -> list[str]:
+    """Delete every topic whose name starts with `prefix` (a test's or a demo's own
+    namespace); returns their names. A broker holds a few memory maps per partition, so a
+    long-lived shared broker that only ever gains topics runs out of them."""
+    if not prefix:
+        raise ValueError("refusing to delete topics without a prefix")
+    admin = AdminClient(admin_config(s))
+    names = [n for n in admin.list_topics(timeout=timeout).topics if n.startswith(prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=timeout).values():
+            try:
+                future.result(timeout)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not (isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    raise
+    return names
