@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -125,6 +125,76 @@ def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout: float) -> i
             return None
 
     return wait_for(lambda: (v,) if (v := attempt()) is not None else None, timeout, 0.2, "watermarks")[0]
+
+
+def _ends(consumer: Consumer, s: Settings, base_topics: Iterable[str], timeout: float) -> dict[TopicPartition, int]:
+    """The current end (high watermark) of every partition of `base_topics`."""
+    out: dict[TopicPartition, int] = {}
+    for base in base_topics:
+        topic = s.topic(base)
+        md = consumer.list_topics(topic, timeout=timeout)
+        for p in md.topics[topic].partitions:
+            tp = TopicPartition(topic, p)
+            out[tp] = _high_watermark(consumer, tp, timeout)
+    return out
+
+
+def _records_between(s: Settings, tp: TopicPartition, start: int, end: int, timeout: float) -> int:
+    """How many records a read_committed reader gets from [start, end) of one partition.
+    Transaction markers and aborted records occupy offsets but are never delivered, so a
+    group whose committed offset stops short of the end may still have nothing left."""
+    reader = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("gap"),
+                       "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        reader.assign([TopicPartition(tp.topic, tp.partition, start)])
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while reader.position([TopicPartition(tp.topic, tp.partition)])[0].offset < end:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {tp.topic}[{tp.partition}] {start}..{end} within {timeout}s")
+            seen += sum(1 for m in reader.consume(100, 0.2) if not m.error() and m.offset() < end)
+        return seen
+    finally:
+        reader.close()
+
+
+def wait_until_consumed(s: Settings, group: str, base_topics: Iterable[str], timeout: float = 60.0) -> None:
+    """Wait until consumer group `group` has processed everything `base_topics` hold now.
+
+    The proof an absence check needs: every wooflow role commits a message's offset only
+    after its effects exist (commands acknowledged, state or effect recorded), so once the
+    group's committed offsets reach the ends taken here, whatever those messages would
+    have caused has happened. Call it once the event is durable (e.g. after its webhook's
+    2xx); chain it stage by stage (rules on the event topics, then workers on commands)."""
+    names = sorted(base_topics)
+    probe = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": group,
+                      "enable.auto.commit": False})  # never subscribes: it only reads the group's offsets
+    try:
+        ends = {(tp.topic, tp.partition): end for tp, end in _ends(probe, s, names, timeout).items() if end > 0}
+        seen: dict[tuple[str, int], int] = {}  # committed offset at the previous look
+        behind: dict[str, int] = {}
+
+        def caught_up() -> bool:
+            behind.clear()
+            for c in probe.committed([TopicPartition(t, p) for t, p in ends], timeout=timeout):
+                key = (c.topic, c.partition)
+                if c.offset >= ends[key]:
+                    continue
+                # stalled short of the end: only markers or aborted records left?
+                stalled = c.offset >= 0 and seen.get(key) == c.offset
+                seen[key] = c.offset
+                if stalled and _records_between(s, c, c.offset, ends[key], timeout) == 0:
+                    ends[key] = c.offset
+                    continue
+                behind[f"{c.topic}[{c.partition}]"] = ends[key] - max(c.offset, 0)
+            return not behind
+
+        try:
+            wait_for(caught_up, timeout, 0.1, f"group {group} to consume {names}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; messages still to process per partition: {behind}") from None
+    finally:
+        probe.close()
 
 
 def topic_size(s: Settings, base_topic: str) -> int:
