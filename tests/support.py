@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from wooflow.kafka import topics
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
 
@@ -197,6 +199,14 @@ def wait_until_consumed(s: Settings, group: str, base_topics: Iterable[str], tim
         probe.close()
 
 
+def wait_until_pipeline_idle(s: Settings, timeout: float = 60.0) -> None:
+    """Everything in the event topics went through the rule consumers, then every command
+    that produced (and every earlier one) went through the workers: each effect the
+    events call for exists now, and nothing more is on its way."""
+    wait_until_consumed(s, s.rules_group, topics.EVENT_TOPICS, timeout)
+    wait_until_consumed(s, s.workers_group, [topics.COMMANDS], timeout)
+
+
 def topic_size(s: Settings, base_topic: str) -> int:
     topic = s.topic(base_topic)
     consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("size")})
@@ -254,3 +264,37 @@ def make_store(engine: Any, url: str = "http://127.0.0.1:1", *, consumer_key: st
                   consumer_secret=consumer_secret, timezone=timezone, currency=currency, public_key=unique("pk"))
     upsert_store(engine, store)
     return store
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def tool_missing(message: str) -> None:
+    """A test that needs an external tool: skipped loudly on a developer's machine, failed
+    under CI (where `./run setup` installs it), so the check never silently disappears."""
+    message = f"!!! {message} !!!"
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class Discards:
+    """Counts a property's examples that were thrown away (inputs outside its domain):
+    the property fails when most were, instead of passing on the few that remained."""
+
+    def __init__(self, name: str, max_share: float = 0.5) -> None:
+        self.name, self.max_share = name, max_share
+        self.kept = self.dropped = 0
+
+    def keep(self) -> None:
+        self.kept += 1
+
+    def drop(self) -> None:
+        self.dropped += 1
+
+    def check(self) -> None:
+        total = self.kept + self.dropped
+        assert total > 0, f"{self.name}: no example ran"
+        assert self.dropped <= self.max_share * total, (
+            f"{self.name}: {self.dropped} of {total} examples discarded; the property tested too little")
