@@ -207,6 +207,21 @@ def wait_until_pipeline_idle(s: Settings, timeout: float = 60.0) -> None:
     wait_until_consumed(s, s.workers_group, [topics.COMMANDS], timeout)
 
 
+def wait_until_bridge_idle(engine: Any, store_id: str, timeout: float = 30.0) -> None:
+    """The bridge answers a webhook once its event is in Kafka, or in its PostgreSQL outbox
+    while Kafka is unreachable; the outbox is its only way to produce after answering. No
+    outbox row left for the store: whatever the bridge accepted is in Kafka, and what it
+    refused will never be."""
+    from sqlalchemy import text
+
+    def empty() -> bool:
+        with engine.connect() as conn:
+            return not conn.execute(text("SELECT 1 FROM bridge_outbox WHERE store_id = :s LIMIT 1"),
+                                    {"s": store_id}).first()
+
+    wait_for(empty, timeout, 0.1, f"the bridge's outbox of {store_id} to drain")
+
+
 def topic_size(s: Settings, base_topic: str) -> int:
     topic = s.topic(base_topic)
     consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("size")})

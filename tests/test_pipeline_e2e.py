@@ -69,7 +69,7 @@ def test_sigkill_of_rules_and_workers_mid_stream_loses_and_duplicates_nothing(se
         rng = random.Random(3)
         kills = 0
         while not done.is_set() or kills < 4:
-            time.sleep(rng.uniform(0.3, 1.2))
+            time.sleep(rng.uniform(0.3, 1.2))  # a random moment of the flow (chaos, not a wait for anything)
             victim = p.roles["rules" if kills % 2 == 0 else "workers"]
             victim.kill()
             kills += 1
