@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -146,8 +147,12 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceEndpoi
     """Kafka + PostgreSQL endpoints shared by the whole test session (see module doc)."""
     with ExitStack() as stack:
         yield _resolve_services(stack, tmp_path_factory)
-        # Kafka clients left in reference cycles are destroyed now, while their broker still
-        # answers; after it stops, a live client logs "Connection refused" until exit.
+        # Kafka clients left in reference cycles — or in the frames of the last failure, kept
+        # for post-mortem debugging — are destroyed now, while their broker still answers;
+        # after it stops, a live client logs "Connection refused" until exit.
+        for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+            if hasattr(sys, name):
+                setattr(sys, name, None)
         gc.collect()
 
 
