@@ -154,7 +154,7 @@ def _records_between(s: Settings, tp: TopicPartition, start: int, end: int, time
         while reader.position([TopicPartition(tp.topic, tp.partition)])[0].offset < end:
             if time.monotonic() > deadline:
                 raise AssertionError(f"could not read {tp.topic}[{tp.partition}] {start}..{end} within {timeout}s")
-            seen += sum(1 for m in reader.consume(100, 0.2) if not m.error() and m.offset() < end)
+            seen += sum(1 for m in reader.consume(100, 0.2) if not m.error() and (m.offset() or 0) < end)
         return seen
     finally:
         reader.close()

@@ -3,6 +3,7 @@ random rules and random orders (hypothesis), plus the seed-002 field semantics."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -133,20 +134,32 @@ def fact_for(field: str) -> st.SearchStrategy[Any]:
 facts_st = st.fixed_dictionaries({f: fact_for(f) for f in FIELDS})
 
 
+def as_group(tree: dict[str, Any]) -> dict[str, Any]:
+    return tree if "field" not in tree else {"match": "all", "conditions": [tree]}
+
+
+def compiled(tree: dict[str, Any], tally: Discards) -> Callable[[Any], bool] | None:
+    """The compiled predicate, or None (counted) for a tree the compiler rejects: only
+    values the reference cannot read either are rejected (e.g. an empty list)."""
+    try:
+        predicate = compile_tree(tree)
+    except ConditionError:
+        tally.drop()
+        return None
+    tally.keep()
+    return predicate
+
+
 def test_compiled_conditions_agree_with_the_reference() -> None:
     tally = Discards("compiled conditions vs the reference")
 
     @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(tree=trees, facts=facts_st)
     def agree(tree: dict[str, Any], facts: dict[str, Any]) -> None:
-        tree = tree if "field" not in tree else {"match": "all", "conditions": [tree]}
-        try:
-            predicate = compile_tree(tree)
-        except ConditionError:
-            # only values the reference cannot read either are rejected (e.g. an empty list)
-            tally.drop()
+        tree = as_group(tree)
+        predicate = compiled(tree, tally)
+        if predicate is None:
             return
-        tally.keep()
         assert predicate(facts) == ref_tree(tree, facts)
         assert explain(tree, facts)["result"] == ref_tree(tree, facts)
 
@@ -161,18 +174,15 @@ def test_conditions_on_real_order_events_agree_with_the_reference() -> None:
     @given(tree=trees, total=st.decimals("0", "2000", places=2), country=st.sampled_from(["PL", "DE", "NO", "US", ""]),
            ship=st.sampled_from(["", "FR", "CH"]), pids=st.lists(st.integers(1, 20), min_size=1, max_size=3))
     def agree(tree: dict[str, Any], total: Decimal, country: str, ship: str, pids: list[int]) -> None:
-        tree = tree if "field" not in tree else {"match": "all", "conditions": [tree]}
+        tree = as_group(tree)
         ev = order_event("s", 1, customer_id=2, total=str(total), country=country, shipping_country=ship,
                          items=[(p, 1 + p % 3, [p % 4]) for p in pids])
         ctx = TriggerContext("OrderEvent", ev, Loyalty(), status="processing", currency="PLN",
                              after={"n": 1, "t": {"PLN": total}, "p": 5, "f": 0, "l": 0, "tier": "gold"})
         facts = LazyFacts(ctx)
-        try:
-            predicate = compile_tree(tree)
-        except ConditionError:
-            tally.drop()
+        predicate = compiled(tree, tally)
+        if predicate is None:
             return
-        tally.keep()
         assert predicate(facts) == ref_tree(tree, LazyFacts(ctx).materialise())
 
     agree()
