@@ -62,7 +62,7 @@ def test_sigkill_of_rules_and_workers_mid_stream_loses_and_duplicates_nothing(se
         def shop() -> None:
             for i in range(n_orders):
                 placed.append(place(p.sim.store, "150.00", f"c{i}@example.com"))
-                time.sleep(0.05)
+                time.sleep(0.05)  # pacing: a shop placing orders over a few seconds, not a wait
             done.set()
 
         threading.Thread(target=shop, daemon=True).start()

@@ -52,7 +52,7 @@ def produce_paced(prod: EventProducer, events: list[dict[str, Any]], seconds: fl
             for ev in events[i:i + chunk]:
                 prod.send("OrderEvent", ev)
             prod.p.poll(0)
-            time.sleep(0.1)
+            time.sleep(0.1)  # pacing: the flow spread over `seconds`, not a wait
         prod.flush()
 
     t = threading.Thread(target=run, daemon=True)
