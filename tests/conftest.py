@@ -15,8 +15,10 @@ detached watchdog stops launcher services even if pytest itself is killed.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -145,6 +147,27 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceEndpoi
     """Kafka + PostgreSQL endpoints shared by the whole test session (see module doc)."""
     with ExitStack() as stack:
         yield _resolve_services(stack, tmp_path_factory)
+        # Kafka clients left in reference cycles — or in the frames of the last failure, kept
+        # for post-mortem debugging — are destroyed now, while their broker still answers;
+        # after it stops, a live client logs "Connection refused" until exit.
+        for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+            if hasattr(sys, name):
+                setattr(sys, name, None)
+        gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _collector_restored() -> Iterator[None]:
+    """Roles run in-process (a RuleConsumer in a thread, a replay) tune the collector for a
+    long-lived process: `gc.freeze()` moves everything alive into a generation that is
+    never collected — their Kafka clients included, which then outlive the session's
+    broker. After each test the collector is as it was, and what the test left is freed."""
+    thresholds = gc.get_threshold()
+    yield
+    if gc.get_freeze_count() or gc.get_threshold() != thresholds:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+    gc.collect()
 
 
 # --- pipeline fixtures ----------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -129,3 +131,21 @@ def commands(s: Settings, timeout: float = 15.0) -> list[dict[str, Any]]:
     from tests.support import read_topic
 
     return [r for schema, r in read_topic(s, topics.COMMANDS, timeout) if schema == "ActionCommand"]
+
+
+@contextmanager
+def isolated_triggers() -> Iterator[None]:
+    """Trigger registrations made inside (a poisoned spec, a test-only trigger) are undone
+    on the way out. The registry's dicts are changed in place, never rebound: other modules
+    hold them by reference (`from wooflow.consumer.triggers import TRIGGERS`)."""
+    from wooflow.consumer import triggers
+
+    by_name = dict(triggers.TRIGGERS)
+    by_schema = {schema: list(specs) for schema, specs in triggers._BY_SCHEMA.items()}
+    try:
+        yield
+    finally:
+        triggers.TRIGGERS.clear()
+        triggers.TRIGGERS.update(by_name)
+        triggers._BY_SCHEMA.clear()
+        triggers._BY_SCHEMA.update(by_schema)

@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from wooflow.kafka import topics
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
 
@@ -127,6 +129,99 @@ def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout: float) -> i
     return wait_for(lambda: (v,) if (v := attempt()) is not None else None, timeout, 0.2, "watermarks")[0]
 
 
+def _ends(consumer: Consumer, s: Settings, base_topics: Iterable[str], timeout: float) -> dict[TopicPartition, int]:
+    """The current end (high watermark) of every partition of `base_topics`."""
+    out: dict[TopicPartition, int] = {}
+    for base in base_topics:
+        topic = s.topic(base)
+        md = consumer.list_topics(topic, timeout=timeout)
+        for p in md.topics[topic].partitions:
+            tp = TopicPartition(topic, p)
+            out[tp] = _high_watermark(consumer, tp, timeout)
+    return out
+
+
+def _records_between(s: Settings, tp: TopicPartition, start: int, end: int, timeout: float) -> int:
+    """How many records a read_committed reader gets from [start, end) of one partition.
+    Transaction markers and aborted records occupy offsets but are never delivered, so a
+    group whose committed offset stops short of the end may still have nothing left."""
+    reader = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("gap"),
+                       "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        reader.assign([TopicPartition(tp.topic, tp.partition, start)])
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while reader.position([TopicPartition(tp.topic, tp.partition)])[0].offset < end:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {tp.topic}[{tp.partition}] {start}..{end} within {timeout}s")
+            seen += sum(1 for m in reader.consume(100, 0.2) if not m.error() and (m.offset() or 0) < end)
+        return seen
+    finally:
+        reader.close()
+
+
+def wait_until_consumed(s: Settings, group: str, base_topics: Iterable[str], timeout: float = 60.0) -> None:
+    """Wait until consumer group `group` has processed everything `base_topics` hold now.
+
+    The proof an absence check needs: every wooflow role commits a message's offset only
+    after its effects exist (commands acknowledged, state or effect recorded), so once the
+    group's committed offsets reach the ends taken here, whatever those messages would
+    have caused has happened. Call it once the event is durable (e.g. after its webhook's
+    2xx); chain it stage by stage (rules on the event topics, then workers on commands)."""
+    names = sorted(base_topics)
+    probe = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": group,
+                      "enable.auto.commit": False})  # never subscribes: it only reads the group's offsets
+    try:
+        ends = {(tp.topic, tp.partition): end for tp, end in _ends(probe, s, names, timeout).items() if end > 0}
+        seen: dict[tuple[str, int], int] = {}  # committed offset at the previous look
+        behind: dict[str, int] = {}
+
+        def caught_up() -> bool:
+            behind.clear()
+            for c in probe.committed([TopicPartition(t, p) for t, p in ends], timeout=timeout):
+                key = (c.topic, c.partition)
+                if c.offset >= ends[key]:
+                    continue
+                # stalled short of the end: only markers or aborted records left?
+                stalled = c.offset >= 0 and seen.get(key) == c.offset
+                seen[key] = c.offset
+                if stalled and _records_between(s, c, c.offset, ends[key], timeout) == 0:
+                    ends[key] = c.offset
+                    continue
+                behind[f"{c.topic}[{c.partition}]"] = ends[key] - max(c.offset, 0)
+            return not behind
+
+        try:
+            wait_for(caught_up, timeout, 0.1, f"group {group} to consume {names}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; messages still to process per partition: {behind}") from None
+    finally:
+        probe.close()
+
+
+def wait_until_pipeline_idle(s: Settings, timeout: float = 60.0) -> None:
+    """Everything in the event topics went through the rule consumers, then every command
+    that produced (and every earlier one) went through the workers: each effect the
+    events call for exists now, and nothing more is on its way."""
+    wait_until_consumed(s, s.rules_group, topics.EVENT_TOPICS, timeout)
+    wait_until_consumed(s, s.workers_group, [topics.COMMANDS], timeout)
+
+
+def wait_until_bridge_idle(engine: Any, store_id: str, timeout: float = 30.0) -> None:
+    """The bridge answers a webhook once its event is in Kafka, or in its PostgreSQL outbox
+    while Kafka is unreachable; the outbox is its only way to produce after answering. No
+    outbox row left for the store: whatever the bridge accepted is in Kafka, and what it
+    refused will never be."""
+    from sqlalchemy import text
+
+    def empty() -> bool:
+        with engine.connect() as conn:
+            return not conn.execute(text("SELECT 1 FROM bridge_outbox WHERE store_id = :s LIMIT 1"),
+                                    {"s": store_id}).first()
+
+    wait_for(empty, timeout, 0.1, f"the bridge's outbox of {store_id} to drain")
+
+
 def topic_size(s: Settings, base_topic: str) -> int:
     topic = s.topic(base_topic)
     consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("size")})
@@ -184,3 +279,37 @@ def make_store(engine: Any, url: str = "http://127.0.0.1:1", *, consumer_key: st
                   consumer_secret=consumer_secret, timezone=timezone, currency=currency, public_key=unique("pk"))
     upsert_store(engine, store)
     return store
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def tool_missing(message: str) -> None:
+    """A test that needs an external tool: skipped loudly on a developer's machine, failed
+    under CI (where `./run setup` installs it), so the check never silently disappears."""
+    message = f"!!! {message} !!!"
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class Discards:
+    """Counts a property's examples that were thrown away (inputs outside its domain):
+    the property fails when most were, instead of passing on the few that remained."""
+
+    def __init__(self, name: str, max_share: float = 0.5) -> None:
+        self.name, self.max_share = name, max_share
+        self.kept = self.dropped = 0
+
+    def keep(self) -> None:
+        self.kept += 1
+
+    def drop(self) -> None:
+        self.dropped += 1
+
+    def check(self) -> None:
+        total = self.kept + self.dropped
+        assert total > 0, f"{self.name}: no example ran"
+        assert self.dropped <= self.max_share * total, (
+            f"{self.name}: {self.dropped} of {total} examples discarded; the property tested too little")

@@ -100,7 +100,8 @@ def test_poller_catches_changes_without_webhooks_and_dedupes_with_them(settings,
             assert poll_store(store, settings, engine, ingest, ("orders",)) == {"orders": 0}  # watermark = now
             mug = sim.store.create_product("Mug", "9.00")
             order = sim.store.create_order(line_items=[{"product_id": mug.id}], billing={"email": "g@example.com"})
-            time.sleep(1.1)  # one WordPress second: the update below is a new state
+            # the store's dates have whole seconds: the update below is a new state only in a later one
+            wait_for(lambda: sim.store.clock() >= order.modified_at + 1, 5, 0.01, "the store's next second")
             sim.store.set_order_status(order.id, "processing")
             assert poll_store(store, settings, engine, ingest, ("orders",)) == {"orders": 1}
             assert poll_store(store, settings, engine, ingest, ("orders",)) == {"orders": 0}

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from tests.support import ServerThread, make_store, read_topic
+from tests.support import ServerThread, make_store, read_topic, wait_until_bridge_idle
 from wooflow.kafka import topics
 from wooflow.producers.app import create_app
 from wooflow.producers.signature import sign
@@ -62,6 +62,7 @@ def test_ping_is_answered_200_and_produces_nothing(settings, engine, bridge) -> 
     r = httpx.post(f"{bridge.url}/webhooks/woocommerce/{store.id}", content=b"webhook_id=12",
                    headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 200
+    wait_until_bridge_idle(engine, store.id)
     assert read_topic(settings, topics.ORDERS) == []
 
 
@@ -85,5 +86,6 @@ def test_bad_input_gets_a_clear_4xx_and_produces_nothing(settings, engine, bridg
         r = httpx.post(u, content=b, headers=h)
         assert r.status_code == status, f"{name}: {r.status_code} {r.text}"
         assert r.json()["message"], name
+    wait_until_bridge_idle(engine, store.id)
     for t in topics.EVENT_TOPICS:
         assert read_topic(settings, t) == [], t

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from tests.support import ServerThread, env_of, make_store, read_topic, wait_for
+from tests.support import ServerThread, env_of, make_store, read_topic, wait_for, wait_until_bridge_idle
 from wooflow.kafka import topics
 from wooflow.producers.app import create_app
 from wooflow.producers.keys import email_hash
@@ -90,6 +90,7 @@ def test_storefront_bad_input_and_the_snippet(settings, engine, bridge) -> None:
         assert rejected(reason) == before + 1, name
     r = httpx.post(url, content=b"{not json", headers={"Origin": ORIGIN, "Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"] == "malformed_json"
+    wait_until_bridge_idle(engine, store.id)
     assert read_topic(settings, topics.STOREFRONT) == []
 
     pre = httpx.options(url, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from tests.support import ServerThread, make_store, read_topic, wait_for
+from tests.support import ServerThread, make_store, read_topic, wait_for, wait_until_bridge_idle
 from wooflow.kafka import topics
 from wooflow.producers.app import create_app
 from wooflow.producers.signature import sign
@@ -158,6 +158,7 @@ def test_resource_gone_is_answered_2xx_recorded_and_counted(settings, engine, br
         code = conn.execute(text("SELECT code FROM bridge_gone_deliveries WHERE store_id = :s"),
                             {"s": store.id}).scalar_one()
     assert code == "woocommerce_rest_shop_order_invalid_id"
+    wait_until_bridge_idle(engine, store.id)
     assert read_topic(settings, topics.ORDERS) == []
 
 
@@ -197,6 +198,7 @@ def test_bad_input_is_a_counted_4xx_and_produces_nothing(settings, engine, bridg
     for n in range(2):
         r = httpx.post(url, content=body, headers=h(body, **{"X-WC-Webhook-Delivery-ID": f"d{n}"}))
         assert r.status_code == 200 and r.json()["duplicate"] is (n == 1), r.text
+    wait_until_bridge_idle(engine, store.id)
     assert len(read_topic(settings, topics.ORDERS)) == 1
     for t in (topics.CUSTOMERS, topics.PRODUCTS, topics.COUPONS, topics.STOREFRONT):
         assert read_topic(settings, t) == [], t

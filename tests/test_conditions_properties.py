@@ -3,6 +3,7 @@ random rules and random orders (hypothesis), plus the seed-002 field semantics."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.rules_kit import order_event
+from tests.support import Discards
 from wooflow.consumer.conditions import FIELDS, ConditionError, compile_tree, explain, geo_scopes
 from wooflow.consumer.facts import LazyFacts
 from wooflow.consumer.tiers import Loyalty
@@ -82,6 +84,7 @@ DATES = ["2024-01-01", "2025-06-30", "2025-07-01", "2026-12-31"]
 
 number_value = st.one_of(st.sampled_from(NUMS), st.integers(-5, 1200), st.decimals("-10", "1500", places=2))
 text_value = st.sampled_from(WORDS)
+WORDS_WITH_TEXT = [w for w in WORDS if w.strip()]
 
 
 def leaf_for(field: str) -> st.SearchStrategy[dict[str, Any]]:
@@ -95,7 +98,7 @@ def leaf_for(field: str) -> st.SearchStrategy[dict[str, Any]]:
         elif spec.type == "date":
             one = st.sampled_from(DATES)
         else:
-            one = text_value.filter(bool) if op != "contains" else text_value.filter(lambda w: w.strip() != "")
+            one = st.sampled_from(WORDS_WITH_TEXT)  # an empty word is a rule the API rejects
         if op in ("in", "not_in"):
             items = st.lists(one, min_size=1, max_size=4)
             return st.one_of(items, items.map(lambda xs: ",".join(str(x) for x in xs)))
@@ -131,35 +134,75 @@ def fact_for(field: str) -> st.SearchStrategy[Any]:
 facts_st = st.fixed_dictionaries({f: fact_for(f) for f in FIELDS})
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tree=trees, facts=facts_st)
-def test_compiled_conditions_agree_with_the_reference(tree: dict[str, Any], facts: dict[str, Any]) -> None:
-    tree = tree if "field" not in tree else {"match": "all", "conditions": [tree]}
+def as_group(tree: dict[str, Any]) -> dict[str, Any]:
+    return tree if "field" not in tree else {"match": "all", "conditions": [tree]}
+
+
+def compiled(tree: dict[str, Any], tally: Discards) -> Callable[[Any], bool] | None:
+    """The compiled predicate, or None (counted) for a tree the compiler rejects: only
+    values the reference cannot read either are rejected (e.g. an empty list)."""
     try:
         predicate = compile_tree(tree)
     except ConditionError:
-        # only values the reference cannot read either are rejected (e.g. an empty list)
-        return
-    assert predicate(facts) == ref_tree(tree, facts)
-    assert explain(tree, facts)["result"] == ref_tree(tree, facts)
+        tally.drop()
+        return None
+    tally.keep()
+    return predicate
 
 
-@settings(max_examples=200, deadline=None)
-@given(tree=trees, total=st.decimals("0", "2000", places=2), country=st.sampled_from(["PL", "DE", "NO", "US", ""]),
-       ship=st.sampled_from(["", "FR", "CH"]), pids=st.lists(st.integers(1, 20), min_size=1, max_size=3))
-def test_conditions_on_real_order_events_agree_with_the_reference(tree: dict[str, Any], total: Decimal, country: str,
-                                                                   ship: str, pids: list[int]) -> None:
-    tree = tree if "field" not in tree else {"match": "all", "conditions": [tree]}
-    ev = order_event("s", 1, customer_id=2, total=str(total), country=country, shipping_country=ship,
-                     items=[(p, 1 + p % 3, [p % 4]) for p in pids])
-    ctx = TriggerContext("OrderEvent", ev, Loyalty(), status="processing", currency="PLN",
-                         after={"n": 1, "t": {"PLN": total}, "p": 5, "f": 0, "l": 0, "tier": "gold"})
-    facts = LazyFacts(ctx)
-    try:
-        predicate = compile_tree(tree)
-    except ConditionError:
-        return
-    assert predicate(facts) == ref_tree(tree, LazyFacts(ctx).materialise())
+def test_compiled_conditions_agree_with_the_reference() -> None:
+    tally = Discards("compiled conditions vs the reference")
+
+    @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(tree=trees, facts=facts_st)
+    def agree(tree: dict[str, Any], facts: dict[str, Any]) -> None:
+        tree = as_group(tree)
+        predicate = compiled(tree, tally)
+        if predicate is None:
+            return
+        assert predicate(facts) == ref_tree(tree, facts)
+        assert explain(tree, facts)["result"] == ref_tree(tree, facts)
+
+    agree()
+    tally.check()
+
+
+def test_conditions_on_real_order_events_agree_with_the_reference() -> None:
+    tally = Discards("conditions on real order events vs the reference")
+
+    @settings(max_examples=200, deadline=None)
+    @given(tree=trees, total=st.decimals("0", "2000", places=2), country=st.sampled_from(["PL", "DE", "NO", "US", ""]),
+           ship=st.sampled_from(["", "FR", "CH"]), pids=st.lists(st.integers(1, 20), min_size=1, max_size=3))
+    def agree(tree: dict[str, Any], total: Decimal, country: str, ship: str, pids: list[int]) -> None:
+        tree = as_group(tree)
+        ev = order_event("s", 1, customer_id=2, total=str(total), country=country, shipping_country=ship,
+                         items=[(p, 1 + p % 3, [p % 4]) for p in pids])
+        ctx = TriggerContext("OrderEvent", ev, Loyalty(), status="processing", currency="PLN",
+                             after={"n": 1, "t": {"PLN": total}, "p": 5, "f": 0, "l": 0, "tier": "gold"})
+        facts = LazyFacts(ctx)
+        predicate = compiled(tree, tally)
+        if predicate is None:
+            return
+        assert predicate(facts) == ref_tree(tree, LazyFacts(ctx).materialise())
+
+    agree()
+    tally.check()
+
+
+def test_a_property_that_discards_most_examples_fails() -> None:
+    tally = Discards("mostly discarded")
+
+    @settings(max_examples=50, deadline=None, database=None)
+    @given(n=st.integers(0, 9))
+    def prop(n: int) -> None:
+        if n > 1:
+            tally.drop()
+            return
+        tally.keep()
+
+    prop()
+    with pytest.raises(AssertionError, match="discarded"):
+        tally.check()
 
 
 # --- seed 002 semantics, spelled out ------------------------------------------------------------

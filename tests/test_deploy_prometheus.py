@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import tool_missing
+
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "deploy" / "prometheus"
 
@@ -23,10 +25,7 @@ def promtool() -> str:
     for candidate in (shutil.which("promtool"), str(cache / "bin" / "promtool")):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
-    message = "!!! promtool is not installed: run `./run setup` as root (Debian package `prometheus`) !!!"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    tool_missing("promtool is not installed: run `./run setup` as root (Debian package `prometheus`)")
     raise AssertionError("unreachable")
 
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import tests.pipeline as pipeline_module
 from tests.pipeline import BIG_ORDER_RULE, Pipeline, add_rule
-from tests.support import RoleProcess, free_port, make_store, wait_for
+from tests.support import RoleProcess, free_port, make_store, wait_for, wait_until_pipeline_idle
 from wooflow.kafka import topics
 
 Samples = list[tuple[str, dict[str, str], float]]
@@ -105,6 +105,8 @@ def test_every_role_reports_its_traffic(settings, engine, logs_dir, metrics_port
             workers = wait_for(lambda: scrape_if(urls["workers"], lambda s: total(
                 s, "wooflow_dlq_total", stage="workers", reason="max_attempts") >= 1), 90, 0.5,
                 "the unreachable store's action in the DLQ")
+            # exact counts below: every event and command has been processed before they are read
+            wait_until_pipeline_idle(settings, timeout=90)
             sink = wait_for(lambda: scrape_if(urls["sink"], lambda s: total(
                 s, "wooflow_execution_logs_written_total") >= 3 and total(
                 s, "wooflow_consumer_lag", group=settings.sink_group) == 0), 60, 0.5, "the sink caught up")

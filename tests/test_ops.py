@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.pipeline import BIG_ORDER_RULE, Pipeline
-from tests.support import unique, wait_for
+from tests.support import unique, wait_for, wait_until_pipeline_idle
 from wooflow.kafka import topics
 from wooflow.kafka.producer import Producer
 from wooflow.ops import dlq, offsets
@@ -18,6 +18,8 @@ from wooflow.stores import upsert_store
 
 
 def test_poison_command_lands_in_dlq_with_reason_and_redrive_after_fix_runs_once(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
+    # Stores are read afresh for every command (no cache TTL to wait out after the fix below).
+    settings = settings.model_copy(update={"store_cache_ttl_s": 0.0})
     with ExitStack() as stack:
         p = Pipeline(settings, engine, logs_dir, stack, rules=(BIG_ORDER_RULE,))
         good_store = p.store
@@ -35,14 +37,14 @@ def test_poison_command_lands_in_dlq_with_reason_and_redrive_after_fix_runs_once
         assert letter["source_topic"] == settings.topic(topics.COMMANDS)
         assert p.wooflow_notes(order.id) == []
 
-        # the fix: the right secret (the store cache expires within its TTL)
+        # the fix: the right secret
         upsert_store(engine, good_store)
-        time.sleep(settings.store_cache_ttl_s)  # the cache TTL is the documented propagation delay
         assert dlq.redrive(settings, engine, letters) == (1, 0)
         wait_for(lambda: p.wooflow_notes(order.id), 60, 0.5, "the note after redrive")
         # a second redrive of the same letter does nothing
         assert dlq.redrive(settings, engine, letters) == (0, 1)
         wait_for(lambda: [r for r in p.log_rows() if r["status"] == "succeeded"], 30, 0.5, "success log")
+        wait_until_pipeline_idle(settings)  # a second note would be there by now
         assert p.wooflow_notes(order.id) == [f"wooflow: big order {order.id}"]
 
 
@@ -54,8 +56,11 @@ def test_lag_and_offset_reset_to_a_point_in_time(settings) -> None:  # type: ign
     for i in range(10):
         producer.produce(topic, b"x", key=f"k{i}")
     producer.flush()
-    middle = datetime.now(timezone.utc)
-    time.sleep(0.05)
+    # A point in time strictly after every timestamp of the first ten (milliseconds, the
+    # producer's clock) that the next six are stamped at or after.
+    boundary_ms = int(time.time() * 1000) + 1
+    middle = datetime.fromtimestamp((boundary_ms + 0.5) / 1000, timezone.utc)
+    wait_for(lambda: time.time() * 1000 >= boundary_ms + 1, 5, 0.001, "the clock to pass the boundary")
     for i in range(6):
         producer.produce(topic, b"y", key=f"k{i}")
     producer.flush()

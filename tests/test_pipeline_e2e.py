@@ -8,8 +8,12 @@ import threading
 import time
 from contextlib import ExitStack
 
+from sqlalchemy import text
+
 from tests.pipeline import BIG_ORDER_RULE, Pipeline
-from tests.support import wait_for
+from tests.rules_kit import commands
+from tests.support import read_topic, wait_for, wait_until_pipeline_idle
+from wooflow.kafka import topics
 
 
 def place(sim_store, total: str, email: str) -> int:  # type: ignore[no-untyped-def]
@@ -37,9 +41,14 @@ def test_order_webhook_becomes_an_order_note_and_an_execution_log(settings, engi
         row = rows[0]
         assert row["rule_id"] == rule_id and row["action_type"] == "add_order_note"
         assert row["details"]["order_id"] == str(big)
-        # the small order was delivered too, yet matched nothing
+        # the small order was delivered too, yet matched nothing: once its webhook was
+        # acknowledged (the event is in Kafka) and the rules, then the workers, have processed
+        # everything, no command names it and no note is on it
         wait_for(lambda: p.sim.store.deliveries() and all(d.success for d in p.sim.store.deliveries()), 10, 0.1,
                  "all deliveries acknowledged")
+        assert small in {ev["order_id"] for _, ev in read_topic(settings, topics.ORDERS)}
+        wait_until_pipeline_idle(settings)
+        assert [c for c in commands(settings) if c["subject_id"] == str(small)] == []
         assert p.wooflow_notes(small) == []
 
 
@@ -53,21 +62,23 @@ def test_sigkill_of_rules_and_workers_mid_stream_loses_and_duplicates_nothing(se
         def shop() -> None:
             for i in range(n_orders):
                 placed.append(place(p.sim.store, "150.00", f"c{i}@example.com"))
-                time.sleep(0.05)
+                time.sleep(0.05)  # pacing: a shop placing orders over a few seconds, not a wait
             done.set()
 
         threading.Thread(target=shop, daemon=True).start()
         rng = random.Random(3)
         kills = 0
         while not done.is_set() or kills < 4:
-            time.sleep(rng.uniform(0.3, 1.2))
+            time.sleep(rng.uniform(0.3, 1.2))  # a random moment of the flow (chaos, not a wait for anything)
             victim = p.roles["rules" if kills % 2 == 0 else "workers"]
             victim.kill()
             kills += 1
             victim.start()
         try:
             wait_for(lambda: all(p.wooflow_notes(o) for o in placed), 120, 0.5, "a note on every order")
-            # give a duplicate every chance to appear: wait until the pipeline is idle
+            # give a duplicate every chance to appear: wait until every event and every
+            # command (re-deliveries after the kills included) has been processed
+            wait_until_pipeline_idle(settings, timeout=120)
             wait_for(lambda: len([r for r in p.log_rows() if r["status"] == "succeeded"]) >= n_orders, 60, 0.5,
                      "execution logs")
         except AssertionError:
@@ -78,3 +89,36 @@ def test_sigkill_of_rules_and_workers_mid_stream_loses_and_duplicates_nothing(se
         assert {o: c for o, c in counts.items() if c != 1} == {}, "every order has exactly one note"
         keys = [r["idempotency_key"] for r in p.log_rows() if r["status"] == "succeeded"]
         assert len(keys) == len(set(keys)) == n_orders
+
+
+def test_a_saved_product_runs_a_product_saved_rule_end_to_end(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
+    review = {"name": "Review new products", "trigger": "product_saved", "trigger_options": {"actions": ["created"]},
+              "actions": [{"type": "create_admin_task", "params": {"title": "Review {{ product.name }}"}}]}
+    restored = {"name": "Restored products", "trigger": "product_saved", "trigger_options": {"actions": ["restored"]},
+                "actions": [{"type": "create_admin_task", "params": {"title": "Restored {{ product.name }}"}}]}
+    with ExitStack() as stack:
+        p = Pipeline(settings, engine, logs_dir, stack, rules=(review, restored),
+                     webhook_topics=("product.created", "product.updated"))
+        review_id, restored_id = p.rule_ids
+
+        def tasks() -> list[tuple[int, str, str]]:
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(text(  # type: ignore[misc]
+                    "SELECT rule_id, subject_id, title FROM tasks WHERE store_id = :s ORDER BY id"), {"s": p.store.id})]
+
+        try:
+            lamp = p.sim.store.create_product("Desk lamp", "120.00")
+            wait_for(tasks, 60, 0.2, "the review task")
+            p.sim.store.update_product(lamp.id, name="Desk lamp XL")
+            wait_for(lambda: [ev for _, ev in read_topic(settings, topics.PRODUCTS) if ev["action"] == "updated"], 30,
+                     0.2, "the product update in Kafka")
+            wait_until_pipeline_idle(settings)
+        except AssertionError:
+            print(p.role_logs())
+            raise
+        # webhook → bridge → woo.products → rules → automation.commands → workers → the task
+        assert tasks() == [(review_id, str(lamp.id), "Review Desk lamp")]
+        cmds = [c for c in commands(settings) if c["rule_id"] in (review_id, restored_id)]
+        assert [(c["rule_id"], c["subject_type"], c["subject_id"]) for c in cmds] == [
+            (review_id, "product", str(lamp.id))]  # the update matched neither rule's actions
+        wait_for(lambda: [r for r in p.log_rows() if r["status"] == "succeeded"], 30, 0.2, "the execution log")

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.pipeline import BIG_ORDER_RULE, Pipeline, add_rule
-from tests.support import env_of, topic_size, wait_for
+from tests.support import env_of, topic_size, wait_for, wait_until_pipeline_idle
 from wooflow.kafka import topics
 from wooflow.ops.replay import Replayer, ReplayError, ReplaySpec
 
@@ -72,6 +72,7 @@ def test_replay_dry_run_then_live_after_adding_a_rule(settings, engine, logs_dir
 
         again = replayer.run(ReplaySpec(topic=topics.ORDERS, start=start, store=p.store.id, live=True))
         assert sum(t.emitted for t in again.rules.values()) == 0
+        wait_until_pipeline_idle(settings)  # a duplicate note would be there by now
         for o, (country, is_big) in orders.items():
             notes = p.wooflow_notes(o)
             assert len([n for n in notes if "customs" in n]) == (1 if o in non_eu else 0), (o, notes)

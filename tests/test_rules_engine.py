@@ -3,14 +3,17 @@ customer state, frequency limits, replay safety, delayed steps, dead letters."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from tests.pipeline import add_rule
-from tests.rules_kit import ConsumerThread, EventProducer, commands, customer_event, later, order_event
-from tests.support import make_store, read_topic, wait_for
+from tests.rules_kit import (ConsumerThread, EventProducer, commands, customer_event, isolated_triggers, later,
+                             order_event)
+from tests.support import make_store, read_topic, wait_for, wait_until_consumed
 from wooflow.kafka import topics
 from wooflow.stores import upsert_store
 
@@ -30,11 +33,9 @@ def fired(cmds: list[dict[str, Any]], rule_id: int) -> list[str]:
 
 
 def test_order_triggers_come_from_the_state_wooflow_stored(settings, engine) -> None:  # type: ignore[no-untyped-def]
-    store = make_store(engine)
-    store = type(store)(**{**store.__dict__, "settings": {"loyalty": {"points_per_unit": 1, "tiers": {
+    store = with_loyalty(engine, make_store(engine), {"points_per_unit": 1, "tiers": {
         "metric": "total_spent", "levels": [{"name": "silver", "min": 300}, {"name": "gold", "min": 1000}],
-        "close_within": "100"}}}})
-    upsert_store(engine, store)
+        "close_within": "100"}})
     s = store.id
     ids = {name: add_rule(engine, s, r) for name, r in {
         "new": rule("new_order"),
@@ -71,9 +72,9 @@ def test_order_triggers_come_from_the_state_wooflow_stored(settings, engine) -> 
         prod.send("OrderEvent", ev)
     prod.flush()
     with ConsumerThread(settings) as ct:
-        cmds = wait_for(lambda: [x for x in commands(settings) if x["rule_id"] == ids["risk"]] and commands(settings),
-                        60, 0.3, "the downgrade-risk command")
+        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
         assert ct.error is None
+    cmds = commands(settings)
     assert fired(cmds, ids["new"]) == ["1", "2", "3"]
     assert fired(cmds, ids["pl_only"]) == ["3"]  # order 1 was new with no paid order yet; 2 ships to DE
     assert fired(cmds, ids["to_completed"]) == ["1"]
@@ -92,6 +93,91 @@ def test_order_triggers_come_from_the_state_wooflow_stored(settings, engine) -> 
     assert st.tier == "silver"  # tiers only go up on their own; risk is a trigger, not a downgrade
     assert st.points == 70
     assert orders == {1: "completed", 2: "refunded", 3: "completed"}
+
+
+def with_loyalty(engine, store, loyalty: dict[str, Any]):  # type: ignore[no-untyped-def]
+    store = type(store)(**{**store.__dict__, "settings": {"loyalty": loyalty}})
+    upsert_store(engine, store)
+    return store
+
+
+def test_close_to_upgrade_fires_once_when_a_purchase_enters_the_band_below_the_next_tier(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    store = with_loyalty(engine, make_store(engine), {"tiers": {
+        "metric": "total_spent", "levels": [{"name": "silver", "min": 300}, {"name": "gold", "min": 1000}],
+        "close_within": "100"}})
+    s = store.id
+    close = add_rule(engine, s, rule("close_to_upgrade"))                                  # the store's band: 100
+    near = add_rule(engine, s, rule("close_to_upgrade", "near", options={"within": "10%"}))  # 10% of 300: 30
+    prod = EventProducer(settings)
+    # spent: 50 (250 short of silver) → 220 (80 short) → 250 (50) → 275 (25) → 375 (silver; 625 short of gold)
+    for n, total in enumerate(("50", "170", "30", "25", "100"), 1):
+        prod.send("OrderEvent", order_event(s, n, customer_id=8, total=total, modified=later(n)))
+    prod.send("OrderEvent", order_event(s, 9, customer_id=8, status="pending", total="900", modified=later(9)))
+    prod.flush()
+    with ConsumerThread(settings) as ct:
+        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
+        assert ct.error is None
+    cmds = commands(settings)
+    assert fired(cmds, close) == ["2"]  # within 100 of silver for the first time; orders 3 and 4 stay inside
+    assert fired(cmds, near) == ["4"]   # within 30 of silver; the unpaid order 9 counts for nothing
+    with engine.connect() as conn:
+        tier = conn.execute(text("SELECT tier FROM customer_state WHERE store_id=:s AND customer_key='c8'"),
+                            {"s": s}).scalar_one()
+    assert tier == "silver"
+
+
+def test_commands_of_one_event_come_out_in_priority_order(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    store = make_store(engine)
+    s = store.id
+    # created in an order unlike their priorities: the ids alone would sort them differently
+    ids = {name: add_rule(engine, s, rule(trigger, name, options=options, priority=priority))
+           for name, trigger, options, priority in [
+               ("late", "new_order", None, 50), ("first", "new_order", None, 5), ("middle", "new_order", None, 20),
+               ("welcome", "first_purchase", None, 1), ("big", "high_value_order", {"threshold": "100"}, 30),
+               ("tie", "new_order", None, 20)]}
+    prod = EventProducer(settings)
+    prod.send("OrderEvent", order_event(s, 1, customer_id=3, total="150"))  # new_order + first_purchase + big
+    prod.send("OrderEvent", order_event(s, 2, customer_id=3, status="pending", modified=later(1)))  # new_order only
+    prod.flush()
+    with ConsumerThread(settings):
+        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
+    by_rule = {rid: name for name, rid in ids.items()}
+    order_of = {oid: [by_rule[c["rule_id"]] for c in commands(settings) if c["subject_id"] == oid] for oid in "12"}
+    # lower priority number first, across triggers; equal priorities in rule id order
+    assert order_of["1"] == ["welcome", "first", "middle", "tie", "big", "late"]
+    assert order_of["2"] == ["first", "middle", "tie", "late"]
+
+
+def test_a_rule_disabled_through_the_api_stops_firing_in_a_running_consumer(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from wooflow.api.app import create_app
+    from wooflow.api.auth import create_token
+
+    store = make_store(engine)
+    client = TestClient(create_app(settings))
+    h = {"Authorization": f"Bearer {create_token(engine, store.id)}"}
+    body = rule("new_order", "to be disabled")
+    rid = client.post("/v1/rules", json=body, headers=h).json()["id"]
+    control = client.post("/v1/rules", json=rule("new_order", "control"), headers=h).json()["id"]
+    prod = EventProducer(settings)
+    with ConsumerThread(settings) as ct:
+        prod.send("OrderEvent", order_event(store.id, 1, customer_id=4))
+        prod.flush()
+        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
+        assert fired(commands(settings), rid) == ["1"]  # live before
+
+        r = client.put(f"/v1/rules/{rid}", json={**body, "enabled": False}, headers=h)
+        assert r.status_code == 200 and r.json()["enabled"] is False, r.text
+        wait_for(lambda: ct.consumer.rules.get(rid) is None and ct.consumer.rules.get(control), 30, 0.05,
+                 "the consumer to reload the store's rules")
+        prod.send("OrderEvent", order_event(store.id, 2, customer_id=4, modified=later(1)))
+        prod.flush()
+        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
+        assert ct.error is None
+    cmds = commands(settings)
+    assert fired(cmds, control) == ["1", "2"]  # order 2 went through the rules
+    assert fired(cmds, rid) == ["1"]           # ... and the disabled one did not fire on it
 
 
 def _state_snapshot(engine, store_id: str) -> tuple[list[Any], list[Any], list[Any]]:  # type: ignore[no-untyped-def]
@@ -166,7 +252,28 @@ def storefront_view(store: str, customer_id: int, product_id: int, at: Any) -> d
             "properties": {}}
 
 
-def test_bad_events_go_to_the_dlq_with_their_reason_and_the_partition_keeps_moving(settings, engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def trigger_registry() -> Iterator[None]:
+    with isolated_triggers():
+        yield
+
+
+def test_registrations_inside_isolated_triggers_are_undone() -> None:
+    from wooflow.consumer import triggers
+
+    orig = triggers.TRIGGERS["new_order"]
+    with isolated_triggers():
+        triggers.register(triggers.TriggerSpec("new_order", "OrderEvent", "poisoned", lambda ctx: False))
+        triggers.register(triggers.TriggerSpec("test_only", "OrderEvent", "extra", lambda ctx: True))
+        assert triggers.TRIGGERS["new_order"] is not orig
+    assert triggers.TRIGGERS["new_order"] is orig and "test_only" not in triggers.TRIGGERS
+    order_specs = triggers.for_schema("OrderEvent")
+    assert orig in order_specs and [t.name for t in order_specs].count("new_order") == 1
+    assert "test_only" not in [t.name for t in order_specs]
+
+
+def test_bad_events_go_to_the_dlq_with_their_reason_and_the_partition_keeps_moving(settings, engine,  # type: ignore[no-untyped-def]
+                                                                                     trigger_registry) -> None:
     from wooflow.consumer import triggers
 
     store = make_store(engine)
@@ -180,24 +287,19 @@ def test_bad_events_go_to_the_dlq_with_their_reason_and_the_partition_keeps_movi
         return orig.fires(ctx)
 
     triggers.register(triggers.TriggerSpec("new_order", "OrderEvent", orig.description, fires))
-    monkeypatch.setattr(triggers, "TRIGGERS", dict(triggers.TRIGGERS))  # restored after the test
-    try:
-        prod = EventProducer(settings)
-        key = f"{store.id}:c1"
-        topic = settings.topic(topics.ORDERS)
-        prod.send("OrderEvent", order_event(store.id, 1, customer_id=1))
-        prod.raw(topic, b"\x00garbage that is not avro", key)
-        prod.raw(topic, b"\xc3\x01" + b"\x01" * 8 + b"unknown fingerprint", key)
-        prod.send("OrderEvent", order_event(store.id, 666, customer_id=1))
-        prod.send("OrderEvent", order_event(store.id, 2, customer_id=1))  # after the poison, same partition
-        prod.flush()
-        with ConsumerThread(settings):
-            cmds = wait_for(lambda: fired(commands(settings), rid) if len(fired(commands(settings), rid)) == 2 else None,
-                            60, 0.2, "commands for the good orders")
-            dead = wait_for(lambda: [r for sch, r in read_topic(settings, topics.DLQ) if sch == "DeadLetter"]
-                            if len(read_topic(settings, topics.DLQ)) >= 3 else None, 30, 0.2, "three dead letters")
-    finally:
-        triggers.register(orig)
+    prod = EventProducer(settings)
+    key = f"{store.id}:c1"
+    topic = settings.topic(topics.ORDERS)
+    prod.send("OrderEvent", order_event(store.id, 1, customer_id=1))
+    prod.raw(topic, b"\x00garbage that is not avro", key)
+    prod.raw(topic, b"\xc3\x01" + b"\x01" * 8 + b"unknown fingerprint", key)
+    prod.send("OrderEvent", order_event(store.id, 666, customer_id=1))
+    prod.send("OrderEvent", order_event(store.id, 2, customer_id=1))  # after the poison, same partition
+    prod.flush()
+    with ConsumerThread(settings):
+        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
+    cmds = fired(commands(settings), rid)
+    dead = [r for sch, r in read_topic(settings, topics.DLQ) if sch == "DeadLetter"]
     assert cmds == ["1", "2"]
     reasons = sorted((d["reason"], d["stage"]) for d in dead)
     assert reasons == [("evaluation_error", "rules"), ("undecodable", "rules"), ("undecodable", "rules")]

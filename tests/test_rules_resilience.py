@@ -19,7 +19,8 @@ from typing import Any
 
 from tests.pipeline import add_rule
 from tests.rules_kit import EventProducer, commands, later, order_event
-from tests.support import RoleProcess, make_store, wait_for
+from tests.support import RoleProcess, make_store, topic_size, wait_for
+from wooflow.kafka import topics
 from wooflow.consumer.commands import idempotency_key
 
 NOTE = [{"type": "add_order_note", "params": {"note": "n"}}]
@@ -51,7 +52,7 @@ def produce_paced(prod: EventProducer, events: list[dict[str, Any]], seconds: fl
             for ev in events[i:i + chunk]:
                 prod.send("OrderEvent", ev)
             prod.p.poll(0)
-            time.sleep(0.1)
+            time.sleep(0.1)  # pacing: the flow spread over `seconds`, not a wait
         prod.flush()
 
     t = threading.Thread(target=run, daemon=True)
@@ -85,7 +86,7 @@ def _kill_while_flowing(settings, rules, events, expected, *, seconds: float, ki
         feeder = produce_paced(EventProducer(settings), events, seconds=seconds)
         rng = random.Random(seed)
         for _ in range(kills):
-            time.sleep(rng.uniform(*gap))
+            time.sleep(rng.uniform(*gap))  # a random moment of the flow (chaos, not a wait for anything)
             rules.kill()
             rules.start()
         feeder.join(60)
@@ -123,12 +124,15 @@ def test_three_consumers_join_and_leave_under_load(settings, engine, logs_dir) -
     procs[0].start()
     try:
         feeder = produce_paced(EventProducer(settings), events, seconds=12)
-        time.sleep(2.5)
+        # the first consumer is working through the flow before the others join
+        wait_for(lambda: topic_size(settings, topics.COMMANDS) >= 200, 60, 0.2, "the first consumer's commands")
         procs[1].start()
         procs[2].start()
         # 1 → 3: both joiners got partitions while events keep flowing
         wait_for(lambda: all("assigned" in p.log_text() for p in procs[1:]), 60, 0.2, "the joiners' assignments")
-        time.sleep(2)
+        # ... and the three of them turn more of it into commands before two leave again
+        grown = topic_size(settings, topics.COMMANDS) + 200
+        wait_for(lambda: topic_size(settings, topics.COMMANDS) >= grown, 60, 0.2, "commands while three consume")
         procs[1].stop()  # SIGTERM: finish the batch, commit, leave the group
         procs[2].stop()
         feeder.join(60)

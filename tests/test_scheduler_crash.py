@@ -4,7 +4,6 @@ and no step takes effect twice; two schedulers side by side never emit a step tw
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 from sqlalchemy import text
 
 from tests.pipeline import add_rule
-from tests.support import RoleProcess, make_store, read_topic, wait_for
+from tests.support import RoleProcess, make_store, read_topic, wait_for, wait_until_consumed
 from wooflow.consumer.commands import build_command
 from wooflow.consumer.model import RuleSpec
 from wooflow.kafka import topics
@@ -77,20 +76,26 @@ def test_sigkill_mid_sequence_loses_nothing_and_fires_nothing_twice(settings, en
             kills = 0
             for day in (3, 7, 14):
                 clock.set(t0 + timedelta(days=day, minutes=1))
-                for _ in range(2):  # twice per step of the sequence, at random moments of its emission
-                    time.sleep(rng.uniform(0.05, 0.6))
+                done_by_day = 250 * {3: 1, 7: 2, 14: 3}[day]
+                for _ in range(2):  # twice per step of the sequence, at random moments of its emission:
+                    # once a random number of that day's steps is out (the round in flight dies)
+                    target = min(done_by_day, status_counts(engine, store.id)["emitted"] + rng.randint(1, 120))
+                    wait_for(lambda target=target: status_counts(engine, store.id)["emitted"] >= target, 60, 0.01,
+                             f"{target} steps emitted")
                     sched.kill()
                     kills += 1
                     sched.start()
-                wait_for(lambda day=day: status_counts(engine, store.id)["emitted"] == 250 * {3: 1, 7: 2, 14: 3}[day],
-                         90, 0.2, f"every day-{day} step emitted")
+                wait_for(lambda: status_counts(engine, store.id)["emitted"] == done_by_day, 90, 0.2,
+                         f"every day-{day} step emitted")
             assert status_counts(engine, store.id) == Counter({"emitted": 750})
 
             def notes() -> Counter[tuple[int, str]]:
                 return Counter((oid, n.note) for oid in orders for n in sim.store.get_order_notes(oid)
                                if n.note.startswith("wooflow:"))
             wait_for(lambda: len(notes()) == 750, 90, 0.5, "a note for every step")
-            time.sleep(1.0)  # a duplicate would need a moment to show up
+            # every command, re-emissions after the kills included, went through the workers:
+            # a duplicate note would be there by now
+            wait_until_consumed(settings, settings.workers_group, [topics.COMMANDS], timeout=90)
             counts = notes()
             assert set(counts) == {(oid, f"wooflow: step {s}") for oid in orders for s in (1, 2, 3)}
             assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1][:5]

@@ -1,7 +1,8 @@
 """A cart-recovery link lands on the store's cart page with `wooflow_cart`/`wooflow_items`:
 the storefront snippet refills the cart through WooCommerce's Store API (the simulator's,
 over a real socket), keeps the token in a cookie and reloads without the parameters. The
-snippet runs in Node with just the browser objects it touches."""
+snippet runs in Node with just the browser objects it touches (Node.js comes from `./run
+setup`; without it the test is skipped loudly — and fails in CI)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import httpx
 import orjson
 import pytest
 
+from tests.support import tool_missing
 from wooflow.producers.storefront import SNIPPET
 from wooflow.scheduler.recovery import items_param
 from wooflow.simulator.server import SimulatorServer
 
-NODE = shutil.which("node")
+NODE = shutil.which("node") or shutil.which("nodejs")
 
 # A page at `landing` with the snippet in it: location, storage, cookie and fetch are real
 # enough for it (fetch is Node's own, against the simulator).
@@ -42,7 +44,8 @@ setTimeout(check, 0);
 
 def run_snippet(landing: str, endpoint: str) -> dict[str, str]:
     if NODE is None:
-        pytest.skip("node is not installed")
+        tool_missing("Node.js is not installed: run `./run setup` as root (Debian package `nodejs`)")
+    assert NODE is not None
     js = SNIPPET.replace("__ENDPOINT__", orjson.dumps(endpoint).decode()).replace("__KEY__", '"pk_test"')
     done = subprocess.run([NODE, "-e", HARNESS, landing], input=js, capture_output=True, text=True, timeout=30,
                           cwd=Path(__file__).parent)

@@ -143,10 +143,7 @@ def test_slow_and_retrying_commands_do_not_hold_back_others(settings, engine) ->
 
     async def slow(request: Request) -> Response:
         slow_started.set()
-        for _ in range(200):
-            if release.is_set():
-                break
-            await asyncio.sleep(0.05)
+        await asyncio.to_thread(release.wait, 10)  # held until the test lets it answer (or 10 s)
         slow_answered.set()
         return Response(status_code=200)
 

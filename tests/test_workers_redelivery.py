@@ -18,7 +18,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from sqlalchemy import text
 
-from tests.support import RoleProcess, ServerThread, free_port, read_topic, unique, wait_for
+from tests.support import RoleProcess, ServerThread, free_port, read_topic, unique, wait_for, wait_until_consumed
+from wooflow.kafka import topics
 from wooflow.simulator import SimulatedStore, create_app
 from wooflow.stores import Store, upsert_store
 from wooflow.workers.testing import command, produce
@@ -43,10 +44,7 @@ class HoldFirstCouponAnswer:
             sent.append(message)
 
         await self.app(scope, receive, keep)  # the effect happens now
-        for _ in range(600):
-            if self.release.is_set():
-                break
-            await asyncio.sleep(0.05)
+        await asyncio.to_thread(self.release.wait, 30)  # the answer is lost with the killed worker
         for message in sent:
             await send(message)
 
@@ -118,6 +116,8 @@ def test_three_deliveries_and_a_sigkill_give_one_coupon_one_note_one_email(setti
 
                 wait_for(settled, 30, 0.2, "no deferred copies left")
                 wait_for(lambda: len(inbox.messages) >= 1, 10, 0.1, "the email")
+                # every copy went through the worker: a second coupon, note or email would exist now
+                wait_until_consumed(settings, settings.workers_group, [topics.COMMANDS])
             except AssertionError:
                 print("\n".join(w.log_text()[-4000:] for w in workers))
                 raise
