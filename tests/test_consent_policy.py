@@ -29,7 +29,7 @@ from wooflow.db.tables import consents, execution_logs
 from wooflow.producers.keys import email_hash
 from wooflow.scheduler.templates import install
 from wooflow.settings import Settings
-from wooflow.stores import Store, upsert_store
+from wooflow.stores import Store, StoreCache, upsert_store
 from wooflow.workers.consent import TableConsentChecker, record
 
 KEY = "_wooflow_marketing_consent"
@@ -375,7 +375,9 @@ def test_opt_out_sends_unless_the_customer_withdrew(settings, engine, logs_dir) 
         r = httpx.post(f"{w.api.url}/v1/consents", headers=h, timeout=10,
                        json={"email": eve, "granted": False, "source": "preference_center"})
         assert r.status_code == 201, r.text
-        token = unsubscribe.make_token(w.settings, w.store, email=fay, customer_key=gkey(fay), channel="email",
+        saved = StoreCache(engine).get(w.store.id)
+        assert saved is not None
+        token = unsubscribe.make_token(w.settings, saved, email=fay, customer_key=gkey(fay), channel="email",
                                        rule_id=None)
         assert httpx.post(unsubscribe.unsubscribe_url(w.settings, token), timeout=10).status_code == 200
         w.start()

@@ -25,6 +25,9 @@ class Store:
     public_key: str = ""
     name: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    # Signs the links wooflow puts in messages; set by the database when the store is first
+    # saved and never changed by a webhook-secret rotation ("" for a store not saved yet).
+    link_key: str = field(default="", repr=False)
 
     @property
     def api_base(self) -> str:
@@ -35,7 +38,8 @@ def _row_to_store(row: Any) -> Store:
     m = row._mapping
     return Store(id=m["id"], url=m["url"], webhook_secret=m["webhook_secret"], consumer_key=m["consumer_key"],
                  consumer_secret=m["consumer_secret"], timezone=m["timezone"], currency=m["currency"],
-                 public_key=m["public_key"], name=m["name"], settings=dict(m["settings"] or {}))
+                 public_key=m["public_key"], name=m["name"], settings=dict(m["settings"] or {}),
+                 link_key=m["link_key"])
 
 
 MISS = object()

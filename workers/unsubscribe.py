@@ -1,9 +1,10 @@
 """Signed unsubscribe links: who, which store, which channel — unforgeable, no database row.
 
-A token is `base64url(payload).base64url(HMAC-SHA256(key, payload))`. The key is
-`WOOFLOW_UNSUBSCRIBE_SECRET` when set, else derived from the store's webhook secret (so
-each tenant's links are signed with a different key and no extra secret must be shared
-between the workers and the API). The API's unsubscribe route (wooflow/api/consent.py)
+A token is `base64url(payload).base64url(HMAC-SHA256(key, payload))`. The key is derived
+from `WOOFLOW_UNSUBSCRIBE_SECRET` when set, else it is the store's own `link_key` (each
+tenant's links signed with a different key, no extra secret to share between the workers
+and the API). It is not the webhook secret: rotating that must not break the links in
+messages already sent. The API's unsubscribe route (wooflow/api/consent.py)
 verifies the token and records the withdrawal in the consents table.
 """
 
@@ -36,7 +37,9 @@ def signing_key(settings: Settings, store: Store) -> bytes:
     if settings.unsubscribe_secret is not None:
         base = settings.unsubscribe_secret.get_secret_value().encode()
         return hmac.new(base, f"unsubscribe|{store.id}".encode(), hashlib.sha256).digest()
-    return hmac.new(store.webhook_secret.encode(), b"wooflow-unsubscribe", hashlib.sha256).digest()
+    if not store.link_key:  # a Store built in memory: its key exists only in its row
+        raise ValueError(f"store {store.id!r} has no link key: read the store from the database")
+    return bytes.fromhex(store.link_key)
 
 
 def make_token(settings: Settings, store: Store, *, email: str | None, customer_key: str | None,

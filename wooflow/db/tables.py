@@ -22,6 +22,9 @@ stores = Table(
     Column("public_key", Text, nullable=False, server_default=""),
     Column("settings", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # signs the links in messages (unsubscribe); never changed by a secret rotation (0011_link_key)
+    Column("link_key", Text, nullable=False,
+           server_default=text("replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')")),
 )
 
 rules = Table(
