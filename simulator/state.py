@@ -29,7 +29,7 @@ import unicodedata
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
@@ -79,6 +79,7 @@ _PASSWORD_CHARS = (
 )
 # Post types behind the shared wp_posts id sequence, mapped to webhook resources.
 _POST_TYPE_RESOURCE = {"shop_order": "order", "product": "product", "shop_coupon": "coupon"}
+_Post = TypeVar("_Post", Product, Coupon)  # the posts with a trash and no hooks of their own
 
 
 class ManualClock:
@@ -647,33 +648,10 @@ class SimulatedStore:
 
     def delete_product(self, product_id: int, *, force: bool = False) -> Product:
         """Trash (fires product.deleted) or, with force, delete for good (fires nothing)."""
-        with self.request():
-            product = self.products.get(product_id)
-            if product is None:
-                raise not_found("product")
-            if force:
-                self._fire("delete_post", product_id)
-                del self.products[product_id]
-                self._post_types.pop(product_id, None)
-                return product
-            if product.status == "trash":
-                raise RestError("woocommerce_rest_already_trashed", "The product has already been deleted.", 410)
-            product.status_before_trash = product.status
-            product.status = "trash"
-            product.modified_at = self._now()
-            self._fire("wp_trash_post", product_id)
-            return product
+        return self._trash_post(self.products, "product", "product", product_id, force)
 
     def restore_product(self, product_id: int) -> Product:
-        with self.request():
-            product = self.products.get(product_id)
-            if product is None:
-                raise not_found("product")
-            product.status = product.status_before_trash or "draft"
-            product.status_before_trash = None
-            product.modified_at = self._now()
-            self._fire("untrashed_post", product_id)
-            return product
+        return self._untrash_post(self.products, "product", product_id)
 
     # ------------------------------------------------------------- customers
 
@@ -855,33 +833,42 @@ class SimulatedStore:
             return coupon
 
     def delete_coupon(self, coupon_id: int, *, force: bool = False) -> Coupon:
-        with self.request():
-            coupon = self.coupons.get(coupon_id)
-            if coupon is None:
-                raise not_found("coupon")
-            if force:
-                self._fire("delete_post", coupon_id)
-                del self.coupons[coupon_id]
-                self._post_types.pop(coupon_id, None)
-                return coupon
-            if coupon.status == "trash":
-                raise RestError("woocommerce_rest_already_trashed", "The shop_coupon has already been deleted.", 410)
-            coupon.status_before_trash = coupon.status
-            coupon.status = "trash"
-            coupon.modified_at = self._now()
-            self._fire("wp_trash_post", coupon_id)
-            return coupon
+        return self._trash_post(self.coupons, "coupon", "shop_coupon", coupon_id, force)
 
     def restore_coupon(self, coupon_id: int) -> Coupon:
+        return self._untrash_post(self.coupons, "coupon", coupon_id)
+
+    def _trash_post(self, table: dict[int, _Post], resource: str, post_type: str, post_id: int,
+                    force: bool) -> _Post:
+        """wp_trash_post() (fires `<resource>.deleted`) or, with force, wp_delete_post() (fires
+        nothing) of a product or coupon. Orders have their own hooks (`delete_order`)."""
         with self.request():
-            coupon = self.coupons.get(coupon_id)
-            if coupon is None:
-                raise not_found("coupon")
-            coupon.status = coupon.status_before_trash or "draft"
-            coupon.status_before_trash = None
-            coupon.modified_at = self._now()
-            self._fire("untrashed_post", coupon_id)
-            return coupon
+            post = table.get(post_id)
+            if post is None:
+                raise not_found(resource)
+            if force:
+                self._fire("delete_post", post_id)
+                del table[post_id]
+                self._post_types.pop(post_id, None)
+                return post
+            if post.status == "trash":
+                raise RestError("woocommerce_rest_already_trashed", f"The {post_type} has already been deleted.", 410)
+            post.status_before_trash = post.status
+            post.status = "trash"
+            post.modified_at = self._now()
+            self._fire("wp_trash_post", post_id)
+            return post
+
+    def _untrash_post(self, table: dict[int, _Post], resource: str, post_id: int) -> _Post:
+        with self.request():
+            post = table.get(post_id)
+            if post is None:
+                raise not_found(resource)
+            post.status = post.status_before_trash or "draft"
+            post.status_before_trash = None
+            post.modified_at = self._now()
+            self._fire("untrashed_post", post_id)
+            return post
 
     # ----------------------------------------------------------------- orders
 
