@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
@@ -125,6 +125,18 @@ class Api:
             return run
 
         return wrap
+
+    def collection(self, post_type: str, create: Callable[[Params], Awaitable[Response]],
+                   listing: Callable[[Request, Params], Response], noun: str | None = None) -> Handler:
+        """GET lists, POST creates — unless the body names an id (`refuse_existing`)."""
+        @self.endpoint(collection_action)
+        async def many(request: Request, params: Params) -> Response:
+            if request.method == "POST":
+                refuse_existing(params, post_type, noun)
+                return await create(params)
+            return listing(request, params)
+
+        return many
 
     def created(self, resource: str, item_id: int, collection: str) -> Response:
         """201 with the new item and its `Location`."""

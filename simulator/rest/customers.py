@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import RestError
-from .api import API, COLLECTION, ITEM, Api, collection_action, refuse_existing
+from .api import API, COLLECTION, ITEM, Api
 from .params import Params
 
 _WRITABLE = ("email", "first_name", "last_name", "billing", "shipping", "meta_data")
@@ -16,20 +16,19 @@ _WRITABLE = ("email", "first_name", "last_name", "billing", "shipping", "meta_da
 def routes(api: Api) -> list[Route]:
     store = api.store
 
-    @api.endpoint(collection_action)
-    async def customers(request: Request, params: Params) -> Response:
-        if request.method == "POST":
-            refuse_existing(params, "customer", "resource")
-            email = params.get("email")
-            if not email:
-                raise RestError("rest_missing_callback_param", "Missing parameter(s): email", 400,
-                                {"params": ["email"]})
-            user = store.create_customer(
-                str(email), first_name=str(params.get("first_name") or ""),
-                last_name=str(params.get("last_name") or ""), username=params.get("username") or None,
-                billing=params.get("billing"), shipping=params.get("shipping"), meta_data=params.get("meta_data"),
-            )
-            return api.created("customer", user.id, "customers")
+    async def create(params: Params) -> Response:
+        email = params.get("email")
+        if not email:
+            raise RestError("rest_missing_callback_param", "Missing parameter(s): email", 400,
+                            {"params": ["email"]})
+        user = store.create_customer(
+            str(email), first_name=str(params.get("first_name") or ""),
+            last_name=str(params.get("last_name") or ""), username=params.get("username") or None,
+            billing=params.get("billing"), shipping=params.get("shipping"), meta_data=params.get("meta_data"),
+        )
+        return api.created("customer", user.id, "customers")
+
+    def listing(request: Request, params: Params) -> Response:
         role = params.get("role") or "customer"
         with store.lock:
             items = list(store.users.values())
@@ -42,6 +41,8 @@ def routes(api: Api) -> list[Route]:
                 fields=lambda u: [u.email, u.username, u.first_name, u.last_name],
                 orderby={"id": lambda u: u.id, "name": lambda u: u.username.lower(),
                          "registered_date": lambda u: u.created_at}, default="name", default_order="asc")
+
+    customers = api.collection("customer", create, listing, "resource")
 
     customer = api.item(
         "customer", lambda: store.users,

@@ -10,8 +10,7 @@ from starlette.routing import Route
 
 from ..errors import RestError, not_found
 from ..representations import fmt_gmt, fmt_local, note_json
-from .api import (API, COLLECTION, ITEM, Api, collection_action, method_action, path_id, refuse_existing,
-                  refuse_trash)
+from .api import API, COLLECTION, ITEM, Api, collection_action, method_action, path_id, refuse_trash
 from .params import Params, invalid_param
 from .responses import json_response
 
@@ -37,11 +36,10 @@ def order_fields(params: Params) -> dict[str, Any]:
 def routes(api: Api) -> list[Route]:
     store = api.store
 
-    @api.endpoint(collection_action)
-    async def orders(request: Request, params: Params) -> Response:
-        if request.method == "POST":
-            refuse_existing(params, "shop_order")
-            return api.created("order", store.create_order(**order_fields(params)).id, "orders")
+    async def create(params: Params) -> Response:
+        return api.created("order", store.create_order(**order_fields(params)).id, "orders")
+
+    def listing(request: Request, params: Params) -> Response:
         statuses = params.str_list("status") or ["any"]
         for status in statuses:
             if status not in ORDER_STATUS_ENUM:
@@ -69,6 +67,8 @@ def routes(api: Api) -> list[Route]:
                                   o.billing.get("last_name", "")],
                 orderby={"date": lambda o: o.created_at, "id": lambda o: o.id, "modified": lambda o: o.modified_at,
                          "title": lambda o: o.created_at, "slug": lambda o: o.id}, default="date")
+
+    orders = api.collection("shop_order", create, listing)
 
     order = api.item("order", lambda: store.orders, lambda i, params: store.update_order(i, **order_fields(params)),
                      store.delete_order)

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..representations import category_json
-from .api import API, COLLECTION, ITEM, Api, collection_action, refuse_existing, writable
+from .api import API, COLLECTION, ITEM, Api, writable
 from .listing import paginate
 from .params import Params
 
@@ -15,20 +15,19 @@ from .params import Params
 def routes(api: Api) -> list[Route]:
     store = api.store
 
-    @api.endpoint(collection_action)
-    async def products(request: Request, params: Params) -> Response:
-        if request.method == "POST":
-            refuse_existing(params, "product")
-            product = store.create_product(
-                str(params.get("name") or ""), params.get("regular_price") or "0",
-                sale_price=params.get("sale_price"), sku=str(params.get("sku") or ""),
-                categories=params.get("categories"), status=str(params.get("status") or "publish"),
-                type=str(params.get("type") or "simple"), description=str(params.get("description") or ""),
-                short_description=str(params.get("short_description") or ""),
-                tags=[t["name"] if isinstance(t, dict) else str(t) for t in params.get("tags") or []],
-                stock_status=str(params.get("stock_status") or "instock"), meta_data=params.get("meta_data"),
-            )
-            return api.created("product", product.id, "products")
+    async def create(params: Params) -> Response:
+        product = store.create_product(
+            str(params.get("name") or ""), params.get("regular_price") or "0",
+            sale_price=params.get("sale_price"), sku=str(params.get("sku") or ""),
+            categories=params.get("categories"), status=str(params.get("status") or "publish"),
+            type=str(params.get("type") or "simple"), description=str(params.get("description") or ""),
+            short_description=str(params.get("short_description") or ""),
+            tags=[t["name"] if isinstance(t, dict) else str(t) for t in params.get("tags") or []],
+            stock_status=str(params.get("stock_status") or "instock"), meta_data=params.get("meta_data"),
+        )
+        return api.created("product", product.id, "products")
+
+    def listing(request: Request, params: Params) -> Response:
         status = params.get("status") or "any"
         with store.lock:
             items = list(store.products.values())
@@ -47,6 +46,8 @@ def routes(api: Api) -> list[Route]:
                 orderby={"date": lambda p: p.created_at, "id": lambda p: p.id, "modified": lambda p: p.modified_at,
                          "title": lambda p: p.name.lower(), "slug": lambda p: p.slug, "price": lambda p: p.price},
                 default="date")
+
+    products = api.collection("product", create, listing)
 
     product = api.item("product", lambda: store.products,
                        lambda i, params: store.update_product(i, **writable(params)), store.delete_product)

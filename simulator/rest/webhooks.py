@@ -8,8 +8,7 @@ from starlette.routing import Route
 
 from ..delivery import send_ping_async
 from ..errors import RestError
-from .api import (API, COLLECTION, ITEM, Api, collection_action, method_action, path_id, refuse_existing,
-                  refuse_trash)
+from .api import API, COLLECTION, ITEM, Api, method_action, path_id, refuse_trash
 from .params import Params
 from .responses import json_response
 
@@ -17,22 +16,21 @@ from .responses import json_response
 def routes(api: Api) -> list[Route]:
     store = api.store
 
-    @api.endpoint(collection_action)
-    async def webhooks(request: Request, params: Params) -> Response:
-        if request.method == "POST":
-            refuse_existing(params, "shop_webhook")
-            topic = str(params.get("topic") or "")
-            url = str(params.get("delivery_url") or "")
-            missing = [n for n, v in (("topic", topic), ("delivery_url", url)) if not v]
-            if missing:
-                raise RestError("rest_missing_callback_param", "Missing parameter(s): " + ", ".join(missing), 400,
-                                {"params": missing})
-            # The controller always creates it "publish" -> active, whatever status says.
-            webhook = store.create_webhook(topic, url, secret=params.get("secret") or None,
-                                           name=params.get("name") or None, status="active", ping=False)
-            response = api.created("webhook", webhook.id, "webhooks")
-            await send_ping_async(store, webhook.id)  # result only recorded, as in WooCommerce
-            return response
+    async def create(params: Params) -> Response:
+        topic = str(params.get("topic") or "")
+        url = str(params.get("delivery_url") or "")
+        missing = [n for n, v in (("topic", topic), ("delivery_url", url)) if not v]
+        if missing:
+            raise RestError("rest_missing_callback_param", "Missing parameter(s): " + ", ".join(missing), 400,
+                            {"params": missing})
+        # The controller always creates it "publish" -> active, whatever status says.
+        webhook = store.create_webhook(topic, url, secret=params.get("secret") or None,
+                                       name=params.get("name") or None, status="active", ping=False)
+        response = api.created("webhook", webhook.id, "webhooks")
+        await send_ping_async(store, webhook.id)  # result only recorded, as in WooCommerce
+        return response
+
+    def listing(request: Request, params: Params) -> Response:
         status = params.enum("status", ("all", "active", "paused", "disabled"), "all")
         with store.lock:
             items = list(store.webhooks.values())
@@ -42,6 +40,8 @@ def routes(api: Api) -> list[Route]:
                 request, params, "webhook", "webhooks", items, fields=lambda w: [w.name],
                 orderby={"date": lambda w: w.created_at, "id": lambda w: w.id, "title": lambda w: w.name.lower()},
                 default="date")
+
+    webhooks = api.collection("shop_webhook", create, listing)
 
     # Not `api.item`: reading or updating an unknown id is a 400 "ID is invalid."
     @api.endpoint(method_action)
