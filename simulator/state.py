@@ -34,30 +34,9 @@ from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
 from .errors import RestError, not_found
-from .models import (
-    BILLING_KEYS,
-    ORDER_STATUS_LABELS,
-    ORDER_STATUSES,
-    PAID_STATUSES,
-    SHIPPING_KEYS,
-    ZERO,
-    Category,
-    Coupon,
-    CouponLine,
-    Customer,
-    DeliveryAttempt,
-    FeeLine,
-    LineItem,
-    MetaItem,
-    Order,
-    OrderNote,
-    Product,
-    Refund,
-    ShippingLine,
-    Webhook,
-    blank_billing,
-    blank_shipping,
-)
+from .models import (BILLING_KEYS, ORDER_STATUS_LABELS, ORDER_STATUSES, PAID_STATUSES, SHIPPING_KEYS, ZERO,
+                     Category, Coupon, CouponLine, Customer, DeliveryAttempt, FeeLine, LineItem, MetaItem, Order,
+                     OrderNote, Product, Refund, ShippingLine, Webhook, blank_billing, blank_shipping)
 from .queue import DeliveryQueue
 from .representations import (
     CURRENCY_SYMBOLS,
@@ -80,10 +59,13 @@ _PASSWORD_CHARS = (
 # Post types behind the shared wp_posts id sequence, mapped to webhook resources.
 _POST_TYPE_RESOURCE = {"shop_order": "order", "product": "product", "shop_coupon": "coupon"}
 _Post = TypeVar("_Post", Product, Coupon)  # the posts with a trash and no hooks of their own
+_Saved = TypeVar("_Saved", Product, Coupon, Customer)
 
 
 class ManualClock:
-    """A clock that only moves when told to: deterministic dates in tests."""
+    """A clock that only moves when told to: deterministic dates in tests. (Not wooflow's
+    FrozenClock: the simulator is WooCommerce's side and shares no code with wooflow; its
+    time is unix seconds, like PHP's time().)"""
 
     def __init__(self, start: float | datetime = 1_790_000_000.0) -> None:
         self._now = start.timestamp() if isinstance(start, datetime) else float(start)
@@ -252,6 +234,16 @@ class SimulatedStore:
             items.append(MetaItem(self._next_meta_id, str(entry["key"]), entry.get("value")))
             self._next_meta_id += 1
         return items
+
+    def _saved(self, item: _Saved, fields: Mapping[str, Any], *hooks: str) -> _Saved:
+        """The end of a product's, coupon's or customer's update: `meta_data` merged, modified
+        now, the update hooks fired. (An order's differs: totals and status come in between.)"""
+        if "meta_data" in fields:
+            self._update_meta(item.meta_data, fields["meta_data"])
+        item.modified_at = self._now()
+        for hook in hooks:
+            self._fire(hook, item.id)
+        return item
 
     def _update_meta(self, existing: list[MetaItem], raw: Any) -> None:
         """update_meta_data(): match by id, else by key, else add."""
@@ -640,11 +632,7 @@ class SimulatedStore:
             if "stock_quantity" in fields:
                 value = fields["stock_quantity"]
                 product.stock_quantity = None if value is None else int(value)
-            if "meta_data" in fields:
-                self._update_meta(product.meta_data, fields["meta_data"])
-            product.modified_at = self._now()
-            self._fire("woocommerce_update_product", product.id)
-            return product
+            return self._saved(product, fields, "woocommerce_update_product")
 
     def delete_product(self, product_id: int, *, force: bool = False) -> Product:
         """Trash (fires product.deleted) or, with force, delete for good (fires nothing)."""
@@ -722,12 +710,7 @@ class SimulatedStore:
                 _merge_address(user.shipping, fields["shipping"], SHIPPING_KEYS)
             if "is_paying_customer" in fields:
                 user.is_paying_customer = _as_bool(fields["is_paying_customer"])
-            if "meta_data" in fields:
-                self._update_meta(user.meta_data, fields["meta_data"])
-            user.modified_at = self._now()
-            self._fire("profile_update", user.id)
-            self._fire("woocommerce_update_customer", user.id)
-            return user
+            return self._saved(user, fields, "profile_update", "woocommerce_update_customer")
 
     def delete_customer(self, customer_id: int) -> Customer:
         """wp_delete_user(): fires delete_user first (customer role only delivers)."""
@@ -826,11 +809,7 @@ class SimulatedStore:
             for key in ("minimum_amount", "maximum_amount"):
                 if key in fields:
                     setattr(coupon, key, _dec(fields[key], key))
-            if "meta_data" in fields:
-                self._update_meta(coupon.meta_data, fields["meta_data"])
-            coupon.modified_at = self._now()
-            self._fire("woocommerce_update_coupon", coupon.id)
-            return coupon
+            return self._saved(coupon, fields, "woocommerce_update_coupon")
 
     def delete_coupon(self, coupon_id: int, *, force: bool = False) -> Coupon:
         return self._trash_post(self.coupons, "coupon", "shop_coupon", coupon_id, force)
