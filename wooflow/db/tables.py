@@ -2,7 +2,7 @@
 in `migrations/versions/`; this file mirrors the latest migration for queries.
 
 Tables repeat column shapes (`store_id`, keys, timestamps) on purpose: each declaration is
-spelled out in full so it reads like its migration and like `\d table` in psql."""
+spelled out in full so it reads like its migration and like psql's description of it."""
 
 from __future__ import annotations
 
