@@ -27,6 +27,8 @@ ON CONFLICT (store_id, customer_key) DO UPDATE SET
     updated_at = now()
 """)
 
+# A newer event's values replace the stored ones; scheduler/guests.py folds a guest's row
+# into the customer's the other way round (the customer's own values first).
 _CALENDAR_CUSTOMER = text("""
 INSERT INTO customer_calendar AS k (store_id, customer_key, customer_id, email, first_name, last_name,
                                    birth_month, birth_day, renewal_at, card_expiry)

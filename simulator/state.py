@@ -58,8 +58,17 @@ _PASSWORD_CHARS = (
 )
 # Post types behind the shared wp_posts id sequence, mapped to webhook resources.
 _POST_TYPE_RESOURCE = {"shop_order": "order", "product": "product", "shop_coupon": "coupon"}
+_T = TypeVar("_T")
 _Post = TypeVar("_Post", Product, Coupon)  # the posts with a trash and no hooks of their own
 _Saved = TypeVar("_Saved", Product, Coupon, Customer)
+
+
+def _found(table: Mapping[int, _T], item_id: int, resource: str) -> _T:
+    """The item, or the resource's REST 404 (errors.NOT_FOUND)."""
+    item = table.get(item_id)
+    if item is None:
+        raise not_found(resource)
+    return item
 
 
 class ManualClock:
@@ -468,30 +477,15 @@ class SimulatedStore:
                 raise not_found(resource) from None
             site = self.site
             if resource == "order":
-                order = self.orders.get(key)
-                if order is None:
-                    raise not_found("order")
-                return order_json(order, site, self.products)
+                return order_json(_found(self.orders, key, "order"), site, self.products)
             if resource == "product":
-                product = self.products.get(key)
-                if product is None:
-                    raise not_found("product")
-                return product_json(product, site, self.categories)
+                return product_json(_found(self.products, key, "product"), site, self.categories)
             if resource == "coupon":
-                coupon = self.coupons.get(key)
-                if coupon is None:
-                    raise not_found("coupon")
-                return coupon_json(coupon, site)
+                return coupon_json(_found(self.coupons, key, "coupon"), site)
             if resource == "customer":
-                user = self.users.get(key)
-                if user is None:
-                    raise not_found("customer")
-                return customer_json(user, site)
+                return customer_json(_found(self.users, key, "customer"), site)
             if resource == "webhook":
-                webhook = self.webhooks.get(key)
-                if webhook is None:
-                    raise not_found("webhook")
-                return webhook_json(webhook, site)
+                return webhook_json(_found(self.webhooks, key, "webhook"), site)
             raise KeyError(resource)
 
     def get_order(self, order_id: int) -> Order | None:
@@ -611,9 +605,7 @@ class SimulatedStore:
 
     def update_product(self, product_id: int, **fields: Any) -> Product:
         with self.request():
-            product = self.products.get(product_id)
-            if product is None:
-                raise not_found("product")
+            product = _found(self.products, product_id, "product")
             for key in ("name", "sku", "type", "status", "description", "short_description",
                         "stock_status", "slug", "weight"):
                 if key in fields and fields[key] is not None:
@@ -693,9 +685,7 @@ class SimulatedStore:
 
     def update_customer(self, customer_id: int, **fields: Any) -> Customer:
         with self.request():
-            user = self.users.get(customer_id)
-            if user is None:
-                raise not_found("customer")
+            user = _found(self.users, customer_id, "customer")
             if fields.get("email") and fields["email"] != user.email:
                 if any(u.email.lower() == str(fields["email"]).lower() for u in self.users.values()):
                     raise RestError("registration-error-email-exists",
@@ -715,9 +705,7 @@ class SimulatedStore:
     def delete_customer(self, customer_id: int) -> Customer:
         """wp_delete_user(): fires delete_user first (customer role only delivers)."""
         with self.request():
-            user = self.users.get(customer_id)
-            if user is None:
-                raise not_found("customer")
+            user = _found(self.users, customer_id, "customer")
             self._fire("delete_user", customer_id)
             del self.users[customer_id]
             # wc_reset_order_customer_id_on_deleted_user(): a direct DB update,
@@ -780,9 +768,7 @@ class SimulatedStore:
 
     def update_coupon(self, coupon_id: int, **fields: Any) -> Coupon:
         with self.request():
-            coupon = self.coupons.get(coupon_id)
-            if coupon is None:
-                raise not_found("coupon")
+            coupon = _found(self.coupons, coupon_id, "coupon")
             if fields.get("code"):
                 code = _coupon_code(str(fields["code"]))
                 other = self.coupon_by_code(code)
@@ -822,9 +808,7 @@ class SimulatedStore:
         """wp_trash_post() (fires `<resource>.deleted`) or, with force, wp_delete_post() (fires
         nothing) of a product or coupon. Orders have their own hooks (`delete_order`)."""
         with self.request():
-            post = table.get(post_id)
-            if post is None:
-                raise not_found(resource)
+            post = _found(table, post_id, resource)
             if force:
                 self._fire("delete_post", post_id)
                 del table[post_id]
@@ -840,9 +824,7 @@ class SimulatedStore:
 
     def _untrash_post(self, table: dict[int, _Post], resource: str, post_id: int) -> _Post:
         with self.request():
-            post = table.get(post_id)
-            if post is None:
-                raise not_found(resource)
+            post = _found(table, post_id, resource)
             post.status = post.status_before_trash or "draft"
             post.status_before_trash = None
             post.modified_at = self._now()
@@ -1075,10 +1057,7 @@ class SimulatedStore:
             return order
 
     def _order_or_404(self, order_id: int) -> Order:
-        order = self.orders.get(int(order_id))
-        if order is None:
-            raise not_found("order")
-        return order
+        return _found(self.orders, int(order_id), "order")
 
     def update_order(self, order_id: int, **fields: Any) -> Order:
         """PUT /orders/{id}: REST-shaped fields; always fires order.updated (every save does)."""
