@@ -1,7 +1,8 @@
-"""One consumer batch: load state → link guests to customers → apply + match every event
-in order → frequency limits → commands. Pure with respect to Kafka: the runner produces
-what this returns (commands, re-routed events), and saves `state` (after the commands are
-acknowledged, before offsets move).
+"""One consumer batch, one method per step: load state and link guests to customers
+(`_load_state`) → apply + match every event in order (`_evaluate`) → frequency limits
+(`_limit`) → commands (`_build`, or `_plan` for dry-run replays). Pure with respect to
+Kafka: the runner produces what this returns (commands, re-routed events), and saves
+`state` (after the commands are acknowledged, before offsets move).
 
 Linking (consumer/merge.py): a registered customer's event with an email whose guest key
 the customer has not looked at yet loads that guest with the batch's other rows (one
@@ -98,13 +99,27 @@ class BatchProcessor:
         `state`: rows carried over from earlier batches (a replay, which never saves): only
         customers and orders not in it yet are read from the database."""
         out = Outcome() if state is None else Outcome(state=state)
-        state = out.state
+        moved = self._load_state(items, out.state, None if dry_run or plan_only else self.cache)
+        self._evaluate(items, out, moved, only_rules)
+        if not out.matches:
+            return out
+        due = self._limit(out)
+        if plan_only:
+            _plan(out, due)
+        else:
+            self._build(out, due, now or datetime.now(timezone.utc), dry_run)
+        return out
+
+    def _load_state(self, items: list[Item], state: StateBatch,
+                    cache: StateCache | None) -> dict[tuple[str, str], str]:
+        """Read the batch's customers and orders not in memory yet (one connection), fold
+        the guests its customers have not looked at yet; → the guest keys whose events
+        belong to a customer now."""
+        known_c, known_o = state.customers, state.orders
         customers: set[tuple[str, str]] = set()
         orders: set[tuple[str, int]] = set()
         guests: set[tuple[str, str]] = set()
         links: list[tuple[tuple[str, str], str]] = []  # (customer, guest key) to look at
-        known_c, known_o = state.customers, state.orders
-        cache = None if dry_run or plan_only else self.cache
         for it in items:
             if it.schema in STATEFUL:
                 ev = it.event
@@ -137,7 +152,13 @@ class BatchProcessor:
             if targets:
                 with self.db.connect() as conn:
                     state.load(conn, targets, set())
+        return moved
 
+    def _evaluate(self, items: list[Item], out: Outcome, moved: dict[tuple[str, str], str],
+                  only_rules: set[int] | None) -> None:
+        """Apply every event to the state and match it against the rules, in order. The hot
+        path (bench/rules): one loop, with no helper call per event."""
+        state = out.state
         lat = self.latencies
         perf = time.perf_counter
         loyalties: dict[str, Loyalty] = {}
@@ -168,18 +189,19 @@ class BatchProcessor:
             if lat is not None:
                 lat.append(perf() - t0)
 
-        if not out.matches:
-            return out
+    def _limit(self, out: Outcome) -> list[tuple[Item, Match]]:
+        """Frequency limits: the matches that may fire, in order; each one allowed is
+        recorded as a firing (counted in `skipped_by_frequency` otherwise)."""
+        state = out.state
         limited = {(m.rule.id, it.event["customer_key"]) for it, m in out.matches if m.rule.limited}
-        if limited:
-            with self.db.connect() as conn:
-                state.load_firings(conn, limited)
-        now = now or datetime.now(timezone.utc)
-        full: dict[int, dict[str, Any]] = {}
-        contexts: dict[tuple[int, str], str] = {}  # (event, trigger) → context JSON, shared by steps and rules
+        if not limited:
+            return out.matches
+        with self.db.connect() as conn:
+            state.load_firings(conn, limited)
+        due: list[tuple[Item, Match]] = []
         for it, m in out.matches:
-            ev = it.event
             if m.rule.limited:
+                ev = it.event
                 at = ms(ev.get("occurred_at"))
                 f = state.firings.get((m.rule.id, ev["customer_key"]))
                 if not allowed(f, m.rule, ev["event_id"], at):
@@ -191,11 +213,16 @@ class BatchProcessor:
                     # the customer row is written with its firings: a guest merged meanwhile
                     # refuses both together (state.py), so a firing never lands on a merged guest
                     c.dirty = True
-            if plan_only:
-                for step, action in enumerate(m.rule.actions):
-                    out.commands.append((it, {"rule_id": m.rule.id, "step": step, "action_type": action.type,
-                                              "idempotency_key": idempotency_key(m.rule.id, ev["event_id"], step)}))
-                continue
+            due.append((it, m))
+        return due
+
+    def _build(self, out: Outcome, due: list[tuple[Item, Match]], now: datetime, dry_run: bool) -> None:
+        """One command per action of every match; the command context (the full event, the
+        customer's state) is built once per (event, trigger) and shared by its rules and steps."""
+        full: dict[int, dict[str, Any]] = {}
+        contexts: dict[tuple[int, str], str] = {}  # (event, trigger) → context JSON
+        for it, m in due:
+            ev = it.event
             try:
                 ctx = m.ctx
                 ckey = (id(it), m.trigger)
@@ -215,7 +242,6 @@ class BatchProcessor:
             except Exception as exc:
                 log.exception("building commands failed")
                 out.failed.append((it, "evaluation_error", f"{type(exc).__name__}: {exc}"))
-        return out
 
     def _link(self, conn: Any, state: StateBatch, links: list[tuple[tuple[str, str], str]]) -> None:
         """Fold the guests these customers have not looked at yet into them (consumer/merge.py)."""
@@ -254,6 +280,15 @@ class BatchProcessor:
         if self.full_decode is not None:
             return self.full_decode(it.raw)[1]
         return it.event
+
+
+def _plan(out: Outcome, due: list[tuple[Item, Match]]) -> None:
+    """A dry-run replay's plan: each step's rule, action and idempotency key, no payload."""
+    for it, m in due:
+        eid = it.event["event_id"]
+        for step, action in enumerate(m.rule.actions):
+            out.commands.append((it, {"rule_id": m.rule.id, "step": step, "action_type": action.type,
+                                      "idempotency_key": idempotency_key(m.rule.id, eid, step)}))
 
 
 def _linked(state: StateBatch, cache: StateCache | None, key: tuple[str, str], gk: str) -> bool:

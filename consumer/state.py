@@ -19,7 +19,7 @@ from __future__ import annotations
 import orjson
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection
 
@@ -194,6 +194,37 @@ def _dumps(v: Any) -> str:
     return orjson.dumps(v).decode()
 
 
+_K = TypeVar("_K", tuple[str, str], tuple[str, int])
+_Row = TypeVar("_Row", Customer, Order)
+
+
+def _changed(cur: Any, query: str, ids: str, keys: list[_K], cached: dict[_K, tuple[_Row, str]]) -> list[Any]:
+    """The rows of `keys` that changed since the cached copy: the query compares each
+    row's `xmin` with `xs` (the cached version, or None to read it anyway)."""
+    xs = [cached[k][1] if k in cached else None for k in keys]
+    ss, rest = zip(*keys)
+    cur.execute(query, {"stores": list(ss), ids: list(rest), "xs": xs})
+    rows: list[Any] = cur.fetchall()
+    return rows
+
+
+def _from_cache(keys: list[_K], rows: dict[_K, _Row], versions: dict[_K, str], cached: dict[_K, tuple[_Row, str]],
+                cache: StateCache | None) -> list[_K]:
+    """Fill in the rows the query did not return because they are unchanged since this
+    process last read or wrote them; → the keys with no row anywhere."""
+    missing = []
+    for key in keys:
+        if key not in rows:
+            hit = cached.pop(key, None)
+            if hit is not None:  # unchanged since we last read or wrote it
+                rows[key], versions[key] = hit
+                if cache is not None:
+                    cache.hits += 1
+            else:
+                missing.append(key)
+    return missing
+
+
 class StateCache:
     """Customers and orders of earlier batches, each with the row version (PostgreSQL
     `xmin`) it had when this process last read or wrote it.
@@ -253,11 +284,8 @@ class StateBatch:
         if customers:
             ckeys = list(customers)
             cached = cache.customers if cache is not None else {}
-            xs = [cached[k][1] if k in cached else None for k in ckeys]
-            ss, ks = zip(*ckeys)
-            cur.execute(_LOAD_CUSTOMERS, {"stores": list(ss), "keys": list(ks), "xs": xs})
             for (store, key, x, cid, email, n, totals, f, last, tier, points, tags, views, engine,
-                 merged_into) in cur.fetchall():
+                 merged_into) in _changed(cur, _LOAD_CUSTOMERS, "keys", ckeys, cached):
                 if x is None:  # no row (yet, or any more)
                     cached.pop((store, key), None)
                     continue
@@ -268,22 +296,12 @@ class StateBatch:
                                                         merged_into=merged_into)
                 versions[(store, key)] = x
                 cached.pop((store, key), None)
-            for key in ckeys:
-                if key not in self.customers:
-                    hit = cached.pop(key, None)
-                    if hit is not None:  # unchanged since we last read or wrote it
-                        self.customers[key], versions[key] = hit
-                        if cache is not None:
-                            cache.hits += 1
-                    else:
-                        self.customers[key] = Customer(key[0], key[1])
+            for key in _from_cache(ckeys, self.customers, versions, cached, cache):
+                self.customers[key] = Customer(key[0], key[1])
         if orders:
             okeys = list(orders)
             ocached = cache.orders if cache is not None else {}
-            xs = [ocached[k][1] if k in ocached else None for k in okeys]
-            ss, ids = zip(*okeys)
-            cur.execute(_LOAD_ORDERS, {"stores": list(ss), "ids": list(ids), "xs": xs})
-            for r in cur.fetchall():
+            for r in _changed(cur, _LOAD_ORDERS, "ids", okeys, ocached):
                 okey = (r[0], r[1])
                 ocached.pop(okey, None)
                 if r[2] is None:
@@ -291,13 +309,7 @@ class StateBatch:
                 self.orders[okey] = Order(r[0], r[1], r[3], r[4], r[5], r[6], list(r[7] or []), Decimal(r[8]),
                                           r[9], r[10], r[11], r[12], r[13])
                 oversions[okey] = r[2]
-            for okey in okeys:
-                if okey not in self.orders:
-                    ohit = ocached.pop(okey, None)
-                    if ohit is not None:
-                        self.orders[okey], oversions[okey] = ohit
-                        if cache is not None:
-                            cache.hits += 1
+            _from_cache(okeys, self.orders, oversions, ocached, cache)
 
     def load_firings(self, conn: Connection, pairs: set[tuple[int, str]]) -> None:
         pairs = {p for p in pairs if p not in self.firings}

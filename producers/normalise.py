@@ -121,11 +121,24 @@ def _money(v: Any) -> Any:
         raise NormaliseError(f"expected an amount, got {v!r}") from exc
 
 
+def _date(r: dict[str, Any], name: str, tz: ZoneInfo) -> datetime | None:
+    """A resource's date field: `name_gmt` when given, else `name` in the site's zone."""
+    return parse_time(r.get(name), tz, r.get(name + "_gmt"))
+
+
+def _created_modified(r: dict[str, Any], tz: ZoneInfo, kind: str) -> tuple[datetime, datetime]:
+    """date_created (required) and date_modified (date_created when absent)."""
+    created = _date(r, "date_created", tz)
+    modified = _date(r, "date_modified", tz) or created
+    if created is None or modified is None:
+        raise NormaliseError(f"{kind} without date_created")
+    return created, modified
+
+
+# The records below are alike only in shape (a dict of converted fields): each one lists
+# the fields of its own Avro schema.
 def order_record(o: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
-    created = parse_time(o.get("date_created"), tz, o.get("date_created_gmt"))
-    modified = parse_time(o.get("date_modified"), tz, o.get("date_modified_gmt")) or created
-    if created is None:
-        raise NormaliseError("order without date_created")
+    created, modified = _created_modified(o, tz, "order")
     items = []
     subtotal = money(0)
     for li in o.get("line_items") or []:
@@ -166,17 +179,14 @@ def order_record(o: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
         "customer_note": str(o.get("customer_note") or ""),
         "date_created": created,
         "date_modified": modified,
-        "date_paid": parse_time(o.get("date_paid"), tz, o.get("date_paid_gmt")),
-        "date_completed": parse_time(o.get("date_completed"), tz, o.get("date_completed_gmt")),
+        "date_paid": _date(o, "date_paid", tz),
+        "date_completed": _date(o, "date_completed", tz),
         "meta": _meta(o.get("meta_data")),
     }
 
 
 def customer_record(c: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
-    created = parse_time(c.get("date_created"), tz, c.get("date_created_gmt"))
-    modified = parse_time(c.get("date_modified"), tz, c.get("date_modified_gmt")) or created
-    if created is None:
-        raise NormaliseError("customer without date_created")
+    created, modified = _created_modified(c, tz, "customer")
     return {
         "id": _int(c.get("id")),
         "email": str(c.get("email") or ""),
@@ -194,8 +204,7 @@ def customer_record(c: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
 
 
 def product_record(p: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
-    modified = parse_time(p.get("date_modified"), tz, p.get("date_modified_gmt")) or parse_time(
-        p.get("date_created"), tz, p.get("date_created_gmt"))
+    modified = _date(p, "date_modified", tz) or _date(p, "date_created", tz)
     if modified is None:
         raise NormaliseError("product without dates")
     price = p.get("price")
@@ -216,10 +225,7 @@ def product_record(p: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
 
 
 def coupon_record(c: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
-    created = parse_time(c.get("date_created"), tz, c.get("date_created_gmt"))
-    modified = parse_time(c.get("date_modified"), tz, c.get("date_modified_gmt")) or created
-    if created is None or modified is None:
-        raise NormaliseError("coupon without date_created")
+    created, modified = _created_modified(c, tz, "coupon")
     return {
         "id": _int(c.get("id")),
         "code": str(c.get("code") or ""),
@@ -229,7 +235,7 @@ def coupon_record(c: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
         "description": str(c.get("description") or ""),
         "date_created": created,
         "date_modified": modified,
-        "date_expires": parse_time(c.get("date_expires"), tz, c.get("date_expires_gmt")),
+        "date_expires": _date(c, "date_expires", tz),
         "usage_count": _int(c.get("usage_count")),
         "usage_limit": _opt_int(c.get("usage_limit")),
         "usage_limit_per_user": _opt_int(c.get("usage_limit_per_user")),

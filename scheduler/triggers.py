@@ -41,6 +41,11 @@ def seconds(v: str) -> int:
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("within", "wait", "cooldown", check_fields=False)  # the options that are durations
+    @classmethod
+    def _durations(cls, v: str | None) -> str | None:
+        return _duration(v)
+
 
 class CartOptions(_Options):
     min_total: Decimal | None = Field(None, description="Only carts worth at least this much")
@@ -52,11 +57,6 @@ class ViewedOptions(_Options):
     product_id: int | None = Field(None, description="Only this product (default: any product)")
     cooldown: str | None = Field(None, description="Fire again for the same product after this (default: the window)")
 
-    @field_validator("within", "cooldown")
-    @classmethod
-    def _durations(cls, v: str | None) -> str | None:
-        return _duration(v)
-
 
 class CategoryOptions(_Options):
     times: int = Field(3, ge=1, le=1000, description="Views of the same category (or its products) needed")
@@ -64,20 +64,10 @@ class CategoryOptions(_Options):
     category_id: int | None = Field(None, description="Only this category (default: any category)")
     cooldown: str | None = Field(None, description="Fire again for the same category after this (default: the window)")
 
-    @field_validator("within", "cooldown")
-    @classmethod
-    def _durations(cls, v: str | None) -> str | None:
-        return _duration(v)
-
 
 class SearchOptions(_Options):
     wait: str = Field("hour 24", description="Fires when no order followed a search for this long")
     cooldown: str = Field("day 7", description="At most once per customer per this period")
-
-    @field_validator("wait", "cooldown")
-    @classmethod
-    def _durations(cls, v: str | None) -> str | None:
-        return _duration(v)
 
 
 class InactiveOptions(_Options):

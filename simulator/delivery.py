@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -42,6 +43,10 @@ DEFAULT_TIMEOUT = 60.0  # 'timeout' => MINUTE_IN_SECONDS
 PING_TIMEOUT = 5.0  # WP_Http default for wp_safe_remote_post()
 PING_REDIRECTS = 5  # WP_Http default 'redirection'
 
+# The same port of wp_specialchars_decode() as producers/signature.py, kept as a separate
+# copy on purpose: the simulator is WooCommerce's side of the wire and must not share the
+# bridge's code, or a bug in one would hide in both (end-to-end tests have the bridge verify
+# what the simulator signs).
 _ENTITY_PADDING = [
     (re.compile(r"&#0*39;"), "&#039;"), (re.compile(r"&#x0*27;", re.I), "&#x27;"),
     (re.compile(r"&#0*34;"), "&#034;"), (re.compile(r"&#x0*22;", re.I), "&#x22;"),
@@ -91,68 +96,79 @@ def _describe(error: BaseException, timeout: float) -> str:
 # ------------------------------------------------------------------ pings
 
 
-def _ping_request(store: SimulatedStore, webhook_id: int) -> tuple[str, str, dict[str, str], bytes] | None:
-    with store.lock:
-        webhook = store.webhooks.get(webhook_id)
-        if webhook is None:
-            return None
-        body = f"webhook_id={webhook.id}".encode()
-        headers = {"User-Agent": store.user_agent, "Content-Type": "application/x-www-form-urlencoded"}
-        return webhook.delivery_url, webhook.topic, headers, body
+@dataclass
+class _Ping:
+    """One deliver_ping(): the request, timed from `start`, recorded by `record`."""
+    store: SimulatedStore
+    webhook_id: int
+    timeout: float
+    url: str
+    topic: str
+    body: bytes
+    headers: dict[str, str]
+    started: float = 0.0
+    started_at: float = 0.0
+    status: int | None = None
+    error: str | None = None
+    response_body: bytes = b""
 
+    @classmethod
+    def start(cls, store: SimulatedStore, webhook_id: int, timeout: float) -> _Ping | None:
+        with store.lock:
+            webhook = store.webhooks.get(webhook_id)
+            if webhook is None:
+                return None
+            ping = cls(store, webhook_id, timeout, webhook.delivery_url, webhook.topic,
+                       f"webhook_id={webhook.id}".encode(),
+                       {"User-Agent": store.user_agent, "Content-Type": "application/x-www-form-urlencoded"})
+        ping.started, ping.started_at = time.perf_counter(), store.clock()
+        return ping
 
-def _ping_attempt(store: SimulatedStore, webhook_id: int, topic: str, url: str, headers: dict[str, str],
-                  body: bytes, started: float, started_at: float, status: int | None, error: str | None,
-                  response_body: bytes) -> DeliveryAttempt:
-    attempt = DeliveryAttempt(
-        kind="ping", webhook_id=webhook_id, topic=topic, resource_id=None, delivery_id=None, url=url,
-        started_at=started_at, duration=round(time.perf_counter() - started, 5), status_code=status,
-        error=error, success=status == 200, request_headers=headers, request_body=body,
-        response_body=response_body,
-    )
-    store.record_attempt(attempt)
-    return attempt
+    def client_options(self) -> dict[str, Any]:
+        return {"follow_redirects": True, "max_redirects": PING_REDIRECTS, "timeout": self.timeout}
+
+    def answered(self, response: httpx.Response) -> None:
+        self.status, self.response_body = response.status_code, response.content
+
+    def failed(self, error: httpx.HTTPError) -> None:
+        self.error = _describe(error, self.timeout)
+
+    def record(self) -> DeliveryAttempt:
+        attempt = DeliveryAttempt(
+            kind="ping", webhook_id=self.webhook_id, topic=self.topic, resource_id=None, delivery_id=None,
+            url=self.url, started_at=self.started_at, duration=round(time.perf_counter() - self.started, 5),
+            status_code=self.status, error=self.error, success=self.status == 200, request_headers=self.headers,
+            request_body=self.body, response_body=self.response_body,
+        )
+        self.store.record_attempt(attempt)
+        return attempt
 
 
 def send_ping_sync(store: SimulatedStore, webhook_id: int, *, timeout: float = PING_TIMEOUT) -> DeliveryAttempt | None:
     """deliver_ping() from a plain thread (used by ``store.create_webhook``)."""
-    prepared = _ping_request(store, webhook_id)
-    if prepared is None:
+    ping = _Ping.start(store, webhook_id, timeout)
+    if ping is None:
         return None
-    url, topic, headers, body = prepared
-    started, started_at = time.perf_counter(), store.clock()
-    status: int | None = None
-    error: str | None = None
-    response_body = b""
     try:
-        with httpx.Client(follow_redirects=True, max_redirects=PING_REDIRECTS, timeout=timeout) as client:
-            response = client.post(url, content=body, headers=headers)
-            status, response_body = response.status_code, response.content
+        with httpx.Client(**ping.client_options()) as client:
+            ping.answered(client.post(ping.url, content=ping.body, headers=ping.headers))
     except httpx.HTTPError as exc:
-        error = _describe(exc, timeout)
-    return _ping_attempt(store, webhook_id, topic, url, headers, body, started, started_at, status, error,
-                         response_body)
+        ping.failed(exc)
+    return ping.record()
 
 
 async def send_ping_async(store: SimulatedStore, webhook_id: int, *,
                           timeout: float = PING_TIMEOUT) -> DeliveryAttempt | None:
     """deliver_ping() from inside the server's event loop (REST webhook creation)."""
-    prepared = _ping_request(store, webhook_id)
-    if prepared is None:
+    ping = _Ping.start(store, webhook_id, timeout)
+    if ping is None:
         return None
-    url, topic, headers, body = prepared
-    started, started_at = time.perf_counter(), store.clock()
-    status: int | None = None
-    error: str | None = None
-    response_body = b""
     try:
-        async with httpx.AsyncClient(follow_redirects=True, max_redirects=PING_REDIRECTS, timeout=timeout) as client:
-            response = await client.post(url, content=body, headers=headers)
-            status, response_body = response.status_code, response.content
+        async with httpx.AsyncClient(**ping.client_options()) as client:
+            ping.answered(await client.post(ping.url, content=ping.body, headers=ping.headers))
     except httpx.HTTPError as exc:
-        error = _describe(exc, timeout)
-    return _ping_attempt(store, webhook_id, topic, url, headers, body, started, started_at, status, error,
-                         response_body)
+        ping.failed(exc)
+    return ping.record()
 
 
 # -------------------------------------------------------------- deliveries

@@ -59,6 +59,8 @@ class MetaItem:
     value: Any
 
 
+# The records below are alike only in shape (id, amounts, meta_data): each one holds the
+# fields of its own WooCommerce table or item type (WC_Order_Item_Product, _Shipping, ...).
 @dataclass
 class LineItem:
     id: int

@@ -21,20 +21,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .models import (
-    Category,
-    Coupon,
-    CouponLine,
-    Customer,
-    FeeLine,
-    LineItem,
-    MetaItem,
-    Order,
-    OrderNote,
-    Product,
-    ShippingLine,
-    Webhook,
-)
+from .models import (Category, Coupon, CouponLine, Customer, FeeLine, LineItem, MetaItem, Order, OrderNote,
+                     Product, ShippingLine, Webhook)
 from .topics import hooks_for_topic
 
 __all__ = ["SiteInfo", "money", "fmt_local", "fmt_gmt", "order_json", "note_json", "customer_json",
@@ -141,6 +129,8 @@ def _line_item_json(item: LineItem, products: dict[int, Product], dp: int) -> di
     }
 
 
+# Each order item type answers its own keys (WooCommerce's REST schema per item type);
+# the functions are alike only in shape.
 def _shipping_line_json(line: ShippingLine, dp: int) -> dict[str, Any]:
     return {
         "id": line.id,

@@ -29,35 +29,14 @@ import unicodedata
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
 from .errors import RestError, not_found
-from .models import (
-    BILLING_KEYS,
-    ORDER_STATUS_LABELS,
-    ORDER_STATUSES,
-    PAID_STATUSES,
-    SHIPPING_KEYS,
-    ZERO,
-    Category,
-    Coupon,
-    CouponLine,
-    Customer,
-    DeliveryAttempt,
-    FeeLine,
-    LineItem,
-    MetaItem,
-    Order,
-    OrderNote,
-    Product,
-    Refund,
-    ShippingLine,
-    Webhook,
-    blank_billing,
-    blank_shipping,
-)
+from .models import (BILLING_KEYS, ORDER_STATUS_LABELS, ORDER_STATUSES, PAID_STATUSES, SHIPPING_KEYS, ZERO,
+                     Category, Coupon, CouponLine, Customer, DeliveryAttempt, FeeLine, LineItem, MetaItem, Order,
+                     OrderNote, Product, Refund, ShippingLine, Webhook, blank_billing, blank_shipping)
 from .queue import DeliveryQueue
 from .representations import (
     CURRENCY_SYMBOLS,
@@ -79,10 +58,23 @@ _PASSWORD_CHARS = (
 )
 # Post types behind the shared wp_posts id sequence, mapped to webhook resources.
 _POST_TYPE_RESOURCE = {"shop_order": "order", "product": "product", "shop_coupon": "coupon"}
+_T = TypeVar("_T")
+_Post = TypeVar("_Post", Product, Coupon)  # the posts with a trash and no hooks of their own
+_Saved = TypeVar("_Saved", Product, Coupon, Customer)
+
+
+def _found(table: Mapping[int, _T], item_id: int, resource: str) -> _T:
+    """The item, or the resource's REST 404 (errors.NOT_FOUND)."""
+    item = table.get(item_id)
+    if item is None:
+        raise not_found(resource)
+    return item
 
 
 class ManualClock:
-    """A clock that only moves when told to: deterministic dates in tests."""
+    """A clock that only moves when told to: deterministic dates in tests. (Not wooflow's
+    FrozenClock: the simulator is WooCommerce's side and shares no code with wooflow; its
+    time is unix seconds, like PHP's time().)"""
 
     def __init__(self, start: float | datetime = 1_790_000_000.0) -> None:
         self._now = start.timestamp() if isinstance(start, datetime) else float(start)
@@ -251,6 +243,16 @@ class SimulatedStore:
             items.append(MetaItem(self._next_meta_id, str(entry["key"]), entry.get("value")))
             self._next_meta_id += 1
         return items
+
+    def _saved(self, item: _Saved, fields: Mapping[str, Any], *hooks: str) -> _Saved:
+        """The end of a product's, coupon's or customer's update: `meta_data` merged, modified
+        now, the update hooks fired. (An order's differs: totals and status come in between.)"""
+        if "meta_data" in fields:
+            self._update_meta(item.meta_data, fields["meta_data"])
+        item.modified_at = self._now()
+        for hook in hooks:
+            self._fire(hook, item.id)
+        return item
 
     def _update_meta(self, existing: list[MetaItem], raw: Any) -> None:
         """update_meta_data(): match by id, else by key, else add."""
@@ -475,30 +477,15 @@ class SimulatedStore:
                 raise not_found(resource) from None
             site = self.site
             if resource == "order":
-                order = self.orders.get(key)
-                if order is None:
-                    raise not_found("order")
-                return order_json(order, site, self.products)
+                return order_json(_found(self.orders, key, "order"), site, self.products)
             if resource == "product":
-                product = self.products.get(key)
-                if product is None:
-                    raise not_found("product")
-                return product_json(product, site, self.categories)
+                return product_json(_found(self.products, key, "product"), site, self.categories)
             if resource == "coupon":
-                coupon = self.coupons.get(key)
-                if coupon is None:
-                    raise not_found("coupon")
-                return coupon_json(coupon, site)
+                return coupon_json(_found(self.coupons, key, "coupon"), site)
             if resource == "customer":
-                user = self.users.get(key)
-                if user is None:
-                    raise not_found("customer")
-                return customer_json(user, site)
+                return customer_json(_found(self.users, key, "customer"), site)
             if resource == "webhook":
-                webhook = self.webhooks.get(key)
-                if webhook is None:
-                    raise not_found("webhook")
-                return webhook_json(webhook, site)
+                return webhook_json(_found(self.webhooks, key, "webhook"), site)
             raise KeyError(resource)
 
     def get_order(self, order_id: int) -> Order | None:
@@ -618,9 +605,7 @@ class SimulatedStore:
 
     def update_product(self, product_id: int, **fields: Any) -> Product:
         with self.request():
-            product = self.products.get(product_id)
-            if product is None:
-                raise not_found("product")
+            product = _found(self.products, product_id, "product")
             for key in ("name", "sku", "type", "status", "description", "short_description",
                         "stock_status", "slug", "weight"):
                 if key in fields and fields[key] is not None:
@@ -639,41 +624,14 @@ class SimulatedStore:
             if "stock_quantity" in fields:
                 value = fields["stock_quantity"]
                 product.stock_quantity = None if value is None else int(value)
-            if "meta_data" in fields:
-                self._update_meta(product.meta_data, fields["meta_data"])
-            product.modified_at = self._now()
-            self._fire("woocommerce_update_product", product.id)
-            return product
+            return self._saved(product, fields, "woocommerce_update_product")
 
     def delete_product(self, product_id: int, *, force: bool = False) -> Product:
         """Trash (fires product.deleted) or, with force, delete for good (fires nothing)."""
-        with self.request():
-            product = self.products.get(product_id)
-            if product is None:
-                raise not_found("product")
-            if force:
-                self._fire("delete_post", product_id)
-                del self.products[product_id]
-                self._post_types.pop(product_id, None)
-                return product
-            if product.status == "trash":
-                raise RestError("woocommerce_rest_already_trashed", "The product has already been deleted.", 410)
-            product.status_before_trash = product.status
-            product.status = "trash"
-            product.modified_at = self._now()
-            self._fire("wp_trash_post", product_id)
-            return product
+        return self._trash_post(self.products, "product", "product", product_id, force)
 
     def restore_product(self, product_id: int) -> Product:
-        with self.request():
-            product = self.products.get(product_id)
-            if product is None:
-                raise not_found("product")
-            product.status = product.status_before_trash or "draft"
-            product.status_before_trash = None
-            product.modified_at = self._now()
-            self._fire("untrashed_post", product_id)
-            return product
+        return self._untrash_post(self.products, "product", product_id)
 
     # ------------------------------------------------------------- customers
 
@@ -727,9 +685,7 @@ class SimulatedStore:
 
     def update_customer(self, customer_id: int, **fields: Any) -> Customer:
         with self.request():
-            user = self.users.get(customer_id)
-            if user is None:
-                raise not_found("customer")
+            user = _found(self.users, customer_id, "customer")
             if fields.get("email") and fields["email"] != user.email:
                 if any(u.email.lower() == str(fields["email"]).lower() for u in self.users.values()):
                     raise RestError("registration-error-email-exists",
@@ -744,19 +700,12 @@ class SimulatedStore:
                 _merge_address(user.shipping, fields["shipping"], SHIPPING_KEYS)
             if "is_paying_customer" in fields:
                 user.is_paying_customer = _as_bool(fields["is_paying_customer"])
-            if "meta_data" in fields:
-                self._update_meta(user.meta_data, fields["meta_data"])
-            user.modified_at = self._now()
-            self._fire("profile_update", user.id)
-            self._fire("woocommerce_update_customer", user.id)
-            return user
+            return self._saved(user, fields, "profile_update", "woocommerce_update_customer")
 
     def delete_customer(self, customer_id: int) -> Customer:
         """wp_delete_user(): fires delete_user first (customer role only delivers)."""
         with self.request():
-            user = self.users.get(customer_id)
-            if user is None:
-                raise not_found("customer")
+            user = _found(self.users, customer_id, "customer")
             self._fire("delete_user", customer_id)
             del self.users[customer_id]
             # wc_reset_order_customer_id_on_deleted_user(): a direct DB update,
@@ -819,9 +768,7 @@ class SimulatedStore:
 
     def update_coupon(self, coupon_id: int, **fields: Any) -> Coupon:
         with self.request():
-            coupon = self.coupons.get(coupon_id)
-            if coupon is None:
-                raise not_found("coupon")
+            coupon = _found(self.coupons, coupon_id, "coupon")
             if fields.get("code"):
                 code = _coupon_code(str(fields["code"]))
                 other = self.coupon_by_code(code)
@@ -848,40 +795,41 @@ class SimulatedStore:
             for key in ("minimum_amount", "maximum_amount"):
                 if key in fields:
                     setattr(coupon, key, _dec(fields[key], key))
-            if "meta_data" in fields:
-                self._update_meta(coupon.meta_data, fields["meta_data"])
-            coupon.modified_at = self._now()
-            self._fire("woocommerce_update_coupon", coupon.id)
-            return coupon
+            return self._saved(coupon, fields, "woocommerce_update_coupon")
 
     def delete_coupon(self, coupon_id: int, *, force: bool = False) -> Coupon:
-        with self.request():
-            coupon = self.coupons.get(coupon_id)
-            if coupon is None:
-                raise not_found("coupon")
-            if force:
-                self._fire("delete_post", coupon_id)
-                del self.coupons[coupon_id]
-                self._post_types.pop(coupon_id, None)
-                return coupon
-            if coupon.status == "trash":
-                raise RestError("woocommerce_rest_already_trashed", "The shop_coupon has already been deleted.", 410)
-            coupon.status_before_trash = coupon.status
-            coupon.status = "trash"
-            coupon.modified_at = self._now()
-            self._fire("wp_trash_post", coupon_id)
-            return coupon
+        return self._trash_post(self.coupons, "coupon", "shop_coupon", coupon_id, force)
 
     def restore_coupon(self, coupon_id: int) -> Coupon:
+        return self._untrash_post(self.coupons, "coupon", coupon_id)
+
+    def _trash_post(self, table: dict[int, _Post], resource: str, post_type: str, post_id: int,
+                    force: bool) -> _Post:
+        """wp_trash_post() (fires `<resource>.deleted`) or, with force, wp_delete_post() (fires
+        nothing) of a product or coupon. Orders have their own hooks (`delete_order`)."""
         with self.request():
-            coupon = self.coupons.get(coupon_id)
-            if coupon is None:
-                raise not_found("coupon")
-            coupon.status = coupon.status_before_trash or "draft"
-            coupon.status_before_trash = None
-            coupon.modified_at = self._now()
-            self._fire("untrashed_post", coupon_id)
-            return coupon
+            post = _found(table, post_id, resource)
+            if force:
+                self._fire("delete_post", post_id)
+                del table[post_id]
+                self._post_types.pop(post_id, None)
+                return post
+            if post.status == "trash":
+                raise RestError("woocommerce_rest_already_trashed", f"The {post_type} has already been deleted.", 410)
+            post.status_before_trash = post.status
+            post.status = "trash"
+            post.modified_at = self._now()
+            self._fire("wp_trash_post", post_id)
+            return post
+
+    def _untrash_post(self, table: dict[int, _Post], resource: str, post_id: int) -> _Post:
+        with self.request():
+            post = _found(table, post_id, resource)
+            post.status = post.status_before_trash or "draft"
+            post.status_before_trash = None
+            post.modified_at = self._now()
+            self._fire("untrashed_post", post_id)
+            return post
 
     # ----------------------------------------------------------------- orders
 
@@ -1109,10 +1057,7 @@ class SimulatedStore:
             return order
 
     def _order_or_404(self, order_id: int) -> Order:
-        order = self.orders.get(int(order_id))
-        if order is None:
-            raise not_found("order")
-        return order
+        return _found(self.orders, int(order_id), "order")
 
     def update_order(self, order_id: int, **fields: Any) -> Order:
         """PUT /orders/{id}: REST-shaped fields; always fires order.updated (every save does)."""

@@ -50,6 +50,7 @@ __all__ = ["generate", "ensure_catalog", "TrafficReport", "ConsentBox"]
 
 _COUNTRY_WEIGHTS = {"PL": 40, "DE": 18, "GB": 9, "US": 10, "FR": 8, "CZ": 5, "NL": 4, "IT": 3, "ES": 3}
 
+# One entry per country, the same keys in each (data, not repeated logic).
 _PEOPLE: dict[str, dict[str, Any]] = {
     "PL": {
         "first": ["Anna", "Katarzyna", "Małgorzata", "Agnieszka", "Piotr", "Krzysztof", "Łukasz", "Paweł",

@@ -370,7 +370,7 @@ def test_a_replay_applies_a_merged_guests_events_to_the_customer(engine) -> None
 # --- readers that follow the guest ------------------------------------------------------------
 
 def test_the_scheduler_moves_a_guests_activity_to_the_customer(engine) -> None:  # type: ignore[no-untyped-def]
-    from wooflow.scheduler.activity import People
+    from wooflow.scheduler.guests import People
 
     store = make_store(engine)
     e = "carts@example.com"

@@ -19,7 +19,8 @@ from tests.support import ServerThread, make_store, unique
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
 from wooflow.producers.keys import email_hash
-from wooflow.scheduler.activity import apply_order, apply_storefront
+from wooflow.scheduler.activity import record_order
+from wooflow.scheduler.carts import record_storefront
 from wooflow.scheduler.clock import FrozenClock
 from wooflow.scheduler.recovery import parse_items_param
 from wooflow.scheduler.scan import Scanner
@@ -58,12 +59,12 @@ def test_guest_cart_abandoned_recovered_through_the_link_and_attributed(settings
     items = [{"product_id": 42, "quantity": 2, "price": Decimal("19.90"), "name": "Mug"},
              {"product_id": 7, "variation_id": 8, "quantity": 1, "price": Decimal("5.00"), "name": "Spoon"}]
     with engine.begin() as conn:
-        apply_storefront(conn, sf(store, sess, "cart_updated", T0, cart=items, cart_total=Decimal("44.80")))
+        record_storefront(conn, sf(store, sess, "cart_updated", T0, cart=items, cart_total=Decimal("44.80")))
     # an anonymous cart cannot be recovered by email: it is not abandoned yet, whatever its age
     assert sc.scan_carts(T0 + timedelta(hours=2), store.id) == 0
     guest = f"g{email_hash('guest@example.com')}"
     with engine.begin() as conn:
-        apply_storefront(conn, sf(store, sess, "email_captured", T0 + timedelta(minutes=1), email="Guest@example.com"))
+        record_storefront(conn, sf(store, sess, "email_captured", T0 + timedelta(minutes=1), email="Guest@example.com"))
     assert sc.scan_carts(T0 + timedelta(minutes=30), store.id) == 0  # idle for 29 minutes: still active
     assert sc.scan_carts(T0 + timedelta(minutes=31), store.id) == 1
     assert sc.scan_carts(T0 + timedelta(minutes=40), store.id) == 0  # once
@@ -92,7 +93,7 @@ def test_guest_cart_abandoned_recovered_through_the_link_and_attributed(settings
     with engine.begin() as conn:
         conn.execute(text("UPDATE scheduled_steps SET status = 'emitted', emitted_at = :t WHERE rule_id = :r AND step = 0"),
                      {"t": T0 + timedelta(hours=1, minutes=31), "r": rule_id})
-        apply_order(conn, {"store_id": store.id, "customer_key": guest, "action": "created", "order": {
+        record_order(conn, {"store_id": store.id, "customer_key": guest, "action": "created", "order": {
             "id": 900, "status": "processing", "date_created": T0 + timedelta(hours=3), "customer_id": 0,
             "total": Decimal("44.8000"), "currency": "PLN", "meta": {"_wooflow_cart": f'"{cart["token"]}"'},
             "billing": {"email": "guest@example.com"}}})
@@ -110,19 +111,19 @@ def test_an_order_before_abandonment_converts_the_cart_and_new_activity_starts_a
     sess, ckey = unique("sess"), "c77"
     cart = [{"product_id": 1, "quantity": 1, "price": Decimal("10")}]
     with engine.begin() as conn:
-        apply_storefront(conn, sf(store, sess, "cart_updated", T0, customer_key=ckey, cart=cart))
-        apply_order(conn, {"store_id": store.id, "customer_key": ckey, "action": "created", "order": {
+        record_storefront(conn, sf(store, sess, "cart_updated", T0, customer_key=ckey, cart=cart))
+        record_order(conn, {"store_id": store.id, "customer_key": ckey, "action": "created", "order": {
             "id": 1, "status": "pending", "date_created": T0 + timedelta(minutes=5), "customer_id": 77, "total": "10",
             "currency": "PLN", "billing": {"email": "c77@example.com"}}})
     assert sc.scan_carts(T0 + timedelta(hours=1), store.id) == 0
     assert rows(engine, "SELECT status FROM carts WHERE store_id = :s", s=store.id)[0]["status"] == "ordered"
     # the same session fills a new cart later: a new episode, abandoned on its own
     with engine.begin() as conn:
-        apply_storefront(conn, sf(store, sess, "cart_updated", T0 + timedelta(days=1), customer_key=ckey, cart=cart))
+        record_storefront(conn, sf(store, sess, "cart_updated", T0 + timedelta(days=1), customer_key=ckey, cart=cart))
     assert sc.scan_carts(T0 + timedelta(days=1, minutes=16), store.id) == 1
     # an empty cart is never abandoned
     with engine.begin() as conn:
-        apply_storefront(conn, sf(store, unique("s"), "cart_updated", T0, customer_key="c78", cart=[]))
+        record_storefront(conn, sf(store, unique("s"), "cart_updated", T0, customer_key="c78", cart=[]))
     assert sc.scan_carts(T0 + timedelta(days=2), store.id) == 0
 
 
@@ -142,17 +143,17 @@ def test_product_viewed_n_times_within_a_window(settings, engine) -> None:  # ty
     sess = unique("sess")
     with engine.begin() as conn:
         for h in (0, 5):
-            apply_storefront(conn, sf(store, sess, "product_viewed", T0 + timedelta(hours=h), product_id=42))
-        apply_storefront(conn, sf(store, unique("s"), "product_viewed", T0, product_id=42, customer_key="c9"))
+            record_storefront(conn, sf(store, sess, "product_viewed", T0 + timedelta(hours=h), product_id=42))
+        record_storefront(conn, sf(store, unique("s"), "product_viewed", T0, product_id=42, customer_key="c9"))
     assert scan(T0 + timedelta(hours=6)) == 0
     with engine.begin() as conn:  # third view: still anonymous, so nobody to write to
-        apply_storefront(conn, sf(store, sess, "product_viewed", T0 + timedelta(hours=7), product_id=42))
+        record_storefront(conn, sf(store, sess, "product_viewed", T0 + timedelta(hours=7), product_id=42))
     assert scan(T0 + timedelta(hours=8)) == 0
     with engine.begin() as conn:  # the guest gives an email: the session's views become theirs
-        apply_storefront(conn, sf(store, sess, "email_captured", T0 + timedelta(hours=8), email="v@example.com"))
+        record_storefront(conn, sf(store, sess, "email_captured", T0 + timedelta(hours=8), email="v@example.com"))
     assert scan(T0 + timedelta(hours=9)) == 1
     with engine.begin() as conn:
-        apply_storefront(conn, sf(store, sess, "product_viewed", T0 + timedelta(hours=10), product_id=42,
+        record_storefront(conn, sf(store, sess, "product_viewed", T0 + timedelta(hours=10), product_id=42,
                                   customer_key=f"g{email_hash('v@example.com')}"))
     assert scan(T0 + timedelta(hours=11)) == 0  # within the cooldown (= the window)
     ctx = rows(engine, "SELECT command FROM scheduled_steps WHERE rule_id = :r", r=rule_id)[0]["command"]["context_json"]
@@ -163,9 +164,9 @@ def test_category_browsing_counts_category_and_product_views(settings, engine) -
     store, rule_id, scan = behaviour(settings, engine, "category_browsing", {"times": 3, "category_id": 15})
     with engine.begin() as conn:
         for i, kind in enumerate(("category_viewed", "product_viewed", "category_viewed")):
-            apply_storefront(conn, sf(store, "s-cat-1", kind, T0 + timedelta(minutes=i), category_id=15, product_id=3,
+            record_storefront(conn, sf(store, "s-cat-1", kind, T0 + timedelta(minutes=i), category_id=15, product_id=3,
                                       customer_key="c10"))
-            apply_storefront(conn, sf(store, "s-cat-2", "category_viewed", T0, category_id=16, customer_key="c11"))
+            record_storefront(conn, sf(store, "s-cat-2", "category_viewed", T0, category_id=16, customer_key="c11"))
     assert scan(T0 + timedelta(hours=1)) == 1
     assert rows(engine, "SELECT customer_key FROM scheduled_steps WHERE rule_id = :r", r=rule_id) == [
         {"customer_key": "c10"}]
@@ -174,9 +175,9 @@ def test_category_browsing_counts_category_and_product_views(settings, engine) -
 def test_search_without_purchase(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store, rule_id, scan = behaviour(settings, engine, "search_without_purchase", {"wait": "hour 24"})
     with engine.begin() as conn:
-        apply_storefront(conn, sf(store, "s-q-1", "search", T0, query="red mug", customer_key="c12"))
-        apply_storefront(conn, sf(store, "s-q-2", "search", T0, query="blue mug", customer_key="c13"))
-        apply_order(conn, {"store_id": store.id, "customer_key": "c13", "action": "created", "order": {
+        record_storefront(conn, sf(store, "s-q-1", "search", T0, query="red mug", customer_key="c12"))
+        record_storefront(conn, sf(store, "s-q-2", "search", T0, query="blue mug", customer_key="c13"))
+        record_order(conn, {"store_id": store.id, "customer_key": "c13", "action": "created", "order": {
             "id": 5, "status": "processing", "date_created": T0 + timedelta(hours=2), "customer_id": 13, "total": "1",
             "currency": "PLN", "billing": {"email": "c13@example.com"}}})
     assert scan(T0 + timedelta(hours=23)) == 0
@@ -194,9 +195,9 @@ def test_a_session_s_events_out_of_order_keep_the_newest_items(settings, engine)
     old = [{"product_id": 1, "quantity": 1, "price": Decimal("1")}]
     new = [{"product_id": 2, "quantity": 3, "price": Decimal("2")}]
     with engine.begin() as conn:
-        apply_storefront(conn, sf(store, sess, "email_captured", T0 + timedelta(minutes=2), email="o@example.com"))
-        apply_storefront(conn, sf(store, sess, "cart_updated", T0 + timedelta(minutes=1), cart=new))
-        apply_storefront(conn, sf(store, sess, "cart_updated", T0, cart=old))  # the oldest, last
+        record_storefront(conn, sf(store, sess, "email_captured", T0 + timedelta(minutes=2), email="o@example.com"))
+        record_storefront(conn, sf(store, sess, "cart_updated", T0 + timedelta(minutes=1), cart=new))
+        record_storefront(conn, sf(store, sess, "cart_updated", T0, cart=old))  # the oldest, last
     cart = rows(engine, "SELECT * FROM carts WHERE store_id = :s", s=store.id)[0]
     assert [i["product_id"] for i in cart["items"]] == [2] and cart["status"] == "active"
     assert cart["customer_key"] == f"g{email_hash('o@example.com')}"
@@ -215,10 +216,10 @@ def test_a_recovery_sequence_stops_when_the_cart_changes_and_a_new_abandonment_s
     sc, _ = scanner(settings, engine)
     sess, cart = unique("sess"), [{"product_id": 1, "quantity": 1, "price": Decimal("10")}]
     with engine.begin() as conn:
-        apply_storefront(conn, sf(store, sess, "cart_updated", T0, customer_key="c90", cart=cart))
+        record_storefront(conn, sf(store, sess, "cart_updated", T0, customer_key="c90", cart=cart))
     assert sc.scan_carts(T0 + timedelta(minutes=20), store.id) == 1
     with engine.begin() as conn:  # the shopper comes back and adds a second item
-        apply_storefront(conn, sf(store, sess, "cart_updated", T0 + timedelta(minutes=40), customer_key="c90",
+        record_storefront(conn, sf(store, sess, "cart_updated", T0 + timedelta(minutes=40), customer_key="c90",
                                   cart=cart * 2))
     s = settings.model_copy(update={"scheduler_stores": store.id})
     em = Emitter(s, engine, Producer(s), get_codec(None), FrozenClock(T0 + timedelta(hours=2)), Rules(engine))

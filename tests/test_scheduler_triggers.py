@@ -14,7 +14,9 @@ from tests.pipeline import add_rule
 from tests.support import make_store, unique
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
-from wooflow.scheduler.activity import apply_customer, apply_order, meta_dates, parse_birthday, parse_card_expiry
+from wooflow.scheduler.activity import record_order
+from wooflow.scheduler.customer_calendar import record_customer
+from wooflow.scheduler.dates import meta_dates, parse_birthday, parse_card_expiry
 from wooflow.scheduler.clock import FrozenClock
 from wooflow.scheduler.scan import Scanner
 from wooflow.scheduler.synth import Firer
@@ -103,7 +105,7 @@ def test_birthday_from_customer_meta_once_a_year(settings, engine) -> None:  # t
           "customer": {"id": 3, "email": "c3@example.com", "first_name": "Ola", "last_name": "K",
                        "meta": {"birthday": '"1990-01-15"'}}}
     with engine.begin() as conn:
-        apply_customer(conn, ev)  # what the activity reader does with woo.customers
+        record_customer(conn, ev)  # what the activity reader does with woo.customers
     # Auckland is UTC+13 in January: Jan 15 starts at 11:00 UTC on Jan 14
     crossing(h, utc(2026, 1, 14, 11, 0))
     run = h.runs()[0]
@@ -124,7 +126,7 @@ def test_subscription_renewal_reminder_before_the_local_renewal_date(settings, e
     ev = {"store_id": h.store.id, "customer_key": "c5", "action": "updated",
           "customer": {"id": 5, "email": "c5@example.com", "meta": {"_schedule_next_payment": '"2026-06-10 02:00:00"'}}}
     with engine.begin() as conn:
-        apply_customer(conn, ev)
+        record_customer(conn, ev)
     # 02:00 GMT on Jun 10 is Jun 9 in Los Angeles; 3 days before is Jun 6, which starts at 07:00 UTC
     crossing(h, utc(2026, 6, 6, 7, 0))
     assert h.runs()[0]["period"] == "renewal:2026-06-09"
@@ -135,7 +137,7 @@ def test_card_expiring_in_the_month_before_expiry(settings, engine) -> None:  # 
     ev = {"store_id": h.store.id, "customer_key": "c6", "action": "updated",
           "customer": {"id": 6, "email": "c6@example.com", "meta": {"wooflow_card_expiry": '"04/26"'}}}
     with engine.begin() as conn:
-        apply_customer(conn, ev)
+        record_customer(conn, ev)
     # the card works until Apr 30; 30 days before is Mar 31, which starts at 22:00 UTC (CEST)
     crossing(h, utc(2026, 3, 30, 22, 0))
     assert h.runs()[0]["period"] == "card:2026-04"
@@ -163,10 +165,10 @@ def test_orders_feed_the_calendar_and_the_first_order_wins(settings, engine) -> 
                 "order": {"id": oid, "status": status, "date_created": created, "customer_id": 0, "total": "10.00",
                           "currency": "PLN", "billing": {"email": "x@example.com", "first_name": "X"}}}
     with engine.begin() as conn:
-        apply_order(conn, order(2, utc(2026, 2, 1)))
-        apply_order(conn, order(1, utc(2026, 1, 1)))  # late delivery of an older order
-        apply_order(conn, order(3, utc(2026, 3, 1), "failed"))  # not a purchase
-        apply_order(conn, order(2, utc(2026, 2, 1)))  # replay
+        record_order(conn, order(2, utc(2026, 2, 1)))
+        record_order(conn, order(1, utc(2026, 1, 1)))  # late delivery of an older order
+        record_order(conn, order(3, utc(2026, 3, 1), "failed"))  # not a purchase
+        record_order(conn, order(2, utc(2026, 2, 1)))  # replay
         row = conn.execute(text("SELECT * FROM customer_calendar WHERE store_id = :s"), {"s": store.id}).mappings().one()
     assert (row["first_order_at"], row["last_order_at"], row["last_order_id"]) == (utc(2026, 1, 1), utc(2026, 2, 1), 2)
 

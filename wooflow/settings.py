@@ -20,6 +20,7 @@ def _env(name: str) -> AliasChoices:
 
 
 class Settings(BaseSettings):
+    # One declaration per setting (default, description): alike in shape, nothing to share.
     model_config = SettingsConfigDict(
         env_prefix="WOOFLOW_", env_file=".env", extra="ignore", populate_by_name=True
     )
@@ -68,7 +69,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2 * 1024 * 1024, description="Largest webhook body accepted (413 above)")
     store_cache_ttl_s: float = Field(5.0, description="How long the bridge caches a store row")
     delivery_timeout_s: float = Field(10.0, description="Bridge waits this long for Kafka acks")
-    # (bridge, issue 4) durability, dedupe, reconciliation, storefront
+    # durability, dedupe, reconciliation, storefront
     outbox_max_rows: int = Field(200_000, description="Bridge outbox bound during a Kafka outage (503 beyond)")
     outbox_drain_batch: int = Field(1000, description="Outbox rows produced per drain step")
     kafka_probe_interval_s: float = Field(0.5, description="How often the bridge probes a broker it believes down")

@@ -1,5 +1,8 @@
 """PostgreSQL tables (SQLAlchemy Core). Schema changes go through Alembic migrations
-in `migrations/versions/`; this file mirrors the latest migration for queries."""
+in `migrations/versions/`; this file mirrors the latest migration for queries.
+
+Tables repeat column shapes (`store_id`, keys, timestamps) on purpose: each declaration is
+spelled out in full so it reads like its migration and like psql's description of it."""
 
 from __future__ import annotations
 

@@ -70,6 +70,8 @@ class ChangeOrderStatus(BaseAction):
         return ActionResult("succeeded", f"order {oid} already {status}", {"order_id": oid, "to": status})
 
 
+# The order's SetMeta, as SetCustomerMeta (actions/customers.py) is the customer's: only
+# the target differs, and each action is its own class for the registry.
 class SetOrderMeta(SetMeta):
     name: ClassVar[str] = "set_order_meta"
     description: ClassVar[str] = "Add or update a custom field (meta) on the order"

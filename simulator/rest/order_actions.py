@@ -13,17 +13,17 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import secrets
-from typing import Any, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .errors import RestError
+from ..errors import RestError
+from .api import API, Api, basic_credentials
+from .responses import json_response
 
 # OrderActionsRestController::STATUS_TEMPLATE_MAP + the customer invoice.
 TEMPLATES = {
@@ -52,7 +52,8 @@ def _available(order: Any) -> list[str]:
     return sorted(out)
 
 
-def routes(store: Any, endpoint: Callable[..., Any], json_response: Callable[..., Response], api: str) -> list[Route]:
+def routes(api: Api) -> list[Route]:
+    store: Any = api.store  # given the attributes below on first use
     if not hasattr(store, "sent_emails"):
         store.sent_emails = []  # (order_id, template_id, to)
     if not hasattr(store, "app_password"):
@@ -77,20 +78,20 @@ def routes(store: Any, endpoint: Callable[..., Any], json_response: Callable[...
             store._add_note(order, text, customer_note=False, added_by=store.admin.username)
         return text
 
-    @endpoint("read")
+    @api.endpoint("read")
     async def email_templates(request: Request, params: Any) -> Response:
         order = order_of(request)
         return json_response([{"id": t, "title": TEMPLATES[t][0], "description": TEMPLATES[t][1]}
                               for t in _available(order)])
 
-    @endpoint("read")
+    @api.endpoint("read")
     async def send_order_details(request: Request, params: Any) -> Response:
         order = order_of(request)
         if "@" not in order.billing.get("email", ""):
             raise RestError("woocommerce_rest_missing_email", "Order does not have an email address.", 400)
         return json_response({"message": send(order, "customer_invoice")})
 
-    @endpoint("read")
+    @api.endpoint("read")
     async def send_email(request: Request, params: Any) -> Response:
         order = order_of(request)
         if "@" not in order.billing.get("email", ""):
@@ -109,13 +110,7 @@ def routes(store: Any, endpoint: Callable[..., Any], json_response: Callable[...
         return json_response({"message": send(order, template_id)})
 
     def wp_auth(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        user = password = ""
-        if header[:6].lower() == "basic ":
-            try:
-                user, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                pass
+        user, password = basic_credentials(request)
         if not user:
             raise RestError("rest_forbidden", "Sorry, you are not allowed to do that.", 401)
         if user != store.admin.username or not hmac.compare_digest(password.replace(" ", ""),
@@ -150,8 +145,8 @@ def routes(store: Any, endpoint: Callable[..., Any], json_response: Callable[...
             return json_response(error.body(), error.status)
 
     return [
-        Route(f"{api}/orders/{{id:int}}/actions/email_templates", email_templates, methods=["GET"]),
-        Route(f"{api}/orders/{{id:int}}/actions/send_order_details", send_order_details, methods=["POST"]),
-        Route(f"{api}/orders/{{id:int}}/actions/send_email", send_email, methods=["POST"]),
+        Route(f"{API}/orders/{{id:int}}/actions/email_templates", email_templates, methods=["GET"]),
+        Route(f"{API}/orders/{{id:int}}/actions/send_order_details", send_order_details, methods=["POST"]),
+        Route(f"{API}/orders/{{id:int}}/actions/send_email", send_email, methods=["POST"]),
         Route("/wp-json/wp/v2/users/{id:int}", wp_user, methods=["GET", "POST", "PUT", "PATCH"]),
     ]
