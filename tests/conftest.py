@@ -18,7 +18,9 @@ from __future__ import annotations
 import gc
 import os
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -123,7 +125,7 @@ def _launch(stack: ExitStack, base: Path, *, kafka: bool, postgres: bool) -> Ser
     )
 
 
-def _resolve_services(stack: ExitStack, tmp_path_factory: pytest.TempPathFactory) -> ServiceEndpoints:
+def _resolve_services(stack: ExitStack) -> ServiceEndpoints:
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
     database = _psycopg_dialect(os.environ["DATABASE_URL"]) if os.environ.get("DATABASE_URL") else None
     if (kafka is None or database is None) and _docker_answers():
@@ -131,7 +133,11 @@ def _resolve_services(stack: ExitStack, tmp_path_factory: pytest.TempPathFactory
         database = database or _postgres_container(stack)
     if kafka is not None and database is not None:
         return ServiceEndpoints(kafka_bootstrap_servers=kafka, database_url=database)
-    launched = _launch(stack, tmp_path_factory.mktemp("services"), kafka=kafka is None, postgres=database is None)
+    # Not under pytest's basetemp: another pytest session of the same user removes all but the
+    # newest three of those directories, and with them this session's PostgreSQL data.
+    base = Path(tempfile.mkdtemp(prefix="wooflow-test-services-"))
+    stack.callback(shutil.rmtree, base, ignore_errors=True)  # runs after the services stopped
+    launched = _launch(stack, base, kafka=kafka is None, postgres=database is None)
     return ServiceEndpoints(
         kafka_bootstrap_servers=kafka or launched.kafka_bootstrap_servers,
         database_url=database or launched.database_url,
@@ -143,10 +149,10 @@ def _resolve_services(stack: ExitStack, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="session")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceEndpoints]:
+def services() -> Iterator[ServiceEndpoints]:
     """Kafka + PostgreSQL endpoints shared by the whole test session (see module doc)."""
     with ExitStack() as stack:
-        yield _resolve_services(stack, tmp_path_factory)
+        yield _resolve_services(stack)
         # Kafka clients left in reference cycles — or in the frames of the last failure, kept
         # for post-mortem debugging — are destroyed now, while their broker still answers;
         # after it stops, a live client logs "Connection refused" until exit.
