@@ -18,10 +18,10 @@ shared with cooperative-sticky rebalancing), and per batch:
    the next batch is fetched and decoded; that batch settles it (`Checkpoint.settle`:
    waits for the write, then commits its offsets) before reading state (step 2).
 
-Delayed steps (`not_before` in the future) are not produced: they are stored with
-`wooflow.scheduler.steps.store_delayed` in the same transaction as the state, and the
-scheduler produces them when due (same idempotency key). Without the scheduler package
-they are produced at once with `not_before` set, and workers must hold them.
+Delayed steps (`not_before` in the future) are not produced: they are stored with the
+`store_delayed` the process was built with (the scheduler's `scheduled_steps`, wired in
+by wooflow/cli.py) in the same transaction as the state, and the scheduler produces them
+when due (same idempotency key).
 """
 
 from __future__ import annotations
@@ -32,15 +32,17 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from wooflow import metrics
-from wooflow.checkpointing import Checkpoint
+from wooflow.checkpointing import Checkpoint, run_batches
+from wooflow.clock import get_clock
 from wooflow.consumer.apply import STATEFUL
 from wooflow.consumer.batch import BatchProcessor, Item
 from wooflow.consumer.decode import EventDecoder
@@ -54,21 +56,16 @@ from wooflow.dlq import dead_letter
 from wooflow.gc_tuning import tune_gc
 from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_consumer
-from wooflow.kafka.loop import run_batches
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.settings import Settings
 
-from wooflow.scheduler.clock import get_clock
-
-try:
-    from wooflow.scheduler.steps import store_delayed
-except ImportError:  # a build without the scheduler: delayed commands go out with not_before
-    store_delayed = None  # type: ignore[assignment]
-
 log = logging.getLogger(__name__)
 
 STORE_HEADER, SCHEMA_HEADER = "store", "schema"
+
+# Stores a batch's delayed commands in the open state transaction; returns how many were new.
+StoreDelayed = Callable[[Connection, list[dict[str, Any]]], int]
 
 
 def header_hint(msg: Message) -> tuple[str | None, str | None]:
@@ -117,8 +114,10 @@ class LoyaltyCache:
 
 
 class RuleConsumer:
-    def __init__(self, settings: Settings, *, latencies: list[float] | None = None) -> None:
+    def __init__(self, settings: Settings, *, store_delayed: StoreDelayed,
+                 latencies: list[float] | None = None) -> None:
         self.settings = settings
+        self.store_delayed = store_delayed
         self.codec = get_codec(settings.schema_registry_url)
         self.decoder = EventDecoder(self.codec)
         self.db = get_engine(settings.database_url)
@@ -202,7 +201,7 @@ class RuleConsumer:
         emitted: Counter[tuple[str, str]] = Counter()
         delayed: list[dict[str, Any]] = []
         for it, cmd in outcome.commands:
-            if cmd["not_before"] is not None and cmd["not_before"] > now and store_delayed is not None:
+            if cmd["not_before"] is not None and cmd["not_before"] > now:
                 delayed.append(cmd)
                 continue
             value = self.codec.encode("ActionCommand", cmd, self.commands_topic)
@@ -245,8 +244,8 @@ class RuleConsumer:
             with self.db.begin() as conn:
                 if pending is not None:
                     lost = pending.save(conn)
-                if delayed and store_delayed is not None:  # the scheduler is installed: it emits them
-                    store_delayed(conn, delayed)
+                if delayed:
+                    self.store_delayed(conn, delayed)
         if pending is not None:  # committed (or nothing to write): the rows are what the database has
             self.state_cache.keep(pending)
         if lost:

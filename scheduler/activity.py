@@ -42,11 +42,10 @@ from confluent_kafka import Message
 from sqlalchemy import Connection, Engine, text
 
 from wooflow import consent_policy, metrics
-from wooflow.checkpointing import Checkpoint
+from wooflow.checkpointing import Checkpoint, run_batches
 from wooflow.dlq import dead_letter
 from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_consumer
-from wooflow.kafka.loop import run_batches
 from wooflow.kafka.producer import Producer
 from wooflow.consumer.merge import email_of, guest_key
 from wooflow.producers.keys import email_hash

@@ -22,12 +22,12 @@ from typing import Any
 from sqlalchemy import text
 
 from wooflow import metrics
+from wooflow.clock import get_clock
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
 from wooflow.db.engine import get_engine
 from wooflow.kafka.producer import Producer
 from wooflow.scheduler.activity import ActivityReader
-from wooflow.scheduler.clock import get_clock
 from wooflow.scheduler.emitter import Emitter
 from wooflow.scheduler.scan import Scanner
 from wooflow.scheduler.synth import Firer

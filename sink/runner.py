@@ -19,13 +19,12 @@ from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
 
 from wooflow import metrics
-from wooflow.checkpointing import Checkpoint
+from wooflow.checkpointing import Checkpoint, run_batches
 from wooflow.db.engine import get_engine
 from wooflow.db.tables import execution_logs
 from wooflow.dlq import dead_letter
 from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_consumer
-from wooflow.kafka.loop import run_batches
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.settings import Settings

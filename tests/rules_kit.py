@@ -101,9 +101,11 @@ class ConsumerThread:
 
     def __init__(self, s: Settings) -> None:
         from wooflow.consumer.runner import RuleConsumer
+        from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - wired like `wooflow rules`
+        from wooflow.scheduler.steps import store_delayed
 
         self.stop = threading.Event()
-        self.consumer = RuleConsumer(s)
+        self.consumer = RuleConsumer(s, store_delayed=store_delayed)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 

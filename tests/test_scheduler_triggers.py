@@ -12,10 +12,10 @@ from sqlalchemy import text
 
 from tests.pipeline import add_rule
 from tests.support import make_store, unique
+from wooflow.clock import FrozenClock
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
 from wooflow.scheduler.activity import apply_customer, apply_order, meta_dates, parse_birthday, parse_card_expiry
-from wooflow.scheduler.clock import FrozenClock
 from wooflow.scheduler.scan import Scanner
 from wooflow.scheduler.synth import Firer
 from wooflow.stores import StoreCache

@@ -54,24 +54,6 @@ from wooflow.workers.woo_client import WooClients
 log = logging.getLogger(__name__)
 
 
-class _Pos:
-    """What Checkpoint.track needs from a message: where it was."""
-
-    __slots__ = ("_t", "_p", "_o")
-
-    def __init__(self, topic: str, partition: int, offset: int) -> None:
-        self._t, self._p, self._o = topic, partition, offset
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop  # shipped with uvicorn[standard]; noticeably faster for many sockets
@@ -299,7 +281,7 @@ class Worker:
         if not positions:
             return
         for (t, p), offset in positions.items():
-            self.checkpoint.track(_Pos(t, p, offset - 1))  # type: ignore[arg-type]
+            self.checkpoint.track(t, p, offset - 1)  # the last finished message: the commit moves to `offset`
         try:
             self.checkpoint.commit()
         except KafkaException as exc:

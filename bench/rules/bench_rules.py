@@ -233,9 +233,11 @@ def cleanup(s: Settings, store_ids: list[str] | None = None) -> None:
 
 def run_consumer(s: Settings, n: int, profile: bool) -> dict[str, float]:
     from wooflow.consumer.runner import RuleConsumer
+    from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - wired like `wooflow rules`
+    from wooflow.scheduler.steps import store_delayed
 
     latencies: list[float] = []
-    rc = RuleConsumer(s, latencies=latencies)
+    rc = RuleConsumer(s, store_delayed=store_delayed, latencies=latencies)
     stop = threading.Event()
     marks: dict[str, float] = {}
     orig = rc.handle

@@ -220,7 +220,7 @@ def _scheduled(settings: Settings, engine: Engine, store: Store, rule: Any, cust
     """Would the scheduler's next scan fire this rule for this customer? The same read-only
     candidate queries the scan runs (scheduler/scan.py), at the scheduler's clock's now."""
     from wooflow.scheduler import scan
-    from wooflow.scheduler.clock import get_clock
+    from wooflow.clock import get_clock
     from wooflow.scheduler.triggers import validate_options
 
     now = get_clock(settings).now()

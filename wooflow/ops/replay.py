@@ -39,6 +39,8 @@ from wooflow.db.engine import get_engine
 from wooflow.gc_tuning import tune_gc
 from wooflow.kafka import topics
 from wooflow.kafka.producer import Producer
+from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - rules naming them compile here too
+from wooflow.scheduler.steps import store_delayed
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.settings import Settings
 
@@ -365,7 +367,5 @@ class Replayer:
                 producer.produce(topic, self.codec.encode("ActionCommand", cmd, topic),
                                  key=f"{it.event['store_id']}:{it.event['customer_key']}")
         if delayed:
-            from wooflow.scheduler.steps import store_delayed
-
             with self.db.begin() as conn:
                 store_delayed(conn, delayed)
