@@ -176,10 +176,10 @@ def describe_cycles(found: list[Import]) -> list[str]:
     problems = []
     for scc in cycles(graph(found)):
         members = set(scc)
-        by_edge: dict[tuple[str, str], list[str]] = defaultdict(list)
+        by_edge: dict[tuple[str, str], set[str]] = defaultdict(set)
         for imp in found:
             if imp.edge[0] != imp.edge[1] and set(imp.edge) <= members:
-                by_edge[imp.edge].append(f"{imp.where} ({imp.target})")
+                by_edge[imp.edge].add(f"{imp.where} ({imp.target})")
         lines = [f"  {a} -> {b}: {', '.join(sorted(w)[:3])}" + (f" and {len(w) - 3} more" if len(w) > 3 else "")
                  for (a, b), w in sorted(by_edge.items())]
         problems.append(f"import cycle between {', '.join(scc)}:\n" + "\n".join(lines))
