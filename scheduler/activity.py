@@ -45,6 +45,7 @@ from wooflow import consent_policy, metrics
 from wooflow.checkpointing import Checkpoint, run_batches
 from wooflow.dlq import dead_letter
 from wooflow.kafka import topics
+from wooflow.kafka.config import BATCH
 from wooflow.kafka.consumer import make_consumer
 from wooflow.kafka.producer import Producer
 from wooflow.consumer.merge import email_of, guest_key
@@ -558,8 +559,7 @@ class ActivityReader:
         self.engine = engine
         self.codec = get_codec(settings.schema_registry_url)
         self.stores = StoreCache(engine, settings.store_cache_ttl_s)
-        timeout: dict[str, Any] = {"message.timeout.ms": 300000}
-        self.producer = Producer(settings, **timeout)  # dead letters only
+        self.producer = Producer(settings, BATCH)  # dead letters only
         self.people = People()
         self.ready = threading.Event()
 
