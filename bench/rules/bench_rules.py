@@ -39,6 +39,9 @@ from confluent_kafka import Producer  # noqa: E402
 
 from wooflow.kafka import topics  # noqa: E402
 from wooflow.kafka.admin import create_topics  # noqa: E402
+from wooflow.kafka.config import producer_config  # noqa: E402
+from wooflow.kafka.headers import event_headers  # noqa: E402
+from wooflow.kafka.producer import produce_when_room  # noqa: E402
 from wooflow.schemas.codec import get_codec  # noqa: E402
 from wooflow.settings import Settings  # noqa: E402
 
@@ -196,18 +199,14 @@ def setup(s: Settings, w: Workload) -> list[tuple[str, dict[str, Any]]]:
     with engine.begin() as conn:
         conn.execute(insert(rules), rows)
     codec = get_codec(None)
-    p = Producer({"bootstrap.servers": s.kafka_bootstrap_servers, "linger.ms": 20, "batch.size": 1_000_000,
-                  "compression.type": "lz4", "acks": "all", "queue.buffering.max.messages": 1_000_000})
+    # wooflow's producer configuration, lingering longer: the backlog is loaded in big batches
+    p = Producer(producer_config(s) | {"linger.ms": 20, "batch.size": 1_000_000,
+                                       "queue.buffering.max.messages": 1_000_000})
     events = list(w.events())
     for schema, ev in events:
         topic = s.topic(TOPIC_OF[schema])
-        while True:
-            try:
-                p.produce(topic, codec.encode(schema, ev, topic), key=f"{ev['store_id']}:{ev['customer_key']}",
-                          headers=[("store", ev["store_id"].encode()), ("schema", schema.encode())])
-                break
-            except BufferError:
-                p.poll(0.1)
+        produce_when_room(p, topic, codec.encode(schema, ev, topic), key=f"{ev['store_id']}:{ev['customer_key']}",
+                          headers=event_headers(ev["store_id"], schema), wait_s=0.1)
     assert p.flush(120) == 0
     return events
 
