@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from confluent_kafka import Producer  # noqa: E402
 
 from wooflow.kafka import topics  # noqa: E402
-from wooflow.kafka.admin import create_topics  # noqa: E402
+from wooflow.kafka.admin import create_topics, delete_topics_with_prefix  # noqa: E402
 from wooflow.kafka.config import producer_config  # noqa: E402
 from wooflow.kafka.headers import event_headers  # noqa: E402
 from wooflow.kafka.producer import produce_when_room  # noqa: E402
@@ -381,6 +381,7 @@ def main() -> None:
             print("  naive:    " + ", ".join(f"{k}={v:,.1f}" for k, v in nv.items()), flush=True)
             naive.append(nv)
         cleanup(s, w.stores)
+        delete_topics_with_prefix(s, s.topic_prefix)  # a shared broker: leave it no partitions behind
     med = {k: statistics.median(r[k] for r in results) for k in results[0]}
     print(f"\nmedian of {len(results)} runs, {args.events} events, batch {args.batch_size}, "
           f"{STORES} stores x {RULES_PER_STORE} rules:")
