@@ -169,24 +169,26 @@ class LoopProducer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._completions: _Completions | None = None
         self._pump: _DeliveryPump | None = None
+        # A delivery callback that calls `target(None or the error)` on the event loop.
+        self.on_delivery: Callable[[Report], OnDelivery] = self._not_started
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._completions = _Completions(self._loop)
+        self.on_delivery = self._completions.callback
         raw = self.producer.raw
         self._pump = _DeliveryPump(self._loop, raw.poll, lambda: len(raw))
         self._pump.start()
 
-    def on_delivery(self, target: Report) -> OnDelivery:
-        """A delivery callback that calls `target(None or the error)` on the event loop."""
-        assert self._completions is not None, "LoopProducer.start() first"
-        return self._completions.callback(target)
+    @staticmethod
+    def _not_started(_target: Report) -> OnDelivery:
+        raise RuntimeError("LoopProducer.start() first")
 
     def send(self, topic: str, key: str, value: bytes, store_id: str | None,
              on_delivery: OnDelivery) -> BaseException | None:
         """Hand one message to librdkafka; the error when it refused it outright."""
         try:
-            produce_when_room(self.producer.raw, topic, value, key=key, headers=self.headers.get(topic, store_id),
+            produce_when_room(self.producer.raw, topic, value, key=key, headers=self.headers[topic, store_id or ""],
                               on_delivery=on_delivery, wait_s=0.01, attempts=200)
         except BufferError:
             return KafkaException(KafkaError(KafkaError._QUEUE_FULL))
