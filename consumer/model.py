@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from wooflow.consumer.conditions import ConditionError, compile_tree
+from wooflow.consumer.exits import parse_exits
 
 _DELAY = re.compile(r"^\s*(?:(immediately|now)|(?:(minute|hour|day|week)s?\s+(\d+))|(\d+)\s*(m|h|d|w))\s*$", re.I)
 _UNIT_SECONDS = {"minute": 60, "m": 60, "hour": 3600, "h": 3600, "day": 86400, "d": 86400, "week": 604800, "w": 604800}
@@ -111,8 +112,6 @@ class RuleSpec(BaseModel):
     def _exit(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # Condition trees, or named exits ({"type": "ordered" | "cart_recovered" | "unsubscribed"})
         # that the scheduler checks before each delayed step (scheduler/exits.py).
-        from wooflow.scheduler.exits import parse_exits
-
         try:
             parse_exits(v)
         except ConditionError as exc:

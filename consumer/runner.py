@@ -3,8 +3,8 @@
 Reads the woo.* topics in one consumer group (scaled by adding processes; partitions are
 shared with cooperative-sticky rebalancing), and per batch:
 
-1. skips events no rule can care about, from the `store`/`schema` headers the bridge sets
-   (without decoding them), and decodes the rest (`decode.py`, no logical types);
+1. skips events no rule can care about, from their `store`/`schema` headers
+   (wooflow/kafka/headers.py, without decoding them), and decodes the rest (`decode.py`, no logical types);
 2. `BatchProcessor`: loads the customers and orders of the batch in two queries, applies
    every event in order (`apply.py`), matches rules, applies frequency limits;
 3. produces the commands keyed like their events (one customer stays on one partition),
@@ -18,10 +18,10 @@ shared with cooperative-sticky rebalancing), and per batch:
    the next batch is fetched and decoded; that batch settles it (`Checkpoint.settle`:
    waits for the write, then commits its offsets) before reading state (step 2).
 
-Delayed steps (`not_before` in the future) are not produced: they are stored with
-`wooflow.scheduler.steps.store_delayed` in the same transaction as the state, and the
-scheduler produces them when due (same idempotency key). Without the scheduler package
-they are produced at once with `not_before` set, and workers must hold them.
+Delayed steps (`not_before` in the future) are not produced: they are stored with the
+`store_delayed` the process was built with (the scheduler's `scheduled_steps`, wired in
+by wooflow/cli.py) in the same transaction as the state, and the scheduler produces them
+when due (same idempotency key).
 """
 
 from __future__ import annotations
@@ -32,15 +32,17 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from wooflow import metrics
-from wooflow.checkpointing import Checkpoint
+from wooflow.checkpointing import Checkpoint, run_batches
+from wooflow.clock import get_clock
 from wooflow.consumer.apply import STATEFUL
 from wooflow.consumer.batch import BatchProcessor, Item
 from wooflow.consumer.decode import EventDecoder
@@ -53,36 +55,17 @@ from wooflow.db.tables import stores
 from wooflow.dlq import dead_letter
 from wooflow.gc_tuning import tune_gc
 from wooflow.kafka import topics
+from wooflow.kafka.config import BATCH, TRANSACTIONAL
 from wooflow.kafka.consumer import make_consumer
-from wooflow.kafka.loop import run_batches
+from wooflow.kafka.headers import read_hint
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.settings import Settings
 
-from wooflow.scheduler.clock import get_clock
-
-try:
-    from wooflow.scheduler.steps import store_delayed
-except ImportError:  # a build without the scheduler: delayed commands go out with not_before
-    store_delayed = None  # type: ignore[assignment]
-
 log = logging.getLogger(__name__)
 
-STORE_HEADER, SCHEMA_HEADER = "store", "schema"
-
-
-def header_hint(msg: Message) -> tuple[str | None, str | None]:
-    """(store, schema) from the bridge's headers, or (None, None) for older producers."""
-    hs = msg.headers()
-    if not hs:
-        return None, None
-    store = schema = None
-    for k, v in (hs.items() if isinstance(hs, dict) else hs):
-        if k == STORE_HEADER:
-            store = v.decode() if isinstance(v, bytes) else v
-        elif k == SCHEMA_HEADER:
-            schema = v.decode() if isinstance(v, bytes) else v
-    return store, schema
+# Stores a batch's delayed commands in the open state transaction; returns how many were new.
+StoreDelayed = Callable[[Connection, list[dict[str, Any]]], int]
 
 
 class LoyaltyCache:
@@ -117,8 +100,10 @@ class LoyaltyCache:
 
 
 class RuleConsumer:
-    def __init__(self, settings: Settings, *, latencies: list[float] | None = None) -> None:
+    def __init__(self, settings: Settings, *, store_delayed: StoreDelayed,
+                 latencies: list[float] | None = None) -> None:
         self.settings = settings
+        self.store_delayed = store_delayed
         self.codec = get_codec(settings.schema_registry_url)
         self.decoder = EventDecoder(self.codec)
         self.db = get_engine(settings.database_url)
@@ -130,18 +115,14 @@ class RuleConsumer:
         self.processor.cache = self.state_cache
         instance = settings.instance_id.strip()
         txn_id = None
-        producer_conf: dict[str, Any] = {"message.timeout.ms": 300000}  # wait out short broker outages
         if settings.transactional:
             # A stable id (from WOOFLOW_INSTANCE_ID) lets a restarted instance fence its dead
             # predecessor and abort its open transaction at once; without one, that
             # transaction blocks read_committed readers until transaction.timeout.ms.
             txn_id = (f"wooflow-rules-{settings.rules_group}-{instance}" if instance
                       else f"wooflow-rules-{socket.gethostname()}-{os.getpid()}")
-            producer_conf = {"transaction.timeout.ms": 30000, "message.timeout.ms": 30000}
-        self.producer = Producer(settings, transactional_id=txn_id, **producer_conf)
-        # Static membership: a restarted instance takes its partitions back without waiting
-        # for the session timeout of the one that died.
-        self.consumer_overrides: dict[str, Any] = {"group.instance.id": f"{settings.rules_group}-{instance}"} if instance else {}
+        self.producer = Producer(settings, TRANSACTIONAL if settings.transactional else BATCH, transactional_id=txn_id)
+        self.group_instance = f"{settings.rules_group}-{instance}" if instance else None
         self.commands_topic = settings.topic(topics.COMMANDS)
         self.stateful_topics = frozenset(settings.topic(t) for t in topics.EVENT_TOPICS
                                          if topics.SCHEMA_OF_TOPIC[t] in STATEFUL)
@@ -163,7 +144,7 @@ class RuleConsumer:
         stateful = self.stateful_topics
         for msg in batch:
             # events that carry state are decoded whatever their headers say: don't read them
-            store, schema = (None, None) if msg.topic() in stateful else header_hint(msg)
+            store, schema = (None, None) if msg.topic() in stateful else read_hint(msg)
             if store is not None and schema is not None and schema not in STATEFUL and not triggers(store, schema):
                 # nothing listens to these events and they carry no state: skip the decoding
                 self.stats["skipped"] += 1
@@ -202,7 +183,7 @@ class RuleConsumer:
         emitted: Counter[tuple[str, str]] = Counter()
         delayed: list[dict[str, Any]] = []
         for it, cmd in outcome.commands:
-            if cmd["not_before"] is not None and cmd["not_before"] > now and store_delayed is not None:
+            if cmd["not_before"] is not None and cmd["not_before"] > now:
                 delayed.append(cmd)
                 continue
             value = self.codec.encode("ActionCommand", cmd, self.commands_topic)
@@ -245,8 +226,8 @@ class RuleConsumer:
             with self.db.begin() as conn:
                 if pending is not None:
                     lost = pending.save(conn)
-                if delayed and store_delayed is not None:  # the scheduler is installed: it emits them
-                    store_delayed(conn, delayed)
+                if delayed:
+                    self.store_delayed(conn, delayed)
         if pending is not None:  # committed (or nothing to write): the rows are what the database has
             self.state_cache.keep(pending)
         if lost:
@@ -280,7 +261,7 @@ class RuleConsumer:
         listener.start()
         consumer = make_consumer(self.settings, self.settings.rules_group,
                                  [self.settings.topic(t) for t in topics.EVENT_TOPICS],
-                                 on_revoke=self.on_revoke, on_lost=self.on_lost, **self.consumer_overrides)
+                                 on_revoke=self.on_revoke, on_lost=self.on_lost, instance_id=self.group_instance)
         self.checkpoint = Checkpoint(consumer, self.producer, transactional=self.settings.transactional,
                                      before_commit=self.save_state if self.settings.transactional
                                      else self.save_state_in_background)

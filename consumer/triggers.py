@@ -4,8 +4,10 @@ A trigger is a `TriggerSpec`: the schema it listens to, `fires(ctx)` (did this e
 given the state wooflow keeps, fire it?), and an optional pydantic `Options` model with
 `compile_options(options) -> (ctx -> bool)` that narrows it per rule (from→to,
 thresholds, milestones...). Time- and behaviour-based triggers (abandoned cart, inactive
-for N days, birthday...) register the same way from the modules that produce their
-events: `register(TriggerSpec(...))` with the schema of those events.
+for N days, birthday...) are the scheduler's: scheduler/triggers.py registers them here
+the same way, from the outside, when it is imported — by the scheduler itself, and by
+every other process that compiles rules naming them (`wooflow rules` and `wooflow
+replay` through their wiring, the API). This package never imports the scheduler.
 """
 
 from __future__ import annotations
@@ -286,15 +288,3 @@ register(TriggerSpec(
     lambda ctx: ctx.event.get("product") is not None and ctx.event.get("action") in ("created", "updated", "restored"),
     ProductSavedOptions, _compile_product_actions, group="product"))
 
-
-# Cart, behaviour and calendar triggers (abandoned_cart, product_viewed, birthday, ...) are
-# evaluated by the scheduler's scans; they register themselves from scheduler/triggers.py.
-from wooflow.scheduler import triggers as _scheduler_triggers  # noqa: E402,F401
-
-
-# Triggers produced elsewhere register themselves on import (time/behaviour/cart triggers
-# of the scheduler). Imported last: they use TriggerSpec/register from this module.
-try:
-    import wooflow.scheduler.triggers  # noqa: F401,E402
-except ImportError:  # a build without the scheduler
-    pass

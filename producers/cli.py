@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from typing import Annotated, Any, NoReturn, Optional
@@ -67,6 +65,7 @@ def backfill(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from wooflow.db.engine import get_engine
+    from wooflow.process import setup_logging
     from wooflow.producers.backfill import RESOURCES, backfill_resource, open_run, unfinished_runs
     from wooflow.producers.sync_ingest import SyncIngest
     from wooflow.producers.woo_rest import RestError, Transient, WooRest
@@ -75,8 +74,7 @@ def backfill(
     from wooflow.stores import StoreCache
 
     s = get_settings()
-    logging.basicConfig(level=s.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup_logging(s)
     wanted = list(dict.fromkeys(r.strip() for r in resources.split(",") if r.strip()))
     unknown = [r for r in wanted if r not in RESOURCES]
     if unknown or not wanted:
@@ -143,7 +141,7 @@ def poller(
     from sqlalchemy.exc import DBAPIError
 
     from wooflow.db.engine import get_engine
-    from wooflow.kafka.loop import stop_on_signals
+    from wooflow.process import setup_logging, stop_on_signals
     from wooflow.producers.poller import run_poller
     from wooflow.producers.sync_ingest import SyncIngest
     from wooflow.schemas.codec import get_codec
@@ -152,8 +150,7 @@ def poller(
     s = get_settings()
     if interval is not None:
         s = s.model_copy(update={"poll_interval_s": interval})
-    logging.basicConfig(level=s.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup_logging(s)
     stop = threading.Event()
     stop_on_signals(stop)
     if s.metrics_port:  # ready = PostgreSQL answers (watermarks, dedupe), as for every role

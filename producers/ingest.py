@@ -5,44 +5,39 @@ Every event (webhook, storefront) goes through one asyncio task, in arrival orde
 1. **dedupe** — in-batch, in-flight and recently-seen ids are answered `duplicate` at
    once; the rest are claimed in PostgreSQL (`bridge_seen`) with one group-committed
    statement per batch, so the hot path costs one round trip per batch, not per request;
-2. **durable** — normally each claimed event is produced (acks=all, idempotent producer)
-   and its caller is answered when Kafka acknowledges; while Kafka is down (the circuit
-   breaker is open) or the outbox is not empty, the claim and an outbox row are committed
-   in one transaction instead, and the caller is answered from that commit.
+2. **durable** — normally each claimed event is produced (acks=all, idempotent producer;
+   wooflow/kafka/delivery.py serves the reports on the event loop) and its caller is
+   answered when Kafka acknowledges; while Kafka is down (the circuit breaker is open)
+   or the outbox is not empty, the claim and an outbox row are committed in one
+   transaction instead (outbox.py), and the caller is answered from that commit.
 
 The breaker opens on librdkafka's "all brokers down" error (or a failed delivery); at
 that moment messages still in librdkafka's local queue — never sent — are purged, fail
 fast and fall back to the outbox, so nothing is written twice. While the breaker is open
 the broker is probed every `kafka_probe_interval_s`; once it answers, the outbox is
-drained in `seq` order (one drainer at a time, by advisory lock) and only when it is
-empty do new events go straight to Kafka again — per-key order survives the outage.
-The outbox is bounded (`outbox_max_rows`): beyond it callers get 503.
+drained in order and only when it is empty do new events go straight to Kafka again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import json
 import logging
-import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message
 from sqlalchemy import Connection, Engine
 
 from wooflow import metrics
 from wooflow.kafka import topics
-from wooflow.kafka.producer import Producer
+from wooflow.kafka.delivery import LoopProducer, permanent_error
 from wooflow.producers import dedupe
 from wooflow.producers.identity import NO_FACTS, Facts, Identities
 from wooflow.producers.normalise import Event
+from wooflow.producers.outbox import Outbox, Row
 from wooflow.schemas.codec import Codec
 from wooflow.settings import Settings
 
@@ -51,21 +46,6 @@ log = logging.getLogger(__name__)
 PRODUCED, OUTBOX, DUPLICATE = "produced", "outbox", "duplicate"
 _RECENT_MAX = 100_000
 _BATCH_MAX = 500
-
-
-# Answers Kafka will give again however long we wait: not an outage, a poison event.
-_PERMANENT = {
-    KafkaError.MSG_SIZE_TOO_LARGE: "message_too_large", KafkaError.RECORD_LIST_TOO_LARGE: "message_too_large",
-    KafkaError.INVALID_RECORD: "invalid_record", KafkaError.TOPIC_AUTHORIZATION_FAILED: "topic_not_authorized",
-    KafkaError._UNKNOWN_TOPIC: "unknown_topic", KafkaError.UNKNOWN_TOPIC_OR_PART: "unknown_topic",
-    KafkaError._INVALID_ARG: "invalid_message",
-}
-
-
-def permanent_error(exc: BaseException) -> str | None:
-    """The DLQ reason when `exc` is a produce failure no retry will fix, else None."""
-    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-    return _PERMANENT.get(err.code()) if isinstance(err, KafkaError) else None
 
 
 class Unavailable(RuntimeError):
@@ -87,133 +67,8 @@ class _Item:
     future: asyncio.Future[str] = field(repr=False)
     event: Event = field(repr=False)
 
-
-class _Throttle(logging.Filter):
-    """librdkafka logs every refused reconnect (several a second during an outage):
-    let each distinct message through once a minute."""
-
-    def __init__(self, every_s: float = 60.0) -> None:
-        super().__init__()
-        self.every_s = every_s
-        self._seen: dict[str, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args if isinstance(record.args, tuple) else ()
-        key = f"{args[0]}|{str(args[-1])[:60]}" if args else str(record.msg)[:80]
-        now = time.monotonic()
-        if now - self._seen.get(key, -1e9) < self.every_s:
-            return False
-        if len(self._seen) > 1000:
-            self._seen.clear()
-        self._seen[key] = now
-        return True
-
-
-_rdkafka_log = logging.getLogger("wooflow.librdkafka")
-_rdkafka_log.addFilter(_Throttle())
-
-
-def bridge_producer(settings: Settings, on_error: Callable[[KafkaError], None]) -> Producer:
-    overrides: dict[str, Any] = {
-        "error_cb": on_error,
-        "logger": _rdkafka_log,
-        # Notice a broker that is back within a second, not librdkafka's default 10 s.
-        "reconnect.backoff.ms": 100,
-        "reconnect.backoff.max.ms": 1000,
-        "linger.ms": 1,
-    }
-    return Producer(settings, **overrides)
-
-
-Report = Callable[[BaseException | None], None]
-
-
-class _Completions:
-    """Delivery reports, served by `poll()` on the event loop itself (see `_DeliveryPump`):
-    no thread taking the GIL once per report. A report served anywhere else (the final
-    flush at shutdown, in a worker thread) is handed to the loop, one wake-up per burst."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._loop_thread = threading.get_ident()
-        self._items: list[tuple[Report, KafkaError | None]] = []
-        self._lock = threading.Lock()
-        self._scheduled = False
-
-    def callback(self, target: Report) -> Callable[[KafkaError | None, Message], None]:
-        return functools.partial(self._report, target)
-
-    def future(self, fut: asyncio.Future[Any]) -> Callable[[KafkaError | None, Message], None]:
-        return self.callback(functools.partial(_settle, fut))
-
-    def _report(self, target: Report, err: KafkaError | None, _msg: Message) -> None:
-        if threading.get_ident() == self._loop_thread:
-            target(None if err is None else KafkaException(err))
-            return
-        with self._lock:
-            self._items.append((target, err))
-            if self._scheduled:
-                return
-            self._scheduled = True
-        try:
-            self.loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:  # loop closed at shutdown
-            pass
-
-    def _drain(self) -> None:
-        with self._lock:
-            items, self._items, self._scheduled = self._items, [], False
-        for target, err in items:
-            target(None if err is None else KafkaException(err))
-
-
-class _DeliveryPump:
-    """Serves librdkafka's delivery reports and error callbacks from the event loop:
-    `poll(0)` every `busy_s` while messages await their acknowledgement, every `idle_s`
-    otherwise (error callbacks: the breaker). A poll thread instead took the GIL from the
-    loop for every report, which cost the loop more than the reports themselves.
-    (uvloop's timers have millisecond resolution: below 1 ms this would spin.)"""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, poll: Callable[[float], int], pending: Callable[[], int],
-                 busy_s: float = 0.001, idle_s: float = 0.05) -> None:
-        self.loop, self.poll, self.pending = loop, poll, pending
-        self.busy_s, self.idle_s = busy_s, idle_s
-        self._handle: asyncio.TimerHandle | None = None
-        self._due = 0.0
-
-    def start(self) -> None:
-        self._tick()
-
-    def kick(self) -> None:
-        """Messages were just produced: make sure the next poll comes soon."""
-        if self._due - self.loop.time() > self.busy_s and self._handle is not None:
-            self._handle.cancel()
-            self._schedule(self.busy_s)
-
-    def _schedule(self, delay: float) -> None:
-        self._due = self.loop.time() + delay
-        self._handle = self.loop.call_later(delay, self._tick)
-
-    def _tick(self) -> None:
-        try:
-            self.poll(0)
-        except Exception:  # noqa: BLE001 - a failing callback must not stop the pump
-            log.exception("serving Kafka delivery reports failed")
-        self._schedule(self.busy_s if self.pending() else self.idle_s)
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-
-def _settle(fut: asyncio.Future[Any], exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(exc)
+    def row(self) -> Row:
+        return self.event_id, self.store_id, self.topic, self.key, self.value
 
 
 class _Batch:
@@ -235,26 +90,21 @@ class Ingestor:
         self.settings = settings
         self.engine = engine
         self.codec = codec
-        self.producer = bridge_producer(settings, self._on_kafka_error)
+        self.kafka = LoopProducer(settings, on_unavailable=self._open_breaker)
+        self.outbox = Outbox(settings, engine, codec, self.kafka, on_refused=self._open_breaker)
         self.kafka_up = True
-        self.backlog = False  # outbox mode: new events queue behind the outbox
-        self.outbox_depth = 0
         self._queue: deque[_Item] = deque()
         self._inflight: dict[str, asyncio.Future[str]] = {}
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._done_ids: list[str] = []
         self._batches: set[_Batch] = set()  # produced, not every report in yet (or falling back)
         self._fallbacks: set[asyncio.Task[None]] = set()
-        self._headers: dict[tuple[str, str], list[tuple[str, str | bytes | None]] | None] = {}
         self._claims = dedupe.AsyncClaims(engine)
         self.identities = Identities()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._completions: _Completions | None = None
-        self._pump: _DeliveryPump | None = None
         self._conn: Connection | None = None
-        self._dconn: Connection | None = None  # the drainer's own (autocommit, advisory lock)
         self._stopping = False
         self._last_probe = 0.0
         self._probing: asyncio.Task[None] | None = None
@@ -266,9 +116,7 @@ class Ingestor:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._completions = _Completions(self._loop)
-        self._pump = _DeliveryPump(self._loop, self.producer.raw.poll, lambda: len(self.producer.raw))
-        self._pump.start()
+        self.kafka.start()
         self._task = asyncio.create_task(self._run(), name="bridge-ingest")
 
     async def stop(self) -> None:
@@ -284,9 +132,8 @@ class Ingestor:
             await asyncio.wait([b.finished for b in self._batches], timeout=self.settings.delivery_timeout_s + 1)
         if self._done_ids:
             await asyncio.to_thread(self._db, lambda c: dedupe.mark_done(c, self._take_done()))
-        if self._pump is not None:
-            self._pump.stop()
-        await asyncio.to_thread(self.producer.close, 5.0)
+        self.kafka.stop_pump()
+        await asyncio.to_thread(self.kafka.close, 5.0)
         if self._conn is not None:
             self._conn.close()
         await self._claims.close()
@@ -320,7 +167,7 @@ class Ingestor:
         while not (self._stopping and not self._queue):
             batch: list[_Item] = []
             try:
-                degraded = self.backlog or not self.kafka_up
+                degraded = self.outbox.backlog or not self.kafka_up
                 if not self._queue:
                     timeout = self.settings.kafka_probe_interval_s if degraded else 1.0
                     try:
@@ -331,7 +178,7 @@ class Ingestor:
                 batch = [self._queue.popleft() for _ in range(min(_BATCH_MAX, len(self._queue)))]
                 items = self._dedupe_local(batch)
                 facts = await self._key(items) if items else NO_FACTS
-                if self.backlog or not self.kafka_up:
+                if self.outbox.backlog or not self.kafka_up:
                     if items:
                         await self._to_outbox(items, facts)
                     await self._recover()
@@ -440,12 +287,12 @@ class Ingestor:
                 self._resolve(it, DUPLICATE)
         if not produce:
             return
-        assert self._loop is not None and self._completions is not None
+        assert self._loop is not None
         batch = _Batch(produce, self._loop.create_future())
         self._batches.add(batch)
-        report = self._completions.callback
+        report, send = self.kafka.on_delivery, self.kafka.send
         for n, it in enumerate(produce):
-            exc = self._send(it.topic, it.key, it.value, it.store_id, report(functools.partial(self._ack, batch, n)))
+            exc = send(it.topic, it.key, it.value, it.store_id, report(functools.partial(self._ack, batch, n)))
             if exc is not None:
                 self._ack(batch, n, exc)
 
@@ -471,40 +318,6 @@ class Ingestor:
         if not batch.finished.done():
             batch.finished.set_result(None)
 
-    def _send(self, topic: str, key: str, value: bytes, store_id: str | None,
-              on_delivery: Callable[[KafkaError | None, Message], None]) -> BaseException | None:
-        """Hand one message to librdkafka; the error when it refused it outright."""
-        hkey = (topic, store_id or "")
-        if hkey in self._headers:
-            headers = self._headers[hkey]
-        else:
-            # `store`/`schema` headers: the rule consumer skips, without decoding, events of
-            # stateless schemas that no rule of the store listens to (consumer/runner.py)
-            schema = topics.SCHEMA_OF_TOPIC.get(topic.removeprefix(self.settings.topic_prefix)) if store_id else None
-            headers = [("store", store_id.encode()), ("schema", schema.encode())] if store_id and schema else None
-            if len(self._headers) < 10_000:
-                self._headers[hkey] = headers
-        for _ in range(200):
-            try:
-                self.producer.raw.produce(topic, value=value, key=key, on_delivery=on_delivery, headers=headers)
-                if self._pump is not None:
-                    self._pump.kick()
-                return None
-            except BufferError:
-                self.producer.raw.poll(0.01)  # local queue full: let reports make room
-            except KafkaException as exc:
-                return exc
-        return KafkaException(KafkaError(KafkaError._QUEUE_FULL))
-
-    def _produce(self, topic: str, key: str, value: bytes, store_id: str | None = None) -> asyncio.Future[None]:
-        """One message with its own future (outbox drain, dead letters)."""
-        assert self._loop is not None and self._completions is not None
-        fut: asyncio.Future[None] = self._loop.create_future()
-        exc = self._send(topic, key, value, store_id, self._completions.future(fut))
-        if exc is not None:
-            fut.set_exception(exc)
-        return fut
-
     async def _fallback(self, batch: _Batch) -> None:
         try:
             await self._to_outbox_after_failure(batch.failed)
@@ -519,33 +332,13 @@ class Ingestor:
         if any(permanent_error(e) is None for e in errors):
             self._open_breaker(reason)
         else:  # Kafka is fine, these events are not: the drainer dead-letters them, in order
-            self.backlog = True
-        rows = [(i.event_id, i.store_id, i.topic, i.key, i.value) for i in failed]
-
-        def fallback(c: Connection) -> None:
-            dedupe.outbox_insert(c, rows)
-            dedupe.mark_done(c, [r[0] for r in rows])
-
-        try:
-            await asyncio.to_thread(self._db_pool, fallback)
-        except Exception as exc:  # noqa: BLE001 - neither Kafka nor PostgreSQL: 503, claims released
-            log.error("outbox write failed too: %s", exc)
-            try:
-                await asyncio.to_thread(self._db_pool, lambda c: dedupe.release(c, [r[0] for r in rows]))
-            except Exception:  # noqa: BLE001 - stale claims are reclaimed after claim_stale_s anyway
-                pass
+            self.outbox.backlog = True
+        if not await self.outbox.keep([it.row() for it in failed]):
             for it in failed:
                 self._fail(it, Unavailable("Kafka and the outbox are both unavailable"))
             return
-        self.outbox_depth += len(rows)
-        metrics.outbox_written.inc(len(rows))
-        metrics.outbox_depth.set(self.outbox_depth)
         for it in failed:
             self._resolve(it, OUTBOX)
-
-    def _db_pool(self, fn: Callable[[Connection], Any]) -> Any:
-        with self.engine.begin() as conn:
-            return fn(conn)
 
     # --- outbox path ---------------------------------------------------------------------
     async def _to_outbox(self, items: list[_Item], facts: Facts) -> None:
@@ -553,72 +346,37 @@ class Ingestor:
         # their events are older than these.
         if self._batches:
             await asyncio.wait([b.finished for b in self._batches])
-        if self.outbox_depth + len(items) > self.settings.outbox_max_rows:
+        if not self.outbox.has_room(len(items)):
             metrics.outbox_rejected.inc(len(items))
             for it in items:
-                self._fail(it, OutboxFull(f"the outbox holds {self.outbox_depth} events (bound "
+                self._fail(it, OutboxFull(f"the outbox holds {self.outbox.depth} events (bound "
                                           f"{self.settings.outbox_max_rows}) while Kafka is unavailable"))
             return
-        stale = self.settings.claim_stale_s
-
-        def write(c: Connection) -> set[str]:
-            claimed = dedupe.claim(c, [i.event_id for i in items], [i.store_id for i in items], stale_s=stale,
-                                   state="done")
-            dedupe.outbox_insert(c, [(i.event_id, i.store_id, i.topic, i.key, i.value)
-                                     for i in items if i.event_id in claimed])
-            dedupe.remember(c, facts)
-            return claimed
-
+        rows = [it.row() for it in items]
         try:
-            claimed = await asyncio.to_thread(self._db, write)
+            claimed = await asyncio.to_thread(self._db, lambda c: self.outbox.claim_into(c, rows, facts))
         except Exception as exc:  # noqa: BLE001
             for it in items:
                 self._fail(it, Unavailable(f"outbox write failed: {exc}"))
             return
         self.identities.committed(facts)
-        self.backlog = True
-        self.outbox_depth += len(claimed)
-        metrics.outbox_written.inc(len(claimed))
-        metrics.outbox_depth.set(self.outbox_depth)
+        self.outbox.written(len(claimed))
         for it in items:
             self._resolve(it, OUTBOX if it.event_id in claimed else DUPLICATE)
 
     # --- breaker -------------------------------------------------------------------------
-    def _on_kafka_error(self, err: KafkaError) -> None:
-        """librdkafka's error callback (poll thread)."""
-        if err.code() == KafkaError._ALL_BROKERS_DOWN or err.fatal():
-            loop = self._loop
-            if loop is not None:
-                try:
-                    loop.call_soon_threadsafe(self._open_breaker, err.str())
-                except RuntimeError:
-                    pass
-
     def _open_breaker(self, reason: str) -> None:
         if self.kafka_up:
             log.warning("Kafka unavailable (%s): new events go to the PostgreSQL outbox", reason)
         self.kafka_up = False
-        self.backlog = True
+        self.outbox.backlog = True
         self._last_probe = time.monotonic()
         metrics.kafka_available.set(0)
         # Messages still in librdkafka's queue were never sent: fail them now so they fall
-        # back to the outbox at once (in-flight ones are left to their own ack/timeout).
-        try:
-            self.producer.raw.purge(in_queue=True, in_flight=False, blocking=False)
-        except (KafkaException, NotImplementedError):
-            pass
+        # back to the outbox at once.
+        self.kafka.purge_unsent()
         if self._wake is not None:
             self._wake.set()
-
-    def _probe(self) -> bool:
-        topic = self.settings.topic(topics.ORDERS)
-        try:
-            md = self.producer.raw.list_topics(topic, timeout=min(2.0, self.settings.kafka_probe_interval_s * 4))
-        except KafkaException:
-            return False
-        t = md.topics.get(topic)
-        return bool(md.brokers) and t is not None and t.error is None and all(
-            p.leader >= 0 for p in t.partitions.values())
 
     async def _recover(self) -> None:
         if not self.kafka_up:
@@ -629,13 +387,14 @@ class Ingestor:
                 self._last_probe = now
                 self._probing = asyncio.create_task(self._probe_task())
             return
-        if self.backlog and await self._drain_step():
-            self.backlog = False
+        if self.outbox.backlog and await self.outbox.drain_step():
+            self.outbox.backlog = False
             log.info("outbox drained: events go straight to Kafka again")
 
     async def _probe_task(self) -> None:
         try:
-            ok = await asyncio.to_thread(self._probe)
+            ok = await asyncio.to_thread(self.kafka.answers, self.settings.topic(topics.ORDERS),
+                                         min(2.0, self.settings.kafka_probe_interval_s * 4))
         finally:
             self._probing = None
         if ok and not self.kafka_up:
@@ -645,93 +404,11 @@ class Ingestor:
         if self._wake is not None:
             self._wake.set()
 
-    async def _drain_step(self) -> bool:
-        """Produce the oldest outbox rows; True once the outbox is empty."""
-        conn = await asyncio.to_thread(self._drain_conn)
-        locked = await asyncio.to_thread(dedupe.try_lock, conn)
-        if not locked:
-            return False  # another bridge drains; keep queueing behind the outbox
-        try:
-            rows = await asyncio.to_thread(dedupe.outbox_read, conn, self.settings.outbox_drain_batch)
-            if not rows:
-                self.outbox_depth = 0
-                metrics.outbox_depth.set(0)
-                return True
-            acks = [self._produce(topic, key, value, store_id) for _, topic, key, value, store_id, _ in rows]
-            try:
-                results = await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True),
-                                                 self.settings.delivery_timeout_s + 5)
-            except asyncio.TimeoutError:
-                results = [a.result() if a.done() and not a.exception() else TimeoutError() for a in acks]
-            # Delete the acknowledged prefix only: a failure keeps its row and everything
-            # after it, so the next attempt resumes in order.
-            ok, dead = [], []
-            for row, res in zip(rows, results):
-                if isinstance(res, BaseException):
-                    # Kafka will never take this one (too large, topic gone...): it goes to
-                    # the DLQ with its reason instead of blocking the outbox forever.
-                    reason = permanent_error(res)
-                    if reason is not None and await self._dead_letter(row, reason, str(res)):
-                        dead.append(row[0])
-                    break
-                ok.append(row[0])
-            await asyncio.to_thread(dedupe.outbox_delete, conn, ok + dead)
-            metrics.outbox_drained.inc(len(ok))
-            self.outbox_depth = max(0, self.outbox_depth - len(ok) - len(dead))
-            metrics.outbox_depth.set(self.outbox_depth)
-            if len(ok) + len(dead) < len(rows):
-                self._open_breaker("outbox drain not acknowledged")
-                return False
-            if dead:
-                return False
-            if len(rows) < self.settings.outbox_drain_batch:
-                depth = await asyncio.to_thread(dedupe.outbox_depth, conn)
-                self.outbox_depth = depth
-                metrics.outbox_depth.set(depth)
-                return depth == 0
-            return False
-        finally:
-            await asyncio.to_thread(dedupe.unlock, conn)
-
-    async def _dead_letter(self, row: tuple[int, str, str, bytes, str, str], reason: str, error: str) -> bool:
-        seq, topic, key, value, store_id, eid = row
-        dlq_topic = self.settings.topic(topics.DLQ)
-        record = {
-            "dlq_id": hashlib.sha256(f"bridge|{eid}".encode()).hexdigest()[:32], "stage": "bridge",
-            "reason": reason, "error": error[:4000], "store_id": store_id, "source_topic": topic,
-            "source_partition": -1, "source_offset": seq, "key": key.encode(),
-            # a value Kafka refused for its size would be refused again inside the dead letter
-            "value": value if len(value) < 900_000 else None,
-            "headers_json": json.dumps({"event_id": eid}), "failed_at": datetime.now(timezone.utc), "attempts": 1,
-        }
-        try:
-            await asyncio.wait_for(self._produce(dlq_topic, key, self.codec.encode("DeadLetter", record, dlq_topic)),
-                                   self.settings.delivery_timeout_s + 5)
-        except Exception as exc:  # noqa: BLE001 - keep the row; the next drain tries again
-            log.error("could not dead-letter outbox row %s: %s", seq, exc)
-            return False
-        metrics.dlq.labels("bridge", reason).inc()
-        log.error("event %s of store %s dead-lettered (%s): %s", eid, store_id, reason, error[:200])
-        return True
-
-    def _drain_conn(self) -> Connection:
-        conn = self._dconn
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            self._dconn = conn
-        return conn
-
     async def _housekeeping(self) -> None:
         now = time.monotonic()
         if now - self._last_depth_check > 2.0:
-            # Rows another bridge wrote during an outage: queue behind them until drained.
             self._last_depth_check = now
-            depth = await asyncio.to_thread(self._db, dedupe.outbox_depth)
-            self.outbox_depth = depth
-            metrics.outbox_depth.set(depth)
-            if depth and not self.backlog:
-                log.info("the outbox holds %d events: queueing behind them", depth)
-                self.backlog = True
+            await self.outbox.check_depth(self._db)
         if now - self._last_cleanup > 600:
             self._last_cleanup = now
             days = self.settings.dedupe_retention_days

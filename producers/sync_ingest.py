@@ -1,7 +1,8 @@
 """The batch way into Kafka for backfill and the poller: the same dedupe store as the
 bridge (same content → same event id → produced once, whichever source saw it first),
 keyed by person like the bridge's events (identity.py; lookups, facts and claims in one
-transaction), claim → produce → flush (acks=all) → mark done, one page at a time."""
+transaction), claim → produce → flush (acks=all) → mark done, one page at a time. Events
+carry the `store`/`schema` headers like the bridge's (wooflow/kafka/headers.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine
 
+from wooflow.kafka.headers import event_headers
 from wooflow.kafka.producer import DeliveryFailed, Producer
 from wooflow.producers import dedupe
 from wooflow.producers.identity import Identities
@@ -45,7 +47,8 @@ class SyncIngest:
         try:
             for ev in fresh:
                 topic = self.settings.topic(ev.topic)
-                self.producer.produce(topic, self.codec.encode(ev.schema, ev.record, topic), key=ev.key)
+                self.producer.produce(topic, self.codec.encode(ev.schema, ev.record, topic), key=ev.key,
+                                      headers=event_headers(str(ev.record["store_id"]), ev.schema))
             self.producer.flush(self.settings.delivery_timeout_s * 3)
         except (DeliveryFailed, BaseException):
             # Not durable: give the claims back so the next run (or a webhook) produces them.

@@ -33,11 +33,11 @@ from confluent_kafka import Message
 from sqlalchemy import Connection, Engine
 
 from wooflow import consent_policy, metrics
-from wooflow.checkpointing import Checkpoint
+from wooflow.checkpointing import Checkpoint, run_batches
 from wooflow.dlq import dead_letter
 from wooflow.kafka import topics
+from wooflow.kafka.config import BATCH
 from wooflow.kafka.consumer import make_consumer
-from wooflow.kafka.loop import run_batches
 from wooflow.kafka.producer import Producer
 from wooflow.scheduler.attribution import DEFAULT_ATTRIBUTION_DAYS, record_conversion
 from wooflow.scheduler.carts import record_storefront
@@ -94,8 +94,7 @@ class ActivityReader:
         self.engine = engine
         self.codec = get_codec(settings.schema_registry_url)
         self.stores = StoreCache(engine, settings.store_cache_ttl_s)
-        timeout: dict[str, Any] = {"message.timeout.ms": 300000}
-        self.producer = Producer(settings, **timeout)  # dead letters only
+        self.producer = Producer(settings, BATCH)  # dead letters only
         self.people = People()
         self.ready = threading.Event()
 

@@ -23,17 +23,17 @@ def scheduler(
     """Run a scheduler (scale by running more): emits due steps, scans for time triggers."""
     if ctx.invoked_subcommand is not None:
         return
-    from wooflow.cli import _run_role, setup_logging
+    from wooflow.process import run_role, setup_logging
     from wooflow.scheduler.runner import Scheduler
     from wooflow.settings import get_settings
 
     s = get_settings()
     setup_logging(s)
-    _run_role("scheduler", Scheduler(s, scan=scan, activity=activity), s)
+    run_role("scheduler", Scheduler(s, scan=scan, activity=activity), s)
 
 
 def _file_clock():  # type: ignore[no-untyped-def]
-    from wooflow.scheduler.clock import FileClock, get_clock
+    from wooflow.clock import FileClock, get_clock
     from wooflow.settings import get_settings
 
     clock = get_clock(get_settings())
@@ -47,7 +47,7 @@ def _file_clock():  # type: ignore[no-untyped-def]
 @clock_app.command("show")
 def clock_show() -> None:
     """Print the current (simulated) time."""
-    from wooflow.scheduler.clock import get_clock
+    from wooflow.clock import get_clock
     from wooflow.settings import get_settings
 
     typer.echo(get_clock(get_settings()).now().isoformat())
@@ -58,7 +58,7 @@ def clock_set(when: Annotated[str, typer.Argument(help="ISO-8601 instant, or 'no
     """Set the simulated time."""
     from datetime import datetime, timezone
 
-    from wooflow.scheduler.clock import parse_instant
+    from wooflow.clock import parse_instant
 
     clock = _file_clock()
     try:

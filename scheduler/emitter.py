@@ -39,11 +39,12 @@ import orjson
 from sqlalchemy import Connection, Engine, text
 
 from wooflow import metrics
+from wooflow.clock import Clock
+from wooflow.consumer.exits import ExitCondition, parse_exits
 from wooflow.consumer.rules import RuleCache
 from wooflow.kafka import topics
 from wooflow.kafka.producer import Producer
 from wooflow.scheduler import exits
-from wooflow.scheduler.clock import Clock
 from wooflow.scheduler.steps import command_of
 from wooflow.schemas.codec import Codec
 from wooflow.settings import Settings
@@ -152,18 +153,18 @@ class Emitter:
         self.owner = owner or owner_id()
         self.commands_topic = settings.topic(topics.COMMANDS)
         self.logs_topic = settings.topic(topics.LOGS)
-        self._exits: dict[tuple[int, int], list[exits.ExitCondition]] = {}
+        self._exits: dict[tuple[int, int], list[ExitCondition]] = {}
         self.stores = store_scope(settings)
         # a hung scheduler's claim ends after this (PostgreSQL closes its session)
         self._idle_ms = max(1000, int(settings.scheduler_lease_s * 1000))
 
     # --- rules ---------------------------------------------------------------------
-    def _exit_conditions(self, rule_ids: set[int]) -> tuple[dict[int, list[exits.ExitCondition]], set[int]]:
+    def _exit_conditions(self, rule_ids: set[int]) -> tuple[dict[int, list[ExitCondition]], set[int]]:
         """Exit conditions of each rule (current version), and the rules that are gone."""
         missing = {r for r in rule_ids if self.rules.get(r) is None}
         if missing:  # a rule created a moment ago may not be in the cache yet
             self.rules.refresh(force=True)
-        out: dict[int, list[exits.ExitCondition]] = {}
+        out: dict[int, list[ExitCondition]] = {}
         gone: set[int] = set()
         for rid in rule_ids:
             rule = self.rules.get(rid)
@@ -173,7 +174,7 @@ class Emitter:
             ck = (rid, rule.version)
             if ck not in self._exits:
                 try:
-                    self._exits[ck] = exits.parse_exits(rule.spec.exit_conditions)
+                    self._exits[ck] = parse_exits(rule.spec.exit_conditions)
                 except ValueError as exc:
                     log.error("rule %s has invalid exit conditions, ignored: %s", rid, exc)
                     self._exits[ck] = []

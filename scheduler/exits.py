@@ -1,24 +1,14 @@
-"""Exit conditions: checked before each delayed step; when one holds, the sequence stops.
+"""Exit conditions checked before each delayed step; when one holds, the sequence stops.
 
-A rule's `exit_conditions` is a list; the first that holds stops the run:
-
-    {"type": "ordered"}          the customer placed an order after the trigger
-                                 (the triggering order itself does not count)
-    {"type": "cart_recovered"}   the abandoned cart of the trigger was ordered, emptied or
-                                 changed (its new abandonment starts a new sequence)
-    {"type": "unsubscribed"}     the customer's newest email consent answer is a withdrawal
-    {"type": "condition", "conditions": TREE}   (or just TREE)
-                                 a condition tree (consumer/conditions.py) over the
-                                 customer's current state holds, e.g. tier equals gold
-
-The checks read current state in bulk (one query per kind per batch of due steps):
+What a rule may say is parsed next to the rule model (consumer/exits.py: ordered,
+cart_recovered, unsubscribed, or a condition tree over customer state). The checks here
+read current state in bulk (one query per kind per batch of due steps):
 `customer_calendar` (orders, kept by the scheduler's activity reader), `carts`,
 `consents` (workers) and `customer_state` (rule engine).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -26,70 +16,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, text
 
-from wooflow.consumer.conditions import ConditionError, Predicate, compile_tree
+from wooflow.consumer.exits import ExitCondition
 from wooflow.people import canonical
-
-TYPES = {
-    "ordered": "the customer placed an order after the trigger",
-    "cart_recovered": "the abandoned cart was ordered, emptied or changed",
-    "unsubscribed": "the customer withdrew email consent",
-    "condition": "a condition tree over the customer's state holds",
-}
-ALIASES = {"customer_ordered": "ordered", "ordered_again": "ordered", "order_placed": "ordered",
-           "cart_ordered": "cart_recovered", "unsubscribe": "unsubscribed", "conditions": "condition"}
-
-
-@dataclass(frozen=True)
-class ExitCondition:
-    type: str
-    predicate: Predicate | None = None
-    label: str = ""
-
-
-def parse_exits(items: Iterable[dict[str, Any]] | None, path: str = "exit_conditions") -> list[ExitCondition]:
-    """Validate and compile. Raises ConditionError (a ValueError) whose `path` names the
-    offending element, e.g. `exit_conditions[1].type` or `exit_conditions[0].conditions[2].operator`."""
-    out: list[ExitCondition] = []
-    for i, item in enumerate(items or []):
-        where = f"{path}[{i}]"
-        if isinstance(item, str):
-            item = {"type": item}
-        if not isinstance(item, dict):
-            raise ConditionError(where, 'an exit condition is an object like {"type": "ordered"} or a condition tree')
-        if "type" not in item:  # a bare condition tree over the customer's state
-            pred = compile_tree(item, where)
-            out.append(ExitCondition("condition", pred, f"exit condition met: {describe(item)}"))
-            continue
-        kind = ALIASES.get(str(item.get("type", "")), str(item.get("type", "")))
-        if kind not in TYPES:
-            raise ConditionError(f"{where}.type", f"unknown exit condition {item.get('type')!r}; one of {sorted(TYPES)}")
-        unknown = set(item) - {"type", "label", "conditions", "match"}
-        if unknown:
-            raise ConditionError(f"{where}.{sorted(unknown)[0]}", "unknown key (an exit has type, label and, for "
-                                                                  "type condition, conditions)")
-        label = str(item.get("label") or "")
-        if kind == "condition":
-            tree = item.get("conditions")
-            if not tree:
-                raise ConditionError(f"{where}.conditions", "a condition exit needs a condition tree")
-            if isinstance(tree, list):  # {"type": "condition", "match": ..., "conditions": [...]}
-                tree = {"match": item.get("match", "all"), "conditions": tree}
-                pred = compile_tree(tree, where)
-            else:
-                pred = compile_tree(tree, f"{where}.conditions")
-            out.append(ExitCondition(kind, pred, label or f"exit condition met: {describe(tree)}"))
-        else:
-            out.append(ExitCondition(kind, None, label))
-    return out
-
-
-def describe(tree: dict[str, Any]) -> str:
-    """'tier equals gold and points gt 100' — for the exit reason in the log."""
-    if "field" in tree:
-        return f"{tree.get('field')} {tree.get('operator')} {tree.get('value')}"
-    joiner = " or " if tree.get("match") == "any" else " and "
-    parts = [describe(c) for c in tree.get("conditions") or [] if isinstance(c, dict)]
-    return joiner.join(f"({p})" if (" and " in p or " or " in p) else p for p in parts)
 
 
 @dataclass

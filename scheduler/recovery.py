@@ -73,7 +73,7 @@ def restore_target(engine: Engine, token: str, now: Any) -> str | None:
             responses={302: {"description": "Redirect to the store's cart with the items"},
                        404: {"description": "Unknown or expired link"}})
 def restore(token: str, request: Request) -> Response:
-    from wooflow.scheduler.clock import get_clock
+    from wooflow.clock import get_clock
 
     if not token or len(token) > 64:
         return JSONResponse({"error": "not_found", "message": "unknown cart link"}, status_code=404)

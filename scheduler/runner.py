@@ -17,17 +17,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import text
 
 from wooflow import metrics
+from wooflow.clock import get_clock
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
 from wooflow.db.engine import get_engine
+from wooflow.kafka.config import scheduler_profile
 from wooflow.kafka.producer import Producer
 from wooflow.scheduler.activity import ActivityReader
-from wooflow.scheduler.clock import get_clock
 from wooflow.scheduler.emitter import Emitter
 from wooflow.scheduler.scan import Scanner
 from wooflow.scheduler.synth import Firer
@@ -46,8 +46,7 @@ class Scheduler:
         self.rules = RuleCache(self.db, fallback_interval=settings.rules_reload_s)
         self.stores = StoreCache(self.db, settings.store_cache_ttl_s)
         # one producer per emitter loop: each flush waits for its own batch only
-        timeout: dict[str, Any] = {"message.timeout.ms": int(max(5.0, settings.scheduler_lease_s / 2) * 1000)}
-        self.producers = [Producer(settings, **timeout) for _ in range(settings.scheduler_threads)]
+        self.producers = [Producer(settings, scheduler_profile(settings)) for _ in range(settings.scheduler_threads)]
         codec = get_codec(settings.schema_registry_url)
         self.emitters = [Emitter(settings, self.db, p, codec, self.clock, self.rules) for p in self.producers]
         self.scanner = Scanner(settings, self.db, self.rules, Firer(RuleEngine(self.rules)), self.clock, self.stores)

@@ -30,10 +30,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, text
 
 from wooflow import metrics
+from wooflow.clock import Clock
 from wooflow.consumer.model import delay_seconds
 from wooflow.consumer.rules import CompiledRule, RuleCache
 from wooflow.scheduler import triggers as T
-from wooflow.scheduler.clock import Clock
 from wooflow.scheduler.emitter import store_scope
 from wooflow.scheduler.recovery import recovery_url
 from wooflow.scheduler.synth import Candidate, Firer, synthetic_event_id

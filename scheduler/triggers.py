@@ -1,8 +1,9 @@
 """Triggers the scheduler evaluates: abandoned carts, storefront behaviour and the calendar.
 
-They are registered in the rule engine's trigger registry (consumer/triggers.py imports
-this module), so rules name them like any other trigger and the rule engine matches
-them. No Kafka event carries them: the scheduler's periodic scan (scheduler/scan.py)
+Importing this module registers them in the rule engine's trigger registry
+(consumer/triggers.py), so rules name them like any other trigger and the rule engine
+matches them. Every process that compiles rules imports it: the scheduler, the API
+(validation, schema, dry run), and the wiring of `wooflow rules` and `wooflow replay`. No Kafka event carries them: the scheduler's periodic scan (scheduler/scan.py)
 finds who qualifies, synthesises one event per (customer, period) with a deterministic
 id — sha256(store | customer | trigger | period) — and runs it through
 `RuleEngine.matches`. Replays and concurrent scans therefore produce the same

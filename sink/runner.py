@@ -19,13 +19,13 @@ from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
 
 from wooflow import metrics
-from wooflow.checkpointing import Checkpoint
+from wooflow.checkpointing import Checkpoint, run_batches
 from wooflow.db.engine import get_engine
 from wooflow.db.tables import execution_logs
 from wooflow.dlq import dead_letter
 from wooflow.kafka import topics
+from wooflow.kafka.config import BATCH
 from wooflow.kafka.consumer import make_consumer
-from wooflow.kafka.loop import run_batches
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.settings import Settings
@@ -53,8 +53,7 @@ class LogSink:
         self.settings = settings
         self.codec = get_codec(settings.schema_registry_url)
         self.engine = get_engine(settings.database_url)
-        conf: dict[str, Any] = {"message.timeout.ms": 300000}
-        self.producer = Producer(settings, **conf)
+        self.producer = Producer(settings, BATCH)
         # --retention-days wins over WOOFLOW_EXECUTION_LOG_RETENTION_DAYS; neither: keep everything.
         self.retention_days = retention_days if retention_days is not None else settings.execution_log_retention_days
         self._last_purge = datetime.min.replace(tzinfo=timezone.utc)

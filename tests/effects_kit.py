@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import NewTopic
 from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,6 +25,8 @@ from starlette.routing import Route
 
 from tests.support import free_port, unique, wait_for
 from wooflow.kafka import topics
+from wooflow.kafka.admin import admin_client
+from wooflow.kafka.consumer import make_reader
 from wooflow.kafka.producer import Producer
 from wooflow.settings import Settings
 from wooflow.stores import Store, upsert_store
@@ -123,7 +125,7 @@ def partitions_of(s: Settings, keys: list[str]) -> dict[str, int]:
     """The partition each Kafka key goes to on a topic of `s.topic_partitions` partitions, with
     wooflow's producer configuration (found on a scratch topic of the same size)."""
     scratch = s.topic(unique("probe"))
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
+    admin = admin_client(s)
     admin.create_topics([NewTopic(scratch, s.topic_partitions, 1)])[scratch].result(30)
     got: dict[str, int] = {}
 
@@ -156,8 +158,7 @@ def keys_on_every_partition(s: Settings, prefix: str, per_partition: int) -> lis
 def caught_up(s: Settings) -> bool:
     """The workers' group has committed every partition of automation.commands to its end."""
     topic = s.topic(topics.COMMANDS)
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": s.workers_group,
-                         "enable.auto.commit": False})
+    consumer = make_reader(s, s.workers_group)  # asks for the group's offsets, never joins it
     try:
         parts = [TopicPartition(topic, p) for p in range(s.topic_partitions)]
         committed = {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)}

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from confluent_kafka import Producer
-
 from wooflow.kafka import topics
+from wooflow.kafka.headers import EventHeaders, event_headers
+from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
 
@@ -77,25 +77,19 @@ class EventProducer:
     def __init__(self, s: Settings) -> None:
         self.s = s
         self.codec = get_codec(s.schema_registry_url)
-        self.p = Producer({"bootstrap.servers": s.kafka_bootstrap_servers, "acks": "all", "linger.ms": 5,
-                           "enable.idempotence": True})
+        self.p = Producer(s)
 
     def send(self, schema: str, event: dict[str, Any], *, headers: bool = True) -> None:
         topic = self.s.topic(SCHEMA_TOPIC[schema])
         value = self.codec.encode(schema, event, topic)
         self.raw(topic, value, f"{event['store_id']}:{event['customer_key']}",
-                 [("store", event["store_id"].encode()), ("schema", schema.encode())] if headers else None)
+                 event_headers(event["store_id"], schema) if headers else None)
 
-    def raw(self, topic: str, value: bytes, key: str, headers: list[tuple[str, bytes]] | None = None) -> None:
-        while True:
-            try:
-                self.p.produce(topic, value=value, key=key, headers=headers)
-                return
-            except BufferError:
-                self.p.poll(0.05)
+    def raw(self, topic: str, value: bytes, key: str, headers: EventHeaders | None = None) -> None:
+        self.p.produce(topic, value, key=key, headers=headers)
 
     def flush(self) -> None:
-        assert self.p.flush(30) == 0
+        self.p.flush(30)  # raises unless every event was acknowledged
 
 
 class ConsumerThread:
@@ -103,9 +97,11 @@ class ConsumerThread:
 
     def __init__(self, s: Settings) -> None:
         from wooflow.consumer.runner import RuleConsumer
+        from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - wired like `wooflow rules`
+        from wooflow.scheduler.steps import store_delayed
 
         self.stop = threading.Event()
-        self.consumer = RuleConsumer(s)
+        self.consumer = RuleConsumer(s, store_delayed=store_delayed)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 

@@ -196,7 +196,7 @@ def test_dry_run_of_a_scheduled_trigger_asks_the_scan(settings, engine) -> None:
 
     from wooflow.consumer.engine import RuleEngine
     from wooflow.consumer.rules import RuleCache
-    from wooflow.scheduler.clock import FrozenClock
+    from wooflow.clock import FrozenClock
     from wooflow.scheduler.scan import Scanner
     from wooflow.scheduler.synth import Firer
     from wooflow.simulator.server import SimulatorServer

@@ -9,13 +9,14 @@ from prometheus_client import REGISTRY
 from tests.support import free_port, unique, wait_for
 from wooflow import metrics
 from wooflow.kafka import topics
+from wooflow.kafka.config import consumer_config, producer_config
 from wooflow.kafka.lag import LagReporter, Subscription, role_subscription
 from wooflow.probes import db_ready, role_readiness, serve_probes
 
 
 def test_lag_is_high_watermark_minus_committed_per_partition(settings) -> None:  # type: ignore[no-untyped-def]
     topic = settings.topic(topics.ORDERS)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = Producer(producer_config(settings))
     for partition, n in ((0, 5), (1, 3)):
         for i in range(n):
             producer.produce(topic, value=b"x", key=f"k{i}", partition=partition)
@@ -29,8 +30,7 @@ def test_lag_is_high_watermark_minus_committed_per_partition(settings) -> None: 
     assert REGISTRY.get_sample_value("wooflow_consumer_lag", {"group": group, "topic": topic, "partition": "0"}) == 5
     assert reporter.healthy()
 
-    committer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group,
-                          "enable.auto.commit": False})
+    committer = Consumer(consumer_config(settings, group))
     try:
         committer.commit(offsets=[TopicPartition(topic, 0, 2), TopicPartition(topic, 1, 3)], asynchronous=False)
     finally:

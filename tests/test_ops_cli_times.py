@@ -17,6 +17,8 @@ from tests.pipeline import add_rule
 from tests.rules_kit import order_event
 from tests.support import env_of, make_store, unique
 from wooflow.kafka import topics
+from wooflow.kafka.config import producer_config
+from wooflow.kafka.headers import event_headers
 from wooflow.ops import offsets
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
@@ -29,7 +31,7 @@ def wooflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _producer(settings: Settings) -> Producer:
-    return Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all"})
+    return Producer(producer_config(settings))
 
 
 def _ms(when: datetime) -> int:
@@ -69,7 +71,7 @@ def test_replay_from_1h(settings: Settings, engine) -> None:  # type: ignore[no-
     for order_id, age in [(i, timedelta(hours=2)) for i in range(1, 4)] + [(i, timedelta(0)) for i in range(11, 15)]:
         ev = order_event(store.id, order_id, email=f"o{order_id}@example.com")
         p.produce(topic, codec.encode("OrderEvent", ev, topic), key=f"{store.id}:{ev['customer_key']}",
-                  headers=[("store", store.id.encode()), ("schema", b"OrderEvent")], timestamp=_ms(now - age))
+                  headers=event_headers(store.id, "OrderEvent"), timestamp=_ms(now - age))
     assert p.flush(30) == 0
 
     def replay(*window: str) -> tuple[int, str]:

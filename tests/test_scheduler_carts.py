@@ -16,12 +16,13 @@ from sqlalchemy import text
 
 from tests.pipeline import add_rule
 from tests.support import ServerThread, make_store, unique
+from wooflow.clock import FrozenClock
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
 from wooflow.producers.keys import email_hash
 from wooflow.scheduler.activity import record_order
 from wooflow.scheduler.carts import record_storefront
-from wooflow.scheduler.clock import FrozenClock
+from wooflow.clock import FrozenClock
 from wooflow.scheduler.recovery import parse_items_param
 from wooflow.scheduler.scan import Scanner
 from wooflow.scheduler.synth import Firer

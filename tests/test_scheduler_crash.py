@@ -13,10 +13,10 @@ from sqlalchemy import text
 
 from tests.pipeline import add_rule
 from tests.support import RoleProcess, make_store, read_topic, wait_for, wait_until_consumed
+from wooflow.clock import FileClock
 from wooflow.consumer.commands import build_command
 from wooflow.consumer.model import RuleSpec
 from wooflow.kafka import topics
-from wooflow.scheduler.clock import FileClock
 from wooflow.scheduler.steps import store_delayed
 from wooflow.settings import Settings
 from wooflow.simulator.server import SimulatorServer

@@ -16,11 +16,11 @@ from sqlalchemy import text
 
 from tests.pipeline import add_rule
 from tests.support import make_store, read_topic, unique
+from wooflow.clock import FrozenClock
 from wooflow.consumer.commands import build_command
 from wooflow.consumer.rules import RuleCache
 from wooflow.kafka import topics
 from wooflow.kafka.producer import Producer
-from wooflow.scheduler.clock import FrozenClock
 from wooflow.scheduler.emitter import Emitter
 from wooflow.scheduler.steps import store_delayed
 from wooflow.schemas.codec import get_codec

@@ -12,12 +12,13 @@ from sqlalchemy import text
 
 from tests.pipeline import add_rule
 from tests.support import make_store, unique
+from wooflow.clock import FrozenClock
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
 from wooflow.scheduler.activity import record_order
 from wooflow.scheduler.customer_calendar import record_customer
 from wooflow.scheduler.dates import meta_dates, parse_birthday, parse_card_expiry
-from wooflow.scheduler.clock import FrozenClock
+from wooflow.clock import FrozenClock
 from wooflow.scheduler.scan import Scanner
 from wooflow.scheduler.synth import Firer
 from wooflow.stores import StoreCache

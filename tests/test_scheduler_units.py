@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
+from wooflow.clock import FileClock, FrozenClock, SystemClock, clock_from_setting
+from wooflow.consumer.exits import parse_exits
 from wooflow.consumer.model import RuleSpec
-from wooflow.scheduler.clock import FileClock, FrozenClock, SystemClock, clock_from_setting
-from wooflow.scheduler.exits import parse_exits
 from wooflow.scheduler.recovery import items_param, parse_items_param
 
 

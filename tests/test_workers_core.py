@@ -121,10 +121,11 @@ def test_claims_finish_retry_and_deferrals_on_the_database(settings, engine) -> 
         left = conn.execute(text("SELECT count(*) FROM deferred_commands WHERE idempotency_key = :k"),
                             {"k": key}).scalar_one()
     assert left == 0
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": unique("r"),
-                  "auto.offset.reset": "earliest"})
+    from wooflow.kafka.consumer import make_reader
+
+    c = make_reader(settings, unique("r"))
     try:
         c.assign([TopicPartition(topic, p, 0) for p in range(settings.topic_partitions)])
         values: list[bytes] = []

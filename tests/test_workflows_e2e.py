@@ -30,9 +30,9 @@ from sqlalchemy import Engine, text
 from tests.pipeline import connect_store
 from tests.support import RoleProcess, ServerThread, free_port, make_store, wait_for, wait_until_consumed
 from wooflow.kafka import topics
+from wooflow.clock import FileClock
 from wooflow.producers.keys import email_hash
 from wooflow.producers.storefront import customer_signature
-from wooflow.scheduler.clock import FileClock
 from wooflow.scheduler.recovery import parse_items_param
 from wooflow.scheduler.templates import install
 from wooflow.settings import Settings

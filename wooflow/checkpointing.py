@@ -20,11 +20,16 @@ close — so the next batch is fetched and decoded while the database writes. At
 batch is in flight, offsets move in order, and a failed write raises from `settle()` with
 the offsets never committed.
 (Not in transactional mode: there the state must be written inside the transaction.)
+
+`run_batches` is the consume → handle → checkpoint loop of the batch roles (rules, sink,
+the scheduler's activity reader); the workers commit the finished prefix of each
+partition through `Checkpoint` from their own loop.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 
@@ -33,6 +38,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from wooflow.kafka.producer import Producer
 
 log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[list[Message]], None]
 
 _REBALANCING = (KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID)
 
@@ -59,9 +66,8 @@ class Checkpoint:
             self.producer.raw.begin_transaction()
             self._in_txn = True
 
-    def track(self, msg: Message) -> None:
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        assert topic is not None and partition is not None and offset is not None, "not a consumed message"
+    def track(self, topic: str, partition: int, offset: int) -> None:
+        """The message at `offset` is handled: the next commit moves the partition past it."""
         self._next[(topic, partition)] = offset + 1
 
     def pending(self) -> dict[tuple[str, int], int]:
@@ -154,3 +160,51 @@ class Checkpoint:
         self.settle(lost=[(p.topic, p.partition) for p in partitions])
         for p in partitions:
             self._next.pop((p.topic, p.partition), None)
+
+
+def run_batches(
+    consumer: Consumer,
+    checkpoint: Checkpoint,
+    handle: BatchHandler,
+    stop: threading.Event,
+    *,
+    batch_size: int,
+    timeout: float,
+    on_idle: Callable[[], None] | None = None,
+) -> None:
+    """The batch roles' loop: consume up to `batch_size`, `handle` the batch, commit it
+    through `checkpoint` before the next `consume()` (so rebalance callbacks, which run
+    inside `consume()`, never meet uncommitted work); a batch that raises is aborted and
+    consumed again after the restart."""
+    try:
+        while not stop.is_set():
+            msgs = consumer.consume(batch_size, timeout)
+            good: list[Message] = []
+            for m in msgs:
+                err = m.error()
+                if err is None:
+                    good.append(m)
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+            if not good:
+                checkpoint.settle()  # nothing new: let the offsets of the last batch catch up
+                if on_idle:
+                    on_idle()
+                continue
+            checkpoint.begin()
+            try:
+                handle(good)
+            except BaseException:
+                checkpoint.abort()
+                raise
+            for m in good:
+                topic, partition, offset = m.topic(), m.partition(), m.offset()
+                assert topic is not None and partition is not None and offset is not None, "not a consumed message"
+                checkpoint.track(topic, partition, offset)
+            checkpoint.commit()
+    finally:
+        try:
+            checkpoint.settle()
+        except Exception:  # the batch is re-processed after a restart, idempotently
+            log.exception("the last batch's state could not be written; its offsets stay uncommitted")
+        consumer.close()

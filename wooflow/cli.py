@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-import threading
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from wooflow.settings import Settings, get_settings
+from wooflow.devinfra import cli as devinfra_cli
+from wooflow.ops import cli as _ops
+from wooflow.process import run_role, setup_logging
+from wooflow.producers import cli as producers_cli
+from wooflow.producers import stores_cli
+from wooflow.scheduler import cli as scheduler_cli
+from wooflow.scheduler.templates import cli as templates_cli
+from wooflow.settings import get_settings
+from wooflow.simulator import cli as simulator_cli
 
 app = typer.Typer(help="wooflow: WooCommerce marketing & operations automation on Kafka and PostgreSQL.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -20,58 +25,23 @@ app.add_typer(topics_app, name="topics")
 
 console = Console(stderr=True)
 
-
-def _mount_optional(module: str, name: str, help_text: str) -> None:
-    try:
-        sub = __import__(module, fromlist=["app"]).app
-    except ImportError:
-        return
-    app.add_typer(sub, name=name, help=help_text)
-
-
-_mount_optional("wooflow.devinfra.cli", "dev", "Local Kafka + PostgreSQL for development, tests and the demo.")
-_mount_optional("wooflow.simulator.cli", "simulator", "A simulated WooCommerce store (REST v3 + webhooks).")
-_mount_optional("wooflow.scheduler.cli", "scheduler", "Run a scheduler (delayed steps, carts, time triggers); "
-                "`scheduler clock` moves simulated time.")
-_mount_optional("wooflow.scheduler.templates.cli", "templates", "Workflow templates shipped with wooflow.")
-# bridge (issue 4): stores add|list|remove, backfill, reconciliation poller
-_mount_optional("wooflow.producers.stores_cli", "stores", "Stores (tenants) and their WooCommerce webhooks.")
-from wooflow.producers.cli import backfill as _backfill, poller as _poller  # noqa: E402
-app.command("backfill")(_backfill)
-app.command("poller")(_poller)
-
-from wooflow.ops import cli as _ops  # noqa: E402
-
+app.add_typer(devinfra_cli.app, name="dev", help="Local Kafka + PostgreSQL for development, tests and the demo.")
+app.add_typer(simulator_cli.app, name="simulator", help="A simulated WooCommerce store (REST v3 + webhooks).")
+app.add_typer(scheduler_cli.app, name="scheduler", help="Run a scheduler (delayed steps, carts, time triggers); "
+              "`scheduler clock` moves simulated time.")
+app.add_typer(templates_cli.app, name="templates", help="Workflow templates shipped with wooflow.")
+app.add_typer(stores_cli.app, name="stores", help="Stores (tenants) and their WooCommerce webhooks.")
+app.command("backfill")(producers_cli.backfill)
+app.command("poller")(producers_cli.poller)
 app.add_typer(_ops.offsets_app, name="offsets")
 app.add_typer(_ops.dlq_app, name="dlq")
 app.command("lag")(_ops.lag_command)
 app.command("replay")(_ops.replay_command)
 
 
-def setup_logging(s: Settings) -> None:
-    logging.basicConfig(level=s.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
 def fail(message: str, code: int = 1) -> None:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
-
-
-def _run_role(name: str, runner: object, s: Settings) -> None:
-    from wooflow.kafka.loop import stop_on_signals
-    from wooflow.probes import serve_probes
-
-    stop = threading.Event()
-    stop_on_signals(stop)
-    if s.metrics_port:  # lag reporting + probes (wooflow/kafka/lag.py, wooflow/probes.py)
-        from wooflow.kafka.lag import start_lag_reporter
-        from wooflow.probes import role_readiness
-
-        serve_probes(s.metrics_port, role_readiness(runner, s.database_url, start_lag_reporter(name, s, stop)))
-    logging.getLogger("wooflow").info("starting %s", name)
-    runner.run(stop)  # type: ignore[attr-defined]
 
 
 @app.command()
@@ -126,10 +96,12 @@ def bridge(host: Annotated[Optional[str], typer.Option(help="Listen address")] =
 def rules() -> None:
     """Run a rule consumer (scale by running more)."""
     from wooflow.consumer.runner import RuleConsumer
+    from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - rules naming them compile here too
+    from wooflow.scheduler.steps import store_delayed  # delayed steps wait in the scheduler's table
 
     s = get_settings()
     setup_logging(s)
-    _run_role("rules", RuleConsumer(s), s)
+    run_role("rules", RuleConsumer(s, store_delayed=store_delayed), s)
 
 
 @app.command()
@@ -144,7 +116,7 @@ def workers() -> None:
     if problem is not None:
         fail(problem, 2)
     try:
-        _run_role("workers", Worker(s), s)
+        run_role("workers", Worker(s), s)
     except LeaseLost as exc:  # PostgreSQL was away for longer than a lease: stopped on purpose
         fail(str(exc), 3)
 
@@ -156,7 +128,7 @@ def sink(retention_days: Annotated[Optional[int], typer.Option(help="Delete exec
 
     s = get_settings()
     setup_logging(s)
-    _run_role("sink", LogSink(s, retention_days=retention_days), s)
+    run_role("sink", LogSink(s, retention_days=retention_days), s)
 
 
 @app.command()

@@ -200,18 +200,16 @@ def _wait_http(url: str, timeout: float = 30.0) -> None:
 
 class Summary:
     def __init__(self, s: Settings, engine: Engine, started: float, inbox: Inbox | None = None) -> None:
-        from confluent_kafka.admin import AdminClient
-
         self.s, self.engine, self.started, self.inbox = s, engine, started, inbox
-        self.admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap_servers})
         self.baseline: dict[str, int] | None = None
 
     def _topic_totals(self) -> dict[str, int]:
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
         from wooflow.kafka import topics
+        from wooflow.kafka.consumer import make_reader
 
-        c = Consumer({"bootstrap.servers": self.s.kafka_bootstrap_servers, "group.id": "wooflow-demo-summary"})
+        c = make_reader(self.s, "wooflow-demo-summary")
         try:
             out = {}
             for base in (*topics.EVENT_TOPICS, topics.COMMANDS, topics.LOGS, topics.DLQ):

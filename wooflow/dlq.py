@@ -1,5 +1,12 @@
 """automation.dlq: anything that cannot be processed goes here with its reason, so that
-the partition it came from keeps moving and the good messages around it are not lost."""
+the partition it came from keeps moving and the good messages around it are not lost.
+
+Every dead letter is built, encoded and counted here, whoever produces it: the batch
+roles with `dead_letter` (flushed with their batch), the workers with their own delivery
+tracking (`record_of` + `encode`, then `counted`), the bridge for an outbox row Kafka will
+never take (`record_of_unsent`). A dead letter's id is derived from where it came from,
+so producing it twice (a re-processed batch) is recognisable downstream.
+"""
 
 from __future__ import annotations
 
@@ -19,14 +26,32 @@ from wooflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A value Kafka refused for its size would be refused again inside the dead letter.
+MAX_VALUE = 900_000
+
 
 def dead_letter(producer: Producer, codec: Codec, settings: Settings, msg: Message, *, stage: str, reason: str,
                 error: str, store_id: str | None = None, attempts: int = 1) -> None:
-    record = dead_letter_record(msg, stage=stage, reason=reason, error=error, store_id=store_id, attempts=attempts)
+    """Dead-letter a consumed message through a batch role's producer (acknowledged with its flush)."""
+    record = record_of(msg, stage=stage, reason=reason, error=error, store_id=store_id, attempts=attempts)
+    topic, value = encode(codec, settings, record)
+    producer.produce(topic, value, key=msg.key())
+    counted(stage, reason, where(msg), error)
+
+
+def where(msg: Message) -> str:
+    return f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
+
+
+def encode(codec: Codec, settings: Settings, record: dict[str, Any]) -> tuple[str, bytes]:
+    """(the DLQ topic, the encoded DeadLetter)."""
     topic = settings.topic(topics.DLQ)
-    producer.produce(topic, codec.encode("DeadLetter", record, topic), key=msg.key())
+    return topic, codec.encode("DeadLetter", record, topic)
+
+
+def counted(stage: str, reason: str, what: str, error: str, level: int = logging.WARNING) -> None:
     metrics.dlq.labels(stage, reason).inc()
-    log.warning("dead-lettered %s:%s:%s (%s): %s", msg.topic(), msg.partition(), msg.offset(), reason, error[:200])
+    log.log(level, "dead-lettered %s (%s): %s", what, reason, error[:200])
 
 
 def _header_pairs(msg: Message) -> list[tuple[str, Any]]:
@@ -34,23 +59,40 @@ def _header_pairs(msg: Message) -> list[tuple[str, Any]]:
     return list(hs.items()) if isinstance(hs, dict) else list(hs)
 
 
-def dead_letter_record(msg: Message, *, stage: str, reason: str, error: str, store_id: str | None = None,
-                       attempts: int = 1) -> dict:
-    """The DeadLetter record for `msg` (for roles that produce it with their own delivery tracking)."""
+def record_of(msg: Message, *, stage: str, reason: str, error: str, store_id: str | None = None,
+              attempts: int = 1) -> dict[str, Any]:
+    """The DeadLetter record of a consumed message."""
     headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
                for k, v in _header_pairs(msg)}
-    source = f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
+    return _record(where(msg), stage=stage, reason=reason, error=error, store_id=store_id,
+                   source=(msg.topic(), msg.partition(), msg.offset()), key=msg.key(), value=msg.value(),
+                   headers=headers, attempts=attempts)
+
+
+def record_of_unsent(*, stage: str, reason: str, error: str, store_id: str, topic: str, key: str, value: bytes,
+                     event_id: str, seq: int) -> dict[str, Any]:
+    """The DeadLetter record of an event Kafka never took (no partition: -1; the outbox
+    sequence as its offset; identified by its event id)."""
+    return _record(event_id, stage=stage, reason=reason, error=error, store_id=store_id, source=(topic, -1, seq),
+                   key=key.encode(), value=value if len(value) < MAX_VALUE else None,
+                   headers={"event_id": event_id}, attempts=1)
+
+
+def _record(identity: str, *, stage: str, reason: str, error: str, store_id: str | None,
+            source: tuple[str | None, int | None, int | None], key: str | bytes | None, value: bytes | None,
+            headers: dict[str, str], attempts: int) -> dict[str, Any]:
+    topic, partition, offset = source
     return {
-        "dlq_id": hashlib.sha256(f"{stage}|{source}".encode()).hexdigest()[:32],
+        "dlq_id": hashlib.sha256(f"{stage}|{identity}".encode()).hexdigest()[:32],
         "stage": stage,
         "reason": reason,
         "error": error[:4000],
         "store_id": store_id,
-        "source_topic": msg.topic(),
-        "source_partition": msg.partition(),
-        "source_offset": msg.offset(),
-        "key": msg.key(),
-        "value": msg.value(),
+        "source_topic": topic,
+        "source_partition": partition,
+        "source_offset": offset,
+        "key": key,
+        "value": value,
         "headers_json": json.dumps(headers),
         "failed_at": datetime.now(timezone.utc),
         "attempts": attempts,

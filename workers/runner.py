@@ -31,13 +31,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from wooflow import metrics
+from wooflow import dlq, metrics
 from wooflow.checkpointing import Checkpoint
 from wooflow.db.engine import get_engine
-from wooflow.dlq import dead_letter_record
 from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_consumer
-from wooflow.kafka.producer import Producer
+from wooflow.kafka.config import RELEASE, WORKERS
+from wooflow.kafka.producer import Producer, produce_when_room
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.settings import Settings
 from wooflow.stores import StoreCache
@@ -52,24 +52,6 @@ from wooflow.workers.tracker import TP, Handle, OffsetTracker
 from wooflow.workers.woo_client import WooClients
 
 log = logging.getLogger(__name__)
-
-
-class _Pos:
-    """What Checkpoint.track needs from a message: where it was."""
-
-    __slots__ = ("_t", "_p", "_o")
-
-    def __init__(self, topic: str, partition: int, offset: int) -> None:
-        self._t, self._p, self._o = topic, partition, offset
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -93,7 +75,6 @@ class Worker:
         self.engine = get_engine(settings.database_url, pool_size=10)
         self.commands_topic = settings.topic(topics.COMMANDS)
         self.logs_topic = settings.topic(topics.LOGS)
-        self.dlq_topic = settings.topic(topics.DLQ)
         self.ready = threading.Event()
         self._resolver, self._mailer, self._extras = resolver, mailer, extras
         self.tracker = OffsetTracker()
@@ -125,11 +106,9 @@ class Worker:
         leases.start()
         self.executor = Executor(s, self.engine, StoreCache(self.engine, s.store_cache_ttl_s), clients,
                                  self.services, self.codec, self.commands_topic, leases)
-        conf: dict[str, Any] = {"message.timeout.ms": 300000, "linger.ms": 10}
-        self.producer = Producer(s, **conf)
+        self.producer = Producer(s, WORKERS)
         self.producer.start_polling()
-        release_conf: dict[str, Any] = {"message.timeout.ms": 60000}
-        release_producer = Producer(s, **release_conf)
+        release_producer = Producer(s, RELEASE)
         self.dispatcher = Dispatcher(self._process, s.worker_concurrency)
         kafka = ThreadPoolExecutor(1, thread_name_prefix="wooflow-kafka")
         self.consumer = make_consumer(s, s.workers_group, [self.commands_topic], on_revoke=self._on_revoke,
@@ -266,13 +245,11 @@ class Worker:
 
     def _dead_letter(self, handle: Handle, msg: Message, reason: str, error: str, store_id: str | None,
                      attempts: int) -> None:
-        record = dead_letter_record(msg, stage="workers", reason=reason, error=error, store_id=store_id,
-                                    attempts=attempts)
+        record = dlq.record_of(msg, stage="workers", reason=reason, error=error, store_id=store_id, attempts=attempts)
         self.tracker.add_outputs(handle, 1)
-        self._produce(self.dlq_topic, self.codec.encode("DeadLetter", record, self.dlq_topic), msg.key(), handle)
-        count(metrics.dlq, "workers", reason)
-        log.warning("dead-lettered %s:%s:%s (%s): %s", msg.topic(), msg.partition(), msg.offset(), reason,
-                    error[:200])
+        topic, value = dlq.encode(self.codec, self.settings, record)
+        self._produce(topic, value, msg.key(), handle)
+        dlq.counted("workers", reason, dlq.where(msg), error)
 
     def _produce(self, topic: str, value: bytes, key: str | bytes | None, handle: Handle) -> None:
         assert self.producer is not None
@@ -284,13 +261,7 @@ class Worker:
             else:
                 tracker.done(handle)
 
-        raw = self.producer.raw
-        while True:
-            try:
-                raw.produce(topic, value=value, key=key, on_delivery=delivered)
-                return
-            except BufferError:
-                raw.poll(0.05)  # local queue full: make room (rare; delivery reports are polled anyway)
+        produce_when_room(self.producer.raw, topic, value, key=key, on_delivery=delivered)
 
     # --- offsets (only ever on the Kafka thread) ----------------------------------------------
     def _commit(self, only: set[TP] | None) -> None:
@@ -299,7 +270,7 @@ class Worker:
         if not positions:
             return
         for (t, p), offset in positions.items():
-            self.checkpoint.track(_Pos(t, p, offset - 1))  # type: ignore[arg-type]
+            self.checkpoint.track(t, p, offset - 1)  # the last finished message: the commit moves to `offset`
         try:
             self.checkpoint.commit()
         except KafkaException as exc:

@@ -108,7 +108,7 @@ def ingest_main(args: argparse.Namespace) -> None:
 
     from wooflow.db.engine import get_engine
     from wooflow.db.migrate import upgrade
-    from wooflow.kafka.admin import create_topics
+    from wooflow.kafka.admin import create_topics, delete_topics_with_prefix
     from wooflow.producers.ingest import Ingestor
     from wooflow.producers.tenants import Tenants
     from wooflow.stores import StoreCache, upsert_store
@@ -160,7 +160,10 @@ def ingest_main(args: argparse.Namespace) -> None:
             await ingestor.stop()
         return results
 
-    results = uvloop.run(run())[1:]  # the first repeat warms caches and connections
+    try:
+        results = uvloop.run(run())[1:]  # the first repeat warms caches and connections
+    finally:
+        delete_topics_with_prefix(s, s.topic_prefix)  # a shared broker: leave it no partitions behind
     print(json.dumps({"deliveries_per_s_median": round(sorted(r["per_s"] for r in results)[len(results) // 2]),
                       "process_cpu_us_per_delivery_min": round(min(r["cpu_us"] for r in results), 1),
                       "event_loop_cpu_us_per_delivery_min": round(min(r["main_us"] for r in results), 1),

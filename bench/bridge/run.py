@@ -96,6 +96,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="wooflow-bench-"))
     kafka, db, state = services(tmp)
+    s = None
     try:
         from wooflow.db.engine import get_engine
         from wooflow.db.migrate import upgrade
@@ -208,6 +209,10 @@ def main() -> None:
                                        "p99_runs": [r["p99_ms"] for r in results[rate]]}
         print(json.dumps(summary, indent=2))
     finally:
+        if s is not None and state is None:  # a shared broker: leave it no partitions behind
+            from wooflow.kafka.admin import delete_topics_with_prefix
+
+            delete_topics_with_prefix(s, s.topic_prefix)
         if state is not None:
             from wooflow.devinfra.launcher import down
 

@@ -38,7 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from confluent_kafka import Producer  # noqa: E402
 
 from wooflow.kafka import topics  # noqa: E402
-from wooflow.kafka.admin import create_topics  # noqa: E402
+from wooflow.kafka.admin import create_topics, delete_topics_with_prefix  # noqa: E402
+from wooflow.kafka.config import producer_config  # noqa: E402
+from wooflow.kafka.headers import event_headers  # noqa: E402
+from wooflow.kafka.producer import produce_when_room  # noqa: E402
 from wooflow.schemas.codec import get_codec  # noqa: E402
 from wooflow.settings import Settings  # noqa: E402
 
@@ -196,18 +199,14 @@ def setup(s: Settings, w: Workload) -> list[tuple[str, dict[str, Any]]]:
     with engine.begin() as conn:
         conn.execute(insert(rules), rows)
     codec = get_codec(None)
-    p = Producer({"bootstrap.servers": s.kafka_bootstrap_servers, "linger.ms": 20, "batch.size": 1_000_000,
-                  "compression.type": "lz4", "acks": "all", "queue.buffering.max.messages": 1_000_000})
+    # wooflow's producer configuration, lingering longer: the backlog is loaded in big batches
+    p = Producer(producer_config(s) | {"linger.ms": 20, "batch.size": 1_000_000,
+                                       "queue.buffering.max.messages": 1_000_000})
     events = list(w.events())
     for schema, ev in events:
         topic = s.topic(TOPIC_OF[schema])
-        while True:
-            try:
-                p.produce(topic, codec.encode(schema, ev, topic), key=f"{ev['store_id']}:{ev['customer_key']}",
-                          headers=[("store", ev["store_id"].encode()), ("schema", schema.encode())])
-                break
-            except BufferError:
-                p.poll(0.1)
+        produce_when_room(p, topic, codec.encode(schema, ev, topic), key=f"{ev['store_id']}:{ev['customer_key']}",
+                          headers=event_headers(ev["store_id"], schema), wait_s=0.1)
     assert p.flush(120) == 0
     return events
 
@@ -233,9 +232,11 @@ def cleanup(s: Settings, store_ids: list[str] | None = None) -> None:
 
 def run_consumer(s: Settings, n: int, profile: bool) -> dict[str, float]:
     from wooflow.consumer.runner import RuleConsumer
+    from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - wired like `wooflow rules`
+    from wooflow.scheduler.steps import store_delayed
 
     latencies: list[float] = []
-    rc = RuleConsumer(s, latencies=latencies)
+    rc = RuleConsumer(s, store_delayed=store_delayed, latencies=latencies)
     stop = threading.Event()
     marks: dict[str, float] = {}
     orig = rc.handle
@@ -380,6 +381,7 @@ def main() -> None:
             print("  naive:    " + ", ".join(f"{k}={v:,.1f}" for k, v in nv.items()), flush=True)
             naive.append(nv)
         cleanup(s, w.stores)
+        delete_topics_with_prefix(s, s.topic_prefix)  # a shared broker: leave it no partitions behind
     med = {k: statistics.median(r[k] for r in results) for k in results[0]}
     print(f"\nmedian of {len(results)} runs, {args.events} events, batch {args.batch_size}, "
           f"{STORES} stores x {RULES_PER_STORE} rules:")

@@ -38,11 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from wooflow.db.engine import get_engine
 from wooflow.db.migrate import upgrade
 from wooflow.kafka.admin import create_topics
+from wooflow.kafka.consumer import make_reader
 from wooflow.settings import Settings
 from wooflow.stores import Store, upsert_store
 from wooflow.workers.testing import command, produce
@@ -59,8 +60,7 @@ def free_port() -> int:
 
 def log_timestamps(s: Settings, expected: int, timeout: float) -> tuple[list[int], dict[str, int]]:
     topic = s.topic("automation.logs")
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False})
+    c = make_reader(s, f"bench-{uuid.uuid4().hex[:8]}")
     try:
         parts = [TopicPartition(topic, p, 0) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
         c.assign(parts)

@@ -219,8 +219,8 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
 def _scheduled(settings: Settings, engine: Engine, store: Store, rule: Any, customer_key: str) -> tuple[bool, str]:
     """Would the scheduler's next scan fire this rule for this customer? The same read-only
     candidate queries the scan runs (scheduler/scan.py), at the scheduler's clock's now."""
+    from wooflow.clock import get_clock
     from wooflow.scheduler import scan
-    from wooflow.scheduler.clock import get_clock
     from wooflow.scheduler.triggers import validate_options
 
     now = get_clock(settings).now()

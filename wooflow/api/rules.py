@@ -16,6 +16,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from wooflow.api.auth import CurrentStore
 from wooflow.consumer.model import RuleSpec
 from wooflow.db.tables import execution_logs, rule_audit, rules
+from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - rules may name the scheduler's triggers
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["rules"])

@@ -12,6 +12,7 @@ from wooflow.api.auth import CurrentStore
 from wooflow.consumer.conditions import FIELDS, GEO_SCOPES, OPERATOR_DOC, OPERATORS
 from wooflow.consumer.model import Frequency
 from wooflow.consumer.triggers import TRIGGERS
+from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - listed with the rule engine's own
 
 router = APIRouter(prefix="/v1", tags=["schema"])
 

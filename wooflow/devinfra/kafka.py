@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -450,16 +449,13 @@ def find_broker(kafka_dir: Path, hint: int | None = None) -> int | None:
     return None
 
 
-def _probe_config(bootstrap_servers: str) -> dict[str, Any]:
-    # Typed loosely: the client stubs only admit scalar values, but "logger" takes a Logger.
-    return {"bootstrap.servers": bootstrap_servers, "logger": _PROBE_LOGGER}
-
-
 def broker_answers(bootstrap_servers: str, timeout: float = 2.0) -> bool:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(_probe_config(bootstrap_servers))
+    from wooflow.kafka.config import probe_config
+
+    admin = AdminClient(probe_config(bootstrap_servers, _PROBE_LOGGER))
     try:
         return bool(admin.list_topics(timeout=timeout).brokers)
     except KafkaException:
@@ -516,7 +512,9 @@ def warm_up_group_coordinator(bootstrap_servers: str, timeout: float = READY_TIM
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(_probe_config(bootstrap_servers))
+    from wooflow.kafka.config import probe_config
+
+    admin = AdminClient(probe_config(bootstrap_servers, _PROBE_LOGGER))
     deadline = time.monotonic() + timeout
     while True:
         future = admin.describe_consumer_groups(["__wooflow_warm_up"], request_timeout=5)["__wooflow_warm_up"]

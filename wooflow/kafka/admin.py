@@ -1,4 +1,5 @@
-"""Topic administration: `wooflow topics create` (idempotent) and lag reads."""
+"""Topic administration: `wooflow topics create` (idempotent), deleting a namespace's
+topics (tests, the demo), and the admin client the ops tools ask about groups."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from wooflow.kafka.topics import TopicSpec, topic_specs
 from wooflow.settings import Settings
 
 
+def admin_client(s: Settings) -> AdminClient:
+    return AdminClient(admin_config(s))
+
+
 @dataclass
 class TopicResult:
     name: str
@@ -20,7 +25,7 @@ class TopicResult:
 
 
 def create_topics(s: Settings, specs: list[TopicSpec] | None = None, timeout: float = 30.0) -> list[TopicResult]:
-    admin = AdminClient(admin_config(s))
+    admin = admin_client(s)
     specs = specs or topic_specs(s)
     futures = admin.create_topics(
         [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication, config=t.config) for t in specs],
@@ -66,7 +71,7 @@ def delete_topics_with_prefix(s: Settings, prefix: str, timeout: float = 30.0) -
     long-lived shared broker that only ever gains topics runs out of them."""
     if not prefix:
         raise ValueError("refusing to delete topics without a prefix")
-    admin = AdminClient(admin_config(s))
+    admin = admin_client(s)
     names = [n for n in admin.list_topics(timeout=timeout).topics if n.startswith(prefix)]
     if names:
         for future in admin.delete_topics(names, operation_timeout=timeout).values():

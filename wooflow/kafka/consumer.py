@@ -1,14 +1,13 @@
-"""Consumer construction with cooperative-sticky rebalancing and explicit commits."""
+"""Consumers: a role's group consumer (cooperative-sticky rebalancing, explicit commits
+through wooflow/checkpointing.py) and a reader that never joins a group or commits."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
-
 from confluent_kafka import Consumer, TopicPartition
 
-from wooflow.kafka.config import consumer_config
+from wooflow.kafka.config import consumer_config, reader_config
 from wooflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,9 +23,10 @@ def make_consumer(
     on_assign: RebalanceHook | None = None,
     on_revoke: RebalanceHook | None = None,
     on_lost: RebalanceHook | None = None,
-    **overrides: Any,
+    instance_id: str | None = None,
 ) -> Consumer:
-    consumer = Consumer(consumer_config(s, group_id) | overrides)
+    """`instance_id`: static group membership (a restarted instance keeps its partitions)."""
+    consumer = Consumer(consumer_config(s, group_id, instance_id=instance_id))
 
     def assigned(c: Consumer, parts: list[TopicPartition]) -> None:
         log.info("assigned %s", [(p.topic, p.partition) for p in parts])
@@ -45,3 +45,8 @@ def make_consumer(
 
     consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=lost)
     return consumer
+
+
+def make_reader(s: Settings, name: str) -> Consumer:
+    """A consumer for assigned partitions, metadata and watermarks (ops tools, the demo)."""
+    return Consumer(reader_config(s, name))

@@ -1,36 +1,66 @@
 """Producing with delivery reports.
 
-Two ways to wait for durability:
-- batch roles (rules, workers, sink) produce many messages and `flush()` once before
-  their checkpoint commits offsets; any failed delivery raises, so offsets never move
-  past an output that was not acknowledged;
-- the bridge (`producers/ingest.py`) serves delivery reports with `raw.poll()` on its
-  event loop and answers each webhook only once its own acks=all report arrived;
-- the workers produce with their own callbacks and serve reports from a thread
-  (`start_polling`).
+Three ways to wait for durability:
+- batch roles (rules, sink, scheduler, backfill, poller) produce many messages and
+  `flush()` once before their checkpoint commits offsets (or before they mark their rows
+  done); any failed delivery raises, so nothing moves past an output that was not
+  acknowledged;
+- the workers produce with their own callbacks (`produce_when_room` on `raw`) and serve
+  reports from a thread (`start_polling`);
+- the bridge serves reports on its event loop (wooflow/kafka/delivery.py) and answers
+  each webhook only once its own acks=all report arrived.
+
+A full local queue (BufferError) is never an error: `produce_when_room` serves delivery
+reports to make room and tries again.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Any
+from collections.abc import Callable
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, Message
 from confluent_kafka import Producer as _Producer
 
-from wooflow.kafka.config import producer_config
+from wooflow.kafka.config import DEFAULT, ProducerProfile, producer_config
 from wooflow.settings import Settings
 
 Headers = list[tuple[str, str | bytes | None]] | None
+OnDelivery = Callable[[KafkaError | None, Message], None]
 
 
 class DeliveryFailed(RuntimeError):
     pass
 
 
+def produce_when_room(raw: _Producer, topic: str, value: bytes, *, key: str | bytes | None = None,
+                      headers: Headers = None, on_delivery: OnDelivery | None = None, wait_s: float = 0.05,
+                      attempts: int | None = None) -> None:
+    """Hand one message to librdkafka. While its local queue is full, serve delivery reports
+    for up to `wait_s` to make room and try again — `attempts` times at most (None: until it
+    fits), then the BufferError is raised."""
+    tries = 0
+    while True:
+        try:
+            raw.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+            return
+        except BufferError:
+            tries += 1
+            if attempts is not None and tries >= attempts:
+                raise
+            raw.poll(wait_s)
+
+
 class Producer:
-    def __init__(self, s: Settings, *, transactional_id: str | None = None, **overrides: Any) -> None:
-        self._p = _Producer(producer_config(s, transactional_id=transactional_id) | overrides)
+    def __init__(self, s: Settings, profile: ProducerProfile = DEFAULT, *, transactional_id: str | None = None,
+                 on_error: Callable[[KafkaError], None] | None = None, logger: logging.Logger | None = None) -> None:
+        conf = producer_config(s, profile, transactional_id=transactional_id)
+        if on_error is not None:
+            conf["error_cb"] = on_error
+        if logger is not None:
+            conf["logger"] = logger
+        self._p = _Producer(conf)
         self._errors: list[str] = []
         self._lock = threading.Lock()
         self._poller: threading.Thread | None = None
@@ -43,13 +73,7 @@ class Producer:
                 self._errors.append(f"{msg.topic()}: {err.str()}")
 
     def produce(self, topic: str, value: bytes, key: str | bytes | None = None, headers: Headers = None) -> None:
-        while True:
-            try:
-                self._p.produce(topic, value=value, key=key, headers=headers, on_delivery=self._record)
-                return
-            except BufferError:
-                # Local queue full: serve delivery reports to make room, then retry.
-                self._p.poll(0.05)
+        produce_when_room(self._p, topic, value, key=key, headers=headers, on_delivery=self._record)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Block until every produced message is acknowledged; raise if any was not."""

@@ -25,15 +25,13 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _group_topics(group: str, topic: list[str] | None) -> list[str]:
-    from confluent_kafka.admin import AdminClient
-
-    from wooflow.kafka.config import admin_config
+    from wooflow.kafka.admin import admin_client
     from wooflow.ops.offsets import group_topics
 
     s = get_settings()
     if topic:
         return [s.topic(t) if not t.startswith(s.topic_prefix) else t for t in topic]
-    found = sorted({tp.topic for tp in group_topics(AdminClient(admin_config(s)), group)})
+    found = sorted({tp.topic for tp in group_topics(admin_client(s), group)})
     if not found:
         _fail(f"group {group!r} has no committed offsets; name the topics with --topic")
     return found

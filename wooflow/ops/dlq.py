@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from wooflow.db.tables import dlq_redrives
 from wooflow.kafka import topics
+from wooflow.kafka.consumer import make_reader
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.settings import Settings
@@ -48,8 +49,7 @@ def read_dlq(s: Settings, filters: Filters, timeout: float = 10.0) -> Iterator[d
     """Every dead letter matching `filters`, oldest first per partition, up to the current end."""
     topic = s.topic(topics.DLQ)
     codec = get_codec(s.schema_registry_url)
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": "wooflow-dlq-reader",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = make_reader(s, "wooflow-dlq-reader")
     try:
         md = consumer.list_topics(topic, timeout=timeout)
         if topic not in md.topics or md.topics[topic].error is not None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from wooflow.kafka.config import admin_config
+from wooflow.kafka.admin import admin_client
+from wooflow.kafka.consumer import make_reader
 from wooflow.kafka.lag import PartitionLag
 from wooflow.settings import Settings
 
@@ -31,22 +32,16 @@ class ResetPlan:
     target: int
 
 
-def _reader(s: Settings) -> Consumer:
-    # A throwaway client for metadata and watermarks; it never joins or commits.
-    return Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": "wooflow-ops-reader",
-                     "enable.auto.commit": False})
-
-
 def group_topics(admin: AdminClient, group: str, timeout: float = 10.0) -> list[TopicPartition]:
     fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)
     return list(fut[group].result(timeout).topic_partitions or [])
 
 
 def lag(s: Settings, group: str, topics: list[str] | None = None, timeout: float = 10.0) -> list[PartitionLag]:
-    admin = AdminClient(admin_config(s))
+    admin = admin_client(s)
     committed = {(tp.topic, tp.partition): tp.offset for tp in group_topics(admin, group, timeout)}
     wanted = set(topics) if topics else {t for t, _ in committed}
-    reader = _reader(s)
+    reader = make_reader(s, "wooflow-ops-reader")
     try:
         out = []
         md = reader.list_topics(timeout=timeout)
@@ -67,7 +62,7 @@ def plan_reset(s: Settings, group: str, topics: list[str], when: datetime, timeo
         raise OffsetsError("the datetime needs a timezone (e.g. 2026-11-25T00:00:00Z)")
     ms = int(when.timestamp() * 1000)
     current = {(p.topic, p.partition): p.committed for p in lag(s, group, topics, timeout)}
-    reader = _reader(s)
+    reader = make_reader(s, "wooflow-ops-reader")
     try:
         md = reader.list_topics(timeout=timeout)
         query = [TopicPartition(t, p, ms) for t in topics for p in sorted(md.topics[t].partitions)]
@@ -84,7 +79,7 @@ def plan_reset(s: Settings, group: str, topics: list[str], when: datetime, timeo
 
 
 def apply_reset(s: Settings, group: str, plan: list[ResetPlan], timeout: float = 10.0) -> None:
-    admin = AdminClient(admin_config(s))
+    admin = admin_client(s)
     desc = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(timeout)
     if desc.members or desc.state not in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN):
         raise OffsetsError(f"group {group!r} is {desc.state.name.lower()} with {len(desc.members)} member(s): "

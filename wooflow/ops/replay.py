@@ -33,12 +33,16 @@ from wooflow.consumer.batch import BatchProcessor, Item
 from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
-from wooflow.consumer.runner import LoyaltyCache, header_hint
+from wooflow.consumer.runner import LoyaltyCache
 from wooflow.consumer.state import StateBatch
 from wooflow.db.engine import get_engine
 from wooflow.gc_tuning import tune_gc
 from wooflow.kafka import topics
+from wooflow.kafka.consumer import make_reader
+from wooflow.kafka.headers import read_hint
 from wooflow.kafka.producer import Producer
+from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - rules naming them compile here too
+from wooflow.scheduler.steps import store_delayed
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.settings import Settings
 
@@ -169,7 +173,7 @@ class Replayer:
         self._state = StateBatch()
 
     def plan(self, spec: ReplaySpec, timeout: float = 10.0) -> list[tuple[int, int, int]]:
-        consumer = Consumer({"bootstrap.servers": self.s.kafka_bootstrap_servers, "group.id": "wooflow-replay-plan"})
+        consumer = make_reader(self.s, "wooflow-replay-plan")
         try:
             return _bounds(consumer, self.s.topic(spec.topic), spec, timeout)
         finally:
@@ -261,9 +265,7 @@ class Replayer:
         # applying events is idempotent, so carrying them or re-reading them decides alike).
         self._state = StateBatch()
         name = self.s.topic(spec.topic)
-        consumer = Consumer({"bootstrap.servers": self.s.kafka_bootstrap_servers,
-                             "group.id": f"wooflow-replay-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-                             "isolation.level": "read_committed", "fetch.max.bytes": 52428800})
+        consumer = make_reader(self.s, f"wooflow-replay-{uuid.uuid4().hex[:8]}")
         producer = Producer(self.s) if spec.live else None
         try:
             consumer.assign([TopicPartition(name, p, first) for p, first, _ in bounds])
@@ -300,7 +302,7 @@ class Replayer:
                         open_parts.discard(p)
                     summary.events += 1
                     left -= 1
-                    store, schema = header_hint(m)
+                    store, schema = read_hint(m)
                     if store is not None and schema is not None:
                         if spec.store is not None and store != spec.store:
                             summary.skipped_store += 1
@@ -365,7 +367,5 @@ class Replayer:
                 producer.produce(topic, self.codec.encode("ActionCommand", cmd, topic),
                                  key=f"{it.event['store_id']}:{it.event['customer_key']}")
         if delayed:
-            from wooflow.scheduler.steps import store_delayed
-
             with self.db.begin() as conn:
                 store_delayed(conn, delayed)
