@@ -75,7 +75,7 @@ class HoldingReceiver:
 class SmtpReceiver(HoldingReceiver):
     """An SMTP server (aiosmtpd) whose identity is the Message-ID."""
 
-    def start(self) -> "SmtpReceiver":
+    def start(self) -> SmtpReceiver:
         self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
         self.controller.start()
         self.port = self.controller.port
@@ -194,7 +194,7 @@ class TcpProxy:
         self.thread = threading.Thread(target=self.loop.run_forever, name="tcp-proxy", daemon=True)
         self.writers: set[asyncio.StreamWriter] = set()
 
-    def __enter__(self) -> "TcpProxy":
+    def __enter__(self) -> TcpProxy:
         self.thread.start()
         self.server = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(self._handle, "127.0.0.1", 0), self.loop).result(10)

@@ -111,7 +111,7 @@ class ConsumerThread:
         except BaseException as exc:  # surfaced by the test
             self.error = exc
 
-    def __enter__(self) -> "ConsumerThread":
+    def __enter__(self) -> ConsumerThread:
         self.thread.start()
         from tests.support import wait_for
 

@@ -127,15 +127,16 @@ def test_emails_parts_consent_unsubscribe_and_template_errors(settings, engine) 
                 again = mail("c3c", subject="More news", marketing=True, html="<p>more</p>")
                 produce(s, [again])
                 rec = wait_for(lambda: final_logs(s).get(again["idempotency_key"]), 30, 0.3, "the last email's log")
-                assert rec["status"] == "skipped" and "withdrew" in rec["message"] and "unsubscribe_link" in rec["message"]
+                assert rec["status"] == "skipped" and "withdrew" in rec["message"] \
+                    and "unsubscribe_link" in rec["message"]
                 assert len(inbox.to("fan@example.com")) == 2
     finally:
         smtp.stop()
 
 
 def test_consent_api_records_and_lists(settings, engine) -> None:  # type: ignore[no-untyped-def]
-    from wooflow.api.auth import create_token
     from tests.support import make_store
+    from wooflow.api.auth import create_token
 
     store = make_store(engine)
     token = create_token(engine, store.id, "t")

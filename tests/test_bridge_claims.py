@@ -9,7 +9,6 @@ import re
 import uuid
 
 import psycopg
-
 from sqlalchemy import text
 
 from wooflow.producers import dedupe

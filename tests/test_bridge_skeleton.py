@@ -45,7 +45,8 @@ def bridge(settings):  # type: ignore[no-untyped-def]
 def test_signed_order_created_becomes_one_order_event(settings, engine, bridge) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     body = php_body(ORDER)
-    r = httpx.post(f"{bridge.url}/webhooks/woocommerce/{store.id}", content=body, headers=headers(store.webhook_secret, body))
+    r = httpx.post(f"{bridge.url}/webhooks/woocommerce/{store.id}", content=body,
+                   headers=headers(store.webhook_secret, body))
     assert r.status_code == 200, r.text
     events = read_topic(settings, topics.ORDERS)
     assert len(events) == 1

@@ -12,8 +12,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.support import tool_missing
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -202,7 +202,7 @@ def test_no_import_cycle_between_components() -> None:
 
 
 def test_the_check_fails_on_a_cycle() -> None:
-    found = imports() + [Import("wooflow.consumer.triggers", "wooflow.scheduler.triggers", "consumer/triggers.py:1")]
+    found = [*imports(), Import("wooflow.consumer.triggers", "wooflow.scheduler.triggers", "consumer/triggers.py:1")]
     problems = describe_cycles(found)
     assert problems and "wooflow.consumer" in problems[0] and "wooflow.scheduler" in problems[0]
 

@@ -85,7 +85,7 @@ def test_every_role_reports_its_traffic(settings, engine, logs_dir, metrics_port
 
         try:
             for role, url in urls.items():
-                wait_for(lambda: ready(url), 60, 0.2, f"{role} /readyz")
+                wait_for(lambda url=url: ready(url), 60, 0.2, f"{role} /readyz")
             big = [place(p.sim.store, "150.00", f"m{i}@example.com") for i in range(2)]
             place(p.sim.store, "10.00", "small@example.com")
             wait_for(lambda: all(p.wooflow_notes(o) for o in big), 60, 0.2, "notes on the big orders")
@@ -141,7 +141,8 @@ def test_every_role_reports_its_traffic(settings, engine, logs_dir, metrics_port
     assert total(workers, "wooflow_end_to_end_seconds_count") >= 2
     assert total(workers, "wooflow_events_consumed_total", role="workers", topic=commands, store="all") >= 3
     assert total(workers, "wooflow_events_out_total", role="workers", topic=logs, store="all") >= 3
-    assert not [lab for _, lab, _ in workers if lab.get("store") in (store, unreachable.id)], "store label must be 'all'"
+    assert not [lab for _, lab, _ in workers if lab.get("store") in (store, unreachable.id)], \
+        "store label must be 'all'"
     assert {lab["partition"] for n, lab, _ in workers if n == "wooflow_consumer_lag"} == {"0", "1", "2", "3"}
     # sink: rows written, events consumed, caught up (lag 0)
     assert total(sink, "wooflow_execution_logs_written_total") >= 3

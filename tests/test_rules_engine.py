@@ -11,8 +11,15 @@ import pytest
 from sqlalchemy import text
 
 from tests.pipeline import add_rule
-from tests.rules_kit import (ConsumerThread, EventProducer, commands, customer_event, isolated_triggers, later,
-                             order_event)
+from tests.rules_kit import (
+    ConsumerThread,
+    EventProducer,
+    commands,
+    customer_event,
+    isolated_triggers,
+    later,
+    order_event,
+)
 from tests.support import make_store, read_topic, wait_for, wait_until_consumed
 from wooflow.kafka import topics
 from wooflow.stores import upsert_store

@@ -20,8 +20,8 @@ from typing import Any
 from tests.pipeline import add_rule
 from tests.rules_kit import EventProducer, commands, later, order_event
 from tests.support import RoleProcess, make_store, topic_size, wait_for
-from wooflow.kafka import topics
 from wooflow.consumer.commands import idempotency_key
+from wooflow.kafka import topics
 
 NOTE = [{"type": "add_order_note", "params": {"note": "n"}}]
 
@@ -119,7 +119,7 @@ def test_three_consumers_join_and_leave_under_load(settings, engine, logs_dir) -
     store = make_store(engine)
     events, expected = scenario(engine, store.id, customers=1200, orders_each=5)
     procs = [RoleProcess("rules", settings, logs_dir / f"c{i}") for i in range(3)]
-    for i, p in enumerate(procs):
+    for i in range(len(procs)):
         (logs_dir / f"c{i}").mkdir()
     procs[0].start()
     try:

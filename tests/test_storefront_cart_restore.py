@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import orjson
-import pytest
 
 from tests.support import tool_missing
 from wooflow.producers.storefront import SNIPPET

@@ -19,8 +19,7 @@ import subprocess
 import sys
 from typing import Any
 
-from tests.effects_kit import (HttpReceiver, SmtpReceiver, deferred_keys, effects_store, keys_on_every_partition,
-                               settled)
+from tests.effects_kit import HttpReceiver, SmtpReceiver, deferred_keys, effects_store, keys_on_every_partition, settled
 from tests.support import RoleProcess, ServerThread, env_of, read_topic, unique, wait_for
 from wooflow.kafka.admin import create_topics
 from wooflow.workers.testing import command, produce

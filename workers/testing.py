@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,13 +13,14 @@ from wooflow.consumer.commands import idempotency_key, to_json
 from wooflow.kafka import topics
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import get_codec
+from wooflow.schemas.types import ActionCommand
 from wooflow.settings import Settings
 
 
-def command(*, store_id: str, action_type: str, params: dict[str, Any], rule_id: int = 1,
+def command(*, store_id: str, action_type: str, params: Mapping[str, object], rule_id: int = 1,
             event_id: str | None = None, step: int = 0, customer_key: str = "c1", subject_type: str = "order",
-            subject_id: str = "1", context: dict[str, Any] | None = None, not_before: datetime | None = None,
-            dry_run: bool = False, attempt: int = 1, trigger: str = "new_order") -> dict[str, Any]:
+            subject_id: str = "1", context: Mapping[str, object] | None = None, not_before: datetime | None = None,
+            dry_run: bool = False, attempt: int = 1, trigger: str = "new_order") -> ActionCommand:
     event_id = event_id or f"test:{uuid.uuid4().hex}"
     key = idempotency_key(rule_id, event_id, step)
     now = datetime.now(timezone.utc)
@@ -32,7 +33,7 @@ def command(*, store_id: str, action_type: str, params: dict[str, Any], rule_id:
     }
 
 
-def produce(settings: Settings, commands: Iterable[dict[str, Any]], *, copies: int = 1,
+def produce(settings: Settings, commands: Iterable[ActionCommand], *, copies: int = 1,
             producer: Producer | None = None) -> int:
     """Produce each command `copies` times (a redelivery) to automation.commands; returns the count."""
     topic = settings.topic(topics.COMMANDS)
@@ -71,7 +72,7 @@ class WorkerThread:
         except BaseException as exc:  # surfaced by stop()
             self.error = exc
 
-    def __enter__(self) -> "WorkerThread":
+    def __enter__(self) -> WorkerThread:
         self.thread.start()
         if not self.worker.ready.wait(30):
             raise RuntimeError("worker did not start")
