@@ -44,6 +44,7 @@ MAX_REPEAT = 100_000  # items/characters a `*` may produce
 MAX_POWER = 10_000  # bits of an integer
 MAX_WIDTH = 10_000  # a width or precision in a format
 MAX_STEPS = 1_000_000  # loop iterations, calls, filters, operators, printed values
+MAX_DEPTH = 100  # lists in lists in lists...
 RENDER_TIMEOUT_S = 2.0
 
 
@@ -75,24 +76,33 @@ def _spend(output: int = 0) -> None:
 
 def _size(value: object, limit: int = MAX_SIZE) -> int:
     """Characters and items in `value`, nested containers expanded (one list held twice
-    counts twice); counting stops past `limit`."""
-    total, stack = 0, [value]
-    while stack and total <= limit:
-        v = stack.pop()
+    counts twice, but is looked at once); counting stops past `limit`."""
+    memo: dict[int, int] = {}  # id → size, for containers reachable from `value` (alive meanwhile)
+
+    def size(v: object, depth: int) -> int:
         if isinstance(v, (str, bytes, bytearray, range)):
-            total += len(v)
-        elif isinstance(v, (list, tuple, set, frozenset, dict)):
-            total += 1 + len(v)
-            if len(v) <= limit:
-                stack.extend(v.items() if isinstance(v, dict) else v)
-        elif isinstance(v, Namespace):  # namespace(): its attributes live in a private dict
+            return len(v)
+        if isinstance(v, Namespace):  # namespace(): its attributes live in a private dict
             try:
-                stack.append(object.__getattribute__(v, "_Namespace__attrs"))
+                v = object.__getattribute__(v, "_Namespace__attrs")
             except AttributeError:
-                total += 1
-        else:
-            total += 1
-    return total
+                return 1
+        if not isinstance(v, (list, tuple, set, frozenset, dict)):
+            return 1
+        if id(v) in memo:
+            return memo[id(v)]
+        if depth > MAX_DEPTH:
+            raise SecurityError(f"value nested more than {MAX_DEPTH} levels deep")
+        total = 1 + len(v)
+        if total <= limit:
+            for child in ([*v.keys(), *v.values()] if isinstance(v, dict) else v):
+                total += size(child, depth + 1)
+                if total > limit:
+                    break
+        memo[id(v)] = total
+        return total
+
+    return size(value, 0)
 
 
 def _check_size(value: object, what: str) -> None:
@@ -131,12 +141,10 @@ def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], i: int, name: str, de
 
 def _replaced(value: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
     old, new, count = _arg(args, kwargs, 0, "old"), _arg(args, kwargs, 1, "new"), _arg(args, kwargs, 2, "count", -1)
-    if isinstance(value, str) and isinstance(old, str) and isinstance(new, str):
-        n = value.count(old) if old else len(value) + 1
-    elif isinstance(value, bytes) and isinstance(old, bytes) and isinstance(new, bytes):
-        n = value.count(old) if old else len(value) + 1
-    else:
+    parts = (value, old, new)
+    if not all(isinstance(v, str) for v in parts) and not all(isinstance(v, bytes) for v in parts):
         return 0
+    n = value.count(old) if old else len(value) + 1
     if isinstance(count, int) and count >= 0:
         n = min(n, count)
     return len(value) + n * max(0, len(new) - len(old))
