@@ -14,7 +14,7 @@ valid for another store, of another body, garbage, missing). Properties:
 - the bridge's resident memory stays flat over the run (measured after a warm-up).
 
 `FUZZ_DELIVERIES` sets the count (the long profile in docs/reliability.md runs 10,000);
-the suite runs a few hundred.
+the suite runs 1,000.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from wooflow.producers.signature import sign
 
 pytestmark = pytest.mark.integration
 
-DELIVERIES = int(os.environ.get("FUZZ_DELIVERIES", "300"))
+DELIVERIES = int(os.environ.get("FUZZ_DELIVERIES", "1000"))
 MAX_BODY = 256 * 1024  # the bridge under test refuses bodies above this (413): big bodies stay cheap to send
 RSS_GROWTH_MAX = 24 * 1024 * 1024  # bytes the bridge may grow over the measured run (allocator noise)
 
