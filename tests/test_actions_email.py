@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 import httpx
+import pytest
 from aiosmtpd.controller import Controller
 
 from tests.support import ServerThread, free_port, read_topic, unique, wait_for
@@ -18,6 +19,8 @@ from wooflow.api.app import create_app
 from wooflow.stores import Store, upsert_store
 from wooflow.workers import consent
 from wooflow.workers.testing import WorkerThread, command, produce
+
+pytestmark = pytest.mark.integration
 
 
 class Inbox:
@@ -134,8 +137,8 @@ def test_emails_parts_consent_unsubscribe_and_template_errors(settings, engine) 
 
 
 def test_consent_api_records_and_lists(settings, engine) -> None:  # type: ignore[no-untyped-def]
-    from wooflow.api.auth import create_token
     from tests.support import make_store
+    from wooflow.api.auth import create_token
 
     store = make_store(engine)
     token = create_token(engine, store.id, "t")

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,6 +24,8 @@ from wooflow.api.auth import create_token
 from wooflow.simulator.server import SimulatorServer
 from wooflow.stores import Store, upsert_store
 from wooflow.workers.testing import WorkerThread, command, produce
+
+pytestmark = pytest.mark.integration
 
 
 def finals(settings: Any) -> dict[str, dict[str, Any]]:

@@ -37,6 +37,7 @@ def api(settings, engine):  # type: ignore[no-untyped-def]
     return client, a, b, auth(a), auth(b)
 
 
+@pytest.mark.integration
 def test_crud_and_versions(api) -> None:  # type: ignore[no-untyped-def]
     client, a, _, ha, _ = api
     r = client.post("/v1/rules", json=GOOD, headers=ha)
@@ -57,6 +58,7 @@ def test_crud_and_versions(api) -> None:  # type: ignore[no-untyped-def]
     assert client.get("/v1/rules").status_code == 401
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("patch, field", [
     ({"conditions": {"match": "all", "conditions": [{"field": "order_total", "operator": "bigger", "value": 1}]}},
      "conditions.conditions[0].operator"),
@@ -84,6 +86,7 @@ def test_an_invalid_rule_gets_422_naming_the_field(api, patch: dict[str, Any], f
     assert client.get("/v1/rules", headers=ha).json()["total"] == 0
 
 
+@pytest.mark.integration
 def test_one_store_can_never_read_or_change_another_stores_rules(api) -> None:  # type: ignore[no-untyped-def]
     client, a, b, ha, hb = api
     rid = client.post("/v1/rules", json=GOOD, headers=ha).json()["id"]
@@ -101,6 +104,7 @@ def test_one_store_can_never_read_or_change_another_stores_rules(api) -> None:  
     assert r.status_code == 200 and r.json()["version"] == 1
 
 
+@pytest.mark.integration
 def test_logs_limit_filters_and_isolation(api, engine) -> None:  # type: ignore[no-untyped-def]
     from datetime import datetime, timedelta, timezone
 
@@ -126,6 +130,7 @@ def test_logs_limit_filters_and_isolation(api, engine) -> None:  # type: ignore[
     assert [x["log_id"] for x in client.get("/v1/logs", headers=hb).json()["logs"]] == [f"{b.id}-0"]
 
 
+@pytest.mark.integration
 def test_schema_lists_triggers_fields_operators_and_action_parameters(api) -> None:  # type: ignore[no-untyped-def]
     client, _, _, ha, _ = api
     doc = client.get("/v1/schema", headers=ha).json()
@@ -146,6 +151,7 @@ def test_schema_lists_triggers_fields_operators_and_action_parameters(api) -> No
     assert "note" in note["params"]["properties"] and "note" in note["params"]["required"]
 
 
+@pytest.mark.integration
 def test_dry_run_on_a_real_order(settings, engine) -> None:  # type: ignore[no-untyped-def]
     from wooflow.simulator.server import SimulatorServer
 
@@ -189,6 +195,7 @@ def test_dry_run_on_a_real_order(settings, engine) -> None:  # type: ignore[no-u
         assert len(listed) == 2
 
 
+@pytest.mark.integration
 def test_dry_run_of_a_scheduled_trigger_asks_the_scan(settings, engine) -> None:  # type: ignore[no-untyped-def]
     """No event fires a win-back rule: the dry run reports whether the scheduler's scan
     finds the customer now — and not once the scan has fired it for this period."""
@@ -252,6 +259,7 @@ def test_dry_run_of_a_scheduled_trigger_asks_the_scan(settings, engine) -> None:
         assert trigger(recent.id)["would_fire_now"] is False
 
 
+@pytest.mark.e2e
 def test_a_rule_created_through_the_api_reaches_a_running_consumer_within_a_second(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     client = TestClient(create_app(settings))

@@ -13,6 +13,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from tests.support import env_of, make_store, read_topic, topic_size, wait_for
@@ -30,6 +31,7 @@ def _checkpoint(engine, store_id: str) -> Any:  # type: ignore[no-untyped-def]
                                  "FROM bridge_backfill_checkpoints WHERE store_id = :s"), {"s": store_id}).all()
 
 
+@pytest.mark.e2e
 def test_backfill_since_6h_resumes_after_sigint_and_misses_nothing(settings, engine) -> None:  # type: ignore[no-untyped-def]
     clock = ManualClock(datetime.now(timezone.utc) - timedelta(hours=9))
     with SimulatorServer(seed=11, clock=clock) as sim:
@@ -86,6 +88,7 @@ def test_backfill_since_6h_resumes_after_sigint_and_misses_nothing(settings, eng
         assert topic_size(settings, topics.ORDERS) == RECENT
 
 
+@pytest.mark.integration
 def test_a_run_is_what_was_asked(engine) -> None:  # type: ignore[no-untyped-def]
     """Which command resumes which run, on the checkpoint table itself."""
     from wooflow.producers.backfill import _save, open_run, unfinished_runs

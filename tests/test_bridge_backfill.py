@@ -41,6 +41,7 @@ def checkpoint(engine, store_id: str) -> tuple[int, bool]:  # type: ignore[no-un
     return (row[0], row[1]) if row else (0, False)
 
 
+@pytest.mark.e2e
 def test_backfill_of_5000_orders_resumes_after_interrupt_without_duplicates(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     with SimulatorServer(seed=3, clock=ManualClock()) as sim:
         st = sim.store
@@ -91,6 +92,7 @@ def test_backfill_of_5000_orders_resumes_after_interrupt_without_duplicates(sett
         assert topic_size(settings, topics.ORDERS) == ORDERS
 
 
+@pytest.mark.integration
 def test_poller_catches_changes_without_webhooks_and_dedupes_with_them(settings, engine) -> None:  # type: ignore[no-untyped-def]
     settings = settings.model_copy(update={"poll_overlap_s": 5.0})
     with SimulatorServer(seed=5) as sim:
@@ -119,6 +121,7 @@ def test_poller_catches_changes_without_webhooks_and_dedupes_with_them(settings,
         assert r.status_code == 200 and r.json()["duplicate"] is True, r.text
 
 
+@pytest.mark.unit
 def test_rest_client_backs_off_on_429_and_5xx() -> None:
     """A store that answers 429, then 503, then the page (over a real socket)."""
     from starlette.applications import Starlette

@@ -70,6 +70,7 @@ def own_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
             kafka_mod.stop_kafka(state["broker"].pid, 10)
 
 
+@pytest.mark.e2e
 def test_kafka_outage_answers_2xx_and_delivers_exactly_once_in_order(own_broker, migrated, engine) -> None:  # type: ignore[no-untyped-def]
     bootstrap, stop_broker, start_broker = own_broker
     tag = unique("t")
@@ -116,6 +117,7 @@ def test_kafka_outage_answers_2xx_and_delivers_exactly_once_in_order(own_broker,
             conn.execute(text("DELETE FROM bridge_outbox WHERE store_id = :s"), {"s": store.id})
 
 
+@pytest.mark.integration
 def test_the_outbox_is_bounded_503_beyond(migrated, engine) -> None:  # type: ignore[no-untyped-def]
     """No broker at all (nothing listens on the port): the outbox takes `outbox_max_rows`
     events, then the bridge answers 503 and counts them, instead of growing without bound."""

@@ -13,6 +13,8 @@ from wooflow.kafka import topics
 from wooflow.producers.app import create_app
 from wooflow.producers.signature import sign
 
+pytestmark = pytest.mark.integration
+
 ORDER = {
     "id": 501, "number": "501", "status": "processing", "currency": "PLN", "total": "149.90",
     "total_tax": "28.03", "shipping_total": "10.00", "discount_total": "0.00", "customer_id": 7,

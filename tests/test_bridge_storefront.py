@@ -31,6 +31,7 @@ def rejected(reason: str) -> float:
     return REGISTRY.get_sample_value("wooflow_storefront_rejected_total", {"reason": reason}) or 0.0
 
 
+@pytest.mark.integration
 def test_storefront_events_link_the_session_to_the_customer(settings, engine, bridge) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine, ORIGIN + "/")
     url = f"{bridge.url}/storefront/{store.id}/events"
@@ -70,6 +71,7 @@ def test_storefront_events_link_the_session_to_the_customer(settings, engine, br
                             {"s": store.id}).scalar_one() == "c7"
 
 
+@pytest.mark.integration
 def test_storefront_bad_input_and_the_snippet(settings, engine, bridge) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine, ORIGIN)
     url = f"{bridge.url}/storefront/{store.id}/events"
@@ -105,6 +107,7 @@ def test_storefront_bad_input_and_the_snippet(settings, engine, bridge) -> None:
     assert statuses[:25].count(200) == 25 and 429 in statuses[25:], statuses
 
 
+@pytest.mark.e2e
 def test_stores_add_creates_webhooks_and_remove_deletes_them(settings, engine, bridge) -> None:  # type: ignore[no-untyped-def]
     env = env_of(settings)
     with SimulatorServer(seed=9) as sim:

@@ -18,6 +18,8 @@ from wooflow.producers.app import create_app
 from wooflow.producers.signature import sign
 from wooflow.simulator.server import SimulatorServer
 
+pytestmark = pytest.mark.integration
+
 ALL_TOPICS = (
     "order.created", "order.updated", "order.deleted", "order.restored",
     "customer.created", "customer.updated", "customer.deleted",

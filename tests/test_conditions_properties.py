@@ -18,6 +18,8 @@ from wooflow.consumer.facts import LazyFacts
 from wooflow.consumer.tiers import Loyalty
 from wooflow.consumer.triggers import TriggerContext
 
+pytestmark = pytest.mark.unit
+
 # --- the reference: the module docstring's semantics, written as plainly as possible ---------
 
 

@@ -84,6 +84,7 @@ def rows(engine: Engine, store: Store) -> list[dict[str, Any]]:
 
 # --- the policy --------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_policy_validation_and_checkbox_values() -> None:
     p = ConsentPolicy()
     assert (p.policy, p.grants_from, p.meta_key) == ("opt_in", ["api", "order_meta", "customer_meta"], None)
@@ -102,6 +103,7 @@ def test_policy_validation_and_checkbox_values() -> None:
     assert policy_of(broken) == ConsentPolicy()
 
 
+@pytest.mark.integration
 def test_opt_in_counts_the_triggering_orders_checkbox(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = store_with(engine, policy="opt_in", meta_key=KEY, meta_yes=["yes"])
     ticked = order_ctx(1, "ala@example.com", NOW, {KEY: "yes"})
@@ -119,6 +121,7 @@ def test_opt_in_counts_the_triggering_orders_checkbox(settings, engine) -> None:
     assert not check(settings, engine, untrusting, "ala@example.com", ticked).granted
 
 
+@pytest.mark.integration
 def test_opt_out_sends_unless_withdrawn_and_the_newest_answer_wins(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = store_with(engine, policy="opt_out")
     d = check(settings, engine, store, "dan@example.com")
@@ -137,6 +140,7 @@ def test_opt_out_sends_unless_withdrawn_and_the_newest_answer_wins(settings, eng
     assert not check(settings, engine, store, "tie@example.com").granted
 
 
+@pytest.mark.integration
 def test_withdrawals_and_checkout_grants_are_ordered_by_time(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = store_with(engine, meta_key=KEY)
     addr = "ola@example.com"
@@ -151,6 +155,7 @@ def test_withdrawals_and_checkout_grants_are_ordered_by_time(settings, engine) -
     assert d.granted and d.source == "order_meta"
 
 
+@pytest.mark.integration
 def test_answers_read_from_events_are_recorded_once(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = store_with(engine, meta_key=KEY, meta_no=["no"], grants_from=["api", "order_meta", "customer_meta"])
     policy = policy_of(store)
@@ -175,6 +180,7 @@ def test_answers_read_from_events_are_recorded_once(settings, engine) -> None:  
     assert check(settings, engine, store, "ala@example.com").granted
 
 
+@pytest.mark.integration
 def test_customer_meta_is_a_state_a_repeated_yes_after_an_unsubscribe_grants_nothing(  # type: ignore[no-untyped-def]
         settings, engine) -> None:
     store = store_with(engine, meta_key=KEY, meta_no=["no"])
@@ -204,6 +210,7 @@ def test_customer_meta_is_a_state_a_repeated_yes_after_an_unsubscribe_grants_not
     assert customer(later + timedelta(minutes=2), "yes") == 0  # replayed
 
 
+@pytest.mark.integration
 def test_storefront_grants_count_only_where_the_store_trusts_them(settings, engine) -> None:  # type: ignore[no-untyped-def]
     default = store_with(engine)
     trusting = store_with(engine, grants_from=["api", "storefront"])
@@ -218,6 +225,7 @@ def test_storefront_grants_count_only_where_the_store_trusts_them(settings, engi
 
 # --- setting the policy ------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_policy_through_the_api(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = store_with(engine)
     client = TestClient(create_app(settings))
@@ -239,6 +247,7 @@ def test_policy_through_the_api(settings, engine) -> None:  # type: ignore[no-un
     assert client.get("/v1/consent-policy").status_code == 401
 
 
+@pytest.mark.e2e
 def test_policy_through_the_cli(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = store_with(engine)
     env = env_of(settings)
@@ -267,6 +276,7 @@ def _settings(engine: Engine, store_id: str) -> dict[str, Any]:
 
 # --- the dry run -------------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_dry_run_shows_the_verdict_with_policy_and_source(settings, engine) -> None:  # type: ignore[no-untyped-def]
     from wooflow.simulator.server import SimulatorServer
 
@@ -313,6 +323,7 @@ def consent_rows(w: Workflows, source: str) -> list[dict[str, Any]]:
     return w.query("SELECT * FROM consents WHERE store_id = :s AND source = :src ORDER BY id", src=source)
 
 
+@pytest.mark.e2e
 def test_opt_in_checkout_box_storefront_capture_and_unsubscribe(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     policy = {"policy": "opt_in", "meta_key": KEY, "meta_yes": ["yes"], "grants_from": ["api", "order_meta",
                                                                                          "storefront"]}
@@ -363,6 +374,7 @@ def test_opt_in_checkout_box_storefront_capture_and_unsubscribe(settings, engine
             raise
 
 
+@pytest.mark.e2e
 def test_opt_out_sends_unless_the_customer_withdrew(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     from wooflow.workers import unsubscribe
 
@@ -400,6 +412,7 @@ def test_opt_out_sends_unless_the_customer_withdrew(settings, engine, logs_dir) 
 
 # --- the demo's summary and its store's checkbox -----------------------------------------------
 
+@pytest.mark.integration
 def test_demo_counts_emails_sent_and_skipped_for_no_consent(engine) -> None:  # type: ignore[no-untyped-def]
     from wooflow.demo import EmailCounts, email_counts
 
@@ -427,6 +440,7 @@ def test_demo_counts_emails_sent_and_skipped_for_no_consent(engine) -> None:  # 
         assert email_counts(conn, store, started.timestamp()) == EmailCounts(sent=2, no_consent=2, other=2)
 
 
+@pytest.mark.unit
 def test_simulated_checkout_box_marks_some_orders_and_leaves_traffic_unchanged() -> None:
     from wooflow.simulator.state import SimulatedStore
     from wooflow.simulator.traffic import ConsentBox, generate
@@ -441,6 +455,7 @@ def test_simulated_checkout_box_marks_some_orders_and_leaves_traffic_unchanged()
     assert not any(m.key == KEY for o in plain.orders.values() for m in o.meta_data)
 
 
+@pytest.mark.integration
 def test_demo_forgets_its_previous_store_and_runs_without_aiosmtpd(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from wooflow.demo import DEMO_STORE, _reset_store, _smtp_server
 

@@ -16,6 +16,8 @@ import pytest
 
 from tests.support import tool_missing
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "deploy" / "prometheus"
 

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import httpx
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import text
 
@@ -75,6 +76,7 @@ def caught_up(s: Settings, group: str, base_topics: list[str]) -> bool:
     return sum(p.lag for p in lag(s, group, [s.topic(t) for t in base_topics])) == 0
 
 
+@pytest.mark.e2e
 def test_a_guest_who_registers_and_a_customer_who_checks_out_as_a_guest_are_one_person(  # type: ignore[no-untyped-def]
         settings, engine, logs_dir) -> None:
     with ExitStack() as stack:
@@ -166,6 +168,7 @@ def order_json(oid: int, cid: int, email: str) -> dict[str, Any]:
             "date_modified_gmt": "2026-03-01T10:00:05"}
 
 
+@pytest.mark.integration
 def test_deletions_and_failed_read_backs_land_on_the_customers_partition(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)  # its REST API is unreachable: every read-back fails
     with ServerThread(create_app(settings)) as bridge:

@@ -21,6 +21,8 @@ from tests.pipeline import BIG_ORDER_RULE, Pipeline, add_rule
 from tests.support import RoleProcess, free_port, make_store, wait_for, wait_until_pipeline_idle
 from wooflow.kafka import topics
 
+pytestmark = pytest.mark.e2e
+
 Samples = list[tuple[str, dict[str, str], float]]
 
 

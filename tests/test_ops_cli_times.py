@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from confluent_kafka import Producer
 
 from tests.pipeline import add_rule
@@ -22,6 +23,8 @@ from wooflow.kafka.headers import event_headers
 from wooflow.ops import offsets
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
+
+pytestmark = pytest.mark.e2e
 
 
 def wooflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

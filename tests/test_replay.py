@@ -15,6 +15,8 @@ from tests.support import env_of, topic_size, wait_for, wait_until_pipeline_idle
 from wooflow.kafka import topics
 from wooflow.ops.replay import Replayer, ReplayError, ReplaySpec
 
+pytestmark = pytest.mark.e2e
+
 CUSTOMS_RULE = {
     "name": "Customs note", "trigger": "new_order",
     "conditions": {"match": "all", "conditions": [{"field": "geo_scope", "operator": "equals", "value": "non_eu"}]},

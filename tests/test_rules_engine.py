@@ -32,6 +32,7 @@ def fired(cmds: list[dict[str, Any]], rule_id: int) -> list[str]:
     return sorted({c["idempotency_key"]: c["subject_id"] for c in cmds if c["rule_id"] == rule_id}.values())
 
 
+@pytest.mark.integration
 def test_order_triggers_come_from_the_state_wooflow_stored(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = with_loyalty(engine, make_store(engine), {"points_per_unit": 1, "tiers": {
         "metric": "total_spent", "levels": [{"name": "silver", "min": 300}, {"name": "gold", "min": 1000}],
@@ -101,6 +102,7 @@ def with_loyalty(engine, store, loyalty: dict[str, Any]):  # type: ignore[no-unt
     return store
 
 
+@pytest.mark.integration
 def test_close_to_upgrade_fires_once_when_a_purchase_enters_the_band_below_the_next_tier(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = with_loyalty(engine, make_store(engine), {"tiers": {
         "metric": "total_spent", "levels": [{"name": "silver", "min": 300}, {"name": "gold", "min": 1000}],
@@ -126,6 +128,7 @@ def test_close_to_upgrade_fires_once_when_a_purchase_enters_the_band_below_the_n
     assert tier == "silver"
 
 
+@pytest.mark.integration
 def test_commands_of_one_event_come_out_in_priority_order(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     s = store.id
@@ -148,6 +151,7 @@ def test_commands_of_one_event_come_out_in_priority_order(settings, engine) -> N
     assert order_of["2"] == ["first", "middle", "tie", "late"]
 
 
+@pytest.mark.integration
 def test_a_rule_disabled_through_the_api_stops_firing_in_a_running_consumer(settings, engine) -> None:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
@@ -194,6 +198,7 @@ def _state_snapshot(engine, store_id: str) -> tuple[list[Any], list[Any], list[A
     return [tuple(r) for r in cs], [tuple(r) for r in os_], [tuple(r) for r in fs]
 
 
+@pytest.mark.integration
 def test_replaying_every_event_changes_no_state_and_emits_the_same_keys(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     s = store.id
@@ -258,6 +263,7 @@ def trigger_registry() -> Iterator[None]:
         yield
 
 
+@pytest.mark.unit
 def test_registrations_inside_isolated_triggers_are_undone() -> None:
     from wooflow.consumer import triggers
 
@@ -272,6 +278,7 @@ def test_registrations_inside_isolated_triggers_are_undone() -> None:
     assert "test_only" not in [t.name for t in order_specs]
 
 
+@pytest.mark.integration
 def test_bad_events_go_to_the_dlq_with_their_reason_and_the_partition_keeps_moving(settings, engine,  # type: ignore[no-untyped-def]
                                                                                      trigger_registry) -> None:
     from wooflow.consumer import triggers
@@ -308,6 +315,7 @@ def test_bad_events_go_to_the_dlq_with_their_reason_and_the_partition_keeps_movi
     assert all(d["source_topic"] == topic for d in dead)
 
 
+@pytest.mark.integration
 def test_delayed_steps_are_held_for_the_scheduler(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     rid = add_rule(engine, store.id, {"name": "welcome", "trigger": "first_purchase", "actions": [

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from tests.pipeline import add_rule
@@ -27,6 +28,8 @@ from wooflow.scheduler.recovery import parse_items_param
 from wooflow.scheduler.scan import Scanner
 from wooflow.scheduler.synth import Firer
 from wooflow.stores import Store, StoreCache, upsert_store
+
+pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 4, 1, 10, 0, tzinfo=timezone.utc)
 ACTIONS = [{"type": "add_points", "params": {"points": 1}, "delay": "hour 1"},

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from tests.pipeline import add_rule
@@ -20,6 +21,8 @@ from wooflow.kafka import topics
 from wooflow.scheduler.steps import store_delayed
 from wooflow.settings import Settings
 from wooflow.simulator.server import SimulatorServer
+
+pytestmark = pytest.mark.e2e
 
 SEQUENCE = {
     "name": "sequence", "trigger": "new_order",

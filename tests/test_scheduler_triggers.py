@@ -74,6 +74,7 @@ def crossing(h: Harness, boundary: datetime) -> None:
     assert len(h.runs()) == 1
 
 
+@pytest.mark.integration
 def test_customer_inactive_counts_days_in_the_store_timezone(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "Asia/Tokyo", "customer_inactive", {"days": 30})
     # 16:00 UTC on Jan 10 is already Jan 11 in Tokyo: day 30 starts at Tokyo midnight of Feb 10
@@ -90,6 +91,7 @@ def test_customer_inactive_counts_days_in_the_store_timezone(settings, engine) -
     assert [r["period"] for r in h.runs()] == ["order:5", "order:9"]
 
 
+@pytest.mark.integration
 def test_first_purchase_anniversary_on_the_local_date(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "America/New_York", "first_purchase_anniversary")
     # 03:00 UTC on Mar 1 2025 was Feb 28, 22:00 in New York: the anniversary is Feb 28
@@ -100,6 +102,7 @@ def test_first_purchase_anniversary_on_the_local_date(settings, engine) -> None:
     assert "years" in h.runs()[1]["command"]["context_json"]
 
 
+@pytest.mark.integration
 def test_birthday_from_customer_meta_once_a_year(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "Pacific/Auckland", "birthday")
     ev = {"store_id": h.store.id, "customer_key": "c3", "action": "updated",
@@ -114,6 +117,7 @@ def test_birthday_from_customer_meta_once_a_year(settings, engine) -> None:  # t
     assert h.scan(utc(2027, 1, 14, 11, 1)) == 1
 
 
+@pytest.mark.integration
 def test_birthday_days_before_and_leap_day(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "UTC", "birthday", {"days_before": 3})
     h.customer("c4", birth_month=2, birth_day=29)
@@ -122,6 +126,7 @@ def test_birthday_days_before_and_leap_day(settings, engine) -> None:  # type: i
     assert '"date":"2027-02-28"' in h.runs()[0]["command"]["context_json"]
 
 
+@pytest.mark.integration
 def test_subscription_renewal_reminder_before_the_local_renewal_date(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "America/Los_Angeles", "subscription_renewal", {"days_before": 3})
     ev = {"store_id": h.store.id, "customer_key": "c5", "action": "updated",
@@ -133,6 +138,7 @@ def test_subscription_renewal_reminder_before_the_local_renewal_date(settings, e
     assert h.runs()[0]["period"] == "renewal:2026-06-09"
 
 
+@pytest.mark.integration
 def test_card_expiring_in_the_month_before_expiry(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "Europe/Warsaw", "card_expiring", {"days_before": 30})
     ev = {"store_id": h.store.id, "customer_key": "c6", "action": "updated",
@@ -145,6 +151,7 @@ def test_card_expiring_in_the_month_before_expiry(settings, engine) -> None:  # 
     assert '"expiry":"04/2026"' in h.runs()[0]["command"]["context_json"]
 
 
+@pytest.mark.integration
 def test_conditions_and_frequency_apply_to_synthesised_triggers(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "UTC", "birthday",
                 conditions={"match": "all", "conditions": [{"field": "order_count", "operator": "gt", "value": 0}]})
@@ -157,6 +164,7 @@ def test_conditions_and_frequency_apply_to_synthesised_triggers(settings, engine
     assert [r["customer_key"] for r in h.runs()] == ["c7"]
 
 
+@pytest.mark.integration
 def test_orders_feed_the_calendar_and_the_first_order_wins(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     ckey = "g" + unique("")[:12].ljust(12, "0")
@@ -174,6 +182,7 @@ def test_orders_feed_the_calendar_and_the_first_order_wins(settings, engine) -> 
     assert (row["first_order_at"], row["last_order_at"], row["last_order_id"]) == (utc(2026, 1, 1), utc(2026, 2, 1), 2)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("raw,expected", [
     ("1990-05-17", (5, 17)), ("--05-17", (5, 17)), ("17.05.1990", (5, 17)), ("17/05", (5, 17)),
     ({"month": 2, "day": 29}, (2, 29)), ("1990-02-30", None), ("", None), ("soon", None),
@@ -182,6 +191,7 @@ def test_birthday_formats(raw: Any, expected: Any) -> None:
     assert parse_birthday(raw) == expected
 
 
+@pytest.mark.unit
 def test_card_expiry_formats_and_meta_keys() -> None:
     assert str(parse_card_expiry("04/26")) == "2026-04-30"
     assert str(parse_card_expiry("2028-02")) == "2028-02-29"

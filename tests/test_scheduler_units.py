@@ -16,6 +16,8 @@ from wooflow.consumer.exits import parse_exits
 from wooflow.consumer.model import RuleSpec
 from wooflow.scheduler.recovery import items_param, parse_items_param
 
+pytestmark = pytest.mark.unit
+
 
 def _cli(clock_path: str, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WOOFLOW_")} | {"WOOFLOW_CLOCK": f"file:{clock_path}"}

@@ -20,6 +20,8 @@ from wooflow.producers.storefront import SNIPPET
 from wooflow.scheduler.recovery import items_param
 from wooflow.simulator.server import SimulatorServer
 
+pytestmark = pytest.mark.unit
+
 NODE = shutil.which("node") or shutil.which("nodejs")
 
 # A page at `landing` with the snippet in it: location, storage, cookie and fetch are real

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from tests.support import ServerThread, env_of, read_topic, unique, wait_for
@@ -20,6 +21,8 @@ from wooflow.producers.app import create_app
 from wooflow.producers.signature import sign
 from wooflow.simulator.server import SimulatorServer
 from wooflow.stores import StoreCache
+
+pytestmark = pytest.mark.e2e
 
 TOPICS = ("order.created", "order.updated", "customer.created")
 

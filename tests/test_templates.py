@@ -30,6 +30,7 @@ TRIGGER_CONTEXT = {"first_purchase": "order", "tier_upgrade": "order", "abandone
                    "card_expiring": "card", "customer_inactive": "plain", "birthday": "plain"}
 
 
+@pytest.mark.unit
 def test_every_template_is_a_valid_rule_with_valid_actions() -> None:
     templates = load_templates()
     assert set(templates) == NAMES
@@ -46,6 +47,7 @@ def test_every_template_is_a_valid_rule_with_valid_actions() -> None:
                     assert render(a.params[part], ctx, html=part == "html").strip(), (name, part)
 
 
+@pytest.mark.unit
 def test_template_shapes_match_the_seeds() -> None:
     def plan(name: str) -> list[tuple[int, str]]:
         return [(delay_seconds(a.delay), a.type) for a in rule_spec(name).actions]
@@ -70,6 +72,7 @@ def _cli(settings, *args: str) -> subprocess.CompletedProcess[str]:  # type: ign
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.e2e
 def test_cli_lists_and_installs(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     out = _cli(settings, "list")
@@ -97,6 +100,7 @@ def api(settings):  # type: ignore[no-untyped-def]
         yield server
 
 
+@pytest.mark.integration
 def test_api_lists_and_installs_for_the_callers_store(settings, engine, api) -> None:  # type: ignore[no-untyped-def]
     from wooflow.api.auth import create_token
 

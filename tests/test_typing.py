@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ["wooflow", "producers", "consumer", "scheduler", "workers", "sink", "schemas", "simulator"]
 

@@ -19,11 +19,15 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from tests.effects_kit import (HttpReceiver, SmtpReceiver, deferred_keys, effects_store, keys_on_every_partition,
                                settled)
 from tests.support import RoleProcess, ServerThread, env_of, read_topic, unique, wait_for
 from wooflow.kafka.admin import create_topics
 from wooflow.workers.testing import command, produce
+
+pytestmark = pytest.mark.e2e
 
 LEASE = {"WOOFLOW_ACTION_LEASE_S": "6", "WOOFLOW_ACTION_LEASE_RENEW_S": "2",
          # how long a worker whose partition is revoked waits for its running actions (+10 s)

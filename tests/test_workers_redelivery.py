@@ -15,6 +15,7 @@ import email.policy
 import threading
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import text
 
@@ -23,6 +24,8 @@ from wooflow.kafka import topics
 from wooflow.simulator import SimulatedStore, create_app
 from wooflow.stores import Store, upsert_store
 from wooflow.workers.testing import command, produce
+
+pytestmark = pytest.mark.e2e
 
 
 class HoldFirstCouponAnswer:

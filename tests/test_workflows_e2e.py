@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
+import pytest
 from sqlalchemy import Engine, text
 
 from tests.pipeline import connect_store
@@ -39,6 +40,8 @@ from wooflow.settings import Settings
 from wooflow.simulator.server import SimulatorServer
 from wooflow.stores import Store, upsert_store
 from wooflow.workers.consent import record as record_consent
+
+pytestmark = pytest.mark.e2e
 
 
 class Inbox:
