@@ -32,8 +32,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.harness import BridgeThread, Inbox
 
 pytest_plugins = ["pytester"]  # tests/test_tiers.py runs small sessions through these hooks
 
@@ -262,3 +266,21 @@ def logs_dir(tmp_path: Path) -> Path:
     d = tmp_path / "logs"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+def bridge(settings: Settings) -> Iterator[BridgeThread]:
+    """The bridge in this test's process, on the test's topics (tests/harness.py)."""
+    from tests.harness import BridgeThread
+
+    with BridgeThread(settings) as server:
+        yield server
+
+
+@pytest.fixture
+def inbox() -> Iterator[Inbox]:
+    """A real SMTP server that keeps what it receives (tests/harness.py)."""
+    from tests.harness import Inbox
+
+    with Inbox() as box:
+        yield box

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse

@@ -9,13 +9,11 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import insert, text
 
+from tests.harness import api_client, bearer
 from tests.rules_kit import EventProducer, commands, order_event
-from tests.support import RoleProcess, make_store, wait_for
-from wooflow.api.app import create_app
-from wooflow.api.auth import create_token
+from tests.support import RoleProcess, make_sim_store, make_store, wait_for
 from wooflow.db.tables import execution_logs
 
 GOOD = {"name": "Big PL orders", "trigger": "new_order", "priority": 5, "group_label": "ops",
@@ -29,12 +27,7 @@ GOOD = {"name": "Big PL orders", "trigger": "new_order", "priority": 5, "group_l
 @pytest.fixture
 def api(settings, engine):  # type: ignore[no-untyped-def]
     a, b = make_store(engine), make_store(engine)
-    client = TestClient(create_app(settings))
-
-    def auth(store: Any) -> dict[str, str]:
-        return {"Authorization": f"Bearer {create_token(engine, store.id, 'test')}"}
-
-    return client, a, b, auth(a), auth(b)
+    return api_client(settings), a, b, bearer(engine, a.id), bearer(engine, b.id)
 
 
 @pytest.mark.integration
@@ -156,9 +149,9 @@ def test_dry_run_on_a_real_order(settings, engine) -> None:  # type: ignore[no-u
     from wooflow.simulator.server import SimulatorServer
 
     with SimulatorServer(seed=3) as sim:
-        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
-        client = TestClient(create_app(settings))
-        h = {"Authorization": f"Bearer {create_token(engine, store.id)}"}
+        store = make_sim_store(engine, sim)
+        client = api_client(settings)
+        h = bearer(engine, store.id)
         product = sim.store.create_product("Kettle", "150.00")
         order = sim.store.create_order(line_items=[{"product_id": product.id, "quantity": 1}],
                                        billing={"email": "ala@example.com", "country": "PL", "first_name": "Ala"},
@@ -201,18 +194,18 @@ def test_dry_run_of_a_scheduled_trigger_asks_the_scan(settings, engine) -> None:
     finds the customer now — and not once the scan has fired it for this period."""
     from datetime import datetime, timedelta, timezone
 
+    from wooflow.clock import FrozenClock
     from wooflow.consumer.engine import RuleEngine
     from wooflow.consumer.rules import RuleCache
-    from wooflow.clock import FrozenClock
     from wooflow.scheduler.scan import Scanner
     from wooflow.scheduler.synth import Firer
     from wooflow.simulator.server import SimulatorServer
     from wooflow.stores import StoreCache
 
     with SimulatorServer(seed=5) as sim:
-        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
-        client = TestClient(create_app(settings))
-        h = {"Authorization": f"Bearer {create_token(engine, store.id)}"}
+        store = make_sim_store(engine, sim)
+        client = api_client(settings)
+        h = bearer(engine, store.id)
         away = sim.store.create_customer("away@example.com", first_name="Ola")
         recent = sim.store.create_customer("recent@example.com", first_name="Ela")
         now = datetime.now(timezone.utc)
@@ -262,8 +255,8 @@ def test_dry_run_of_a_scheduled_trigger_asks_the_scan(settings, engine) -> None:
 @pytest.mark.e2e
 def test_a_rule_created_through_the_api_reaches_a_running_consumer_within_a_second(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
-    client = TestClient(create_app(settings))
-    h = {"Authorization": f"Bearer {create_token(engine, store.id)}"}
+    client = api_client(settings)
+    h = bearer(engine, store.id)
     with ExitStack() as stack:
         rules = RoleProcess("rules", settings, logs_dir, WOOFLOW_RULES_RELOAD_S="3600").start()  # no fallback help
         stack.callback(rules.stop)

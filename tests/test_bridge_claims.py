@@ -10,7 +10,6 @@ import uuid
 
 import psycopg
 import pytest
-
 from sqlalchemy import text
 
 from wooflow.producers import dedupe

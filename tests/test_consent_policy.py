@@ -16,14 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import Engine, insert, text
 
-from tests.support import env_of, make_store, unique, wait_for
+from tests.harness import api_client, bearer
+from tests.support import env_of, make_sim_store, make_store, unique, wait_for, wooflow_cli
 from tests.test_workflows_e2e import Workflows
-from wooflow.api.app import create_app
-from wooflow.api.auth import create_token
 from wooflow.consent_policy import ConsentPolicy, policy_of, record_event_answers
 from wooflow.db.tables import consents, execution_logs
 from wooflow.producers.keys import email_hash
@@ -228,8 +226,8 @@ def test_storefront_grants_count_only_where_the_store_trusts_them(settings, engi
 @pytest.mark.integration
 def test_policy_through_the_api(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = store_with(engine)
-    client = TestClient(create_app(settings))
-    h = {"Authorization": f"Bearer {create_token(engine, store.id, 'test')}"}
+    client = api_client(settings)
+    h = bearer(engine, store.id)
     assert client.get("/v1/consent-policy", headers=h).json()["policy"] == "opt_in"
     r = client.put("/v1/consent-policy", headers=h,
                    json={"policy": "opt_out", "meta_key": KEY, "meta_yes": ["Yes"], "grants_from": ["api"]})
@@ -253,8 +251,7 @@ def test_policy_through_the_cli(settings, engine) -> None:  # type: ignore[no-un
     env = env_of(settings)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "wooflow.cli", "stores", "consent", *args], env=env,
-                              capture_output=True, text=True, timeout=120)
+        return wooflow_cli("stores", "consent", *args, env=env)
 
     done = cli(store.id, "--policy", "opt_out", "--meta-key", KEY, "--meta-yes", "yes, 1",
                "--grants-from", "api,order_meta,storefront")
@@ -281,11 +278,11 @@ def test_dry_run_shows_the_verdict_with_policy_and_source(settings, engine) -> N
     from wooflow.simulator.server import SimulatorServer
 
     with SimulatorServer(seed=5) as sim:
-        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
+        store = make_sim_store(engine, sim)
         upsert_store(engine, Store(**{**store.__dict__, "settings": {"consent": {"meta_key": KEY}}}))
         rule_id = install(engine, store.id, "welcome_series")
-        client = TestClient(create_app(settings))
-        h = {"Authorization": f"Bearer {create_token(engine, store.id, 'test')}"}
+        client = api_client(settings)
+        h = bearer(engine, store.id)
         product = sim.store.create_product("Kettle", "150.00")
 
         def dry_run(email: str, meta: list[dict[str, Any]]) -> dict[str, Any]:
@@ -383,7 +380,7 @@ def test_opt_out_sends_unless_the_customer_withdrew(settings, engine, logs_dir) 
         install(engine, w.store.id, "welcome_series")
         dan, eve, fay = "dan@example.com", "eve@example.com", "fay@example.com"
         # eve withdrew through the consents API, fay through an unsubscribe link
-        h = {"Authorization": f"Bearer {create_token(engine, w.store.id, 'test')}"}
+        h = bearer(engine, w.store.id)
         r = httpx.post(f"{w.api.url}/v1/consents", headers=h, timeout=10,
                        json={"email": eve, "granted": False, "source": "preference_center"})
         assert r.status_code == 201, r.text

@@ -18,8 +18,16 @@ from tests.pipeline import add_rule
 from tests.support import make_store, wait_for
 from wooflow.consumer.batch import BatchProcessor, Item
 from wooflow.consumer.engine import RuleEngine
-from wooflow.consumer.merge import (email_of, firing_changes, fold_agg, fold_customer, fold_firing, fold_views,
-                                    guest_key, refold_customer)
+from wooflow.consumer.merge import (
+    email_of,
+    firing_changes,
+    fold_agg,
+    fold_customer,
+    fold_firing,
+    fold_views,
+    guest_key,
+    refold_customer,
+)
 from wooflow.consumer.rules import RuleCache
 from wooflow.consumer.state import Customer, Firing, empty_agg
 from wooflow.consumer.tiers import Level, Loyalty

@@ -10,9 +10,18 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from tests.harness import api_client, bearer
 from tests.pipeline import add_rule
-from tests.rules_kit import (ConsumerThread, EventProducer, commands, customer_event, isolated_triggers, later,
-                             order_event)
+from tests.rules_kit import (
+    ConsumerThread,
+    EventProducer,
+    commands,
+    customer_event,
+    isolated_triggers,
+    later,
+    order_event,
+    rules_over_orders,
+)
 from tests.support import make_store, read_topic, wait_for, wait_until_consumed
 from wooflow.kafka import topics
 from wooflow.stores import upsert_store
@@ -72,10 +81,7 @@ def test_order_triggers_come_from_the_state_wooflow_stored(settings, engine) -> 
     for ev in events:
         prod.send("OrderEvent", ev)
     prod.flush()
-    with ConsumerThread(settings) as ct:
-        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
-        assert ct.error is None
-    cmds = commands(settings)
+    cmds = rules_over_orders(settings)
     assert fired(cmds, ids["new"]) == ["1", "2", "3"]
     assert fired(cmds, ids["pl_only"]) == ["3"]  # order 1 was new with no paid order yet; 2 ships to DE
     assert fired(cmds, ids["to_completed"]) == ["1"]
@@ -116,10 +122,7 @@ def test_close_to_upgrade_fires_once_when_a_purchase_enters_the_band_below_the_n
         prod.send("OrderEvent", order_event(s, n, customer_id=8, total=total, modified=later(n)))
     prod.send("OrderEvent", order_event(s, 9, customer_id=8, status="pending", total="900", modified=later(9)))
     prod.flush()
-    with ConsumerThread(settings) as ct:
-        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
-        assert ct.error is None
-    cmds = commands(settings)
+    cmds = rules_over_orders(settings)
     assert fired(cmds, close) == ["2"]  # within 100 of silver for the first time; orders 3 and 4 stay inside
     assert fired(cmds, near) == ["4"]   # within 30 of silver; the unpaid order 9 counts for nothing
     with engine.connect() as conn:
@@ -142,10 +145,9 @@ def test_commands_of_one_event_come_out_in_priority_order(settings, engine) -> N
     prod.send("OrderEvent", order_event(s, 1, customer_id=3, total="150"))  # new_order + first_purchase + big
     prod.send("OrderEvent", order_event(s, 2, customer_id=3, status="pending", modified=later(1)))  # new_order only
     prod.flush()
-    with ConsumerThread(settings):
-        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
+    cmds = rules_over_orders(settings)
     by_rule = {rid: name for name, rid in ids.items()}
-    order_of = {oid: [by_rule[c["rule_id"]] for c in commands(settings) if c["subject_id"] == oid] for oid in "12"}
+    order_of = {oid: [by_rule[c["rule_id"]] for c in cmds if c["subject_id"] == oid] for oid in "12"}
     # lower priority number first, across triggers; equal priorities in rule id order
     assert order_of["1"] == ["welcome", "first", "middle", "tie", "big", "late"]
     assert order_of["2"] == ["first", "middle", "tie", "late"]
@@ -153,14 +155,11 @@ def test_commands_of_one_event_come_out_in_priority_order(settings, engine) -> N
 
 @pytest.mark.integration
 def test_a_rule_disabled_through_the_api_stops_firing_in_a_running_consumer(settings, engine) -> None:  # type: ignore[no-untyped-def]
-    from fastapi.testclient import TestClient
 
-    from wooflow.api.app import create_app
-    from wooflow.api.auth import create_token
 
     store = make_store(engine)
-    client = TestClient(create_app(settings))
-    h = {"Authorization": f"Bearer {create_token(engine, store.id)}"}
+    client = api_client(settings)
+    h = bearer(engine, store.id)
     body = rule("new_order", "to be disabled")
     rid = client.post("/v1/rules", json=body, headers=h).json()["id"]
     control = client.post("/v1/rules", json=rule("new_order", "control"), headers=h).json()["id"]
@@ -222,7 +221,7 @@ def test_replaying_every_event_changes_no_state_and_emits_the_same_keys(settings
     prod.flush()
     with ConsumerThread(settings) as ct:
         wait_for(lambda: ct.consumer.stats["events"] >= 48, 60, 0.1, "all events consumed")
-        wait_for(lambda: ct.consumer.checkpoint is not None and not ct.consumer.checkpoint.pending(), 10, 0.1, "commit")
+        ct.wait_committed()
     first = commands(settings)
     keys = {c["idempotency_key"] for c in first}
     snap = _state_snapshot(engine, s)
@@ -237,7 +236,7 @@ def test_replaying_every_event_changes_no_state_and_emits_the_same_keys(settings
     replay = settings.model_copy(update={"rules_group": settings.rules_group + "-replay"})
     with ConsumerThread(replay) as ct:
         wait_for(lambda: ct.consumer.stats["events"] >= 48, 60, 0.1, "all events consumed again")
-        wait_for(lambda: ct.consumer.checkpoint is not None and not ct.consumer.checkpoint.pending(), 10, 0.1, "commit")
+        ct.wait_committed()
     again = commands(settings)
     assert {c["idempotency_key"] for c in again} == keys, "a replay emits exactly the keys of the first run"
     assert len(again) == 2 * len(first)
@@ -303,9 +302,7 @@ def test_bad_events_go_to_the_dlq_with_their_reason_and_the_partition_keeps_movi
     prod.send("OrderEvent", order_event(store.id, 666, customer_id=1))
     prod.send("OrderEvent", order_event(store.id, 2, customer_id=1))  # after the poison, same partition
     prod.flush()
-    with ConsumerThread(settings):
-        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
-    cmds = fired(commands(settings), rid)
+    cmds = fired(rules_over_orders(settings), rid)
     dead = [r for sch, r in read_topic(settings, topics.DLQ) if sch == "DeadLetter"]
     assert cmds == ["1", "2"]
     reasons = sorted((d["reason"], d["stage"]) for d in dead)
@@ -326,7 +323,7 @@ def test_delayed_steps_are_held_for_the_scheduler(settings, engine) -> None:  # 
     prod.flush()
     with ConsumerThread(settings) as ct:
         wait_for(lambda: fired(commands(settings), rid), 60, 0.2, "the immediate step")
-        wait_for(lambda: ct.consumer.checkpoint is not None and not ct.consumer.checkpoint.pending(), 10, 0.1, "commit")
+        ct.wait_committed()
     cmds = [c for c in commands(settings) if c["rule_id"] == rid]
     assert [c["step"] for c in cmds] == [0] and cmds[0]["not_before"] is None
     with engine.connect() as conn:

@@ -15,15 +15,15 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from tests.harness import ApiThread
 from tests.pipeline import add_rule
-from tests.support import ServerThread, make_store, unique
+from tests.support import make_store, unique
 from wooflow.clock import FrozenClock
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
 from wooflow.producers.keys import email_hash
 from wooflow.scheduler.activity import record_order
 from wooflow.scheduler.carts import record_storefront
-from wooflow.clock import FrozenClock
 from wooflow.scheduler.recovery import parse_items_param
 from wooflow.scheduler.scan import Scanner
 from wooflow.scheduler.synth import Firer
@@ -81,9 +81,7 @@ def test_guest_cart_abandoned_recovered_through_the_link_and_attributed(settings
     assert steps[0]["command"]["subject_type"] == "cart" and steps[0]["command"]["subject_id"] == sess
 
     # the link restores the cart: a redirect to the store's cart with the items
-    from wooflow.api.app import create_app
-
-    with ServerThread(create_app(settings)) as api:
+    with ApiThread(settings) as api:
         r = httpx.get(f"{api.url}/recover/cart/{cart['token']}", follow_redirects=False)
         assert r.status_code == 302, r.text
         target = urlsplit(r.headers["location"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any

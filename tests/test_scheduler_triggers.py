@@ -18,7 +18,6 @@ from wooflow.consumer.rules import RuleCache
 from wooflow.scheduler.activity import record_order
 from wooflow.scheduler.customer_calendar import record_customer
 from wooflow.scheduler.dates import meta_dates, parse_birthday, parse_card_expiry
-from wooflow.clock import FrozenClock
 from wooflow.scheduler.scan import Scanner
 from wooflow.scheduler.synth import Firer
 from wooflow.stores import StoreCache
