@@ -206,7 +206,7 @@ def test_a_property_that_discards_most_examples_fails() -> None:
         tally.check()
 
 
-# --- seed 002 semantics, spelled out ------------------------------------------------------------
+# --- Polski Pro's filter semantics, spelled out ---------------------------------------------------------
 
 def test_geo_scopes() -> None:
     assert geo_scopes("PL") == ["pl", "eu", "eea"]
