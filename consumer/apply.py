@@ -11,35 +11,38 @@ out-of-order deliveries) change nothing: `date_modified` orders an order's chang
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import cast
 
-from wooflow.consumer.state import Agg, Order, StateBatch, agg_from_json, agg_to_json
+from wooflow.consumer.state import Aggregates, Order, StateBatch
 from wooflow.consumer.tiers import Loyalty
 from wooflow.consumer.triggers import TriggerContext
-from wooflow.consumer.values import money, ms
+from wooflow.consumer.values import CustomerEventIn, OrderEventIn, ProductEventIn, StorefrontEventIn, money, ms
+from wooflow.schemas.codec import Record
 
 TRANSITIONS_KEPT = 8
 
 
-def combine(before: Agg, total: Decimal, currency: str, created_ms: int, sign: int, lo: Loyalty) -> Agg:
+def combine(before: Aggregates, total: Decimal, currency: str, created_ms: int, sign: int,
+            lo: Loyalty) -> Aggregates:
     """The customer's aggregates after an order starts (sign=+1) or stops (-1) counting."""
-    t = dict(before["t"])
+    t = dict(before.totals)
     t[currency] = t.get(currency, Decimal(0)) + sign * total
-    f, last = before["f"], before["l"]
+    f, last = before.first_order_ms, before.last_order_ms
     if sign > 0:
         f = created_ms if f is None else min(f, created_ms)
         last = created_ms if last is None else max(last, created_ms)
-    after = {"n": max(0, before["n"] + sign), "t": t, "p": before["p"] + sign * lo.earned(total), "f": f, "l": last,
-             "tier": before["tier"]}
+    after = Aggregates(max(0, before.order_count + sign), t, before.points + sign * lo.earned(total), f, last,
+                       before.tier)
     if lo.levels:
         reached = lo.tier_for(lo.metric_of(after, currency))
-        if lo.rank(reached) > lo.rank(after["tier"]):  # tiers only go up on their own
-            after["tier"] = reached
+        if lo.rank(reached) > lo.rank(after.tier):  # tiers only go up on their own
+            after.tier = reached  # `after` is new: nobody holds it yet
     return after
 
 
-def apply_order(ev: dict[str, Any], state: StateBatch, lo: Loyalty) -> TriggerContext:
+def apply_order(ev: OrderEventIn, state: StateBatch, lo: Loyalty) -> TriggerContext:
     store, ckey, eid = ev["store_id"], ev["customer_key"], ev["event_id"]
     o = ev.get("order")
     oid = int(ev["order_id"])
@@ -83,14 +86,15 @@ def apply_order(ev: dict[str, Any], state: StateBatch, lo: Loyalty) -> TriggerCo
         else:
             if status != row.status:
                 ctx.previous_status = row.status
-                row.transitions = (row.transitions + [[eid, row.status, status]])[-TRANSITIONS_KEPT:]
+                row.transitions = [*row.transitions, [eid, row.status, status]][-TRANSITIONS_KEPT:]
                 row.status = status
             if row.counted and o is not None and (total != row.total or currency != row.currency):
                 # an edited paid order: totals follow, no trigger
-                t = dict(cust.agg["t"])
+                a = cust.agg
+                t = dict(a.totals)
                 t[row.currency] = t.get(row.currency, Decimal(0)) - row.total
                 t[currency] = t.get(currency, Decimal(0)) + total
-                cust.agg = {**cust.agg, "t": t}
+                cust.agg = Aggregates(a.order_count, t, a.points, a.first_order_ms, a.last_order_ms, a.tier)
                 cust.dirty = True
             row.modified_ms, row.total, row.currency, row.dirty = mod, total, currency, True
             if row.customer_key != ckey:
@@ -99,7 +103,7 @@ def apply_order(ev: dict[str, Any], state: StateBatch, lo: Loyalty) -> TriggerCo
     if row.count_event_id == eid and row.before is not None:
         # replay of the event that last (un)counted this order: same before/after as then
         sign = 1 if row.counted else -1
-        before = agg_from_json(row.before)
+        before = Aggregates.from_json(row.before)
         ctx.count_change, ctx.before = sign, before
         ctx.after = combine(before, row.total, row.currency, row.created_ms, sign, lo)
         return ctx
@@ -111,18 +115,18 @@ def apply_order(ev: dict[str, Any], state: StateBatch, lo: Loyalty) -> TriggerCo
     before = cust.agg
     after = combine(before, row.total, row.currency, row.created_ms, sign, lo)
     cust.agg, cust.dirty = after, True
-    cust.points_delta += after["p"] - before["p"]
-    if after["tier"] != before["tier"]:
+    cust.points_delta += after.points - before.points
+    if after.tier != before.tier:
         cust.tier_raised = True
-    row.counted, row.count_event_id, row.before, row.dirty = counts, eid, agg_to_json(before), True
+    row.counted, row.count_event_id, row.before, row.dirty = counts, eid, before.to_json(), True
     ctx.count_change, ctx.before, ctx.after = sign, before, after
     return ctx
 
 
-def apply_customer(ev: dict[str, Any], state: StateBatch, lo: Loyalty) -> TriggerContext:
+def apply_customer(ev: CustomerEventIn, state: StateBatch, lo: Loyalty) -> TriggerContext:
     cust = state.customer(ev["store_id"], ev["customer_key"])
-    ctx = TriggerContext("CustomerEvent", ev, lo, customer=cust, before=cust.agg, after=cust.agg)
     c = ev.get("customer")
+    ctx = TriggerContext("CustomerEvent", ev, lo, customer=cust, before=cust.agg, after=cust.agg)
     if c is None:
         return ctx
     if ev.get("action") == "created":
@@ -140,35 +144,62 @@ def apply_customer(ev: dict[str, Any], state: StateBatch, lo: Loyalty) -> Trigge
     return ctx
 
 
-_VIEW_KEYS = {"product_viewed": ("product_id", ""), "category_viewed": ("category_id", "cat:")}
+def _viewed(ev: StorefrontEventIn) -> str | None:
+    """The view count a storefront event adds to (a product's, a category's), if any."""
+    kind = ev["event_type"]
+    if kind == "product_viewed":
+        pid = ev["product_id"]
+        return None if pid is None else str(pid)
+    if kind == "category_viewed":
+        cid = ev["category_id"]
+        return None if cid is None else f"cat:{cid}"
+    return None
 
 
-def apply_storefront(ev: dict[str, Any], state: StateBatch, lo: Loyalty) -> TriggerContext:
+def _view_mark(v: list[int | list[str]] | None) -> tuple[int, list[str]] | None:
+    """`engine.views` as stored: [event time ms, the event ids at that time]."""
+    if v and len(v) == 2 and isinstance(v[0], int) and isinstance(v[1], list):
+        return v[0], v[1]
+    return None
+
+
+def apply_storefront(ev: StorefrontEventIn, state: StateBatch, lo: Loyalty) -> TriggerContext:
     cust = state.customer(ev["store_id"], ev["customer_key"])
     ctx = TriggerContext("StorefrontEvent", ev, lo, customer=cust, before=cust.agg, after=cust.agg)
-    which = _VIEW_KEYS.get(ev.get("event_type") or "")
-    if which is None or ev.get(which[0]) is None:
+    key = _viewed(ev)
+    if key is None:
         return ctx
     # A high-water mark (event time + the ids at that time) makes counting replay-safe
     # without remembering every event id: a customer's storefront events arrive in order
     # on one partition.
     at, eid = ms(ev["occurred_at"]), ev["event_id"]
-    hwm = cust.engine.get("views")
+    hwm = _view_mark(cust.engine.get("views"))
     if hwm and (at < hwm[0] or (at == hwm[0] and eid in hwm[1])):
         return ctx
-    key = f"{which[1]}{ev[which[0]]}"
     cust.view_counts[key] = cust.view_counts.get(key, 0) + 1
-    cust.engine["views"] = [at, (hwm[1] + [eid]) if hwm and at == hwm[0] else [eid]]
+    cust.engine["views"] = [at, [*hwm[1], eid] if hwm and at == hwm[0] else [eid]]
     cust.dirty = True
     return ctx
 
 
-def no_state(schema: str) -> Any:
-    def apply(ev: dict[str, Any], state: StateBatch, lo: Loyalty) -> TriggerContext:
+def apply_product(ev: ProductEventIn, state: StateBatch, lo: Loyalty) -> TriggerContext:
+    """Products keep no state: the event as it is."""
+    return TriggerContext("ProductEvent", ev, lo, first_seen=True)
+
+
+Applier = Callable[[Record, StateBatch, Loyalty], TriggerContext]
+
+
+def no_state(schema: str) -> Applier:
+    """Events of a schema without state of their own (coupons): as they are."""
+    def apply(ev: Record, state: StateBatch, lo: Loyalty) -> TriggerContext:
         return TriggerContext(schema, ev, lo, first_seen=True)
     return apply
 
 
-APPLIERS = {"OrderEvent": apply_order, "CustomerEvent": apply_customer, "StorefrontEvent": apply_storefront,
-            "ProductEvent": no_state("ProductEvent")}
+# Keyed by the schema each event was decoded with, so each applier gets the records its
+# own type describes (schemas/types.py; the decoder is held to them in the tests).
+APPLIERS: dict[str, Applier] = {
+    "OrderEvent": cast(Applier, apply_order), "CustomerEvent": cast(Applier, apply_customer),
+    "StorefrontEvent": cast(Applier, apply_storefront), "ProductEvent": cast(Applier, apply_product)}
 STATEFUL = frozenset({"OrderEvent", "CustomerEvent", "StorefrontEvent"})

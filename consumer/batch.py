@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Engine
 
@@ -28,7 +28,9 @@ from wooflow.consumer.engine import Match, RuleEngine
 from wooflow.consumer.merge import LINKED, Merge, email_of, fold_customer, fold_firing, guest_key
 from wooflow.consumer.state import Firing, StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty
-from wooflow.consumer.values import ms
+from wooflow.consumer.values import Envelope, as_order_event, ms
+from wooflow.schemas.codec import Record
+from wooflow.schemas.types import ActionCommand
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -38,14 +40,24 @@ DAY_MS = 86_400_000
 class Item:
     """A decoded event and where it came from (`source` is the Kafka message, or None)."""
     schema: str
-    event: dict[str, Any]
+    event: Envelope  # of `schema`, as the hot path decodes it (or in full: `raw` is None)
     source: Any = None
     raw: bytes | None = None  # the encoded event, decoded again in full only if it matches
 
 
+class PlannedStep(TypedDict):
+    """A step a dry-run replay would emit, without its payload."""
+
+    rule_id: int
+    step: int
+    action_type: str
+    idempotency_key: str
+
+
 @dataclass
 class Outcome:
-    commands: list[tuple[Item, dict[str, Any]]] = field(default_factory=list)
+    commands: list[tuple[Item, ActionCommand]] = field(default_factory=list)
+    planned: list[tuple[Item, PlannedStep]] = field(default_factory=list)  # plan_only: instead of commands
     failed: list[tuple[Item, str, str]] = field(default_factory=list)  # (item, reason, error)
     matches: list[tuple[Item, Match]] = field(default_factory=list)
     skipped_by_frequency: int = 0
@@ -76,9 +88,9 @@ def record(state: StateBatch, rule: Any, store_id: str, ckey: str, event_id: str
 
 class BatchProcessor:
     def __init__(self, engine: RuleEngine, db: Engine, loyalty: Callable[[str], Loyalty],
-                 full_decode: Callable[[bytes], tuple[str, dict[str, Any]]] | None = None,
+                 full_decode: Callable[[bytes], tuple[str, Record]] | None = None,
                  latencies: list[float] | None = None,
-                 context_event: Callable[[str, dict[str, Any], bytes | None], dict[str, Any]] | None = None) -> None:
+                 context_event: Callable[[str, Record, bytes | None], Record] | None = None) -> None:
         self.engine = engine
         self.db = db
         self.loyalty = loyalty
@@ -95,7 +107,7 @@ class BatchProcessor:
     def run(self, items: list[Item], *, now: datetime | None = None, only_rules: set[int] | None = None,
             dry_run: bool = False, plan_only: bool = False, state: StateBatch | None = None) -> Outcome:
         """`plan_only` (dry-run replays) decides everything but builds no command payloads:
-        each planned step is `(item, {"rule_id", "step", "action_type", "idempotency_key"})`.
+        each planned step is `(item, PlannedStep)` in `planned`.
         `state`: rows carried over from earlier batches (a replay, which never saves): only
         customers and orders not in it yet are read from the database."""
         out = Outcome() if state is None else Outcome(state=state)
@@ -126,8 +138,9 @@ class BatchProcessor:
                 ck = (ev["store_id"], ev["customer_key"])
                 if ck not in known_c:
                     customers.add(ck)
-                if it.schema == "OrderEvent":
-                    ok = (ev["store_id"], int(ev["order_id"]))
+                oev = as_order_event(it.schema, ev)
+                if oev is not None:
+                    ok = (ev["store_id"], int(oev["order_id"]))
                     if ok not in known_o:
                         orders.add(ok)
                 kind = ck[1][:1]
@@ -219,7 +232,7 @@ class BatchProcessor:
     def _build(self, out: Outcome, due: list[tuple[Item, Match]], now: datetime, dry_run: bool) -> None:
         """One command per action of every match; the command context (the full event, the
         customer's state) is built once per (event, trigger) and shared by its rules and steps."""
-        full: dict[int, dict[str, Any]] = {}
+        full: dict[int, Record] = {}
         contexts: dict[tuple[int, str], str] = {}  # (event, trigger) → context JSON
         for it, m in due:
             ev = it.event
@@ -248,7 +261,7 @@ class BatchProcessor:
         folded: set[tuple[str, str]] = set()
         for (store, ck), gk in links:
             c = state.customer(store, ck)
-            linked = c.engine.get(LINKED) or []
+            linked = c.engine.get(LINKED, [])
             if gk in linked or (store, gk) in state.merges:
                 continue
             c.engine[LINKED] = [*linked, gk]
@@ -272,7 +285,7 @@ class BatchProcessor:
                 state.firings[(r, m.customer_key)] = fold_firing(state.firings.get((r, m.customer_key)), f,
                                                                  m.customer_key)
 
-    def _full(self, it: Item) -> dict[str, Any]:
+    def _full(self, it: Item) -> Record:
         if it.raw is None:  # not from the hot-path decoder: already complete
             return it.event
         if self.context_event is not None:
@@ -285,10 +298,10 @@ class BatchProcessor:
 def _plan(out: Outcome, due: list[tuple[Item, Match]]) -> None:
     """A dry-run replay's plan: each step's rule, action and idempotency key, no payload."""
     for it, m in due:
-        eid = it.event["event_id"]
+        eid = str(it.event["event_id"])
         for step, action in enumerate(m.rule.actions):
-            out.commands.append((it, {"rule_id": m.rule.id, "step": step, "action_type": action.type,
-                                      "idempotency_key": idempotency_key(m.rule.id, eid, step)}))
+            out.planned.append((it, {"rule_id": m.rule.id, "step": step, "action_type": action.type,
+                                     "idempotency_key": idempotency_key(m.rule.id, eid, step)}))
 
 
 def _linked(state: StateBatch, cache: StateCache | None, key: tuple[str, str], gk: str) -> bool:
@@ -298,7 +311,7 @@ def _linked(state: StateBatch, cache: StateCache | None, key: tuple[str, str], g
     if c is None and cache is not None:
         hit = cache.customers.get(key)
         c = hit[0] if hit is not None else None
-    return c is not None and gk in (c.engine.get(LINKED) or ())
+    return c is not None and gk in c.engine.get(LINKED, ())
 
 
 def _moved(state: StateBatch, guests: set[tuple[str, str]]) -> dict[tuple[str, str], str]:

@@ -8,12 +8,16 @@ same key, and the workers execute each key at most once.
 from __future__ import annotations
 
 import hashlib
-import orjson
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from wooflow.consumer.values import to_datetime
+from wooflow.schemas.codec import Record
+from wooflow.schemas.types import ActionCommand
 
 SUBJECTS = {"OrderEvent": ("order", "order_id"), "CustomerEvent": ("customer", "customer_id"),
             "ProductEvent": ("product", "product_id"), "StorefrontEvent": ("session", "session_id")}
@@ -46,11 +50,12 @@ def to_json(obj: Any) -> str:
     return orjson.dumps(obj, default=_jsonable, option=_OPTS).decode()
 
 
-def context_of(schema: str, event: dict[str, Any], state: dict[str, Any] | None = None,
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What action templates can see: the resource, the customer state, the store."""
+def context_of(schema: str, event: Record, state: Mapping[str, object] | None = None,
+               extra: Mapping[str, object] | None = None) -> dict[str, object]:
+    """What action templates can see: the resource, the customer state, the store (values
+    as the event holds them: `to_json` writes them)."""
     field = RESOURCE_FIELD.get(schema)
-    ctx: dict[str, Any] = {"store_id": event["store_id"], "event_id": event["event_id"],
+    ctx: dict[str, object] = {"store_id": event["store_id"], "event_id": event["event_id"],
                            "customer_key": event["customer_key"], "topic": event.get("topic")}
     if field:
         ctx[field] = event.get(field)
@@ -63,26 +68,28 @@ def context_of(schema: str, event: dict[str, Any], state: dict[str, Any] | None 
     return ctx
 
 
-def build_command(*, rule_id: int, rule_version: int, step: int, action_type: str, params: dict[str, Any],
-                  delay_s: int, schema: str, event: dict[str, Any], trigger: str,
-                  state: dict[str, Any] | None = None, now: datetime | None = None,
-                  dry_run: bool = False, extra: dict[str, Any] | None = None,
-                  context_json: str | None = None) -> dict[str, Any]:
+def build_command(*, rule_id: int, rule_version: int, step: int, action_type: str, params: Mapping[str, object],
+                  delay_s: int, schema: str, event: Record, trigger: str,
+                  state: Mapping[str, object] | None = None, now: datetime | None = None,
+                  dry_run: bool = False, extra: Mapping[str, object] | None = None,
+                  context_json: str | None = None) -> ActionCommand:
     """One action step as an ActionCommand record. A delayed step carries `not_before`
     (now + delay): workers must not execute it earlier; the scheduler holds it.
     `context_json`: the context, already serialised (the rule consumer shares one between
     the steps and rules an event fires)."""
     now = now or datetime.now(timezone.utc)
-    key = idempotency_key(rule_id, event["event_id"], step)
+    event_id = str(event["event_id"])
+    key = idempotency_key(rule_id, event_id, step)
     subject_type, id_field = SUBJECTS.get(schema, ("event", "event_id"))
+    received = event.get("received_at")  # hot-path events carry epoch ms
     return {
         "command_id": key,
         "idempotency_key": key,
-        "store_id": event["store_id"],
-        "customer_key": event["customer_key"],
+        "store_id": str(event["store_id"]),
+        "customer_key": str(event["customer_key"]),
         "rule_id": rule_id,
         "rule_version": rule_version,
-        "event_id": event["event_id"],
+        "event_id": event_id,
         "trigger": trigger,
         "step": step,
         "action_type": action_type,
@@ -92,7 +99,7 @@ def build_command(*, rule_id: int, rule_version: int, step: int, action_type: st
         "context_json": context_json if context_json is not None else to_json(context_of(schema, event, state, extra)),
         "created_at": now,
         "not_before": now + timedelta(seconds=delay_s) if delay_s else None,
-        "received_at": to_datetime(event.get("received_at")),  # hot-path events carry epoch ms
+        "received_at": to_datetime(received) if isinstance(received, (datetime, int)) else None,
         "dry_run": dry_run,
         "attempt": 1,
     }

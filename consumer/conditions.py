@@ -18,7 +18,7 @@ Semantics (the property tests hold the compiled predicates to exactly this):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -34,7 +34,8 @@ OPERATOR_DOC = {
     "contains": "contains the text, case-insensitive",
 }
 
-EU = frozenset("AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split())
+EU = frozenset(["AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT",
+                "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE"])
 EEA = EU | {"NO", "IS", "LI"}
 GEO_SCOPES = ("pl", "eu", "eea", "non_eu")
 MAX_DEPTH = 8
@@ -57,7 +58,7 @@ class FieldSpec:
 
 
 FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
-    # Polski Pro filter fields (seed 002) — operators: its list, plus the natural extras
+    # Polski Pro's automation filter fields — operators: its list, plus the natural extras
     FieldSpec("order_total", "number", False, "Order total (WC_Order::get_total)", _NUM_OPS),
     FieldSpec("order_status", "string", False, "Order status (pending, processing, completed, ...)", _STR_OPS),
     FieldSpec("item_count", "number", False, "Number of items, the sum of quantities (get_item_count)", _NUM_OPS),
@@ -94,7 +95,9 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
               scope="customer"),
 ]}
 
-Facts = dict[str, Any]
+# A fact's value, as consumer/facts.py computes it (a missing fact is None).
+FactValue = Decimal | int | str | list[str] | list[int] | None
+Facts = Mapping[str, FactValue]
 Predicate = Callable[[Facts], bool]
 
 
@@ -366,4 +369,5 @@ def explain(tree: Any, facts: Facts, path: str = "$") -> dict[str, Any]:
     result = (all(k["result"] for k in kids) if match == "all" else any(k["result"] for k in kids)) if kids else True
     held = sum(1 for k in kids if k["result"])
     return {"path": path, "match": match, "result": result, "conditions": kids,
-            "reason": f"{held} of {len(kids)} conditions hold; match {match} → {'matched' if result else 'not matched'}"}
+            "reason": f"{held} of {len(kids)} conditions hold; match {match} → "
+                      f"{'matched' if result else 'not matched'}"}

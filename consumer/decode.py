@@ -20,7 +20,8 @@ import fastavro
 from fastavro import schemaless_reader
 from fastavro.read import LOGICAL_READERS
 
-from wooflow.schemas.codec import SINGLE_OBJECT_MARKER, Codec, DecodeError, SingleObjectCodec
+from wooflow.jsontypes import JSONObject
+from wooflow.schemas.codec import SINGLE_OBJECT_MARKER, Codec, DecodeError, Record, SingleObjectCodec
 from wooflow.schemas.registry import SchemaVersion
 
 
@@ -46,10 +47,10 @@ class _Unsupported(Exception):
     """A schema shape the converter does not handle (recursion, ambiguous unions): decode again."""
 
 
-Leaf = Callable[[str, dict[str, Any]], Convert]  # ("bytes-decimal", schema) → converter or None
+Leaf = Callable[[str, JSONObject], Convert]  # ("bytes-decimal", schema node) → converter or None
 
 
-def logical_leaf(kind: str, schema: dict[str, Any]) -> Convert:
+def logical_leaf(kind: str, schema: JSONObject) -> Convert:
     """fastavro's own reader for the logical type: what a full decode returns."""
     reader = LOGICAL_READERS.get(kind)
     return None if reader is None else (lambda v, r=reader, sch=schema: r(v, sch, sch))
@@ -70,10 +71,11 @@ def decimal_text(unscaled: int, scale: int) -> str:
     return f"{sign}{whole}.{frac}"
 
 
-def json_leaf(kind: str, schema: dict[str, Any]) -> Convert:
+def json_leaf(kind: str, schema: JSONObject) -> Convert:
     """Straight to the JSON text `commands.to_json` would write for the logical value."""
     if kind == "bytes-decimal":
-        scale = int(schema.get("scale", 0))
+        given = schema.get("scale", 0)
+        scale = given if isinstance(given, int) else 0
         return lambda v: decimal_text(int.from_bytes(v, "big", signed=True), scale)
     full = logical_leaf(kind, schema)
     if full is None:
@@ -157,7 +159,7 @@ class _Plan:
 
 
 def _record(todo: list[tuple[str, Any]]) -> Any:
-    def conv(d: dict[str, Any]) -> dict[str, Any]:
+    def conv(d: Record) -> Record:
         out = dict(d)
         for name, c in todo:
             v = out.get(name)
@@ -171,8 +173,8 @@ class EventDecoder:
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
         self._fast: dict[bytes, tuple[str, Any, Any]] = {}
-        self._logical: dict[str, Any] = {}
-        self._json: dict[str, Any] = {}
+        self._logical: dict[str, Callable[[Record], Record]] = {}
+        self._json: dict[str, Callable[[Record], Record]] = {}
         if isinstance(codec, SingleObjectCodec):
             cat = codec.catalog
             for fp, writer in cat.by_fingerprint.items():
@@ -187,7 +189,7 @@ class EventDecoder:
                     except _Unsupported:
                         pass  # these events are decoded again in full
 
-    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
+    def decode(self, data: bytes) -> tuple[str, Record]:
         """(schema name, event) with raw decimals/timestamps; DecodeError if unreadable."""
         if not self._fast:
             return self.codec.decode(data)
@@ -198,29 +200,32 @@ class EventDecoder:
             raise DecodeError(f"unknown schema fingerprint {data[2:10].hex()}")
         name, writer, reader = hit
         try:
-            return name, schemaless_reader(io.BytesIO(data[10:]), writer, reader)  # type: ignore[return-value]
+            datum = schemaless_reader(io.BytesIO(data[10:]), writer, reader)
         except Exception as exc:  # fastavro raises a zoo of types on corrupt bytes
             raise DecodeError(f"corrupt {name} body: {exc}") from exc
+        if type(datum) is not dict:
+            raise DecodeError(f"{name} body is not a record")
+        return name, datum
 
-    def full(self, data: bytes) -> tuple[str, dict[str, Any]]:
+    def full(self, data: bytes) -> tuple[str, Record]:
         """Decoded with logical types (Decimal, datetime): for command contexts."""
         return self.codec.decode(data)
 
-    def full_event(self, schema: str, event: dict[str, Any], data: bytes | None) -> dict[str, Any]:
+    def full_event(self, schema: str, event: Record, data: bytes | None) -> Record:
         """What `full` would return, from the event `decode` returned (a new dict where
         something was converted; `event` itself is not modified)."""
         conv = self._logical.get(schema)
         if conv is not None:
-            return conv(event)  # type: ignore[no-any-return]
+            return conv(event)
         if data is None:
             return event
         return self.full(data)[1]
 
-    def json_event(self, schema: str, event: dict[str, Any], data: bytes | None) -> dict[str, Any]:
+    def json_event(self, schema: str, event: Record, data: bytes | None) -> Record:
         """`full_event` with every decimal and timestamp already as the text `to_json`
         writes for it: command contexts are JSON, so the Decimal/datetime round trip is
         skipped (an order's context is serialised once per matching rule)."""
         conv = self._json.get(schema)
         if conv is not None:
-            return conv(event)  # type: ignore[no-any-return]
+            return conv(event)
         return self.full_event(schema, event, data)

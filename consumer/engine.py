@@ -25,7 +25,7 @@ class RuleEngine:
         self.rules = rules
 
     def matches(self, ctx: TriggerContext, only_rules: set[int] | None = None) -> list[Match]:
-        store = ctx.event["store_id"]
+        store = str(ctx.event["store_id"])
         wanted = self.rules.triggers(store, ctx.schema)
         if not wanted:
             return []

@@ -56,7 +56,8 @@ def parse_exits(items: Iterable[dict[str, Any]] | None, path: str = "exit_condit
             continue
         kind = ALIASES.get(str(item.get("type", "")), str(item.get("type", "")))
         if kind not in TYPES:
-            raise ConditionError(f"{where}.type", f"unknown exit condition {item.get('type')!r}; one of {sorted(TYPES)}")
+            raise ConditionError(f"{where}.type",
+                                 f"unknown exit condition {item.get('type')!r}; one of {sorted(TYPES)}")
         unknown = set(item) - {"type", "label", "conditions", "match"}
         if unknown:
             raise ConditionError(f"{where}.{sorted(unknown)[0]}", "unknown key (an exit has type, label and, for "

@@ -28,13 +28,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
-from wooflow.consumer.state import Agg, Customer, Firing
+from wooflow.consumer.state import Aggregates, Customer, Firing
 from wooflow.consumer.tiers import Loyalty
+from wooflow.consumer.values import Envelope, as_customer_event, as_order_event
 from wooflow.producers.keys import email_hash
 
-LINKED = "g"  # Customer.engine key: the guest keys already folded into (or checked for) this customer
+LINKED: Final = "g"  # Customer.engine key: the guest keys already folded into (or checked for) this customer
 
 
 @lru_cache(maxsize=65_536)
@@ -42,15 +43,17 @@ def guest_key(email: str) -> str:
     return f"g{email_hash(email)}"
 
 
-def email_of(schema: str, ev: dict[str, Any]) -> str | None:
+def email_of(schema: str, ev: Envelope) -> str | None:
     """The email a registered customer's event vouches for: the account's, or a billing
     email of their order (storefront emails are typed by anyone: never)."""
-    if schema == "OrderEvent":
-        o = ev.get("order")
-        return ((o.get("billing") or {}).get("email") or None) if o else None
-    if schema == "CustomerEvent":
-        c = ev.get("customer")
-        return (c.get("email") or None) if c else None
+    oev = as_order_event(schema, ev)
+    if oev is not None:
+        o = oev["order"]
+        return (o["billing"]["email"] or None) if o else None
+    cev = as_customer_event(schema, ev)
+    if cev is not None:
+        c = cev["customer"]
+        return (c["email"] or None) if c else None
     return None
 
 
@@ -66,18 +69,19 @@ class Merge:
     tags_pending: bool = False  # the guest row had tags or attributes to fold at save
 
 
-def fold_agg(into: Agg, other: Agg, sign: int = 1) -> Agg:
+def fold_agg(into: Aggregates, other: Aggregates, sign: int = 1) -> Aggregates:
     """`into` with `other`'s orders added (sign=+1) or taken out again (-1). First/last order
     only widen: taking a guest out again (a merge another customer won) keeps them."""
-    t = dict(into["t"])
-    for cur, v in other["t"].items():
+    t = dict(into.totals)
+    for cur, v in other.totals.items():
         t[cur] = t.get(cur, Decimal(0)) + sign * v
-    f, last = into["f"], into["l"]
+    f, last = into.first_order_ms, into.last_order_ms
     if sign > 0:
-        f = other["f"] if f is None else (f if other["f"] is None else min(f, other["f"]))
-        last = other["l"] if last is None else (last if other["l"] is None else max(last, other["l"]))
-    return {"n": max(0, into["n"] + sign * other["n"]), "t": t, "p": into["p"] + sign * other["p"], "f": f,
-            "l": last, "tier": into["tier"]}
+        of, ol = other.first_order_ms, other.last_order_ms
+        f = of if f is None else (f if of is None else min(f, of))
+        last = ol if last is None else (last if ol is None else max(last, ol))
+    return Aggregates(max(0, into.order_count + sign * other.order_count), t, into.points + sign * other.points,
+                      f, last, into.tier)
 
 
 def fold_views(into: dict[str, int], other: dict[str, int], sign: int = 1) -> dict[str, int]:
@@ -87,9 +91,9 @@ def fold_views(into: dict[str, int], other: dict[str, int], sign: int = 1) -> di
     return out
 
 
-def higher_tier(agg: Agg, other_tier: str, lo: Loyalty) -> str:
+def higher_tier(agg: Aggregates, other_tier: str, lo: Loyalty) -> str:
     """The tier of the merged person: the higher of both, or what the merged totals reach."""
-    best = agg["tier"]
+    best = agg.tier
     for t in (other_tier, lo.tier_for(lo.metric_of(agg)) if lo.levels else ""):
         if lo.rank(t) > lo.rank(best):
             best = t
@@ -100,9 +104,9 @@ def fold_customer(c: Customer, g: Customer, lo: Loyalty) -> None:
     """Fold a guest's state into the customer's, in memory (points are moved in the
     database at save, from the guest row as it is then: `points_delta` is not touched)."""
     agg = fold_agg(c.agg, g.agg)
-    tier = higher_tier(agg, g.agg["tier"], lo)
-    if tier != agg["tier"]:
-        agg["tier"] = tier
+    tier = higher_tier(agg, g.agg.tier, lo)
+    if tier != agg.tier:
+        agg.tier = tier  # `agg` is new: nobody holds it yet
         c.tier_raised = True
     c.agg = agg
     c.view_counts = fold_views(c.view_counts, g.view_counts)
@@ -131,7 +135,7 @@ def refold_customer(c: Customer, then: Customer | None, now: Customer | None) ->
         agg, views = fold_agg(agg, then.agg, -1), fold_views(views, then.view_counts, -1)
     if now is not None:
         agg, views = fold_agg(agg, now.agg), fold_views(views, now.view_counts)
-        c.points_delta += now.agg["p"]
+        c.points_delta += now.agg.points
     c.agg, c.view_counts, c.dirty = agg, views, True
 
 
@@ -176,9 +180,7 @@ RETURNING c.store_id, c.customer_key, c.xmin::text, c.tags
 
 def _guest_now(row: Any) -> Customer:
     store, key, _x, _inserted, n, totals, f, last, tier, points, views, _tags, _attrs = row
-    agg = {"n": n, "t": {k: Decimal(str(v)) for k, v in (totals or {}).items()}, "p": int(points), "f": f,
-           "l": last, "tier": tier}
-    return Customer(store, key, agg, view_counts=dict(views or {}))
+    return Customer(store, key, Aggregates.from_row(n, totals, points, f, last, tier), view_counts=dict(views or {}))
 
 
 def save_merges(conn: Any, batch: Any) -> None:

@@ -119,7 +119,7 @@ class RuleSpec(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _options(self) -> "RuleSpec":
+    def _options(self) -> RuleSpec:
         from wooflow.consumer.triggers import TRIGGERS
 
         spec = TRIGGERS.get(self.trigger)

@@ -90,7 +90,8 @@ class RuleCache:
     # --- loading ----------------------------------------------------------------------
     def _current_fingerprint(self) -> tuple[Any, ...]:
         with self.engine.connect() as conn:
-            row = conn.execute(select(func.count(), func.max(rules.c.updated_at), func.coalesce(func.sum(rules.c.version), 0),
+            row = conn.execute(select(func.count(), func.max(rules.c.updated_at),
+                                      func.coalesce(func.sum(rules.c.version), 0),
                                       func.coalesce(func.sum(rules.c.id), 0))).one()
         return tuple(row)
 

@@ -32,10 +32,9 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 from sqlalchemy import Connection, Engine, select
@@ -50,6 +49,7 @@ from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
 from wooflow.consumer.state import StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty, loyalty_of
+from wooflow.consumer.values import is_event
 from wooflow.db.engine import get_engine
 from wooflow.db.tables import stores
 from wooflow.dlq import dead_letter
@@ -60,12 +60,13 @@ from wooflow.kafka.consumer import make_consumer
 from wooflow.kafka.headers import read_hint
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import DecodeError, get_codec
+from wooflow.schemas.types import ActionCommand
 from wooflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Stores a batch's delayed commands in the open state transaction; returns how many were new.
-StoreDelayed = Callable[[Connection, list[dict[str, Any]]], int]
+StoreDelayed = Callable[[Connection, Sequence[ActionCommand]], int]
 
 
 class LoyaltyCache:
@@ -131,7 +132,7 @@ class RuleConsumer:
         self._pending: StateBatch | None = None
         self._pending_items: list[Item] = []
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-save")
-        self._delayed: list[dict[str, Any]] = []
+        self._delayed: list[ActionCommand] = []
         self.stats: Counter[str] = Counter()
         self.checkpoint: Checkpoint | None = None
 
@@ -152,9 +153,10 @@ class RuleConsumer:
                 continue
             value = msg.value() or b""
             try:
-                schema, event = self.decoder.decode(value)
-                if "store_id" not in event or "event_id" not in event or "customer_key" not in event:
+                schema, record = self.decoder.decode(value)
+                if not is_event(record):
                     raise DecodeError(f"{schema} is not an event (no store_id/event_id/customer_key)")
+                event = record
             except DecodeError as exc:
                 dead_letter(self.producer, self.codec, self.settings, msg, stage="rules", reason="undecodable",
                             error=str(exc))
@@ -181,16 +183,17 @@ class RuleConsumer:
                         store_id=it.event.get("store_id"))
         wall = datetime.now(timezone.utc)  # latency metrics are real time, whatever the clock says
         emitted: Counter[tuple[str, str]] = Counter()
-        delayed: list[dict[str, Any]] = []
+        delayed: list[ActionCommand] = []
         for it, cmd in outcome.commands:
-            if cmd["not_before"] is not None and cmd["not_before"] > now:
+            not_before, received = cmd["not_before"], cmd["received_at"]
+            if not_before is not None and not_before > now:
                 delayed.append(cmd)
                 continue
             value = self.codec.encode("ActionCommand", cmd, self.commands_topic)
             self.producer.produce(self.commands_topic, value, key=it.source.key())
             emitted[(cmd["store_id"], cmd["action_type"])] += 1
-            if cmd.get("received_at"):
-                metrics.event_to_command_seconds.observe((wall - cmd["received_at"]).total_seconds())
+            if received:
+                metrics.event_to_command_seconds.observe((wall - received).total_seconds())
         for (store, action), n in emitted.items():
             metrics.commands_emitted.labels(store, action).inc(n)
             metrics.events_out.labels("rules", self.commands_topic, store).inc(n)
@@ -205,8 +208,8 @@ class RuleConsumer:
         customer's partition, same event id (its commands keep their idempotency keys),
         with the customer key rewritten (consumer/merge.py)."""
         msg = it.source
-        schema, event = self.decoder.full(it.raw if it.raw is not None else msg.value())
-        event["customer_key"] = target
+        schema, full = self.decoder.full(it.raw if it.raw is not None else msg.value())
+        event = {**full, "customer_key": target}
         topic = msg.topic()
         self.producer.produce(topic, self.codec.encode(schema, event, topic), key=f"{event['store_id']}:{target}",
                               headers=msg.headers())

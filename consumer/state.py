@@ -16,59 +16,108 @@ it — a batch whose guest was merged meanwhile gets those keys back from `save`
 
 from __future__ import annotations
 
-import orjson
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
+import orjson
 from sqlalchemy import Connection
 
 from wooflow.consumer.values import to_datetime
 from wooflow.db.engine import driver_cursor
+from wooflow.jsontypes import JSONObject, JSONValue, as_object
 
 if TYPE_CHECKING:
     from wooflow.consumer.merge import Merge
 
-Agg = dict[str, Any]  # {"n": order count, "t": {currency: Decimal}, "p": points, "f": first ms, "l": last ms, "tier": str}
+
+@dataclass(slots=True)
+class Aggregates:
+    """A customer's paid orders in sum: what tiers, triggers and conditions read. Treated as
+    a value: changing it means a new one (`apply.combine`), so a `TriggerContext`'s
+    before/after stay what they were."""
+
+    order_count: int = 0
+    totals: dict[str, Decimal] = field(default_factory=dict)  # currency → spent
+    points: int = 0
+    first_order_ms: int | None = None  # creation of the first / last counted order (epoch ms)
+    last_order_ms: int | None = None
+    tier: str = ""
+
+    def to_json(self) -> JSONObject:
+        """The stored form (`order_state.before`): short keys, decimals as text."""
+        return {"n": self.order_count, "t": {k: str(v) for k, v in self.totals.items()}, "p": self.points,
+                "f": self.first_order_ms, "l": self.last_order_ms, "tier": self.tier}
+
+    @classmethod
+    def from_json(cls, d: JSONObject | None) -> Aggregates:
+        if not d:
+            return cls()
+        return cls.from_row(_int(d.get("n")), as_object(d.get("t")), _int(d.get("p")), _opt_int(d.get("f")),
+                            _opt_int(d.get("l")), str(d.get("tier") or ""))
+
+    @classmethod
+    def from_row(cls, n: int, totals: Mapping[str, object] | None, points: int, first_ms: int | None,
+                 last_ms: int | None, tier: str) -> Aggregates:
+        """From `customer_state`'s columns (totals: JSONB numbers or text)."""
+        return cls(n, {k: Decimal(str(v)) for k, v in (totals or {}).items()}, int(points), first_ms, last_ms, tier)
 
 
-def empty_agg() -> Agg:
-    return {"n": 0, "t": {}, "p": 0, "f": None, "l": None, "tier": ""}
+def _int(v: JSONValue) -> int:
+    return int(v) if isinstance(v, (int, float, str)) and v != "" else 0
 
 
-def agg_to_json(a: Agg) -> dict[str, Any]:
-    return {**a, "t": {k: str(v) for k, v in a["t"].items()}}
+def _opt_int(v: JSONValue) -> int | None:
+    return int(v) if isinstance(v, (int, float)) else None
 
 
-def agg_from_json(d: dict[str, Any] | None) -> Agg:
-    if not d:
-        return empty_agg()
-    return {"n": int(d.get("n") or 0), "t": {k: Decimal(str(v)) for k, v in (d.get("t") or {}).items()},
-            "p": int(d.get("p") or 0), "f": d.get("f"), "l": d.get("l"), "tier": d.get("tier") or ""}
+class Bookkeeping(TypedDict, total=False):
+    """`customer_state.engine`: what the rule consumer remembers to stay replay-safe."""
+
+    created_event: str  # the customer.created event that first saw the customer
+    views: list[int | list[str]]  # [event time ms, the storefront event ids at that time] (apply.py)
+    g: list[str]  # guest keys already folded into (or checked for) this customer (merge.py)
 
 
 @dataclass(slots=True)
 class Customer:
     store_id: str
     customer_key: str
-    agg: Agg = field(default_factory=empty_agg)
+    agg: Aggregates = field(default_factory=Aggregates)
     customer_id: int | None = None
     email: str | None = None
     tags: list[str] = field(default_factory=list)
     view_counts: dict[str, int] = field(default_factory=dict)
-    engine: dict[str, Any] = field(default_factory=dict)
+    engine: Bookkeeping = field(default_factory=Bookkeeping)
     points_delta: int = 0
     tier_raised: bool = False
     dirty: bool = False
     merged_into: str | None = None  # a guest folded into this registered customer
 
-    def public(self) -> dict[str, Any]:
+    def public(self) -> PublicCustomer:
         """What templates and dry runs see."""
         a = self.agg
         return {"customer_key": self.customer_key, "customer_id": self.customer_id, "email": self.email,
-                "order_count": a["n"], "totals": {k: str(v) for k, v in a["t"].items()}, "points": a["p"],
-                "tier": a["tier"], "tags": list(self.tags), "first_order_at": to_datetime(a["f"]),
-                "last_order_at": to_datetime(a["l"])}
+                "order_count": a.order_count, "totals": {k: str(v) for k, v in a.totals.items()},
+                "points": a.points, "tier": a.tier, "tags": list(self.tags),
+                "first_order_at": to_datetime(a.first_order_ms), "last_order_at": to_datetime(a.last_order_ms)}
+
+
+class PublicCustomer(TypedDict):
+    """A customer's state as templates (`customer_state`) and dry runs see it."""
+
+    customer_key: str
+    customer_id: int | None
+    email: str | None
+    order_count: int
+    totals: dict[str, str]  # currency → spent, as text
+    points: int
+    tier: str
+    tags: list[str]
+    first_order_at: datetime | None
+    last_order_at: datetime | None
 
 
 @dataclass(slots=True)
@@ -85,7 +134,7 @@ class Order:
     created_ms: int = 0
     counted: bool = False
     count_event_id: str | None = None
-    before: dict[str, Any] | None = None
+    before: JSONObject | None = None  # the customer's aggregates before (un)counting it (Aggregates.to_json)
     dirty: bool = False
 
 
@@ -105,7 +154,8 @@ class Firing:
 # whose version is still x are not sent again; rows that vanished come back as NULLs.
 _LOAD_CUSTOMERS = ("""
 SELECT u.s, u.k, c.xmin::text, c.customer_id, c.email, c.order_count, c.totals,
-       (extract(epoch from c.first_order_at) * 1000)::bigint AS f, (extract(epoch from c.last_order_at) * 1000)::bigint AS l,
+       (extract(epoch from c.first_order_at) * 1000)::bigint AS f,
+       (extract(epoch from c.last_order_at) * 1000)::bigint AS l,
        c.tier, c.points, c.tags, c.view_counts, c.engine, c.merged_into
 FROM unnest(CAST(%(stores)b AS text[]), CAST(%(keys)b AS text[]), CAST(%(xs)b AS text[])) AS u(s, k, x)
 LEFT JOIN customer_state c ON c.store_id = u.s AND c.customer_key = u.k
@@ -126,14 +176,16 @@ _FIRING_COLUMNS = """f.rule_id, f.customer_key, f.store_id, f.first_event_id, f.
 _LOAD_FIRINGS = (f"""
 SELECT {_FIRING_COLUMNS}
 FROM rule_firings f
-JOIN unnest(CAST(%(rules)b AS bigint[]), CAST(%(keys)b AS text[])) AS u(r, k) ON f.rule_id = u.r AND f.customer_key = u.k
+JOIN unnest(CAST(%(rules)b AS bigint[]), CAST(%(keys)b AS text[])) AS u(r, k)
+  ON f.rule_id = u.r AND f.customer_key = u.k
 """)
 
 # Every firing of some customers (guests being merged), whatever the rule.
 _LOAD_FIRINGS_OF = (f"""
 SELECT {_FIRING_COLUMNS}
 FROM rule_firings f
-JOIN unnest(CAST(%(stores)b AS text[]), CAST(%(keys)b AS text[])) AS u(s, k) ON f.customer_key = u.k AND f.store_id = u.s
+JOIN unnest(CAST(%(stores)b AS text[]), CAST(%(keys)b AS text[])) AS u(s, k)
+  ON f.customer_key = u.k AND f.store_id = u.s
 """)
 
 _SAVE_CUSTOMERS = ("""
@@ -141,7 +193,8 @@ INSERT INTO customer_state AS c (store_id, customer_key, customer_id, email, ord
                                  last_order_at, tier, points, view_counts, engine, updated_at)
 SELECT s, k, ci, em, n, CAST(t AS jsonb), to_timestamp(f / 1000.0), to_timestamp(l / 1000.0), tier, pd,
        CAST(vc AS jsonb), CAST(en AS jsonb), now()
-FROM unnest(CAST(%(s)b AS text[]), CAST(%(k)b AS text[]), CAST(%(ci)b AS bigint[]), CAST(%(em)b AS text[]), CAST(%(n)b AS int[]),
+FROM unnest(CAST(%(s)b AS text[]), CAST(%(k)b AS text[]), CAST(%(ci)b AS bigint[]), CAST(%(em)b AS text[]),
+            CAST(%(n)b AS int[]),
             CAST(%(t)b AS text[]), CAST(%(f)b AS bigint[]), CAST(%(l)b AS bigint[]), CAST(%(tier)b AS text[]),
             CAST(%(pd)b AS bigint[]), CAST(%(vc)b AS text[]), CAST(%(en)b AS text[]))
      AS u(s, k, ci, em, n, t, f, l, tier, pd, vc, en)
@@ -168,7 +221,8 @@ _SAVE_ORDERS = ("""
 INSERT INTO order_state AS o (store_id, order_id, customer_key, first_event_id, status, modified_ms, transitions,
                               total, currency, created_ms, counted, count_event_id, before, updated_at)
 SELECT s, i, k, fe, st, m, CAST(tr AS jsonb), tot, cur, cr, cnt, ce, CAST(bf AS jsonb), now()
-FROM unnest(CAST(%(s)b AS text[]), CAST(%(i)b AS bigint[]), CAST(%(k)b AS text[]), CAST(%(fe)b AS text[]), CAST(%(st)b AS text[]),
+FROM unnest(CAST(%(s)b AS text[]), CAST(%(i)b AS bigint[]), CAST(%(k)b AS text[]), CAST(%(fe)b AS text[]),
+            CAST(%(st)b AS text[]),
             CAST(%(m)b AS bigint[]), CAST(%(tr)b AS text[]), CAST(%(tot)b AS numeric[]), CAST(%(cur)b AS text[]),
             CAST(%(cr)b AS bigint[]), CAST(%(cnt)b AS boolean[]), CAST(%(ce)b AS text[]), CAST(%(bf)b AS text[]))
      AS u(s, i, k, fe, st, m, tr, tot, cur, cr, cnt, ce, bf)
@@ -182,7 +236,8 @@ RETURNING store_id, order_id, xmin::text, first_event_id, created_ms, total
 _SAVE_FIRINGS = ("""
 INSERT INTO rule_firings AS f (rule_id, customer_key, store_id, first_event_id, last_event_id, last_fired_at, fired)
 SELECT r, k, s, fe, le, to_timestamp(t / 1000.0), n
-FROM unnest(CAST(%(r)b AS bigint[]), CAST(%(k)b AS text[]), CAST(%(s)b AS text[]), CAST(%(fe)b AS text[]), CAST(%(le)b AS text[]),
+FROM unnest(CAST(%(r)b AS bigint[]), CAST(%(k)b AS text[]), CAST(%(s)b AS text[]), CAST(%(fe)b AS text[]),
+            CAST(%(le)b AS text[]),
             CAST(%(t)b AS bigint[]), CAST(%(n)b AS int[])) AS u(r, k, s, fe, le, t, n)
 WHERE EXISTS (SELECT 1 FROM rules WHERE rules.id = u.r)
 ON CONFLICT (rule_id, customer_key) DO UPDATE SET
@@ -202,7 +257,7 @@ def _changed(cur: Any, query: str, ids: str, keys: list[_K], cached: dict[_K, tu
     """The rows of `keys` that changed since the cached copy: the query compares each
     row's `xmin` with `xs` (the cached version, or None to read it anyway)."""
     xs = [cached[k][1] if k in cached else None for k in keys]
-    ss, rest = zip(*keys)
+    ss, rest = zip(*keys, strict=True)
     cur.execute(query, {"stores": list(ss), ids: list(rest), "xs": xs})
     rows: list[Any] = cur.fetchall()
     return rows
@@ -289,10 +344,9 @@ class StateBatch:
                 if x is None:  # no row (yet, or any more)
                     cached.pop((store, key), None)
                     continue
-                agg = {"n": n, "t": {k: Decimal(str(v)) for k, v in (totals or {}).items()}, "p": int(points),
-                       "f": f, "l": last, "tier": tier}
+                agg = Aggregates.from_row(n, totals, points, f, last, tier)
                 self.customers[(store, key)] = Customer(store, key, agg, cid, email, list(tags or []),
-                                                        dict(views or {}), dict(engine or {}),
+                                                        dict(views or {}), Bookkeeping(**(engine or {})),
                                                         merged_into=merged_into)
                 versions[(store, key)] = x
                 cached.pop((store, key), None)
@@ -315,7 +369,7 @@ class StateBatch:
         pairs = {p for p in pairs if p not in self.firings}
         if not pairs:
             return
-        rs, ks = zip(*pairs)
+        rs, ks = zip(*pairs, strict=True)
         cur = driver_cursor(conn)
         cur.execute(_LOAD_FIRINGS, {"rules": list(rs), "keys": list(ks)})
         for r in cur.fetchall():
@@ -327,7 +381,7 @@ class StateBatch:
         out: dict[tuple[str, str], dict[int, Firing]] = {}
         if not keys:
             return out
-        ss, ks = zip(*sorted(keys))
+        ss, ks = zip(*sorted(keys), strict=True)
         cur = driver_cursor(conn)
         cur.execute(_LOAD_FIRINGS_OF, {"stores": list(ss), "keys": list(ks)})
         for r in cur.fetchall():
@@ -360,10 +414,10 @@ class StateBatch:
             cur.execute(_SAVE_CUSTOMERS, {
                 "s": [c.store_id for c in cs], "k": [c.customer_key for c in cs],
                 "ci": [c.customer_id for c in cs], "em": [c.email for c in cs],
-                "n": [c.agg["n"] for c in cs],
-                "t": [_dumps({k: str(v) for k, v in c.agg["t"].items()}) for c in cs],
-                "f": [c.agg["f"] for c in cs], "l": [c.agg["l"] for c in cs],
-                "tier": [c.agg["tier"] if c.tier_raised else "" for c in cs],
+                "n": [c.agg.order_count for c in cs],
+                "t": [_dumps({k: str(v) for k, v in c.agg.totals.items()}) for c in cs],
+                "f": [c.agg.first_order_ms for c in cs], "l": [c.agg.last_order_ms for c in cs],
+                "tier": [c.agg.tier if c.tier_raised else "" for c in cs],
                 "pd": [c.points_delta for c in cs],
                 "vc": [_dumps(c.view_counts) for c in cs], "en": [_dumps(c.engine) for c in cs],
             })
@@ -372,7 +426,8 @@ class StateBatch:
             for store, key, x, cid, email, tier, points, tags in cur.fetchall():
                 c = self.customers[(store, key)]
                 c.customer_id, c.email, c.tags = cid, email, list(tags or [])
-                c.agg = {**c.agg, "p": int(points), "tier": tier}
+                a = c.agg
+                c.agg = Aggregates(a.order_count, a.totals, int(points), a.first_order_ms, a.last_order_ms, tier)
                 self.versions[(store, key)] = x
                 saved.add((store, key))
             if len(saved) < len(cs):

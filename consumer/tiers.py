@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wooflow.consumer.state import Aggregates
 
 DEFAULT_COUNTED = frozenset({"processing", "completed"})
 
@@ -56,13 +59,12 @@ class Loyalty:
         r = self.rank(tier)
         return self.levels[r - 1] if r else None
 
-    def metric_of(self, agg: dict[str, Any], currency: str = "") -> Decimal:
+    def metric_of(self, agg: Aggregates, currency: str = "") -> Decimal:
         if self.metric == "order_count":
-            return Decimal(int(agg.get("n") or 0))
+            return Decimal(agg.order_count)
         if self.metric == "points":
-            return Decimal(int(agg.get("p") or 0))
-        totals = agg.get("t") or {}
-        return Decimal(str(totals.get(currency or self.currency, "0")))
+            return Decimal(agg.points)
+        return Decimal(str(agg.totals.get(currency or self.currency, "0")))
 
     def earned(self, total: Decimal) -> int:
         return int((total * self.points_per_unit).to_integral_value(rounding="ROUND_FLOOR")) if total > 0 else 0

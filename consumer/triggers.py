@@ -12,36 +12,54 @@ replay` through their wiring, the API). This package never imports the scheduler
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wooflow.consumer.tiers import Loyalty, band
+from wooflow.schemas.codec import Record
 
-Event = dict[str, Any]
+if TYPE_CHECKING:
+    from wooflow.consumer.state import Aggregates, Customer
+    from wooflow.consumer.values import CustomerIn, OrderIn, ProductIn
+
 Check = Callable[["TriggerContext"], bool]
 
 
 @dataclass(slots=True)
 class TriggerContext:
-    """What the consumer knows when it evaluates one event: the event, and the state
+    """What the consumer knows when it evaluates one event: the event (of `schema`, raw from
+    the hot path or decoded in full: consumer/values.py), its resource typed, and the state
     before and after applying it (`consumer/apply.py`)."""
     schema: str
-    event: Event
+    event: Record
     loyalty: Loyalty = field(default_factory=Loyalty)
+    order: OrderIn | None = None      # the OrderEvent's order (None on order.deleted)
+    profile: CustomerIn | None = None  # the CustomerEvent's customer
+    product: ProductIn | None = None  # the ProductEvent's product
     first_seen: bool = False          # first time wooflow sees this resource (or a replay of that event)
     previous_status: str | None = None  # set when this event changed an order's status
     status: str | None = None
     count_change: int = 0             # +1: the order became a paid order of the customer; -1: it stopped being one
-    before: dict[str, Any] | None = None  # customer aggregates before this event (state.Agg)
-    after: dict[str, Any] | None = None
+    before: Aggregates | None = None  # the customer's aggregates before this event
+    after: Aggregates | None = None
     order_total: Decimal | None = None
     currency: str = ""
-    customer: Any = None              # state.Customer, when the event has one
+    customer: Customer | None = None  # the customer's state, when the event has one
     stale: bool = False               # older than what wooflow already applied
+
+    def __post_init__(self) -> None:
+        # The resource of the event, typed: the event is a record of `schema` (decoded with
+        # it), which schemas/types.py describes.
+        if self.schema == "OrderEvent":
+            self.order = self.order or cast("OrderIn | None", self.event.get("order"))
+        elif self.schema == "CustomerEvent":
+            self.profile = self.profile or cast("CustomerIn | None", self.event.get("customer"))
+        elif self.schema == "ProductEvent":
+            self.product = self.product or cast("ProductIn | None", self.event.get("product"))
 
 
 @dataclass(frozen=True)
@@ -54,7 +72,7 @@ class TriggerSpec:
     compile: Callable[[Any], Check | None] | None = None  # validated options → extra check (None: none)
     group: str = "order"
 
-    def compile_options(self, options: dict[str, Any] | None) -> Check | None:
+    def compile_options(self, options: Mapping[str, object] | None) -> Check | None:
         if self.options_model is None:
             if options:
                 raise ValueError(f"trigger {self.name} takes no options")
@@ -96,7 +114,8 @@ def _statuses(v: Any) -> list[str] | None:
 
 
 class StatusChangeOptions(_Opts):
-    from_: list[str] | None = Field(None, alias="from", description="Previous status(es), e.g. 'pending' or 'pending,on-hold'")
+    from_: list[str] | None = Field(None, alias="from",
+                                    description="Previous status(es), e.g. 'pending' or 'pending,on-hold'")
     to: list[str] | None = Field(None, description="New status(es), e.g. 'completed'")
 
     @field_validator("from_", "to", mode="before")
@@ -165,10 +184,10 @@ class ProductSavedOptions(_Opts):
     actions: list[str] | None = Field(None, description="created / updated / restored (default: all)")
 
 
-# --- the triggers of the seeds ---------------------------------------------------------
+# --- AutomateWoo, customer-history and Polski Pro triggers -----------------------------------------------------
 
 def _order(ctx: TriggerContext) -> bool:
-    return ctx.event.get("order") is not None and not ctx.stale
+    return ctx.order is not None and not ctx.stale
 
 
 def _purchase(ctx: TriggerContext) -> bool:
@@ -191,21 +210,21 @@ def _compile_high_value(o: HighValueOptions) -> Check:
 
 def _compile_milestones(o: MilestoneOptions) -> Check:
     counts = frozenset(o.counts)
-    return lambda ctx: ctx.after is not None and ctx.after["n"] in counts
+    return lambda ctx: ctx.after is not None and ctx.after.order_count in counts
 
 
 def _tier_up(ctx: TriggerContext) -> bool:
     return (ctx.before is not None and ctx.after is not None
-            and ctx.loyalty.rank(ctx.after["tier"]) > ctx.loyalty.rank(ctx.before["tier"]))
+            and ctx.loyalty.rank(ctx.after.tier) > ctx.loyalty.rank(ctx.before.tier))
 
 
 def _compile_tier_to(o: TierUpgradeOptions) -> Check | None:
-    return (lambda ctx: ctx.after is not None and ctx.after["tier"] == o.to) if o.to else None
+    return (lambda ctx: ctx.after is not None and ctx.after.tier == o.to) if o.to else None
 
 
-def _close(ctx: TriggerContext, agg: dict[str, Any], within: str) -> bool:
+def _close(ctx: TriggerContext, agg: Aggregates, within: str) -> bool:
     lo = ctx.loyalty
-    nxt = lo.next_level(agg["tier"])
+    nxt = lo.next_level(agg.tier)
     if nxt is None:
         return False
     value = lo.metric_of(agg, ctx.currency)
@@ -220,8 +239,8 @@ def _compile_close(o: CloseToUpgradeOptions) -> Check:
     return check
 
 
-def _at_risk(ctx: TriggerContext, agg: dict[str, Any], margin: str) -> bool:
-    level = ctx.loyalty.level(agg["tier"])
+def _at_risk(ctx: TriggerContext, agg: Aggregates, margin: str) -> bool:
+    level = ctx.loyalty.level(agg.tier)
     if level is None:
         return False
     return ctx.loyalty.metric_of(agg, ctx.currency) < level.min + band(margin, level.min)
@@ -238,7 +257,7 @@ def _compile_roles(o: NewCustomerOptions) -> Check | None:
     if not o.roles:
         return None
     roles = frozenset(r.lower() for r in o.roles)
-    return lambda ctx: str((ctx.event.get("customer") or {}).get("role") or "").lower() in roles
+    return lambda ctx: ctx.profile is not None and ctx.profile["role"].lower() in roles
 
 
 def _compile_product_actions(o: ProductSavedOptions) -> Check | None:
@@ -250,7 +269,7 @@ def _compile_product_actions(o: ProductSavedOptions) -> Check | None:
 
 register(TriggerSpec(
     "new_order", "OrderEvent", "An order is placed: the first time wooflow sees the order id (created or updated)",
-    lambda ctx: ctx.first_seen and ctx.event.get("order") is not None))
+    lambda ctx: ctx.first_seen and ctx.order is not None))
 register(TriggerSpec(
     "order_status_changed", "OrderEvent",
     "An order's status changed from the last status wooflow stored (options: from, to)",
@@ -258,10 +277,10 @@ register(TriggerSpec(
     StatusChangeOptions, _compile_status))
 register(TriggerSpec(
     "first_purchase", "OrderEvent", "The customer's first paid order (status becomes processing/completed)",
-    lambda ctx: ctx.count_change == 1 and ctx.before is not None and ctx.before["n"] == 0))
+    lambda ctx: ctx.count_change == 1 and ctx.before is not None and ctx.before.order_count == 0))
 register(TriggerSpec(
     "repeat_purchase", "OrderEvent", "A paid order of a customer who already has one",
-    lambda ctx: ctx.count_change == 1 and ctx.before is not None and ctx.before["n"] >= 1))
+    lambda ctx: ctx.count_change == 1 and ctx.before is not None and ctx.before.order_count >= 1))
 register(TriggerSpec(
     "high_value_order", "OrderEvent", "A paid order whose total is at least `threshold`",
     _purchase, HighValueOptions, _compile_high_value))
@@ -281,10 +300,10 @@ register(TriggerSpec(
 register(TriggerSpec(
     "new_customer", "CustomerEvent", "A customer account is created (WooCommerce user_register; any role unless "
     "`roles` narrows it)",
-    lambda ctx: ctx.first_seen and ctx.event.get("customer") is not None,
+    lambda ctx: ctx.first_seen and ctx.profile is not None,
     NewCustomerOptions, _compile_roles, group="customer"))
 register(TriggerSpec(
     "product_saved", "ProductEvent", "A product is created, updated or restored",
-    lambda ctx: ctx.event.get("product") is not None and ctx.event.get("action") in ("created", "updated", "restored"),
+    lambda ctx: ctx.product is not None and ctx.event.get("action") in ("created", "updated", "restored"),
     ProductSavedOptions, _compile_product_actions, group="product"))
 

@@ -24,15 +24,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from wooflow import metrics
 from wooflow.db.tables import bridge_backfill_checkpoints as checkpoints
-from wooflow.producers.normalise import NormaliseError, StoreInfo, normalise_rest, parse_time
+from wooflow.jsontypes import JSONObject
+from wooflow.producers.normalise import Event, NormaliseError, StoreInfo, normalise_rest, parse_time
 from wooflow.producers.sync_ingest import SyncIngest
 from wooflow.producers.woo_rest import Page, WooRest
+from wooflow.schemas.types import Source
 from wooflow.stores import Store
 from wooflow.timespec import TimeSpec
 
@@ -49,7 +52,7 @@ def rest_since(since: datetime) -> str:
     return since.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0).isoformat()
 
 
-def query(resource: str, since: datetime) -> dict[str, Any]:
+def query(resource: str, since: datetime) -> dict[str, str]:
     base = {"orderby": "id", "order": "asc"}
     if resource == "customers":
         # No date filters on /customers: every user, filtered by modification here.
@@ -57,8 +60,11 @@ def query(resource: str, since: datetime) -> dict[str, Any]:
     return base | {"modified_after": rest_since(since), "dates_are_gmt": "true"}
 
 
-def modified_since(item: dict[str, Any], since: datetime) -> bool:
-    tz = timezone.utc
+_UTC = ZoneInfo("UTC")
+
+
+def modified_since(item: JSONObject, since: datetime) -> bool:
+    tz = _UTC
     when = parse_time(item.get("date_modified"), tz, item.get("date_modified_gmt")) or parse_time(
         item.get("date_created"), tz, item.get("date_created_gmt"))
     return when is None or when > since
@@ -92,16 +98,16 @@ class Progress:
 
 Reporter = Callable[[Progress], None]
 
-def page_events(info: StoreInfo, resource: str, items: list[dict[str, Any]], since: datetime,
-                source: str) -> tuple[list[Any], list[dict[str, Any]], int]:
+def page_events(info: StoreInfo, resource: str, items: list[JSONObject], since: datetime,
+                source: Source) -> tuple[list[Event], list[JSONObject], int]:
     """One REST page → (events, the items they came from, items that could not be normalised).
 
     Customers are filtered by date here: WooCommerce's customers endpoint has no
     modified-after filter."""
     _, wc_resource = RESOURCES[resource]
     received = datetime.now(timezone.utc)
-    events: list[Any] = []
-    used: list[dict[str, Any]] = []
+    events: list[Event] = []
+    used: list[JSONObject] = []
     invalid = 0
     for item in items:
         if resource == "customers" and not modified_since(item, since):
@@ -179,7 +185,7 @@ def _save(engine: Engine, run: BackfillRun, resource: str, **values: Any) -> Non
 
 def backfill_resource(store: Store, run: BackfillRun, resource: str, *, engine: Engine, rest: WooRest,
                       ingest: SyncIngest, report: Reporter, should_stop: Callable[[], bool],
-                      source: str = "rest") -> Progress:
+                      source: Source = "rest") -> Progress:
     collection, _ = RESOURCES[resource]
     since = run.since
     cp = _checkpoint(engine, run, resource)

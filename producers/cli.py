@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -120,7 +120,7 @@ def backfill(
         _fail(f"WooCommerce REST: {exc} (progress is checkpointed: run the same command again to resume)")
     except KeyboardInterrupt:
         console.print("[red]aborted[/red]: run the same command again to resume from the last checkpoint")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     finally:
         ingest.close()
     for p in summary:
@@ -132,9 +132,10 @@ def backfill(
 
 
 def poller(
-    interval: Annotated[Optional[float], typer.Option(help="Seconds between passes (default WOOFLOW_POLL_INTERVAL_S)")] = None,
+    interval: Annotated[float | None,
+                        typer.Option(help="Seconds between passes (default WOOFLOW_POLL_INTERVAL_S)")] = None,
     once: Annotated[bool, typer.Option(help="One pass over every store, then exit")] = False,
-    store_ids: Annotated[Optional[list[str]], typer.Option("--store", help="Only these stores")] = None,
+    store_ids: Annotated[list[str] | None, typer.Option("--store", help="Only these stores")] = None,
     resources: Annotated[str, typer.Option(help="Comma-separated resources")] = "orders,products,coupons,customers",
 ) -> None:
     """Run the reconciliation poller: changes whose webhooks never arrived, from REST."""

@@ -207,7 +207,7 @@ def outbox_insert(conn: Connection, rows: Sequence[tuple[str, str, str, str, byt
     """rows: (event_id, store_id, topic, key, value), kept in the given order."""
     if not rows:
         return
-    ids, stores, topics, keys, vals = (list(c) for c in zip(*rows))
+    ids, stores, topics, keys, vals = (list(c) for c in zip(*rows, strict=True))
     conn.execute(_OUTBOX_INSERT, {"ids": ids, "stores": stores, "topics": topics, "keys": keys, "vals": vals})
 
 

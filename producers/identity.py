@@ -31,10 +31,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from wooflow.producers.keys import email_hash, kafka_key
-from wooflow.producers.normalise import Event
+from wooflow.producers.normalise import Event, EventRecord
 
 ACCOUNT, ORDER = "account", "order"
 
@@ -63,7 +63,7 @@ class Found:
     owners: dict[tuple[str, int], str] = field(default_factory=dict)
 
     @classmethod
-    def of_rows(cls, rows: Iterable[Sequence[Any]]) -> "Found":
+    def of_rows(cls, rows: Iterable[Sequence[Any]]) -> Found:
         """Rows of `dedupe.LOOKUP`: ('i', store, email hash, id) or ('o', store, order id, key)."""
         found = cls()
         for kind, store, a, b in rows:
@@ -99,8 +99,9 @@ NO_FACTS = Facts()
 
 def rekeyed(ev: Event, key: str) -> Event:
     """The same event under another customer key (value and Kafka key)."""
-    store = str(ev.record["store_id"])
-    return Event(ev.topic, kafka_key(store, key), ev.schema, {**ev.record, "customer_key": key})
+    record = {**ev.record, "customer_key": key}
+    # the same record of the same schema, its customer key replaced
+    return Event(ev.topic, kafka_key(ev.record["store_id"], key), ev.schema, cast(EventRecord, record))
 
 
 class Identities:
@@ -117,9 +118,9 @@ class Identities:
     def lookup(self, events: Iterable[Event]) -> Lookup:
         need = Lookup()
         for ev in events:
-            if ev.schema != "OrderEvent":
+            rec = ev.order_event()
+            if rec is None:
                 continue
-            rec = ev.record
             store = rec["store_id"]
             if rec["order"] is None and (store, rec["order_id"]) not in self._owners:
                 need.orders.add((store, rec["order_id"]))
@@ -150,12 +151,15 @@ class Identities:
         return out, facts
 
     def _customer(self, ev: Event, facts: Facts) -> None:
-        c = ev.record.get("customer")
-        if c and c.get("id") and c.get("email"):
-            self._teach(facts, ev.record["store_id"], email_hash(c["email"]), int(c["id"]), ACCOUNT)
+        rec = ev.customer_event()
+        c = rec["customer"] if rec is not None else None
+        if rec is not None and c and c["id"] and c["email"]:
+            self._teach(facts, rec["store_id"], email_hash(c["email"]), c["id"], ACCOUNT)
 
     def _order(self, ev: Event, facts: Facts) -> Event:
-        rec = ev.record
+        rec = ev.order_event()
+        if rec is None:
+            return ev
         store, oid, key = rec["store_id"], rec["order_id"], rec["customer_key"]
         o = rec["order"]
         if o is None:

@@ -76,7 +76,7 @@ class _Batch:
     event; the ones Kafka refused fall back to the outbox together once every report is in,
     and `finished` resolves after that."""
 
-    __slots__ = ("items", "left", "failed", "finished")
+    __slots__ = ("failed", "finished", "items", "left")
 
     def __init__(self, items: list[_Item], finished: asyncio.Future[None]) -> None:
         self.items = items
@@ -126,7 +126,7 @@ class Ingestor:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, 15)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - shutting down regardless
+            except (TimeoutError, Exception):  # noqa: BLE001 - shutting down regardless
                 self._task.cancel()
         if self._batches:
             await asyncio.wait([b.finished for b in self._batches], timeout=self.settings.delivery_timeout_s + 1)
@@ -172,7 +172,7 @@ class Ingestor:
                     timeout = self.settings.kafka_probe_interval_s if degraded else 1.0
                     try:
                         await asyncio.wait_for(self._wake.wait(), timeout)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 self._wake.clear()
                 batch = [self._queue.popleft() for _ in range(min(_BATCH_MAX, len(self._queue)))]
@@ -264,7 +264,7 @@ class Ingestor:
         if need:
             self.identities.found(await self._claims.lookup(need))
         keyed, facts = self.identities.settle(events)
-        for it, ev in zip(items, keyed):
+        for it, ev in zip(items, keyed, strict=True):
             if ev is not it.event:
                 it.event, it.key, it.value = ev, ev.key, self.codec.encode(ev.schema, ev.record, it.topic)
         return facts

@@ -14,9 +14,10 @@ same whether the change arrives by webhook, backfill or the reconciliation polle
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import orjson
+
+from wooflow.jsontypes import JSONObject
 
 
 def email_hash(email: str) -> str:
@@ -45,7 +46,7 @@ def event_id(store_id: str, resource: str, resource_id: int | str, version: str)
 _VOLATILE = frozenset({"_links", "_embedded"})
 
 
-def body_hash(payload: dict[str, Any]) -> str:
+def body_hash(payload: JSONObject) -> str:
     """Hash of the resource as WooCommerce rendered it (key order and links ignored)."""
     content = payload
     if not _VOLATILE.isdisjoint(payload):

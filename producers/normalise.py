@@ -11,15 +11,33 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
+from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
+from wooflow.jsontypes import JSONObject, JSONValue, as_array, as_object
 from wooflow.kafka import topics
 from wooflow.producers.keys import body_hash, customer_key, event_id, kafka_key
-from wooflow.schemas.codec import money
+from wooflow.schemas.codec import money, narrow
 from wooflow.schemas.registry import catalog
+from wooflow.schemas.types import (
+    CUSTOMER_EVENT,
+    ORDER_EVENT,
+    Address,
+    Coupon,
+    CouponEvent,
+    Customer,
+    CustomerEvent,
+    LineItem,
+    Order,
+    OrderEvent,
+    Product,
+    ProductEvent,
+    Source,
+    StorefrontEvent,
+)
 
 # WooCommerce resource → (Kafka topic, Avro schema)
 RESOURCE_TOPICS = {
@@ -43,16 +61,26 @@ class StoreInfo:
     currency: str = ""
 
 
+# what the bridge produces
+EventRecord = OrderEvent | CustomerEvent | ProductEvent | CouponEvent | StorefrontEvent
+
+
 @dataclass(frozen=True)
 class Event:
     topic: str  # base topic name, without prefix
     key: str
     schema: str
-    record: dict[str, Any]
+    record: EventRecord
 
     @property
     def event_id(self) -> str:
-        return str(self.record["event_id"])
+        return self.record["event_id"]
+
+    def order_event(self) -> OrderEvent | None:
+        return narrow(self.schema, self.record, ORDER_EVENT)
+
+    def customer_event(self) -> CustomerEvent | None:
+        return narrow(self.schema, self.record, CUSTOMER_EVENT)
 
 
 @lru_cache(maxsize=16)
@@ -65,7 +93,7 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
-def parse_time(value: Any, tz: ZoneInfo, gmt_value: Any = None) -> datetime | None:
+def parse_time(value: JSONValue, tz: tzinfo, gmt_value: JSONValue = None) -> datetime | None:
     """WooCommerce sends `...` (site-local) and `..._gmt` (UTC), both without an offset."""
     if gmt_value:
         try:
@@ -84,49 +112,56 @@ def parse_time(value: Any, tz: ZoneInfo, gmt_value: Any = None) -> datetime | No
     return parsed.astimezone(timezone.utc)
 
 
-def _address(a: Any) -> dict[str, str]:
-    a = a if isinstance(a, dict) else {}
-    keys = ("first_name", "last_name", "company", "address_1", "address_2", "city", "state",
-            "postcode", "country", "email", "phone")
-    return {k: str(a.get(k) or "") for k in keys}
+def _address(value: JSONValue) -> Address:
+    a = as_object(value)
+
+    def f(k: str) -> str:
+        return str(a.get(k) or "")
+
+    return {"first_name": f("first_name"), "last_name": f("last_name"), "company": f("company"),
+            "address_1": f("address_1"), "address_2": f("address_2"), "city": f("city"), "state": f("state"),
+            "postcode": f("postcode"), "country": f("country"), "email": f("email"), "phone": f("phone")}
 
 
-def _meta(items: Any) -> dict[str, str]:
+def _meta(items: JSONValue) -> dict[str, str]:
     out: dict[str, str] = {}
-    for m in items or []:
+    for m in as_array(items):
         if isinstance(m, dict) and "key" in m:
             out[str(m["key"])] = json.dumps(m.get("value"), separators=(",", ":"), default=str)
     return out
 
 
-def _int(v: Any) -> int:
+def _int(v: JSONValue) -> int:
+    x = v or 0
     try:
-        return int(v or 0)
-    except (TypeError, ValueError) as exc:
+        if isinstance(x, (int, float, str)):
+            return int(x)
+    except ValueError as exc:
         raise NormaliseError(f"expected an integer, got {v!r}") from exc
+    raise NormaliseError(f"expected an integer, got {v!r}")
 
 
-def _opt_int(v: Any) -> int | None:
-    return None if v in (None, "") else _int(v)
+def _opt_int(v: JSONValue) -> int | None:
+    return None if v is None or v == "" else _int(v)
 
 
-def _ints(v: Any) -> list[int]:
+def _ints(v: JSONValue) -> list[int]:
     return [_int(x) for x in v] if isinstance(v, list) else []
 
 
-def _money(v: Any) -> Any:
+def _money(v: JSONValue) -> Decimal:
     try:
         return money(v)
     except (ArithmeticError, ValueError) as exc:
         raise NormaliseError(f"expected an amount, got {v!r}") from exc
 
 
-def _date(r: dict[str, Any], name: str, tz: ZoneInfo) -> datetime | None:
+def _date(r: JSONObject, name: str, tz: tzinfo) -> datetime | None:
     """A resource's date field: `name_gmt` when given, else `name` in the site's zone."""
     return parse_time(r.get(name), tz, r.get(name + "_gmt"))
 
 
-def _created_modified(r: dict[str, Any], tz: ZoneInfo, kind: str) -> tuple[datetime, datetime]:
+def _created_modified(r: JSONObject, tz: tzinfo, kind: str) -> tuple[datetime, datetime]:
     """date_created (required) and date_modified (date_created when absent)."""
     created = _date(r, "date_created", tz)
     modified = _date(r, "date_modified", tz) or created
@@ -137,11 +172,21 @@ def _created_modified(r: dict[str, Any], tz: ZoneInfo, kind: str) -> tuple[datet
 
 # The records below are alike only in shape (a dict of converted fields): each one lists
 # the fields of its own Avro schema.
-def order_record(o: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
+def _objects(v: JSONValue) -> list[JSONObject]:
+    """The objects of a JSON array (anything else in it, or anything but an array: none)."""
+    return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
+
+
+def _strs(v: JSONValue) -> list[str]:
+    return [str(x) for x in v] if isinstance(v, list) else []
+
+
+def order_record(o: JSONObject, tz: tzinfo) -> Order:
     created, modified = _created_modified(o, tz, "order")
-    items = []
+    items: list[LineItem] = []
     subtotal = money(0)
-    for li in o.get("line_items") or []:
+    lines = o.get("line_items") or []
+    for li in lines if isinstance(lines, list) else [lines]:
         if not isinstance(li, dict):
             raise NormaliseError("line_items must be objects")
         line_subtotal = _money(li.get("subtotal"))
@@ -172,9 +217,9 @@ def order_record(o: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
         "shipping": _address(o.get("shipping")),
         "payment_method": str(o.get("payment_method") or ""),
         "payment_method_title": str(o.get("payment_method_title") or ""),
-        "shipping_methods": [str(s.get("method_id") or "") for s in o.get("shipping_lines") or [] if isinstance(s, dict)],
+        "shipping_methods": [str(s.get("method_id") or "") for s in _objects(o.get("shipping_lines"))],
         "line_items": items,
-        "coupon_codes": [str(c.get("code") or "") for c in o.get("coupon_lines") or [] if isinstance(c, dict)],
+        "coupon_codes": [str(c.get("code") or "") for c in _objects(o.get("coupon_lines"))],
         "created_via": str(o.get("created_via") or ""),
         "customer_note": str(o.get("customer_note") or ""),
         "date_created": created,
@@ -185,7 +230,7 @@ def order_record(o: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
     }
 
 
-def customer_record(c: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
+def customer_record(c: JSONObject, tz: tzinfo) -> Customer:
     created, modified = _created_modified(c, tz, "customer")
     return {
         "id": _int(c.get("id")),
@@ -203,7 +248,7 @@ def customer_record(c: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
     }
 
 
-def product_record(p: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
+def product_record(p: JSONObject, tz: tzinfo) -> Product:
     modified = _date(p, "date_modified", tz) or _date(p, "date_created", tz)
     if modified is None:
         raise NormaliseError("product without dates")
@@ -214,17 +259,17 @@ def product_record(p: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
         "sku": str(p.get("sku") or ""),
         "type": str(p.get("type") or "simple"),
         "status": str(p.get("status") or ""),
-        "price": _money(price) if price not in (None, "") else None,
+        "price": _money(price) if price is not None and price != "" else None,
         "categories": [{"id": _int(c.get("id")), "name": str(c.get("name") or ""), "slug": str(c.get("slug") or "")}
-                       for c in p.get("categories") or [] if isinstance(c, dict)],
-        "tags": [str(t.get("name") or t.get("slug") or "") for t in p.get("tags") or [] if isinstance(t, dict)],
+                       for c in _objects(p.get("categories"))],
+        "tags": [str(t.get("name") or t.get("slug") or "") for t in _objects(p.get("tags"))],
         "stock_status": str(p.get("stock_status") or ""),
         "permalink": str(p.get("permalink") or ""),
         "date_modified": modified,
     }
 
 
-def coupon_record(c: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
+def coupon_record(c: JSONObject, tz: tzinfo) -> Coupon:
     created, modified = _created_modified(c, tz, "coupon")
     return {
         "id": _int(c.get("id")),
@@ -247,16 +292,13 @@ def coupon_record(c: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
         "excluded_product_categories": _ints(c.get("excluded_product_categories")),
         "minimum_amount": _money(c.get("minimum_amount")),
         "maximum_amount": _money(c.get("maximum_amount")),
-        "email_restrictions": [str(e) for e in c.get("email_restrictions") or []],
-        "used_by": [str(u) for u in c.get("used_by") or []],
+        "email_restrictions": _strs(c.get("email_restrictions")),
+        "used_by": _strs(c.get("used_by")),
         "meta": _meta(c.get("meta_data")),
     }
 
 
-_RECORDS = {"order": order_record, "customer": customer_record, "product": product_record, "coupon": coupon_record}
-
-
-def rest_kind(payload: dict[str, Any]) -> str:
+def rest_kind(payload: JSONObject) -> str:
     """What a REST read (backfill/poller) can tell about a change: created when the
     resource was never modified after creation, else updated. Matches the kind a
     webhook of the same state carries in the common cases, so both dedupe."""
@@ -265,7 +307,7 @@ def rest_kind(payload: dict[str, Any]) -> str:
     return "created" if created and created == modified else "updated"
 
 
-def version_of(kind: str, payload: dict[str, Any]) -> str:
+def version_of(kind: str, payload: JSONObject) -> str:
     """What makes this change unique: kind, modification second and content.
 
     `date_modified_gmt` has one-second resolution, so two real changes in one second
@@ -277,69 +319,79 @@ def version_of(kind: str, payload: dict[str, Any]) -> str:
     return f"{kind}|{modified}|{body_hash(payload)}"
 
 
-def _base(store: StoreInfo, resource: str, rid: int, version: str, ckey: str, occurred: datetime | None,
-          received: datetime, source: str, wc_topic: str, schema: str) -> dict[str, Any]:
-    return {
-        "event_id": event_id(store.id, resource, rid, version),
-        "store_id": store.id,
-        "customer_key": ckey,
-        "occurred_at": occurred or received,
-        "received_at": received,
-        "source": source,
-        "schema_version": schema_version(schema),
-        "topic": wc_topic,
-        "store_timezone": store.timezone,
-    }
+class _Common(TypedDict):
+    """The fields every bridge event starts with."""
+
+    event_id: str
+    store_id: str
+    customer_key: str
+    occurred_at: datetime
+    received_at: datetime
+    source: Source
+    schema_version: int
+    topic: str
+    store_timezone: str
+    action: str
+    raw_json: str | None
 
 
-def _customer_key_of(resource: str, rid: int, rec: dict[str, Any] | None) -> str:
-    if resource == "order":
-        return customer_key(rec["customer_id"] if rec else None, rec["billing"]["email"] if rec else None,
-                            fallback=f"o{rid}")
-    if resource == "customer":
-        return customer_key(rid, None)
-    if resource == "product":
-        return f"p{rid}"
-    return f"cp{rid}"
-
-
-def _key_of_state(resource: str, rid: int, state: dict[str, Any]) -> str | None:
+def _key_of_state(resource: str, rid: int, state: JSONObject) -> str | None:
     """The customer key a content-less order event falls back to when the bridge never saw
     the order (identity.py): the one of its REST state (a trashed order is still readable)."""
     if resource != "order" or not state:
         return None
-    billing = state.get("billing")
     try:
-        cid = int(state.get("customer_id") or 0)
-    except (TypeError, ValueError):
+        cid = _int(state.get("customer_id"))
+    except NormaliseError:
         cid = 0
-    email = billing.get("email") if isinstance(billing, dict) else None
+    email = as_object(state.get("billing")).get("email")
     return customer_key(cid, str(email) if email else None, fallback=f"o{rid}")
 
 
-def build_event(store: StoreInfo, resource: str, kind: str, rid: int, rec: dict[str, Any] | None, version: str, *,
-                source: str, received_at: datetime, wc_topic: str, raw: str | None = None,
+def build_event(store: StoreInfo, resource: str, kind: str, rid: int, payload: JSONObject | None, version: str, *,
+                source: Source, received_at: datetime, wc_topic: str, raw: str | None = None,
                 occurred: datetime | None = None, previous_status: str | None = None,
-                ckey: str | None = None) -> Event:
+                ckey: str | None = None, status: str | None = None) -> Event:
+    """The event of `resource` `rid` in the state `payload` (None: a content-less event, e.g.
+    a deletion); `status`: the order status the event describes (a status-change hook)."""
     topic, schema = RESOURCE_TOPICS[resource]
-    ckey = ckey or _customer_key_of(resource, rid, rec)
-    occurred = occurred or (rec["date_modified"] if rec else None)
-    record = _base(store, resource, rid, version, ckey, occurred, received_at, source, wc_topic, schema)
-    record["action"] = kind
-    record["raw_json"] = raw
+    tz = _zone(store.timezone)
+
+    def common(key: str, modified: datetime | None) -> _Common:
+        return {"event_id": event_id(store.id, resource, rid, version), "store_id": store.id, "customer_key": key,
+                "occurred_at": occurred or modified or received_at, "received_at": received_at, "source": source,
+                "schema_version": schema_version(schema), "topic": wc_topic, "store_timezone": store.timezone,
+                "action": kind, "raw_json": raw}
+
+    record: EventRecord
     if resource == "order":
-        record |= {"order_id": rid, "order": rec, "previous_status": previous_status}
+        order = order_record(payload, tz) if payload is not None else None
+        if order is not None and status:
+            order = {**order, "status": status}  # the event describes this transition, even if the order moved on
+        key = ckey or customer_key(order["customer_id"] if order else None,
+                                   order["billing"]["email"] if order else None, fallback=f"o{rid}")
+        record = {**common(key, order["date_modified"] if order else None), "order_id": rid, "order": order,
+                  "previous_status": previous_status}
     elif resource == "customer":
-        record |= {"customer_id": rid, "customer": rec}
+        customer = customer_record(payload, tz) if payload is not None else None
+        key = ckey or customer_key(rid, None)
+        record = {**common(key, customer["date_modified"] if customer else None), "customer_id": rid,
+                  "customer": customer}
     elif resource == "product":
-        record |= {"product_id": rid, "product": rec, "currency": store.currency}
+        product = product_record(payload, tz) if payload is not None else None
+        key = ckey or f"p{rid}"
+        record = {**common(key, product["date_modified"] if product else None), "product_id": rid,
+                  "product": product, "currency": store.currency}
     else:
-        record |= {"coupon_id": rid, "coupon": rec, "currency": store.currency}
-    return Event(topic, kafka_key(store.id, ckey), schema, record)
+        coupon = coupon_record(payload, tz) if payload is not None else None
+        key = ckey or f"cp{rid}"
+        record = {**common(key, coupon["date_modified"] if coupon else None), "coupon_id": rid, "coupon": coupon,
+                  "currency": store.currency}
+    return Event(topic, kafka_key(store.id, key), schema, record)
 
 
-def normalise(store: StoreInfo, wc_topic: str, payload: dict[str, Any], *, source: str, received_at: datetime,
-              raw: str | None = None, deleted_state: dict[str, Any] | None = None) -> list[Event]:
+def normalise(store: StoreInfo, wc_topic: str, payload: JSONObject, *, source: Source, received_at: datetime,
+              raw: str | None = None, deleted_state: JSONObject | None = None) -> list[Event]:
     """One `<resource>.<event>` topic + resource JSON → the events to produce.
 
     `deleted_state` is the resource as REST shows it after a `*.deleted` delivery (a
@@ -359,12 +411,11 @@ def normalise(store: StoreInfo, wc_topic: str, payload: dict[str, Any], *, sourc
         occurred = parse_time(state.get("date_modified"), tz, state.get("date_modified_gmt"))
         return [build_event(store, resource, kind, rid, None, version, source=source, received_at=received_at,
                             wc_topic=wc_topic, raw=raw, occurred=occurred, ckey=_key_of_state(resource, rid, state))]
-    rec = _RECORDS[resource](payload, tz)
-    return [build_event(store, resource, kind, rid, rec, version_of(kind, payload), source=source,
+    return [build_event(store, resource, kind, rid, payload, version_of(kind, payload), source=source,
                         received_at=received_at, wc_topic=wc_topic, raw=raw)]
 
 
-def normalise_rest(store: StoreInfo, resource: str, payload: dict[str, Any], *, source: str,
+def normalise_rest(store: StoreInfo, resource: str, payload: JSONObject, *, source: Source,
                    received_at: datetime) -> Event:
     """A resource read through REST (backfill, poller) → the event a webhook of that state gives."""
     kind = rest_kind(payload)
@@ -426,18 +477,14 @@ def plan_action(hook: str, arg: Any) -> ActionPlan | None:
     return None
 
 
-def normalise_action(store: StoreInfo, plan: ActionPlan, fetched: dict[str, Any] | None, *, source: str,
+def normalise_action(store: StoreInfo, plan: ActionPlan, fetched: JSONObject | None, *, source: Source,
                      received_at: datetime, raw: str | None = None) -> Event:
     """The event of an action hook; `fetched` is the resource read through REST (None:
     a light event carrying only the id)."""
-    tz = _zone(store.timezone)
-    rec = _RECORDS[plan.resource](fetched, tz) if fetched else None
-    if rec is not None and plan.resource == "order" and plan.status:
-        # The event describes this transition, even if the order moved on since.
-        rec["status"] = plan.status.removeprefix("wc-")
     stamp = "" if plan.hook in ONCE_HOOKS else str((fetched or {}).get("date_modified_gmt") or "")
     version = f"action:{plan.hook}|{stamp}"
-    return build_event(store, plan.resource, plan.action, plan.resource_id, rec, version, source=source,
+    return build_event(store, plan.resource, plan.action, plan.resource_id, fetched or None, version, source=source,
                        received_at=received_at, wc_topic=f"action.{plan.hook}", raw=raw,
-                       occurred=None if rec else received_at,
-                       previous_status=plan.previous_status.removeprefix("wc-") if plan.previous_status else None)
+                       occurred=None if fetched else received_at,
+                       previous_status=plan.previous_status.removeprefix("wc-") if plan.previous_status else None,
+                       status=plan.status.removeprefix("wc-") if plan.status and plan.resource == "order" else None)

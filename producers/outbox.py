@@ -111,12 +111,12 @@ class Outbox:
             try:
                 results = await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True),
                                                  self.settings.delivery_timeout_s + 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 results = [a.result() if a.done() and not a.exception() else TimeoutError() for a in acks]
             # Delete the acknowledged prefix only: a failure keeps its row and everything
             # after it, so the next attempt resumes in order.
             ok, dead = [], []
-            for row, res in zip(rows, results):
+            for row, res in zip(rows, results, strict=True):
                 if isinstance(res, BaseException):
                     # Kafka will never take this one (too large, topic gone...): it goes to
                     # the DLQ with its reason instead of blocking the outbox forever.

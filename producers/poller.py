@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert
@@ -64,7 +65,7 @@ def poll_store(store: Store, settings: Settings, engine: Engine, ingest: SyncIng
                 events, used, _ = page_events(info, resource, page.items, since, "poller")
                 received = datetime.now(timezone.utc)
                 for item in used:
-                    when = parse_time(item.get("date_modified"), timezone.utc, item.get("date_modified_gmt"))
+                    when = parse_time(item.get("date_modified"), ZoneInfo("UTC"), item.get("date_modified_gmt"))
                     if when is not None and when > newest:
                         newest = min(when, received)
                 n, _ = ingest.submit(events)

@@ -12,9 +12,9 @@ Identity: a guest session is linked to `g<email hash>` once it captures an email
 `c<customer id>` when that email belongs to a registered customer (the bridge's identity
 map, identity.py) — and to `c<customer id>` on login; later events of the session are keyed
 by what it was linked to (table `storefront_sessions`). An email typed into the storefront
-is never taken as proof of an account: it only finds the account the store said owns it. Because the public key is public, a customer id only
-counts when signed by the store: `customer_sig = hex(HMAC-SHA256(webhook secret,
-"<store>:<session>:<customer id>"))` (one line of PHP in the theme); an unsigned id is
+is never taken as proof of an account: it only finds the account the store said owns it.
+Because the public key is public, a customer id only counts when signed by the store:
+`customer_sig = hex(HMAC-SHA256(webhook secret, "<store>:<session>:<customer id>"))` (one line of PHP in the theme); an unsigned id is
 kept as a property and does not link the session.
 
 Consent: `email_captured` may say `marketing_consent: true` (the shopper ticked the
@@ -54,6 +54,7 @@ from wooflow.producers.keys import customer_key, email_hash, event_id, kafka_key
 from wooflow.producers.normalise import Event, schema_version
 from wooflow.producers.tenants import Tenants
 from wooflow.producers.webhooks import JSON, TooLarge, read_body
+from wooflow.schemas.types import StorefrontEvent
 from wooflow.settings import Settings
 from wooflow.stores import Store
 
@@ -235,7 +236,7 @@ class StorefrontReceiver:
         return store, origin, None
 
     async def preflight(self, request: Request) -> Response:
-        store, origin, problem = await self._store_and_origin(request)
+        _, origin, problem = await self._store_and_origin(request)
         if problem is not None:
             return problem
         return Response(status_code=204, headers=self._cors(origin))
@@ -247,7 +248,8 @@ class StorefrontReceiver:
         cors = self._cors(origin)
         ip = request.client.host if request.client else "?"
         if not self.per_ip.take((store.id, ip)):
-            return reject(429, "rate_limited", "too many storefront events from this address", cors | {"Retry-After": "1"})
+            return reject(429, "rate_limited", "too many storefront events from this address",
+                          cors | {"Retry-After": "1"})
         try:
             body = await read_body(request, MAX_BODY)
         except TooLarge:
@@ -273,7 +275,8 @@ class StorefrontReceiver:
             where = ".".join(str(p) for p in first["loc"])
             return reject(400, "invalid_event", f"{where}: {first['msg']}", cors)
         if not self.per_session.take((store.id, batch.session_id), len(batch.events)):
-            return reject(429, "rate_limited", "too many storefront events in this session", cors | {"Retry-After": "1"})
+            return reject(429, "rate_limited", "too many storefront events in this session",
+                          cors | {"Retry-After": "1"})
         received = datetime.now(timezone.utc)
         events = [await self._event(store, batch.session_id, ev, received) for ev in batch.events]
         try:
@@ -283,7 +286,7 @@ class StorefrontReceiver:
         except Unavailable:
             return JSON({"error": "unavailable", "message": "events could not be made durable"}, status_code=503,
                         headers=cors)
-        for ev, outcome in zip(events, outcomes):
+        for outcome in outcomes:
             if outcome != "duplicate":
                 metrics.events_in.labels(topics.STOREFRONT, store.id).inc()
         return JSON({"accepted": sum(o != "duplicate" for o in outcomes),
@@ -316,7 +319,7 @@ class StorefrontReceiver:
         if abs(occurred - received) > timedelta(days=1):  # a wrong client clock is not the event's time
             occurred = received
         client_id = ev.id or hashlib.sha256(orjson.dumps(ev.model_dump(mode="json"))).hexdigest()[:24]
-        record = {
+        record: StorefrontEvent = {
             "event_id": event_id(store.id, "storefront", session_id, client_id),
             "store_id": store.id,
             "customer_key": ckey,

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from wooflow.jsontypes import JSONObject
 
 if TYPE_CHECKING:  # the REST client is imported when used: every `wooflow` command loads this module
     from wooflow.producers.woo_rest import WooRest
@@ -69,12 +71,19 @@ def _delete(rest: WooRest, webhook_id: int) -> None:
             raise
 
 
-def _ours(rest: WooRest, delivery_url: str, known_ids: set[int]) -> list[dict[str, Any]]:
+def _ours(rest: WooRest, delivery_url: str, known_ids: set[int]) -> list[JSONObject]:
     """The store's webhooks in WooCommerce: recorded by wooflow or delivering to its path,
     the recorded ones first."""
     listed = [w for page in rest.pages("webhooks", {"orderby": "id", "order": "asc"}) for w in page.items]
-    ours = [w for w in listed if int(w["id"]) in known_ids or w.get("delivery_url") == delivery_url]
-    return sorted(ours, key=lambda w: (int(w["id"]) not in known_ids, int(w["id"])))
+    ours = [w for w in listed if _id(w) in known_ids or w.get("delivery_url") == delivery_url]
+    return sorted(ours, key=lambda w: (_id(w) not in known_ids, _id(w)))
+
+
+def _id(webhook: JSONObject) -> int:
+    wid = webhook["id"]
+    if not isinstance(wid, (int, float, str)):
+        raise TypeError(f"a webhook id is a number, not {wid!r}")
+    return int(wid)
 
 
 def sync_webhooks(store: Store, bridge_url: str, topics: tuple[str, ...], known_ids: set[int], *,
@@ -93,7 +102,7 @@ def sync_webhooks(store: Store, bridge_url: str, topics: tuple[str, ...], known_
     done = WebhookSync()
     with WooRest(store, timeout=timeout, max_attempts=max_attempts) as rest:
         for w in _ours(rest, url, known_ids):
-            wid, topic = int(w["id"]), str(w.get("topic", ""))
+            wid, topic = _id(w), str(w.get("topic", ""))
             if topic in done.webhooks:
                 _delete(rest, wid)
                 done.duplicates_removed += 1
@@ -132,12 +141,12 @@ def add(
     url: Annotated[str, typer.Option(help="Store home URL")],
     consumer_key: Annotated[str, typer.Option(help="WooCommerce REST consumer key")] = "",
     consumer_secret: Annotated[str, typer.Option(help="WooCommerce REST consumer secret")] = "",
-    timezone: Annotated[Optional[str], typer.Option(help="Store timezone (IANA; default UTC)")] = None,
-    currency: Annotated[Optional[str], typer.Option(help="Store currency (ISO 4217; default USD)")] = None,
+    timezone: Annotated[str | None, typer.Option(help="Store timezone (IANA; default UTC)")] = None,
+    currency: Annotated[str | None, typer.Option(help="Store currency (ISO 4217; default USD)")] = None,
     name: Annotated[str, typer.Option(help="Display name")] = "",
-    secret: Annotated[Optional[str], typer.Option(help="Webhook secret (generated for a new store)")] = None,
+    secret: Annotated[str | None, typer.Option(help="Webhook secret (generated for a new store)")] = None,
     rotate_secret: Annotated[bool, typer.Option("--rotate-secret", help="Generate a new webhook secret")] = False,
-    bridge_url: Annotated[Optional[str], typer.Option(
+    bridge_url: Annotated[str | None, typer.Option(
         help="Public URL of the bridge; webhooks are created in WooCommerce when given "
              "(default: WOOFLOW_BRIDGE_PUBLIC_URL)")] = None,
     topics: Annotated[str, typer.Option(help="Comma-separated webhook topics to create")] = ",".join(DEFAULT_TOPICS),
@@ -180,7 +189,8 @@ def add(
                   consumer_key=consumer_key or (existing.consumer_key if existing else ""),
                   consumer_secret=consumer_secret or (existing.consumer_secret if existing else ""),
                   timezone=timezone, currency=currency,
-                  public_key=existing.public_key if existing and existing.public_key else "pk_" + secrets.token_urlsafe(18),
+                  public_key=existing.public_key if existing and existing.public_key
+                  else "pk_" + secrets.token_urlsafe(18),
                   settings=existing.settings if existing else {})
     upsert_store(engine, store)
     console.print(f"store [bold]{store_id}[/bold] registered; webhook path /webhooks/woocommerce/{store_id}, "
@@ -233,21 +243,21 @@ def list_() -> None:
     Console().print(table)
 
 
-def _csv(value: Optional[str]) -> Optional[list[str]]:
+def _csv(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
 @app.command("consent")
 def consent(
     store_id: Annotated[str, typer.Argument(help="Store id")],
-    policy: Annotated[Optional[str], typer.Option(
+    policy: Annotated[str | None, typer.Option(
         help="opt_in: marketing needs a recorded grant; opt_out: it goes out unless the customer withdrew")] = None,
-    grants_from: Annotated[Optional[str], typer.Option(
+    grants_from: Annotated[str | None, typer.Option(
         help="Comma-separated sources whose grants count: api, order_meta, customer_meta, storefront")] = None,
-    meta_key: Annotated[Optional[str], typer.Option(
+    meta_key: Annotated[str | None, typer.Option(
         help="Order/customer meta key the checkout checkbox writes ('' to unset)")] = None,
-    meta_yes: Annotated[Optional[str], typer.Option(help="Comma-separated meta values meaning 'yes'")] = None,
-    meta_no: Annotated[Optional[str], typer.Option(
+    meta_yes: Annotated[str | None, typer.Option(help="Comma-separated meta values meaning 'yes'")] = None,
+    meta_no: Annotated[str | None, typer.Option(
         help="Comma-separated meta values meaning 'withdrawn' ('' for none)")] = None,
 ) -> None:
     """Show or change the store's marketing-consent policy (only the options given change)."""

@@ -30,9 +30,9 @@ from starlette.responses import Response
 
 from wooflow import metrics
 from wooflow.db.tables import bridge_gone_deliveries
+from wooflow.jsontypes import JSONObject
 from wooflow.producers.ingest import DUPLICATE, Ingestor, OutboxFull, Unavailable
-from wooflow.producers.normalise import (EVENTS, RESOURCES, NormaliseError, normalise, normalise_action,
-                                         plan_action)
+from wooflow.producers.normalise import EVENTS, RESOURCES, NormaliseError, normalise, normalise_action, plan_action
 from wooflow.producers.signature import verify
 from wooflow.producers.tenants import Tenants
 from wooflow.producers.woo_rest import AsyncWooRest
@@ -215,14 +215,15 @@ class WebhookReceiver:
             log.error("webhook for store %s not made durable: %s", store.id, exc)
             return 503, orjson.dumps({"error": "unavailable", "message": "event could not be made durable"})
         new = [o for o in outcomes if o != DUPLICATE]
-        for ev, outcome in zip(events, outcomes):
+        for ev, outcome in zip(events, outcomes, strict=True):
             if outcome != DUPLICATE:
                 self._counter(metrics.events_in, ev.topic, store.id).inc()
         self._counter(metrics.webhooks_accepted, new[0] if new else DUPLICATE).inc()
         metrics.webhook_latency.observe(time.perf_counter() - started)
-        return 200, orjson.dumps({"accepted": len(new), "duplicate": not new, "event_ids": [e.event_id for e in events]})
+        return 200, orjson.dumps({"accepted": len(new), "duplicate": not new,
+                                  "event_ids": [e.event_id for e in events]})
 
-    async def _resource_gone(self, store: Store, topic: str, webhook_id: str, payload: dict[str, Any],
+    async def _resource_gone(self, store: Store, topic: str, webhook_id: str, payload: JSONObject,
                              body: bytes) -> tuple[int, bytes]:
         # The resource was gone when WooCommerce built the payload: nothing to produce,
         # but WooCommerce must see success or it counts a failure. Recorded for operators.
@@ -242,8 +243,9 @@ class WebhookReceiver:
                 body=body[:4000].decode("utf-8", "replace")))
 
 
-def _id_of(payload: dict[str, Any]) -> int:
+def _id_of(payload: JSONObject) -> int:
+    rid = payload.get("id") or 0
     try:
-        return int(payload.get("id") or 0)
-    except (TypeError, ValueError):
+        return int(rid) if isinstance(rid, (int, float, str)) else 0
+    except ValueError:
         return 0

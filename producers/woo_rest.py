@@ -8,13 +8,14 @@ named by action webhooks, and the webhooks `wooflow stores add` creates.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt
 
+from wooflow.jsontypes import JSONObject, JSONValue
 from wooflow.stores import Store
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,15 @@ class Transient(RuntimeError):
         self.retry_after = retry_after
 
 
+Query = Mapping[str, str | int]  # REST query parameters
+
+
 @dataclass(frozen=True)
 class Page:
     number: int
     total_pages: int
     total: int
-    items: list[dict[str, Any]]
+    items: list[JSONObject]
 
 
 def _backoff(state: RetryCallState) -> float:
@@ -79,8 +83,8 @@ class WooRest:
         self._http = httpx.Client(base_url=store.api_base, auth=(store.consumer_key, store.consumer_secret),
                                   timeout=timeout, transport=transport, headers={"User-Agent": USER_AGENT})
 
-    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                json: Any = None) -> httpx.Response:
+    def request(self, method: str, path: str, *, params: Query | None = None,
+                json: JSONValue = None) -> httpx.Response:
         @retry(retry=retry_if_exception_type(Transient), stop=stop_after_attempt(self.max_attempts), wait=_backoff,
                reraise=True)
         def once() -> httpx.Response:
@@ -93,15 +97,15 @@ class WooRest:
 
         return once()
 
-    def page(self, collection: str, number: int, params: dict[str, Any]) -> Page:
-        resp = self.request("GET", f"/{collection}", params=params | {"page": number, "per_page": PER_PAGE})
+    def page(self, collection: str, number: int, params: Query) -> Page:
+        resp = self.request("GET", f"/{collection}", params={**params, "page": number, "per_page": PER_PAGE})
         items = resp.json()
-        if not isinstance(items, list):
-            raise RestError(f"GET /{collection}: expected a JSON list")
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise RestError(f"GET /{collection}: expected a JSON list of objects")
         return Page(number, int(resp.headers.get("x-wp-totalpages") or 0), int(resp.headers.get("x-wp-total") or 0),
                     items)
 
-    def pages(self, collection: str, params: dict[str, Any], start: int = 1) -> Iterator[Page]:
+    def pages(self, collection: str, params: Query, start: int = 1) -> Iterator[Page]:
         number = start
         while True:
             page = self.page(collection, number, params)
@@ -113,7 +117,7 @@ class WooRest:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "WooRest":
+    def __enter__(self) -> WooRest:
         return self
 
     def __exit__(self, *exc: object) -> None:

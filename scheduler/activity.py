@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Engine
 
 from wooflow import consent_policy, metrics
 from wooflow.checkpointing import Checkpoint, run_batches
+from wooflow.consumer.values import Envelope, is_event
 from wooflow.dlq import dead_letter
 from wooflow.kafka import topics
 from wooflow.kafka.config import BATCH
@@ -43,7 +44,8 @@ from wooflow.scheduler.attribution import DEFAULT_ATTRIBUTION_DAYS, record_conve
 from wooflow.scheduler.carts import record_storefront
 from wooflow.scheduler.customer_calendar import record_customer, record_order_dates
 from wooflow.scheduler.guests import People
-from wooflow.schemas.codec import DecodeError, get_codec
+from wooflow.schemas.codec import DecodeError, get_codec, narrow
+from wooflow.schemas.types import CUSTOMER_EVENT, ORDER_EVENT, STOREFRONT_EVENT, OrderEvent
 from wooflow.settings import Settings
 from wooflow.stores import Store, StoreCache
 
@@ -52,7 +54,7 @@ log = logging.getLogger(__name__)
 NOT_PURCHASES = frozenset({"failed", "cancelled", "checkout-draft", "trash", "refunded", "draft", "auto-draft"})
 
 
-def record_order(conn: Connection, ev: dict[str, Any], attribution_days: int = DEFAULT_ATTRIBUTION_DAYS) -> None:
+def record_order(conn: Connection, ev: OrderEvent, attribution_days: int = DEFAULT_ATTRIBUTION_DAYS) -> None:
     """A purchase (not a failed, cancelled or draft order): the customer's calendar, the
     carts it converts, the workflows it is attributed to."""
     order = ev.get("order")
@@ -67,22 +69,22 @@ def record_order(conn: Connection, ev: dict[str, Any], attribution_days: int = D
     record_conversion(conn, store, ckey, order, at, attribution_days)
 
 
-def record_event(conn: Connection, schema: str, ev: dict[str, Any], stores: StoreCache | None = None) -> None:
+def record_event(conn: Connection, schema: str, ev: Envelope, stores: StoreCache | None = None) -> None:
     settings: dict[str, Any] = {}
     store = None
     if stores is not None:
         store = stores.get(ev["store_id"])
         settings = dict(store.settings) if store else {}
     record_consent(conn, schema, ev, store)
-    if schema == "StorefrontEvent":
-        record_storefront(conn, ev)
-    elif schema == "OrderEvent":
-        record_order(conn, ev, int(settings.get("attribution_days") or DEFAULT_ATTRIBUTION_DAYS))
-    elif schema == "CustomerEvent":
-        record_customer(conn, ev, settings.get("meta_keys"))
+    if (storefront := narrow(schema, ev, STOREFRONT_EVENT)) is not None:
+        record_storefront(conn, storefront)
+    elif (order := narrow(schema, ev, ORDER_EVENT)) is not None:
+        record_order(conn, order, int(settings.get("attribution_days") or DEFAULT_ATTRIBUTION_DAYS))
+    elif (customer := narrow(schema, ev, CUSTOMER_EVENT)) is not None:
+        record_customer(conn, customer, settings.get("meta_keys"))
 
 
-def record_consent(conn: Connection, schema: str, ev: dict[str, Any], store: Store | None) -> None:
+def record_consent(conn: Connection, schema: str, ev: Envelope, store: Store | None) -> None:
     """Consent answers the event carries (checkout checkbox meta, storefront capture), so
     later emails not tied to this event see them too (wooflow/consent_policy.py)."""
     consent_policy.record_event_answers(conn, consent_policy.policy_of(store), schema, ev)
@@ -99,10 +101,12 @@ class ActivityReader:
         self.ready = threading.Event()
 
     def handle(self, batch: list[Message]) -> None:
-        decoded: list[tuple[Message, str, dict[str, Any]]] = []
+        decoded: list[tuple[Message, str, Envelope]] = []
         for msg in batch:
             try:
                 schema, ev = self.codec.decode(msg.value() or b"", msg.topic())
+                if not is_event(ev):
+                    raise DecodeError(f"{schema} is not an event (no store_id/event_id/customer_key)")
             except DecodeError as exc:
                 dead_letter(self.producer, self.codec, self.settings, msg, stage="scheduler", reason="undecodable",
                             error=str(exc))

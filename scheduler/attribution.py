@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Connection, text
 
 from wooflow import metrics
 from wooflow.consumer.merge import guest_key
+from wooflow.schemas.types import Order
 
 DEFAULT_ATTRIBUTION_DAYS = 14
 
@@ -49,7 +49,7 @@ ON CONFLICT (store_id, rule_id, order_id) DO NOTHING
 """)
 
 
-def _order_token(order: dict[str, Any]) -> str | None:
+def _order_token(order: Order) -> str | None:
     raw = (order.get("meta") or {}).get("_wooflow_cart")
     if raw is None:
         return None
@@ -60,7 +60,7 @@ def _order_token(order: dict[str, Any]) -> str | None:
     return str(v) if v else None
 
 
-def record_conversion(conn: Connection, store: str, ckey: str, order: dict[str, Any], at: datetime,
+def record_conversion(conn: Connection, store: str, ckey: str, order: Order, at: datetime,
                       attribution_days: int = DEFAULT_ATTRIBUTION_DAYS) -> None:
     """A purchase: the carts it converts, and its revenue attributed to the workflows that
     reached the customer (or the guest they were, by the billing email) in the window."""

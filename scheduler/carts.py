@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Connection, text
 
 from wooflow.producers.keys import email_hash
 from wooflow.scheduler.guests import CUSTOMER_KEY
+from wooflow.schemas.types import CartItem, StorefrontEvent
 
 CART_EVENTS = ("cart_updated", "checkout_started")
 LINK_EVENTS = ("email_captured", "login")
@@ -42,9 +44,19 @@ def reachable_key(customer_id: Any, email: Any, fallback: Any = None) -> str | N
     return fb if _REACHABLE.match(fb) else None
 
 
-def _items(cart: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for it in cart or []:
+class StoredItem(TypedDict):
+    """A cart line as `abandoned_carts.items` keeps it (JSON: the price as text)."""
+
+    product_id: int
+    variation_id: int
+    quantity: int
+    name: str
+    price: str | None
+
+
+def _items(cart: Sequence[CartItem]) -> list[StoredItem]:
+    out: list[StoredItem] = []
+    for it in cart:
         pid, qty = int(it.get("product_id") or 0), int(it.get("quantity") or 0)
         if pid and qty > 0:
             price = it.get("price")
@@ -114,19 +126,19 @@ ON CONFLICT (event_id) DO NOTHING
 """)
 
 
-def record_storefront(conn: Connection, ev: dict[str, Any]) -> None:
+def record_storefront(conn: Connection, ev: StorefrontEvent) -> None:
     store, session = ev["store_id"], str(ev.get("session_id") or "")
     kind = str(ev.get("event_type") or "")
     at = ev["occurred_at"]
     email = (ev.get("email") or "").strip() or None
     ckey = reachable_key(ev.get("customer_id"), email, ev.get("customer_key"))
-    cid = int(ev["customer_id"]) if ev.get("customer_id") else None
+    cid = ev.get("customer_id") or None
     props = ev.get("properties") or {}
     first_name = str(props.get("first_name") or "")
     if kind in CART_EVENTS:
         if not session:
             raise ValueError(f"{kind} without a session_id")
-        items = _items(ev.get("cart"))
+        items = _items(ev.get("cart") or [])
         total = ev.get("cart_total")
         if total is None:
             total = sum((Decimal(i["price"] or 0) * i["quantity"] for i in items), Decimal(0))

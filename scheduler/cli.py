@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from wooflow.clock import FileClock
 
 app = typer.Typer(help="Workflows over time: delayed steps, carts, behaviour and calendar triggers.",
                   invoke_without_command=True)
@@ -32,7 +35,7 @@ def scheduler(
     run_role("scheduler", Scheduler(s, scan=scan, activity=activity), s)
 
 
-def _file_clock():  # type: ignore[no-untyped-def]
+def _file_clock() -> FileClock:
     from wooflow.clock import FileClock, get_clock
     from wooflow.settings import get_settings
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from wooflow.scheduler.dates import meta_dates
+from wooflow.schemas.types import CustomerEvent, Order
 
 _CALENDAR_ORDER = text("""
 INSERT INTO customer_calendar AS k (store_id, customer_key, customer_id, email, first_name, last_name,
@@ -46,7 +47,7 @@ ON CONFLICT (store_id, customer_key) DO UPDATE SET
 """)
 
 
-def record_order_dates(conn: Connection, store: str, ckey: str, order: dict[str, Any], at: datetime) -> None:
+def record_order_dates(conn: Connection, store: str, ckey: str, order: Order, at: datetime) -> None:
     """A purchase: the customer's first (earliest) and last (latest) order, whatever order
     the events arrive in."""
     billing = order.get("billing") or {}
@@ -56,7 +57,7 @@ def record_order_dates(conn: Connection, store: str, ckey: str, order: dict[str,
         "last_name": str(billing.get("last_name") or ""), "at": at, "order_id": int(order["id"])})
 
 
-def record_customer(conn: Connection, ev: dict[str, Any], meta_keys: dict[str, Any] | None = None) -> None:
+def record_customer(conn: Connection, ev: CustomerEvent, meta_keys: dict[str, Any] | None = None) -> None:
     c = ev.get("customer")
     if not c or ev.get("action") == "deleted":
         return

@@ -14,8 +14,11 @@ from __future__ import annotations
 import calendar
 import json
 import re
+from collections.abc import Mapping
 from datetime import date, datetime, timezone
 from typing import Any
+
+from wooflow.jsontypes import JSONValue
 
 DEFAULT_META_KEYS = {
     "birthday": ("birthday", "birth_date", "date_of_birth", "billing_birthday", "billing_birth_date", "dob",
@@ -25,7 +28,7 @@ DEFAULT_META_KEYS = {
 }
 
 
-def _meta_value(meta: dict[str, str], names: tuple[str, ...] | list[str]) -> Any:
+def _meta_value(meta: Mapping[str, str], names: tuple[str, ...] | list[str]) -> JSONValue:
     for name in names:
         if name in meta:
             raw = meta[name]
@@ -99,7 +102,7 @@ def parse_card_expiry(v: Any) -> date | None:
     return date(yr, mo, calendar.monthrange(yr, mo)[1])
 
 
-def meta_dates(meta: dict[str, str], keys: dict[str, Any] | None = None) -> dict[str, Any]:
+def meta_dates(meta: Mapping[str, str], keys: dict[str, Any] | None = None) -> dict[str, Any]:
     """Birthday, renewal and card expiry from customer meta (store settings `meta_keys`
     may name the keys, e.g. {"birthday": "my_birthday_field"})."""
     given = keys or {}

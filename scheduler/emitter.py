@@ -32,11 +32,12 @@ import socket
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, RowMapping, text
 
 from wooflow import metrics
 from wooflow.clock import Clock
@@ -45,8 +46,9 @@ from wooflow.consumer.rules import RuleCache
 from wooflow.kafka import topics
 from wooflow.kafka.producer import Producer
 from wooflow.scheduler import exits
-from wooflow.scheduler.steps import command_of
+from wooflow.scheduler.steps import StepRow, command_of
 from wooflow.schemas.codec import Codec
+from wooflow.schemas.types import ActionCommand, ExecutionLog
 from wooflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,8 @@ _CLAIM_SIBLINGS = text("""
 SELECT s.idempotency_key, s.store_id, s.customer_key, s.rule_id, s.event_id, s.step, s.due_at,
        s.command::text AS command
 FROM scheduled_steps s
-JOIN unnest(CAST(:stores AS text[]), CAST(:rules AS bigint[]), CAST(:events AS text[])) AS r(store_id, rule_id, event_id)
+JOIN unnest(CAST(:stores AS text[]), CAST(:rules AS bigint[]), CAST(:events AS text[]))
+     AS r(store_id, rule_id, event_id)
   ON s.store_id = r.store_id AND s.rule_id = r.rule_id AND s.event_id = r.event_id
 WHERE s.status = 'pending' AND NOT (s.idempotency_key = ANY(CAST(:claimed AS text[])))
 FOR UPDATE OF s SKIP LOCKED
@@ -79,7 +82,8 @@ FOR UPDATE OF s SKIP LOCKED
 _EXITED_RUNS = text("""
 SELECT DISTINCT ON (s.store_id, s.rule_id, s.event_id) s.store_id, s.rule_id, s.event_id, s.exit_reason
 FROM scheduled_steps s
-JOIN unnest(CAST(:stores AS text[]), CAST(:rules AS bigint[]), CAST(:events AS text[])) AS r(store_id, rule_id, event_id)
+JOIN unnest(CAST(:stores AS text[]), CAST(:rules AS bigint[]), CAST(:events AS text[]))
+     AS r(store_id, rule_id, event_id)
   ON s.store_id = r.store_id AND s.rule_id = r.rule_id AND s.event_id = r.event_id
 WHERE s.status = 'exited'
 ORDER BY s.store_id, s.rule_id, s.event_id, s.step
@@ -97,8 +101,10 @@ WHERE s.idempotency_key = t.k AND s.status = 'pending'
 """)
 
 
-def _decoded(rows: Any) -> list[dict[str, Any]]:
-    return [{**r, "command": orjson.loads(r["command"])} for r in rows]
+def _decoded(rows: Iterable[RowMapping]) -> list[StepRow]:
+    return [{"idempotency_key": r["idempotency_key"], "store_id": r["store_id"], "customer_key": r["customer_key"],
+             "rule_id": r["rule_id"], "event_id": r["event_id"], "step": r["step"], "due_at": r["due_at"],
+             "command": orjson.loads(r["command"])} for r in rows]
 
 
 def store_scope(settings: Settings) -> list[str] | None:
@@ -111,12 +117,12 @@ def owner_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def _runs(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+def _runs(rows: list[StepRow]) -> dict[str, list[Any]]:
     runs = sorted({(r["store_id"], int(r["rule_id"]), r["event_id"]) for r in rows})
     return {"stores": [a for a, _, _ in runs], "rules": [b for _, b, _ in runs], "events": [c for _, _, c in runs]}
 
 
-def exit_log(row: dict[str, Any], kind: str, reason: str, now: datetime) -> dict[str, Any]:
+def exit_log(row: StepRow, kind: str, reason: str, now: datetime) -> ExecutionLog:
     """The execution log of a step that will not run (status `exited`)."""
     cmd = row["command"]
     key = row["idempotency_key"]
@@ -198,7 +204,7 @@ class Emitter:
         self._count(rows, exit_rows, exited, done_at)
         return len(rows)
 
-    def _check(self, conn: Connection, rows: list[dict[str, Any]], now: datetime) -> dict[str, tuple[str, str]]:
+    def _check(self, conn: Connection, rows: list[StepRow], now: datetime) -> dict[str, tuple[str, str]]:
         """idempotency key → (exit kind, reason) for the claimed steps that must not run."""
         self.rules.refresh()
         exits_of, gone = self._exit_conditions({int(r["rule_id"]) for r in rows})
@@ -220,8 +226,8 @@ class Emitter:
         exited.update(exits.check(conn, todo, exits_of, now))
         return exited
 
-    def _close_runs(self, conn: Connection, rows: list[dict[str, Any]],
-                    exited: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
+    def _close_runs(self, conn: Connection, rows: list[StepRow],
+                    exited: dict[str, tuple[str, str]]) -> list[StepRow]:
         """Lock the remaining steps of every run that exits now; they exit with it."""
         reason_of_run: dict[tuple[str, int, str], tuple[tuple[str, str], int]] = {}
         for r in rows:
@@ -236,17 +242,16 @@ class Emitter:
             exited[s["idempotency_key"]] = (kind, f"sequence stopped at step {step}: {reason}")
         return sibs
 
-    def _produce(self, rows: list[dict[str, Any]], siblings: list[dict[str, Any]],
+    def _produce(self, rows: list[StepRow], siblings: list[StepRow],
                  exited: dict[str, tuple[str, str]], now: datetime
-                 ) -> tuple[list[str], list[dict[str, Any]], datetime]:
+                 ) -> tuple[list[str], list[StepRow], datetime]:
         """Produce and wait for the acknowledgement (raises if any delivery failed)."""
         emitted: list[str] = []
         for r in rows:
             key = r["idempotency_key"]
             if key in exited:
                 continue
-            cmd = command_of(r["command"])
-            cmd["not_before"] = None  # released now; workers must not defer it again
+            cmd: ActionCommand = {**command_of(r["command"]), "not_before": None}  # released now: workers run it
             self.producer.produce(self.commands_topic, self.codec.encode("ActionCommand", cmd, self.commands_topic),
                                   key=f"{r['store_id']}:{r['customer_key']}")
             emitted.append(key)
@@ -259,7 +264,7 @@ class Emitter:
         self.producer.flush(max(1.0, self.settings.scheduler_lease_s * 0.8))
         return emitted, exit_rows, self.clock.now()
 
-    def _mark(self, conn: Connection, emitted: list[str], exit_rows: list[dict[str, Any]],
+    def _mark(self, conn: Connection, emitted: list[str], exit_rows: list[StepRow],
               exited: dict[str, tuple[str, str]], done_at: datetime) -> None:
         """After Kafka acknowledged: the rows leave `pending` (committed with the claim)."""
         if emitted:
@@ -269,7 +274,7 @@ class Emitter:
                                         "reasons": [exited[r["idempotency_key"]][1] for r in exit_rows],
                                         "me": self.owner})
 
-    def _count(self, rows: list[dict[str, Any]], exit_rows: list[dict[str, Any]],
+    def _count(self, rows: list[StepRow], exit_rows: list[StepRow],
                exited: dict[str, tuple[str, str]], done_at: datetime) -> None:
         emitted: Counter[str] = Counter()
         for r in rows:

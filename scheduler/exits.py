@@ -18,6 +18,7 @@ from sqlalchemy import Connection, text
 
 from wooflow.consumer.exits import ExitCondition
 from wooflow.people import canonical
+from wooflow.scheduler.steps import StepRow
 
 
 @dataclass
@@ -47,7 +48,7 @@ def _dt(v: Any) -> datetime | None:
     return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
 
 
-def view_of(row: dict[str, Any]) -> StepView:
+def view_of(row: StepRow) -> StepView:
     """A scheduled_steps row → StepView. When did the run's trigger happen?
     - runs the scheduler synthesised carry `trigger_at` in their context;
     - order-triggered runs: the triggering order's creation (store clock, same clock as
@@ -119,7 +120,8 @@ def _load(conn: Connection, views: list[StepView], kinds: set[str]) -> _Facts:
     if "cart_recovered" in kinds:
         carts = sorted({(v.store_id, v.cart_session) for v in views if v.cart_session})
         if carts:
-            for r in conn.execute(_CARTS, {"stores": [c[0] for c in carts], "sessions": [c[1] for c in carts]}).mappings():
+            params = {"stores": [c[0] for c in carts], "sessions": [c[1] for c in carts]}
+            for r in conn.execute(_CARTS, params).mappings():
                 f.carts[(r["store_id"], r["session_id"])] = dict(r)
     if "unsubscribed" in kinds and customers:
         emails = {(v.store_id, v.customer_key): (v.email or "") for v in views}
@@ -145,7 +147,8 @@ def _reason(cond: ExitCondition, v: StepView, f: _Facts, now: datetime) -> str |
         cart = f.carts.get((v.store_id, v.cart_session))
         if cart is None:
             return None
-        if cart["recovered_order_id"] is not None and (cart["recovered_at"] is None or cart["recovered_at"] >= v.trigger_at):
+        if cart["recovered_order_id"] is not None and \
+                (cart["recovered_at"] is None or cart["recovered_at"] >= v.trigger_at):
             return f"cart recovered (order {cart['recovered_order_id']})"
         if cart["n"] == 0:
             return "cart emptied"

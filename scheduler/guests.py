@@ -11,11 +11,11 @@ merges in `customer_state`; this is the activity reader's own.)
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from sqlalchemy import Connection, text
 
 from wooflow.consumer.merge import email_of, guest_key
+from wooflow.consumer.values import Envelope
 
 CUSTOMER_KEY = re.compile(r"^c\d+$")  # a registered customer's key
 
@@ -33,7 +33,10 @@ UPDATE attributions SET customer_key = :ckey WHERE store_id = :store AND custome
 UPDATE trigger_firings t SET customer_key = :ckey
 WHERE store_id = :store AND customer_key = :gkey AND NOT EXISTS (
     SELECT 1 FROM trigger_firings x WHERE x.rule_id = t.rule_id AND x.customer_key = :ckey AND x.period = t.period)
-""", """
+""",
+# The guest's calendar row folds into the customer's: the same upsert shape as
+# customer_calendar.record_customer, with the precedence reversed (the known customer's values win).
+"""
 INSERT INTO customer_calendar AS k (store_id, customer_key, customer_id, email, first_name, last_name, first_order_at,
                                    last_order_at, last_order_id, birth_month, birth_day, renewal_at, card_expiry)
 SELECT store_id, :ckey, :cid, email, first_name, last_name, first_order_at, last_order_at, last_order_id,
@@ -63,6 +66,9 @@ JOIN unnest(CAST(:stores AS text[]), CAST(:hashes AS text[])) AS u(s, h) ON ci.s
 """)
 
 
+Link = tuple[str, str, str]  # (store, guest key, customer key) whose past was moved
+
+
 class People:
     """One person per shopper for the activity tables: guest keys of registered customers,
     and the moves when a customer's guest past shows up. Per process: the customers known
@@ -74,7 +80,7 @@ class People:
         self._owner: dict[tuple[str, str], int] = {}  # (store, email hash) → customer id
         self._linked: set[tuple[str, str, str]] = set()  # (store, guest key, customer key)
 
-    def prepare(self, conn: Connection, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def prepare(self, conn: Connection, events: list[tuple[str, Envelope]]) -> None:
         """One query for the batch: the customers of its guest keys and of its customers' emails."""
         need: set[tuple[str, str]] = set()
         for schema, ev in events:
@@ -91,7 +97,7 @@ class People:
                                                         "hashes": [p[1] for p in pairs]}):
             self._owner[(store, h)] = int(cid)
 
-    def _unlinked(self, schema: str, ev: dict[str, Any], store: str, key: str) -> str | None:
+    def _unlinked(self, schema: str, ev: Envelope, store: str, key: str) -> str | None:
         """The guest key of a registered customer's email, if its past was not moved yet."""
         if not CUSTOMER_KEY.match(key):
             return None
@@ -99,7 +105,7 @@ class People:
         gk = guest_key(email) if email else None
         return gk if gk is not None and (store, gk, key) not in self._linked else None
 
-    def person(self, conn: Connection, schema: str, ev: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    def person(self, conn: Connection, schema: str, ev: Envelope) -> tuple[Envelope, Link | None]:
         """The event as the person's: a guest key of a known customer becomes `c<id>`; a
         customer's first event with an email moves that email's guest past over first.
         Also returns the link to pass to `linked` once the caller's savepoint held."""
@@ -117,7 +123,7 @@ class People:
                 conn.execute(q, params)
         return ev, (store, gk, key)
 
-    def linked(self, link: Any) -> None:
+    def linked(self, link: Link | None) -> None:
         if link is not None:
             if len(self._linked) > self.max_entries:
                 self._linked.clear()

@@ -22,8 +22,9 @@ import logging
 import time
 import zlib
 from collections import defaultdict
-from datetime import date, datetime, time as dtime, timedelta, timezone
 from collections.abc import Callable, Iterable
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -100,7 +101,8 @@ SELECT c.*, k.first_name AS k_first_name, k.last_name AS k_last_name, k.customer
 FROM carts c
 LEFT JOIN customer_calendar k ON k.store_id = c.store_id AND k.customer_key = c.customer_key
 WHERE c.store_id = :store AND c.status = 'active' AND c.last_activity_at <= :cutoff
-  AND c.customer_key IS NOT NULL AND jsonb_array_length(c.items) > 0 AND {REACHABLE_SQL.replace('customer_key', 'c.customer_key')}
+  AND c.customer_key IS NOT NULL AND jsonb_array_length(c.items) > 0
+  AND {REACHABLE_SQL.replace('customer_key', 'c.customer_key')}
 ORDER BY c.last_activity_at
 LIMIT :limit
 FOR UPDATE OF c SKIP LOCKED

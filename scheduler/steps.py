@@ -10,16 +10,18 @@ produces them as ordinary commands with the same idempotency key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 
 from sqlalchemy import Connection
 
 from wooflow.consumer.commands import to_json
 from wooflow.db.engine import driver_cursor
+from wooflow.schemas.types import ActionCommand, ActionCommandOf
 
 
-def is_delayed(command: dict[str, Any], now: datetime) -> bool:
+def is_delayed(command: ActionCommand, now: datetime) -> bool:
     nb = command.get("not_before")
     return nb is not None and nb > now
 
@@ -37,7 +39,7 @@ ON CONFLICT (idempotency_key) DO NOTHING
 """
 
 
-def store_delayed(conn: Connection, commands: list[dict[str, Any]]) -> int:
+def store_delayed(conn: Connection, commands: Sequence[ActionCommand]) -> int:
     """Insert delayed commands (idempotent). Returns how many rows were new.
 
     One statement for the whole batch: the rule consumer calls this once per Kafka batch,
@@ -54,17 +56,32 @@ def store_delayed(conn: Connection, commands: list[dict[str, Any]]) -> int:
     return max(0, cur.rowcount)
 
 
-def store_steps(conn: Connection, commands: list[dict[str, Any]], now: datetime) -> int:
+def store_steps(conn: Connection, commands: Sequence[ActionCommand], now: datetime) -> int:
     """Every step of a run the scheduler synthesised (time/cart/behaviour triggers), the
     immediate ones included (due now): they all pass the same exit checks and the same
     claim → produce → mark path, and conversions can be attributed to them."""
-    return store_delayed(conn, [c if c.get("not_before") else {**c, "not_before": now} for c in commands])
+    due: list[ActionCommand] = [c if c.get("not_before") else {**c, "not_before": now} for c in commands]
+    return store_delayed(conn, due)
 
 
-def command_of(row_command: dict[str, Any]) -> dict[str, Any]:
+class StepRow(TypedDict):
+    """A claimed `scheduled_steps` row; `command` as `store_delayed` stored it (JSON)."""
+
+    idempotency_key: str
+    store_id: str
+    customer_key: str
+    rule_id: int
+    event_id: str
+    step: int
+    due_at: datetime
+    command: ActionCommandOf[str]
+
+
+def _at(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def command_of(stored: ActionCommandOf[str]) -> ActionCommand:
     """A stored command back into an ActionCommand record (timestamps as datetimes)."""
-    cmd = dict(row_command)
-    for key in ("created_at", "not_before", "received_at"):
-        if cmd.get(key):
-            cmd[key] = datetime.fromisoformat(cmd[key])
-    return cmd
+    return {**stored, "created_at": datetime.fromisoformat(stored["created_at"]),
+            "not_before": _at(stored["not_before"]), "received_at": _at(stored["received_at"])}

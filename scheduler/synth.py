@@ -15,7 +15,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Connection, text
 
@@ -30,6 +30,7 @@ from wooflow.consumer.triggers import TriggerContext
 from wooflow.consumer.values import ms
 from wooflow.scheduler.steps import store_steps
 from wooflow.scheduler.triggers import SCHEMA
+from wooflow.schemas.types import ActionCommand
 from wooflow.stores import Store
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,23 @@ RETURNING event_id
 """)
 
 
-def event_of(store: Store, trigger: str, c: Candidate, now: datetime) -> dict[str, Any]:
+class SyntheticEvent(TypedDict):
+    """What a time or behaviour trigger fires on: no Kafka record, an event of the scheduler's
+    own (its id is derived from the candidate, so a rescan fires nothing twice)."""
+
+    event_id: str
+    store_id: str
+    customer_key: str
+    trigger: str
+    period: str
+    occurred_at: datetime
+    received_at: None
+    topic: str
+    store_timezone: str
+    currency: str
+
+
+def event_of(store: Store, trigger: str, c: Candidate, now: datetime) -> SyntheticEvent:
     return {
         "event_id": synthetic_event_id(c.store_id, c.customer_key, trigger, c.period),
         "store_id": c.store_id,
@@ -106,13 +123,13 @@ class Firer:
                                       "event_id": event["event_id"], "now": now}).first() is None:
                 continue  # this period already fired (another scan, a restart)
             extra = {"trigger": trigger, "trigger_at": c.trigger_at, "period": c.period, **c.context}
-            commands = []
+            commands: list[ActionCommand] = []
             for step, action in enumerate(rule.actions):
                 cmd = build_command(rule_id=rule.id, rule_version=rule.version, step=step, action_type=action.type,
                                     params=action.params, delay_s=action.delay_s, schema=SCHEMA, event=event,
                                     trigger=trigger, state=customer.public(), now=now, extra=extra)
-                cmd["subject_type"], cmd["subject_id"] = c.subject_type, c.subject_id or c.customer_key
-                commands.append(cmd)
+                commands.append({**cmd, "subject_type": c.subject_type,
+                                 "subject_id": c.subject_id or c.customer_key})
             n = store_steps(conn, commands, now)
             metrics.scheduler_triggers.labels(c.store_id, trigger).inc()
             metrics.scheduler_steps.labels(c.store_id, "stored").inc(n)

@@ -3,11 +3,12 @@
 Importing this module registers them in the rule engine's trigger registry
 (consumer/triggers.py), so rules name them like any other trigger and the rule engine
 matches them. Every process that compiles rules imports it: the scheduler, the API
-(validation, schema, dry run), and the wiring of `wooflow rules` and `wooflow replay`. No Kafka event carries them: the scheduler's periodic scan (scheduler/scan.py)
-finds who qualifies, synthesises one event per (customer, period) with a deterministic
-id — sha256(store | customer | trigger | period) — and runs it through
-`RuleEngine.matches`. Replays and concurrent scans therefore produce the same
-idempotency keys, and `trigger_firings` makes each fire once per period.
+(validation, schema, dry run), and the wiring of `wooflow rules` and `wooflow replay`. No
+Kafka event carries them: the scheduler's periodic scan (scheduler/scan.py) finds who
+qualifies, synthesises one event per (customer, period) with a deterministic id —
+sha256(store | customer | trigger | period) — and runs it through `RuleEngine.matches`.
+Replays and concurrent scans therefore produce the same idempotency keys, and
+`trigger_firings` makes each fire once per period.
 
 Each trigger's options are a small pydantic model; `validate_options` is what an API
 or the scan uses to check a rule's `trigger_options`.
@@ -20,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from wooflow.consumer.triggers import TriggerSpec, register
+from wooflow.consumer.triggers import Check, TriggerSpec, register
 
 SCHEMA = "ScheduledTrigger"  # the synthesised events' "schema" name (never on a Kafka topic)
 
@@ -134,7 +135,7 @@ def validate_options(trigger: str, options: dict[str, Any] | None) -> _Options:
         raise ValueError(f"trigger_options.{where}: {first.get('msg')}") from exc
 
 
-def _fires(name: str):  # type: ignore[no-untyped-def]
+def _fires(name: str) -> Check:
     return lambda ctx: ctx.event.get("trigger") == name
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Mapping
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 
 from wooflow.schemas.registry import Catalog, SchemaVersion, catalog
+from wooflow.schemas.types import Kind
 from wooflow.schemas.writer import Unsupported, Unwritable, Writer, compile_writer
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
@@ -30,10 +32,39 @@ class DecodeError(ValueError):
     """The bytes are not a message this build can read (reason in the text)."""
 
 
-class Codec(Protocol):
-    def encode(self, schema_name: str, record: dict[str, Any], topic: str = "") -> bytes: ...
+# A record of some schema, as handed to `encode` or returned by `decode` (before anything
+# says which schema: `decode_as` checks it and gives the schema's own type, schemas/types.py).
+Record = Mapping[str, object]
+R = TypeVar("R")
 
-    def decode(self, data: bytes, topic: str = "") -> tuple[str, dict[str, Any]]: ...
+
+class Codec(Protocol):
+    def encode(self, schema_name: str, record: Record, topic: str | None = "") -> bytes: ...
+
+    def decode(self, data: bytes | None, topic: str | None = "") -> tuple[str, Record]: ...
+
+    def decode_as(self, data: bytes | None, kind: Kind[R], topic: str | None = "") -> R: ...
+
+
+def narrow(name: str, record: Record, kind: Kind[R]) -> R | None:
+    """`record` as `kind`'s type when `name` (the schema it was decoded with) is that kind."""
+    # decoded with the newest version of that schema, which schemas/types.py describes
+    return cast(R, record) if name == kind.name else None
+
+
+class _Decoding:
+    """`decode_as` for every codec: `decode`, then the schema checked."""
+
+    def decode(self, data: bytes | None, topic: str | None = "") -> tuple[str, Record]:
+        raise NotImplementedError
+
+    def decode_as(self, data: bytes | None, kind: Kind[R], topic: str | None = "") -> R:
+        name, record = self.decode(data, topic)
+        if name != kind.name:
+            raise DecodeError(f"expected {kind.name}, got {name}")
+        # read with the newest version of that schema, which schemas/types.py describes
+        # (tests/test_schema_types.py validates decoded records against it)
+        return cast(R, record)
 
 
 # --- writing ------------------------------------------------------------------------
@@ -56,7 +87,7 @@ def _writer(version: SchemaVersion) -> Writer | None:
     return compiled
 
 
-def _write(version: SchemaVersion, record: dict[str, Any]) -> bytes:
+def _write(version: SchemaVersion, record: Record) -> bytes:
     write = _writer(version)
     if write is not None:
         try:
@@ -71,29 +102,30 @@ def _write(version: SchemaVersion, record: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def _read(body: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dict[str, Any]:
+def _read(body: bytes, writer: SchemaVersion, reader: SchemaVersion) -> Record:
     buf = io.BytesIO(body)
     try:
-        if writer is reader:
-            return schemaless_reader(buf, writer.parsed, None)  # type: ignore[return-value]
-        return schemaless_reader(buf, writer.parsed, reader.parsed)  # type: ignore[return-value]
+        datum = schemaless_reader(buf, writer.parsed, reader.parsed if writer is not reader else None)
     except Exception as exc:  # fastavro raises a zoo of types on corrupt bytes
         raise DecodeError(f"corrupt {writer.name} v{writer.version} body: {exc}") from exc
+    if not isinstance(datum, dict):
+        raise DecodeError(f"{writer.name} v{writer.version} body is not a record")
+    return datum
 
 
-class SingleObjectCodec:
+class SingleObjectCodec(_Decoding):
     def __init__(self, cat: Catalog | None = None) -> None:
         self.catalog = cat or catalog()
 
-    def encode(self, schema_name: str, record: dict[str, Any], topic: str = "") -> bytes:
+    def encode(self, schema_name: str, record: Record, topic: str | None = "") -> bytes:
         version = self.catalog.latest(schema_name)
         return SINGLE_OBJECT_MARKER + version.fingerprint + _write(version, record)
 
-    def encode_with(self, version: SchemaVersion, record: dict[str, Any]) -> bytes:
+    def encode_with(self, version: SchemaVersion, record: Record) -> bytes:
         """Encode with a specific (possibly old) version: used by compatibility tests."""
         return SINGLE_OBJECT_MARKER + version.fingerprint + _write(version, record)
 
-    def decode(self, data: bytes, topic: str = "") -> tuple[str, dict[str, Any]]:
+    def decode(self, data: bytes | None, topic: str | None = "") -> tuple[str, Record]:
         if not data or data[:2] != SINGLE_OBJECT_MARKER or len(data) < 10:
             raise DecodeError("not Avro single-object encoded (missing 0xC3 0x01 marker)")
         writer = self.catalog.by_fingerprint.get(data[2:10])
@@ -103,7 +135,7 @@ class SingleObjectCodec:
         return writer.name, _read(data[10:], writer, reader)
 
 
-class ConfluentCodec:
+class ConfluentCodec(_Decoding):
     """Confluent wire format through confluent-kafka's schema registry client."""
 
     def __init__(self, url: str, cat: Catalog | None = None) -> None:
@@ -125,7 +157,7 @@ class ConfluentCodec:
             self._ids[key] = self.client.register_schema(subject, Schema(json.dumps(version.raw), "AVRO"))
         return self._ids[key]
 
-    def encode(self, schema_name: str, record: dict[str, Any], topic: str = "") -> bytes:
+    def encode(self, schema_name: str, record: Record, topic: str | None = "") -> bytes:
         version = self.catalog.latest(schema_name)
         schema_id = self._schema_id(f"{topic or schema_name}-value", version)
         return CONFLUENT_MAGIC + struct.pack(">I", schema_id) + _write(version, record)
@@ -145,8 +177,8 @@ class ConfluentCodec:
             self._writers[schema_id] = version
         return self._writers[schema_id]
 
-    def decode(self, data: bytes, topic: str = "") -> tuple[str, dict[str, Any]]:
-        if len(data) < 5 or data[:1] != CONFLUENT_MAGIC:
+    def decode(self, data: bytes | None, topic: str | None = "") -> tuple[str, Record]:
+        if data is None or len(data) < 5 or data[:1] != CONFLUENT_MAGIC:
             raise DecodeError("not in Confluent wire format (missing magic byte 0)")
         writer = self._writer(struct.unpack(">I", data[1:5])[0])
         return writer.name, _read(data[5:], writer, self.catalog.latest(writer.name))

@@ -104,9 +104,9 @@ def _check(r: Any, w: Any, rn: dict, wn: dict, path: str) -> list[str]:
         return [f"{path}: fixed size changed"]
     if isinstance(r, dict) and isinstance(w, dict) and r.get("logicalType") != w.get("logicalType"):
         return [f"{path}: logical type changed from {w.get('logicalType')} to {r.get('logicalType')}"]
-    if isinstance(r, dict) and r.get("logicalType") == "decimal":
-        if (r.get("precision"), r.get("scale")) != (w.get("precision"), w.get("scale")):
-            return [f"{path}: decimal precision/scale changed"]
+    if isinstance(r, dict) and r.get("logicalType") == "decimal" and \
+            (r.get("precision"), r.get("scale")) != (w.get("precision"), w.get("scale")):
+        return [f"{path}: decimal precision/scale changed"]
     return []
 
 

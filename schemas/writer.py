@@ -20,14 +20,14 @@ tests/test_bridge_codec.py checks the bytes are identical for every bundled sche
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 from fastavro.write import LOGICAL_WRITERS  # the functions fastavro itself converts logical types with
 
-Writer = Callable[[dict[str, Any]], bytes]
+Writer = Callable[[Mapping[str, object]], bytes]
 
 
 class Unsupported(Exception):
@@ -247,4 +247,5 @@ def compile_writer(schema: dict[str, Any]) -> Writer:
     gen.env |= {"X": _reject, "Unwritable": Unwritable}
     # noqa: S102 - the code is ours, generated from a bundled schema
     exec(compile(source, f"<avro writer {schema.get('name', '?')}>", "exec"), gen.env)  # noqa: S102
-    return gen.env["write"]  # type: ignore[no-any-return]
+    write: Writer = gen.env["write"]
+    return write

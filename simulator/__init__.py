@@ -11,7 +11,7 @@ Modules (one job each): ``phpjson`` (PHP json_encode bytes), ``models``
 from .phpjson import php_json_encode
 from .state import ManualClock, SimulatedStore
 
-__all__ = ["SimulatedStore", "ManualClock", "php_json_encode", "SimulatorServer", "create_app", "generate"]
+__all__ = ["ManualClock", "SimulatedStore", "SimulatorServer", "create_app", "generate", "php_json_encode"]
 
 
 def __getattr__(name: str):  # lazy: uvicorn/starlette only when the server is wanted

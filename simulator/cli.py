@@ -5,8 +5,6 @@ The lead CLI mounts ``app`` (``root.add_typer(app, name="simulator")``).
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from .server import DEFAULT_WEBHOOK_TOPICS, SimulatorServer, serve
@@ -26,17 +24,17 @@ def run(
     port: int = typer.Option(8080, help="Port to bind (0 = any free port)."),
     seed: int = typer.Option(42, help="Seed for traffic, ids, keys and secrets."),
     orders_per_second: float = typer.Option(1.0, "--orders-per-second", help="Order rate; 0 = no traffic."),
-    orders: Optional[int] = typer.Option(None, help="Stop generating after this many orders (keep serving)."),
-    consumer_key: Optional[str] = typer.Option(None, help="REST consumer key (default: derived from seed)."),
-    consumer_secret: Optional[str] = typer.Option(None, help="REST consumer secret (default: derived from seed)."),
-    webhook_url: Optional[str] = typer.Option(None, help="Create webhooks delivering to this URL at startup."),
-    webhook_secret: Optional[str] = typer.Option(None, help="Secret for those webhooks (default: random 50 chars)."),
-    webhook_topic: Optional[List[str]] = typer.Option(
+    orders: int | None = typer.Option(None, help="Stop generating after this many orders (keep serving)."),
+    consumer_key: str | None = typer.Option(None, help="REST consumer key (default: derived from seed)."),
+    consumer_secret: str | None = typer.Option(None, help="REST consumer secret (default: derived from seed)."),
+    webhook_url: str | None = typer.Option(None, help="Create webhooks delivering to this URL at startup."),
+    webhook_secret: str | None = typer.Option(None, help="Secret for those webhooks (default: random 50 chars)."),
+    webhook_topic: list[str] | None = typer.Option(
         None, "--webhook-topic", help="Topic to subscribe (repeatable). Default: orders, customers, products, "
                                       "coupons and action.woocommerce_checkout_order_processed."),
     timezone: str = typer.Option("Europe/Warsaw", help="Store timezone (site-local dates)."),
     currency: str = typer.Option("PLN", help="Store currency."),
-    public_url: Optional[str] = typer.Option(None, help="Home URL to advertise (X-WC-Webhook-Source, links)."),
+    public_url: str | None = typer.Option(None, help="Home URL to advertise (X-WC-Webhook-Source, links)."),
     delivery_delay: float = typer.Option(0.0, help="Seconds each webhook delivery waits in the queue."),
     delivery_jitter: float = typer.Option(0.0, help="Extra random 0..J seconds per delivery (reorders them)."),
 ) -> None:

@@ -35,8 +35,13 @@ from .queue import QueuedDelivery
 from .state import SimulatedStore
 
 __all__ = [
-    "DeliveryWorker", "send_ping_sync", "send_ping_async", "sign", "wp_specialchars_decode",
-    "DEFAULT_TIMEOUT", "PING_TIMEOUT",
+    "DEFAULT_TIMEOUT",
+    "PING_TIMEOUT",
+    "DeliveryWorker",
+    "send_ping_async",
+    "send_ping_sync",
+    "sign",
+    "wp_specialchars_decode",
 ]
 
 DEFAULT_TIMEOUT = 60.0  # 'timeout' => MINUTE_IN_SECONDS
@@ -245,7 +250,7 @@ class DeliveryWorker:
                 return job
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=queue.seconds_until_next())
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return None
 
@@ -295,7 +300,7 @@ class DeliveryWorker:
                 client.post(webhook.delivery_url, content=body, headers=headers), timeout=self.timeout
             )
             status, response_body = response.status_code, response.content
-        except (httpx.HTTPError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, httpx.HTTPError) as exc:
             error = _describe(exc, self.timeout)
         attempt = DeliveryAttempt(
             kind="delivery", webhook_id=webhook.id, topic=webhook.topic, resource_id=job.arg,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from wooflow.jsontypes import JSONObject
 
 
 class RestError(Exception):
@@ -12,15 +12,15 @@ class RestError(Exception):
     caller gets the very error WooCommerce's REST API would have answered.
     """
 
-    def __init__(self, code: str, message: str, status: int, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, code: str, message: str, status: int, extra: JSONObject | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.status = status
         self.extra = extra or {}
 
-    def body(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"status": self.status}
+    def body(self) -> JSONObject:
+        data: JSONObject = {"status": self.status}
         data.update(self.extra)
         return {"code": self.code, "message": self.message, "data": data}
 

@@ -21,7 +21,7 @@ import math
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["php_json_encode", "php_float_repr"]
+__all__ = ["php_float_repr", "php_json_encode"]
 
 # PHP's escape table for the characters that get a short escape.
 _SHORT_ESCAPES = {
@@ -52,10 +52,10 @@ def _encode_str(value: str) -> str:
             # (JSON_ERROR_UTF8) instead of emitting something.
             raise ValueError("php_json_encode: malformed UTF-8 (lone surrogate)")
         elif code < 0x10000:
-            out.append("\\u%04x" % code)
+            out.append(f"\\u{code:04x}")
         else:
             code -= 0x10000
-            out.append("\\u%04x\\u%04x" % (0xD800 | (code >> 10), 0xDC00 | (code & 0x3FF)))
+            out.append(f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}")
     out.append('"')
     return "".join(out)
 
@@ -70,7 +70,7 @@ def php_float_repr(value: float) -> str:
         return "-0" if negative else "0"
     # repr() gives the shortest round-tripping digits, exactly what zend_dtoa
     # mode 0 produces; Decimal splits them into digits and exponent.
-    sign, digit_tuple, exponent = Decimal(repr(abs(value))).as_tuple()
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).as_tuple()
     digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
     assert isinstance(exponent, int)
     # decpt = position of the decimal point relative to the first digit.
@@ -84,7 +84,7 @@ def php_float_repr(value: float) -> str:
         # exponential format, e.g. 1.0e+25 / 1.5e-7
         exp = decpt - 1
         mantissa = digits[0] + "." + (digits[1:] or "0")
-        return "%s%se%s%d" % (prefix, mantissa, "-" if exp < 0 else "+", abs(exp))
+        return f"{prefix}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp)}"
     if decpt <= 0:
         return prefix + "0." + "0" * (-decpt) + digits
     if len(digits) <= decpt:

@@ -23,10 +23,11 @@ import heapq
 import random
 import threading
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any
 
-__all__ = ["QueuedDelivery", "DeliveryQueue"]
+__all__ = ["DeliveryQueue", "QueuedDelivery"]
 
 
 @dataclass(order=True)

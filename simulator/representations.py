@@ -18,15 +18,40 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
 from zoneinfo import ZoneInfo
 
-from .models import (Category, Coupon, CouponLine, Customer, FeeLine, LineItem, MetaItem, Order, OrderNote,
-                     Product, ShippingLine, Webhook)
+from wooflow.jsontypes import JSONObject
+
+from .models import (
+    Category,
+    Coupon,
+    CouponLine,
+    Customer,
+    FeeLine,
+    LineItem,
+    MetaItem,
+    Order,
+    OrderNote,
+    Product,
+    ShippingLine,
+    Webhook,
+)
 from .topics import hooks_for_topic
 
-__all__ = ["SiteInfo", "money", "fmt_local", "fmt_gmt", "order_json", "note_json", "customer_json",
-           "product_json", "category_json", "coupon_json", "webhook_json", "CURRENCY_SYMBOLS"]
+__all__ = [
+    "CURRENCY_SYMBOLS",
+    "SiteInfo",
+    "category_json",
+    "coupon_json",
+    "customer_json",
+    "fmt_gmt",
+    "fmt_local",
+    "money",
+    "note_json",
+    "order_json",
+    "product_json",
+    "webhook_json",
+]
 
 CURRENCY_SYMBOLS = {"PLN": "zł", "EUR": "€", "USD": "$", "GBP": "£", "CZK": "Kč"}
 # Operations the self link of an authenticated response advertises (WP 6.7 targetHints).
@@ -74,18 +99,18 @@ def fmt_gmt(ts: int | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _self_links(site: SiteInfo, item_route: str, collection_route: str) -> dict[str, Any]:
+def _self_links(site: SiteInfo, item_route: str, collection_route: str) -> JSONObject:
     return {
         "self": [{"href": site.rest_url(item_route), "targetHints": {"allow": list(_ALLOW_ALL)}}],
         "collection": [{"href": site.rest_url(collection_route)}],
     }
 
 
-def _meta(items: list[MetaItem]) -> list[dict[str, Any]]:
+def _meta(items: list[MetaItem]) -> list[JSONObject]:
     return [{"id": m.id, "key": m.key, "value": m.value} for m in items]
 
 
-def _item_meta(items: list[MetaItem]) -> list[dict[str, Any]]:
+def _item_meta(items: list[MetaItem]) -> list[JSONObject]:
     # Order items expose display_key/display_value next to the raw pair.
     return [
         {"id": m.id, "key": m.key, "value": m.value, "display_key": m.key, "display_value": m.value}
@@ -106,7 +131,7 @@ def _php_div(total: Decimal, quantity: int) -> int | float:
     return float(total) / quantity
 
 
-def _line_item_json(item: LineItem, products: dict[int, Product], dp: int) -> dict[str, Any]:
+def _line_item_json(item: LineItem, products: dict[int, Product], dp: int) -> JSONObject:
     product = products.get(item.variation_id or item.product_id)
     return {
         "id": item.id,
@@ -131,7 +156,7 @@ def _line_item_json(item: LineItem, products: dict[int, Product], dp: int) -> di
 
 # Each order item type answers its own keys (WooCommerce's REST schema per item type);
 # the functions are alike only in shape.
-def _shipping_line_json(line: ShippingLine, dp: int) -> dict[str, Any]:
+def _shipping_line_json(line: ShippingLine, dp: int) -> JSONObject:
     return {
         "id": line.id,
         "method_title": line.method_title,
@@ -145,7 +170,7 @@ def _shipping_line_json(line: ShippingLine, dp: int) -> dict[str, Any]:
     }
 
 
-def _fee_line_json(line: FeeLine, dp: int) -> dict[str, Any]:
+def _fee_line_json(line: FeeLine, dp: int) -> JSONObject:
     return {
         "id": line.id,
         "name": line.name,
@@ -159,7 +184,7 @@ def _fee_line_json(line: FeeLine, dp: int) -> dict[str, Any]:
     }
 
 
-def _coupon_line_json(line: CouponLine, dp: int) -> dict[str, Any]:
+def _coupon_line_json(line: CouponLine, dp: int) -> JSONObject:
     return {
         "id": line.id,
         "code": line.code,
@@ -172,9 +197,9 @@ def _coupon_line_json(line: CouponLine, dp: int) -> dict[str, Any]:
     }
 
 
-def order_json(order: Order, site: SiteInfo, products: dict[int, Product]) -> dict[str, Any]:
+def order_json(order: Order, site: SiteInfo, products: dict[int, Product]) -> JSONObject:
     dp = site.price_decimals
-    data: dict[str, Any] = {
+    data: JSONObject = {
         "id": order.id,
         "parent_id": order.parent_id,
         "status": order.status,
@@ -233,7 +258,7 @@ def order_json(order: Order, site: SiteInfo, products: dict[int, Product]) -> di
     return data
 
 
-def note_json(note: OrderNote, site: SiteInfo) -> dict[str, Any]:
+def note_json(note: OrderNote, site: SiteInfo) -> JSONObject:
     return {
         "id": note.id,
         # add_order_note() stores "WooCommerce" as the author of system notes.
@@ -264,7 +289,7 @@ def avatar_url(email: str) -> str:
     return f"https://secure.gravatar.com/avatar/{digest}?s=96&d=mm&r=g"
 
 
-def customer_json(customer: Customer, site: SiteInfo) -> dict[str, Any]:
+def customer_json(customer: Customer, site: SiteInfo) -> JSONObject:
     return {
         "id": customer.id,
         "date_created": fmt_local(customer.created_at, site),
@@ -285,7 +310,7 @@ def customer_json(customer: Customer, site: SiteInfo) -> dict[str, Any]:
     }
 
 
-def category_json(category: Category, site: SiteInfo, count: int = 0) -> dict[str, Any]:
+def category_json(category: Category, site: SiteInfo, count: int = 0) -> JSONObject:
     return {
         "id": category.id,
         "name": category.name,
@@ -318,7 +343,7 @@ def _price_html(product: Product, site: SiteInfo) -> str:
     return amount(product.regular_price)
 
 
-def product_json(product: Product, site: SiteInfo, categories: dict[int, Category]) -> dict[str, Any]:
+def product_json(product: Product, site: SiteInfo, categories: dict[int, Category]) -> JSONObject:
     on_sale = product.sale_price is not None
     return {
         "id": product.id,
@@ -401,7 +426,7 @@ def product_json(product: Product, site: SiteInfo, categories: dict[int, Categor
     }
 
 
-def coupon_json(coupon: Coupon, site: SiteInfo) -> dict[str, Any]:
+def coupon_json(coupon: Coupon, site: SiteInfo) -> JSONObject:
     dp = site.price_decimals
     return {
         "id": coupon.id,
@@ -436,7 +461,7 @@ def coupon_json(coupon: Coupon, site: SiteInfo) -> dict[str, Any]:
     }
 
 
-def webhook_json(webhook: Webhook, site: SiteInfo) -> dict[str, Any]:
+def webhook_json(webhook: Webhook, site: SiteInfo) -> JSONObject:
     # WC_REST_Webhooks_V2_Controller::prepare_item_for_response(): the secret
     # and failure_count are never part of the REST output.
     return {

@@ -16,7 +16,8 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import uvicorn
 
@@ -24,7 +25,7 @@ from .delivery import DEFAULT_TIMEOUT, DeliveryWorker
 from .rest import create_app
 from .state import SimulatedStore
 
-__all__ = ["SimulatorServer", "serve", "DEFAULT_WEBHOOK_TOPICS"]
+__all__ = ["DEFAULT_WEBHOOK_TOPICS", "SimulatorServer", "serve"]
 
 log = logging.getLogger("wooflow.simulator")
 
@@ -80,7 +81,7 @@ class SimulatorServer:
         """(consumer_key, consumer_secret) for HTTP Basic auth."""
         return (self.store.consumer_key, self.store.consumer_secret)
 
-    def start(self, timeout: float = 10.0) -> "SimulatorServer":
+    def start(self, timeout: float = 10.0) -> SimulatorServer:
         if self._thread is not None:
             return self
         # Bind first (port 0 = any free port), so the URL is known before the
@@ -148,7 +149,7 @@ class SimulatorServer:
         """Block until every queued delivery has been attempted."""
         return self.store.wait_idle(timeout)
 
-    def __enter__(self) -> "SimulatorServer":
+    def __enter__(self) -> SimulatorServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

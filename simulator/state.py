@@ -26,17 +26,41 @@ import string
 import threading
 import time
 import unicodedata
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
+from wooflow.jsontypes import JSONObject
+
 from .errors import RestError, not_found
-from .models import (BILLING_KEYS, ORDER_STATUS_LABELS, ORDER_STATUSES, PAID_STATUSES, SHIPPING_KEYS, ZERO,
-                     Category, Coupon, CouponLine, Customer, DeliveryAttempt, FeeLine, LineItem, MetaItem, Order,
-                     OrderNote, Product, Refund, ShippingLine, Webhook, blank_billing, blank_shipping)
+from .models import (
+    BILLING_KEYS,
+    ORDER_STATUS_LABELS,
+    ORDER_STATUSES,
+    PAID_STATUSES,
+    SHIPPING_KEYS,
+    ZERO,
+    Category,
+    Coupon,
+    CouponLine,
+    Customer,
+    DeliveryAttempt,
+    FeeLine,
+    LineItem,
+    MetaItem,
+    Order,
+    OrderNote,
+    Product,
+    Refund,
+    ShippingLine,
+    Webhook,
+    blank_billing,
+    blank_shipping,
+)
 from .queue import DeliveryQueue
 from .representations import (
     CURRENCY_SYMBOLS,
@@ -50,7 +74,7 @@ from .representations import (
 )
 from .topics import POST_HOOKS, hooks_for_topic, is_valid_topic
 
-__all__ = ["SimulatedStore", "ManualClock", "RestError"]
+__all__ = ["ManualClock", "RestError", "SimulatedStore"]
 
 # wp_generate_password( 50, true, true ): letters, digits, special and extra special chars.
 _PASSWORD_CHARS = (
@@ -180,7 +204,7 @@ class SimulatedStore:
         self.webhooks: dict[int, Webhook] = {}
         self.delivery_log: list[DeliveryAttempt] = []
         # Carts left without checkout; storefront events will replay these later.
-        self.abandoned_carts: list[dict[str, Any]] = []
+        self.abandoned_carts: list[JSONObject] = []
 
         now = self._now()
         self.admin = Customer(
@@ -410,7 +434,8 @@ class SimulatedStore:
             if status:
                 status = str(status).lower()
                 if status not in ("active", "paused", "disabled"):
-                    raise RestError("woocommerce_rest_shop_webhook_invalid_status", "Webhook status must be valid.", 400)
+                    raise RestError("woocommerce_rest_shop_webhook_invalid_status", "Webhook status must be valid.",
+                                    400)
                 webhook.status = status
             if fields.get("name"):
                 webhook.name = str(fields["name"])
@@ -468,7 +493,7 @@ class SimulatedStore:
 
     # -------------------------------------------------------------- queries
 
-    def rest_item(self, resource: str, item_id: Any) -> dict[str, Any]:
+    def rest_item(self, resource: str, item_id: Any) -> JSONObject:
         """GET /wc/v3/{resource}s/{id} as a dict; raises the REST 404 error."""
         with self.lock:
             try:
@@ -558,7 +583,7 @@ class SimulatedStore:
         manage_stock: bool = False,
         stock_quantity: int | None = None,
         slug: str | None = None,
-        meta_data: list[dict[str, Any]] | None = None,
+        meta_data: list[JSONObject] | None = None,
         created_at: int | None = None,
     ) -> Product:
         """Create a product; ``categories`` takes ids, names or ``{"id": n}``."""
@@ -645,7 +670,7 @@ class SimulatedStore:
         role: str = "customer",
         billing: Mapping[str, Any] | None = None,
         shipping: Mapping[str, Any] | None = None,
-        meta_data: list[dict[str, Any]] | None = None,
+        meta_data: list[JSONObject] | None = None,
         created_at: int | None = None,
     ) -> Customer:
         """Register a WordPress user (any role fires customer.created via user_register)."""
@@ -733,7 +758,7 @@ class SimulatedStore:
         minimum_amount: Any = "0",
         maximum_amount: Any = "0",
         product_ids: list[int] | None = None,
-        meta_data: list[dict[str, Any]] | None = None,
+        meta_data: list[JSONObject] | None = None,
     ) -> Coupon:
         with self.request():
             code = _coupon_code(code)
@@ -743,7 +768,8 @@ class SimulatedStore:
                 raise RestError("woocommerce_rest_coupon_code_already_exists", "The coupon code already exists", 400)
             if discount_type not in ("percent", "fixed_cart", "fixed_product"):
                 raise RestError("rest_invalid_param", "Invalid parameter(s): discount_type", 400,
-                                {"params": {"discount_type": "discount_type is not one of percent, fixed_cart, and fixed_product."}})
+                                {"params": {"discount_type": "discount_type is not one of percent, fixed_cart, "
+                                                             "and fixed_product."}})
             now = self._now()
             coupon = Coupon(
                 id=self._post_id("shop_coupon"), code=code, amount=_dec(amount, "amount"),
@@ -773,7 +799,8 @@ class SimulatedStore:
                 code = _coupon_code(str(fields["code"]))
                 other = self.coupon_by_code(code)
                 if other is not None and other.id != coupon.id:
-                    raise RestError("woocommerce_rest_coupon_code_already_exists", "The coupon code already exists", 400)
+                    raise RestError("woocommerce_rest_coupon_code_already_exists", "The coupon code already exists",
+                                    400)
                 coupon.code = code
             if "amount" in fields:
                 coupon.amount = _dec(fields["amount"], "amount")
@@ -849,7 +876,7 @@ class SimulatedStore:
         fee_lines: Sequence[Mapping[str, Any]] | None = None,
         coupon_lines: Sequence[Mapping[str, Any]] | None = None,
         customer_note: str = "",
-        meta_data: list[dict[str, Any]] | None = None,
+        meta_data: list[JSONObject] | None = None,
         currency: str | None = None,
         parent_id: int = 0,
         customer_ip_address: str = "",
@@ -888,7 +915,8 @@ class SimulatedStore:
             for raw in shipping_lines or []:
                 order.shipping_lines.append(self._new_shipping_line(raw))
             for raw in fee_lines or []:
-                order.fee_lines.append(FeeLine(self._item_id(), str(raw.get("name", "Fee")), _dec(raw.get("total"), "total"),
+                order.fee_lines.append(FeeLine(self._item_id(), str(raw.get("name", "Fee")),
+                                               _dec(raw.get("total"), "total"),
                                                tax_class=str(raw.get("tax_class", "")),
                                                tax_status=str(raw.get("tax_status", "taxable"))))
             for raw in coupon_lines or []:
@@ -920,7 +948,8 @@ class SimulatedStore:
         total = _dec(raw["total"], "total") if raw.get("total") not in (None, "") else line_total
         subtotal = _dec(raw["subtotal"], "subtotal") if raw.get("subtotal") not in (None, "") else total
         return LineItem(
-            id=self._item_id(), name=str(raw.get("name") or product.name), product_id=int(raw.get("product_id") or product.id),
+            id=self._item_id(), name=str(raw.get("name") or product.name),
+            product_id=int(raw.get("product_id") or product.id),
             variation_id=int(raw.get("variation_id") or 0), quantity=quantity, subtotal=subtotal, total=total,
             sku=product.sku, tax_class=str(raw.get("tax_class", "")), meta_data=self._meta_list(raw.get("meta_data")),
         )
@@ -983,7 +1012,8 @@ class SimulatedStore:
         order.cart_tax = order.shipping_tax = order.total_tax = order.discount_tax = ZERO
         order.total = max(ZERO, _q2(items_total + order.shipping_total + fees))
 
-    def _add_note(self, order: Order, text: str, *, customer_note: bool = False, added_by: str = "WooCommerce") -> OrderNote:
+    def _add_note(self, order: Order, text: str, *, customer_note: bool = False,
+                  added_by: str = "WooCommerce") -> OrderNote:
         note = OrderNote(self._next_comment_id, order.id, text, customer_note, added_by, self._now())
         self._next_comment_id += 1
         self.notes[note.id] = note
@@ -1002,8 +1032,8 @@ class SimulatedStore:
         if new_status == "completed":
             order.completed_at = now  # maybe_set_date_completed()
             self._mark_paying_customer(order)
-        text = "Order status changed from {} to {}.".format(
-            ORDER_STATUS_LABELS.get(old, old), ORDER_STATUS_LABELS.get(new_status, new_status))
+        text = (f"Order status changed from {ORDER_STATUS_LABELS.get(old, old)} to "
+                f"{ORDER_STATUS_LABELS.get(new_status, new_status)}.")
         self._add_note(order, f"{note} {text}" if note else text)
         # WC_Order::status_transition() fires these once the status is saved; an
         # action.* webhook on them is how a store tells "from → to" explicitly.
@@ -1071,7 +1101,8 @@ class SimulatedStore:
             recalc = False
             for key in ("billing", "shipping"):
                 if fields.get(key):
-                    _merge_address(getattr(order, key), fields[key], BILLING_KEYS if key == "billing" else SHIPPING_KEYS)
+                    _merge_address(getattr(order, key), fields[key],
+                                   BILLING_KEYS if key == "billing" else SHIPPING_KEYS)
                     recalc = True
             for key in ("payment_method", "payment_method_title", "transaction_id", "customer_note", "currency",
                         "customer_ip_address", "customer_user_agent"):
@@ -1086,7 +1117,8 @@ class SimulatedStore:
                 existing = next((i for i in order.line_items if raw.get("id") and i.id == int(raw["id"])), None)
                 if existing is None:
                     order.line_items.append(self._new_line_item(raw))
-                elif raw.get("quantity") is not None and int(raw["quantity"]) == 0 or raw.get("product_id", 1) is None:
+                elif (raw.get("quantity") is not None and int(raw["quantity"]) == 0) or \
+                        raw.get("product_id", 1) is None:
                     order.line_items.remove(existing)
                 else:
                     if raw.get("quantity") is not None:
@@ -1118,7 +1150,8 @@ class SimulatedStore:
                         existing_s.method_title = str(raw["method_title"])
             for raw in fields.get("fee_lines") or []:
                 recalc = True
-                order.fee_lines.append(FeeLine(self._item_id(), str(raw.get("name", "Fee")), _dec(raw.get("total"), "total")))
+                order.fee_lines.append(FeeLine(self._item_id(), str(raw.get("name", "Fee")),
+                                               _dec(raw.get("total"), "total")))
             for raw in fields.get("coupon_lines") or []:
                 recalc = True
                 if raw.get("code"):
@@ -1212,7 +1245,7 @@ class SimulatedStore:
         customer_ip_address: str = "",
         customer_user_agent: str = "",
         transaction_id: str = "",
-        meta_data: list[dict[str, Any]] | None = None,
+        meta_data: list[JSONObject] | None = None,
     ) -> Order:
         """A storefront checkout request (WC_Checkout::process_checkout).
 
@@ -1266,7 +1299,7 @@ class SimulatedStore:
 
     # ------------------------------------------------------------ storefront
 
-    def record_abandoned_cart(self, cart: Mapping[str, Any]) -> dict[str, Any]:
+    def record_abandoned_cart(self, cart: Mapping[str, Any]) -> JSONObject:
         """Keep a cart that never reached checkout (data only, no hooks)."""
         with self.lock:
             record = dict(cart)

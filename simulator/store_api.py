@@ -21,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from wooflow.jsontypes import JSONObject
+
 from .phpjson import php_json_encode
 from .state import SimulatedStore
 
@@ -61,17 +63,19 @@ def _error(code: str, message: str, status: int) -> Response:
 def store_api_routes(store: SimulatedStore) -> list[Route]:
     carts = StoreApiCarts()
 
-    def render(cart: _Cart) -> dict[str, Any]:
-        items, total = [], Decimal(0)
+    def render(cart: _Cart) -> JSONObject:
+        items: list[JSONObject] = []
+        total, count = Decimal(0), 0
         for pid, qty in cart.items.items():
             product = store.products.get(pid)
             if product is None:  # deleted since it was added: WooCommerce drops it from the cart
                 continue
             total += product.price * qty
+            count += qty
             items.append({"key": f"{pid:032x}", "id": pid, "quantity": qty, "name": product.name,
                           "prices": {"price": str(int(product.price * 100)), "currency_code": store.currency,
                                      "currency_minor_unit": 2}})
-        return {"items": items, "items_count": sum(i["quantity"] for i in items),
+        return {"items": items, "items_count": count,
                 "totals": {"total_items": str(int(total * 100)), "total_price": str(int(total * 100)),
                            "currency_code": store.currency, "currency_minor_unit": 2}}
 

@@ -22,8 +22,10 @@ TOPIC_HOOKS: dict[str, tuple[str, ...]] = {
     "order.updated": ("woocommerce_update_order", "woocommerce_order_refunded", "woocommerce_delete_order_refund"),
     "order.deleted": ("wp_trash_post", "woocommerce_trash_order"),
     "order.restored": ("untrashed_post", "woocommerce_untrash_order"),
-    "product.created": ("woocommerce_process_product_meta", "woocommerce_new_product", "woocommerce_new_product_variation"),
-    "product.updated": ("woocommerce_process_product_meta", "woocommerce_update_product", "woocommerce_update_product_variation"),
+    "product.created": ("woocommerce_process_product_meta", "woocommerce_new_product",
+                        "woocommerce_new_product_variation"),
+    "product.updated": ("woocommerce_process_product_meta", "woocommerce_update_product",
+                        "woocommerce_update_product_variation"),
     "product.deleted": ("wp_trash_post",),
     "product.restored": ("untrashed_post",),
 }

@@ -35,16 +35,17 @@ import heapq
 import random
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from .errors import RestError
 from .models import Product
 from .state import ManualClock, SimulatedStore
 
-__all__ = ["generate", "ensure_catalog", "TrafficReport", "ConsentBox"]
+__all__ = ["ConsentBox", "TrafficReport", "ensure_catalog", "generate"]
 
 # ------------------------------------------------------------------ data
 
@@ -149,8 +150,10 @@ _USER_AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36",
     "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Version/18.1 Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
-    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/130.0.0.0 Mobile Safari/537.36",
     "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
 ]
 
@@ -183,7 +186,7 @@ class ConsentBox:
     value: str = "yes"
     share: float = 0.5
 
-    def ticked(self, seed: int, shopper: "Shopper") -> bool:
+    def ticked(self, seed: int, shopper: Shopper) -> bool:
         return random.Random(f"{seed}:consent:{shopper.key}").random() < self.share
 
 
@@ -211,7 +214,7 @@ def _ascii(text: str) -> str:
 
 
 def _make_shopper(rng: random.Random, key: int) -> Shopper:
-    countries, weights = zip(*_COUNTRY_WEIGHTS.items())
+    countries, weights = zip(*_COUNTRY_WEIGHTS.items(), strict=True)
     country = rng.choices(countries, weights)[0]
     data = _PEOPLE[country]
     first, last = rng.choice(data["first"]), rng.choice(data["last"])
@@ -371,13 +374,15 @@ class _Generator:
         subtotal = sum((self.store.products[line["product_id"]].price * line["quantity"] for line in cart), Decimal(0))
         if shopper.country == "PL":
             if subtotal >= 200:
-                return {"method_id": "free_shipping", "method_title": "Darmowa wysyłka", "instance_id": "3", "total": "0.00"}
+                return {"method_id": "free_shipping", "method_title": "Darmowa wysyłka", "instance_id": "3",
+                        "total": "0.00"}
             if self.rng.random() < 0.6:
                 return {"method_id": "flexible_shipping_single", "method_title": "Paczkomaty InPost",
                         "instance_id": "5", "total": "13.99"}
             return {"method_id": "flat_rate", "method_title": "Kurier DPD", "instance_id": "1", "total": "16.99"}
         if shopper.country in ("US", "GB"):
-            return {"method_id": "flat_rate", "method_title": "International shipping", "instance_id": "7", "total": "89.00"}
+            return {"method_id": "flat_rate", "method_title": "International shipping", "instance_id": "7",
+                    "total": "89.00"}
         return {"method_id": "flat_rate", "method_title": "EU shipping", "instance_id": "6", "total": "39.00"}
 
     def _checkout(self, shopper: Shopper, cart: list[dict[str, Any]]) -> int | None:
@@ -507,9 +512,8 @@ def generate(
             break
         if generator.session() is not None:
             placed += 1
-            if rate_per_s:
-                if stop.wait(generator.rng.expovariate(rate_per_s)):
-                    break
+            if rate_per_s and stop.wait(generator.rng.expovariate(rate_per_s)):
+                break
     if drain and not stop.is_set():
         generator.drain()
     report = generator.report

@@ -12,7 +12,6 @@ import json
 import logging
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from confluent_kafka import Message
 from sqlalchemy import delete
@@ -28,23 +27,25 @@ from wooflow.kafka.config import BATCH
 from wooflow.kafka.consumer import make_consumer
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import DecodeError, get_codec
+from wooflow.schemas.types import EXECUTION_LOG, ExecutionLog
 from wooflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def row_of(rec: dict[str, Any]) -> dict[str, Any]:
+def row_of(rec: ExecutionLog) -> dict[str, object]:
+    """An `execution_logs` row."""
     try:
-        details = json.loads(rec.get("details_json") or "{}")
+        details = json.loads(rec["details_json"] or "{}")
     except ValueError:
-        details = {"raw": rec.get("details_json")}
+        details = {"raw": rec["details_json"]}
     return {
         "log_id": rec["log_id"], "idempotency_key": rec["idempotency_key"], "store_id": rec["store_id"],
         "customer_key": rec["customer_key"], "rule_id": rec["rule_id"], "event_id": rec["event_id"],
         "step": rec["step"], "action_type": rec["action_type"], "status": rec["status"],
         "message": rec["message"], "attempt": rec["attempt"], "duration_ms": rec["duration_ms"],
         "dry_run": rec["dry_run"], "details": details, "executed_at": rec["executed_at"],
-        "received_at": rec.get("received_at"),
+        "received_at": rec["received_at"],
     }
 
 
@@ -62,11 +63,9 @@ class LogSink:
         rows = []
         for msg in batch:
             try:
-                schema, rec = self.codec.decode(msg.value() or b"", msg.topic())
-                if schema != "ExecutionLog":
-                    raise DecodeError(f"expected ExecutionLog, got {schema}")
+                rec = self.codec.decode_as(msg.value() or b"", EXECUTION_LOG, msg.topic())
                 rows.append(row_of(rec))
-                metrics.events_consumed.labels("sink", msg.topic(), rec.get("store_id")).inc()
+                metrics.events_consumed.labels("sink", msg.topic(), rec["store_id"]).inc()
             except (DecodeError, KeyError) as exc:
                 dead_letter(self.producer, self.codec, self.settings, msg, stage="sink", reason="undecodable",
                             error=str(exc))

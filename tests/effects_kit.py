@@ -74,7 +74,7 @@ class HoldingReceiver:
 class SmtpReceiver(HoldingReceiver):
     """The SMTP inbox (tests/harness.py) sitting on mail; the identity is the Message-ID."""
 
-    def start(self) -> "SmtpReceiver":
+    def start(self) -> SmtpReceiver:
         self.inbox = Inbox(on_message=self._arrived).start()
         self.port = self.inbox.port
         return self
@@ -190,7 +190,7 @@ class TcpProxy:
         self.thread = threading.Thread(target=self.loop.run_forever, name="tcp-proxy", daemon=True)
         self.writers: set[asyncio.StreamWriter] = set()
 
-    def __enter__(self) -> "TcpProxy":
+    def __enter__(self) -> TcpProxy:
         self.thread.start()
         self.server = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(self._handle, "127.0.0.1", 0), self.loop).result(10)

@@ -1,9 +1,13 @@
-"""What a test runs inside its own process, one of each: a role in a thread
-(`wooflow.workers.testing.RoleThread`, `WorkerThread`; `tests.rules_kit.ConsumerThread`), the
-bridge and the admin API served by uvicorn in a thread (`BridgeThread` and the `bridge`
-fixture, `ApiThread`; `api_client` and `bearer` call the API without a server), and a real SMTP server that keeps what it receives (`Inbox`, the
-`inbox` fixture). Roles as separate
-processes are `tests.support.RoleProcess` and `tests.pipeline.Pipeline`."""
+"""What a test runs inside its own process, one place for each concern:
+
+- a role in a thread: `wooflow.workers.testing.RoleThread` (`WorkerThread`) and
+  `tests.rules_kit.ConsumerThread`;
+- the bridge on a loopback port: `BridgeThread` (the `bridge` fixture), with `deliver` and
+  `webhook_headers` for a webhook signed as WooCommerce signs it;
+- the admin API: `ApiThread` on a port, `api_client` without a server, `bearer` for a token;
+- a real SMTP server that keeps what it receives: `Inbox` (the `inbox` fixture).
+
+Roles as separate processes are `tests.support.RoleProcess` and `tests.pipeline.Pipeline`."""
 
 from __future__ import annotations
 
@@ -44,7 +48,8 @@ def deliver(url: str, secret: str, topic: str, body: bytes | Mapping[str, Any], 
     """POST `body` (a JSON object, or its bytes) to `url` as WooCommerce would, signed with
     `secret`; `headers` adds to or replaces what WooCommerce sends."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(url, content=raw, timeout=timeout, headers=webhook_headers(secret, raw, topic) | dict(headers or {}))
+    return httpx.post(url, content=raw, timeout=timeout,
+                      headers=webhook_headers(secret, raw, topic) | dict(headers or {}))
 
 
 class BridgeThread(ServerThread):

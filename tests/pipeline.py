@@ -41,7 +41,8 @@ def connect_store(sim_store: Any, store: Any, bridge_url: str, webhook_topics: t
 
 class Pipeline:
     def __init__(self, settings: Settings, engine: Engine, log_dir: Path, stack: ExitStack,
-                 rules: tuple[dict[str, Any], ...] = (), webhook_topics: tuple[str, ...] = ("order.created", "order.updated"),
+                 rules: tuple[dict[str, Any], ...] = (),
+                 webhook_topics: tuple[str, ...] = ("order.created", "order.updated"),
                  ) -> None:
         self.settings, self.engine, self.log_dir = settings, engine, log_dir
         self.sim = stack.enter_context(SimulatorServer(seed=7))

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from tests.support import ServerThread
 
 
 def create_app() -> Starlette:
@@ -40,7 +44,7 @@ def create_app() -> Starlette:
                              Route("/schemas/ids/{id:int}", by_id)])
 
 
-def RegistryServer() -> "ServerThread":  # noqa: N802 (reads like a class at call sites)
+def RegistryServer() -> ServerThread:  # noqa: N802 (reads like a class at call sites)
     from tests.support import ServerThread
 
     return ServerThread(create_app())

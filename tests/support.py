@@ -67,10 +67,11 @@ class RoleProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self) -> "RoleProcess":
+    def start(self) -> RoleProcess:
         self.starts += 1
-        log = open(self.log_dir / f"{self.role}-{self.starts}.log", "wb")
-        self.proc = subprocess.Popen([*CLI, self.role, *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_dir / f"{self.role}-{self.starts}.log", "wb") as log:  # the child keeps its own handle
+            self.proc = subprocess.Popen([*CLI, self.role, *self.args], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT)
         return self
 
     def kill(self) -> None:
@@ -254,7 +255,7 @@ class ServerThread:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         import socket
         import threading
 

@@ -56,7 +56,8 @@ def test_crud_and_versions(api) -> None:  # type: ignore[no-untyped-def]
     ({"conditions": {"match": "all", "conditions": [{"field": "order_total", "operator": "bigger", "value": 1}]}},
      "conditions.conditions[0].operator"),
     ({"conditions": {"match": "all", "conditions": [{"match": "any", "conditions": [
-        {"field": "geo_scope", "operator": "equals", "value": "mars"}]}]}}, "conditions.conditions[0].conditions[0].value"),
+        {"field": "geo_scope", "operator": "equals", "value": "mars"}]}]}},
+     "conditions.conditions[0].conditions[0].value"),
     ({"conditions": {"match": "all", "conditions": [{"field": "nope", "operator": "equals", "value": 1}]}},
      "conditions.conditions[0].field"),
     ({"conditions": {"match": "most", "conditions": []}}, "conditions.match"),
@@ -171,8 +172,9 @@ def test_dry_run_on_a_real_order(settings, engine) -> None:  # type: ignore[no-u
         assert sim.store.get_order_notes(order.id) == [] or all(
             not n.note.startswith("big") for n in sim.store.get_order_notes(order.id))
         # a small order does not match, and says why
-        cheap = sim.store.create_order(line_items=[{"product_id": sim.store.create_product("Cup", "5.00").id,
-                                                    "quantity": 1}], billing={"email": "b@example.com", "country": "US"})
+        cup = sim.store.create_product("Cup", "5.00")
+        cheap = sim.store.create_order(line_items=[{"product_id": cup.id, "quantity": 1}],
+                                       billing={"email": "b@example.com", "country": "US"})
         out2 = client.post(f"/v1/rules/{rid}/dry-run", json={"order_id": cheap.id}, headers=h).json()
         assert out2["matched"] is False and out2["conditions"]["conditions"][0]["result"] is False
         assert client.post(f"/v1/rules/{rid}/dry-run", json={"order_id": 999999}, headers=h).status_code == 404

@@ -102,7 +102,7 @@ def test_poller_catches_changes_without_webhooks_and_dedupes_with_them(settings,
             assert poll_store(store, settings, engine, ingest, ("orders",)) == {"orders": 0}
         finally:
             ingest.close()
-        (name, ev), = read_topic(settings, topics.ORDERS)
+        (_, ev), = read_topic(settings, topics.ORDERS)
         assert ev["source"] == "poller" and ev["order"]["status"] == "processing" and ev["action"] == "updated"
         # the webhook of that change arrives late: same content, same event id, nothing new
         sim.store.create_webhook("order.updated", "http://127.0.0.1:1/", ping=False)
@@ -143,6 +143,5 @@ def test_rest_client_backs_off_on_429_and_5xx() -> None:
         assert time.monotonic() - started >= 0.25  # exponential backoff after the 503
 
         mode["flaky"] = False
-        with WooRest(store, max_attempts=2) as rest:
-            with pytest.raises(Transient):
-                rest.page("orders", 1, {})
+        with WooRest(store, max_attempts=2) as rest, pytest.raises(Transient):
+            rest.page("orders", 1, {})

@@ -34,7 +34,8 @@ def datum(schema: Any, names: dict[str, Any], rnd: random.Random) -> Any:
     """A random valid datum: null and non-null union branches, negative/zero/large decimals,
     timestamps either side of the epoch."""
     if isinstance(schema, str):
-        prim = {"string": lambda: rnd.choice(["", "x", "żółć", "a" * 300]), "int": lambda: rnd.randint(-2**31, 2**31 - 1),
+        prim = {"string": lambda: rnd.choice(["", "x", "żółć", "a" * 300]),
+                "int": lambda: rnd.randint(-2**31, 2**31 - 1),
                 "long": lambda: rnd.randint(-2**63, 2**63 - 1), "boolean": lambda: rnd.random() < 0.5,
                 "double": lambda: rnd.uniform(-1e9, 1e9), "float": lambda: 1.5, "bytes": lambda: rnd.randbytes(5),
                 "null": lambda: None}

@@ -27,7 +27,8 @@ CUSTOMERS, PER_CUSTOMER = 50, 20  # 1,000 webhooks
 def order_body(customer: int, seq: int) -> bytes:
     order = {"id": customer * 1000 + seq, "number": f"{customer}-{seq}", "status": "processing", "currency": "EUR",
              "total": f"{seq}.50", "customer_id": customer, "billing": {"email": f"c{customer}@example.com"},
-             "date_created_gmt": "2026-11-25T10:00:00", "date_modified_gmt": f"2026-11-25T10:{seq // 60:02d}:{seq % 60:02d}",
+             "date_created_gmt": "2026-11-25T10:00:00",
+             "date_modified_gmt": f"2026-11-25T10:{seq // 60:02d}:{seq % 60:02d}",
              "meta_data": [{"id": 1, "key": "seq", "value": seq}]}
     return json.dumps(order).encode()
 
@@ -94,7 +95,8 @@ def test_kafka_outage_answers_2xx_and_delivers_exactly_once_in_order(own_broker,
                                         {"s": store.id}).scalar_one() == 0
 
             wait_for(drained, 90, 0.5, "outbox drained")
-            wait_for(lambda: REGISTRY.get_sample_value("wooflow_bridge_kafka_available") == 1, 30, 0.2, "breaker closed")
+            wait_for(lambda: REGISTRY.get_sample_value("wooflow_bridge_kafka_available") == 1, 30, 0.2,
+                     "breaker closed")
             # after the outage: straight to Kafka again
             r = bridge.webhook(store, "order.created", order_body(CUSTOMERS + 1, 0))
             assert r.status_code == 200 and r.json()["accepted"] == 1

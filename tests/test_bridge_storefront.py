@@ -74,7 +74,8 @@ def test_storefront_events_link_the_session_to_the_customer(settings, engine, br
 def test_storefront_bad_input_and_the_snippet(settings, engine, bridge) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine, ORIGIN)
     url = f"{bridge.url}/storefront/{store.id}/events"
-    good = {"key": store.public_key, "session_id": "sess-abcdefgh", "events": [{"type": "product_viewed", "product_id": 1}]}
+    good = {"key": store.public_key, "session_id": "sess-abcdefgh",
+            "events": [{"type": "product_viewed", "product_id": 1}]}
     cases = [
         ("wrong key", url, good | {"key": "pk_nope"}, {"Origin": ORIGIN}, 401, "invalid_key"),
         ("missing key", url, {k: v for k, v in good.items() if k != "key"}, {"Origin": ORIGIN}, 401, "invalid_key"),
@@ -125,7 +126,8 @@ def test_stores_add_creates_webhooks_and_remove_deletes_them(settings, engine, b
         assert {h.secret for h in hooks} == {secret} and secret not in r.stdout + r.stderr
         assert all(p.status_code == 200 for p in sim.store.deliveries(kind="ping"))
         sim.store.create_customer("cli@example.com")
-        wait_for(lambda: len(read_topic(settings, topics.CUSTOMERS)) == 1, 30, 0.3, "customer event via created webhook")
+        wait_for(lambda: len(read_topic(settings, topics.CUSTOMERS)) == 1, 30, 0.3,
+                 "customer event via created webhook")
 
         listed = wooflow("stores", "list")
         assert listed.returncode == 0 and store_id in listed.stdout

@@ -15,6 +15,7 @@ from tests.rules_kit import order_event
 from tests.support import Discards
 from wooflow.consumer.conditions import FIELDS, ConditionError, compile_tree, explain, geo_scopes
 from wooflow.consumer.facts import LazyFacts
+from wooflow.consumer.state import Aggregates
 from wooflow.consumer.tiers import Loyalty
 from wooflow.consumer.triggers import TriggerContext
 
@@ -180,7 +181,7 @@ def test_conditions_on_real_order_events_agree_with_the_reference() -> None:
         ev = order_event("s", 1, customer_id=2, total=str(total), country=country, shipping_country=ship,
                          items=[(p, 1 + p % 3, [p % 4]) for p in pids])
         ctx = TriggerContext("OrderEvent", ev, Loyalty(), status="processing", currency="PLN",
-                             after={"n": 1, "t": {"PLN": total}, "p": 5, "f": 0, "l": 0, "tier": "gold"})
+                             after=Aggregates(1, {"PLN": total}, 5, 0, 0, "gold"))
         facts = LazyFacts(ctx)
         predicate = compiled(tree, tally)
         if predicate is None:
@@ -207,7 +208,7 @@ def test_a_property_that_discards_most_examples_fails() -> None:
         tally.check()
 
 
-# --- seed 002 semantics, spelled out ------------------------------------------------------------
+# --- Polski Pro's filter semantics, spelled out ---------------------------------------------------------
 
 def test_geo_scopes() -> None:
     assert geo_scopes("PL") == ["pl", "eu", "eea"]
@@ -219,7 +220,8 @@ def test_geo_scopes() -> None:
 
 def test_order_fields_follow_seed_002() -> None:
     ev = order_event("s", 1, total="120.50", country="PL", shipping_country="", email="Ala@Example.com",
-                     items=[(5, 2, [7]), (9, 1, [8, 7])], payment="bacs", shipping_methods=("flat_rate", "local_pickup"))
+                     items=[(5, 2, [7]), (9, 1, [8, 7])], payment="bacs",
+                     shipping_methods=("flat_rate", "local_pickup"))
     facts = LazyFacts(TriggerContext("OrderEvent", ev, Loyalty(), status="processing"))
 
     def holds(field: str, op: str, value: Any) -> bool:

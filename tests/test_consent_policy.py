@@ -349,7 +349,8 @@ def test_opt_in_checkout_box_storefront_capture_and_unsubscribe(settings, engine
             assert w.inbox.to(bob) == []
             # the scheduler's activity reader recorded the order's grant, once
             recorded = wait_for(lambda: consent_rows(w, "order_meta"), 60, 0.2, "the recorded checkout grant")
-            assert [(r["email"], r["source_ref"], r["granted"]) for r in recorded] == [(ala, f"order:{ala_order}", True)]
+            assert [(r["email"], r["source_ref"], r["granted"]) for r in recorded] == \
+                [(ala, f"order:{ala_order}", True)]
 
             # a storefront capture with the consent flag records a grant a later email honours
             w.storefront(unique("sess"), {"type": "email_captured", "email": cat, "marketing_consent": True})

@@ -151,7 +151,8 @@ def invariant_problems(objs: list[Obj], overlay: str) -> list[str]:
         pod = job["spec"]["template"]["spec"]
         check_pod(f"Job/{job['metadata']['name']}", pod)
     commands = [c.get("args") for j in by_kind.get("Job", {}).values()
-                for c in j["spec"]["template"]["spec"].get("initContainers", []) + j["spec"]["template"]["spec"]["containers"]]
+                for c in [*j["spec"]["template"]["spec"].get("initContainers", []),
+                          *j["spec"]["template"]["spec"]["containers"]]]
     if ["migrate"] not in commands or ["topics", "create"] not in commands:
         problems.append(f"the migrations Job must run `wooflow migrate` and `wooflow topics create`, runs {commands}")
 
@@ -165,7 +166,8 @@ def invariant_problems(objs: list[Obj], overlay: str) -> list[str]:
             problems.append(f"{role}: no KEDA ScaledObject")
             continue
         if not 1 <= so["spec"].get("maxReplicaCount", 100) <= partitions:
-            problems.append(f"{role}: maxReplicaCount {so['spec'].get('maxReplicaCount')} beyond {partitions} partitions")
+            problems.append(f"{role}: maxReplicaCount {so['spec'].get('maxReplicaCount')} "
+                            f"beyond {partitions} partitions")
         if "replicas" in roles.get(role, {}).get("spec", {}):
             problems.append(f"{role}: replicas set on a KEDA-scaled Deployment (apply would fight the autoscaler)")
         for trig in so["spec"]["triggers"]:
@@ -245,14 +247,15 @@ def test_broken_manifests_fail(tmp_path: Path) -> None:
 
     # a resource that does not exist: rendering itself fails
     (base / "pdb.yaml").unlink()
-    with pytest.raises(RenderError, match="pdb.yaml"):
+    with pytest.raises(RenderError, match=r"pdb\.yaml"):
         render(deploy / "k8s" / "overlays" / "dev")
 
 
 def test_prometheus_rule_in_the_base_mirrors_the_rules_file() -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("to_prometheusrule", ROOT / "deploy" / "prometheus" / "to_prometheusrule.py")
+    spec = importlib.util.spec_from_file_location("to_prometheusrule",
+                                                  ROOT / "deploy" / "prometheus" / "to_prometheusrule.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

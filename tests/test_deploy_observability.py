@@ -60,8 +60,8 @@ def metric_names_in(expr: str) -> set[str]:
 
 
 def test_the_expression_parser_finds_metric_names() -> None:
-    assert metric_names_in('histogram_quantile(0.99, sum by (le) (rate(wooflow_x_bucket{a="b(c)"}[$__rate_interval])))') \
-        == {"wooflow_x_bucket"}
+    expression = 'histogram_quantile(0.99, sum by (le) (rate(wooflow_x_bucket{a="b(c)"}[$__rate_interval])))'
+    assert metric_names_in(expression) == {"wooflow_x_bucket"}
     assert metric_names_in("sum by (store) (increase(a_total[1d] offset 30m)) > 0 unless b:c:sum > 1e3") \
         == {"a_total", "b:c:sum"}
     assert metric_names_in("a > bool 1 and on (x) group_left (y) sort_desc(b)") == {"a", "b"}
@@ -110,7 +110,7 @@ def test_dashboard_is_an_importable_model_using_registered_metrics(path: Path) -
     assert all(isinstance(i, int) and i > 0 for i in ids)
     for p in panels:
         pos = p["gridPos"]
-        assert 0 <= pos["x"] and pos["w"] > 0 and pos["x"] + pos["w"] <= 24 and pos["h"] > 0, p["title"]
+        assert pos["x"] >= 0 and pos["w"] > 0 and pos["x"] + pos["w"] <= 24 and pos["h"] > 0, p["title"]
         if p["type"] == "row":
             continue
         assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
@@ -143,12 +143,14 @@ def test_a_dashboard_with_an_unknown_metric_is_caught() -> None:
 # --- alert rules -------------------------------------------------------------------------------
 def test_alert_rules_use_registered_metrics() -> None:
     known = registered_metric_names()
-    groups = [g for f in (DEPLOY / "prometheus" / "rules").glob("*.yml") for g in yaml.safe_load(f.read_text())["groups"]]
+    groups = [g for f in (DEPLOY / "prometheus" / "rules").glob("*.yml")
+              for g in yaml.safe_load(f.read_text())["groups"]]
     recorded = {r["record"] for g in groups for r in g["rules"] if "record" in r}
     for g in groups:
         for r in g["rules"]:
             names = metric_names_in(r["expr"])
-            assert names and names <= known | recorded, f"{r.get('alert') or r.get('record')}: {sorted(names - known - recorded)}"
+            assert names and names <= known | recorded, \
+                f"{r.get('alert') or r.get('record')}: {sorted(names - known - recorded)}"
 
 
 # --- compose, Dockerfile -------------------------------------------------------------------------
@@ -185,7 +187,8 @@ def test_compose_file_runs_every_role_and_references_existing_files() -> None:
 
 
 def test_dockerfile_is_multi_stage_and_non_root() -> None:
-    lines = [ln.strip() for ln in (ROOT / "Dockerfile").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    lines = [ln.strip() for ln in (ROOT / "Dockerfile").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
     froms = [i for i, ln in enumerate(lines) if ln.upper().startswith("FROM ")]
     assert len(froms) >= 2, "multi-stage: a builder and a runtime stage"
     final = lines[froms[-1]:]
@@ -201,7 +204,8 @@ def test_dockerfile_is_multi_stage_and_non_root() -> None:
 def test_every_runbook_link_of_an_alert_has_its_section() -> None:
     headings = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
                 for h in re.findall(r"^#+ (.+)$", (ROOT / "docs" / "runbook.md").read_text(), re.M)}
-    groups = [g for f in (DEPLOY / "prometheus" / "rules").glob("*.yml") for g in yaml.safe_load(f.read_text())["groups"]]
+    groups = [g for f in (DEPLOY / "prometheus" / "rules").glob("*.yml")
+              for g in yaml.safe_load(f.read_text())["groups"]]
     for rule in (r for g in groups for r in g["rules"] if "alert" in r):
         link = rule["annotations"]["runbook"]
         path, _, anchor = link.partition("#")

@@ -29,7 +29,7 @@ from wooflow.consumer.merge import (
     refold_customer,
 )
 from wooflow.consumer.rules import RuleCache
-from wooflow.consumer.state import Customer, Firing, empty_agg
+from wooflow.consumer.state import Aggregates, Customer, Firing
 from wooflow.consumer.tiers import Level, Loyalty
 from wooflow.producers.identity import ACCOUNT, ORDER, Found, Identities
 from wooflow.producers.keys import email_hash
@@ -44,7 +44,8 @@ def order(oid: int, cid: int, email: str, *, status: str = "processing", total: 
           minute: int = 0, topic: str = "order.created", info: StoreInfo = INFO) -> Event:
     payload = {"id": oid, "status": status, "currency": "PLN", "total": total, "customer_id": cid,
                "billing": {"email": email, "country": "PL"}, "line_items": [],
-               "date_created_gmt": f"2026-03-01T10:{minute:02d}:00", "date_modified_gmt": f"2026-03-01T10:{minute:02d}:30"}
+               "date_created_gmt": f"2026-03-01T10:{minute:02d}:00",
+               "date_modified_gmt": f"2026-03-01T10:{minute:02d}:30"}
     return normalise(info, topic, payload, source="webhook", received_at=NOW)[0]
 
 
@@ -139,7 +140,7 @@ def test_a_billing_email_never_takes_an_accounts_email_and_is_not_trusted_from_c
     _, facts = ids2.settle([order(3, 9, "f@example.com")])
     assert facts.identities == {(S, email_hash("f@example.com")): (9, ORDER)}
     ids2.committed(facts)
-    again, facts = ids2.settle([order(4, 9, "f@example.com")])
+    _, facts = ids2.settle([order(4, 9, "f@example.com")])
     assert facts.identities == {}  # known to be written
     guest = [order(5, 0, "f@example.com")]
     assert ids2.lookup(guest).emails == {(S, email_hash("f@example.com"))}
@@ -163,21 +164,20 @@ def test_an_order_first_seen_as_a_guests_follows_the_registration() -> None:
 
 # --- the consumer's merge arithmetic ---------------------------------------------------------
 
-def agg(n: int, total: str, f: int | None, last: int | None, p: int = 0, tier: str = "") -> dict[str, Any]:
-    return {"n": n, "t": {"PLN": Decimal(total)} if total else {}, "p": p, "f": f, "l": last, "tier": tier}
+def agg(n: int, total: str, f: int | None, last: int | None, p: int = 0, tier: str = "") -> Aggregates:
+    return Aggregates(n, {"PLN": Decimal(total)} if total else {}, p, f, last, tier)
 
 
 @pytest.mark.unit
 def test_folding_aggregates_adds_orders_and_widens_first_and_last() -> None:
     c = agg(1, "100", 5_000, 5_000, p=10)
-    gst = {"n": 2, "t": {"PLN": Decimal("30"), "EUR": Decimal("7")}, "p": 3, "f": 1_000, "l": 9_000, "tier": ""}
+    gst = Aggregates(2, {"PLN": Decimal("30"), "EUR": Decimal("7")}, 3, 1_000, 9_000, "")
     both = fold_agg(c, gst)
-    assert both == {"n": 3, "t": {"PLN": Decimal("130"), "EUR": Decimal("7")}, "p": 13, "f": 1_000, "l": 9_000,
-                    "tier": ""}
+    assert both == Aggregates(3, {"PLN": Decimal("130"), "EUR": Decimal("7")}, 13, 1_000, 9_000, "")
     back = fold_agg(both, gst, -1)
-    assert (back["n"], back["t"], back["p"]) == (1, {"PLN": Decimal("100"), "EUR": Decimal("0")}, 10)
-    assert (back["f"], back["l"]) == (1_000, 9_000)  # only ever widened
-    assert fold_agg(empty_agg(), gst) == {**gst, "t": gst["t"]}
+    assert (back.order_count, back.totals, back.points) == (1, {"PLN": Decimal("100"), "EUR": Decimal("0")}, 10)
+    assert (back.first_order_ms, back.last_order_ms) == (1_000, 9_000)  # only ever widened
+    assert fold_agg(Aggregates(), gst) == gst
     assert fold_views({"42": 2, "cat:3": 1}, {"42": 1, "7": 4}) == {"42": 3, "cat:3": 1, "7": 4}
     assert fold_views({"42": 3}, {"42": 1}, -1) == {"42": 2}
 
@@ -189,12 +189,12 @@ def test_folding_a_customer_takes_the_higher_tier_or_what_the_sum_reaches() -> N
     gst = Customer(S, "g1", agg(2, "200", 1_000, 1_500, p=20, tier="silver"), email="a@example.com",
                    view_counts={"42": 2})
     fold_customer(c, gst, lo)
-    assert c.agg["n"] == 3 and c.agg["t"] == {"PLN": Decimal("350")} and c.agg["tier"] == "gold"
+    assert c.agg.order_count == 3 and c.agg.totals == {"PLN": Decimal("350")} and c.agg.tier == "gold"
     assert c.tier_raised and c.dirty and c.view_counts == {"42": 3} and c.email == "a@example.com"
     assert c.points_delta == 0  # points move in the database, from the guest row as it is at save
     low = Customer(S, "c2", agg(0, "", None, None))
     fold_customer(low, Customer(S, "g2", agg(1, "10", 1, 1, tier="gold")), lo)
-    assert low.agg["tier"] == "gold"  # a guest's tier set by hand above its totals is kept
+    assert low.agg.tier == "gold"  # a guest's tier set by hand above its totals is kept
 
 
 @pytest.mark.unit
@@ -203,10 +203,11 @@ def test_refolding_at_save_replaces_what_was_read_by_what_the_guest_row_holds() 
     now = Customer(S, "g", agg(2, "90", 1_000, 8_000, p=9))
     c = Customer(S, "c", fold_agg(agg(1, "10", 5_000, 5_000), then.agg))
     refold_customer(c, then, now)  # a guest order saved between the read and the merge
-    assert (c.agg["n"], c.agg["t"], c.agg["l"], c.points_delta) == (3, {"PLN": Decimal("100")}, 8_000, 9)
+    assert (c.agg.order_count, c.agg.totals, c.agg.last_order_ms, c.points_delta) == \
+        (3, {"PLN": Decimal("100")}, 8_000, 9)
     lost = Customer(S, "c", fold_agg(agg(1, "10", 5_000, 5_000), then.agg))
     refold_customer(lost, then, None)  # another customer merged this guest first
-    assert (lost.agg["n"], lost.agg["t"], lost.points_delta) == (1, {"PLN": Decimal("10")}, 0)
+    assert (lost.agg.order_count, lost.agg.totals, lost.points_delta) == (1, {"PLN": Decimal("10")}, 0)
     tomb = Customer(S, "c", agg(1, "10", 5_000, 5_000))
     refold_customer(tomb, None, None)  # no guest row at all: only the tombstone
     assert tomb.agg == agg(1, "10", 5_000, 5_000)
@@ -296,7 +297,7 @@ def state_row(engine: Any, store_id: str, key: str) -> dict[str, Any]:
 
 def rules_fired(w: World, out: Any) -> list[str]:
     names = {v: k for k, v in w.rules.items()}
-    return sorted({names[c["rule_id"]] for _, c in out.commands if c["rule_id"] in names})
+    return sorted({names[c["rule_id"]] for _, c in [*out.commands, *out.planned] if c["rule_id"] in names})
 
 
 @pytest.mark.integration
@@ -383,7 +384,7 @@ def test_a_replay_applies_a_merged_guests_events_to_the_customer(engine) -> None
     w.processor.reroute = False  # what `wooflow replay` sets
     out = w.run(w.order(32, 0, e, total="5.00", minute=1), save=False, dry_run=True, plan_only=True)
     assert out.rerouted == []
-    assert {it.event["customer_key"] for it, _ in out.commands} == {"c11"}
+    assert {it.event["customer_key"] for it, _ in out.planned} == {"c11"}
     assert rules_fired(w, out) == ["repeat"]
     # the guest event that fired "once" and "first" replays to the same keys, not to new decisions
     out = w.run(first, save=False, dry_run=True, plan_only=True)
@@ -428,7 +429,7 @@ def test_the_scheduler_moves_a_guests_activity_to_the_customer(engine) -> None: 
     with engine.begin() as conn:
         people.prepare(conn, [("CustomerEvent", ev), ("StorefrontEvent", guest_view)])
         assert people.person(conn, "StorefrontEvent", guest_view)[0]["customer_key"] == "c6"
-        person, link = people.person(conn, "CustomerEvent", ev)
+        _, link = people.person(conn, "CustomerEvent", ev)
         people.linked(link)
         assert people.person(conn, "CustomerEvent", ev)[1] is None  # moved once
     with engine.connect() as conn:

@@ -33,7 +33,8 @@ def test_a_rotated_webhook_secret_keeps_sent_unsubscribe_links_working(settings,
     assert saved is not None and len(saved.link_key) == 64
     token = unsubscribe.make_token(settings, saved, email="fan@example.com", customer_key="c1")
 
-    upsert_store(engine, Store(id=store.id, url=store.url, webhook_secret="after-rotation"))  # stores add --rotate-secret
+    # stores add --rotate-secret
+    upsert_store(engine, Store(id=store.id, url=store.url, webhook_secret="after-rotation"))
     rotated = StoreCache(engine).get(store.id)
     assert rotated is not None and rotated.webhook_secret == "after-rotation"
     assert rotated.link_key == saved.link_key
@@ -70,7 +71,8 @@ def test_links_signed_before_the_migration_still_verify(settings, fresh_database
     upgrade(fresh_database, "0010_consent")
     db = get_engine(fresh_database)
     with db.begin() as conn:
-        conn.execute(text("INSERT INTO stores (id, url, webhook_secret) VALUES ('old', 'http://127.0.0.1:1', 's3cret')"))
+        conn.execute(text("INSERT INTO stores (id, url, webhook_secret) "
+                          "VALUES ('old', 'http://127.0.0.1:1', 's3cret')"))
     legacy_key = hmac.new(b"s3cret", b"wooflow-unsubscribe", hashlib.sha256).hexdigest()
     old_link = unsubscribe.make_token(settings, Store(id="old", url="", webhook_secret="", link_key=legacy_key),
                                       email="a@example.com", customer_key=None)

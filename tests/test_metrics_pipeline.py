@@ -79,7 +79,7 @@ def test_every_role_reports_its_traffic(settings, engine, logs_dir, metrics_port
 
         try:
             for role, url in urls.items():
-                wait_for(lambda: ready(url), 60, 0.2, f"{role} /readyz")
+                wait_for(lambda url=url: ready(url), 60, 0.2, f"{role} /readyz")
             big = [place(p.sim.store, "150.00", f"m{i}@example.com") for i in range(2)]
             place(p.sim.store, "10.00", "small@example.com")
             wait_for(lambda: all(p.wooflow_notes(o) for o in big), 60, 0.2, "notes on the big orders")
@@ -89,7 +89,8 @@ def test_every_role_reports_its_traffic(settings, engine, logs_dir, metrics_port
             assert forged.status_code == 401
             # the same order, delivered (correctly signed) for the unreachable store
             body = httpx.get(f"{p.sim.api_url}/orders/{big[0]}", auth=p.sim.auth).content
-            delivered = deliver(hook_url(p.bridge_url, unreachable.id), unreachable.webhook_secret, "order.created", body)
+            delivered = deliver(hook_url(p.bridge_url, unreachable.id), unreachable.webhook_secret, "order.created",
+                                body)
             assert delivered.status_code == 200, delivered.text
 
             workers = wait_for(lambda: scrape_if(urls["workers"], lambda s: total(
@@ -131,7 +132,8 @@ def test_every_role_reports_its_traffic(settings, engine, logs_dir, metrics_port
     assert total(workers, "wooflow_end_to_end_seconds_count") >= 2
     assert total(workers, "wooflow_events_consumed_total", role="workers", topic=commands, store="all") >= 3
     assert total(workers, "wooflow_events_out_total", role="workers", topic=logs, store="all") >= 3
-    assert not [lab for _, lab, _ in workers if lab.get("store") in (store, unreachable.id)], "store label must be 'all'"
+    assert not [lab for _, lab, _ in workers if lab.get("store") in (store, unreachable.id)], \
+        "store label must be 'all'"
     assert {lab["partition"] for n, lab, _ in workers if n == "wooflow_consumer_lag"} == {"0", "1", "2", "3"}
     # sink: rows written, events consumed, caught up (lag 0)
     assert total(sink, "wooflow_execution_logs_written_total") >= 3

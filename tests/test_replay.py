@@ -72,12 +72,13 @@ def test_replay_dry_run_then_live_after_adding_a_rule(settings, engine, logs_dir
         again = replayer.run(ReplaySpec(topic=topics.ORDERS, start=start, store=p.store.id, live=True))
         assert sum(t.emitted for t in again.rules.values()) == 0
         wait_until_pipeline_idle(settings)  # a duplicate note would be there by now
-        for o, (country, is_big) in orders.items():
+        for o, (_country, is_big) in orders.items():
             notes = p.wooflow_notes(o)
             assert len([n for n in notes if "customs" in n]) == (1 if o in non_eu else 0), (o, notes)
             assert len([n for n in notes if "big order" in n]) == (1 if is_big else 0), (o, notes)
 
-        only = replayer.run(ReplaySpec(topic=topics.ORDERS, start=start, store=p.store.id, rules=frozenset({customs_id})))
+        only = replayer.run(ReplaySpec(topic=topics.ORDERS, start=start, store=p.store.id,
+                                       rules=frozenset({customs_id})))
         assert set(only.rules) == {customs_id} and only.rules[customs_id].commands == len(non_eu)
         # a rule on customers' events: nothing of the orders topic can fire it, nothing is decoded
         signup_id = add_rule(engine, p.store.id, {"name": "Signup", "trigger": "new_customer",

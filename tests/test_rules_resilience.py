@@ -123,7 +123,7 @@ def test_three_consumers_join_and_leave_under_load(settings, engine, logs_dir) -
     store = make_store(engine)
     events, expected = scenario(engine, store.id, customers=1200, orders_each=5)
     procs = [RoleProcess("rules", settings, logs_dir / f"c{i}") for i in range(3)]
-    for i, p in enumerate(procs):
+    for i in range(len(procs)):
         (logs_dir / f"c{i}").mkdir()
     procs[0].start()
     try:

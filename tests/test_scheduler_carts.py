@@ -93,7 +93,8 @@ def test_guest_cart_abandoned_recovered_through_the_link_and_attributed(settings
         assert httpx.get(f"{api.url}/recover/cart/nope", follow_redirects=False).status_code == 404
     # the first reminder went out (the scheduler marks it emitted), then the guest orders
     with engine.begin() as conn:
-        conn.execute(text("UPDATE scheduled_steps SET status = 'emitted', emitted_at = :t WHERE rule_id = :r AND step = 0"),
+        conn.execute(text("UPDATE scheduled_steps SET status = 'emitted', emitted_at = :t "
+                          "WHERE rule_id = :r AND step = 0"),
                      {"t": T0 + timedelta(hours=1, minutes=31), "r": rule_id})
         record_order(conn, {"store_id": store.id, "customer_key": guest, "action": "created", "order": {
             "id": 900, "status": "processing", "date_created": T0 + timedelta(hours=3), "customer_id": 0,
@@ -158,7 +159,8 @@ def test_product_viewed_n_times_within_a_window(settings, engine) -> None:  # ty
         record_storefront(conn, sf(store, sess, "product_viewed", T0 + timedelta(hours=10), product_id=42,
                                   customer_key=f"g{email_hash('v@example.com')}"))
     assert scan(T0 + timedelta(hours=11)) == 0  # within the cooldown (= the window)
-    ctx = rows(engine, "SELECT command FROM scheduled_steps WHERE rule_id = :r", r=rule_id)[0]["command"]["context_json"]
+    row = rows(engine, "SELECT command FROM scheduled_steps WHERE rule_id = :r", r=rule_id)[0]
+    ctx = row["command"]["context_json"]
     assert '"product":{"id":42,"views":3}' in ctx
 
 
@@ -243,7 +245,8 @@ def test_cart_verdict_is_what_the_next_cart_scan_would_do(settings, engine) -> N
     store = make_store(engine)
     key = "c4242"  # the store is new: no other cart of this key
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO carts (store_id, session_id, customer_key, items, total, last_activity_at, token) "
+        conn.execute(text("INSERT INTO carts (store_id, session_id, customer_key, items, total, last_activity_at, "
+                          "token) "
                           "VALUES (:s, 'sess', :k, CAST(:items AS jsonb), 44.80, :t, :tok)"),
                      {"s": store.id, "k": key, "items": '[{"product_id": 42, "quantity": 2}]', "t": T0,
                       "tok": unique("tok")})

@@ -88,7 +88,7 @@ def test_sigkill_mid_sequence_loses_nothing_and_fires_nothing_twice(settings, en
                     sched.kill()
                     kills += 1
                     sched.start()
-                wait_for(lambda: status_counts(engine, store.id)["emitted"] == done_by_day, 90, 0.2,
+                wait_for(lambda done=done_by_day: status_counts(engine, store.id)["emitted"] == done, 90, 0.2,
                          f"every day-{day} step emitted")
             assert status_counts(engine, store.id) == Counter({"emitted": 750})
 

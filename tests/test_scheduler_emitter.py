@@ -39,7 +39,8 @@ SERIES = {
 }
 
 
-def order_event(store_id: str, order_id: int, ckey: str, created: datetime, email: str = "a@example.com") -> dict[str, Any]:
+def order_event(store_id: str, order_id: int, ckey: str, created: datetime,
+                email: str = "a@example.com") -> dict[str, Any]:
     return {"event_id": unique("ev"), "store_id": store_id, "customer_key": ckey, "order_id": order_id,
             "received_at": created, "topic": "order.created",
             "order": {"id": order_id, "number": str(order_id), "date_created": created, "customer_id": 0,
@@ -121,7 +122,7 @@ def test_unsubscribe_custom_condition_and_disabled_rule_exit(settings, engine) -
     clock = FrozenClock(T0)
     evs = {k: order_event(store.id, i, k, T0, f"{k}@example.com") for i, k in enumerate(("gc1", "gc2", "gc3"), 1)}
     with engine.begin() as conn:
-        for k, ev in evs.items():
+        for ev in evs.values():
             store_delayed(conn, run_commands(rule_id, 1, ev, spec, T0)[1:2])
         store_delayed(conn, run_commands(other, 1, evs["gc3"], SERIES, T0)[1:2])
         # gc2 became a VIP

@@ -177,7 +177,8 @@ def test_orders_feed_the_calendar_and_the_first_order_wins(settings, engine) -> 
         record_order(conn, order(1, utc(2026, 1, 1)))  # late delivery of an older order
         record_order(conn, order(3, utc(2026, 3, 1), "failed"))  # not a purchase
         record_order(conn, order(2, utc(2026, 2, 1)))  # replay
-        row = conn.execute(text("SELECT * FROM customer_calendar WHERE store_id = :s"), {"s": store.id}).mappings().one()
+        row = conn.execute(text("SELECT * FROM customer_calendar WHERE store_id = :s"),
+                           {"s": store.id}).mappings().one()
     assert (row["first_order_at"], row["last_order_at"], row["last_order_id"]) == (utc(2026, 1, 1), utc(2026, 2, 1), 2)
 
 

@@ -57,7 +57,7 @@ def test_newest_version_reads_every_older_version(name: str) -> None:
     codec = SingleObjectCodec()
     for version in catalog().versions(name):
         data = codec.encode_with(version, sample(copy.deepcopy(version.raw)))
-        decoded_name, record = codec.decode(data)
+        decoded_name, _ = codec.decode(data)
         assert decoded_name == name
 
 

@@ -15,11 +15,11 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -282,7 +282,8 @@ def test_customers_products_coupons_crud(sim: SimulatorServer) -> None:
         found = c.get("/coupons", params={"code": "LATO20"}).json()
         assert [x["id"] for x in found] == [coupon["id"]]
         assert c.put(f"/coupons/{coupon['id']}", json={"amount": "25"}).json()["amount"] == "25.00"
-        assert c.post("/coupons", json={"code": "lato20"}).json()["code"] == "woocommerce_rest_coupon_code_already_exists"
+        assert c.post("/coupons", json={"code": "lato20"}).json()["code"] == \
+            "woocommerce_rest_coupon_code_already_exists"
         assert c.delete(f"/coupons/{coupon['id']}", params={"force": "true"}).status_code == 200
         assert c.get(f"/coupons/{coupon['id']}").json()["code"] == "woocommerce_rest_shop_coupon_invalid_id"
 
@@ -313,7 +314,8 @@ def test_pagination_headers_over_250_orders(sim: SimulatorServer) -> None:
         too_big = c.get("/orders", params={"per_page": 101})
         assert too_big.status_code == 400
         assert too_big.json()["code"] == "rest_invalid_param"
-        assert too_big.json()["data"]["params"]["per_page"] == "per_page must be between 1 (inclusive) and 100 (inclusive)"
+        assert too_big.json()["data"]["params"]["per_page"] == \
+            "per_page must be between 1 (inclusive) and 100 (inclusive)"
         assert c.get("/orders", params={"per_page": 10}).headers["X-WP-TotalPages"] == "25"
 
 

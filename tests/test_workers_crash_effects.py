@@ -267,21 +267,22 @@ def test_plugins_state_what_an_interrupted_attempt_may_do(settings, engine) -> N
                         params={"points": 7} if a == "add_points" else {"url": f"{srv.url}/hook"})
                 for i, (a, _, _) in enumerate(cases)]
         with engine.begin() as conn:  # each left running by a worker that died, as many times as the case says
-            for c, (action, n, _) in zip(cmds, cases):
+            for c, (action, n, _) in zip(cmds, cases, strict=True):
                 conn.execute(INTERRUPTED_EARLIER, {"k": c["idempotency_key"], "s": store.id, "e": c["event_id"],
                                                    "a": action, "n": n})
         keys = [c["idempotency_key"] for c in cmds]
         produce(s, cmds)
         with WorkerThread(s):
             settled(s, engine, keys, finals_are(s, {c["idempotency_key"]: want for c, (_, _, want) in
-                                                    zip(cmds, cases)}))
+                                                    zip(cmds, cases, strict=True)}))
             logs = last_logs(s)
             sent = http.counts()
             # an operator's redrive is a deliberate "try again": each runs once more
             letters = list(read_dlq(s, Filters(store=store.id, reason="interrupted")))
             assert redrive(s, engine, letters) == (3, 0)
             settled(s, engine, keys, finals_are(s, dict.fromkeys(keys, "succeeded")))
-    ran = {c["idempotency_key"] for c, (a, _, want) in zip(cmds, cases) if want == "succeeded" and a != "add_points"}
+    ran = {c["idempotency_key"] for c, (a, _, want) in zip(cmds, cases, strict=True)
+           if want == "succeeded" and a != "add_points"}
     assert sent == dict.fromkeys(ran, 1)
     with engine.connect() as conn:
         points = conn.execute(text("SELECT points FROM customer_state WHERE store_id = :s AND customer_key = 'p5'"),

@@ -50,7 +50,8 @@ class Receiver:
                 self.flaky_seen[delivery] += 1
                 n = self.flaky_seen[delivery]
                 if n > 2:
-                    self.hits["flaky_ok"].append({"delivery": delivery, "attempt": request.headers.get("x-wooflow-attempt")})
+                    self.hits["flaky_ok"].append({"delivery": delivery,
+                                                  "attempt": request.headers.get("x-wooflow-attempt")})
             return Response(status_code=200 if n > 2 else 503)
 
         async def down(request: Request) -> Response:
@@ -64,7 +65,8 @@ class Receiver:
             return RedirectResponse(request.query_params["to"], status_code=307)
 
         return Starlette(routes=[Route("/ok", ok, methods=["POST"]), Route("/flaky", flaky, methods=["POST"]),
-                                 Route("/down", down, methods=["POST"]), Route("/redirect", redirect, methods=["POST"])])
+                                 Route("/down", down, methods=["POST"]),
+                                 Route("/redirect", redirect, methods=["POST"])])
 
 
 def logs_by_key(settings: Any) -> dict[str, list[dict[str, Any]]]:
@@ -190,7 +192,7 @@ def test_egress_policy_allowlists_and_checks_before_connecting() -> None:
         assert policy.refusal(ipaddress.ip_address("93.184.216.34")) is None
         # one private address among public ones is enough to refuse a name
         mixed = SafeHttp(policy, StaticResolver({"mixed.test": ["93.184.216.34", "10.0.0.1"]}))
-        with pytest.raises(EgressRefused, match="10.0.0.1"):
+        with pytest.raises(EgressRefused, match=r"10\.0\.0\.1"):
             await mixed.request("POST", "http://mixed.test/", content=b"{}")
         with pytest.raises(EgressRefused, match="only http"):
             await mixed.request("POST", "file:///etc/passwd", content=b"{}")

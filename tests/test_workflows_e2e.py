@@ -106,7 +106,8 @@ class Workflows:
             return -1
         return int(sum(sample.value for family in text_string_to_metric_families(body)
                        for sample in family.samples
-                       if sample.name == "wooflow_scheduler_scan_seconds_count" and sample.labels.get("scan") == "carts"))
+                       if sample.name == "wooflow_scheduler_scan_seconds_count"
+                       and sample.labels.get("scan") == "carts"))
 
     def settle(self) -> None:
         """Proof that everything the clock's current time calls for has happened, so that
@@ -176,7 +177,7 @@ def test_welcome_series_fires_on_days_0_3_7_and_14(settings, engine, logs_dir) -
             w.settle()  # a fifth email (a step run twice) would be here by now
             subjects = w.inbox.subjects(addr)
             assert len(subjects) == 4, subjects
-            for got, want in zip(subjects, expected):
+            for got, want in zip(subjects, expected, strict=True):
                 assert want[0] in got, subjects
             day7 = text_part(w.inbox.to(addr)[2])
             code = re.search(r"next order: (THANKS[\w-]+)", day7)
@@ -261,8 +262,9 @@ def test_cart_recovery_stops_when_the_customer_orders_and_a_guest_recovers_throu
             assert w.logs(guest_key, "exited")[0]["message"].startswith("cart recovered (order")
 
             # the member orders: the hour-48 steps must not run
-            order_m = w.sim.store.create_order(line_items=[{"product_id": mug.id, "quantity": 1}], customer_id=member.id,
-                                               billing={"email": member_addr, "first_name": "Jan"}, status="processing")
+            order_m = w.sim.store.create_order(line_items=[{"product_id": mug.id, "quantity": 1}],
+                                               customer_id=member.id, status="processing",
+                                               billing={"email": member_addr, "first_name": "Jan"})
             wait_for(lambda: w.query("SELECT 1 FROM customer_calendar WHERE store_id = :s AND last_order_id = :o",
                                      o=order_m.id), 60, 0.2, "the member's order seen by the scheduler")
             w.at(timedelta(hours=50))

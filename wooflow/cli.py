@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -76,8 +76,8 @@ def topics_create() -> None:
 
 
 @app.command()
-def bridge(host: Annotated[Optional[str], typer.Option(help="Listen address")] = None,
-           port: Annotated[Optional[int], typer.Option(help="Listen port")] = None) -> None:
+def bridge(host: Annotated[str | None, typer.Option(help="Listen address")] = None,
+           port: Annotated[int | None, typer.Option(help="Listen port")] = None) -> None:
     """Run the WooCommerce bridge: webhooks → Kafka."""
     import uvicorn
 
@@ -122,7 +122,8 @@ def workers() -> None:
 
 
 @app.command()
-def sink(retention_days: Annotated[Optional[int], typer.Option(help="Delete execution logs older than this")] = None) -> None:
+def sink(retention_days: Annotated[int | None,
+                                   typer.Option(help="Delete execution logs older than this")] = None) -> None:
     """Run the log sink: automation.logs → execution_logs."""
     from wooflow.sink.runner import LogSink
 
@@ -132,8 +133,8 @@ def sink(retention_days: Annotated[Optional[int], typer.Option(help="Delete exec
 
 
 @app.command()
-def api(host: Annotated[Optional[str], typer.Option(help="Listen address")] = None,
-        port: Annotated[Optional[int], typer.Option(help="Listen port")] = None) -> None:
+def api(host: Annotated[str | None, typer.Option(help="Listen address")] = None,
+        port: Annotated[int | None, typer.Option(help="Listen port")] = None) -> None:
     """Run the admin REST API (OpenAPI at /docs)."""
     import uvicorn
 
@@ -146,7 +147,7 @@ def api(host: Annotated[Optional[str], typer.Option(help="Listen address")] = No
 
 @app.command("token")
 def token_create(
-    store_id: Annotated[Optional[str], typer.Option("--store", help="Store the token is scoped to")] = None,
+    store_id: Annotated[str | None, typer.Option("--store", help="Store the token is scoped to")] = None,
     operator: Annotated[bool, typer.Option(help="A token for every store (operators)")] = False,
     name: Annotated[str, typer.Option(help="What the token is for")] = "",
 ) -> None:
@@ -165,7 +166,7 @@ def token_create(
 
 @app.command()
 def demo(
-    duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C)")] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C)")] = None,
     orders_per_second: Annotated[float, typer.Option(help="Simulated store traffic")] = 2.0,
     seed: Annotated[int, typer.Option(help="Traffic generator seed")] = 42,
 ) -> None:

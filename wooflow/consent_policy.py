@@ -28,12 +28,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import Connection, Engine, text
+
+from wooflow.jsontypes import JSONObject
+from wooflow.schemas.codec import Record
 
 log = logging.getLogger(__name__)
 
@@ -172,18 +176,24 @@ def customer_answer(policy: ConsentPolicy, customer: Any, customer_key: str | No
                   _email(customer.get("email")), customer_key)
 
 
-def storefront_answer(ev: dict[str, Any]) -> Answer | None:
+def storefront_answer(ev: Record) -> Answer | None:
     """A grant from `email_captured` with `marketing_consent: true` (a "no" is no answer:
     the form's box was not ticked; withdrawing goes through the unsubscribe link)."""
-    if ev.get("event_type") != "email_captured" or _plain((ev.get("properties") or {}).get(STOREFRONT_FLAG)) != "yes":
+    properties = ev.get("properties")
+    if ev.get("event_type") != "email_captured" or not isinstance(properties, Mapping) or \
+            _plain(properties.get(STOREFRONT_FLAG)) != "yes":
         return None
     email, at = _email(ev.get("email")), _time(ev.get("occurred_at"))
     if email is None or at is None:
         return None
-    return Answer(True, "storefront", at, f"storefront:{ev['event_id']}", email, ev.get("customer_key"))
+    return Answer(True, "storefront", at, f"storefront:{ev['event_id']}", email, _key(ev.get("customer_key")))
 
 
-def context_answers(policy: ConsentPolicy, context: dict[str, Any], customer_key: str | None) -> list[Answer]:
+def _key(v: object) -> str | None:
+    return str(v) if v else None
+
+
+def context_answers(policy: ConsentPolicy, context: Record, customer_key: str | None) -> list[Answer]:
     """What the triggering event itself says (the command's context)."""
     found = [order_answer(policy, context.get("order"), customer_key),
              customer_answer(policy, context.get("customer"), customer_key)]
@@ -218,7 +228,7 @@ def is_new(conn: Connection, store_id: str, a: Answer) -> bool:
                                 "granted": a.granted}).first() is None
 
 
-def record_answer(conn: Connection, store_id: str, a: Answer, details: dict[str, Any] | None = None) -> bool:
+def record_answer(conn: Connection, store_id: str, a: Answer, details: JSONObject | None = None) -> bool:
     """Record an answer read from an event, once (True if it was new)."""
     if not a.email and not a.customer_key:
         return False
@@ -228,13 +238,13 @@ def record_answer(conn: Connection, store_id: str, a: Answer, details: dict[str,
     return bool(res.rowcount)
 
 
-def event_answers(policy: ConsentPolicy, schema: str, ev: dict[str, Any]) -> list[Answer]:
+def event_answers(policy: ConsentPolicy, schema: str, ev: Record) -> list[Answer]:
     if ev.get("action") == "deleted":
         return []
     if schema == "OrderEvent":
-        a = order_answer(policy, ev.get("order"), ev.get("customer_key"))
+        a = order_answer(policy, ev.get("order"), _key(ev.get("customer_key")))
     elif schema == "CustomerEvent":
-        a = customer_answer(policy, ev.get("customer"), ev.get("customer_key"))
+        a = customer_answer(policy, ev.get("customer"), _key(ev.get("customer_key")))
     elif schema == "StorefrontEvent":
         a = storefront_answer(ev)
     else:
@@ -242,9 +252,9 @@ def event_answers(policy: ConsentPolicy, schema: str, ev: dict[str, Any]) -> lis
     return [a] if a is not None else []
 
 
-def record_event_answers(conn: Connection, policy: ConsentPolicy, schema: str, ev: dict[str, Any]) -> int:
+def record_event_answers(conn: Connection, policy: ConsentPolicy, schema: str, ev: Record) -> int:
     """Record the consent answers an event carries (the scheduler's activity reader calls
     this for woo.orders / woo.customers / woo.storefront). Answers are facts and are
     recorded whatever `grants_from` says; the check decides which count."""
-    return sum(record_answer(conn, ev["store_id"], a, {"event_id": ev.get("event_id")})
+    return sum(record_answer(conn, str(ev["store_id"]), a, {"event_id": _key(ev.get("event_id"))})
                for a in event_answers(policy, schema, ev))

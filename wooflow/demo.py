@@ -63,9 +63,9 @@ class Roles:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, name: str, *args: str) -> None:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "wooflow.cli", *args], env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_dir / f"{name}.log", "ab") as log:  # the child keeps its own handle
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", "wooflow.cli", *args], env=self.env,
+                                                stdout=log, stderr=subprocess.STDOUT)
 
     def dead(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.poll() is not None]
@@ -239,8 +239,9 @@ class Summary:
         delta = {k: v - self.baseline.get(k, 0) for k, v in totals.items()}
         with self.engine.connect() as conn:
             by_status: dict[str, int] = dict(conn.execute(
-                select(execution_logs.c.status, func.count()).where(execution_logs.c.store_id == DEMO_STORE,
-                                                                     execution_logs.c.executed_at >= func.to_timestamp(self.started))
+                select(execution_logs.c.status, func.count())
+                .where(execution_logs.c.store_id == DEMO_STORE,
+                       execution_logs.c.executed_at >= func.to_timestamp(self.started))
                 .group_by(execution_logs.c.status)).all())
             recent = conn.execute(
                 select(execution_logs.c.executed_at, execution_logs.c.action_type, execution_logs.c.status,

@@ -22,6 +22,7 @@ from wooflow import metrics
 from wooflow.kafka import topics
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import Codec
+from wooflow.schemas.types import DeadLetter
 from wooflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def where(msg: Message) -> str:
     return f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
 
 
-def encode(codec: Codec, settings: Settings, record: dict[str, Any]) -> tuple[str, bytes]:
+def encode(codec: Codec, settings: Settings, record: DeadLetter) -> tuple[str, bytes]:
     """(the DLQ topic, the encoded DeadLetter)."""
     topic = settings.topic(topics.DLQ)
     return topic, codec.encode("DeadLetter", record, topic)
@@ -60,7 +61,7 @@ def _header_pairs(msg: Message) -> list[tuple[str, Any]]:
 
 
 def record_of(msg: Message, *, stage: str, reason: str, error: str, store_id: str | None = None,
-              attempts: int = 1) -> dict[str, Any]:
+              attempts: int = 1) -> DeadLetter:
     """The DeadLetter record of a consumed message."""
     headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
                for k, v in _header_pairs(msg)}
@@ -70,7 +71,7 @@ def record_of(msg: Message, *, stage: str, reason: str, error: str, store_id: st
 
 
 def record_of_unsent(*, stage: str, reason: str, error: str, store_id: str, topic: str, key: str, value: bytes,
-                     event_id: str, seq: int) -> dict[str, Any]:
+                     event_id: str, seq: int) -> DeadLetter:
     """The DeadLetter record of an event Kafka never took (no partition: -1; the outbox
     sequence as its offset; identified by its event id)."""
     return _record(event_id, stage=stage, reason=reason, error=error, store_id=store_id, source=(topic, -1, seq),
@@ -79,18 +80,18 @@ def record_of_unsent(*, stage: str, reason: str, error: str, store_id: str, topi
 
 
 def _record(identity: str, *, stage: str, reason: str, error: str, store_id: str | None,
-            source: tuple[str | None, int | None, int | None], key: str | bytes | None, value: bytes | None,
-            headers: dict[str, str], attempts: int) -> dict[str, Any]:
-    topic, partition, offset = source
+            source: tuple[str | None, int | None, int | None], key: bytes | None, value: bytes | None,
+            headers: dict[str, str], attempts: int) -> DeadLetter:
+    topic, partition, offset = source  # None only for messages that are not consumed ones
     return {
         "dlq_id": hashlib.sha256(f"{stage}|{identity}".encode()).hexdigest()[:32],
         "stage": stage,
         "reason": reason,
         "error": error[:4000],
         "store_id": store_id,
-        "source_topic": topic,
-        "source_partition": partition,
-        "source_offset": offset,
+        "source_topic": topic or "",
+        "source_partition": -1 if partition is None else partition,
+        "source_offset": -1 if offset is None else offset,
         "key": key,
         "value": value,
         "headers_json": json.dumps(headers),

@@ -77,10 +77,10 @@ class StoreHistogram(_StoreScoped, Histogram):
 # --- bridge ---------------------------------------------------------------------------------
 events_in = StoreCounter("wooflow_events_in_total", "Events produced into wooflow by the bridge", ["topic", "store"])
 webhooks_rejected = Counter("wooflow_webhooks_rejected_total", "Webhook deliveries answered 4xx", ["reason"])
-signature_failures = StoreCounter("wooflow_webhook_signature_failures_total", "Webhooks with a bad or missing signature",
-                                  ["store"])
+signature_failures = StoreCounter("wooflow_webhook_signature_failures_total",
+                                  "Webhooks with a bad or missing signature", ["store"])
 webhook_latency = Histogram("wooflow_webhook_seconds", "Time from request to 2xx", buckets=LATENCY_BUCKETS)
-# (bridge, issue 4) dedupe, outbox, breaker, REST sources, storefront
+# (bridge) dedupe, outbox, breaker, REST sources, storefront
 webhooks_accepted = Counter("wooflow_webhooks_accepted_total", "Webhook deliveries answered 2xx, by outcome",
                             ["outcome"])  # produced | outbox | duplicate | ping | resource_gone | unmapped_action
 events_duplicate = Counter("wooflow_events_duplicate_total", "Events dropped as already seen (same content)",
@@ -104,14 +104,16 @@ consumer_lag_updated = Gauge("wooflow_consumer_lag_updated_timestamp_seconds",
 
 # --- rules ----------------------------------------------------------------------------------
 commands_emitted = StoreCounter("wooflow_commands_emitted_total", "Action commands emitted", ["store", "action"])
-rule_eval_seconds = Histogram("wooflow_rule_evaluation_seconds", "Rule evaluation time per event", buckets=LATENCY_BUCKETS)
+rule_eval_seconds = Histogram("wooflow_rule_evaluation_seconds", "Rule evaluation time per event",
+                              buckets=LATENCY_BUCKETS)
 event_to_command_seconds = Histogram("wooflow_event_to_command_seconds", "Event received → command emitted",
                                      buckets=LATENCY_BUCKETS)
 
 # --- workers --------------------------------------------------------------------------------
 actions = StoreCounter("wooflow_actions_total", "Actions executed, by outcome", ["store", "action", "outcome"])
 action_retries = Counter("wooflow_action_retries_total", "Action attempts that will be retried", ["action"])
-end_to_end_seconds = Histogram("wooflow_end_to_end_seconds", "Event received → action executed", buckets=LATENCY_BUCKETS)
+end_to_end_seconds = Histogram("wooflow_end_to_end_seconds", "Event received → action executed",
+                               buckets=LATENCY_BUCKETS)
 
 # --- dlq / sink -----------------------------------------------------------------------------
 dlq = Counter("wooflow_dlq_total", "Messages sent to automation.dlq", ["stage", "reason"])
@@ -124,7 +126,7 @@ outbox_depth = Gauge("wooflow_outbox_depth", "Webhook events waiting in the brid
 scheduler_lateness_seconds = Histogram("wooflow_scheduler_lateness_seconds", "Step due → command emitted",
                                        buckets=LATENESS_BUCKETS)
 
-# --- scheduler (issue 7: scheduler/) ---------------------------------------------------------
+# --- scheduler (scheduler/) -----------------------------------------------------------------
 scheduler_steps = StoreCounter("wooflow_scheduler_steps_total", "Workflow steps by outcome (stored, emitted, exited)",
                                ["store", "outcome"])
 scheduler_pending = Gauge("wooflow_scheduler_pending_steps", "Steps waiting in scheduled_steps (due: overdue now)",

@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 # Every process that serves /metrics exposes the whole catalogue (zeros included), so a
 # panel can tell "nothing happened" from "this role is not scraped".
-from wooflow import metrics as _catalogue  # noqa: F401,E402
+from wooflow import metrics as _catalogue  # noqa: F401
 
 ReadyCheck = Callable[[], bool]
 
@@ -121,7 +121,8 @@ def serve_probes(port: int, ready: ReadyCheck, host: str = "0.0.0.0") -> Threadi
                 body, ctype, code = b'{"status":"ok"}', "application/json", 200
             elif self.path.startswith("/readyz"):
                 ok = ready()
-                body, ctype, code = (b'{"ready":true}' if ok else b'{"ready":false}'), "application/json", 200 if ok else 503
+                body = b'{"ready":true}' if ok else b'{"ready":false}'
+                ctype, code = "application/json", 200 if ok else 503
             else:
                 body, ctype, code = b"not found", "text/plain", 404
             self.send_response(code)

@@ -56,7 +56,7 @@ class StoreCache:
         self._refreshed: dict[str, float] = {}  # arefresh's last read per store
         self._lock = threading.Lock()
 
-    def peek(self, store_id: str) -> Store | None | object:
+    def peek(self, store_id: str) -> Store | object | None:
         """A fresh cached answer without any I/O, or MISS."""
         with self._lock:
             hit = self._cache.get(store_id)

@@ -31,6 +31,7 @@ class Batcher(Generic[T, R]):
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._running = 0
         self._scheduled = False
+        self._flushing: set[asyncio.Future[None]] = set()
 
     async def submit(self, item: T) -> R:
         loop = asyncio.get_running_loop()
@@ -47,7 +48,9 @@ class Batcher(Generic[T, R]):
         while self._pending and self._running < self.parallel:
             batch, self._pending = self._pending[:self.max_size], self._pending[self.max_size:]
             self._running += 1
-            asyncio.ensure_future(self._flush(batch))
+            task = asyncio.ensure_future(self._flush(batch))
+            self._flushing.add(task)  # a reference until it ends (the loop keeps only weak ones)
+            task.add_done_callback(self._flushing.discard)
 
     async def _flush(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         loop = asyncio.get_running_loop()
@@ -58,7 +61,7 @@ class Batcher(Generic[T, R]):
                 if not fut.done():
                     fut.set_exception(exc)
         else:
-            for (_, fut), res in zip(batch, results):
+            for (_, fut), res in zip(batch, results, strict=True):
                 if fut.done():
                     continue
                 if isinstance(res, BaseException):

@@ -24,9 +24,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, Engine, text
+
+from wooflow.jsontypes import JSONObject
+from wooflow.schemas.types import ActionCommand
 
 FINAL = ("succeeded", "skipped", "failed", "dead_lettered")
 
@@ -39,7 +41,7 @@ class Claim:
     claimed_at: datetime | None = None
     attempts: int = 1
     message: str = ""
-    result: dict[str, Any] = field(default_factory=dict)
+    result: JSONObject = field(default_factory=dict)
     lease_until: datetime | None = None
     interrupted: int = 0  # attempts of this key whose worker stopped mid-action
 
@@ -48,7 +50,7 @@ class Claim:
 class Finish:
     key: str
     status: str
-    result: dict[str, Any]
+    result: JSONObject
     message: str
     error: str | None
     attempt: int
@@ -117,30 +119,32 @@ WHERE idempotency_key = ANY(CAST(:keys AS text[]))
 """)
 
 
-def claim_batch(engine: Engine, commands: list[dict[str, Any]], lease_s: float,
+def claim_batch(engine: Engine, commands: list[ActionCommand], lease_s: float,
                 owner: str | None = None) -> dict[str, Claim]:
     """Claim each command's key for `owner` (a worker instance) for `lease_s` seconds."""
     if not commands:
         return {}
     unique = {c["idempotency_key"]: c for c in commands}
     cmds = list(unique.values())
-    params: dict[str, Any] = {
+    keys = [c["idempotency_key"] for c in cmds]
+    atts = [int(c.get("attempt") or 1) for c in cmds]
+    params = {
         "lease": lease_s,
         "owner": owner,
-        "keys": [c["idempotency_key"] for c in cmds],
+        "keys": keys,
         "stores": [c["store_id"] for c in cmds],
         "rules": [c["rule_id"] for c in cmds],
         "events": [c["event_id"] for c in cmds],
         "steps": [c["step"] for c in cmds],
         "actions": [c["action_type"] for c in cmds],
-        "atts": [int(c.get("attempt") or 1) for c in cmds],
+        "atts": atts,
     }
-    attempt_of = dict(zip(params["keys"], params["atts"]))
+    attempt_of = dict(zip(keys, atts, strict=True))
     out: dict[str, Claim] = {}
     with engine.begin() as conn:
         for key, created in conn.execute(_INSERT, params):
             out[key] = Claim(key, "claimed", claimed_at=created, attempts=attempt_of[key])
-        rest = [k for k in params["keys"] if k not in out]
+        rest = [k for k in keys if k not in out]
         if rest:
             rows = conn.execute(_TAKE_OVER, {"lease": lease_s, "owner": owner, "keys": rest,
                                              "atts": [attempt_of[k] for k in rest]})
@@ -192,7 +196,7 @@ RETURNING a.idempotency_key
 _DELETE = text("DELETE FROM action_executions WHERE idempotency_key = ANY(CAST(:keys AS text[]))")
 
 
-def claim_final(conn: Connection, commands: list[dict[str, Any]]) -> tuple[set[str], dict[str, Claim]]:
+def claim_final(conn: Connection, commands: list[ActionCommand]) -> tuple[set[str], dict[str, Claim]]:
     """Local-state actions: claim AND record as succeeded in the caller's transaction, which
     also applies the effect — so the row and the effect commit together or not at all, and no
     lease is needed. Returns (keys to apply now, claims of keys seen before)."""
@@ -204,7 +208,7 @@ def claim_final(conn: Connection, commands: list[dict[str, Any]]) -> tuple[set[s
         "keys": keys, "stores": [c["store_id"] for c in commands], "rules": [c["rule_id"] for c in commands],
         "events": [c["event_id"] for c in commands], "steps": [c["step"] for c in commands],
         "actions": [c["action_type"] for c in commands], "atts": atts}).scalars())
-    rest = [(k, a) for k, a in zip(keys, atts) if k not in fresh]
+    rest = [(k, a) for k, a in zip(keys, atts, strict=True) if k not in fresh]
     if rest:
         fresh |= set(conn.execute(_TAKE_OVER_FINAL, {"keys": [k for k, _ in rest],
                                                      "atts": [a for _, a in rest]}).scalars())
@@ -248,7 +252,7 @@ def mark_retry_wait(conn: Connection, rows: list[tuple[str, int, str]]) -> None:
                                    "errs": [r[2][:2000] for r in rows]})
 
 
-def step_rows(engine: Engine, keys: list[str]) -> dict[str, tuple[int, str, dict[str, Any]]]:
+def step_rows(engine: Engine, keys: list[str]) -> dict[str, tuple[int, str, JSONObject]]:
     """key → (step, status, result) for the keys that have a row."""
     if not keys:
         return {}

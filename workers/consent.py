@@ -17,15 +17,17 @@ point. The class is built with `(settings, engine)` and implements `check(...)`.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import Engine, insert, text
 
 from wooflow.consent_policy import EVENT_SOURCES, Answer, ConsentPolicy, context_answers, is_new, policy_of
 from wooflow.db.tables import consents
+from wooflow.jsontypes import JSONObject
 from wooflow.people import PERSON_KEYS
 from wooflow.settings import Settings
 from wooflow.stores import StoreCache
@@ -44,7 +46,7 @@ class ConsentDecision:
 
 class ConsentChecker(Protocol):
     def check(self, store_id: str, channel: str, *, email: str | None, customer_key: str | None,
-              context: dict[str, Any]) -> ConsentDecision:
+              context: Mapping[str, object]) -> ConsentDecision:
         """Blocking (the worker calls it on a thread)."""
         ...
 
@@ -90,7 +92,7 @@ class TableConsentChecker:
         self.stores = StoreCache(engine, settings.store_cache_ttl_s)
 
     def check(self, store_id: str, channel: str, *, email: str | None, customer_key: str | None,
-              context: dict[str, Any]) -> ConsentDecision:
+              context: Mapping[str, object]) -> ConsentDecision:
         policy = policy_of(self.stores.get(store_id))
         email = normalise_email(email)
         who = email or customer_key or "?"
@@ -107,12 +109,14 @@ class TableConsentChecker:
         return decide(policy, channel, who, newest(answers))
 
 
-def _from_context(policy: ConsentPolicy, context: dict[str, Any], email: str | None,
+def _from_context(policy: ConsentPolicy, context: Mapping[str, object], email: str | None,
                   customer_key: str | None) -> list[Answer]:
     """The triggering event's answers about this recipient (not about someone a `to` names)."""
-    return [a for a in context_answers(policy, context, context.get("customer_key"))
+    ckey = context.get("customer_key")
+    return [a for a in context_answers(policy, context, str(ckey) if ckey else None)
             if (not a.granted or policy.trusts(a.source))
-            and ((email is not None and a.email == email) or (customer_key is not None and a.customer_key == customer_key))]
+            and ((email is not None and a.email == email)
+                 or (customer_key is not None and a.customer_key == customer_key))]
 
 
 def normalise_email(email: str | None) -> str | None:
@@ -120,7 +124,7 @@ def normalise_email(email: str | None) -> str | None:
 
 
 def record(engine: Engine, store_id: str, *, granted: bool, channel: str = "email", email: str | None = None,
-           customer_key: str | None = None, source: str = "", details: dict[str, Any] | None = None) -> int:
+           customer_key: str | None = None, source: str = "", details: JSONObject | None = None) -> int:
     if channel not in CHANNELS:
         raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
     email = normalise_email(email)
@@ -144,4 +148,4 @@ def load_checker(settings: Settings, engine: Engine) -> ConsentChecker:
         if not found:
             raise ValueError(f"no consent checker {spec!r} (neither module:Class nor a wooflow.consent entry point)")
         cls = found[0].load()
-    return cls(settings, engine)  # type: ignore[no-any-return]
+    return cls(settings, engine)

@@ -12,9 +12,10 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from wooflow.schemas.types import ActionCommand
 from wooflow.workers.tracker import TP, Handle
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class Item:
     key: Key
     msg: Any  # confluent_kafka.Message
     handle: Handle
-    cmd: dict[str, Any] = field(default_factory=dict)
+    cmd: ActionCommand
 
 
 class Dispatcher:

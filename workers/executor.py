@@ -37,7 +37,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from wooflow import metrics
 from wooflow.consumer.commands import idempotency_key
+from wooflow.jsontypes import JSONObject
 from wooflow.schemas.codec import Codec
+from wooflow.schemas.types import ActionCommand, ExecutionLog
 from wooflow.settings import Settings
 from wooflow.stores import StoreCache
 from wooflow.workers import claims, deferred, registry
@@ -46,7 +48,7 @@ from wooflow.workers.claims import Claim, Finish
 from wooflow.workers.deferred import Deferral
 from wooflow.workers.errors import ActionError, TransientError
 from wooflow.workers.leases import LeaseKeeper
-from wooflow.workers.registry import ActionContext, ActionHandler, ActionResult, interrupt_policy
+from wooflow.workers.registry import ActionContext, ActionResult, AnyHandler, batch_applier, interrupt_policy
 from wooflow.workers.services import Services
 from wooflow.workers.woo_client import WooClients
 
@@ -69,8 +71,8 @@ def count(metric: Any, *labels: str, n: float = 1) -> None:
     child.inc(n)
 
 
-def log_record(cmd: dict[str, Any], status: str, message: str, *, attempt: int, duration_s: float,
-               details: dict[str, Any] | None = None) -> dict[str, Any]:
+def log_record(cmd: ActionCommand, status: str, message: str, *, attempt: int, duration_s: float,
+               details: JSONObject | None = None) -> ExecutionLog:
     return {
         "log_id": f"{cmd['idempotency_key']}:{attempt}:{status}",
         "idempotency_key": cmd["idempotency_key"],
@@ -95,8 +97,8 @@ def log_record(cmd: dict[str, Any], status: str, message: str, *, attempt: int, 
 class Outcome:
     """What executing one command produced: maybe a log record, maybe a dead-letter reason."""
 
-    cmd: dict[str, Any]
-    log: dict[str, Any] | None = None
+    cmd: ActionCommand
+    log: ExecutionLog | None = None
     dlq_reason: str | None = None
 
 
@@ -125,28 +127,28 @@ class Executor:
         self.stores = stores
         pool = services.db_executor
         lease = settings.action_lease_s
-        self.claimer: Batcher[dict[str, Any], Claim] = Batcher(
+        self.claimer: Batcher[ActionCommand, Claim] = Batcher(
             lambda cmds: self._claim(cmds, lease), executor=pool, name="claim")
         self.finisher: Batcher[Finish, None] = Batcher(lambda rows: claims.finish_batch(engine, rows),
                                                        executor=pool, name="finish")
         self.deferrer: Batcher[Deferral, None] = Batcher(lambda items: deferred.defer_batch(engine, items),
                                                          executor=pool, name="defer")
-        self.stepper: Batcher[list[str], dict[str, tuple[int, str, dict[str, Any]]]] = Batcher(
+        self.stepper: Batcher[list[str], dict[str, tuple[int, str, JSONObject]]] = Batcher(
             self._steps, executor=pool, name="steps")
-        self.local: Batcher[tuple[ActionHandler, ActionContext, int], ActionResult | Claim] = Batcher(
+        self.local: Batcher[tuple[AnyHandler, ActionContext[Any], int], ActionResult | Claim] = Batcher(
             self._apply_local, executor=pool, name="local")
         self._params: dict[tuple[str, str], BaseModel] = {}
 
     # --- database batches (run on the database threads) ---------------------------------
-    def _claim(self, cmds: list[dict[str, Any]], lease: float) -> list[Claim]:
+    def _claim(self, cmds: list[ActionCommand], lease: float) -> list[Claim]:
         got = claims.claim_batch(self.engine, cmds, lease, owner=self.leases.owner)
         return [got[c["idempotency_key"]] for c in cmds]
 
-    def _steps(self, requests: list[list[str]]) -> list[dict[str, tuple[int, str, dict[str, Any]]]]:
+    def _steps(self, requests: list[list[str]]) -> list[dict[str, tuple[int, str, JSONObject]]]:
         rows = claims.step_rows(self.engine, [k for keys in requests for k in keys])
         return [{k: rows[k] for k in keys if k in rows} for keys in requests]
 
-    def _apply_local(self, items: list[tuple[ActionHandler, ActionContext, int]]
+    def _apply_local(self, items: list[tuple[AnyHandler, ActionContext[Any], int]]
                      ) -> list[ActionResult | Claim | Exception]:
         """Local-state actions: claim + effect in one transaction (exactly once, even across
         crashes). An item answers its ActionResult, the Claim of an earlier execution
@@ -161,9 +163,10 @@ class Executor:
                     if ctx.idempotency_key in fresh:
                         groups.setdefault(handler.name, []).append(i)
                 for idxs in groups.values():
-                    handler = items[idxs[0]][0]
-                    out = handler.apply_batch(conn, [items[i][1] for i in idxs])  # type: ignore[attr-defined]
-                    for i, res in zip(idxs, out):
+                    apply = batch_applier(items[idxs[0]][0])
+                    assert apply is not None  # only local-state actions come here
+                    out = apply(conn, [items[i][1] for i in idxs])
+                    for i, res in zip(idxs, out, strict=True):
                         results[i] = res
                 claims.unclaim(conn, [items[i][1].idempotency_key for idxs in groups.values() for i in idxs
                                       if isinstance(results[i], Exception)])
@@ -179,7 +182,7 @@ class Executor:
             return [exc]
 
     # --- one command ------------------------------------------------------------------
-    async def execute(self, cmd: dict[str, Any], msg: Message | None) -> Outcome:
+    async def execute(self, cmd: ActionCommand, msg: Message | None) -> Outcome:
         started = time.perf_counter()
         try:
             return await self._execute(cmd, msg, started)
@@ -189,7 +192,7 @@ class Executor:
                                            attempt=int(cmd.get("attempt") or 1),
                                            duration_s=time.perf_counter() - started), "internal_error")
 
-    async def _execute(self, cmd: dict[str, Any], msg: Message | None, started: float) -> Outcome:
+    async def _execute(self, cmd: ActionCommand, msg: Message | None, started: float) -> Outcome:
         handler = registry.get(cmd["action_type"])
         attempt = int(cmd.get("attempt") or 1)
         store, action = cmd["store_id"], cmd["action_type"]
@@ -204,7 +207,7 @@ class Executor:
             await self._defer(cmd, msg, not_before, "delayed")
             return Outcome(cmd)
 
-        steps: dict[int, dict[str, Any]] = {}
+        steps: dict[int, JSONObject] = {}
         if int(cmd["step"]) > 0:
             earlier = await self._earlier_steps(cmd)
             if not dry and any(status in NOT_FINAL for _, status, _ in earlier.values()):
@@ -215,7 +218,7 @@ class Executor:
 
         if dry:
             return await self._dry_run(cmd, handler, steps, started)
-        if getattr(handler, "apply_batch", None) is not None:
+        if batch_applier(handler) is not None:
             return await self._execute_local(cmd, msg, handler, steps, attempt, started, now)
 
         sent = time.monotonic()
@@ -227,8 +230,8 @@ class Executor:
         with self.leases.holding(cmd["idempotency_key"], sent):
             return await self._run_claimed(cmd, msg, handler, claim, steps, started, now)
 
-    async def _run_claimed(self, cmd: dict[str, Any], msg: Message | None, handler: ActionHandler, claim: Claim,
-                           steps: dict[int, dict[str, Any]], started: float, now: datetime) -> Outcome:
+    async def _run_claimed(self, cmd: ActionCommand, msg: Message | None, handler: AnyHandler, claim: Claim,
+                           steps: dict[int, JSONObject], started: float, now: datetime) -> Outcome:
         attempt = int(cmd.get("attempt") or 1)
         store, action = cmd["store_id"], cmd["action_type"]
         try:
@@ -245,7 +248,7 @@ class Executor:
             if claim.interrupted:
                 res.details.setdefault("interrupted_attempts", claim.interrupted)
             return await self._finish_ok(cmd, res, attempt, started)
-        except (TransientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, TransientError) as exc:
             reason = str(exc) or f"timed out after {self._timeout(handler):g}s"
             return await self._transient(cmd, msg, attempt, reason, started)
         except ActionError as exc:
@@ -255,12 +258,12 @@ class Executor:
             return Outcome(cmd, log_record(cmd, "failed", message, attempt=attempt,
                                            duration_s=time.perf_counter() - started), "action_error")
 
-    def bulk_eligible(self, cmd: dict[str, Any], now: datetime) -> bool:
+    def bulk_eligible(self, cmd: ActionCommand, now: datetime) -> bool:
         """A plain local-state command (no earlier step, no retry, due, no outside step) can skip
         the per-command path and join one bulk transaction (execute_bulk)."""
         handler = registry.get(cmd["action_type"])
         not_before = cmd.get("not_before")
-        if not (handler is not None and getattr(handler, "apply_batch", None) is not None and not cmd.get("dry_run")
+        if not (handler is not None and batch_applier(handler) is not None and not cmd.get("dry_run")
                 and int(cmd["step"]) == 0 and int(cmd.get("attempt") or 1) == 1
                 and (not_before is None or not_before <= now + DUE_TOLERANCE)):
             return False
@@ -272,13 +275,13 @@ class Executor:
         except ActionError:
             return False
 
-    async def execute_bulk(self, batch: list[tuple[dict[str, Any], Message | None]]) -> list[Outcome]:
+    async def execute_bulk(self, batch: list[tuple[ActionCommand, Message | None]]) -> list[Outcome]:
         """Many local-state commands in one transaction, without a coroutine each: the hot path
         of points/tier/task commands. Anything unusual falls back to `execute`."""
         started = time.perf_counter()
         now = datetime.now(timezone.utc)
         outcomes: list[Outcome | None] = [None] * len(batch)
-        work: list[tuple[int, tuple[ActionHandler, ActionContext, int]]] = []
+        work: list[tuple[int, tuple[AnyHandler, ActionContext[Any], int]]] = []
         for i, (cmd, _msg) in enumerate(batch):
             handler = registry.get(cmd["action_type"])
             try:
@@ -289,7 +292,7 @@ class Executor:
         if work:
             loop = asyncio.get_running_loop()
             results = await loop.run_in_executor(self.services.db_executor, self._apply_local, [w for _, w in work])
-            for (i, _), res in zip(work, results):
+            for (i, _), res in zip(work, results, strict=True):
                 cmd = batch[i][0]
                 if isinstance(res, ActionResult):
                     outcomes[i] = self._succeeded(cmd, res, 1, started, finished=True)
@@ -298,11 +301,11 @@ class Executor:
         rest = [i for i, o in enumerate(outcomes) if o is None]
         if rest:
             again = await asyncio.gather(*(self.execute(*batch[i]) for i in rest))
-            for i, o in zip(rest, again):
+            for i, o in zip(rest, again, strict=True):
                 outcomes[i] = o
-        return outcomes  # type: ignore[return-value]
+        return [o for o in outcomes if o is not None]  # every one is set by now
 
-    async def _not_mine(self, cmd: dict[str, Any], msg: Message | None, claim: Claim, now: datetime) -> Outcome:
+    async def _not_mine(self, cmd: ActionCommand, msg: Message | None, claim: Claim, now: datetime) -> Outcome:
         """The key was executed before, or is being executed elsewhere."""
         store, action = cmd["store_id"], cmd["action_type"]
         if claim.outcome == "done":
@@ -318,8 +321,8 @@ class Executor:
         await self._defer(cmd, msg, max(lease_end, now) + timedelta(milliseconds=200), "busy")
         return Outcome(cmd)
 
-    async def _execute_local(self, cmd: dict[str, Any], msg: Message | None, handler: ActionHandler,
-                             steps: dict[int, dict[str, Any]], attempt: int, started: float,
+    async def _execute_local(self, cmd: ActionCommand, msg: Message | None, handler: AnyHandler,
+                             steps: dict[int, JSONObject], attempt: int, started: float,
                              now: datetime) -> Outcome:
         try:
             ctx = await self._context(cmd, handler, now, steps)
@@ -330,7 +333,7 @@ class Executor:
             if isinstance(res, Claim):
                 return await self._not_mine(cmd, msg, res, now)
             return self._succeeded(cmd, res, attempt, started, finished=True)
-        except (TransientError, asyncio.TimeoutError, ActionError) as exc:
+        except (TimeoutError, TransientError, ActionError) as exc:
             # Rare: give the failure a claim row of its own, then the normal failure path.
             claim = await self.claimer.submit(cmd)
             if claim.outcome != "claimed" and claim.outcome != "recover":
@@ -343,7 +346,7 @@ class Executor:
             reason = str(exc) or f"timed out after {self._timeout(handler):g}s"
             return await self._transient(cmd, msg, attempt, reason, started)
 
-    def _not_again(self, handler: ActionHandler, interrupted: int) -> str | None:
+    def _not_again(self, handler: AnyHandler, interrupted: int) -> str | None:
         """Why an action whose effect was not found must not run again after `interrupted`
         interrupted attempts (None: it may)."""
         policy, name = interrupt_policy(handler), handler.name
@@ -357,28 +360,28 @@ class Executor:
             return f"interrupted {interrupted} times mid-action: giving up"
         return None
 
-    def _timeout(self, handler: ActionHandler) -> float:
+    def _timeout(self, handler: AnyHandler) -> float:
         return float(getattr(handler, "timeout_s", None) or self.settings.action_timeout_s)
 
-    async def _earlier_steps(self, cmd: dict[str, Any]) -> dict[str, tuple[int, str, dict[str, Any]]]:
+    async def _earlier_steps(self, cmd: ActionCommand) -> dict[str, tuple[int, str, JSONObject]]:
         keys = [idempotency_key(int(cmd["rule_id"]), cmd["event_id"], s) for s in range(int(cmd["step"]))]
         return await self.stepper.submit(keys)
 
-    async def _dry_run(self, cmd: dict[str, Any], handler: ActionHandler, steps: dict[int, dict[str, Any]],
+    async def _dry_run(self, cmd: ActionCommand, handler: AnyHandler, steps: dict[int, JSONObject],
                        started: float) -> Outcome:
         attempt = int(cmd.get("attempt") or 1)
         try:
             ctx = await self._context(cmd, handler, datetime.now(timezone.utc), steps)
             res = await _within(self._timeout(handler), handler.dry_run(ctx))
             status, message, details = "dry_run", res.message, res.details
-        except (ActionError, TransientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ActionError, TransientError) as exc:
             status, message, details = "failed", f"dry run: {exc}", {}
         count(metrics.actions, cmd["store_id"], cmd["action_type"], status)
         return Outcome(cmd, log_record(cmd, status, message, attempt=attempt, duration_s=time.perf_counter() - started,
                                        details=details))
 
-    async def _context(self, cmd: dict[str, Any], handler: ActionHandler, claimed_at: datetime,
-                       steps: dict[int, dict[str, Any]]) -> ActionContext:
+    async def _context(self, cmd: ActionCommand, handler: AnyHandler, claimed_at: datetime,
+                       steps: dict[int, JSONObject]) -> ActionContext:
         store = await self.stores.aget(cmd["store_id"])
         if store is None:
             raise ActionError(f"store {cmd['store_id']!r} is not registered")
@@ -387,7 +390,7 @@ class Executor:
                              dry_run=bool(cmd.get("dry_run")), extras=self.services.extras, services=self.services,
                              steps=steps, context_json=cmd.get("context_json") or "{}")
 
-    def _validated(self, handler: ActionHandler, params_json: str) -> BaseModel:
+    def _validated(self, handler: AnyHandler, params_json: str) -> BaseModel:
         # One rule's commands all carry the same params: validate each distinct text once.
         key = (handler.name, params_json or "{}")
         hit = self._params.get(key)
@@ -402,20 +405,21 @@ class Executor:
         self._params[key] = params
         return params
 
-    async def _finish_ok(self, cmd: dict[str, Any], res: ActionResult, attempt: int, started: float) -> Outcome:
+    async def _finish_ok(self, cmd: ActionCommand, res: ActionResult, attempt: int, started: float) -> Outcome:
         status = res.status if res.status in ("succeeded", "skipped") else "succeeded"
         await self.finisher.submit(Finish(cmd["idempotency_key"], status, res.details, res.message, None, attempt))
         return self._succeeded(cmd, res, attempt, started, finished=True)
 
-    def _succeeded(self, cmd: dict[str, Any], res: ActionResult, attempt: int, started: float,
+    def _succeeded(self, cmd: ActionCommand, res: ActionResult, attempt: int, started: float,
                    finished: bool) -> Outcome:
         count(metrics.actions, cmd["store_id"], cmd["action_type"], res.status)
-        if cmd.get("received_at"):
-            metrics.end_to_end_seconds.observe((datetime.now(timezone.utc) - cmd["received_at"]).total_seconds())
+        received = cmd.get("received_at")
+        if received:
+            metrics.end_to_end_seconds.observe((datetime.now(timezone.utc) - received).total_seconds())
         return Outcome(cmd, log_record(cmd, res.status, res.message, attempt=attempt,
                                        duration_s=time.perf_counter() - started, details=res.details))
 
-    async def _transient(self, cmd: dict[str, Any], msg: Message | None, attempt: int, reason: str,
+    async def _transient(self, cmd: ActionCommand, msg: Message | None, attempt: int, reason: str,
                          started: float) -> Outcome:
         store, action = cmd["store_id"], cmd["action_type"]
         duration = time.perf_counter() - started
@@ -431,20 +435,20 @@ class Executor:
                                        f"failed, next in {delay:.1f}s: {reason}", attempt=attempt, duration_s=duration,
                                        details={"next_attempt_at": due.isoformat()}))
 
-    async def _dead_letter(self, cmd: dict[str, Any], attempt: int, message: str, started: float,
+    async def _dead_letter(self, cmd: ActionCommand, attempt: int, message: str, started: float,
                            reason: str) -> Outcome:
         count(metrics.actions, cmd["store_id"], cmd["action_type"], "dead_lettered")
         await self.finisher.submit(Finish(cmd["idempotency_key"], "dead_lettered", {}, message, message, attempt))
         return Outcome(cmd, log_record(cmd, "dead_lettered", message, attempt=attempt,
                                        duration_s=time.perf_counter() - started), reason)
 
-    async def _defer(self, cmd: dict[str, Any], msg: Message | None, due: datetime, reason: str, *,
+    async def _defer(self, cmd: ActionCommand, msg: Message | None, due: datetime, reason: str, *,
                      next_attempt: int | None = None, error: str | None = None) -> None:
-        if next_attempt is not None or msg is None:
-            payload = self.codec.encode("ActionCommand", {**cmd, "attempt": next_attempt or cmd.get("attempt") or 1,
-                                                          "not_before": due}, self.commands_topic)
-        else:
-            payload = msg.value()  # the command as it came, not_before included
+        # the command as it came (not_before included), unless it changes
+        payload = msg.value() if next_attempt is None and msg is not None else None
+        if payload is None:
+            again: ActionCommand = {**cmd, "attempt": next_attempt or cmd.get("attempt") or 1, "not_before": due}
+            payload = self.codec.encode("ActionCommand", again, self.commands_topic)
         kafka_key = msg.key() if msg is not None else f"{cmd['store_id']}:{cmd['customer_key']}".encode()
         if isinstance(kafka_key, str):
             kafka_key = kafka_key.encode()

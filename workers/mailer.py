@@ -54,7 +54,7 @@ def smtp_config(settings: Settings, store: Store) -> SmtpConfig:
 class _TextOf(HTMLParser):
     """A plain-text rendering of an HTML body, for emails whose template has no text part."""
 
-    BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}
+    BLOCK = frozenset({"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -120,7 +120,7 @@ class Mailer:
             errors, reply = await aiosmtplib.send(
                 message, hostname=cfg.host, port=cfg.port, username=cfg.username or None,
                 password=cfg.password or None, use_tls=cfg.security == "tls",
-                start_tls=True if cfg.security == "starttls" else False, timeout=cfg.timeout)
+                start_tls=cfg.security == "starttls", timeout=cfg.timeout)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [e.code for e in exc.recipients]
             text = "; ".join(f"{e.recipient}: {e.code} {e.message}" for e in exc.recipients)

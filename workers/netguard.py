@@ -83,7 +83,7 @@ class EgressPolicy:
     allowed_nets: tuple[Net, ...] = ()
 
     @classmethod
-    def parse(cls, allowlist: str | Iterable[str] = "", allow_private: bool = False) -> "EgressPolicy":
+    def parse(cls, allowlist: str | Iterable[str] = "", allow_private: bool = False) -> EgressPolicy:
         items = allowlist.split(",") if isinstance(allowlist, str) else list(allowlist)
         hosts: set[str] = set()
         nets: list[Net] = []
@@ -97,7 +97,7 @@ class EgressPolicy:
         return cls(allow_private, frozenset(hosts), tuple(nets))
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "EgressPolicy":
+    def from_settings(cls, s: Settings) -> EgressPolicy:
         return cls.parse(s.webhook_allowlist, s.allow_private_webhooks)
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - policies are few and live as long as the process
@@ -291,7 +291,7 @@ class SafeHttp:
                             break
                         body += chunk
                 return Answer(resp.status, resp.headers, body[: self.max_body], str(url))
-        except (asyncio.TimeoutError, TimeoutError) as exc:
+        except TimeoutError as exc:
             raise TransientError(f"{method} {url}: timeout") from exc
         except aiohttp.ClientError as exc:
             raise TransientError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc

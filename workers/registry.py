@@ -1,5 +1,5 @@
 """The action registry: built-in actions plus third-party ones from the
-`wooflow.actions` entry-point group (the Python equivalent of seed 002's PHP filter).
+`wooflow.actions` entry-point group (the Python equivalent of Polski Pro's PHP filter).
 
 An action is an object with `name`, a pydantic `Params` model, and three coroutines:
 `run(ctx)` does the effect, `dry_run(ctx)` says what `run` would do without doing it,
@@ -40,24 +40,31 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar, get_args
 
 from pydantic import BaseModel
+from sqlalchemy import Connection
 
+from wooflow.jsontypes import JSONObject, as_object
+from wooflow.schemas.types import ActionCommand
 from wooflow.stores import Store
 from wooflow.workers.woo_client import WooClient
 
 if TYPE_CHECKING:
+    from wooflow.workers.netguard import SafeHttp
     from wooflow.workers.services import Services
 
 log = logging.getLogger(__name__)
 
+P = TypeVar("P", bound=BaseModel)  # an action's validated params (its `Params` model)
 
-class ActionContext:
-    """Everything an action needs for one command.
+
+class ActionContext(Generic[P]):
+    """Everything an action needs for one command; `params` is the action's own `Params`.
 
     `context` is what templates see: the trigger's snapshot (order/customer/...) plus the
     store, a `customer` derived from the order, and what earlier steps of the same run
@@ -65,15 +72,15 @@ class ActionContext:
     from `context_json`, so actions that render nothing never pay for parsing it.
     """
 
-    def __init__(self, store: Store, command: dict[str, Any], params: BaseModel,
-                 context: dict[str, Any] | None = None, woo: WooClient | None = None,
+    def __init__(self, store: Store, command: ActionCommand, params: P,
+                 context: JSONObject | None = None, woo: WooClient | None = None,
                  claimed_at: datetime | None = None, dry_run: bool = False,
-                 extras: dict[str, Any] | None = None, *, services: "Services | None" = None,
-                 steps: dict[int, dict[str, Any]] | None = None, context_json: str | None = None) -> None:
+                 extras: dict[str, object] | None = None, *, services: Services | None = None,
+                 steps: dict[int, JSONObject] | None = None, context_json: str | None = None) -> None:
         self.store = store
         self.command = command
         self.params = params
-        self.woo = woo  # type: ignore[assignment]
+        self._woo = woo
         self.claimed_at = claimed_at or datetime.now().astimezone()
         self.dry_run = dry_run
         self.extras = extras if extras is not None else {}
@@ -81,6 +88,13 @@ class ActionContext:
         self.steps = steps or {}
         self.context_json = context_json if context_json is not None else command.get("context_json") or "{}"
         self._context = context
+
+    @property
+    def woo(self) -> WooClient:
+        """The store's WooCommerce REST client."""
+        if self._woo is None:
+            raise RuntimeError("no WooCommerce client attached to this action context")
+        return self._woo
 
     @property
     def subject_id(self) -> str:
@@ -91,48 +105,46 @@ class ActionContext:
         return str(self.command["idempotency_key"])
 
     @property
-    def context(self) -> dict[str, Any]:
+    def context(self) -> JSONObject:
         if self._context is None:
             self._context = build_template_context(self)
         return self._context
 
     @context.setter
-    def context(self, value: dict[str, Any]) -> None:
+    def context(self, value: JSONObject) -> None:
         self._context = value
 
     @property
-    def http(self) -> Any:
+    def http(self) -> SafeHttp:
         """The egress-guarded HTTP client (workers/netguard.py) for actions calling out."""
         if self.services is None:
             raise RuntimeError("no services attached to this action context")
         return self.services.http
 
 
-def build_template_context(ctx: ActionContext) -> dict[str, Any]:
+def build_template_context(ctx: ActionContext[Any]) -> JSONObject:
     try:
-        base = json.loads(ctx.context_json or "{}")
+        base = as_object(json.loads(ctx.context_json or "{}"))
     except ValueError:
-        base = {}
-    if not isinstance(base, dict):
         base = {}
     s = ctx.store
     base["store"] = {"id": s.id, "name": s.name or s.id, "url": s.url, "currency": s.currency,
                      "timezone": s.timezone}
     order = base.get("order") if isinstance(base.get("order"), dict) else None
-    if not isinstance(base.get("customer"), dict) and order:
-        billing = order.get("billing") or {}
+    if not isinstance(base.get("customer"), dict) and isinstance(order, dict):
+        billing = as_object(order.get("billing"))
         base["customer"] = {"id": order.get("customer_id") or 0, "email": billing.get("email", ""),
                             "first_name": billing.get("first_name", ""), "last_name": billing.get("last_name", ""),
                             "phone": billing.get("phone", ""), "billing": billing}
     base.setdefault("customer_key", ctx.command.get("customer_key"))
     base.setdefault("rule_id", ctx.command.get("rule_id"))
     base.setdefault("trigger", ctx.command.get("trigger"))
-    steps: dict[str, Any] = {}
+    steps: JSONObject = {}
     for step in sorted(ctx.steps):
         result = ctx.steps[step]
         steps[str(step)] = result
         # An earlier step can hand values to later templates, e.g. apply_coupon → {{ coupon.code }}.
-        for k, v in (result.get("template_vars") or {}).items():
+        for k, v in as_object(result.get("template_vars")).items():
             base[k] = v
     base["steps"] = steps
     return base
@@ -142,55 +154,75 @@ def build_template_context(ctx: ActionContext) -> dict[str, Any]:
 class ActionResult:
     status: str = "succeeded"  # succeeded | skipped | dry_run
     message: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
+    details: JSONObject = field(default_factory=dict)
 
 
 InterruptPolicy = Literal["repeat", "repeat_once", "at_most_once"]
 INTERRUPT_POLICIES: tuple[str, ...] = get_args(InterruptPolicy)
 
 
-def interrupt_policy(handler: Any) -> str:
+def interrupt_policy(handler: object) -> str:
     """The handler's `on_interrupted` (see module doc); "repeat_once" when it declares none."""
     return str(getattr(handler, "on_interrupted", "repeat_once"))
 
 
-class ActionHandler(Protocol):
-    name: ClassVar[str]
-    description: ClassVar[str]
-    Params: ClassVar[type[BaseModel]]
+class ActionHandler(Protocol[P]):
+    """What the workers call; `BaseAction` is the convenient way to be one."""
 
-    async def run(self, ctx: ActionContext) -> ActionResult: ...
+    @property
+    def name(self) -> str: ...
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult: ...
+    @property
+    def description(self) -> str: ...
 
-    async def already_applied(self, ctx: ActionContext) -> ActionResult | None: ...
+    @property
+    def Params(self) -> type[P]: ...  # noqa: N802 - the model class, named like one
+
+    async def run(self, ctx: ActionContext[P]) -> ActionResult: ...
+
+    async def dry_run(self, ctx: ActionContext[P]) -> ActionResult: ...
+
+    async def already_applied(self, ctx: ActionContext[P]) -> ActionResult | None: ...
 
 
-class BaseAction:
+# A registered handler, whatever its params (each is called with contexts of its own `Params`).
+AnyHandler = ActionHandler[Any]
+# `apply_batch(conn, ctxs)` of a local-state action (see the module doc).
+ApplyBatch = Callable[[Connection, list[ActionContext[Any]]], list["ActionResult | Exception"]]
+
+
+def batch_applier(handler: AnyHandler) -> ApplyBatch | None:
+    """The handler's `apply_batch`, if it is a local-state action."""
+    fn: ApplyBatch | None = getattr(handler, "apply_batch", None)
+    return fn
+
+
+class BaseAction(Generic[P]):
     """Convenient defaults for an action: no recovery check, so an interrupted attempt is
-    repeated once (`on_interrupted`, see the module doc)."""
+    repeated once (`on_interrupted`, see the module doc). Subclass it with the params
+    model, `class Mine(BaseAction["Mine.Params"])`, and `ctx.params` is a `Mine.Params`."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    Params: ClassVar[type[BaseModel]] = BaseModel
+    Params: type[P]
     timeout_s: ClassVar[float | None] = None  # None: the worker's action_timeout_s
     on_interrupted: ClassVar[InterruptPolicy] = "repeat_once"
 
-    async def run(self, ctx: ActionContext) -> ActionResult:
+    async def run(self, ctx: ActionContext[P]) -> ActionResult:
         raise NotImplementedError
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+    async def dry_run(self, ctx: ActionContext[P]) -> ActionResult:
         return ActionResult("dry_run", f"would run {self.name}", {"params": ctx.params.model_dump(mode="json")})
 
-    async def already_applied(self, ctx: ActionContext) -> ActionResult | None:
+    async def already_applied(self, ctx: ActionContext[P]) -> ActionResult | None:
         return None
 
 
-_REGISTRY: dict[str, ActionHandler] = {}
+_REGISTRY: dict[str, AnyHandler] = {}
 _loaded = False
 
 
-def register(handler: ActionHandler) -> ActionHandler:
+def register(handler: AnyHandler) -> AnyHandler:
     _REGISTRY[handler.name] = handler
     return handler
 
@@ -213,7 +245,7 @@ def _load() -> None:
                 raise TypeError(f"on_interrupted must be one of {', '.join(INTERRUPT_POLICIES)}, "
                                 f"not {interrupt_policy(handler)!r}")
             if not hasattr(handler, "already_applied"):
-                handler.already_applied = BaseAction.already_applied.__get__(handler)  # type: ignore[attr-defined]
+                handler.already_applied = BaseAction.already_applied.__get__(handler)
             if handler.name in _REGISTRY:
                 log.warning("plugin action %s from %s overrides a built-in", handler.name, ep.value)
             register(handler)
@@ -222,11 +254,11 @@ def _load() -> None:
             log.exception("could not load action plugin %s", ep.value)
 
 
-def get(name: str) -> ActionHandler | None:
+def get(name: str) -> AnyHandler | None:
     _load()
     return _REGISTRY.get(name)
 
 
-def all_actions() -> dict[str, ActionHandler]:
+def all_actions() -> dict[str, AnyHandler]:
     _load()
     return dict(_REGISTRY)

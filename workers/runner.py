@@ -35,10 +35,11 @@ from wooflow import dlq, metrics
 from wooflow.checkpointing import Checkpoint
 from wooflow.db.engine import get_engine
 from wooflow.kafka import topics
-from wooflow.kafka.consumer import make_consumer
 from wooflow.kafka.config import RELEASE, WORKERS
+from wooflow.kafka.consumer import make_consumer
 from wooflow.kafka.producer import Producer, produce_when_room
 from wooflow.schemas.codec import DecodeError, get_codec
+from wooflow.schemas.types import ACTION_COMMAND
 from wooflow.settings import Settings
 from wooflow.stores import StoreCache
 from wooflow.workers import deferred
@@ -58,7 +59,8 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop  # shipped with uvicorn[standard]; noticeably faster for many sockets
 
-        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return loop
     except ImportError:  # pragma: no cover
         return asyncio.new_event_loop()
 
@@ -134,8 +136,9 @@ class Worker:
                     await loop.run_in_executor(kafka, self._commit, None)
                     last_commit = time.monotonic()
             log.info("stopping: finishing %d commands in flight", self.tracker.unfinished)
-            await self._wait(lambda: self.dispatcher.idle and self.tracker.unfinished == 0,  # type: ignore[union-attr]
-                             s.action_timeout_s + 30)
+            dispatcher = self.dispatcher
+            assert dispatcher is not None
+            await self._wait(lambda: dispatcher.idle and self.tracker.unfinished == 0, s.action_timeout_s + 30)
             if leases.lapsed:
                 raise LeaseLost(f"worker {self.owner} {leases.lapsed}; their commands are delivered again")
             await loop.run_in_executor(kafka, self._commit, None)
@@ -172,18 +175,17 @@ class Worker:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
                 continue
-            handle = self.tracker.add(m.topic(), m.partition(), m.offset())
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            assert topic is not None and partition is not None and offset is not None, "a consumed message"
+            handle = self.tracker.add(topic, partition, offset)
             try:
-                schema, cmd = self.codec.decode(m.value() or b"", m.topic())
-                if schema != "ActionCommand":
-                    raise DecodeError(f"expected ActionCommand, got {schema}")
+                cmd = self.codec.decode_as(m.value() or b"", ACTION_COMMAND, topic)
             except DecodeError as exc:
                 self._dead_letter(handle, m, "undecodable", str(exc), None, 1)
                 self.tracker.done(handle)
                 continue
-            tp = (m.topic(), m.partition())
-            consumed[(tp[0], cmd["store_id"])] += 1
-            items.append(Item(tp, (tp[0], tp[1], m.key()), m, handle, cmd))
+            consumed[(topic, cmd["store_id"])] += 1
+            items.append(Item((topic, partition), (topic, partition, m.key()), m, handle, cmd))
         for (topic, store), n in consumed.items():
             count(metrics.events_consumed, "workers", topic, store, n=n)
         return items
@@ -221,7 +223,7 @@ class Worker:
                 log.exception("bulk batch failed; running its commands one by one")
                 await asyncio.gather(*(self._process(it) for it in items))
                 return
-            for it, o in zip(items, outcomes):
+            for it, o in zip(items, outcomes, strict=True):
                 self._emit(it, o)
                 self.tracker.done(it.handle)
         finally:
@@ -309,7 +311,8 @@ class Worker:
         """Revocation: drop what has not started, let what runs finish, wait for its outputs."""
         assert self.dispatcher is not None
         dropped = self.dispatcher.drop(tps)
-        await self._wait(lambda: self.dispatcher.active_in(tps) == 0, self.settings.action_timeout_s + 5)  # type: ignore[union-attr]
+        dispatcher = self.dispatcher
+        await self._wait(lambda: dispatcher.active_in(tps) == 0, self.settings.action_timeout_s + 5)
         await self._wait(lambda: self.tracker.unfinished_in(tps) <= dropped, 5)
 
     # --- deferred commands --------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,14 +26,14 @@ class Services:
     consent: ConsentChecker
     mailer: Mailer
     db_executor: ThreadPoolExecutor
-    extras: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, object] = field(default_factory=dict)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking database call on the worker's database threads."""
         return await asyncio.get_running_loop().run_in_executor(self.db_executor, fn, *args)
 
     async def has_consent(self, store_id: str, channel: str, *, email: str | None, customer_key: str | None,
-                          context: dict[str, Any]) -> ConsentDecision:
+                          context: Mapping[str, object]) -> ConsentDecision:
         def check() -> ConsentDecision:
             return self.consent.check(store_id, channel, email=email, customer_key=customer_key, context=context)
 
@@ -45,7 +45,7 @@ class Services:
 
 
 def build_services(settings: Settings, engine: Engine, *, resolver: Resolver | None = None,
-                   mailer: Mailer | None = None, extras: dict[str, Any] | None = None) -> Services:
+                   mailer: Mailer | None = None, extras: dict[str, object] | None = None) -> Services:
     http = SafeHttp(EgressPolicy.from_settings(settings), resolver, timeout=10.0,
                     max_connections=max(64, settings.worker_concurrency))
     return Services(settings=settings, engine=engine, http=http, consent=load_checker(settings, engine),

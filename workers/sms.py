@@ -46,7 +46,8 @@ class HttpSmsProvider:
                    "Idempotency-Key": reference}
         if config.get("token"):
             headers["Authorization"] = f"Bearer {config['token']}"
-        answer = await http.request("POST", url, content=body, headers=headers, timeout=float(config.get("timeout", 10)))
+        answer = await http.request("POST", url, content=body, headers=headers,
+                                    timeout=float(config.get("timeout", 10)))
         if answer.status_code == 429 or answer.status_code >= 500:
             raise TransientError(f"SMS provider answered HTTP {answer.status_code}")
         if not 200 <= answer.status_code < 300:
@@ -80,5 +81,5 @@ def get_provider(name: str) -> SmsProvider:
             obj = ep.load()
             provider = obj() if isinstance(obj, type) else obj
             BUILTIN[name] = provider
-            return provider  # type: ignore[no-any-return]
+            return provider
     raise ActionError(f"unknown SMS provider {name!r} (install one in the wooflow.sms_providers entry-point group)")

@@ -10,6 +10,7 @@ worker.
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -52,7 +53,7 @@ def _compile(source: str, html: bool) -> Any:
     return _env(html).from_string(source)
 
 
-def render(source: str, context: dict[str, Any], *, html: bool = False) -> str:
+def render(source: str, context: Mapping[str, object], *, html: bool = False) -> str:
     if "{" not in source:  # no Jinja syntax: nothing to render
         return source
     try:

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 
@@ -16,16 +16,17 @@ from wooflow.consumer.commands import idempotency_key, to_json
 from wooflow.kafka import topics
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import get_codec
+from wooflow.schemas.types import ActionCommand
 from wooflow.settings import Settings
 
 if TYPE_CHECKING:  # the runner is imported when a worker thread is made, not by command()/produce()
     from wooflow.workers.runner import Worker
 
 
-def command(*, store_id: str, action_type: str, params: dict[str, Any], rule_id: int = 1,
+def command(*, store_id: str, action_type: str, params: Mapping[str, object], rule_id: int = 1,
             event_id: str | None = None, step: int = 0, customer_key: str = "c1", subject_type: str = "order",
-            subject_id: str = "1", context: dict[str, Any] | None = None, not_before: datetime | None = None,
-            dry_run: bool = False, attempt: int = 1, trigger: str = "new_order") -> dict[str, Any]:
+            subject_id: str = "1", context: Mapping[str, object] | None = None, not_before: datetime | None = None,
+            dry_run: bool = False, attempt: int = 1, trigger: str = "new_order") -> ActionCommand:
     event_id = event_id or f"test:{uuid.uuid4().hex}"
     key = idempotency_key(rule_id, event_id, step)
     now = datetime.now(timezone.utc)
@@ -38,7 +39,7 @@ def command(*, store_id: str, action_type: str, params: dict[str, Any], rule_id:
     }
 
 
-def produce(settings: Settings, commands: Iterable[dict[str, Any]], *, copies: int = 1,
+def produce(settings: Settings, commands: Iterable[ActionCommand], *, copies: int = 1,
             producer: Producer | None = None) -> int:
     """Produce each command `copies` times (a redelivery) to automation.commands; returns the count."""
     topic = settings.topic(topics.COMMANDS)

@@ -37,7 +37,7 @@ class _Partition:
 class Handle:
     """One consumed message's place in the tracker (a plain slotted class: made per message)."""
 
-    __slots__ = ("tp", "part", "entry")
+    __slots__ = ("entry", "part", "tp")
 
     def __init__(self, tp: TP, part: _Partition, entry: _Entry) -> None:
         self.tp, self.part, self.entry = tp, part, entry

@@ -15,8 +15,8 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Any
 
+from wooflow.jsontypes import JSONObject
 from wooflow.settings import Settings
 from wooflow.stores import Store
 
@@ -58,7 +58,7 @@ def store_of(token: str) -> str:
         raise BadToken("malformed unsubscribe token") from exc
 
 
-def verify(settings: Settings, store: Store, token: str) -> dict[str, Any]:
+def verify(settings: Settings, store: Store, token: str) -> JSONObject:
     try:
         body, sig = token.split(".", 1)
         payload = _unb64(body)
@@ -68,10 +68,13 @@ def verify(settings: Settings, store: Store, token: str) -> dict[str, Any]:
     expected = hmac.new(signing_key(settings, store), payload, hashlib.sha256).digest()[:20]
     if not hmac.compare_digest(given, expected):
         raise BadToken("invalid unsubscribe token signature")
-    data = json.loads(payload)
-    if data.get("s") != store.id:
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise BadToken("malformed unsubscribe token") from exc
+    if not isinstance(data, dict) or data.get("s") != store.id:
         raise BadToken("token is for another store")
-    return data  # type: ignore[no-any-return]
+    return data
 
 
 def unsubscribe_url(settings: Settings, token: str) -> str:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import base64
 import json as jsonlib
-from typing import Any
+from collections.abc import Mapping
 
 import aiohttp
 
+from wooflow.jsontypes import JSONObject, JSONValue, as_object
 from wooflow.stores import Store
 from wooflow.workers.errors import ActionError, TransientError
 
@@ -37,8 +38,8 @@ class WooClient:
                 trust_env=False)
         return self._session
 
-    async def _call(self, method: str, url: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
-                    auth: str) -> Any:
+    async def _call(self, method: str, url: str, path: str, *, json: JSONValue = None,
+                    params: Mapping[str, object] | None = None, auth: str) -> JSONValue:
         query = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (params or {}).items()}
         try:
             async with self._client().request(method, url, json=json, params=query or None,
@@ -53,29 +54,35 @@ class WooClient:
         if status >= 400:
             text = body.decode("utf-8", "replace")
             try:
-                detail = jsonlib.loads(body).get("message", text)
-            except (ValueError, AttributeError):
+                detail = as_object(jsonlib.loads(body)).get("message", text)
+            except ValueError:
                 detail = text
             raise ActionError(f"{method} {path}: HTTP {status}: {str(detail)[:300]}")
-        return jsonlib.loads(body) if body else None
+        parsed: JSONValue = jsonlib.loads(body) if body else None
+        return parsed
 
-    async def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+    async def request(self, method: str, path: str, *, json: JSONValue = None,
+                      params: Mapping[str, object] | None = None) -> JSONValue:
         auth = _basic(self.store.consumer_key, self.store.consumer_secret)
         return await self._call(method, self.store.api_base + path, path, json=json, params=params, auth=auth)
 
-    async def get(self, path: str, **params: Any) -> Any:
+    async def get(self, path: str, **params: object) -> JSONValue:
         return await self.request("GET", path, params=params or None)
 
-    async def post(self, path: str, body: Any) -> Any:
+    async def get_object(self, path: str, **params: object) -> JSONObject:
+        """GET of one resource: its JSON object ({} if the answer was something else)."""
+        return as_object(await self.get(path, **params))
+
+    async def post(self, path: str, body: JSONValue) -> JSONValue:
         return await self.request("POST", path, json=body)
 
-    async def put(self, path: str, body: Any) -> Any:
+    async def put(self, path: str, body: JSONValue) -> JSONValue:
         return await self.request("PUT", path, json=body)
 
-    async def delete(self, path: str, **params: Any) -> Any:
+    async def delete(self, path: str, **params: object) -> JSONValue:
         return await self.request("DELETE", path, params=params or None)
 
-    async def wp(self, method: str, path: str, body: Any = None) -> Any:
+    async def wp(self, method: str, path: str, body: JSONValue = None) -> JSONValue:
         """WordPress core REST (`/wp-json/wp/v2`), e.g. user roles, which WooCommerce's REST keeps
         read-only. It takes an application password (store settings `wp_username` and
         `wp_app_password`), not the WooCommerce consumer key."""
@@ -101,7 +108,7 @@ class WooClients:
 
     def for_store(self, store: Store) -> WooClient:
         client = self._clients.get(store.id)
-        if client is None or client.store is not store and client.store != store:
+        if client is None or (client.store is not store and client.store != store):
             client = self._clients[store.id] = WooClient(store, self.timeout, self.max_connections)
         return client
 

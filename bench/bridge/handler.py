@@ -22,18 +22,19 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import build_requests  # noqa: E402
+from loadgen import build_requests
 
-from wooflow.producers.normalise import StoreInfo  # noqa: E402
-from wooflow.producers.webhooks import WebhookReceiver  # noqa: E402
-from wooflow.schemas import codec  # noqa: E402
-from wooflow.settings import Settings  # noqa: E402
-from wooflow.stores import Store  # noqa: E402
+from wooflow.producers.normalise import StoreInfo
+from wooflow.producers.webhooks import WebhookReceiver
+from wooflow.schemas import codec
+from wooflow.settings import Settings
+from wooflow.stores import Store
 
 SECRET = "bench & <secret> 50 chars long.........."
 
@@ -141,11 +142,11 @@ def ingest_main(args: argparse.Namespace) -> None:
                 todo = iter(deliveries(f"{tag}{rep}"))
                 statuses: list[int] = []
 
-                async def send(message: dict[str, Any]) -> None:
+                async def send(message: dict[str, Any], statuses: list[int] = statuses) -> None:
                     if message["type"] == "http.response.start":
                         statuses.append(message["status"])
 
-                async def caller() -> None:
+                async def caller(todo: Iterator[tuple[dict[str, Any], bytes]] = todo) -> None:
                     for scope, body in todo:
                         async def receive(body: bytes = body) -> dict[str, Any]:
                             return {"type": "http.request", "body": body, "more_body": False}

@@ -113,11 +113,11 @@ def main() -> None:
         upsert_store(get_engine(db), store)
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("WOOFLOW_")} | {
-            "WOOFLOW_KAFKA_BOOTSTRAP_SERVERS": kafka, "WOOFLOW_DATABASE_URL": db, "WOOFLOW_TOPIC_PREFIX": s.topic_prefix,
-            "WOOFLOW_LOG_LEVEL": "WARNING"}
-        log = open(tmp / "bridge.log", "wb")
-        bridge = subprocess.Popen([sys.executable, "-m", "wooflow.cli", "bridge", "--host", "127.0.0.1", "--port",
-                                   str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+            "WOOFLOW_KAFKA_BOOTSTRAP_SERVERS": kafka, "WOOFLOW_DATABASE_URL": db,
+            "WOOFLOW_TOPIC_PREFIX": s.topic_prefix, "WOOFLOW_LOG_LEVEL": "WARNING"}
+        with open(tmp / "bridge.log", "wb") as log:  # the child keeps its own handle
+            bridge = subprocess.Popen([sys.executable, "-m", "wooflow.cli", "bridge", "--host", "127.0.0.1", "--port",
+                                       str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
@@ -160,7 +160,8 @@ def main() -> None:
             # Broker and PostgreSQL CPU per request (backends that ended mid-run are not counted).
             svc1 = services_cpu(svc)
             for name in svc1:
-                result[f"{name}_cpu_us_per_req"] = round((svc1[name] - svc0[name]) / max(1, result["requests"]) * 1e6, 1)
+                per_req = (svc1[name] - svc0[name]) / max(1, result["requests"])
+                result[f"{name}_cpu_us_per_req"] = round(per_req * 1e6, 1)
             return result
 
         # warm-up at the measured concurrency: caches, connections, the broker's JIT

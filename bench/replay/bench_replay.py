@@ -27,11 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rules"))
 
-from bench_rules import Workload, cleanup, run_consumer, setup  # noqa: E402
+from bench_rules import Workload, cleanup, run_consumer, setup
 
-from wooflow.kafka import topics  # noqa: E402
-from wooflow.ops.replay import Replayer, ReplaySpec  # noqa: E402
-from wooflow.settings import Settings  # noqa: E402
+from wooflow.kafka import topics
+from wooflow.ops.replay import Replayer, ReplaySpec
+from wooflow.settings import Settings
 
 
 def first_rule(s: Settings, store_id: str) -> int:

@@ -35,15 +35,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from confluent_kafka import Producer  # noqa: E402
+from confluent_kafka import Producer
 
-from wooflow.kafka import topics  # noqa: E402
-from wooflow.kafka.admin import create_topics, delete_topics_with_prefix  # noqa: E402
-from wooflow.kafka.config import producer_config  # noqa: E402
-from wooflow.kafka.headers import event_headers  # noqa: E402
-from wooflow.kafka.producer import produce_when_room  # noqa: E402
-from wooflow.schemas.codec import get_codec  # noqa: E402
-from wooflow.settings import Settings  # noqa: E402
+from wooflow.kafka import topics
+from wooflow.kafka.admin import create_topics, delete_topics_with_prefix
+from wooflow.kafka.config import producer_config
+from wooflow.kafka.headers import event_headers
+from wooflow.kafka.producer import produce_when_room
+from wooflow.schemas.codec import get_codec
+from wooflow.settings import Settings
 
 STORES, RULES_PER_STORE, CUSTOMERS = 100, 10, 100
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -63,15 +63,17 @@ def rules_for(i: int) -> list[dict[str, Any]]:
         {"name": "big order", "trigger": "new_order", "actions": NOTE, "conditions": {"match": "all", "conditions": [
             leaf("order_total", "gt", big), leaf("geo_scope", "equals", "eu")]}},
         {"name": "pl cod", "trigger": "new_order", "actions": NOTE, "conditions": {"match": "any", "conditions": [
-            {"match": "all", "conditions": [leaf("billing_country", "in", "PL,CZ"), leaf("payment_method", "equals", "bacs"),
+            {"match": "all", "conditions": [leaf("billing_country", "in", "PL,CZ"),
+                                            leaf("payment_method", "equals", "bacs"),
                                             leaf("product_id", "in", [3, 7, 11])]},
             leaf("coupon_code", "equals", "VIP")]}},
         {"name": "completed", "trigger": "order_status_changed", "trigger_options": {"to": "completed"},
          "actions": NOTE, "conditions": {"match": "all", "conditions": [leaf("item_count", "gt", 4)]}},
-        {"name": "cancelled", "trigger": "order_status_changed", "trigger_options": {"from": "processing", "to": "cancelled"},
+        {"name": "cancelled", "trigger": "order_status_changed",
+         "trigger_options": {"from": "processing", "to": "cancelled"},
          "actions": NOTE},
         {"name": "welcome", "trigger": "first_purchase", "frequency": {"once_per_customer": True},
-         "actions": NOTE + [{"type": "add_order_note", "params": {"note": "day 3"}, "delay": "day 3"}]},
+         "actions": [*NOTE, {"type": "add_order_note", "params": {"note": "day 3"}, "delay": "day 3"}]},
         {"name": "repeat", "trigger": "repeat_purchase", "actions": NOTE, "frequency": {"per_days": 30},
          "conditions": {"match": "all", "conditions": [leaf("days_since_last_order", "gt", 20),
                                                        leaf("category", "not_in", "9")]}},
@@ -386,7 +388,8 @@ def main() -> None:
     print(f"\nmedian of {len(results)} runs, {args.events} events, batch {args.batch_size}, "
           f"{STORES} stores x {RULES_PER_STORE} rules:")
     print(f"  rule consumer: {med['events_per_s']:,.0f} events/s, p50 {med['p50_us']:.1f} us, "
-          f"p99 {med['p99_us']:.1f} us per event, CPU {med['cpu_us_per_event']:.0f} us/event, RSS {med['rss_mb']:.0f} MB, {med['commands']:,.0f} commands")
+          f"p99 {med['p99_us']:.1f} us per event, CPU {med['cpu_us_per_event']:.0f} us/event, "
+          f"RSS {med['rss_mb']:.0f} MB, {med['commands']:,.0f} commands")
     if naive:
         nmed = statistics.median(n["events_per_s"] for n in naive)
         print(f"  naive baseline: {nmed:,.0f} events/s (p99 {statistics.median(n['p99_us'] for n in naive):,.0f} us)"

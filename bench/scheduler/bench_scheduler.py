@@ -75,7 +75,8 @@ def seed(engine: Any, store_id: str, rule_id: int, dues: list[datetime]) -> None
             ev = {"event_id": f"bench-{store_id}-{i}", "store_id": store_id, "customer_key": f"c{i + 1}",
                   "order_id": i + 1, "order": order | {"id": i + 1}, "received_at": now, "topic": "order.created"}
             cmd = build_command(rule_id=rule_id, rule_version=1, step=1, action_type="send_email",
-                                params={"subject": "Tips for your purchase", "html": "<p>Hi {{ customer.first_name }}</p>",
+                                params={"subject": "Tips for your purchase",
+                                        "html": "<p>Hi {{ customer.first_name }}</p>",
                                         "marketing": True},
                                 delay_s=86400 * 3, schema="OrderEvent", event=ev, trigger="first_purchase", now=now)
             keys.append(cmd["idempotency_key"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -28,7 +28,7 @@ def templates_list() -> None:
 def templates_install(
     name: Annotated[str, typer.Argument(help="Template name (see `wooflow templates list`)")],
     store: Annotated[str, typer.Option("--store", help="Store to install it for")],
-    rule_name: Annotated[Optional[str], typer.Option("--name", help="Name of the created rule")] = None,
+    rule_name: Annotated[str | None, typer.Option("--name", help="Name of the created rule")] = None,
     disabled: Annotated[bool, typer.Option(help="Create the rule disabled")] = False,
 ) -> None:
     """Create a rule from a template for a store."""

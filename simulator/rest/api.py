@@ -8,12 +8,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from typing import Any, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 from starlette.responses import Response
+
+from wooflow.jsontypes import JSONObject
 
 from ..errors import NOT_FOUND, RestError
 from ..state import SimulatedStore
@@ -96,7 +99,7 @@ def must_exist_for_update(exists: bool, resource: str) -> None:
         raise RestError(code, message, 400)
 
 
-def writable(params: Params) -> dict[str, Any]:
+def writable(params: Params) -> JSONObject:
     """A body's fields for an update, without the id and the credentials."""
     return {k: v for k, v in params.data.items() if k not in ("id", "consumer_key", "consumer_secret")}
 

@@ -6,12 +6,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 from starlette.responses import Response
+
+from wooflow.jsontypes import JSONObject
 
 from ..state import SimulatedStore
 from .params import Params
@@ -19,7 +22,7 @@ from .responses import json_response
 
 
 def paginate(store: SimulatedStore, request: Request, params: Params, route: str,
-              items: list[Any], render: Callable[[Any], dict[str, Any]]) -> Response:
+              items: list[Any], render: Callable[[Any], JSONObject]) -> Response:
     per_page = params.integer("per_page", 10, 1, 100)
     page = params.integer("page", 1, 1)
     offset = params.integer("offset", None, 0)
@@ -36,7 +39,7 @@ def paginate(store: SimulatedStore, request: Request, params: Params, route: str
     base = store.site.rest_url(route)
 
     def link(target: int) -> str:
-        return base + "?" + urlencode(base_query + [("page", str(target))])
+        return base + "?" + urlencode([*base_query, ("page", str(target))])
 
     links = []
     if page > 1:

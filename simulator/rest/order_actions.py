@@ -21,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from wooflow.jsontypes import JSONObject
+
 from ..errors import RestError
 from .api import API, Api, basic_credentials
 from .responses import json_response
@@ -117,7 +119,7 @@ def routes(api: Api) -> list[Route]:
                                                                    store.app_password.replace(" ", "")):
             raise RestError("incorrect_password", "The provided password is an invalid application password.", 401)
 
-    def user_json(user: Any) -> dict[str, Any]:
+    def user_json(user: Any) -> JSONObject:
         return {"id": user.id, "username": user.username, "name": f"{user.first_name} {user.last_name}".strip(),
                 "email": user.email, "roles": [user.role], "slug": user.username}
 

@@ -55,7 +55,8 @@ def principal(
         scope: str | None = None
     else:
         with engine.connect() as conn:
-            row = conn.execute(select(api_tokens.c.store_id).where(api_tokens.c.token_hash == hash_token(token))).first()
+            row = conn.execute(select(api_tokens.c.store_id)
+                               .where(api_tokens.c.token_hash == hash_token(token))).first()
         if row is None:
             raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
         scope = row[0]

@@ -45,7 +45,7 @@ class ConsentIn(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _who(self) -> "ConsentIn":
+    def _who(self) -> ConsentIn:
         if not (self.email or self.customer_key):
             raise ValueError("give an email or a customer_key")
         if self.source in EVENT_SOURCES:
@@ -108,8 +108,9 @@ def put_policy(body: ConsentPolicy, request: Request, who: CurrentStore) -> Cons
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                        f"<meta name='viewport' content='width=device-width'></head><body style='font-family:sans-serif;"
-                        f"max-width:32em;margin:3em auto'>{body}</body></html>", status_code=status)
+                        "<meta name='viewport' content='width=device-width'></head>"
+                        f"<body style='font-family:sans-serif;max-width:32em;margin:3em auto'>{body}</body></html>",
+                        status_code=status)
 
 
 def _verified(request: Request, token: str) -> tuple[Any, dict[str, Any]]:

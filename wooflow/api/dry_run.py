@@ -1,6 +1,6 @@
 """Dry run of one rule on a real order or customer (POST /v1/rules/{id}/dry-run).
 
-Like seed 002's engine: evaluate the filters against the order, check marketing consent,
+Like Polski Pro's automation engine: evaluate the filters against the order, check marketing consent,
 run the actions in dry-run mode and write an audit entry flagged dry_run — with per-
 condition reasons, the trigger's view given the state wooflow stored, and rendered
 previews from each action's `dry_run`. Nothing is written except the audit entries.
@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,7 +29,10 @@ from wooflow.consumer.state import StateBatch
 from wooflow.consumer.tiers import loyalty_of
 from wooflow.consumer.triggers import TRIGGERS
 from wooflow.db.tables import execution_logs, rule_audit, rules
+from wooflow.jsontypes import JSONObject
 from wooflow.scheduler.triggers import SCHEMA as SCHEDULED
+from wooflow.schemas.codec import Record
+from wooflow.schemas.types import CustomerEvent, OrderEvent
 from wooflow.settings import Settings
 from wooflow.stores import Store, StoreCache
 
@@ -42,7 +46,7 @@ def _customer_key(customer_id: int | None, email: str | None, fallback: str) -> 
     return customer_key(customer_id, email, fallback=fallback)
 
 
-def _order_event(store: Store, payload: dict[str, Any], run_id: str) -> dict[str, Any]:
+def _order_event(store: Store, payload: JSONObject, run_id: str) -> OrderEvent:
     from wooflow.producers.normalise import order_record
 
     order = order_record(payload, ZoneInfo(store.timezone))
@@ -54,7 +58,7 @@ def _order_event(store: Store, payload: dict[str, Any], run_id: str) -> dict[str
             "action": "updated", "order": order, "previous_status": None, "raw_json": None}
 
 
-def _customer_event(store: Store, payload: dict[str, Any], run_id: str) -> dict[str, Any]:
+def _customer_event(store: Store, payload: JSONObject, run_id: str) -> CustomerEvent:
     from wooflow.producers.normalise import customer_record
 
     customer = customer_record(payload, ZoneInfo(store.timezone))
@@ -65,7 +69,7 @@ def _customer_event(store: Store, payload: dict[str, Any], run_id: str) -> dict[
             "action": "created", "customer": customer, "raw_json": None}
 
 
-async def _fetch(store: Store, path: str) -> dict[str, Any]:
+async def _fetch(store: Store, path: str) -> JSONObject:
     from wooflow.workers.errors import ActionError, TransientError
     from wooflow.workers.woo_client import WooClient
 
@@ -84,7 +88,7 @@ async def _fetch(store: Store, path: str) -> dict[str, Any]:
 
 
 def _consent(settings: Settings, engine: Engine, store: Store, actions: list[Any], email: str | None,
-             ckey: str, context: dict[str, Any]) -> dict[str, Any]:
+             ckey: str, context: Mapping[str, object]) -> dict[str, Any]:
     """The verdict per channel, as the workers would decide it: the store's policy over the
     recorded answers and the answer the order/customer itself carries (`context`)."""
     from wooflow.consent_policy import policy_of
@@ -107,8 +111,9 @@ def _consent(settings: Settings, engine: Engine, store: Store, actions: list[Any
     return out
 
 
-async def _plan(settings: Settings, engine: Engine, store: Store, rule: Any, schema: str, event: dict[str, Any],
-                trigger: str, cstate: dict[str, Any], extra: dict[str, Any], consent: dict[str, Any]) -> list[dict[str, Any]]:
+async def _plan(settings: Settings, engine: Engine, store: Store, rule: Any, schema: str, event: Record,
+                trigger: str, cstate: Mapping[str, object], extra: Mapping[str, object],
+                consent: dict[str, Any]) -> list[dict[str, Any]]:
     from wooflow.workers import registry
     from wooflow.workers.registry import ActionContext
     from wooflow.workers.woo_client import WooClient
@@ -168,12 +173,18 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
     if store is None:
         raise HTTPException(404, f"store {store_id!r} not found")
     run_id = uuid.uuid4().hex[:16]
+    order_ev: OrderEvent | None = None
+    customer_ev: CustomerEvent | None = None
+    event: OrderEvent | CustomerEvent
     if order_id is not None:
-        schema, event = "OrderEvent", _order_event(store, await _fetch(store, f"/orders/{order_id}"), run_id)
+        order_ev = _order_event(store, await _fetch(store, f"/orders/{order_id}"), run_id)
+        order = order_ev["order"]
+        schema, event, email = "OrderEvent", order_ev, order["billing"]["email"] if order else None
         subject = {"type": "order", "id": order_id}
     else:
-        schema, event = "CustomerEvent", _customer_event(store, await _fetch(store, f"/customers/{customer_id}"),
-                                                         run_id)
+        customer_ev = _customer_event(store, await _fetch(store, f"/customers/{customer_id}"), run_id)
+        schema, event = "CustomerEvent", customer_ev
+        email = customer_ev["customer"]["email"] if customer_ev["customer"] else None
         subject = {"type": "customer", "id": customer_id}
 
     # The customer's state as wooflow stored it; the event is applied in memory only.
@@ -181,8 +192,10 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
     lo = loyalty_of(store.settings, store.currency)
     with engine.connect() as conn:
         state.load(conn, {(store.id, event["customer_key"])},
-                   {(store.id, int(event["order_id"]))} if schema == "OrderEvent" else set())
-    ctx = (apply_order if schema == "OrderEvent" else apply_customer)(event, state, lo)
+                   {(store.id, order_ev["order_id"])} if order_ev is not None else set())
+    ctx = apply_order(order_ev, state, lo) if order_ev is not None else \
+        apply_customer(customer_ev, state, lo) if customer_ev is not None else None
+    assert ctx is not None
     spec = TRIGGERS[rule.trigger]
     if spec.schema == SCHEDULED:
         # No event fires these: ask the scheduler's own candidate query about this customer.
@@ -193,12 +206,10 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
     facts = LazyFacts(ctx)
     conditions = explain(rule.spec.conditions, facts)
     cust = ctx.customer
-    email = (event.get("order") or {}).get("billing", {}).get("email") if schema == "OrderEvent" else \
-        (event.get("customer") or {}).get("email")
-    resource = {k: event[k] for k in ("order", "customer") if event.get(k)}
+    resource = {k: v for k, v in (("order", ctx.order), ("customer", ctx.profile)) if v}
     consent = _consent(settings, engine, store, rule.actions, email or (cust.email if cust else None),
                        event["customer_key"], {"customer_key": event["customer_key"], **resource})
-    cstate = cust.public() if cust is not None else {}
+    cstate: Mapping[str, object] = cust.public() if cust is not None else {}
     planned = await _plan(settings, engine, store, rule, schema, event, rule.trigger, cstate,
                           {"previous_status": ctx.previous_status, "trigger": rule.trigger}, consent)
     result: dict[str, Any] = {
@@ -249,14 +260,15 @@ def _trigger_reason(listens: str, schema: str, ctx: Any, fires: bool) -> str:
             "already seen, or its status did not change); conditions were evaluated anyway")
 
 
-def _record(engine: Engine, store_id: str, rule: Any, event: dict[str, Any], subject: dict[str, Any],
+def _record(engine: Engine, store_id: str, rule: Any, event: Record, subject: dict[str, Any],
             result: dict[str, Any]) -> int:
     now = datetime.now(timezone.utc)
     with engine.begin() as conn:
         audit_id = int(conn.execute(insert(rule_audit).values(
             store_id=store_id, rule_id=rule.id, action="dry_run", dry_run=True,
             details={"subject": subject, "matched": result["matched"], "trigger": result["trigger"],
-                     "consent": result["consent"], "actions": result["actions"]}).returning(rule_audit.c.id)).scalar_one())
+                     "consent": result["consent"], "actions": result["actions"]})
+            .returning(rule_audit.c.id)).scalar_one())
         rows = []
         for a in result["actions"]:
             key = hashlib.sha256(f"{rule.id}|{event['event_id']}|{a['step']}".encode()).hexdigest()[:40]

@@ -1,4 +1,4 @@
-"""/v1/rules: rules CRUD and dry runs, scoped to the caller's store (parity with seed 002's
+"""/v1/rules: rules CRUD and dry runs, scoped to the caller's store (parity with Polski Pro's
 /polski-pro/v1/automation/rules, plus more). Every change notifies running consumers
 through the `rules` table trigger (LISTEN/NOTIFY), so it applies within a second."""
 
@@ -42,7 +42,7 @@ class DryRunRequest(BaseModel):
     customer_id: int | None = Field(None, ge=1, description="...or on this customer")
 
     @model_validator(mode="after")
-    def _one(self) -> "DryRunRequest":
+    def _one(self) -> DryRunRequest:
         if (self.order_id is None) == (self.customer_id is None):
             raise ValueError("give exactly one of order_id or customer_id")
         return self
@@ -58,7 +58,8 @@ def _out(row: dict[str, Any]) -> RuleOut:
 
 
 def _engine(request: Request) -> Engine:
-    return request.app.state.engine  # type: ignore[no-any-return]
+    engine: Engine = request.app.state.engine
+    return engine
 
 
 def validate_actions(spec: RuleSpec) -> None:
@@ -100,7 +101,8 @@ def _row(conn: Any, store_id: str, rule_id: int) -> dict[str, Any]:
 @router.get("/rules", response_model=RuleList, summary="List the store's rules (priority order)")
 def list_rules(request: Request, who: CurrentStore,
                trigger: Annotated[str | None, Query(description="Only rules of this trigger")] = None,
-               enabled: Annotated[bool | None, Query(description="Only enabled (true) or disabled (false) rules")] = None,
+               enabled: Annotated[bool | None,
+                                  Query(description="Only enabled (true) or disabled (false) rules")] = None,
                group_label: Annotated[str | None, Query(description="Only rules with this group label")] = None,
                limit: Annotated[int, Query(ge=1, le=500)] = 500,
                offset: Annotated[int, Query(ge=0)] = 0) -> RuleList:

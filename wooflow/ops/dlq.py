@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from confluent_kafka import TopicPartition
 from sqlalchemy import Engine, select, text
@@ -24,7 +23,14 @@ from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_reader
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import DecodeError, get_codec
+from wooflow.schemas.types import ACTION_COMMAND, DEAD_LETTER, DeadLetterOf
 from wooflow.settings import Settings
+
+
+class Letter(DeadLetterOf[datetime]):
+    """A dead letter as read back, with where it sits in automation.dlq."""
+
+    dlq_offset: str  # "partition:offset"
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class Filters:
     until: datetime | None = None
     dlq_id: str | None = None
 
-    def match(self, rec: dict[str, Any]) -> bool:
+    def match(self, rec: Letter) -> bool:
         return ((self.reason is None or rec["reason"] == self.reason)
                 and (self.store is None or rec.get("store_id") == self.store)
                 and (self.stage is None or rec["stage"] == self.stage)
@@ -45,7 +51,7 @@ class Filters:
                 and (self.dlq_id is None or rec["dlq_id"].startswith(self.dlq_id)))
 
 
-def read_dlq(s: Settings, filters: Filters, timeout: float = 10.0) -> Iterator[dict[str, Any]]:
+def read_dlq(s: Settings, filters: Filters, timeout: float = 10.0) -> Iterator[Letter]:
     """Every dead letter matching `filters`, oldest first per partition, up to the current end."""
     topic = s.topic(topics.DLQ)
     codec = get_codec(s.schema_registry_url)
@@ -60,8 +66,8 @@ def read_dlq(s: Settings, filters: Filters, timeout: float = 10.0) -> Iterator[d
             if high > low:
                 start = low
                 if filters.since is not None:
-                    found = consumer.offsets_for_times([TopicPartition(topic, p, int(filters.since.timestamp() * 1000))],
-                                                       timeout=timeout)[0].offset
+                    since_ms = int(filters.since.timestamp() * 1000)
+                    found = consumer.offsets_for_times([TopicPartition(topic, p, since_ms)], timeout=timeout)[0].offset
                     start = found if found >= 0 else high
                 if start < high:
                     parts.append((TopicPartition(topic, p, start), high))
@@ -82,17 +88,16 @@ def read_dlq(s: Settings, filters: Filters, timeout: float = 10.0) -> Iterator[d
                 if off >= ends[p]:
                     continue
                 try:
-                    _, rec = codec.decode(m.value())
+                    rec: Letter = {**codec.decode_as(m.value(), DEAD_LETTER), "dlq_offset": f"{p}:{off}"}
                 except DecodeError:
                     continue
-                rec["dlq_offset"] = f"{m.partition()}:{m.offset()}"
                 if filters.match(rec):
                     yield rec
     finally:
         consumer.close()
 
 
-def describe_value(s: Settings, rec: dict[str, Any]) -> dict[str, Any] | str:
+def describe_value(s: Settings, rec: Letter) -> dict[str, object] | str:
     """The dead-lettered message itself, decoded when it is one of ours."""
     value = rec.get("value")
     if value is None:
@@ -116,7 +121,7 @@ WHERE idempotency_key = :key AND status IN ('failed', 'dead_lettered')
 """)
 
 
-def redrive(s: Settings, engine: Engine, records: list[dict[str, Any]], *, force: bool = False) -> tuple[int, int]:
+def redrive(s: Settings, engine: Engine, records: list[Letter], *, force: bool = False) -> tuple[int, int]:
     """Produce each record's original message back to its source topic. Returns (redriven, skipped)."""
     done = set() if force else already_redriven(engine, [r["dlq_id"] for r in records])
     todo = [r for r in records if r["dlq_id"] not in done and r.get("value") is not None]
@@ -125,14 +130,17 @@ def redrive(s: Settings, engine: Engine, records: list[dict[str, Any]], *, force
     producer = Producer(s)
     codec = get_codec(s.schema_registry_url)
     for rec in todo:
+        value = rec["value"]
+        if value is None:  # (not in todo)
+            continue
         if rec["source_topic"] == s.topic(topics.COMMANDS):
             try:
-                _, cmd = codec.decode(rec["value"])
+                cmd = codec.decode_as(value, ACTION_COMMAND)
                 with engine.begin() as conn:
                     conn.execute(_REOPEN, {"key": cmd["idempotency_key"]})
             except DecodeError:
                 pass
-        producer.produce(rec["source_topic"], rec["value"], key=rec.get("key"),
+        producer.produce(rec["source_topic"], value, key=rec.get("key"),
                          headers=[("wooflow-redrive", rec["dlq_id"].encode())])
     producer.flush(60)
     rows = [{"dlq_id": r["dlq_id"], "source_topic": r["source_topic"], "source_partition": r["source_partition"],

@@ -81,7 +81,8 @@ def plan_reset(s: Settings, group: str, topics: list[str], when: datetime, timeo
 def apply_reset(s: Settings, group: str, plan: list[ResetPlan], timeout: float = 10.0) -> None:
     admin = admin_client(s)
     desc = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(timeout)
-    if desc.members or desc.state not in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN):
+    idle = (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN)
+    if desc.members or desc.state not in idle:
         raise OffsetsError(f"group {group!r} is {desc.state.name.lower()} with {len(desc.members)} member(s): "
                            "stop its consumers before resetting offsets")
     parts = [TopicPartition(p.topic, p.partition, p.target) for p in plan]

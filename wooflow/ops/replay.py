@@ -35,6 +35,7 @@ from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
 from wooflow.consumer.runner import LoyaltyCache
 from wooflow.consumer.state import StateBatch
+from wooflow.consumer.values import is_event
 from wooflow.db.engine import get_engine
 from wooflow.gc_tuning import tune_gc
 from wooflow.kafka import topics
@@ -44,8 +45,8 @@ from wooflow.kafka.producer import Producer
 from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - rules naming them compile here too
 from wooflow.scheduler.steps import store_delayed
 from wooflow.schemas.codec import DecodeError, get_codec
+from wooflow.schemas.types import ActionCommand
 from wooflow.settings import Settings
-
 
 MAX_CARRIED = 300_000  # customer + order rows a replay keeps between batches
 
@@ -316,6 +317,9 @@ class Replayer:
                     except DecodeError:
                         summary.undecodable += 1
                         continue
+                    if not is_event(event):
+                        summary.undecodable += 1
+                        continue
                     if spec.store is not None and event.get("store_id") != spec.store:
                         summary.skipped_store += 1
                         continue
@@ -346,12 +350,12 @@ class Replayer:
         for _, m in out.matches:
             summary.rules.setdefault(m.rule.id, RuleTally()).matched += 1
         commands = out.commands
-        for _, cmd in commands:
-            summary.rules.setdefault(cmd["rule_id"], RuleTally()).commands += 1
+        for _, step in [*commands, *out.planned]:
+            summary.rules.setdefault(step["rule_id"], RuleTally()).commands += 1
         if producer is None:
             return
         done = executed_keys(self.db, [c["idempotency_key"] for _, c in commands])
-        delayed: list[dict[str, Any]] = []
+        delayed: list[ActionCommand] = []
         now = datetime.now(timezone.utc)
         topic = self.s.topic(topics.COMMANDS)
         for it, cmd in commands:
@@ -360,7 +364,8 @@ class Replayer:
                 tally.already += 1
                 continue
             tally.emitted += 1
-            if cmd.get("not_before") is not None and cmd["not_before"] > now:
+            not_before = cmd["not_before"]
+            if not_before is not None and not_before > now:
                 delayed.append(cmd)
             else:
                 # keyed by the event's customer (a merged guest's events belong to the customer now)

@@ -8,21 +8,21 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
+from wooflow.jsontypes import JSONObject, as_array, as_object
 from wooflow.workers.errors import ActionError
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
 
 
-def order_id(ctx: ActionContext, action: str) -> str:
-    order = ctx.context.get("order") or {}
-    oid = order.get("id") if isinstance(order, dict) else None
+def order_id(ctx: ActionContext[Any], action: str) -> str:
+    oid = as_object(ctx.context.get("order")).get("id")
     oid = oid or (ctx.subject_id if ctx.command.get("subject_type") == "order" else None)
     if not oid:
         raise ActionError(f"{action} needs an order (the trigger has none)")
     return str(oid)
 
 
-def customer_id(ctx: ActionContext) -> int | None:
+def customer_id(ctx: ActionContext[Any]) -> int | None:
     """The WooCommerce customer (user) id, when the customer is registered."""
     ckey = str(ctx.command.get("customer_key") or "")
     if ckey.startswith("c") and ckey[1:].isdigit():
@@ -32,13 +32,13 @@ def customer_id(ctx: ActionContext) -> int | None:
     for source in ("customer", "order"):
         obj = ctx.context.get(source)
         if isinstance(obj, dict):
-            cid = obj.get("id") if source == "customer" else obj.get("customer_id")
-            if cid and str(cid).isdigit() and int(cid) > 0:
+            cid = str(obj.get("id") if source == "customer" else obj.get("customer_id"))
+            if cid.isdigit() and int(cid) > 0:
                 return int(cid)
     return None
 
 
-def require_customer_id(ctx: ActionContext, action: str) -> int:
+def require_customer_id(ctx: ActionContext[Any], action: str) -> int:
     cid = customer_id(ctx)
     if cid is None:
         raise ActionError(f"{action} needs a registered customer (guest {ctx.command.get('customer_key')!r} has no "
@@ -46,17 +46,15 @@ def require_customer_id(ctx: ActionContext, action: str) -> int:
     return cid
 
 
-def customer_email(ctx: ActionContext) -> str | None:
+def customer_email(ctx: ActionContext[Any]) -> str | None:
     customer = ctx.context.get("customer")
     if isinstance(customer, dict) and customer.get("email"):
         return str(customer["email"])
-    order = ctx.context.get("order")
-    if isinstance(order, dict) and isinstance(order.get("billing"), dict) and order["billing"].get("email"):
-        return str(order["billing"]["email"])
-    return None
+    email = as_object(as_object(ctx.context.get("order")).get("billing")).get("email")
+    return str(email) if email else None
 
 
-async def without_consent(ctx: ActionContext, channel: str, what: str, *, to: str,
+async def without_consent(ctx: ActionContext[Any], channel: str, what: str, *, to: str,
                           email: str | None) -> ActionResult | None:
     """None if this marketing message may go out; else the `skipped` result, with reason
     `no_consent` and the store's policy and the deciding answer's source in the details."""
@@ -70,7 +68,7 @@ async def without_consent(ctx: ActionContext, channel: str, what: str, *, to: st
                          "consent_source": decision.source})
 
 
-def customer_phone(ctx: ActionContext) -> str | None:
+def customer_phone(ctx: ActionContext[Any]) -> str | None:
     for source in ("customer", "order"):
         obj = ctx.context.get(source)
         if not isinstance(obj, dict):
@@ -83,23 +81,24 @@ def customer_phone(ctx: ActionContext) -> str | None:
     return None
 
 
-def since_claim(ctx: ActionContext) -> datetime:
+def since_claim(ctx: ActionContext[Any]) -> datetime:
     """The claim time as WooCommerce's naive GMT second (for "created since" checks)."""
     return ctx.claimed_at.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0)
 
 
-async def find_note(ctx: ActionContext, oid: str, match: Callable[[str], bool]) -> dict[str, Any] | None:
+async def find_note(ctx: ActionContext[Any], oid: str, match: Callable[[str], bool]) -> JSONObject | None:
     """A note on the order created since the claim whose text matches (recovery after a crash:
     WooCommerce notes carry no metadata to hold an idempotency key)."""
     since = since_claim(ctx)
-    for note in await ctx.woo.get(f"/orders/{oid}/notes") or []:
+    for item in as_array(await ctx.woo.get(f"/orders/{oid}/notes")):
+        note = as_object(item)
         created = note.get("date_created_gmt")
-        if created and match(str(note.get("note", ""))) and datetime.fromisoformat(created) >= since:
-            return note  # type: ignore[no-any-return]
+        if created and match(str(note.get("note", ""))) and datetime.fromisoformat(str(created)) >= since:
+            return note
     return None
 
 
-class SetMeta(BaseAction):
+class SetMeta(BaseAction["SetMeta.Params"]):
     """Set one meta key on a WooCommerce resource. After a crash the value is looked up
     (a PUT of the same value again would be harmless too)."""
 
@@ -110,30 +109,30 @@ class SetMeta(BaseAction):
         key: str = Field(min_length=1, description="Meta key")
         value: str = Field("", description="Meta value (Jinja2 template)")
 
-    def target(self, ctx: ActionContext) -> tuple[Any, str]:
+    def target(self, ctx: ActionContext[Params]) -> tuple[int | str, str]:
         """(resource id, REST path) of what to change."""
         raise NotImplementedError
 
-    async def run(self, ctx: ActionContext) -> ActionResult:
-        p: SetMeta.Params = ctx.params  # type: ignore[assignment]
+    async def run(self, ctx: ActionContext[Params]) -> ActionResult:
+        p = ctx.params
         rid, path = self.target(ctx)
         value = render(p.value, ctx.context)
         await ctx.woo.put(path, {"meta_data": [{"key": p.key, "value": value}]})
         return ActionResult("succeeded", f"{self.resource} {rid} meta {p.key} set",
                             {f"{self.resource}_id": rid, "key": p.key, "value": value})
 
-    async def already_applied(self, ctx: ActionContext) -> ActionResult | None:
-        p: SetMeta.Params = ctx.params  # type: ignore[assignment]
+    async def already_applied(self, ctx: ActionContext[Params]) -> ActionResult | None:
+        p = ctx.params
         rid, path = self.target(ctx)
         value = render(p.value, ctx.context)
-        meta = (await ctx.woo.get(path) or {}).get("meta_data") or []
+        meta = [as_object(m) for m in as_array((await ctx.woo.get_object(path)).get("meta_data"))]
         if not any(m.get("key") == p.key and str(m.get("value")) == value for m in meta):
             return None
         return ActionResult("succeeded", f"{self.resource} {rid} meta {p.key} already set",
                             {f"{self.resource}_id": rid, "key": p.key, "value": value, "recovered": True})
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
-        p: SetMeta.Params = ctx.params  # type: ignore[assignment]
+    async def dry_run(self, ctx: ActionContext[Params]) -> ActionResult:
+        p = ctx.params
         rid, _ = self.target(ctx)
         return ActionResult("dry_run", f"would set {self.resource} {rid} meta {p.key}",
                             {f"{self.resource}_id": rid, "key": p.key, "value": render(p.value, ctx.context)})

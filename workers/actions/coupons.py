@@ -13,10 +13,11 @@ import base64
 import hashlib
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
+from wooflow.jsontypes import JSONObject, as_array, as_object
 from wooflow.workers.actions.common import customer_email
 from wooflow.workers.errors import ActionError
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
@@ -28,7 +29,7 @@ def coupon_code(prefix: str, idempotency_key: str) -> str:
         base64.b32encode(digest).decode()[:12]
 
 
-class ApplyCoupon(BaseAction):
+class ApplyCoupon(BaseAction["ApplyCoupon.Params"]):
     name: ClassVar[str] = "apply_coupon"
     description: ClassVar[str] = "Generate a unique coupon for the customer in WooCommerce"
     on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # by its key-derived code
@@ -46,9 +47,9 @@ class ApplyCoupon(BaseAction):
         product_ids: list[int] = Field(default_factory=list, description="Only for these products")
         description: str = Field("", description="Shown to the store admin")
 
-    def _body(self, ctx: ActionContext) -> dict[str, Any]:
-        p: ApplyCoupon.Params = ctx.params  # type: ignore[assignment]
-        body: dict[str, Any] = {
+    def _body(self, ctx: ActionContext[Params]) -> JSONObject:
+        p = ctx.params
+        body: JSONObject = {
             "code": coupon_code(p.prefix, ctx.idempotency_key), "discount_type": p.discount_type,
             "amount": str(p.amount), "usage_limit": p.usage_limit, "usage_limit_per_user": 1,
             "individual_use": p.individual_use, "free_shipping": p.free_shipping,
@@ -70,43 +71,43 @@ class ApplyCoupon(BaseAction):
         return body
 
     @staticmethod
-    def _result(coupon: dict[str, Any], message: str, recovered: bool = False) -> ActionResult:
-        view = {"id": coupon.get("id"), "code": str(coupon.get("code", "")).upper(),
+    def _result(coupon: JSONObject, message: str, recovered: bool = False) -> ActionResult:
+        view: JSONObject = {"id": coupon.get("id"), "code": str(coupon.get("code", "")).upper(),
                 "amount": coupon.get("amount"), "discount_type": coupon.get("discount_type"),
                 "expires_at": coupon.get("date_expires_gmt") or coupon.get("date_expires"),
                 "email_restrictions": coupon.get("email_restrictions", [])}
-        details: dict[str, Any] = {"coupon": view, "template_vars": {"coupon": view}}
+        details: JSONObject = {"coupon": view, "template_vars": {"coupon": view}}
         if recovered:
             details["recovered"] = True
         return ActionResult("succeeded", message, details)
 
-    async def _find(self, ctx: ActionContext, code: str) -> dict[str, Any] | None:
-        found = await ctx.woo.get("/coupons", code=code)
-        return found[0] if found else None
+    async def _find(self, ctx: ActionContext[Params], code: str) -> JSONObject | None:
+        found = as_array(await ctx.woo.get("/coupons", code=code))
+        return as_object(found[0]) if found else None
 
-    async def run(self, ctx: ActionContext) -> ActionResult:
+    async def run(self, ctx: ActionContext[Params]) -> ActionResult:
         body = self._body(ctx)
         try:
-            coupon = await ctx.woo.post("/coupons", body)
+            coupon = as_object(await ctx.woo.post("/coupons", body))
         except ActionError as exc:
             if "already exists" not in str(exc) and "coupon_code_already_exists" not in str(exc):
                 raise
-            coupon = await self._find(ctx, body["code"])  # ours: the code is derived from our key
-            if coupon is None:
+            found = await self._find(ctx, str(body["code"]))  # ours: the code is derived from our key
+            if found is None:
                 raise
-            return self._result(coupon, f"coupon {body['code']} already created", recovered=True)
+            return self._result(found, f"coupon {body['code']} already created", recovered=True)
         return self._result(coupon, f"coupon {body['code']} created ({body['amount']}"
                                     f"{'%' if body['discount_type'] == 'percent' else ''})")
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+    async def dry_run(self, ctx: ActionContext[Params]) -> ActionResult:
         body = self._body(ctx)
-        view = {"code": body["code"], "amount": body["amount"], "discount_type": body["discount_type"],
+        view: JSONObject = {"code": body["code"], "amount": body["amount"], "discount_type": body["discount_type"],
                 "expires_at": body.get("date_expires_gmt"), "email_restrictions": body.get("email_restrictions", [])}
         return ActionResult("dry_run", f"would create coupon {body['code']}", {"coupon": view,
                                                                             "template_vars": {"coupon": view}})
 
-    async def already_applied(self, ctx: ActionContext) -> ActionResult | None:
-        p: ApplyCoupon.Params = ctx.params  # type: ignore[assignment]
+    async def already_applied(self, ctx: ActionContext[Params]) -> ActionResult | None:
+        p = ctx.params
         coupon = await self._find(ctx, coupon_code(p.prefix, ctx.idempotency_key))
         return None if coupon is None else self._result(coupon, f"coupon {coupon.get('code')} already created",
                                                         recovered=True)

@@ -2,7 +2,7 @@
 
 WooCommerce has no customer tags. wooflow keeps them in `customer_state.tags` (what rule
 conditions read) and mirrors the whole list to the customer's `_wooflow_tags` meta in
-WooCommerce, so the store admin sees them too (seed 002 keeps them in user meta as well).
+WooCommerce, so the store admin sees them too (Polski Pro keeps them in user meta as well).
 The tag change and its idempotency record commit in one transaction; the mirror, a
 "set the full list" write, is idempotent and runs first, so a crash in between re-runs
 harmlessly.
@@ -15,12 +15,14 @@ password (store settings `wp_username`, `wp_app_password`).
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Connection, text
 
+from wooflow.jsontypes import as_array, as_object
 from wooflow.people import person_rows
+from wooflow.schemas.types import ActionCommand
 from wooflow.workers.actions.common import SetMeta, customer_id, require_customer_id
 from wooflow.workers.errors import ActionError
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
@@ -66,13 +68,13 @@ class _TagParams(BaseModel):
         return [t.strip() for t in v if t.strip()]
 
 
-class _TagAction(BaseAction):
-    Params: ClassVar[type[BaseModel]] = _TagParams
+class _TagAction(BaseAction[_TagParams]):
+    Params = _TagParams
     adding: ClassVar[bool] = True
     on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # the effect commits with its claim row
 
-    def _tags(self, ctx: ActionContext) -> list[str]:
-        p: _TagParams = ctx.params  # type: ignore[assignment]
+    def _tags(self, ctx: ActionContext[_TagParams]) -> list[str]:
+        p = ctx.params
         tags = list(p.tags)
         if p.tag:
             raw = render(p.tag, ctx.context) if "{" in p.tag else p.tag
@@ -84,11 +86,11 @@ class _TagAction(BaseAction):
     def _after(self, current: list[str], tags: list[str]) -> list[str]:
         return sorted(set(current) | set(tags)) if self.adding else [t for t in current if t not in set(tags)]
 
-    def needs_prepare(self, command: dict[str, Any], params: BaseModel) -> bool:
+    def needs_prepare(self, command: ActionCommand, params: _TagParams) -> bool:
         """Only registered customers have a WooCommerce account to mirror to (guest keys: g…)."""
-        return bool(params.mirror) and not str(command.get("customer_key", "")).startswith("g")  # type: ignore[attr-defined]
+        return bool(params.mirror) and not str(command.get("customer_key", "")).startswith("g")
 
-    async def prepare(self, ctx: ActionContext) -> None:
+    async def prepare(self, ctx: ActionContext[_TagParams]) -> None:
         """Mirror the resulting tag list to WooCommerce before recording it here."""
         cid = customer_id(ctx)
         if not self.needs_prepare(ctx.command, ctx.params) or cid is None or ctx.services is None:
@@ -104,16 +106,16 @@ class _TagAction(BaseAction):
         after = self._after(await ctx.services.db(current), tags)
         await ctx.woo.put(f"/customers/{cid}", {"meta_data": [{"key": TAGS_META_KEY, "value": after}]})
 
-    def apply_batch(self, conn: Connection, ctxs: list[ActionContext]) -> list[ActionResult | Exception]:
+    def apply_batch(self, conn: Connection, ctxs: list[ActionContext[_TagParams]]) -> list[ActionResult | Exception]:
         out: list[ActionResult | Exception] = []
-        rows = []
+        rows: list[tuple[ActionContext[_TagParams], list[str] | ActionError]] = []
         for ctx in ctxs:
             try:
                 rows.append((ctx, self._tags(ctx)))
             except ActionError as exc:
                 rows.append((ctx, exc))
         good = [(ctx, tags) for ctx, tags in rows if isinstance(tags, list)]
-        params: dict[str, Any] = {"stores": [c.store.id for c, _ in good],
+        params = {"stores": [c.store.id for c, _ in good],
                                   "keys": [c.command["customer_key"] for c, _ in good],
                                   "cids": [customer_id(c) for c, _ in good],
                                   "vals": [json.dumps(t) for _, t in good]}
@@ -130,7 +132,7 @@ class _TagAction(BaseAction):
                                                       and customer_id(ctx))}))
         return out
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+    async def dry_run(self, ctx: ActionContext[_TagParams]) -> ActionResult:
         tags = self._tags(ctx)
         verb = "add" if self.adding else "remove"
         return ActionResult("dry_run", f"would {verb} tags {', '.join(tags)}",
@@ -149,7 +151,7 @@ class RemoveCustomerTag(_TagAction):
     adding: ClassVar[bool] = False
 
 
-class ChangeCustomerRole(BaseAction):
+class ChangeCustomerRole(BaseAction["ChangeCustomerRole.Params"]):
     name: ClassVar[str] = "change_customer_role"
     description: ClassVar[str] = "Change the customer's WordPress role (e.g. customer → wholesale)"
     on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # the user's roles
@@ -157,26 +159,26 @@ class ChangeCustomerRole(BaseAction):
     class Params(BaseModel):
         role: str = Field(min_length=1, pattern=r"^[a-z0-9_\-]+$", description="WordPress role slug")
 
-    async def run(self, ctx: ActionContext) -> ActionResult:
-        p: ChangeCustomerRole.Params = ctx.params  # type: ignore[assignment]
+    async def run(self, ctx: ActionContext[Params]) -> ActionResult:
+        p = ctx.params
         cid = require_customer_id(ctx, self.name)
         if cid == 1:
             raise ActionError("refusing to change the role of user 1 (the site administrator)")
-        user = await ctx.woo.wp("POST", f"/users/{cid}", {"roles": [p.role]})
+        user = as_object(await ctx.woo.wp("POST", f"/users/{cid}", {"roles": [p.role]}))
         return ActionResult("succeeded", f"customer {cid} role set to {p.role}",
-                            {"customer_id": cid, "roles": (user or {}).get("roles", [p.role])})
+                            {"customer_id": cid, "roles": user.get("roles", [p.role])})
 
-    async def already_applied(self, ctx: ActionContext) -> ActionResult | None:
-        p: ChangeCustomerRole.Params = ctx.params  # type: ignore[assignment]
+    async def already_applied(self, ctx: ActionContext[Params]) -> ActionResult | None:
+        p = ctx.params
         cid = require_customer_id(ctx, self.name)
-        roles = (await ctx.woo.wp("GET", f"/users/{cid}") or {}).get("roles") or []
+        roles = as_array(as_object(await ctx.woo.wp("GET", f"/users/{cid}")).get("roles"))
         if p.role not in roles:
             return None
         return ActionResult("succeeded", f"customer {cid} role already {p.role}",
                             {"customer_id": cid, "roles": roles, "recovered": True})
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
-        p: ChangeCustomerRole.Params = ctx.params  # type: ignore[assignment]
+    async def dry_run(self, ctx: ActionContext[Params]) -> ActionResult:
+        p = ctx.params
         cid = require_customer_id(ctx, self.name)
         return ActionResult("dry_run", f"would set customer {cid} role to {p.role}", {"customer_id": cid,
                                                                                     "role": p.role})
@@ -187,6 +189,6 @@ class SetCustomerMeta(SetMeta):
     description: ClassVar[str] = "Add or update a custom field (user meta) on the customer"
     resource: ClassVar[str] = "customer"
 
-    def target(self, ctx: ActionContext) -> tuple[Any, str]:
+    def target(self, ctx: ActionContext[SetMeta.Params]) -> tuple[int | str, str]:
         cid = require_customer_id(ctx, self.name)
         return cid, f"/customers/{cid}"

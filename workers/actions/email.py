@@ -15,7 +15,7 @@ it) is recognisable as the same message by the receiving side.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar
+from typing import ClassVar, TypedDict
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -27,7 +27,16 @@ from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, In
 from wooflow.workers.templating import render
 
 
-class SendEmail(BaseAction):
+class Mail(TypedDict):
+    """An email as rendered for one recipient."""
+
+    subject: str
+    html: str | None
+    text: str
+    unsubscribe_url: str
+
+
+class SendEmail(BaseAction["SendEmail.Params"]):
     name: ClassVar[str] = "send_email"
     description: ClassVar[str] = "Send an email (HTML and plain text), marketing emails only with consent"
     timeout_s: ClassVar[float | None] = 60.0
@@ -36,27 +45,27 @@ class SendEmail(BaseAction):
     class Params(BaseModel):
         subject: str = Field(min_length=1, description="Subject (Jinja2 template)")
         html: str = Field("", description="HTML body (Jinja2 template, autoescaped)")
-        body: str = Field("", description="Alias of `html` (seed 002's field name)")
+        body: str = Field("", description="Alias of `html` (Polski Pro's field name)")
         text: str = Field("", description="Plain-text body (Jinja2 template); derived from the HTML if empty")
         to: str = Field("", description="Recipient (Jinja2 template); default: the customer's email")
         marketing: bool = Field(False, description="A marketing email: needs consent, gets an unsubscribe link")
         reply_to: str = Field("", description="Reply-To address")
 
         @model_validator(mode="after")
-        def _has_body(self) -> "SendEmail.Params":
+        def _has_body(self) -> SendEmail.Params:
             if not (self.html or self.body or self.text):
                 raise ValueError("an email needs html (or body) or text")
             return self
 
-    def _recipient(self, ctx: ActionContext) -> str:
-        p: SendEmail.Params = ctx.params  # type: ignore[assignment]
+    def _recipient(self, ctx: ActionContext[Params]) -> str:
+        p = ctx.params
         to = render(p.to, ctx.context).strip() if p.to else (customer_email(ctx) or "")
         if not to or "@" not in to:
             raise ActionError("send_email: no recipient (the customer has no email and `to` is empty)")
         return to
 
-    def _compose(self, ctx: ActionContext, to: str) -> dict[str, Any]:
-        p: SendEmail.Params = ctx.params  # type: ignore[assignment]
+    def _compose(self, ctx: ActionContext[Params], to: str) -> Mail:
+        p = ctx.params
         template_ctx = dict(ctx.context)
         unsubscribe_url = ""
         if p.marketing:
@@ -78,13 +87,13 @@ class SendEmail(BaseAction):
                 text = text.rstrip("\n") + f"\n\n--\nUnsubscribe: {unsubscribe_url}\n"
         return {"subject": subject, "html": html, "text": text, "unsubscribe_url": unsubscribe_url}
 
-    async def _consent(self, ctx: ActionContext, to: str) -> ActionResult | None:
-        p: SendEmail.Params = ctx.params  # type: ignore[assignment]
+    async def _consent(self, ctx: ActionContext[Params], to: str) -> ActionResult | None:
+        p = ctx.params
         if not p.marketing:
             return None
         return await without_consent(ctx, "email", "marketing email", to=to, email=to)
 
-    async def run(self, ctx: ActionContext) -> ActionResult:
+    async def run(self, ctx: ActionContext[Params]) -> ActionResult:
         assert ctx.services is not None
         to = self._recipient(ctx)
         skipped = await self._consent(ctx, to)
@@ -99,7 +108,7 @@ class SendEmail(BaseAction):
         if mail["unsubscribe_url"]:
             headers["List-Unsubscribe"] = f"<{mail['unsubscribe_url']}>"
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        p: SendEmail.Params = ctx.params  # type: ignore[assignment]
+        p = ctx.params
         message = build_message(cfg, to=to, subject=mail["subject"], text=mail["text"], html=mail["html"],
                                 message_id=message_id, headers=headers, reply_to=p.reply_to or None)
         reply = await ctx.services.mailer.send(cfg, message)
@@ -107,7 +116,7 @@ class SendEmail(BaseAction):
                             {"to": to, "subject": mail["subject"], "message_id": message_id,
                              "marketing": p.marketing, "smtp": str(reply)[:200]})
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+    async def dry_run(self, ctx: ActionContext[Params]) -> ActionResult:
         to = self._recipient(ctx)
         skipped = await self._consent(ctx, to)
         mail = self._compose(ctx, to)

@@ -37,7 +37,7 @@ SELECT t.s, t.k, up.tier FROM t JOIN up ON up.store_id = t.s AND up.customer_key
 """)
 
 
-class AddPoints(BaseAction):
+class AddPoints(BaseAction["AddPoints.Params"]):
     name: ClassVar[str] = "add_points"
     description: ClassVar[str] = "Reward the customer with loyalty points (negative to deduct)"
     on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # the effect commits with its claim row
@@ -46,14 +46,14 @@ class AddPoints(BaseAction):
         points: int = Field(description="Points to add (negative deducts)")
         reason: str = Field("", description="Why (shown in the log)")
 
-    def apply_batch(self, conn: Connection, ctxs: list[ActionContext]) -> list[ActionResult]:
+    def apply_batch(self, conn: Connection, ctxs: list[ActionContext[Params]]) -> list[ActionResult]:
         # One customer may appear twice in a batch only across keys; sum per customer so one
         # statement never updates a row twice.
         total: dict[tuple[str, str], int] = defaultdict(int)
         cid: dict[tuple[str, str], int | None] = {}
         for ctx in ctxs:
             k = (ctx.store.id, ctx.command["customer_key"])
-            total[k] += ctx.params.points  # type: ignore[attr-defined]
+            total[k] += ctx.params.points
             cid[k] = customer_id(ctx)
         keys = list(total)
         rows = conn.execute(_POINTS, {"stores": [k[0] for k in keys], "keys": [k[1] for k in keys],
@@ -61,19 +61,19 @@ class AddPoints(BaseAction):
         now = {(s, k): p for s, k, p in rows}
         out = []
         for ctx in ctxs:
-            p: AddPoints.Params = ctx.params  # type: ignore[assignment]
+            p = ctx.params
             balance = now[(ctx.store.id, ctx.command["customer_key"])]
             out.append(ActionResult("succeeded", f"{p.points:+d} points{' (' + p.reason + ')' if p.reason else ''}, "
                                     f"balance {balance}", {"points": p.points, "balance": balance}))
         return out
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
-        p: AddPoints.Params = ctx.params  # type: ignore[assignment]
+    async def dry_run(self, ctx: ActionContext[Params]) -> ActionResult:
+        p = ctx.params
         return ActionResult("dry_run", f"would add {p.points:+d} points to {ctx.command['customer_key']}",
                             {"points": p.points})
 
 
-class ChangeTier(BaseAction):
+class ChangeTier(BaseAction["ChangeTier.Params"]):
     name: ClassVar[str] = "change_tier"
     description: ClassVar[str] = "Upgrade or downgrade the customer's tier"
     on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # the effect commits with its claim row
@@ -81,18 +81,18 @@ class ChangeTier(BaseAction):
     class Params(BaseModel):
         tier: str = Field(min_length=1, max_length=64, description="New tier, e.g. gold")
 
-    def apply_batch(self, conn: Connection, ctxs: list[ActionContext]) -> list[ActionResult]:
-        last: dict[tuple[str, str], ActionContext] = {}
+    def apply_batch(self, conn: Connection, ctxs: list[ActionContext[Params]]) -> list[ActionResult]:
+        last: dict[tuple[str, str], ActionContext[ChangeTier.Params]] = {}
         for ctx in ctxs:
             last[(ctx.store.id, ctx.command["customer_key"])] = ctx
         keys = list(last)
         conn.execute(_TIER, {"stores": [k[0] for k in keys], "keys": [k[1] for k in keys],
                              "cids": [customer_id(last[k]) for k in keys],
-                             "vals": [last[k].params.tier for k in keys]})  # type: ignore[attr-defined]
-        return [ActionResult("succeeded", f"tier set to {ctx.params.tier}",  # type: ignore[attr-defined]
-                             {"tier": ctx.params.tier})  # type: ignore[attr-defined]
+                             "vals": [last[k].params.tier for k in keys]})
+        return [ActionResult("succeeded", f"tier set to {ctx.params.tier}",
+                             {"tier": ctx.params.tier})
                 for ctx in ctxs]
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
-        p: ChangeTier.Params = ctx.params  # type: ignore[assignment]
+    async def dry_run(self, ctx: ActionContext[Params]) -> ActionResult:
+        p = ctx.params
         return ActionResult("dry_run", f"would set {ctx.command['customer_key']}'s tier to {p.tier}", {"tier": p.tier})

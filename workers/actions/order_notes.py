@@ -6,12 +6,13 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
+from wooflow.jsontypes import as_object
 from wooflow.workers.actions.common import find_note, order_id
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
 
 
-class AddOrderNote(BaseAction):
+class AddOrderNote(BaseAction["AddOrderNote.Params"]):
     name: ClassVar[str] = "add_order_note"
     description: ClassVar[str] = "Add a note to the order, private or sent to the customer"
     on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # by its text, created since the claim
@@ -20,24 +21,25 @@ class AddOrderNote(BaseAction):
         note: str = Field(min_length=1, description="Note text (Jinja2 template)")
         customer_note: bool = Field(False, description="Visible to (and emailed to) the customer")
 
-    def _text(self, ctx: ActionContext) -> str:
-        p: AddOrderNote.Params = ctx.params  # type: ignore[assignment]
+    def _text(self, ctx: ActionContext[Params]) -> str:
+        p = ctx.params
         return render(p.note, ctx.context)
 
-    async def run(self, ctx: ActionContext) -> ActionResult:
-        p: AddOrderNote.Params = ctx.params  # type: ignore[assignment]
+    async def run(self, ctx: ActionContext[Params]) -> ActionResult:
+        p = ctx.params
         oid, text = order_id(ctx, self.name), self._text(ctx)
-        note = await ctx.woo.post(f"/orders/{oid}/notes", {"note": text, "customer_note": p.customer_note})
+        note = as_object(await ctx.woo.post(f"/orders/{oid}/notes", {"note": text, "customer_note": p.customer_note}))
         return ActionResult("succeeded", f"note {note.get('id')} added to order {oid}",
                             {"order_id": oid, "note_id": note.get("id")})
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
-        p: AddOrderNote.Params = ctx.params  # type: ignore[assignment]
+    async def dry_run(self, ctx: ActionContext[Params]) -> ActionResult:
+        p = ctx.params
         oid, text = order_id(ctx, self.name), self._text(ctx)
-        return ActionResult("dry_run", f"would add a {'customer' if p.customer_note else 'private'} note to order {oid}",
+        kind = "customer" if p.customer_note else "private"
+        return ActionResult("dry_run", f"would add a {kind} note to order {oid}",
                             {"order_id": oid, "note": text})
 
-    async def already_applied(self, ctx: ActionContext) -> ActionResult | None:
+    async def already_applied(self, ctx: ActionContext[Params]) -> ActionResult | None:
         """A note with exactly this text created since the claim is ours (the rendered text is deterministic)."""
         oid, text = order_id(ctx, self.name), self._text(ctx)
         note = await find_note(ctx, oid, lambda t: t == text)

@@ -14,7 +14,7 @@ from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, In
 from wooflow.workers.templating import render
 
 
-class SendSms(BaseAction):
+class SendSms(BaseAction["SendSms.Params"]):
     name: ClassVar[str] = "send_sms"
     description: ClassVar[str] = "Send a text message through the store's SMS provider"
     timeout_s: ClassVar[float | None] = 30.0
@@ -25,16 +25,16 @@ class SendSms(BaseAction):
         to: str = Field("", description="Phone number (Jinja2 template); default: the customer's billing phone")
         marketing: bool = Field(False, description="A marketing message: needs SMS consent")
 
-    def _compose(self, ctx: ActionContext) -> tuple[str, str]:
-        p: SendSms.Params = ctx.params  # type: ignore[assignment]
+    def _compose(self, ctx: ActionContext[Params]) -> tuple[str, str]:
+        p = ctx.params
         to = render(p.to, ctx.context).strip() if p.to else (customer_phone(ctx) or "")
         if not to:
             raise ActionError("send_sms: no phone number (the customer has none and `to` is empty)")
         return to, render(p.text, ctx.context)
 
-    async def run(self, ctx: ActionContext) -> ActionResult:
+    async def run(self, ctx: ActionContext[Params]) -> ActionResult:
         assert ctx.services is not None
-        p: SendSms.Params = ctx.params  # type: ignore[assignment]
+        p = ctx.params
         to, text = self._compose(ctx)
         if p.marketing:
             skipped = await without_consent(ctx, "sms", "marketing SMS", to=to, email=customer_email(ctx))
@@ -46,6 +46,6 @@ class SendSms(BaseAction):
         return ActionResult("succeeded", f"SMS sent to {to} via {provider.name}",
                             {"to": to, "provider": provider.name, "message_id": message_id, "chars": len(text)})
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+    async def dry_run(self, ctx: ActionContext[Params]) -> ActionResult:
         to, text = self._compose(ctx)
         return ActionResult("dry_run", f"would send an SMS to {to}", {"to": to, "text": text})

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, text
 
+from wooflow.jsontypes import JSONObject
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
 
@@ -33,7 +34,7 @@ WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.idempotency_key = k.idempotency_ke
 """)
 
 
-class CreateAdminTask(BaseAction):
+class CreateAdminTask(BaseAction["CreateAdminTask.Params"]):
     name: ClassVar[str] = "create_admin_task"
     description: ClassVar[str] = "Create a task for the store team (manual follow-up)"
     on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # the effect commits with its claim row
@@ -45,8 +46,8 @@ class CreateAdminTask(BaseAction):
         priority: Literal["low", "normal", "high"] = "normal"
         due_in_days: float | None = Field(None, ge=0, description="Due this many days after creation")
 
-    def _row(self, ctx: ActionContext) -> dict[str, object]:
-        p: CreateAdminTask.Params = ctx.params  # type: ignore[assignment]
+    def _row(self, ctx: ActionContext[Params]) -> JSONObject:
+        p = ctx.params
         due = (datetime.now(timezone.utc) + timedelta(days=p.due_in_days)).isoformat() if p.due_in_days else None
         cmd = ctx.command
         return {"store_id": ctx.store.id, "idempotency_key": ctx.idempotency_key, "rule_id": cmd["rule_id"],
@@ -55,20 +56,22 @@ class CreateAdminTask(BaseAction):
                 "description": render(p.description, ctx.context) if p.description else "",
                 "assignee": p.assignee, "priority": p.priority, "due_at": due}
 
-    def apply_batch(self, conn: Connection, ctxs: list[ActionContext]) -> list[ActionResult | Exception]:
-        rows: list[dict[str, object] | Exception] = []
+    def apply_batch(self, conn: Connection, ctxs: list[ActionContext[Params]]) -> list[ActionResult | Exception]:
+        rows: list[JSONObject | Exception] = []
         for ctx in ctxs:
             try:
                 rows.append(self._row(ctx))
             except Exception as exc:  # a template error fails this task only
                 rows.append(exc)
         good = [r for r in rows if isinstance(r, dict)]
-        ids: dict[Any, int] = dict(conn.execute(_INSERT, {"rows": json.dumps(good)}).all()) if good else {}  # type: ignore[arg-type]
+        ids: dict[str, int] = {}
+        if good:
+            ids = {key: task for key, task in conn.execute(_INSERT, {"rows": json.dumps(good)})}
         return [r if isinstance(r, Exception) else
-                ActionResult("succeeded", f"task {ids[r['idempotency_key']]} created: {r['title']}",
-                             {"task_id": ids[r["idempotency_key"]], "title": r["title"]})
+                ActionResult("succeeded", f"task {ids[str(r['idempotency_key'])]} created: {r['title']}",
+                             {"task_id": ids[str(r["idempotency_key"])], "title": r["title"]})
                 for r in rows]
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
+    async def dry_run(self, ctx: ActionContext[Params]) -> ActionResult:
         row = self._row(ctx)
         return ActionResult("dry_run", f"would create task: {row['title']}", {"task": row})

@@ -20,10 +20,11 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, Field, HttpUrl
 
+from wooflow.jsontypes import JSONObject
 from wooflow.workers.errors import ActionError, TransientError
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
@@ -34,7 +35,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={mac}"
 
 
-class Webhook(BaseAction):
+class Webhook(BaseAction["Webhook.Params"]):
     name: ClassVar[str] = "webhook"
     description: ClassVar[str] = "POST signed JSON about the subject to a URL"
     timeout_s: ClassVar[float | None] = 45.0  # the request has its own timeout; this bounds redirects too
@@ -48,15 +49,17 @@ class Webhook(BaseAction):
         payload: dict[str, str] = Field(default_factory=dict, description="Extra fields (values are Jinja2 templates)")
         headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers")
 
-    def _body(self, ctx: ActionContext) -> bytes:
-        p: Webhook.Params = ctx.params  # type: ignore[assignment]
+    def _body(self, ctx: ActionContext[Params]) -> bytes:
+        p = ctx.params
         cmd = ctx.command
-        doc: dict[str, Any] = {
-            "id": ctx.idempotency_key, "subject_type": cmd.get("subject_type"), "subject_id": str(cmd.get("subject_id")),
+        received = cmd.get("received_at")
+        doc: JSONObject = {
+            "id": ctx.idempotency_key, "subject_type": cmd.get("subject_type"),
+            "subject_id": str(cmd.get("subject_id")),
             "store_id": ctx.store.id, "rule_id": cmd.get("rule_id"), "step": cmd.get("step"),
             "customer_key": cmd.get("customer_key"),
             "event": {"event_id": cmd.get("event_id"), "trigger": cmd.get("trigger"),
-                      "received_at": cmd["received_at"].isoformat() if cmd.get("received_at") else None},
+                      "received_at": received.isoformat() if received else None},
         }
         if p.include_context:
             ctx_data = ctx.context
@@ -66,12 +69,12 @@ class Webhook(BaseAction):
             doc["payload"] = {k: render(v, ctx.context) for k, v in p.payload.items()}
         return json.dumps(doc, separators=(",", ":"), default=str).encode()
 
-    def _secret(self, ctx: ActionContext) -> str:
-        p: Webhook.Params = ctx.params  # type: ignore[assignment]
+    def _secret(self, ctx: ActionContext[Params]) -> str:
+        p = ctx.params
         return p.secret or str(ctx.store.settings.get("webhook_signing_secret") or "") or ctx.store.webhook_secret
 
-    async def run(self, ctx: ActionContext) -> ActionResult:
-        p: Webhook.Params = ctx.params  # type: ignore[assignment]
+    async def run(self, ctx: ActionContext[Params]) -> ActionResult:
+        p = ctx.params
         assert ctx.services is not None
         body = self._body(ctx)
         ts = str(int(time.time()))
@@ -83,7 +86,7 @@ class Webhook(BaseAction):
         answer = await ctx.services.http.request("POST", str(p.url), content=body, headers=headers, timeout=p.timeout)
         status = answer.status_code
         if 200 <= status < 300:
-            details: dict[str, Any] = {"url": str(p.url), "status": status, "bytes": len(body)}
+            details: JSONObject = {"url": str(p.url), "status": status, "bytes": len(body)}
             if answer.redirects:
                 details["redirects"] = list(answer.redirects)
             return ActionResult("succeeded", f"POST {p.url} → {status}", details)
@@ -91,8 +94,8 @@ class Webhook(BaseAction):
             raise TransientError(f"POST {p.url} → HTTP {status}")
         raise ActionError(f"POST {p.url} → HTTP {status}: {answer.text[:200]}")
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
-        p: Webhook.Params = ctx.params  # type: ignore[assignment]
+    async def dry_run(self, ctx: ActionContext[Params]) -> ActionResult:
+        p = ctx.params
         body = self._body(ctx)
         return ActionResult("dry_run", f"would POST {len(body)} bytes to {p.url}",
                             {"url": str(p.url), "body": json.loads(body)})

@@ -20,7 +20,7 @@ from wooflow.workers.errors import ActionError, TransientError
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 
 
-class ListSubscribe(BaseAction):
+class ListSubscribe(BaseAction["ListSubscribe.Params"]):
     name: ClassVar[str] = "list_subscribe"
     description: ClassVar[str] = "Subscribe the customer to a mailing list (example plugin)"
     on_interrupted: ClassVar[InterruptPolicy] = "repeat"  # subscribing twice is harmless
@@ -30,15 +30,15 @@ class ListSubscribe(BaseAction):
         list_id: str = Field(min_length=1, description="List to subscribe to")
         api_key: str = Field("", description="Bearer token for the provider")
 
-    def _email(self, ctx: ActionContext) -> str:
+    def _email(self, ctx: ActionContext[Params]) -> str:
         customer = ctx.context.get("customer") or {}
         email = customer.get("email") if isinstance(customer, dict) else None
         if not email:
             raise ActionError("list_subscribe: the customer has no email")
         return str(email)
 
-    async def run(self, ctx: ActionContext) -> ActionResult:
-        p: ListSubscribe.Params = ctx.params  # type: ignore[assignment]
+    async def run(self, ctx: ActionContext[Params]) -> ActionResult:
+        p = ctx.params
         email = self._email(ctx)
         body = json.dumps({"email": email, "list": p.list_id}).encode()
         headers = {"Content-Type": "application/json", "Idempotency-Key": ctx.idempotency_key}
@@ -51,7 +51,7 @@ class ListSubscribe(BaseAction):
             raise ActionError(f"list provider refused: {answer.status_code} {answer.text[:200]}")
         return ActionResult("succeeded", f"{email} subscribed to {p.list_id}", {"email": email, "list": p.list_id})
 
-    async def dry_run(self, ctx: ActionContext) -> ActionResult:
-        p: ListSubscribe.Params = ctx.params  # type: ignore[assignment]
+    async def dry_run(self, ctx: ActionContext[Params]) -> ActionResult:
+        p = ctx.params
         return ActionResult("dry_run", f"would subscribe {self._email(ctx)} to {p.list_id}",
                             {"dry_run": True, "provider": "list_subscribe", "list": p.list_id})
