@@ -155,8 +155,6 @@ def test_commands_of_one_event_come_out_in_priority_order(settings, engine) -> N
 
 @pytest.mark.integration
 def test_a_rule_disabled_through_the_api_stops_firing_in_a_running_consumer(settings, engine) -> None:  # type: ignore[no-untyped-def]
-
-
     store = make_store(engine)
     client = api_client(settings)
     h = bearer(engine, store.id)

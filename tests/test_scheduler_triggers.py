@@ -62,6 +62,13 @@ class Harness:
                               f"VALUES (:store, :ckey, :email, 'Ala', {values})"),
                          {"store": self.store.id, "ckey": ckey, "email": f"{ckey}@example.com", **cols})
 
+    def customer_meta(self, number: int, meta: dict[str, str]) -> None:
+        """A customer `c<number>` updated in WooCommerce with these meta values, as recorded."""
+        ev = {"store_id": self.store.id, "customer_key": f"c{number}", "action": "updated",
+              "customer": {"id": number, "email": f"c{number}@example.com", "meta": meta}}
+        with self.engine.begin() as conn:
+            record_customer(conn, ev)
+
 
 def crossing(h: Harness, boundary: datetime) -> None:
     """Nothing a minute before the store's local midnight, one run a minute after, and
@@ -128,10 +135,7 @@ def test_birthday_days_before_and_leap_day(settings, engine) -> None:  # type: i
 @pytest.mark.integration
 def test_subscription_renewal_reminder_before_the_local_renewal_date(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "America/Los_Angeles", "subscription_renewal", {"days_before": 3})
-    ev = {"store_id": h.store.id, "customer_key": "c5", "action": "updated",
-          "customer": {"id": 5, "email": "c5@example.com", "meta": {"_schedule_next_payment": '"2026-06-10 02:00:00"'}}}
-    with engine.begin() as conn:
-        record_customer(conn, ev)
+    h.customer_meta(5, {"_schedule_next_payment": '"2026-06-10 02:00:00"'})
     # 02:00 GMT on Jun 10 is Jun 9 in Los Angeles; 3 days before is Jun 6, which starts at 07:00 UTC
     crossing(h, utc(2026, 6, 6, 7, 0))
     assert h.runs()[0]["period"] == "renewal:2026-06-09"
@@ -140,10 +144,7 @@ def test_subscription_renewal_reminder_before_the_local_renewal_date(settings, e
 @pytest.mark.integration
 def test_card_expiring_in_the_month_before_expiry(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "Europe/Warsaw", "card_expiring", {"days_before": 30})
-    ev = {"store_id": h.store.id, "customer_key": "c6", "action": "updated",
-          "customer": {"id": 6, "email": "c6@example.com", "meta": {"wooflow_card_expiry": '"04/26"'}}}
-    with engine.begin() as conn:
-        record_customer(conn, ev)
+    h.customer_meta(6, {"wooflow_card_expiry": '"04/26"'})
     # the card works until Apr 30; 30 days before is Mar 31, which starts at 22:00 UTC (CEST)
     crossing(h, utc(2026, 3, 30, 22, 0))
     assert h.runs()[0]["period"] == "card:2026-04"

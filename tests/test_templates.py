@@ -99,7 +99,6 @@ def api(settings):  # type: ignore[no-untyped-def]
 
 @pytest.mark.integration
 def test_api_lists_and_installs_for_the_callers_store(settings, engine, api) -> None:  # type: ignore[no-untyped-def]
-
     store, other = make_store(engine), make_store(engine)
     h = bearer(engine, store.id)
     assert httpx.get(f"{api.url}/v1/templates").status_code == 401
