@@ -48,6 +48,15 @@ def env_of(s: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+CLI = [sys.executable, "-m", "wooflow.cli"]  # `wooflow` of this interpreter, installed or not
+
+
+def wooflow_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`wooflow ARGS` as an operator runs it: its own process, settings from `env`
+    (`env_of(settings)`), output captured as text."""
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
 class RoleProcess:
     """One wooflow role (`wooflow rules`, `wooflow workers`, ...) as a real OS process."""
 
@@ -61,8 +70,8 @@ class RoleProcess:
     def start(self) -> RoleProcess:
         self.starts += 1
         with open(self.log_dir / f"{self.role}-{self.starts}.log", "wb") as log:  # the child keeps its own handle
-            self.proc = subprocess.Popen([sys.executable, "-m", "wooflow.cli", self.role, *self.args], env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([*CLI, self.role, *self.args], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT)
         return self
 
     def kill(self) -> None:
@@ -84,6 +93,11 @@ class RoleProcess:
 
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob(f"{self.role}-*.log")))
+
+
+def logs_of(roles: dict[str, RoleProcess], tail: int = 4000) -> str:
+    """The end of each role's log, for a failure's report."""
+    return "\n".join(f"--- {name} ---\n{role.log_text()[-tail:]}" for name, role in roles.items())
 
 
 def read_topic(s: Settings, base_topic: str, timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
@@ -262,6 +276,16 @@ class ServerThread:
         self.thread.join(10)
 
 
+def ready(url: str, timeout: float = 2.0) -> bool:
+    """The service at `url` answers its readiness probe (/readyz) with 200."""
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/readyz", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def free_port() -> int:
     import socket
 
@@ -279,6 +303,11 @@ def make_store(engine: Any, url: str = "http://127.0.0.1:1", *, consumer_key: st
                   consumer_secret=consumer_secret, timezone=timezone, currency=currency, public_key=unique("pk"))
     upsert_store(engine, store)
     return store
+
+
+def make_sim_store(engine: Any, sim: Any, **fields: Any) -> Any:
+    """A store registered in wooflow whose REST API is the simulator `sim` (a SimulatorServer)."""
+    return make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1], **fields)
 
 
 def in_ci() -> bool:

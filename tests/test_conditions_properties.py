@@ -19,6 +19,8 @@ from wooflow.consumer.state import Aggregates
 from wooflow.consumer.tiers import Loyalty
 from wooflow.consumer.triggers import TriggerContext
 
+pytestmark = pytest.mark.unit
+
 # --- the reference: the module docstring's semantics, written as plainly as possible ---------
 
 

@@ -80,6 +80,7 @@ def test_up_is_idempotent_and_status_reports_running(services: ServiceEndpoints)
         assert report[name]["pid"] == services.pids[name]
 
 
+@pytest.mark.unit
 def test_env_lines_are_shell_exports() -> None:
     services = Services(kafka_bootstrap_servers="127.0.0.1:1234",
                         database_url="postgresql+psycopg://postgres@127.0.0.1:5/wooflow",
@@ -90,6 +91,7 @@ def test_env_lines_are_shell_exports() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_missing_java_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LauncherError, match=r"Java not found.*Java 17\+"):
         kafka_mod.require_java({"PATH": str(tmp_path)})
@@ -102,12 +104,14 @@ def _fake_tool(directory: Path, name: str, script: str) -> Path:
     return tool
 
 
+@pytest.mark.unit
 def test_old_java_is_a_clear_error(tmp_path: Path) -> None:
     _fake_tool(tmp_path, "java", "echo 'openjdk version \"11.0.22\" 2024-01-16' >&2")
     with pytest.raises(LauncherError, match=r"Java 11.*needs Java 17 or newer"):
         kafka_mod.require_java({"PATH": str(tmp_path)})
 
 
+@pytest.mark.unit
 def test_java_home_wins_over_path(tmp_path: Path) -> None:
     (tmp_path / "home" / "bin").mkdir(parents=True)
     (tmp_path / "path").mkdir()
@@ -118,6 +122,7 @@ def test_java_home_wins_over_path(tmp_path: Path) -> None:
     assert kafka_mod.java_major_version(tmp_path / "path" / "java") == 8
 
 
+@pytest.mark.unit
 def test_missing_mvn_is_a_clear_error_only_when_jars_are_not_cached(tmp_path: Path) -> None:
     empty = {"PATH": str(tmp_path / "empty")}
     with pytest.raises(LauncherError, match=r"Maven \(`mvn`\) not found"):
@@ -128,6 +133,7 @@ def test_missing_mvn_is_a_clear_error_only_when_jars_are_not_cached(tmp_path: Pa
     assert kafka_mod.ensure_jars(tmp_path / "cache", env=empty) == libs
 
 
+@pytest.mark.unit
 def test_failing_mvn_reports_its_output(tmp_path: Path) -> None:
     _fake_tool(tmp_path, "mvn", "echo 'Could not resolve dependencies: boom' >&2; exit 1")
     with pytest.raises(LauncherError, match=r"(?s)mvn failed.*Could not resolve dependencies: boom"):

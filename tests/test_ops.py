@@ -17,6 +17,7 @@ from wooflow.ops import dlq, offsets
 from wooflow.stores import upsert_store
 
 
+@pytest.mark.e2e
 def test_poison_command_lands_in_dlq_with_reason_and_redrive_after_fix_runs_once(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     # Stores are read afresh for every command (no cache TTL to wait out after the fix below).
     settings = settings.model_copy(update={"store_cache_ttl_s": 0.0})
@@ -48,6 +49,7 @@ def test_poison_command_lands_in_dlq_with_reason_and_redrive_after_fix_runs_once
         assert p.wooflow_notes(order.id) == [f"wooflow: big order {order.id}"]
 
 
+@pytest.mark.integration
 def test_lag_and_offset_reset_to_a_point_in_time(settings) -> None:  # type: ignore[no-untyped-def]
     from confluent_kafka import Consumer
 
