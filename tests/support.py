@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from wooflow.kafka import topics
+from wooflow.kafka.consumer import make_reader
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
 
@@ -103,9 +104,7 @@ def logs_of(roles: dict[str, RoleProcess], tail: int = 4000) -> str:
 def read_topic(s: Settings, base_topic: str, timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
     """Everything in a topic up to its current end, decoded."""
     topic = s.topic(base_topic)
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("reader"),
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                         "isolation.level": "read_committed"})
+    consumer = make_reader(s, unique("reader"))
     try:
         md = consumer.list_topics(topic, timeout=timeout)
         parts = [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]
@@ -159,8 +158,7 @@ def _records_between(s: Settings, tp: TopicPartition, start: int, end: int, time
     """How many records a read_committed reader gets from [start, end) of one partition.
     Transaction markers and aborted records occupy offsets but are never delivered, so a
     group whose committed offset stops short of the end may still have nothing left."""
-    reader = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("gap"),
-                       "enable.auto.commit": False, "isolation.level": "read_committed"})
+    reader = make_reader(s, unique("gap"))
     try:
         reader.assign([TopicPartition(tp.topic, tp.partition, start)])
         seen = 0
@@ -183,8 +181,7 @@ def wait_until_consumed(s: Settings, group: str, base_topics: Iterable[str], tim
     have caused has happened. Call it once the event is durable (e.g. after its webhook's
     2xx); chain it stage by stage (rules on the event topics, then workers on commands)."""
     names = sorted(base_topics)
-    probe = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": group,
-                      "enable.auto.commit": False})  # never subscribes: it only reads the group's offsets
+    probe = make_reader(s, group)  # never subscribes: it only reads the group's offsets
     try:
         ends = {(tp.topic, tp.partition): end for tp, end in _ends(probe, s, names, timeout).items() if end > 0}
         seen: dict[tuple[str, int], int] = {}  # committed offset at the previous look
@@ -238,7 +235,7 @@ def wait_until_bridge_idle(engine: Any, store_id: str, timeout: float = 30.0) ->
 
 def topic_size(s: Settings, base_topic: str) -> int:
     topic = s.topic(base_topic)
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("size")})
+    consumer = make_reader(s, unique("size"))
     try:
         md = consumer.list_topics(topic, timeout=5)
         total = 0

@@ -10,20 +10,23 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
+from confluent_kafka.admin import NewTopic
 
 from wooflow.devinfra import kafka as kafka_mod
 from wooflow.devinfra.kafka import LauncherError
 from wooflow.devinfra.launcher import Services, env_lines, status, up
+from wooflow.kafka.admin import admin_client
+from wooflow.kafka.config import producer_config
+from wooflow.kafka.consumer import make_reader
+from wooflow.settings import Settings
 
 if TYPE_CHECKING:  # conftest is loaded by pytest; importing it at runtime could load it twice
     from tests.conftest import ServiceEndpoints
 
 
-def _consume(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"devinfra-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+def _consume(s: Settings, topic: str, expected: int, timeout: float = 30.0) -> list[bytes]:
+    consumer = make_reader(s, f"devinfra-{uuid.uuid4().hex}")
     values: list[bytes] = []
     try:
         consumer.subscribe([topic])
@@ -39,17 +42,17 @@ def _consume(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -
 
 @pytest.mark.integration
 def test_broker_creates_topic_and_round_trips_messages(services: ServiceEndpoints) -> None:
-    bootstrap = services.kafka_bootstrap_servers
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    s = Settings(kafka_bootstrap_servers=services.kafka_bootstrap_servers)
+    admin = admin_client(s)
     topic = f"devinfra-test-{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=30)
     try:
-        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+        producer = Producer(producer_config(s))
         sent = [f"message-{i}".encode() for i in range(3)]
         for value in sent:
             producer.produce(topic, key=b"k", value=value)
         assert producer.flush(30) == 0
-        assert _consume(bootstrap, topic, len(sent)) == sent
+        assert _consume(s, topic, len(sent)) == sent
     finally:
         admin.delete_topics([topic])[topic].result(timeout=30)
 

@@ -18,13 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from sqlalchemy import text
 
 from tests.harness import BridgeThread
 from tests.pipeline import Pipeline
 from tests.support import make_store, unique, wait_for
 from wooflow.kafka import topics
+from wooflow.kafka.consumer import make_reader
 from wooflow.kafka.producer import Producer
 from wooflow.ops.offsets import lag
 from wooflow.producers.keys import email_hash
@@ -46,8 +47,7 @@ def g(email: str) -> str:
 def read_keyed(s: Settings, base_topic: str, timeout: float = 20.0) -> list[tuple[str, int, dict[str, Any]]]:
     """(Kafka key, partition, event) of everything in a topic up to its current end."""
     topic = s.topic(base_topic)
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("keyed"),
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = make_reader(s, unique("keyed"))
     codec = get_codec(s.schema_registry_url)
     try:
         parts = [TopicPartition(topic, p, 0) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]

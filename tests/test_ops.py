@@ -12,6 +12,7 @@ import pytest
 from tests.pipeline import BIG_ORDER_RULE, Pipeline
 from tests.support import unique, wait_for, wait_until_pipeline_idle
 from wooflow.kafka import topics
+from wooflow.kafka.consumer import make_reader
 from wooflow.kafka.producer import Producer
 from wooflow.ops import dlq, offsets
 from wooflow.stores import upsert_store
@@ -51,7 +52,6 @@ def test_poison_command_lands_in_dlq_with_reason_and_redrive_after_fix_runs_once
 
 @pytest.mark.integration
 def test_lag_and_offset_reset_to_a_point_in_time(settings) -> None:  # type: ignore[no-untyped-def]
-    from confluent_kafka import Consumer
 
     topic = settings.topic(topics.ORDERS)
     producer = Producer(settings)
@@ -68,8 +68,7 @@ def test_lag_and_offset_reset_to_a_point_in_time(settings) -> None:  # type: ign
     producer.flush()
 
     group = unique("g")
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group,
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c = make_reader(settings, group)
     c.subscribe([topic])
     seen = 0
     deadline = time.monotonic() + 30
