@@ -58,7 +58,7 @@ class FieldSpec:
 
 
 FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
-    # Polski Pro filter fields (seed 002) — operators: its list, plus the natural extras
+    # Polski Pro's automation filter fields — operators: its list, plus the natural extras
     FieldSpec("order_total", "number", False, "Order total (WC_Order::get_total)", _NUM_OPS),
     FieldSpec("order_status", "string", False, "Order status (pending, processing, completed, ...)", _STR_OPS),
     FieldSpec("item_count", "number", False, "Number of items, the sum of quantities (get_item_count)", _NUM_OPS),

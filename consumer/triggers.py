@@ -184,7 +184,7 @@ class ProductSavedOptions(_Opts):
     actions: list[str] | None = Field(None, description="created / updated / restored (default: all)")
 
 
-# --- the triggers of the seeds ---------------------------------------------------------
+# --- AutomateWoo, customer-history and Polski Pro triggers -----------------------------------------------------
 
 def _order(ctx: TriggerContext) -> bool:
     return ctx.order is not None and not ctx.stale

@@ -33,7 +33,10 @@ UPDATE attributions SET customer_key = :ckey WHERE store_id = :store AND custome
 UPDATE trigger_firings t SET customer_key = :ckey
 WHERE store_id = :store AND customer_key = :gkey AND NOT EXISTS (
     SELECT 1 FROM trigger_firings x WHERE x.rule_id = t.rule_id AND x.customer_key = :ckey AND x.period = t.period)
-""", """
+""",
+# The guest's calendar row folds into the customer's: the same upsert shape as
+# customer_calendar.record_customer, with the precedence reversed (the known customer's values win).
+"""
 INSERT INTO customer_calendar AS k (store_id, customer_key, customer_id, email, first_name, last_name, first_order_at,
                                    last_order_at, last_order_id, birth_month, birth_day, renewal_at, card_expiry)
 SELECT store_id, :ckey, :cid, email, first_name, last_name, first_order_at, last_order_at, last_order_id,

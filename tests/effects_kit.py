@@ -4,17 +4,15 @@ sit on what arrives, and the Kafka facts the lease and crash tests wait on."""
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import json
 import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from typing import Any
 
-from aiosmtpd.controller import Controller
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 from sqlalchemy import Engine, text
@@ -23,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.support import free_port, unique, wait_for
+from tests.harness import Inbox
+from tests.support import unique, wait_for
 from wooflow.kafka import topics
 from wooflow.kafka.admin import admin_client
 from wooflow.kafka.consumer import make_reader
@@ -73,22 +72,19 @@ class HoldingReceiver:
 
 
 class SmtpReceiver(HoldingReceiver):
-    """An SMTP server (aiosmtpd) whose identity is the Message-ID."""
+    """The SMTP inbox (tests/harness.py) sitting on mail; the identity is the Message-ID."""
 
     def start(self) -> SmtpReceiver:
-        self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
-        self.controller.start()
-        self.port = self.controller.port
+        self.inbox = Inbox(on_message=self._arrived).start()
+        self.port = self.inbox.port
         return self
 
     def stop(self) -> None:
         self.release.set()
-        self.controller.stop()
+        self.inbox.stop()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    async def _arrived(self, msg: EmailMessage, envelope: Any) -> None:
         await self.arrive(str(msg["Message-ID"]), {"to": envelope.rcpt_tos, "subject": str(msg["Subject"])})
-        return "250 OK"
 
 
 class HttpReceiver(HoldingReceiver):

@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, text
 
-from tests.support import RoleProcess, free_port, make_store, wait_for
+from tests.harness import hook_url
+from tests.support import RoleProcess, free_port, logs_of, make_sim_store, ready, wait_for
 from wooflow.consumer.model import RuleSpec
 from wooflow.db.tables import rules
 from wooflow.settings import Settings
@@ -32,16 +33,8 @@ def add_rule(engine: Engine, store_id: str, rule: dict[str, Any]) -> int:
 def connect_store(sim_store: Any, store: Any, bridge_url: str, webhook_topics: tuple[str, ...],
                   timeout: float = 40.0) -> None:
     """Once the bridge answers /readyz, point the simulated store's webhooks at it."""
-    import httpx
-
-    def bridge_ready() -> bool:
-        try:
-            return httpx.get(f"{bridge_url}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(bridge_ready, timeout, 0.1, "bridge /readyz")
-    hook = f"{bridge_url}/webhooks/woocommerce/{store.id}"
+    wait_for(lambda: ready(bridge_url, 1), timeout, 0.1, "bridge /readyz")
+    hook = hook_url(bridge_url, store.id)
     for topic in webhook_topics:
         sim_store.create_webhook(topic, hook, secret=store.webhook_secret)
 
@@ -53,7 +46,7 @@ class Pipeline:
                  ) -> None:
         self.settings, self.engine, self.log_dir = settings, engine, log_dir
         self.sim = stack.enter_context(SimulatorServer(seed=7))
-        self.store = make_store(engine, self.sim.url, consumer_key=self.sim.auth[0], consumer_secret=self.sim.auth[1])
+        self.store = make_sim_store(engine, self.sim)
         # Rules exist before the consumers start, so no event races a rule reload.
         self.rule_ids = [add_rule(engine, self.store.id, r) for r in rules]
         port = free_port()
@@ -81,4 +74,4 @@ class Pipeline:
                 text("SELECT * FROM execution_logs WHERE store_id = :s"), {"s": self.store.id})]
 
     def role_logs(self) -> str:
-        return "\n".join(f"--- {n} ---\n{r.log_text()[-3000:]}" for n, r in self.roles.items())
+        return logs_of(self.roles, 3000)

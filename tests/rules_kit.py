@@ -4,18 +4,21 @@ with the codec (no bridge), run a rule consumer in-process or as a process, read
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wooflow.kafka import topics
 from wooflow.kafka.headers import EventHeaders, event_headers
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
+from wooflow.workers.testing import RoleThread
+
+if TYPE_CHECKING:
+    from wooflow.consumer.runner import RuleConsumer
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 ADDRESS_KEYS = ("first_name", "last_name", "company", "address_1", "address_2", "city", "state", "postcode",
@@ -92,35 +95,36 @@ class EventProducer:
         self.p.flush(30)  # raises unless every event was acknowledged
 
 
-class ConsumerThread:
-    """A RuleConsumer running in this process (for tests that need to reach inside)."""
+class ConsumerThread(RoleThread["RuleConsumer"]):
+    """A RuleConsumer in this process, wired like `wooflow rules` (for tests that reach inside)."""
 
     def __init__(self, s: Settings) -> None:
         from wooflow.consumer.runner import RuleConsumer
         from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - wired like `wooflow rules`
         from wooflow.scheduler.steps import store_delayed
 
-        self.stop = threading.Event()
-        self.consumer = RuleConsumer(s, store_delayed=store_delayed)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(RuleConsumer(s, store_delayed=store_delayed), "wooflow-rules")
 
-    def _run(self) -> None:
-        try:
-            self.consumer.run(self.stop)
-        except BaseException as exc:  # surfaced by the test
-            self.error = exc
+    @property
+    def consumer(self) -> RuleConsumer:
+        return self.role
 
-    def __enter__(self) -> ConsumerThread:
-        self.thread.start()
+    def wait_committed(self) -> None:
+        """Until the consumer has committed everything it processed."""
         from tests.support import wait_for
 
-        wait_for(lambda: self.consumer.ready.is_set() or self.error, 30, 0.05, "rule consumer ready")
-        return self
+        wait_for(lambda: self.consumer.checkpoint is not None and not self.consumer.checkpoint.pending(), 10, 0.1,
+                 "commit")
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(30)
+
+def rules_over_orders(s: Settings) -> list[dict[str, Any]]:
+    """A rule consumer run until it has processed every order event produced so far (and
+    stopped: a consumer that failed fails the test); the commands on the topic then."""
+    from tests.support import wait_until_consumed
+
+    with ConsumerThread(s):
+        wait_until_consumed(s, s.rules_group, [topics.ORDERS])
+    return commands(s)
 
 
 def commands(s: Settings, timeout: float = 15.0) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from wooflow.kafka import topics
+from wooflow.kafka.consumer import make_reader
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
 
@@ -48,6 +49,15 @@ def env_of(s: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+CLI = [sys.executable, "-m", "wooflow.cli"]  # `wooflow` of this interpreter, installed or not
+
+
+def wooflow_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`wooflow ARGS` as an operator runs it: its own process, settings from `env`
+    (`env_of(settings)`), output captured as text."""
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
 class RoleProcess:
     """One wooflow role (`wooflow rules`, `wooflow workers`, ...) as a real OS process."""
 
@@ -61,8 +71,8 @@ class RoleProcess:
     def start(self) -> RoleProcess:
         self.starts += 1
         with open(self.log_dir / f"{self.role}-{self.starts}.log", "wb") as log:  # the child keeps its own handle
-            self.proc = subprocess.Popen([sys.executable, "-m", "wooflow.cli", self.role, *self.args], env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([*CLI, self.role, *self.args], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT)
         return self
 
     def kill(self) -> None:
@@ -86,12 +96,15 @@ class RoleProcess:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob(f"{self.role}-*.log")))
 
 
+def logs_of(roles: dict[str, RoleProcess], tail: int = 4000) -> str:
+    """The end of each role's log, for a failure's report."""
+    return "\n".join(f"--- {name} ---\n{role.log_text()[-tail:]}" for name, role in roles.items())
+
+
 def read_topic(s: Settings, base_topic: str, timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
     """Everything in a topic up to its current end, decoded."""
     topic = s.topic(base_topic)
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("reader"),
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                         "isolation.level": "read_committed"})
+    consumer = make_reader(s, unique("reader"))
     try:
         md = consumer.list_topics(topic, timeout=timeout)
         parts = [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]
@@ -145,8 +158,7 @@ def _records_between(s: Settings, tp: TopicPartition, start: int, end: int, time
     """How many records a read_committed reader gets from [start, end) of one partition.
     Transaction markers and aborted records occupy offsets but are never delivered, so a
     group whose committed offset stops short of the end may still have nothing left."""
-    reader = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("gap"),
-                       "enable.auto.commit": False, "isolation.level": "read_committed"})
+    reader = make_reader(s, unique("gap"))
     try:
         reader.assign([TopicPartition(tp.topic, tp.partition, start)])
         seen = 0
@@ -169,8 +181,7 @@ def wait_until_consumed(s: Settings, group: str, base_topics: Iterable[str], tim
     have caused has happened. Call it once the event is durable (e.g. after its webhook's
     2xx); chain it stage by stage (rules on the event topics, then workers on commands)."""
     names = sorted(base_topics)
-    probe = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": group,
-                      "enable.auto.commit": False})  # never subscribes: it only reads the group's offsets
+    probe = make_reader(s, group)  # never subscribes: it only reads the group's offsets
     try:
         ends = {(tp.topic, tp.partition): end for tp, end in _ends(probe, s, names, timeout).items() if end > 0}
         seen: dict[tuple[str, int], int] = {}  # committed offset at the previous look
@@ -224,7 +235,7 @@ def wait_until_bridge_idle(engine: Any, store_id: str, timeout: float = 30.0) ->
 
 def topic_size(s: Settings, base_topic: str) -> int:
     topic = s.topic(base_topic)
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("size")})
+    consumer = make_reader(s, unique("size"))
     try:
         md = consumer.list_topics(topic, timeout=5)
         total = 0
@@ -265,6 +276,16 @@ class ServerThread:
         self.thread.join(10)
 
 
+def ready(url: str, timeout: float = 2.0) -> bool:
+    """The service at `url` answers its readiness probe (/readyz) with 200."""
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/readyz", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def free_port() -> int:
     import socket
 
@@ -282,6 +303,11 @@ def make_store(engine: Any, url: str = "http://127.0.0.1:1", *, consumer_key: st
                   consumer_secret=consumer_secret, timezone=timezone, currency=currency, public_key=unique("pk"))
     upsert_store(engine, store)
     return store
+
+
+def make_sim_store(engine: Any, sim: Any, **fields: Any) -> Any:
+    """A store registered in wooflow whose REST API is the simulator `sim` (a SimulatorServer)."""
+    return make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1], **fields)
 
 
 def in_ci() -> bool:

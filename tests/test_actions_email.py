@@ -5,35 +5,18 @@ as clear failed logs (and dead letters), never a crash."""
 
 from __future__ import annotations
 
-import email
-import email.policy
-import threading
 from typing import Any
 
 import httpx
-from aiosmtpd.controller import Controller
+import pytest
 
-from tests.support import ServerThread, free_port, read_topic, unique, wait_for
-from wooflow.api.app import create_app
+from tests.harness import ApiThread, bearer
+from tests.support import read_topic, unique, wait_for
 from wooflow.stores import Store, upsert_store
 from wooflow.workers import consent
 from wooflow.workers.testing import WorkerThread, command, produce
 
-
-class Inbox:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd handler hook
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        with self.lock:
-            self.messages.append(msg)  # type: ignore[arg-type]
-        return "250 OK queued"
-
-    def to(self, address: str) -> list[email.message.EmailMessage]:
-        with self.lock:
-            return [m for m in self.messages if m["To"] == address]
+pytestmark = pytest.mark.integration
 
 
 def final_logs(settings: Any) -> dict[str, dict[str, Any]]:
@@ -44,104 +27,95 @@ def final_logs(settings: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def test_emails_parts_consent_unsubscribe_and_template_errors(settings, engine) -> None:  # type: ignore[no-untyped-def]
-    inbox = Inbox()
-    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    smtp.start()
-    api_settings = settings
-    try:
-        with ServerThread(create_app(api_settings)) as api:
-            s = settings.model_copy(update={"public_base_url": api.url})
-            api.app.state.settings = s
-            store = Store(id=unique("store"), url="http://127.0.0.1:1", webhook_secret="whs", name="Ala's Shop",
-                          settings={"smtp": {"host": "127.0.0.1", "port": smtp.port, "from_email": "shop@example.com"}})
-            upsert_store(engine, store)
-            consent.record(engine, store.id, granted=True, email="Fan@Example.com", source="checkout")
-            ctx = {"order": {"id": 5, "number": "1005", "total": "99.50",
-                             "billing": {"email": "fan@example.com", "first_name": "Ala"}, "customer_id": 3}}
+def test_emails_parts_consent_unsubscribe_and_template_errors(settings, engine, inbox) -> None:  # type: ignore[no-untyped-def]
+    with ApiThread(settings) as api:
+        s = settings.model_copy(update={"public_base_url": api.url})
+        api.app.state.settings = s
+        store = Store(id=unique("store"), url="http://127.0.0.1:1", webhook_secret="whs", name="Ala's Shop",
+                      settings={"smtp": inbox.smtp_settings("shop@example.com")})
+        upsert_store(engine, store)
+        consent.record(engine, store.id, granted=True, email="Fan@Example.com", source="checkout")
+        ctx = {"order": {"id": 5, "number": "1005", "total": "99.50",
+                         "billing": {"email": "fan@example.com", "first_name": "Ala"}, "customer_id": 3}}
 
-            def mail(to_key: str, **params: Any) -> dict[str, Any]:
-                return command(store_id=store.id, action_type="send_email", customer_key=to_key, params=params,
-                               context=ctx, rule_id=9)
+        def mail(to_key: str, **params: Any) -> dict[str, Any]:
+            return command(store_id=store.id, action_type="send_email", customer_key=to_key, params=params,
+                           context=ctx, rule_id=9)
 
-            receipt = mail("c3", subject="Order {{ order.number }} confirmed", text="Thanks {{ customer.first_name }}!",
-                           html="<p>Thanks <b>{{ customer.first_name }}</b> &amp; co</p>")
-            newsletter = mail("c3b", subject="News for {{ customer.first_name }}", marketing=True,
-                              html="<h1>Hello</h1><p>Sale! <a href='{{ unsubscribe_url }}'>unsubscribe</a></p>")
-            no_consent = mail("c4", to="stranger@example.com", subject="News", marketing=True, html="<p>Sale</p>")
-            bad_template = mail("c5", subject="Order {{ order.nope.deeper }}", text="x")
-            escape = mail("c6", subject="hi", html="{{ ''.__class__.__mro__[1].__subclasses__() }}")
-            produce(s, [receipt, newsletter, no_consent, bad_template, escape])
-            with WorkerThread(s):
-                keys = [c["idempotency_key"] for c in (receipt, newsletter, no_consent, bad_template, escape)]
-                logs = wait_for(lambda: (f := final_logs(s)) and all(k in f for k in keys) and f, 60, 0.3,
-                                "final logs of the five emails")
+        receipt = mail("c3", subject="Order {{ order.number }} confirmed", text="Thanks {{ customer.first_name }}!",
+                       html="<p>Thanks <b>{{ customer.first_name }}</b> &amp; co</p>")
+        newsletter = mail("c3b", subject="News for {{ customer.first_name }}", marketing=True,
+                          html="<h1>Hello</h1><p>Sale! <a href='{{ unsubscribe_url }}'>unsubscribe</a></p>")
+        no_consent = mail("c4", to="stranger@example.com", subject="News", marketing=True, html="<p>Sale</p>")
+        bad_template = mail("c5", subject="Order {{ order.nope.deeper }}", text="x")
+        escape = mail("c6", subject="hi", html="{{ ''.__class__.__mro__[1].__subclasses__() }}")
+        produce(s, [receipt, newsletter, no_consent, bad_template, escape])
+        with WorkerThread(s):
+            keys = [c["idempotency_key"] for c in (receipt, newsletter, no_consent, bad_template, escape)]
+            logs = wait_for(lambda: (f := final_logs(s)) and all(k in f for k in keys) and f, 60, 0.3,
+                            "final logs of the five emails")
 
-                # 1. a transactional email: subject, text and HTML parts
-                assert logs[receipt["idempotency_key"]]["status"] == "succeeded"
-                got = wait_for(lambda: inbox.to("fan@example.com"), 10, 0.1, "the emails")
-                by_subject = {m["Subject"]: m for m in got}
-                m = by_subject["Order 1005 confirmed"]
-                sender = m["From"].addresses[0]
-                assert (sender.display_name, sender.addr_spec) == ("Ala's Shop", "shop@example.com"), m["From"]
-                assert m.get_content_type() == "multipart/alternative"
-                parts = {p.get_content_type(): p.get_content() for p in m.iter_parts()}
-                assert parts["text/plain"].strip() == "Thanks Ala!"
-                assert "<b>Ala</b>" in parts["text/html"]
-                assert m["List-Unsubscribe"] is None, "no unsubscribe on transactional mail"
+            # 1. a transactional email: subject, text and HTML parts
+            assert logs[receipt["idempotency_key"]]["status"] == "succeeded"
+            got = wait_for(lambda: inbox.to("fan@example.com"), 10, 0.1, "the emails")
+            assert all(m["To"] == "fan@example.com" for m in got), "the address as the order has it"
+            by_subject = {m["Subject"]: m for m in got}
+            m = by_subject["Order 1005 confirmed"]
+            sender = m["From"].addresses[0]
+            assert (sender.display_name, sender.addr_spec) == ("Ala's Shop", "shop@example.com"), m["From"]
+            assert m.get_content_type() == "multipart/alternative"
+            parts = {p.get_content_type(): p.get_content() for p in m.iter_parts()}
+            assert parts["text/plain"].strip() == "Thanks Ala!"
+            assert "<b>Ala</b>" in parts["text/html"]
+            assert m["List-Unsubscribe"] is None, "no unsubscribe on transactional mail"
 
-                # 2. a marketing email with consent: unsubscribe link + RFC 8058 headers
-                n = by_subject["News for Ala"]
-                link = n["List-Unsubscribe"].strip("<>")
-                assert link.startswith(f"{api.url}/unsubscribe/")
-                assert n["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-                nparts = {p.get_content_type(): p.get_content() for p in n.iter_parts()}
-                assert link in nparts["text/html"] and link in nparts["text/plain"]
+            # 2. a marketing email with consent: unsubscribe link + RFC 8058 headers
+            n = by_subject["News for Ala"]
+            link = n["List-Unsubscribe"].strip("<>")
+            assert link.startswith(f"{api.url}/unsubscribe/")
+            assert n["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            nparts = {p.get_content_type(): p.get_content() for p in n.iter_parts()}
+            assert link in nparts["text/html"] and link in nparts["text/plain"]
 
-                # 3. no consent: skipped, logged with the reason, nothing sent
-                skipped = logs[no_consent["idempotency_key"]]
-                assert skipped["status"] == "skipped"
-                assert "no email marketing consent on record for stranger@example.com" in skipped["message"]
-                assert inbox.to("stranger@example.com") == []
+            # 3. no consent: skipped, logged with the reason, nothing sent
+            skipped = logs[no_consent["idempotency_key"]]
+            assert skipped["status"] == "skipped"
+            assert "no email marketing consent on record for stranger@example.com" in skipped["message"]
+            assert inbox.to("stranger@example.com") == []
 
-                # 4./5. template error and sandbox escape: failed with a clear message, worker alive
-                bad = logs[bad_template["idempotency_key"]]
-                assert bad["status"] == "failed" and "template error" in bad["message"] and "nope" in bad["message"]
-                esc = logs[escape["idempotency_key"]]
-                assert esc["status"] == "failed" and "sandbox" in esc["message"]
-                dlq = {rec["error"][:40]: rec["reason"] for _, rec in read_topic(s, "automation.dlq")}
-                assert sorted(dlq.values()) == ["action_error", "action_error"]
+            # 4./5. template error and sandbox escape: failed with a clear message, worker alive
+            bad = logs[bad_template["idempotency_key"]]
+            assert bad["status"] == "failed" and "template error" in bad["message"] and "nope" in bad["message"]
+            esc = logs[escape["idempotency_key"]]
+            assert esc["status"] == "failed" and "sandbox" in esc["message"]
+            dlq = {rec["error"][:40]: rec["reason"] for _, rec in read_topic(s, "automation.dlq")}
+            assert sorted(dlq.values()) == ["action_error", "action_error"]
 
-                # the unsubscribe link: GET shows a confirmation (no change), POST (one-click) withdraws
-                page = httpx.get(link, timeout=10)
-                assert page.status_code == 200 and "fan@example.com" in page.text
-                assert consent.TableConsentChecker(s, engine).check(
-                    store.id, "email", email="fan@example.com", customer_key=None, context={}).granted
-                one_click = httpx.post(link, content=b"List-Unsubscribe=One-Click",
-                                       headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10)
-                assert one_click.status_code == 200 and "unsubscribed" in one_click.text
-                tampered = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")
-                assert httpx.post(tampered, timeout=10).status_code == 404
+            # the unsubscribe link: GET shows a confirmation (no change), POST (one-click) withdraws
+            page = httpx.get(link, timeout=10)
+            assert page.status_code == 200 and "fan@example.com" in page.text
+            assert consent.TableConsentChecker(s, engine).check(
+                store.id, "email", email="fan@example.com", customer_key=None, context={}).granted
+            one_click = httpx.post(link, content=b"List-Unsubscribe=One-Click",
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10)
+            assert one_click.status_code == 200 and "unsubscribed" in one_click.text
+            tampered = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")
+            assert httpx.post(tampered, timeout=10).status_code == 404
 
-                # the next marketing email to the same customer is skipped: consent withdrawn
-                again = mail("c3c", subject="More news", marketing=True, html="<p>more</p>")
-                produce(s, [again])
-                rec = wait_for(lambda: final_logs(s).get(again["idempotency_key"]), 30, 0.3, "the last email's log")
-                assert rec["status"] == "skipped" and "withdrew" in rec["message"] \
-                    and "unsubscribe_link" in rec["message"]
-                assert len(inbox.to("fan@example.com")) == 2
-    finally:
-        smtp.stop()
+            # the next marketing email to the same customer is skipped: consent withdrawn
+            again = mail("c3c", subject="More news", marketing=True, html="<p>more</p>")
+            produce(s, [again])
+            rec = wait_for(lambda: final_logs(s).get(again["idempotency_key"]), 30, 0.3, "the last email's log")
+            assert rec["status"] == "skipped" and "withdrew" in rec["message"] and "unsubscribe_link" in rec["message"]
+            assert len(inbox.to("fan@example.com")) == 2
 
 
 def test_consent_api_records_and_lists(settings, engine) -> None:  # type: ignore[no-untyped-def]
     from tests.support import make_store
-    from wooflow.api.auth import create_token
 
     store = make_store(engine)
-    token = create_token(engine, store.id, "t")
-    with ServerThread(create_app(settings)) as api:
-        h = {"Authorization": f"Bearer {token}"}
+    h = bearer(engine, store.id)
+    with ApiThread(settings) as api:
         r = httpx.post(f"{api.url}/v1/consents", json={"email": "A@B.pl", "granted": True, "source": "checkout"},
                        headers=h, timeout=10)
         assert r.status_code == 201, r.text
@@ -152,14 +126,13 @@ def test_consent_api_records_and_lists(settings, engine) -> None:  # type: ignor
                                                                    customer_key=None, context={})
     assert decision.granted and "checkout" in decision.reason
     # a withdrawal through the API wins over the earlier consent; both stay in the history
-    with ServerThread(create_app(settings)) as api:
-        h = {"Authorization": f"Bearer {token}"}
+    with ApiThread(settings) as api:
         r = httpx.post(f"{api.url}/v1/consents", json={"email": "a@b.pl", "granted": False, "source": "phone call"},
                        headers=h, timeout=10)
         assert r.status_code == 201, r.text
         listed = httpx.get(f"{api.url}/v1/consents", params={"email": "A@B.PL"}, headers=h, timeout=10).json()
         other = httpx.get(f"{api.url}/v1/consents", params={"email": "a@b.pl"}, timeout=10,
-                          headers={"Authorization": f"Bearer {create_token(engine, make_store(engine).id, 'o')}"})
+                          headers=bearer(engine, make_store(engine).id))
     assert sorted((c["granted"], c["source"]) for c in listed) == [(False, "phone call"), (True, "checkout")]
     assert other.status_code == 200 and other.json() == [], "another store sees none of it"
     withdrawn = consent.TableConsentChecker(settings, engine).check(store.id, "email", email="a@b.pl",

@@ -11,18 +11,20 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tests.harness import ApiThread, bearer
 from tests.support import ServerThread, make_store, read_topic, unique, wait_for
-from wooflow.api.app import create_app
-from wooflow.api.auth import create_token
 from wooflow.simulator.server import SimulatorServer
 from wooflow.stores import Store, upsert_store
 from wooflow.workers.testing import WorkerThread, command, produce
+
+pytestmark = pytest.mark.integration
 
 
 def finals(settings: Any) -> dict[str, dict[str, Any]]:
@@ -150,14 +152,12 @@ def test_store_actions_local_state_sms_tasks_and_dry_runs(settings, engine) -> N
                                 {"s": store.id}).scalar_one() == 1
 
         # tasks through the API: listed, completed, invisible to another store
-        token = create_token(engine, store.id, "t")
-        other = create_token(engine, make_store(engine).id, "o")
-        with ServerThread(create_app(settings)) as api:
-            h = {"Authorization": f"Bearer {token}"}
+        h, other = bearer(engine, store.id), bearer(engine, make_store(engine).id)
+        with ApiThread(settings) as api:
             listed = httpx.get(f"{api.url}/v1/tasks", headers=h, timeout=10).json()["tasks"]
             assert [(t["title"], t["priority"], t["status"]) for t in listed] == [("Call Kasia", "high", "open")]
             tid = listed[0]["id"]
-            assert httpx.post(f"{api.url}/v1/tasks/{tid}/complete", headers={"Authorization": f"Bearer {other}"},
+            assert httpx.post(f"{api.url}/v1/tasks/{tid}/complete", headers=other,
                               timeout=10).status_code == 404
             done = httpx.post(f"{api.url}/v1/tasks/{tid}/complete", json={"completed_by": "ania"}, headers=h,
                               timeout=10).json()

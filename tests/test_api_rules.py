@@ -9,13 +9,11 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import insert, text
 
+from tests.harness import api_client, bearer
 from tests.rules_kit import EventProducer, commands, order_event
-from tests.support import RoleProcess, make_store, wait_for
-from wooflow.api.app import create_app
-from wooflow.api.auth import create_token
+from tests.support import RoleProcess, make_sim_store, make_store, wait_for
 from wooflow.db.tables import execution_logs
 
 GOOD = {"name": "Big PL orders", "trigger": "new_order", "priority": 5, "group_label": "ops",
@@ -29,14 +27,10 @@ GOOD = {"name": "Big PL orders", "trigger": "new_order", "priority": 5, "group_l
 @pytest.fixture
 def api(settings, engine):  # type: ignore[no-untyped-def]
     a, b = make_store(engine), make_store(engine)
-    client = TestClient(create_app(settings))
-
-    def auth(store: Any) -> dict[str, str]:
-        return {"Authorization": f"Bearer {create_token(engine, store.id, 'test')}"}
-
-    return client, a, b, auth(a), auth(b)
+    return api_client(settings), a, b, bearer(engine, a.id), bearer(engine, b.id)
 
 
+@pytest.mark.integration
 def test_crud_and_versions(api) -> None:  # type: ignore[no-untyped-def]
     client, a, _, ha, _ = api
     r = client.post("/v1/rules", json=GOOD, headers=ha)
@@ -57,6 +51,7 @@ def test_crud_and_versions(api) -> None:  # type: ignore[no-untyped-def]
     assert client.get("/v1/rules").status_code == 401
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("patch, field", [
     ({"conditions": {"match": "all", "conditions": [{"field": "order_total", "operator": "bigger", "value": 1}]}},
      "conditions.conditions[0].operator"),
@@ -85,6 +80,7 @@ def test_an_invalid_rule_gets_422_naming_the_field(api, patch: dict[str, Any], f
     assert client.get("/v1/rules", headers=ha).json()["total"] == 0
 
 
+@pytest.mark.integration
 def test_one_store_can_never_read_or_change_another_stores_rules(api) -> None:  # type: ignore[no-untyped-def]
     client, a, b, ha, hb = api
     rid = client.post("/v1/rules", json=GOOD, headers=ha).json()["id"]
@@ -102,6 +98,7 @@ def test_one_store_can_never_read_or_change_another_stores_rules(api) -> None:  
     assert r.status_code == 200 and r.json()["version"] == 1
 
 
+@pytest.mark.integration
 def test_logs_limit_filters_and_isolation(api, engine) -> None:  # type: ignore[no-untyped-def]
     from datetime import datetime, timedelta, timezone
 
@@ -127,6 +124,7 @@ def test_logs_limit_filters_and_isolation(api, engine) -> None:  # type: ignore[
     assert [x["log_id"] for x in client.get("/v1/logs", headers=hb).json()["logs"]] == [f"{b.id}-0"]
 
 
+@pytest.mark.integration
 def test_schema_lists_triggers_fields_operators_and_action_parameters(api) -> None:  # type: ignore[no-untyped-def]
     client, _, _, ha, _ = api
     doc = client.get("/v1/schema", headers=ha).json()
@@ -147,13 +145,14 @@ def test_schema_lists_triggers_fields_operators_and_action_parameters(api) -> No
     assert "note" in note["params"]["properties"] and "note" in note["params"]["required"]
 
 
+@pytest.mark.integration
 def test_dry_run_on_a_real_order(settings, engine) -> None:  # type: ignore[no-untyped-def]
     from wooflow.simulator.server import SimulatorServer
 
     with SimulatorServer(seed=3) as sim:
-        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
-        client = TestClient(create_app(settings))
-        h = {"Authorization": f"Bearer {create_token(engine, store.id)}"}
+        store = make_sim_store(engine, sim)
+        client = api_client(settings)
+        h = bearer(engine, store.id)
         product = sim.store.create_product("Kettle", "150.00")
         order = sim.store.create_order(line_items=[{"product_id": product.id, "quantity": 1}],
                                        billing={"email": "ala@example.com", "country": "PL", "first_name": "Ala"},
@@ -191,6 +190,7 @@ def test_dry_run_on_a_real_order(settings, engine) -> None:  # type: ignore[no-u
         assert len(listed) == 2
 
 
+@pytest.mark.integration
 def test_dry_run_of_a_scheduled_trigger_asks_the_scan(settings, engine) -> None:  # type: ignore[no-untyped-def]
     """No event fires a win-back rule: the dry run reports whether the scheduler's scan
     finds the customer now — and not once the scan has fired it for this period."""
@@ -205,9 +205,9 @@ def test_dry_run_of_a_scheduled_trigger_asks_the_scan(settings, engine) -> None:
     from wooflow.stores import StoreCache
 
     with SimulatorServer(seed=5) as sim:
-        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
-        client = TestClient(create_app(settings))
-        h = {"Authorization": f"Bearer {create_token(engine, store.id)}"}
+        store = make_sim_store(engine, sim)
+        client = api_client(settings)
+        h = bearer(engine, store.id)
         away = sim.store.create_customer("away@example.com", first_name="Ola")
         recent = sim.store.create_customer("recent@example.com", first_name="Ela")
         now = datetime.now(timezone.utc)
@@ -254,10 +254,11 @@ def test_dry_run_of_a_scheduled_trigger_asks_the_scan(settings, engine) -> None:
         assert trigger(recent.id)["would_fire_now"] is False
 
 
+@pytest.mark.e2e
 def test_a_rule_created_through_the_api_reaches_a_running_consumer_within_a_second(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
-    client = TestClient(create_app(settings))
-    h = {"Authorization": f"Bearer {create_token(engine, store.id)}"}
+    client = api_client(settings)
+    h = bearer(engine, store.id)
     with ExitStack() as stack:
         rules = RoleProcess("rules", settings, logs_dir, WOOFLOW_RULES_RELOAD_S="3600").start()  # no fallback help
         stack.callback(rules.stop)

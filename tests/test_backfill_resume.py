@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
-from tests.support import env_of, make_store, read_topic, topic_size, wait_for
+from tests.support import CLI, env_of, make_sim_store, make_store, read_topic, topic_size, wait_for
 from wooflow.kafka import topics
 from wooflow.simulator import ManualClock
 from wooflow.simulator.server import SimulatorServer
@@ -30,6 +30,7 @@ def _checkpoint(engine, store_id: str) -> Any:  # type: ignore[no-untyped-def]
                                  "FROM bridge_backfill_checkpoints WHERE store_id = :s"), {"s": store_id}).all()
 
 
+@pytest.mark.e2e
 def test_backfill_since_6h_resumes_after_sigint_and_misses_nothing(settings, engine) -> None:  # type: ignore[no-untyped-def]
     clock = ManualClock(datetime.now(timezone.utc) - timedelta(hours=9))
     with SimulatorServer(seed=11, clock=clock) as sim:
@@ -38,8 +39,8 @@ def test_backfill_since_6h_resumes_after_sigint_and_misses_nothing(settings, eng
         old = {st.create_order(line_items=[{"product_id": mug.id}], status="processing").id for _ in range(OLD)}
         clock.advance(8 * 3600)  # the rest was modified an hour ago: inside --since 6h
         recent = {st.create_order(line_items=[{"product_id": mug.id}], status="processing").id for _ in range(RECENT)}
-        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
-        cmd = [sys.executable, "-m", "wooflow.cli", "backfill", "--store", store.id, "--since", "6h",
+        store = make_sim_store(engine, sim)
+        cmd = [*CLI, "backfill", "--store", store.id, "--since", "6h",
                "--resources", "orders"]
         env = env_of(settings)
 
@@ -86,6 +87,7 @@ def test_backfill_since_6h_resumes_after_sigint_and_misses_nothing(settings, eng
         assert topic_size(settings, topics.ORDERS) == RECENT
 
 
+@pytest.mark.integration
 def test_a_run_is_what_was_asked(engine) -> None:  # type: ignore[no-untyped-def]
     """Which command resumes which run, on the checkpoint table itself."""
     from wooflow.producers.backfill import _save, open_run, unfinished_runs

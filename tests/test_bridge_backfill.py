@@ -4,21 +4,17 @@ poller share one dedupe store; 429/5xx are retried with backoff."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
 import time
 
-import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.support import ServerThread, env_of, make_store, read_topic, topic_size, wait_for
+from tests.harness import BridgeThread
+from tests.support import CLI, ServerThread, env_of, make_sim_store, read_topic, topic_size, wait_for
 from wooflow.kafka import topics
-from wooflow.producers.app import create_app
 from wooflow.producers.poller import poll_store
-from wooflow.producers.signature import sign
 from wooflow.producers.sync_ingest import SyncIngest
 from wooflow.producers.woo_rest import WooRest
 from wooflow.schemas.codec import get_codec
@@ -30,7 +26,7 @@ ORDERS = 5000
 
 
 def backfill_cmd(settings, store_id: str) -> list[str]:  # type: ignore[no-untyped-def]
-    return [sys.executable, "-m", "wooflow.cli", "backfill", "--store", store_id, "--since", "2026-01-01",
+    return [*CLI, "backfill", "--store", store_id, "--since", "2026-01-01",
             "--resources", "orders"]
 
 
@@ -41,6 +37,7 @@ def checkpoint(engine, store_id: str) -> tuple[int, bool]:  # type: ignore[no-un
     return (row[0], row[1]) if row else (0, False)
 
 
+@pytest.mark.e2e
 def test_backfill_of_5000_orders_resumes_after_interrupt_without_duplicates(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     with SimulatorServer(seed=3, clock=ManualClock()) as sim:
         st = sim.store
@@ -49,7 +46,7 @@ def test_backfill_of_5000_orders_resumes_after_interrupt_without_duplicates(sett
         for i in range(ORDERS):
             st.create_order(line_items=[{"product_id": products[i % 5].id, "quantity": 1 + i % 3}],
                             customer_id=customers[i % 50].id, status="processing")
-        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
+        store = make_sim_store(engine, sim)
         env = env_of(settings)
         first = subprocess.Popen(backfill_cmd(settings, store.id), env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT)
@@ -82,19 +79,17 @@ def test_backfill_of_5000_orders_resumes_after_interrupt_without_duplicates(sett
 
         # a webhook of a state the backfill already produced is a duplicate (one dedupe store)
         order = st.rest_item("order", events[0][1]["order_id"])
-        body = json.dumps(order).encode()
-        with ServerThread(create_app(settings)) as bridge:
-            r = httpx.post(f"{bridge.url}/webhooks/woocommerce/{store.id}", content=body, headers={
-                "Content-Type": "application/json", "X-WC-Webhook-Topic": "order.created",
-                "X-WC-Webhook-Signature": sign(body, store.webhook_secret)})
+        with BridgeThread(settings) as bridge:
+            r = bridge.webhook(store, "order.created", order)
         assert r.status_code == 200 and r.json()["duplicate"] is True, r.text
         assert topic_size(settings, topics.ORDERS) == ORDERS
 
 
+@pytest.mark.integration
 def test_poller_catches_changes_without_webhooks_and_dedupes_with_them(settings, engine) -> None:  # type: ignore[no-untyped-def]
     settings = settings.model_copy(update={"poll_overlap_s": 5.0})
     with SimulatorServer(seed=5) as sim:
-        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
+        store = make_sim_store(engine, sim)
         ingest = SyncIngest(settings, engine, get_codec(None))
         try:
             assert poll_store(store, settings, engine, ingest, ("orders",)) == {"orders": 0}  # watermark = now
@@ -111,14 +106,12 @@ def test_poller_catches_changes_without_webhooks_and_dedupes_with_them(settings,
         assert ev["source"] == "poller" and ev["order"]["status"] == "processing" and ev["action"] == "updated"
         # the webhook of that change arrives late: same content, same event id, nothing new
         sim.store.create_webhook("order.updated", "http://127.0.0.1:1/", ping=False)
-        body = json.dumps(sim.store.rest_item("order", order.id)).encode()
-        with ServerThread(create_app(settings)) as bridge:
-            r = httpx.post(f"{bridge.url}/webhooks/woocommerce/{store.id}", content=body, headers={
-                "Content-Type": "application/json", "X-WC-Webhook-Topic": "order.updated",
-                "X-WC-Webhook-Signature": sign(body, store.webhook_secret)})
+        with BridgeThread(settings) as bridge:
+            r = bridge.webhook(store, "order.updated", sim.store.rest_item("order", order.id))
         assert r.status_code == 200 and r.json()["duplicate"] is True, r.text
 
 
+@pytest.mark.unit
 def test_rest_client_backs_off_on_429_and_5xx() -> None:
     """A store that answers 429, then 503, then the page (over a real socket)."""
     from starlette.applications import Starlette

@@ -9,9 +9,12 @@ import re
 import uuid
 
 import psycopg
+import pytest
 from sqlalchemy import text
 
 from wooflow.producers import dedupe
+
+pytestmark = pytest.mark.integration
 
 
 def test_async_claims_mark_done_then_claim(engine) -> None:  # type: ignore[no-untyped-def]

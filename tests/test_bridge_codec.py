@@ -19,6 +19,8 @@ from wooflow.producers.normalise import StoreInfo, normalise
 from wooflow.schemas import codec
 from wooflow.schemas.registry import SchemaVersion, catalog
 
+pytestmark = pytest.mark.unit
+
 VERSIONS = [v for vs in catalog().by_name.values() for v in vs]
 
 

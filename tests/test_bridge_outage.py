@@ -14,12 +14,11 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from tests.support import ServerThread, free_port, make_store, read_topic, unique, wait_for
+from tests.harness import BridgeThread, webhook_headers
+from tests.support import free_port, make_store, read_topic, unique, wait_for
 from wooflow.devinfra import kafka as kafka_mod
 from wooflow.kafka import topics
 from wooflow.kafka.admin import create_topics
-from wooflow.producers.app import create_app
-from wooflow.producers.signature import sign
 from wooflow.settings import Settings
 
 CUSTOMERS, PER_CUSTOMER = 50, 20  # 1,000 webhooks
@@ -41,9 +40,8 @@ async def deliver_all(url: str, secret: str) -> list[int]:
         async def customer(c: int) -> None:
             for seq in range(PER_CUSTOMER):
                 body = order_body(c, seq)
-                r = await client.post(url, content=body, headers={
-                    "Content-Type": "application/json", "X-WC-Webhook-Topic": "order.created",
-                    "X-WC-Webhook-Signature": sign(body, secret), "X-WC-Webhook-Delivery-ID": "x"})
+                r = await client.post(url, content=body,
+                                      headers=webhook_headers(secret, body) | {"X-WC-Webhook-Delivery-ID": "x"})
                 statuses.append(r.status_code)
 
         await asyncio.gather(*(customer(c) for c in range(1, CUSTOMERS + 1)))
@@ -71,6 +69,7 @@ def own_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
             kafka_mod.stop_kafka(state["broker"].pid, 10)
 
 
+@pytest.mark.e2e
 def test_kafka_outage_answers_2xx_and_delivers_exactly_once_in_order(own_broker, migrated, engine) -> None:  # type: ignore[no-untyped-def]
     bootstrap, stop_broker, start_broker = own_broker
     tag = unique("t")
@@ -79,10 +78,9 @@ def test_kafka_outage_answers_2xx_and_delivers_exactly_once_in_order(own_broker,
     create_topics(s)
     store = make_store(engine)
     try:
-        with ServerThread(create_app(s)) as bridge:
-            url = f"{bridge.url}/webhooks/woocommerce/{store.id}"
+        with BridgeThread(s) as bridge:
             stop_broker()
-            statuses = asyncio.run(deliver_all(url, store.webhook_secret))
+            statuses = asyncio.run(deliver_all(bridge.hook_url(store.id), store.webhook_secret))
             assert statuses.count(200) == CUSTOMERS * PER_CUSTOMER, sorted(set(statuses))
             with engine.connect() as conn:
                 queued = conn.execute(text("SELECT count(*) FROM bridge_outbox WHERE store_id = :s"),
@@ -100,10 +98,7 @@ def test_kafka_outage_answers_2xx_and_delivers_exactly_once_in_order(own_broker,
             wait_for(lambda: REGISTRY.get_sample_value("wooflow_bridge_kafka_available") == 1, 30, 0.2,
                      "breaker closed")
             # after the outage: straight to Kafka again
-            body = order_body(CUSTOMERS + 1, 0)
-            r = httpx.post(url, content=body, headers={"Content-Type": "application/json",
-                                                      "X-WC-Webhook-Topic": "order.created",
-                                                      "X-WC-Webhook-Signature": sign(body, store.webhook_secret)})
+            r = bridge.webhook(store, "order.created", order_body(CUSTOMERS + 1, 0))
             assert r.status_code == 200 and r.json()["accepted"] == 1
         events = read_topic(s, topics.ORDERS, timeout=30)
         assert len(events) == CUSTOMERS * PER_CUSTOMER + 1
@@ -118,6 +113,7 @@ def test_kafka_outage_answers_2xx_and_delivers_exactly_once_in_order(own_broker,
             conn.execute(text("DELETE FROM bridge_outbox WHERE store_id = :s"), {"s": store.id})
 
 
+@pytest.mark.integration
 def test_the_outbox_is_bounded_503_beyond(migrated, engine) -> None:  # type: ignore[no-untyped-def]
     """No broker at all (nothing listens on the port): the outbox takes `outbox_max_rows`
     events, then the bridge answers 503 and counts them, instead of growing without bound."""
@@ -126,14 +122,10 @@ def test_the_outbox_is_bounded_503_beyond(migrated, engine) -> None:  # type: ig
     store = make_store(engine)
     rejected = REGISTRY.get_sample_value("wooflow_outbox_rejected_total") or 0
     try:
-        with ServerThread(create_app(s)) as bridge:
-            url = f"{bridge.url}/webhooks/woocommerce/{store.id}"
+        with BridgeThread(s) as bridge:
             codes = []
             for seq in range(8):
-                body = order_body(1, seq)
-                r = httpx.post(url, content=body, timeout=30, headers={
-                    "Content-Type": "application/json", "X-WC-Webhook-Topic": "order.created",
-                    "X-WC-Webhook-Signature": sign(body, store.webhook_secret)})
+                r = bridge.webhook(store, "order.created", order_body(1, seq), timeout=30)
                 codes.append((r.status_code, r.json().get("error")))
         assert codes == [(200, None)] * 5 + [(503, "outbox_full")] * 3, codes
         assert (REGISTRY.get_sample_value("wooflow_outbox_rejected_total") or 0) == rejected + 3

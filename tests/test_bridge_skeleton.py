@@ -8,10 +8,12 @@ import json
 import httpx
 import pytest
 
-from tests.support import ServerThread, make_store, read_topic, wait_until_bridge_idle
+from tests.harness import webhook_headers
+from tests.support import make_store, read_topic, wait_until_bridge_idle
 from wooflow.kafka import topics
-from wooflow.producers.app import create_app
 from wooflow.producers.signature import sign
+
+pytestmark = pytest.mark.integration
 
 ORDER = {
     "id": 501, "number": "501", "status": "processing", "currency": "PLN", "total": "149.90",
@@ -29,24 +31,18 @@ def php_body(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":")).replace("/", "\\/").encode()
 
 
+# the rest of what WooCommerce sends with a webhook
+MORE = {"X-WC-Webhook-ID": "3", "X-WC-Webhook-Delivery-ID": "abc", "X-WC-Webhook-Source": "http://shop.example/"}
+
+
 def headers(store_secret: str, body: bytes, topic: str = "order.created") -> dict[str, str]:
-    return {"Content-Type": "application/json", "X-WC-Webhook-Topic": topic,
-            "X-WC-Webhook-Resource": topic.split(".")[0], "X-WC-Webhook-Event": topic.split(".")[1],
-            "X-WC-Webhook-Signature": sign(body, store_secret), "X-WC-Webhook-ID": "3",
-            "X-WC-Webhook-Delivery-ID": "abc", "X-WC-Webhook-Source": "http://shop.example/"}
-
-
-@pytest.fixture
-def bridge(settings):  # type: ignore[no-untyped-def]
-    with ServerThread(create_app(settings)) as server:
-        yield server
+    return webhook_headers(store_secret, body, topic) | MORE
 
 
 def test_signed_order_created_becomes_one_order_event(settings, engine, bridge) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     body = php_body(ORDER)
-    r = httpx.post(f"{bridge.url}/webhooks/woocommerce/{store.id}", content=body,
-                   headers=headers(store.webhook_secret, body))
+    r = bridge.webhook(store, "order.created", body, headers=MORE)
     assert r.status_code == 200, r.text
     events = read_topic(settings, topics.ORDERS)
     assert len(events) == 1
@@ -60,7 +56,7 @@ def test_signed_order_created_becomes_one_order_event(settings, engine, bridge) 
 
 def test_ping_is_answered_200_and_produces_nothing(settings, engine, bridge) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
-    r = httpx.post(f"{bridge.url}/webhooks/woocommerce/{store.id}", content=b"webhook_id=12",
+    r = httpx.post(bridge.hook_url(store.id), content=b"webhook_id=12",
                    headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 200
     wait_until_bridge_idle(engine, store.id)
@@ -69,7 +65,7 @@ def test_ping_is_answered_200_and_produces_nothing(settings, engine, bridge) -> 
 
 def test_bad_input_gets_a_clear_4xx_and_produces_nothing(settings, engine, bridge) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
-    url = f"{bridge.url}/webhooks/woocommerce/{store.id}"
+    url = bridge.hook_url(store.id)
     body = php_body(ORDER)
     good = headers(store.webhook_secret, body)
     cases = {
@@ -78,7 +74,7 @@ def test_bad_input_gets_a_clear_4xx_and_produces_nothing(settings, engine, bridg
         "signature of other bytes": (url, body + b" ", good, 401),
         "malformed json": (url, b'{"id": 5, "status": ', headers(store.webhook_secret, b'{"id": 5, "status": '), 400),
         "json not an object": (url, b"[1,2]", headers(store.webhook_secret, b"[1,2]"), 400),
-        "unknown store": (f"{bridge.url}/webhooks/woocommerce/nope-{store.id}", body, good, 404),
+        "unknown store": (bridge.hook_url(f"nope-{store.id}"), body, good, 404),
         "unknown topic": (url, body, headers(store.webhook_secret, body, "order.exploded"), 400),
         "wrong content type": (url, body, good | {"Content-Type": "text/plain"}, 415),
         "too large": (url, b"{" + b" " * (settings.max_body_bytes + 1) + b"}", good, 413),

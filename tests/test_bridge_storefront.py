@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from tests.support import ServerThread, env_of, make_store, read_topic, wait_for, wait_until_bridge_idle
+from tests.harness import BridgeThread
+from tests.support import env_of, make_store, read_topic, wait_for, wait_until_bridge_idle, wooflow_cli
 from wooflow.kafka import topics
-from wooflow.producers.app import create_app
 from wooflow.producers.keys import email_hash
 from wooflow.producers.storefront import customer_signature
 from wooflow.simulator.server import SimulatorServer
@@ -22,8 +21,8 @@ ORIGIN = "https://shop.example"
 
 @pytest.fixture
 def bridge(settings):  # type: ignore[no-untyped-def]
-    s = settings.model_copy(update={"storefront_burst": 30, "storefront_rate_per_s": 0.5})
-    with ServerThread(create_app(s)) as server:
+    """The bridge with a storefront rate limit a test can reach."""
+    with BridgeThread(settings.model_copy(update={"storefront_burst": 30, "storefront_rate_per_s": 0.5})) as server:
         yield server
 
 
@@ -31,6 +30,7 @@ def rejected(reason: str) -> float:
     return REGISTRY.get_sample_value("wooflow_storefront_rejected_total", {"reason": reason}) or 0.0
 
 
+@pytest.mark.integration
 def test_storefront_events_link_the_session_to_the_customer(settings, engine, bridge) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine, ORIGIN + "/")
     url = f"{bridge.url}/storefront/{store.id}/events"
@@ -70,6 +70,7 @@ def test_storefront_events_link_the_session_to_the_customer(settings, engine, br
                             {"s": store.id}).scalar_one() == "c7"
 
 
+@pytest.mark.integration
 def test_storefront_bad_input_and_the_snippet(settings, engine, bridge) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine, ORIGIN)
     url = f"{bridge.url}/storefront/{store.id}/events"
@@ -106,20 +107,20 @@ def test_storefront_bad_input_and_the_snippet(settings, engine, bridge) -> None:
     assert statuses[:25].count(200) == 25 and 429 in statuses[25:], statuses
 
 
+@pytest.mark.e2e
 def test_stores_add_creates_webhooks_and_remove_deletes_them(settings, engine, bridge) -> None:  # type: ignore[no-untyped-def]
     env = env_of(settings)
     with SimulatorServer(seed=9) as sim:
         store_id = "cli" + bridge.url.rsplit(":", 1)[1]
 
         def wooflow(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "wooflow.cli", *args], env=env, capture_output=True,
-                                  text=True, timeout=120)
+            return wooflow_cli(*args, env=env)
 
         r = wooflow("stores", "add", store_id, "--url", sim.url, "--consumer-key", sim.auth[0], "--consumer-secret",
                     sim.auth[1], "--timezone", "Europe/Warsaw", "--currency", "PLN", "--bridge-url", bridge.url)
         assert r.returncode == 0, r.stderr
         hooks = list(sim.store.webhooks.values())
-        assert len(hooks) == 16 and {h.delivery_url for h in hooks} == {f"{bridge.url}/webhooks/woocommerce/{store_id}"}
+        assert len(hooks) == 16 and {h.delivery_url for h in hooks} == {bridge.hook_url(store_id)}
         with engine.connect() as conn:
             secret = conn.execute(text("SELECT webhook_secret FROM stores WHERE id = :s"), {"s": store_id}).scalar_one()
         assert {h.secret for h in hooks} == {secret} and secret not in r.stdout + r.stderr

@@ -12,11 +12,13 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from tests.support import ServerThread, make_store, read_topic, wait_for, wait_until_bridge_idle
+from tests.harness import webhook_headers
+from tests.support import make_sim_store, make_store, read_topic, wait_for, wait_until_bridge_idle
 from wooflow.kafka import topics
-from wooflow.producers.app import create_app
 from wooflow.producers.signature import sign
 from wooflow.simulator.server import SimulatorServer
+
+pytestmark = pytest.mark.integration
 
 ALL_TOPICS = (
     "order.created", "order.updated", "order.deleted", "order.restored",
@@ -25,12 +27,6 @@ ALL_TOPICS = (
     "coupon.created", "coupon.updated", "coupon.deleted", "coupon.restored",
     "action.woocommerce_checkout_order_processed", "action.woocommerce_order_status_processing_to_completed",
 )
-
-
-@pytest.fixture
-def bridge(settings):  # type: ignore[no-untyped-def]
-    with ServerThread(create_app(settings)) as server:
-        yield server
 
 
 @pytest.fixture
@@ -48,8 +44,8 @@ def actions(events: list[tuple[str, dict]], id_field: str) -> list[tuple[int, st
 
 
 def test_every_topic_becomes_the_right_event(settings, engine, bridge, sim) -> None:  # type: ignore[no-untyped-def]
-    store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
-    hook = f"{bridge.url}/webhooks/woocommerce/{store.id}"
+    store = make_sim_store(engine, sim)
+    hook = bridge.hook_url(store.id)
     for t in ALL_TOPICS:
         sim.store.create_webhook(t, hook, secret=store.webhook_secret)
     assert all(a.status_code == 200 for a in sim.store.deliveries(kind="ping"))  # pings answered 200
@@ -113,9 +109,8 @@ def test_every_topic_becomes_the_right_event(settings, engine, bridge, sim) -> N
 
 
 def test_a_redelivered_delivery_produces_one_event(settings, engine, bridge, sim) -> None:  # type: ignore[no-untyped-def]
-    store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
-    sim.store.create_webhook("customer.created", f"{bridge.url}/webhooks/woocommerce/{store.id}",
-                             secret=store.webhook_secret)
+    store = make_sim_store(engine, sim)
+    sim.store.create_webhook("customer.created", bridge.hook_url(store.id), secret=store.webhook_secret)
     sim.store.create_customer("bob@example.com")
     assert sim.store.wait_idle(30)
     (first,) = sim.store.deliveries()
@@ -132,14 +127,11 @@ def test_a_redelivered_delivery_produces_one_event(settings, engine, bridge, sim
 def test_two_changes_sharing_a_delivery_id_and_second_both_count(settings, engine, bridge) -> None:  # type: ignore[no-untyped-def]
     """Delivery-ID = hash(webhook id + second): two different changes can share it."""
     store = make_store(engine)
-    url = f"{bridge.url}/webhooks/woocommerce/{store.id}"
     base = {"id": 77, "status": "processing", "currency": "PLN", "total": "10.00", "customer_id": 3,
             "date_created_gmt": "2026-11-25T10:00:00", "date_modified_gmt": "2026-11-25T10:00:09"}
     for status in ("processing", "completed"):
-        body = json.dumps(base | {"status": status}).encode()
-        r = httpx.post(url, content=body, headers={
-            "Content-Type": "application/json", "X-WC-Webhook-Topic": "order.updated",
-            "X-WC-Webhook-Signature": sign(body, store.webhook_secret), "X-WC-Webhook-Delivery-ID": "same-second"})
+        r = bridge.webhook(store, "order.updated", base | {"status": status},
+                           headers={"X-WC-Webhook-Delivery-ID": "same-second"})
         assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
     assert [ev["order"]["status"] for _, ev in read_topic(settings, topics.ORDERS)] == ["processing", "completed"]
 
@@ -149,9 +141,7 @@ def test_resource_gone_is_answered_2xx_recorded_and_counted(settings, engine, br
     body = json.dumps({"code": "woocommerce_rest_shop_order_invalid_id", "message": "Invalid ID.",
                        "data": {"status": 404}}).encode()
     before = counter("wooflow_webhooks_accepted_total", outcome="resource_gone")
-    r = httpx.post(f"{bridge.url}/webhooks/woocommerce/{store.id}", content=body, headers={
-        "Content-Type": "application/json", "X-WC-Webhook-Topic": "order.updated",
-        "X-WC-Webhook-Signature": sign(body, store.webhook_secret)})
+    r = bridge.webhook(store, "order.updated", body)
     assert r.status_code == 200 and r.json()["accepted"] == 0
     assert counter("wooflow_webhooks_accepted_total", outcome="resource_gone") == before + 1
     with engine.connect() as conn:
@@ -164,14 +154,13 @@ def test_resource_gone_is_answered_2xx_recorded_and_counted(settings, engine, br
 
 def test_bad_input_is_a_counted_4xx_and_produces_nothing(settings, engine, bridge) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
-    url = f"{bridge.url}/webhooks/woocommerce/{store.id}"
+    url = bridge.hook_url(store.id)
     order = {"id": 9, "status": "pending", "total": "1.00", "date_created_gmt": "2026-11-25T10:00:00",
              "date_modified_gmt": "2026-11-25T10:00:00"}
     body = json.dumps(order).encode()
 
     def h(b: bytes, topic: str = "order.created", **extra: str) -> dict[str, str]:
-        return {"Content-Type": "application/json", "X-WC-Webhook-Topic": topic,
-                "X-WC-Webhook-Signature": sign(b, store.webhook_secret)} | extra
+        return webhook_headers(store.webhook_secret, b, topic) | extra
 
     truncated = body[:-7]
     cases = [
@@ -181,7 +170,7 @@ def test_bad_input_is_a_counted_4xx_and_produces_nothing(settings, engine, bridg
         ("unknown topic", url, body, h(body, "order.exploded"), 400, "unknown_topic"),
         ("resource header disagrees", url, body, h(body, **{"X-WC-Webhook-Resource": "product"}), 400,
          "topic_mismatch"),
-        ("unknown store", f"{bridge.url}/webhooks/woocommerce/x{store.id}", body, h(body), 404, "unknown_store"),
+        ("unknown store", bridge.hook_url(f"x{store.id}"), body, h(body), 404, "unknown_store"),
         ("bad signature", url, body, h(body) | {"X-WC-Webhook-Signature": sign(body, "nope")}, 401,
          "invalid_signature"),
         ("missing signature", url, body, {"Content-Type": "application/json", "X-WC-Webhook-Topic": "order.created"},
@@ -210,14 +199,9 @@ def test_an_event_kafka_refuses_goes_to_the_dlq_and_does_not_stall(settings, eng
     """A 1.2 MB order fits the webhook size limit but not Kafka's message size: answered 2xx
     from the outbox, dead-lettered with its reason, and the next webhook goes straight through."""
     store = make_store(engine)
-    url = f"{bridge.url}/webhooks/woocommerce/{store.id}"
 
     def post(order: dict) -> httpx.Response:
-        body = json.dumps(order).encode()
-        return httpx.post(url, content=body, headers={"Content-Type": "application/json",
-                                                      "X-WC-Webhook-Topic": "order.updated",
-                                                      "X-WC-Webhook-Signature": sign(body, store.webhook_secret)},
-                          timeout=30)
+        return bridge.webhook(store, "order.updated", order, timeout=30)
 
     base = {"id": 5, "status": "processing", "total": "1.00", "customer_id": 2,
             "date_created_gmt": "2026-11-25T10:00:00", "date_modified_gmt": "2026-11-25T10:00:01"}

@@ -19,6 +19,8 @@ from wooflow.consumer.state import Aggregates
 from wooflow.consumer.tiers import Loyalty
 from wooflow.consumer.triggers import TriggerContext
 
+pytestmark = pytest.mark.unit
+
 # --- the reference: the module docstring's semantics, written as plainly as possible ---------
 
 
@@ -206,7 +208,7 @@ def test_a_property_that_discards_most_examples_fails() -> None:
         tally.check()
 
 
-# --- seed 002 semantics, spelled out ------------------------------------------------------------
+# --- Polski Pro's filter semantics, spelled out ---------------------------------------------------------
 
 def test_geo_scopes() -> None:
     assert geo_scopes("PL") == ["pl", "eu", "eea"]

@@ -16,14 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import Engine, insert, text
 
-from tests.support import env_of, make_store, unique, wait_for
+from tests.harness import api_client, bearer
+from tests.support import env_of, make_sim_store, make_store, unique, wait_for, wooflow_cli
 from tests.test_workflows_e2e import Workflows
-from wooflow.api.app import create_app
-from wooflow.api.auth import create_token
 from wooflow.consent_policy import ConsentPolicy, policy_of, record_event_answers
 from wooflow.db.tables import consents, execution_logs
 from wooflow.producers.keys import email_hash
@@ -84,6 +82,7 @@ def rows(engine: Engine, store: Store) -> list[dict[str, Any]]:
 
 # --- the policy --------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_policy_validation_and_checkbox_values() -> None:
     p = ConsentPolicy()
     assert (p.policy, p.grants_from, p.meta_key) == ("opt_in", ["api", "order_meta", "customer_meta"], None)
@@ -102,6 +101,7 @@ def test_policy_validation_and_checkbox_values() -> None:
     assert policy_of(broken) == ConsentPolicy()
 
 
+@pytest.mark.integration
 def test_opt_in_counts_the_triggering_orders_checkbox(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = store_with(engine, policy="opt_in", meta_key=KEY, meta_yes=["yes"])
     ticked = order_ctx(1, "ala@example.com", NOW, {KEY: "yes"})
@@ -119,6 +119,7 @@ def test_opt_in_counts_the_triggering_orders_checkbox(settings, engine) -> None:
     assert not check(settings, engine, untrusting, "ala@example.com", ticked).granted
 
 
+@pytest.mark.integration
 def test_opt_out_sends_unless_withdrawn_and_the_newest_answer_wins(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = store_with(engine, policy="opt_out")
     d = check(settings, engine, store, "dan@example.com")
@@ -137,6 +138,7 @@ def test_opt_out_sends_unless_withdrawn_and_the_newest_answer_wins(settings, eng
     assert not check(settings, engine, store, "tie@example.com").granted
 
 
+@pytest.mark.integration
 def test_withdrawals_and_checkout_grants_are_ordered_by_time(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = store_with(engine, meta_key=KEY)
     addr = "ola@example.com"
@@ -151,6 +153,7 @@ def test_withdrawals_and_checkout_grants_are_ordered_by_time(settings, engine) -
     assert d.granted and d.source == "order_meta"
 
 
+@pytest.mark.integration
 def test_answers_read_from_events_are_recorded_once(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = store_with(engine, meta_key=KEY, meta_no=["no"], grants_from=["api", "order_meta", "customer_meta"])
     policy = policy_of(store)
@@ -175,6 +178,7 @@ def test_answers_read_from_events_are_recorded_once(settings, engine) -> None:  
     assert check(settings, engine, store, "ala@example.com").granted
 
 
+@pytest.mark.integration
 def test_customer_meta_is_a_state_a_repeated_yes_after_an_unsubscribe_grants_nothing(  # type: ignore[no-untyped-def]
         settings, engine) -> None:
     store = store_with(engine, meta_key=KEY, meta_no=["no"])
@@ -204,6 +208,7 @@ def test_customer_meta_is_a_state_a_repeated_yes_after_an_unsubscribe_grants_not
     assert customer(later + timedelta(minutes=2), "yes") == 0  # replayed
 
 
+@pytest.mark.integration
 def test_storefront_grants_count_only_where_the_store_trusts_them(settings, engine) -> None:  # type: ignore[no-untyped-def]
     default = store_with(engine)
     trusting = store_with(engine, grants_from=["api", "storefront"])
@@ -218,10 +223,11 @@ def test_storefront_grants_count_only_where_the_store_trusts_them(settings, engi
 
 # --- setting the policy ------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_policy_through_the_api(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = store_with(engine)
-    client = TestClient(create_app(settings))
-    h = {"Authorization": f"Bearer {create_token(engine, store.id, 'test')}"}
+    client = api_client(settings)
+    h = bearer(engine, store.id)
     assert client.get("/v1/consent-policy", headers=h).json()["policy"] == "opt_in"
     r = client.put("/v1/consent-policy", headers=h,
                    json={"policy": "opt_out", "meta_key": KEY, "meta_yes": ["Yes"], "grants_from": ["api"]})
@@ -239,13 +245,13 @@ def test_policy_through_the_api(settings, engine) -> None:  # type: ignore[no-un
     assert client.get("/v1/consent-policy").status_code == 401
 
 
+@pytest.mark.e2e
 def test_policy_through_the_cli(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = store_with(engine)
     env = env_of(settings)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "wooflow.cli", "stores", "consent", *args], env=env,
-                              capture_output=True, text=True, timeout=120)
+        return wooflow_cli("stores", "consent", *args, env=env)
 
     done = cli(store.id, "--policy", "opt_out", "--meta-key", KEY, "--meta-yes", "yes, 1",
                "--grants-from", "api,order_meta,storefront")
@@ -267,15 +273,16 @@ def _settings(engine: Engine, store_id: str) -> dict[str, Any]:
 
 # --- the dry run -------------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_dry_run_shows_the_verdict_with_policy_and_source(settings, engine) -> None:  # type: ignore[no-untyped-def]
     from wooflow.simulator.server import SimulatorServer
 
     with SimulatorServer(seed=5) as sim:
-        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
+        store = make_sim_store(engine, sim)
         upsert_store(engine, Store(**{**store.__dict__, "settings": {"consent": {"meta_key": KEY}}}))
         rule_id = install(engine, store.id, "welcome_series")
-        client = TestClient(create_app(settings))
-        h = {"Authorization": f"Bearer {create_token(engine, store.id, 'test')}"}
+        client = api_client(settings)
+        h = bearer(engine, store.id)
         product = sim.store.create_product("Kettle", "150.00")
 
         def dry_run(email: str, meta: list[dict[str, Any]]) -> dict[str, Any]:
@@ -313,6 +320,7 @@ def consent_rows(w: Workflows, source: str) -> list[dict[str, Any]]:
     return w.query("SELECT * FROM consents WHERE store_id = :s AND source = :src ORDER BY id", src=source)
 
 
+@pytest.mark.e2e
 def test_opt_in_checkout_box_storefront_capture_and_unsubscribe(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     policy = {"policy": "opt_in", "meta_key": KEY, "meta_yes": ["yes"], "grants_from": ["api", "order_meta",
                                                                                          "storefront"]}
@@ -364,6 +372,7 @@ def test_opt_in_checkout_box_storefront_capture_and_unsubscribe(settings, engine
             raise
 
 
+@pytest.mark.e2e
 def test_opt_out_sends_unless_the_customer_withdrew(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     from wooflow.workers import unsubscribe
 
@@ -372,7 +381,7 @@ def test_opt_out_sends_unless_the_customer_withdrew(settings, engine, logs_dir) 
         install(engine, w.store.id, "welcome_series")
         dan, eve, fay = "dan@example.com", "eve@example.com", "fay@example.com"
         # eve withdrew through the consents API, fay through an unsubscribe link
-        h = {"Authorization": f"Bearer {create_token(engine, w.store.id, 'test')}"}
+        h = bearer(engine, w.store.id)
         r = httpx.post(f"{w.api.url}/v1/consents", headers=h, timeout=10,
                        json={"email": eve, "granted": False, "source": "preference_center"})
         assert r.status_code == 201, r.text
@@ -401,6 +410,7 @@ def test_opt_out_sends_unless_the_customer_withdrew(settings, engine, logs_dir) 
 
 # --- the demo's summary and its store's checkbox -----------------------------------------------
 
+@pytest.mark.integration
 def test_demo_counts_emails_sent_and_skipped_for_no_consent(engine) -> None:  # type: ignore[no-untyped-def]
     from wooflow.demo import EmailCounts, email_counts
 
@@ -428,6 +438,7 @@ def test_demo_counts_emails_sent_and_skipped_for_no_consent(engine) -> None:  # 
         assert email_counts(conn, store, started.timestamp()) == EmailCounts(sent=2, no_consent=2, other=2)
 
 
+@pytest.mark.unit
 def test_simulated_checkout_box_marks_some_orders_and_leaves_traffic_unchanged() -> None:
     from wooflow.simulator.state import SimulatedStore
     from wooflow.simulator.traffic import ConsentBox, generate
@@ -442,6 +453,7 @@ def test_simulated_checkout_box_marks_some_orders_and_leaves_traffic_unchanged()
     assert not any(m.key == KEY for o in plain.orders.values() for m in o.meta_data)
 
 
+@pytest.mark.integration
 def test_demo_forgets_its_previous_store_and_runs_without_aiosmtpd(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from wooflow.demo import DEMO_STORE, _reset_store, _smtp_server
 

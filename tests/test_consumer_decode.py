@@ -18,6 +18,8 @@ from wooflow.consumer.decode import EventDecoder, decimal_text
 from wooflow.schemas.codec import SingleObjectCodec
 from wooflow.schemas.registry import SchemaVersion, catalog
 
+pytestmark = pytest.mark.unit
+
 EVENTS = [v for vs in catalog().by_name.values() for v in vs if v.name.endswith("Event")]
 
 

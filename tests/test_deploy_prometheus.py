@@ -12,7 +12,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.support import tool_missing
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "deploy" / "prometheus"

@@ -10,20 +10,23 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
+from confluent_kafka.admin import NewTopic
 
 from wooflow.devinfra import kafka as kafka_mod
 from wooflow.devinfra.kafka import LauncherError
 from wooflow.devinfra.launcher import Services, env_lines, status, up
+from wooflow.kafka.admin import admin_client
+from wooflow.kafka.config import producer_config
+from wooflow.kafka.consumer import make_reader
+from wooflow.settings import Settings
 
 if TYPE_CHECKING:  # conftest is loaded by pytest; importing it at runtime could load it twice
     from tests.conftest import ServiceEndpoints
 
 
-def _consume(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"devinfra-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+def _consume(s: Settings, topic: str, expected: int, timeout: float = 30.0) -> list[bytes]:
+    consumer = make_reader(s, f"devinfra-{uuid.uuid4().hex}")
     values: list[bytes] = []
     try:
         consumer.subscribe([topic])
@@ -39,17 +42,17 @@ def _consume(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -
 
 @pytest.mark.integration
 def test_broker_creates_topic_and_round_trips_messages(services: ServiceEndpoints) -> None:
-    bootstrap = services.kafka_bootstrap_servers
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    s = Settings(kafka_bootstrap_servers=services.kafka_bootstrap_servers)
+    admin = admin_client(s)
     topic = f"devinfra-test-{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=30)
     try:
-        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+        producer = Producer(producer_config(s))
         sent = [f"message-{i}".encode() for i in range(3)]
         for value in sent:
             producer.produce(topic, key=b"k", value=value)
         assert producer.flush(30) == 0
-        assert _consume(bootstrap, topic, len(sent)) == sent
+        assert _consume(s, topic, len(sent)) == sent
     finally:
         admin.delete_topics([topic])[topic].result(timeout=30)
 
@@ -80,6 +83,7 @@ def test_up_is_idempotent_and_status_reports_running(services: ServiceEndpoints)
         assert report[name]["pid"] == services.pids[name]
 
 
+@pytest.mark.unit
 def test_env_lines_are_shell_exports() -> None:
     services = Services(kafka_bootstrap_servers="127.0.0.1:1234",
                         database_url="postgresql+psycopg://postgres@127.0.0.1:5/wooflow",
@@ -90,6 +94,7 @@ def test_env_lines_are_shell_exports() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_missing_java_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LauncherError, match=r"Java not found.*Java 17\+"):
         kafka_mod.require_java({"PATH": str(tmp_path)})
@@ -102,12 +107,14 @@ def _fake_tool(directory: Path, name: str, script: str) -> Path:
     return tool
 
 
+@pytest.mark.unit
 def test_old_java_is_a_clear_error(tmp_path: Path) -> None:
     _fake_tool(tmp_path, "java", "echo 'openjdk version \"11.0.22\" 2024-01-16' >&2")
     with pytest.raises(LauncherError, match=r"Java 11.*needs Java 17 or newer"):
         kafka_mod.require_java({"PATH": str(tmp_path)})
 
 
+@pytest.mark.unit
 def test_java_home_wins_over_path(tmp_path: Path) -> None:
     (tmp_path / "home" / "bin").mkdir(parents=True)
     (tmp_path / "path").mkdir()
@@ -118,6 +125,7 @@ def test_java_home_wins_over_path(tmp_path: Path) -> None:
     assert kafka_mod.java_major_version(tmp_path / "path" / "java") == 8
 
 
+@pytest.mark.unit
 def test_missing_mvn_is_a_clear_error_only_when_jars_are_not_cached(tmp_path: Path) -> None:
     empty = {"PATH": str(tmp_path / "empty")}
     with pytest.raises(LauncherError, match=r"Maven \(`mvn`\) not found"):
@@ -128,6 +136,7 @@ def test_missing_mvn_is_a_clear_error_only_when_jars_are_not_cached(tmp_path: Pa
     assert kafka_mod.ensure_jars(tmp_path / "cache", env=empty) == libs
 
 
+@pytest.mark.unit
 def test_failing_mvn_reports_its_output(tmp_path: Path) -> None:
     _fake_tool(tmp_path, "mvn", "echo 'Could not resolve dependencies: boom' >&2; exit 1")
     with pytest.raises(LauncherError, match=r"(?s)mvn failed.*Could not resolve dependencies: boom"):

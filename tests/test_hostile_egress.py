@@ -126,6 +126,7 @@ async def outcome(http: SafeHttp, url: str) -> str:
     return f"HTTP {answer.status_code}"
 
 
+@pytest.mark.unit
 def test_ssrf_matrix_every_form_is_refused_by_default_and_reaches_inside_only_when_allowed(inside) -> None:  # type: ignore[no-untyped-def]
     receiver, port = inside
     forms = [f.format(port=port) for f in LOOPBACK_FORMS]
@@ -165,6 +166,7 @@ class Rebinding:
         return [self.first if self.calls == 1 else self.then]
 
 
+@pytest.mark.unit
 def test_dns_rebinding_cannot_swap_the_checked_address() -> None:
     """The name answers the allowed address (127.0.0.2, standing for a public server) first and
     the inside address (127.0.0.1, same port) afterwards. A client that looked it up once to
@@ -190,6 +192,7 @@ def test_dns_rebinding_cannot_swap_the_checked_address() -> None:
     assert rebinding.calls == 2
 
 
+@pytest.mark.unit
 def test_redirects_to_every_inside_form_are_refused(inside, outside) -> None:  # type: ignore[no-untyped-def]
     inner, port = inside
     outer, outer_port = outside
@@ -222,6 +225,7 @@ def _quote(url: str) -> str:
     return quote(url, safe="")
 
 
+@pytest.mark.integration
 def test_store_urls_are_refused_end_to_end_through_a_worker(settings, engine, inside) -> None:  # type: ignore[no-untyped-def]
     """The webhook URL of a rule and the store's SMS provider URL, through a real worker:
     each inside form fails with the refusal (no retries), dead-lettered, never connected."""
@@ -260,6 +264,7 @@ def test_store_urls_are_refused_end_to_end_through_a_worker(settings, engine, in
 
 # --- defects the matrix found -------------------------------------------------------------
 
+@pytest.mark.unit
 def test_6to4_address_of_loopback_is_blocked() -> None:
     """2002:7f00:1:: is carried to 127.0.0.1 (and 2002:a9fe:a9fe:: to the metadata address)."""
     policy = EgressPolicy.parse("")
@@ -269,10 +274,12 @@ def test_6to4_address_of_loopback_is_blocked() -> None:
     assert policy.refusal(ipaddress.ip_address("2002:5db8:d822::1")) is None  # 6to4 of a public address
 
 
+@pytest.mark.unit
 def test_site_local_ipv6_is_blocked() -> None:
     assert "site-local" in (EgressPolicy.parse("").refusal(ipaddress.ip_address("fec0::1")) or "")
 
 
+@pytest.mark.unit
 def test_numeric_ipv4_forms_are_refused_not_retried_as_network_errors(inside) -> None:  # type: ignore[no-untyped-def]
     """`http://2130706433/`, `http://0177.0.0.1/`, `http://127.1/` were sent to aiohttp, which
     refused them as non-canonical: a network error, retried until the DLQ, never saying why."""
@@ -291,6 +298,7 @@ def test_numeric_ipv4_forms_are_refused_not_retried_as_network_errors(inside) ->
     assert receiver.hits["/hook"] == 0
 
 
+@pytest.mark.unit
 def test_numeric_host_that_is_no_address_is_refused() -> None:
     async def go() -> str:
         http = SafeHttp(EgressPolicy.parse("", allow_private=True))
@@ -302,6 +310,7 @@ def test_numeric_host_that_is_no_address_is_refused() -> None:
     assert "neither an IPv4 address nor a host name" in asyncio.run(go())
 
 
+@pytest.mark.unit
 def test_redirect_to_a_percent_encoded_host_is_refused_not_an_internal_error(outside) -> None:  # type: ignore[no-untyped-def]
     """A Location naming a Unicode host arrives percent-encoded; its host reached the resolver,
     whose IDNA encoding raised UnicodeError out of the action."""
@@ -318,6 +327,7 @@ def test_redirect_to_a_percent_encoded_host_is_refused_not_an_internal_error(out
     assert "is not a valid host name" in asyncio.run(go())
 
 
+@pytest.mark.unit
 def test_invalid_redirect_location_is_a_clear_error(outside) -> None:  # type: ignore[no-untyped-def]
     """A Location aiohttp cannot parse raised ValueError out of the action (an internal error)."""
     from wooflow.workers.errors import ActionError
@@ -335,6 +345,7 @@ def test_invalid_redirect_location_is_a_clear_error(outside) -> None:  # type: i
     asyncio.run(go())
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("headers", [
     {"Content-Length": "5"}, {"transfer-encoding": "chunked"}, {"Host": "internal.example"},
     {"X-A": "a\r\nX-Injected: 1"}, {"X-A\r\nX-B": "y"}, {"Bad Name": "x"}, {"x-wooflow-signature": "sha256=forged"},
@@ -350,6 +361,7 @@ def test_webhook_headers_cannot_smuggle_framing_or_control_characters(headers: d
     assert Webhook.Params.model_validate({"url": "https://hooks.example/x", "headers": {"X-Shop": "żółć 1"}})
 
 
+@pytest.mark.unit
 def test_the_static_resolver_is_checked_like_any_other() -> None:
     """Operators pinning names (StaticResolver) get no way around the policy."""
     async def go() -> str:

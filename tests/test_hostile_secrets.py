@@ -42,7 +42,7 @@ from wooflow.simulator.server import SimulatorServer
 from wooflow.stores import Store, upsert_store
 from wooflow.workers.testing import command, produce
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
 
 class RefusingSmtp:

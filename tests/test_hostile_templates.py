@@ -107,6 +107,7 @@ ESCAPES = [
 ]
 
 
+@pytest.mark.unit
 def test_every_escape_attempt_is_refused_with_a_clear_error() -> None:
     wrong = {}
     for source, reason in ESCAPES:
@@ -120,6 +121,7 @@ def test_every_escape_attempt_is_refused_with_a_clear_error() -> None:
     assert not wrong, wrong
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("source, expected", [
     ("Hi {{ customer.first_name }}, order {{ order.number }} ({{ order.total }})", "Hi Ala, order 1007 (99.50)"),
     ("{% for i in order.line_items %}{{ i.quantity }} x {{ i.name }}{% if not loop.last %}, {% endif %}{% endfor %}",
@@ -193,6 +195,7 @@ def templates(draw: Any) -> str:
     return "".join(parts)
 
 
+@pytest.mark.unit
 @pytest.mark.filterwarnings("ignore::SyntaxWarning")  # Python's compiler on `1[0]` in a template's code
 def test_composed_hostile_templates_render_or_fail_clearly() -> None:
     """Any composition renders to at most MAX_OUTPUT characters or fails with ActionError:
@@ -216,6 +219,7 @@ def test_composed_hostile_templates_render_or_fail_clearly() -> None:
     print(f"\nhostile templates: {outcomes.kept + outcomes.dropped} renders, {outcomes.dropped} refused or failed")
 
 
+@pytest.mark.integration
 def test_a_refused_template_fails_its_command_and_the_worker_goes_on(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     bombs = ["{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(40) }}",

@@ -34,11 +34,10 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.support import RoleProcess, free_port, make_store, read_topic, wait_for, wait_until_bridge_idle
+from tests.harness import BridgeThread, webhook_headers
+from tests.support import RoleProcess, free_port, make_store, read_topic, ready, wait_for, wait_until_bridge_idle
 from wooflow.kafka import topics
 from wooflow.producers.signature import sign
-
-pytestmark = pytest.mark.integration
 
 DELIVERIES = int(os.environ.get("FUZZ_DELIVERIES", "1000"))
 MAX_BODY = 256 * 1024  # the bridge under test refuses bodies above this (413): big bodies stay cheap to send
@@ -303,15 +302,8 @@ def bridge_process(settings, engine, logs_dir):  # type: ignore[no-untyped-def]
                        WOOFLOW_MAX_BODY_BYTES=str(MAX_BODY), WOOFLOW_LOG_LEVEL="WARNING")
     role.start()
     base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_for(ready, 40, 0.1, "bridge /readyz")
+        wait_for(lambda: ready(base, 1), 40, 0.1, "bridge /readyz")
         yield base, role, stores
     finally:
         role.stop()
@@ -347,6 +339,7 @@ def run_deliveries(client: httpx.Client, base: str, role: RoleProcess, ids: dict
     deliver()
 
 
+@pytest.mark.e2e
 def test_hostile_deliveries_get_no_5xx_produce_only_signed_events_and_keep_memory_flat(  # type: ignore[no-untyped-def]
         settings, engine, bridge_process) -> None:
     base, role, stores = bridge_process
@@ -382,16 +375,13 @@ def test_hostile_deliveries_get_no_5xx_produce_only_signed_events_and_keep_memor
 
 # --- defects the fuzzing found --------------------------------------------------------------
 
+@pytest.mark.integration
 def test_nul_byte_store_id_is_a_404_not_a_500(settings, engine) -> None:  # type: ignore[no-untyped-def]
     """`/webhooks/woocommerce/%00` reached PostgreSQL, which refuses NUL in text with an error (500)."""
-    from tests.support import ServerThread
-    from wooflow.producers.app import create_app
-
     store = make_store(engine, secret="s")
     body = b'{"id": 1}'
-    headers = {"Content-Type": "application/json", "X-WC-Webhook-Topic": "order.deleted",
-               "X-WC-Webhook-Signature": sign(body, "s")}
-    with ServerThread(create_app(settings)) as bridge, httpx.Client(base_url=bridge.url) as client:
+    headers = webhook_headers("s", body, "order.deleted")
+    with BridgeThread(settings) as bridge, httpx.Client(base_url=bridge.url) as client:
         for path_store in ("%00", f"{store.id}%00", "a" * 65, "zażółć"):
             r = client.post(f"/webhooks/woocommerce/{path_store}", content=body, headers=headers)
             assert r.status_code == 404 and r.json()["error"] == "unknown_store", (path_store, r.text)

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from tests.pipeline import add_rule
@@ -68,6 +69,7 @@ def keys(events: list[Event]) -> list[str]:
 
 # --- the bridge's keying ---------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_a_guest_order_of_an_accounts_email_is_keyed_by_the_account() -> None:
     ids = Identities()
     batch = [customer(7, "Ala@Example.com"), order(501, 0, "ala@example.com ")]
@@ -86,6 +88,7 @@ def test_a_guest_order_of_an_accounts_email_is_keyed_by_the_account() -> None:
     assert keys(out) == ["c7", "c7"] and facts.owners == {(S, 502): "c7"}
 
 
+@pytest.mark.unit
 def test_deletions_and_failed_read_backs_take_the_orders_owner() -> None:
     ids = Identities()
     first, _ = ids.settle([order(601, 0, "guest@example.com")])
@@ -110,6 +113,7 @@ def test_deletions_and_failed_read_backs_take_the_orders_owner() -> None:
     assert facts.owners == {(S, 700): "anon-o700", (S, 701): "c3"}
 
 
+@pytest.mark.unit
 def test_an_owner_found_in_the_database_and_a_guest_owner_who_registered_since() -> None:
     ids = Identities()
     events = [deleted(801), deleted(802)]
@@ -122,6 +126,7 @@ def test_an_owner_found_in_the_database_and_a_guest_owner_who_registered_since()
         Found(identities={(S, "abc"): 4}, owners={(S, 9): "c1"})
 
 
+@pytest.mark.unit
 def test_a_billing_email_never_takes_an_accounts_email_and_is_not_trusted_from_cache() -> None:
     ids = Identities()
     _, facts = ids.settle([customer(7, "e@example.com")])
@@ -143,6 +148,7 @@ def test_a_billing_email_never_takes_an_accounts_email_and_is_not_trusted_from_c
     assert keys(ids2.settle(guest)[0]) == ["c9"]
 
 
+@pytest.mark.unit
 def test_an_order_first_seen_as_a_guests_follows_the_registration() -> None:
     ids = Identities()
     _, facts = ids.settle([order(901, 0, "h@example.com")])
@@ -162,6 +168,7 @@ def agg(n: int, total: str, f: int | None, last: int | None, p: int = 0, tier: s
     return Aggregates(n, {"PLN": Decimal(total)} if total else {}, p, f, last, tier)
 
 
+@pytest.mark.unit
 def test_folding_aggregates_adds_orders_and_widens_first_and_last() -> None:
     c = agg(1, "100", 5_000, 5_000, p=10)
     gst = Aggregates(2, {"PLN": Decimal("30"), "EUR": Decimal("7")}, 3, 1_000, 9_000, "")
@@ -175,6 +182,7 @@ def test_folding_aggregates_adds_orders_and_widens_first_and_last() -> None:
     assert fold_views({"42": 3}, {"42": 1}, -1) == {"42": 2}
 
 
+@pytest.mark.unit
 def test_folding_a_customer_takes_the_higher_tier_or_what_the_sum_reaches() -> None:
     lo = Loyalty(currency="PLN", levels=(Level("silver", Decimal(100)), Level("gold", Decimal(300))))
     c = Customer(S, "c1", agg(1, "150", 2_000, 2_000, tier="silver"), view_counts={"42": 1})
@@ -189,6 +197,7 @@ def test_folding_a_customer_takes_the_higher_tier_or_what_the_sum_reaches() -> N
     assert low.agg.tier == "gold"  # a guest's tier set by hand above its totals is kept
 
 
+@pytest.mark.unit
 def test_refolding_at_save_replaces_what_was_read_by_what_the_guest_row_holds() -> None:
     then = Customer(S, "g", agg(1, "40", 1_000, 1_000, p=4))
     now = Customer(S, "g", agg(2, "90", 1_000, 8_000, p=9))
@@ -204,6 +213,7 @@ def test_refolding_at_save_replaces_what_was_read_by_what_the_guest_row_holds() 
     assert tomb.agg == agg(1, "10", 5_000, 5_000)
 
 
+@pytest.mark.unit
 def test_folding_frequency_limits_keeps_once_per_customer_once() -> None:
     gf = Firing(3, "gX", S, "e1", "e2", 2_000, 2)
     copied = fold_firing(None, gf, "c1")
@@ -221,6 +231,7 @@ def test_folding_frequency_limits_keeps_once_per_customer_once() -> None:
     assert firing_changes(now, now) == []
 
 
+@pytest.mark.unit
 def test_only_a_stores_own_word_links_an_email() -> None:
     o = order(1, 3, "a@example.com").record
     c = customer(3, "b@example.com").record
@@ -289,6 +300,7 @@ def rules_fired(w: World, out: Any) -> list[str]:
     return sorted({names[c["rule_id"]] for _, c in [*out.commands, *out.planned] if c["rule_id"] in names})
 
 
+@pytest.mark.integration
 def test_a_guest_folds_into_the_customer_once_and_its_late_events_are_rerouted(engine) -> None:  # type: ignore[no-untyped-def]
     w = World(engine)
     e = "merge@example.com"
@@ -324,6 +336,7 @@ def test_a_guest_folds_into_the_customer_once_and_its_late_events_are_rerouted(e
     assert w.run(w.order(4, 7, e, minute=3), save=False).state.merges == {}
 
 
+@pytest.mark.integration
 def test_the_customer_side_of_a_merge_that_races_a_guest_batch(engine) -> None:  # type: ignore[no-untyped-def]
     w = World(engine)
     e = "race@example.com"
@@ -339,6 +352,7 @@ def test_the_customer_side_of_a_merge_that_races_a_guest_batch(engine) -> None: 
     assert w.firings("c8") == {w.rules["once per person"]: 1}
 
 
+@pytest.mark.integration
 def test_the_guest_side_of_a_merge_that_races_it(engine) -> None:  # type: ignore[no-untyped-def]
     w = World(engine)
     e = "late@example.com"
@@ -360,6 +374,7 @@ def test_the_guest_side_of_a_merge_that_races_it(engine) -> None:  # type: ignor
     assert w.run(w.order(23, 0, fresh), save=False).rerouted[0][1] == "c10"
 
 
+@pytest.mark.integration
 def test_a_replay_applies_a_merged_guests_events_to_the_customer(engine) -> None:  # type: ignore[no-untyped-def]
     w = World(engine)
     e = "replay@example.com"
@@ -378,6 +393,7 @@ def test_a_replay_applies_a_merged_guests_events_to_the_customer(engine) -> None
 
 # --- readers that follow the guest ------------------------------------------------------------
 
+@pytest.mark.integration
 def test_the_scheduler_moves_a_guests_activity_to_the_customer(engine) -> None:  # type: ignore[no-untyped-def]
     from wooflow.scheduler.guests import People
 
@@ -431,6 +447,7 @@ def test_the_scheduler_moves_a_guests_activity_to_the_customer(engine) -> None: 
             ["p1", "p2"]
 
 
+@pytest.mark.integration
 def test_consent_given_as_a_guest_counts_for_the_customer(engine, settings) -> None:  # type: ignore[no-untyped-def]
     from wooflow.people import canonical
     from wooflow.workers.consent import TableConsentChecker, record
@@ -449,6 +466,7 @@ def test_consent_given_as_a_guest_counts_for_the_customer(engine, settings) -> N
     assert not checker.check(store.id, "email", email=None, customer_key=gk, context={}).granted
 
 
+@pytest.mark.integration
 def test_points_and_tags_for_a_merged_guest_land_on_the_customer(engine, settings) -> None:  # type: ignore[no-untyped-def]
     from wooflow.workers.testing import WorkerThread, command, produce
 

@@ -11,25 +11,25 @@ the bridge, the real broker and PostgreSQL, a running rule consumer and workers.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, TopicPartition
+import pytest
+from confluent_kafka import TopicPartition
 from sqlalchemy import text
 
+from tests.harness import BridgeThread
 from tests.pipeline import Pipeline
-from tests.support import ServerThread, make_store, unique, wait_for
+from tests.support import make_store, unique, wait_for
 from wooflow.kafka import topics
+from wooflow.kafka.consumer import make_reader
 from wooflow.kafka.producer import Producer
 from wooflow.ops.offsets import lag
-from wooflow.producers.app import create_app
 from wooflow.producers.keys import email_hash
 from wooflow.producers.normalise import StoreInfo, normalise, normalise_rest
-from wooflow.producers.signature import sign
 from wooflow.producers.sync_ingest import SyncIngest
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
@@ -47,8 +47,7 @@ def g(email: str) -> str:
 def read_keyed(s: Settings, base_topic: str, timeout: float = 20.0) -> list[tuple[str, int, dict[str, Any]]]:
     """(Kafka key, partition, event) of everything in a topic up to its current end."""
     topic = s.topic(base_topic)
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap_servers, "group.id": unique("keyed"),
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = make_reader(s, unique("keyed"))
     codec = get_codec(s.schema_registry_url)
     try:
         parts = [TopicPartition(topic, p, 0) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
@@ -75,6 +74,7 @@ def caught_up(s: Settings, group: str, base_topics: list[str]) -> bool:
     return sum(p.lag for p in lag(s, group, [s.topic(t) for t in base_topics])) == 0
 
 
+@pytest.mark.e2e
 def test_a_guest_who_registers_and_a_customer_who_checks_out_as_a_guest_are_one_person(  # type: ignore[no-untyped-def]
         settings, engine, logs_dir) -> None:
     with ExitStack() as stack:
@@ -150,12 +150,8 @@ def test_a_guest_who_registers_and_a_customer_who_checks_out_as_a_guest_are_one_
         assert all(ev["customer_key"] == f"c{ala.id}" for k, _, ev in orders if k.endswith(f":c{ala.id}"))
 
 
-def post(bridge: Any, store: Any, topic: str, body: dict[str, Any]) -> httpx.Response:
-    raw = json.dumps(body).encode()
-    resource, _, event = topic.partition(".")
-    r = httpx.post(f"{bridge.url}/webhooks/woocommerce/{store.id}", content=raw, headers={
-        "Content-Type": "application/json", "X-WC-Webhook-Topic": topic, "X-WC-Webhook-Resource": resource,
-        "X-WC-Webhook-Event": event, "X-WC-Webhook-Signature": sign(raw, store.webhook_secret)})
+def post(bridge: BridgeThread, store: Any, topic: str, body: dict[str, Any]) -> httpx.Response:
+    r = bridge.webhook(store, topic, body)
     assert r.status_code == 200, r.text
     return r
 
@@ -166,9 +162,10 @@ def order_json(oid: int, cid: int, email: str) -> dict[str, Any]:
             "date_modified_gmt": "2026-03-01T10:00:05"}
 
 
+@pytest.mark.integration
 def test_deletions_and_failed_read_backs_land_on_the_customers_partition(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)  # its REST API is unreachable: every read-back fails
-    with ServerThread(create_app(settings)) as bridge:
+    with BridgeThread(settings) as bridge:
         post(bridge, store, "order.created", order_json(501, 0, "guest@example.com"))
         post(bridge, store, "customer.created", {"id": 7, "email": "reg@example.com",
                                                  "date_created_gmt": "2026-03-01T09:00:00"})

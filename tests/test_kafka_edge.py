@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
 from confluent_kafka import Producer as RawProducer
 from confluent_kafka import TopicPartition
 
@@ -19,6 +20,8 @@ from wooflow.producers.sync_ingest import SyncIngest
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
 from wooflow.simulator.state import SimulatedStore
+
+pytestmark = pytest.mark.integration
 
 
 def _hints(s: Settings, base_topic: str) -> list[tuple[str | None, str | None]]:

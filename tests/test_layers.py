@@ -32,10 +32,16 @@ edges every role stands on: they import no role, API, ops tool, CLI or demo.
 from __future__ import annotations
 
 import ast
+import functools
 import tomllib
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +123,8 @@ def _targets(node: ast.AST, module: str, is_package: bool, known: dict[str, Path
     return [t for t in resolved if t is not None and t != module]
 
 
-def imports() -> list[Import]:
+@functools.cache  # ~1.2 s a parse of the whole tree; the five tests share one
+def imports() -> tuple[Import, ...]:
     known = modules()
     out = []
     for module, path in known.items():
@@ -125,7 +132,7 @@ def imports() -> list[Import]:
         for node in ast.walk(tree):
             for target in _targets(node, module, path.name == "__init__.py", known):
                 out.append(Import(module, target, f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"))
-    return out
+    return tuple(out)
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -163,7 +170,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def graph(found: list[Import]) -> dict[str, set[str]]:
+def graph(found: Iterable[Import]) -> dict[str, set[str]]:
     edges: dict[str, set[str]] = defaultdict(set)
     for imp in found:
         a, b = imp.edge
@@ -172,7 +179,7 @@ def graph(found: list[Import]) -> dict[str, set[str]]:
     return edges
 
 
-def describe_cycles(found: list[Import]) -> list[str]:
+def describe_cycles(found: Sequence[Import]) -> list[str]:
     problems = []
     for scc in cycles(graph(found)):
         members = set(scc)

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.support import ServerThread, unique
-from wooflow.api.app import create_app
+from tests.harness import ApiThread
+from tests.support import unique
 from wooflow.db.engine import get_engine
 from wooflow.db.migrate import upgrade
 from wooflow.stores import Store, StoreCache, upsert_store
@@ -22,7 +22,7 @@ from wooflow.workers import unsubscribe
 pytestmark = pytest.mark.integration
 
 
-def _post(api: ServerThread, token: str) -> httpx.Response:
+def _post(api: ApiThread, token: str) -> httpx.Response:
     return httpx.post(f"{api.url}/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}, timeout=10)
 
 
@@ -38,7 +38,7 @@ def test_a_rotated_webhook_secret_keeps_sent_unsubscribe_links_working(settings,
     rotated = StoreCache(engine).get(store.id)
     assert rotated is not None and rotated.webhook_secret == "after-rotation"
     assert rotated.link_key == saved.link_key
-    with ServerThread(create_app(settings)) as api:
+    with ApiThread(settings) as api:
         assert _post(api, token).status_code == 200
         from_secret = hmac.new(b"after-rotation", b"wooflow-unsubscribe", hashlib.sha256).hexdigest()
         forged = unsubscribe.make_token(settings, Store(id=store.id, url="", webhook_secret="", link_key=from_secret),

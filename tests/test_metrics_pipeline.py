@@ -4,9 +4,6 @@ unreachable (its action retries, then goes to the DLQ)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import random
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -17,9 +14,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import tests.pipeline as pipeline_module
+from tests.harness import deliver, hook_url
 from tests.pipeline import BIG_ORDER_RULE, Pipeline, add_rule
-from tests.support import RoleProcess, free_port, make_store, wait_for, wait_until_pipeline_idle
+from tests.support import RoleProcess, free_port, make_store, ready, wait_for, wait_until_pipeline_idle
 from wooflow.kafka import topics
+
+pytestmark = pytest.mark.e2e
 
 Samples = list[tuple[str, dict[str, str], float]]
 
@@ -77,12 +77,6 @@ def test_every_role_reports_its_traffic(settings, engine, logs_dir, metrics_port
         api.start()
         urls["bridge"], urls["api"] = p.bridge_url, f"http://127.0.0.1:{api_port}"
 
-        def ready(url: str) -> bool:
-            try:
-                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
         try:
             for role, url in urls.items():
                 wait_for(lambda url=url: ready(url), 60, 0.2, f"{role} /readyz")
@@ -90,16 +84,13 @@ def test_every_role_reports_its_traffic(settings, engine, logs_dir, metrics_port
             place(p.sim.store, "10.00", "small@example.com")
             wait_for(lambda: all(p.wooflow_notes(o) for o in big), 60, 0.2, "notes on the big orders")
             # a forged delivery
-            forged = httpx.post(f"{p.bridge_url}/webhooks/woocommerce/{store}", content=b'{"id": 1}', headers={
-                "content-type": "application/json", "x-wc-webhook-topic": "order.created",
-                "x-wc-webhook-signature": "Zm9yZ2Vk"})
+            forged = deliver(hook_url(p.bridge_url, store), "", "order.created", b'{"id": 1}',
+                             headers={"X-WC-Webhook-Signature": "Zm9yZ2Vk"})
             assert forged.status_code == 401
             # the same order, delivered (correctly signed) for the unreachable store
             body = httpx.get(f"{p.sim.api_url}/orders/{big[0]}", auth=p.sim.auth).content
-            signature = base64.b64encode(hmac.new(unreachable.webhook_secret.encode(), body, hashlib.sha256).digest())
-            delivered = httpx.post(f"{p.bridge_url}/webhooks/woocommerce/{unreachable.id}", content=body, headers={
-                "content-type": "application/json", "x-wc-webhook-topic": "order.created",
-                "x-wc-webhook-signature": signature.decode()})
+            delivered = deliver(hook_url(p.bridge_url, unreachable.id), unreachable.webhook_secret, "order.created",
+                                body)
             assert delivered.status_code == 200, delivered.text
 
             workers = wait_for(lambda: scrape_if(urls["workers"], lambda s: total(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client import REGISTRY
 
@@ -14,6 +15,7 @@ from wooflow.kafka.lag import LagReporter, Subscription, role_subscription
 from wooflow.probes import db_ready, role_readiness, serve_probes
 
 
+@pytest.mark.integration
 def test_lag_is_high_watermark_minus_committed_per_partition(settings) -> None:  # type: ignore[no-untyped-def]
     topic = settings.topic(topics.ORDERS)
     producer = Producer(producer_config(settings))
@@ -41,6 +43,7 @@ def test_lag_is_high_watermark_minus_committed_per_partition(settings) -> None: 
     assert (REGISTRY.get_sample_value("wooflow_consumer_lag_updated_timestamp_seconds", {"group": group}) or 0) > 0
 
 
+@pytest.mark.integration
 def test_role_subscriptions_match_the_roles_groups(settings) -> None:  # type: ignore[no-untyped-def]
     rules = role_subscription("rules", settings)
     assert rules is not None and rules.group == settings.rules_group and len(rules.topics) == len(topics.EVENT_TOPICS)
@@ -50,6 +53,7 @@ def test_role_subscriptions_match_the_roles_groups(settings) -> None:  # type: i
     assert role_subscription("api", settings) is None
 
 
+@pytest.mark.integration
 def test_readiness_needs_the_role_started_and_the_database(migrated: str) -> None:
     import threading
 
@@ -77,6 +81,7 @@ def test_readiness_needs_the_role_started_and_the_database(migrated: str) -> Non
             s.shutdown()
 
 
+@pytest.mark.unit
 def test_store_label_can_be_switched_off() -> None:
     before = metrics._store_label_on
     store = unique("store")
@@ -98,6 +103,7 @@ def test_store_label_can_be_switched_off() -> None:
         metrics._store_label_on = before
 
 
+@pytest.mark.integration
 def test_lag_reporter_thread_reports_until_stopped(settings) -> None:  # type: ignore[no-untyped-def]
     import threading
 

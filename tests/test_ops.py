@@ -12,11 +12,13 @@ import pytest
 from tests.pipeline import BIG_ORDER_RULE, Pipeline
 from tests.support import unique, wait_for, wait_until_pipeline_idle
 from wooflow.kafka import topics
+from wooflow.kafka.consumer import make_reader
 from wooflow.kafka.producer import Producer
 from wooflow.ops import dlq, offsets
 from wooflow.stores import upsert_store
 
 
+@pytest.mark.e2e
 def test_poison_command_lands_in_dlq_with_reason_and_redrive_after_fix_runs_once(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     # Stores are read afresh for every command (no cache TTL to wait out after the fix below).
     settings = settings.model_copy(update={"store_cache_ttl_s": 0.0})
@@ -48,8 +50,8 @@ def test_poison_command_lands_in_dlq_with_reason_and_redrive_after_fix_runs_once
         assert p.wooflow_notes(order.id) == [f"wooflow: big order {order.id}"]
 
 
+@pytest.mark.integration
 def test_lag_and_offset_reset_to_a_point_in_time(settings) -> None:  # type: ignore[no-untyped-def]
-    from confluent_kafka import Consumer
 
     topic = settings.topic(topics.ORDERS)
     producer = Producer(settings)
@@ -66,8 +68,7 @@ def test_lag_and_offset_reset_to_a_point_in_time(settings) -> None:  # type: ign
     producer.flush()
 
     group = unique("g")
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group,
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c = make_reader(settings, group)
     c.subscribe([topic])
     seen = 0
     deadline = time.monotonic() + 30

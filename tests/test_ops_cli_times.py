@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from confluent_kafka import Producer
 
 from tests.pipeline import add_rule
 from tests.rules_kit import order_event
-from tests.support import env_of, make_store, unique
+from tests.support import env_of, make_store, unique, wooflow_cli
 from wooflow.kafka import topics
 from wooflow.kafka.config import producer_config
 from wooflow.kafka.headers import event_headers
@@ -23,11 +23,12 @@ from wooflow.ops import offsets
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
 
+pytestmark = pytest.mark.e2e
+
 
 def wooflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI as an operator runs it (its own process, settings from the environment)."""
-    return subprocess.run([sys.executable, "-m", "wooflow.cli", *args], env=env_of(settings, COLUMNS="250"),
-                          capture_output=True, text=True, timeout=180)
+    return wooflow_cli(*args, env=env_of(settings, COLUMNS="250"), timeout=180)
 
 
 def _producer(settings: Settings) -> Producer:

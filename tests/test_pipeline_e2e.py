@@ -8,12 +8,15 @@ import threading
 import time
 from contextlib import ExitStack
 
+import pytest
 from sqlalchemy import text
 
 from tests.pipeline import BIG_ORDER_RULE, Pipeline
 from tests.rules_kit import commands
 from tests.support import read_topic, wait_for, wait_until_pipeline_idle
 from wooflow.kafka import topics
+
+pytestmark = pytest.mark.e2e
 
 
 def place(sim_store, total: str, email: str) -> int:  # type: ignore[no-untyped-def]

@@ -7,8 +7,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support import RoleProcess, free_port, wait_for
+
+pytestmark = pytest.mark.e2e
 
 
 def _probe(port: int, path: str) -> int | None:

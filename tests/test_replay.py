@@ -3,17 +3,17 @@ event (live); a dry run changes nothing; nothing that already executed fires aga
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from tests.pipeline import BIG_ORDER_RULE, Pipeline, add_rule
-from tests.support import env_of, topic_size, wait_for, wait_until_pipeline_idle
+from tests.support import env_of, topic_size, wait_for, wait_until_pipeline_idle, wooflow_cli
 from wooflow.kafka import topics
 from wooflow.ops.replay import Replayer, ReplayError, ReplaySpec
+
+pytestmark = pytest.mark.e2e
 
 CUSTOMS_RULE = {
     "name": "Customs note", "trigger": "new_order",
@@ -56,9 +56,8 @@ def test_replay_dry_run_then_live_after_adding_a_rule(settings, engine, logs_dir
             {r: (t.matched, t.commands) for r, t in dry.rules.items()}
         assert split.events == dry.events and topic_size(settings, topics.COMMANDS) == commands_before
         # the same from the command line: forked workers under a progress bar, a summary table
-        cli = subprocess.run([sys.executable, "-m", "wooflow.cli", "replay", "--topic", topics.ORDERS, "--from",
-                              start.isoformat(), "--store", p.store.id, "--dry-run", "--workers", "2"],
-                             env=env_of(settings), capture_output=True, text=True, timeout=120)
+        cli = wooflow_cli("replay", "--topic", topics.ORDERS, "--from", start.isoformat(), "--store", p.store.id,
+                          "--dry-run", "--workers", "2", env=env_of(settings))
         assert cli.returncode == 0, cli.stderr
         assert f"{dry.events} events" in cli.stdout and "Customs note" in cli.stdout, cli.stdout
         assert topic_size(settings, topics.COMMANDS) == commands_before

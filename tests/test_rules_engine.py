@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from tests.harness import api_client, bearer
 from tests.pipeline import add_rule
 from tests.rules_kit import (
     ConsumerThread,
@@ -19,6 +20,7 @@ from tests.rules_kit import (
     isolated_triggers,
     later,
     order_event,
+    rules_over_orders,
 )
 from tests.support import make_store, read_topic, wait_for, wait_until_consumed
 from wooflow.kafka import topics
@@ -39,6 +41,7 @@ def fired(cmds: list[dict[str, Any]], rule_id: int) -> list[str]:
     return sorted({c["idempotency_key"]: c["subject_id"] for c in cmds if c["rule_id"] == rule_id}.values())
 
 
+@pytest.mark.integration
 def test_order_triggers_come_from_the_state_wooflow_stored(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = with_loyalty(engine, make_store(engine), {"points_per_unit": 1, "tiers": {
         "metric": "total_spent", "levels": [{"name": "silver", "min": 300}, {"name": "gold", "min": 1000}],
@@ -78,10 +81,7 @@ def test_order_triggers_come_from_the_state_wooflow_stored(settings, engine) -> 
     for ev in events:
         prod.send("OrderEvent", ev)
     prod.flush()
-    with ConsumerThread(settings) as ct:
-        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
-        assert ct.error is None
-    cmds = commands(settings)
+    cmds = rules_over_orders(settings)
     assert fired(cmds, ids["new"]) == ["1", "2", "3"]
     assert fired(cmds, ids["pl_only"]) == ["3"]  # order 1 was new with no paid order yet; 2 ships to DE
     assert fired(cmds, ids["to_completed"]) == ["1"]
@@ -108,6 +108,7 @@ def with_loyalty(engine, store, loyalty: dict[str, Any]):  # type: ignore[no-unt
     return store
 
 
+@pytest.mark.integration
 def test_close_to_upgrade_fires_once_when_a_purchase_enters_the_band_below_the_next_tier(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = with_loyalty(engine, make_store(engine), {"tiers": {
         "metric": "total_spent", "levels": [{"name": "silver", "min": 300}, {"name": "gold", "min": 1000}],
@@ -121,10 +122,7 @@ def test_close_to_upgrade_fires_once_when_a_purchase_enters_the_band_below_the_n
         prod.send("OrderEvent", order_event(s, n, customer_id=8, total=total, modified=later(n)))
     prod.send("OrderEvent", order_event(s, 9, customer_id=8, status="pending", total="900", modified=later(9)))
     prod.flush()
-    with ConsumerThread(settings) as ct:
-        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
-        assert ct.error is None
-    cmds = commands(settings)
+    cmds = rules_over_orders(settings)
     assert fired(cmds, close) == ["2"]  # within 100 of silver for the first time; orders 3 and 4 stay inside
     assert fired(cmds, near) == ["4"]   # within 30 of silver; the unpaid order 9 counts for nothing
     with engine.connect() as conn:
@@ -133,6 +131,7 @@ def test_close_to_upgrade_fires_once_when_a_purchase_enters_the_band_below_the_n
     assert tier == "silver"
 
 
+@pytest.mark.integration
 def test_commands_of_one_event_come_out_in_priority_order(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     s = store.id
@@ -146,24 +145,19 @@ def test_commands_of_one_event_come_out_in_priority_order(settings, engine) -> N
     prod.send("OrderEvent", order_event(s, 1, customer_id=3, total="150"))  # new_order + first_purchase + big
     prod.send("OrderEvent", order_event(s, 2, customer_id=3, status="pending", modified=later(1)))  # new_order only
     prod.flush()
-    with ConsumerThread(settings):
-        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
+    cmds = rules_over_orders(settings)
     by_rule = {rid: name for name, rid in ids.items()}
-    order_of = {oid: [by_rule[c["rule_id"]] for c in commands(settings) if c["subject_id"] == oid] for oid in "12"}
+    order_of = {oid: [by_rule[c["rule_id"]] for c in cmds if c["subject_id"] == oid] for oid in "12"}
     # lower priority number first, across triggers; equal priorities in rule id order
     assert order_of["1"] == ["welcome", "first", "middle", "tie", "big", "late"]
     assert order_of["2"] == ["first", "middle", "tie", "late"]
 
 
+@pytest.mark.integration
 def test_a_rule_disabled_through_the_api_stops_firing_in_a_running_consumer(settings, engine) -> None:  # type: ignore[no-untyped-def]
-    from fastapi.testclient import TestClient
-
-    from wooflow.api.app import create_app
-    from wooflow.api.auth import create_token
-
     store = make_store(engine)
-    client = TestClient(create_app(settings))
-    h = {"Authorization": f"Bearer {create_token(engine, store.id)}"}
+    client = api_client(settings)
+    h = bearer(engine, store.id)
     body = rule("new_order", "to be disabled")
     rid = client.post("/v1/rules", json=body, headers=h).json()["id"]
     control = client.post("/v1/rules", json=rule("new_order", "control"), headers=h).json()["id"]
@@ -201,6 +195,7 @@ def _state_snapshot(engine, store_id: str) -> tuple[list[Any], list[Any], list[A
     return [tuple(r) for r in cs], [tuple(r) for r in os_], [tuple(r) for r in fs]
 
 
+@pytest.mark.integration
 def test_replaying_every_event_changes_no_state_and_emits_the_same_keys(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     s = store.id
@@ -224,7 +219,7 @@ def test_replaying_every_event_changes_no_state_and_emits_the_same_keys(settings
     prod.flush()
     with ConsumerThread(settings) as ct:
         wait_for(lambda: ct.consumer.stats["events"] >= 48, 60, 0.1, "all events consumed")
-        wait_for(lambda: ct.consumer.checkpoint is not None and not ct.consumer.checkpoint.pending(), 10, 0.1, "commit")
+        ct.wait_committed()
     first = commands(settings)
     keys = {c["idempotency_key"] for c in first}
     snap = _state_snapshot(engine, s)
@@ -239,7 +234,7 @@ def test_replaying_every_event_changes_no_state_and_emits_the_same_keys(settings
     replay = settings.model_copy(update={"rules_group": settings.rules_group + "-replay"})
     with ConsumerThread(replay) as ct:
         wait_for(lambda: ct.consumer.stats["events"] >= 48, 60, 0.1, "all events consumed again")
-        wait_for(lambda: ct.consumer.checkpoint is not None and not ct.consumer.checkpoint.pending(), 10, 0.1, "commit")
+        ct.wait_committed()
     again = commands(settings)
     assert {c["idempotency_key"] for c in again} == keys, "a replay emits exactly the keys of the first run"
     assert len(again) == 2 * len(first)
@@ -265,6 +260,7 @@ def trigger_registry() -> Iterator[None]:
         yield
 
 
+@pytest.mark.unit
 def test_registrations_inside_isolated_triggers_are_undone() -> None:
     from wooflow.consumer import triggers
 
@@ -279,6 +275,7 @@ def test_registrations_inside_isolated_triggers_are_undone() -> None:
     assert "test_only" not in [t.name for t in order_specs]
 
 
+@pytest.mark.integration
 def test_bad_events_go_to_the_dlq_with_their_reason_and_the_partition_keeps_moving(settings, engine,  # type: ignore[no-untyped-def]
                                                                                      trigger_registry) -> None:
     from wooflow.consumer import triggers
@@ -303,9 +300,7 @@ def test_bad_events_go_to_the_dlq_with_their_reason_and_the_partition_keeps_movi
     prod.send("OrderEvent", order_event(store.id, 666, customer_id=1))
     prod.send("OrderEvent", order_event(store.id, 2, customer_id=1))  # after the poison, same partition
     prod.flush()
-    with ConsumerThread(settings):
-        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
-    cmds = fired(commands(settings), rid)
+    cmds = fired(rules_over_orders(settings), rid)
     dead = [r for sch, r in read_topic(settings, topics.DLQ) if sch == "DeadLetter"]
     assert cmds == ["1", "2"]
     reasons = sorted((d["reason"], d["stage"]) for d in dead)
@@ -315,6 +310,7 @@ def test_bad_events_go_to_the_dlq_with_their_reason_and_the_partition_keeps_movi
     assert all(d["source_topic"] == topic for d in dead)
 
 
+@pytest.mark.integration
 def test_delayed_steps_are_held_for_the_scheduler(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     rid = add_rule(engine, store.id, {"name": "welcome", "trigger": "first_purchase", "actions": [
@@ -325,7 +321,7 @@ def test_delayed_steps_are_held_for_the_scheduler(settings, engine) -> None:  # 
     prod.flush()
     with ConsumerThread(settings) as ct:
         wait_for(lambda: fired(commands(settings), rid), 60, 0.2, "the immediate step")
-        wait_for(lambda: ct.consumer.checkpoint is not None and not ct.consumer.checkpoint.pending(), 10, 0.1, "commit")
+        ct.wait_committed()
     cmds = [c for c in commands(settings) if c["rule_id"] == rid]
     assert [c["step"] for c in cmds] == [0] and cmds[0]["not_before"] is None
     with engine.connect() as conn:

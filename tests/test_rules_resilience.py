@@ -17,11 +17,15 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from tests.pipeline import add_rule
 from tests.rules_kit import EventProducer, commands, later, order_event
 from tests.support import RoleProcess, make_store, topic_size, wait_for
 from wooflow.consumer.commands import idempotency_key
 from wooflow.kafka import topics
+
+pytestmark = pytest.mark.e2e
 
 NOTE = [{"type": "add_order_note", "params": {"note": "n"}}]
 

@@ -12,10 +12,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 from sqlalchemy import text
 
+from tests.harness import ApiThread
 from tests.pipeline import add_rule
-from tests.support import ServerThread, make_store, unique
+from tests.support import make_store, unique
 from wooflow.clock import FrozenClock
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
@@ -26,6 +28,8 @@ from wooflow.scheduler.recovery import parse_items_param
 from wooflow.scheduler.scan import Scanner
 from wooflow.scheduler.synth import Firer
 from wooflow.stores import Store, StoreCache, upsert_store
+
+pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 4, 1, 10, 0, tzinfo=timezone.utc)
 ACTIONS = [{"type": "add_points", "params": {"points": 1}, "delay": "hour 1"},
@@ -77,9 +81,7 @@ def test_guest_cart_abandoned_recovered_through_the_link_and_attributed(settings
     assert steps[0]["command"]["subject_type"] == "cart" and steps[0]["command"]["subject_id"] == sess
 
     # the link restores the cart: a redirect to the store's cart with the items
-    from wooflow.api.app import create_app
-
-    with ServerThread(create_app(settings)) as api:
+    with ApiThread(settings) as api:
         r = httpx.get(f"{api.url}/recover/cart/{cart['token']}", follow_redirects=False)
         assert r.status_code == 302, r.text
         target = urlsplit(r.headers["location"])

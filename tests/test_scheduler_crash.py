@@ -9,10 +9,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from tests.pipeline import add_rule
-from tests.support import RoleProcess, make_store, read_topic, wait_for, wait_until_consumed
+from tests.support import RoleProcess, make_sim_store, make_store, read_topic, wait_for, wait_until_consumed
 from wooflow.clock import FileClock
 from wooflow.consumer.commands import build_command
 from wooflow.consumer.model import RuleSpec
@@ -20,6 +21,8 @@ from wooflow.kafka import topics
 from wooflow.scheduler.steps import store_delayed
 from wooflow.settings import Settings
 from wooflow.simulator.server import SimulatorServer
+
+pytestmark = pytest.mark.e2e
 
 SEQUENCE = {
     "name": "sequence", "trigger": "new_order",
@@ -58,7 +61,7 @@ def test_sigkill_mid_sequence_loses_nothing_and_fires_nothing_twice(settings, en
     clock = FileClock(logs_dir / "clock")
     t0 = clock.set(datetime.now(timezone.utc).replace(microsecond=0))
     with SimulatorServer(seed=3) as sim:
-        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
+        store = make_sim_store(engine, sim)
         rule_id = add_rule(engine, store.id, SEQUENCE)
         product = sim.store.create_product("Cup", "10.00")
         orders = [sim.store.create_order(line_items=[{"product_id": product.id, "quantity": 1}],

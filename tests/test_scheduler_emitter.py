@@ -25,6 +25,8 @@ from wooflow.scheduler.steps import store_delayed
 from wooflow.schemas.codec import get_codec
 from wooflow.workers.consent import record as record_consent
 
+pytestmark = pytest.mark.integration
+
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
 SERIES = {

@@ -62,6 +62,13 @@ class Harness:
                               f"VALUES (:store, :ckey, :email, 'Ala', {values})"),
                          {"store": self.store.id, "ckey": ckey, "email": f"{ckey}@example.com", **cols})
 
+    def customer_meta(self, number: int, meta: dict[str, str]) -> None:
+        """A customer `c<number>` updated in WooCommerce with these meta values, as recorded."""
+        ev = {"store_id": self.store.id, "customer_key": f"c{number}", "action": "updated",
+              "customer": {"id": number, "email": f"c{number}@example.com", "meta": meta}}
+        with self.engine.begin() as conn:
+            record_customer(conn, ev)
+
 
 def crossing(h: Harness, boundary: datetime) -> None:
     """Nothing a minute before the store's local midnight, one run a minute after, and
@@ -73,6 +80,7 @@ def crossing(h: Harness, boundary: datetime) -> None:
     assert len(h.runs()) == 1
 
 
+@pytest.mark.integration
 def test_customer_inactive_counts_days_in_the_store_timezone(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "Asia/Tokyo", "customer_inactive", {"days": 30})
     # 16:00 UTC on Jan 10 is already Jan 11 in Tokyo: day 30 starts at Tokyo midnight of Feb 10
@@ -89,6 +97,7 @@ def test_customer_inactive_counts_days_in_the_store_timezone(settings, engine) -
     assert [r["period"] for r in h.runs()] == ["order:5", "order:9"]
 
 
+@pytest.mark.integration
 def test_first_purchase_anniversary_on_the_local_date(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "America/New_York", "first_purchase_anniversary")
     # 03:00 UTC on Mar 1 2025 was Feb 28, 22:00 in New York: the anniversary is Feb 28
@@ -99,6 +108,7 @@ def test_first_purchase_anniversary_on_the_local_date(settings, engine) -> None:
     assert "years" in h.runs()[1]["command"]["context_json"]
 
 
+@pytest.mark.integration
 def test_birthday_from_customer_meta_once_a_year(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "Pacific/Auckland", "birthday")
     ev = {"store_id": h.store.id, "customer_key": "c3", "action": "updated",
@@ -113,6 +123,7 @@ def test_birthday_from_customer_meta_once_a_year(settings, engine) -> None:  # t
     assert h.scan(utc(2027, 1, 14, 11, 1)) == 1
 
 
+@pytest.mark.integration
 def test_birthday_days_before_and_leap_day(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "UTC", "birthday", {"days_before": 3})
     h.customer("c4", birth_month=2, birth_day=29)
@@ -121,29 +132,26 @@ def test_birthday_days_before_and_leap_day(settings, engine) -> None:  # type: i
     assert '"date":"2027-02-28"' in h.runs()[0]["command"]["context_json"]
 
 
+@pytest.mark.integration
 def test_subscription_renewal_reminder_before_the_local_renewal_date(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "America/Los_Angeles", "subscription_renewal", {"days_before": 3})
-    ev = {"store_id": h.store.id, "customer_key": "c5", "action": "updated",
-          "customer": {"id": 5, "email": "c5@example.com", "meta": {"_schedule_next_payment": '"2026-06-10 02:00:00"'}}}
-    with engine.begin() as conn:
-        record_customer(conn, ev)
+    h.customer_meta(5, {"_schedule_next_payment": '"2026-06-10 02:00:00"'})
     # 02:00 GMT on Jun 10 is Jun 9 in Los Angeles; 3 days before is Jun 6, which starts at 07:00 UTC
     crossing(h, utc(2026, 6, 6, 7, 0))
     assert h.runs()[0]["period"] == "renewal:2026-06-09"
 
 
+@pytest.mark.integration
 def test_card_expiring_in_the_month_before_expiry(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "Europe/Warsaw", "card_expiring", {"days_before": 30})
-    ev = {"store_id": h.store.id, "customer_key": "c6", "action": "updated",
-          "customer": {"id": 6, "email": "c6@example.com", "meta": {"wooflow_card_expiry": '"04/26"'}}}
-    with engine.begin() as conn:
-        record_customer(conn, ev)
+    h.customer_meta(6, {"wooflow_card_expiry": '"04/26"'})
     # the card works until Apr 30; 30 days before is Mar 31, which starts at 22:00 UTC (CEST)
     crossing(h, utc(2026, 3, 30, 22, 0))
     assert h.runs()[0]["period"] == "card:2026-04"
     assert '"expiry":"04/2026"' in h.runs()[0]["command"]["context_json"]
 
 
+@pytest.mark.integration
 def test_conditions_and_frequency_apply_to_synthesised_triggers(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "UTC", "birthday",
                 conditions={"match": "all", "conditions": [{"field": "order_count", "operator": "gt", "value": 0}]})
@@ -156,6 +164,7 @@ def test_conditions_and_frequency_apply_to_synthesised_triggers(settings, engine
     assert [r["customer_key"] for r in h.runs()] == ["c7"]
 
 
+@pytest.mark.integration
 def test_orders_feed_the_calendar_and_the_first_order_wins(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     ckey = "g" + unique("")[:12].ljust(12, "0")
@@ -174,6 +183,7 @@ def test_orders_feed_the_calendar_and_the_first_order_wins(settings, engine) -> 
     assert (row["first_order_at"], row["last_order_at"], row["last_order_id"]) == (utc(2026, 1, 1), utc(2026, 2, 1), 2)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("raw,expected", [
     ("1990-05-17", (5, 17)), ("--05-17", (5, 17)), ("17.05.1990", (5, 17)), ("17/05", (5, 17)),
     ({"month": 2, "day": 29}, (2, 29)), ("1990-02-30", None), ("", None), ("soon", None),
@@ -182,6 +192,7 @@ def test_birthday_formats(raw: Any, expected: Any) -> None:
     assert parse_birthday(raw) == expected
 
 
+@pytest.mark.unit
 def test_card_expiry_formats_and_meta_keys() -> None:
     assert str(parse_card_expiry("04/26")) == "2026-04-30"
     assert str(parse_card_expiry("2028-02")) == "2028-02-29"

@@ -4,24 +4,24 @@ trigger options, recovery-link items."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
 
+from tests.support import wooflow_cli
 from wooflow.clock import FileClock, FrozenClock, SystemClock, clock_from_setting
 from wooflow.consumer.exits import parse_exits
 from wooflow.consumer.model import RuleSpec
 from wooflow.scheduler.recovery import items_param, parse_items_param
 
+pytestmark = pytest.mark.unit
+
 
 def _cli(clock_path: str, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WOOFLOW_")} | \
-        {"WOOFLOW_CLOCK": f"file:{clock_path}"}
-    out = subprocess.run([sys.executable, "-m", "wooflow.cli", "scheduler", "clock", *args], env=env,
-                         capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WOOFLOW_")}
+    env["WOOFLOW_CLOCK"] = f"file:{clock_path}"
+    out = wooflow_cli("scheduler", "clock", *args, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 

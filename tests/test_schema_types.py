@@ -21,6 +21,8 @@ from wooflow.schemas import types as avro_types
 from wooflow.schemas.codec import SingleObjectCodec
 from wooflow.schemas.registry import catalog
 
+pytestmark = pytest.mark.unit
+
 NAMES = sorted(catalog().by_name)
 
 

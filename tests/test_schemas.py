@@ -16,6 +16,8 @@ from wooflow.schemas.codec import DecodeError, SingleObjectCodec
 from wooflow.schemas.compat import check_backward, problems
 from wooflow.schemas.registry import catalog
 
+pytestmark = pytest.mark.unit
+
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
 

@@ -31,6 +31,8 @@ from wooflow.simulator.server import SimulatorServer
 from wooflow.simulator.state import ManualClock, SimulatedStore
 from wooflow.simulator.traffic import TrafficReport, generate
 
+pytestmark = pytest.mark.unit
+
 ISO_NO_TZ = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
 START = int(datetime(2026, 11, 18, 9, 46, 40, tzinfo=timezone.utc).timestamp())  # CET (UTC+1) in Warsaw
 

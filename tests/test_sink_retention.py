@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import insert, select
 
 from tests.support import unique
 from wooflow.db.tables import execution_logs
 from wooflow.sink.runner import LogSink
+
+pytestmark = pytest.mark.integration
 
 
 def test_retention_setting_purges_old_logs_only(settings, engine) -> None:  # type: ignore[no-untyped-def]

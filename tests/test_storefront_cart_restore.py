@@ -13,11 +13,14 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from tests.support import tool_missing
 from wooflow.producers.storefront import SNIPPET
 from wooflow.scheduler.recovery import items_param
 from wooflow.simulator.server import SimulatorServer
+
+pytestmark = pytest.mark.unit
 
 NODE = shutil.which("node") or shutil.which("nodejs")
 

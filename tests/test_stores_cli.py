@@ -7,27 +7,26 @@ store cache TTL far longer than the test."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import httpx
+import pytest
 from sqlalchemy import select
 
-from tests.support import ServerThread, env_of, read_topic, unique, wait_for
+from tests.harness import BridgeThread, webhook_headers
+from tests.support import env_of, read_topic, unique, wait_for, wooflow_cli
 from wooflow.db.tables import store_webhooks
 from wooflow.kafka import topics
-from wooflow.producers.app import create_app
-from wooflow.producers.signature import sign
 from wooflow.simulator.server import SimulatorServer
 from wooflow.stores import StoreCache
+
+pytestmark = pytest.mark.e2e
 
 TOPICS = ("order.created", "order.updated", "customer.created")
 
 
 def _add(settings, store_id: str, sim_url: str, bridge_url: str, *extra: str) -> str:  # type: ignore[no-untyped-def]
-    run = subprocess.run([sys.executable, "-m", "wooflow.cli", "stores", "add", store_id, "--url", sim_url,
-                          "--bridge-url", bridge_url, "--topics", ",".join(TOPICS), *extra],
-                         env=env_of(settings, COLUMNS="250"), capture_output=True, text=True, timeout=120)
+    run = wooflow_cli("stores", "add", store_id, "--url", sim_url, "--bridge-url", bridge_url,
+                      "--topics", ",".join(TOPICS), *extra, env=env_of(settings, COLUMNS="250"))
     assert run.returncode == 0, run.stdout + run.stderr
     return run.stderr
 
@@ -35,9 +34,9 @@ def _add(settings, store_id: str, sim_url: str, bridge_url: str, *extra: str) ->
 def test_stores_add_again_rotates_the_secret_in_place(settings, engine) -> None:  # type: ignore[no-untyped-def]
     settings = settings.model_copy(update={"store_cache_ttl_s": 600.0})
     store_id = unique("shop")
-    with SimulatorServer(seed=23) as sim, ServerThread(create_app(settings)) as bridge:
+    with SimulatorServer(seed=23) as sim, BridgeThread(settings) as bridge:
         st = sim.store
-        hook_url = f"{bridge.url}/webhooks/woocommerce/{store_id}"
+        hook_url = bridge.hook_url(store_id)
 
         def ours() -> list:  # type: ignore[type-arg]
             return sorted((w for w in st.webhooks.values() if w.delivery_url == hook_url), key=lambda w: w.id)
@@ -93,9 +92,7 @@ def test_stores_add_again_rotates_the_secret_in_place(settings, engine) -> None:
                  "the order produced")
         # and refuses the old one
         body = json.dumps(st.rest_item("order", after.id)).encode()
-        stale = httpx.post(hook_url, content=body, headers={
-            "Content-Type": "application/json", "X-WC-Webhook-Topic": "order.updated",
-            "X-WC-Webhook-Signature": sign(body, old_secret)})
+        stale = httpx.post(hook_url, content=body, headers=webhook_headers(old_secret, body, "order.updated"))
         assert stale.status_code == 401, stale.text
 
         # run once more with nothing changed: the same three webhooks, updated in place

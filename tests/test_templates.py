@@ -4,14 +4,14 @@ installable with `wooflow templates install` and through the API."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.support import ServerThread, env_of, make_store
+from tests.harness import ApiThread, bearer
+from tests.support import env_of, make_store, wooflow_cli
 from wooflow.consumer.model import RuleSpec, delay_seconds
 from wooflow.scheduler.templates import check_actions, load_templates, rule_spec
 from wooflow.workers.templating import render
@@ -30,6 +30,7 @@ TRIGGER_CONTEXT = {"first_purchase": "order", "tier_upgrade": "order", "abandone
                    "card_expiring": "card", "customer_inactive": "plain", "birthday": "plain"}
 
 
+@pytest.mark.unit
 def test_every_template_is_a_valid_rule_with_valid_actions() -> None:
     templates = load_templates()
     assert set(templates) == NAMES
@@ -46,6 +47,7 @@ def test_every_template_is_a_valid_rule_with_valid_actions() -> None:
                     assert render(a.params[part], ctx, html=part == "html").strip(), (name, part)
 
 
+@pytest.mark.unit
 def test_template_shapes_match_the_seeds() -> None:
     def plan(name: str) -> list[tuple[int, str]]:
         return [(delay_seconds(a.delay), a.type) for a in rule_spec(name).actions]
@@ -66,10 +68,10 @@ def test_template_shapes_match_the_seeds() -> None:
 
 
 def _cli(settings, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
-    return subprocess.run([sys.executable, "-m", "wooflow.cli", "templates", *args], env=env_of(settings),
-                          capture_output=True, text=True, timeout=60)
+    return wooflow_cli("templates", *args, env=env_of(settings), timeout=60)
 
 
+@pytest.mark.e2e
 def test_cli_lists_and_installs(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     out = _cli(settings, "list")
@@ -91,17 +93,14 @@ def test_cli_lists_and_installs(settings, engine) -> None:  # type: ignore[no-un
 
 @pytest.fixture
 def api(settings):  # type: ignore[no-untyped-def]
-    from wooflow.api.app import create_app
-
-    with ServerThread(create_app(settings)) as server:
+    with ApiThread(settings) as server:
         yield server
 
 
+@pytest.mark.integration
 def test_api_lists_and_installs_for_the_callers_store(settings, engine, api) -> None:  # type: ignore[no-untyped-def]
-    from wooflow.api.auth import create_token
-
     store, other = make_store(engine), make_store(engine)
-    h = {"Authorization": f"Bearer {create_token(engine, store.id)}"}
+    h = bearer(engine, store.id)
     assert httpx.get(f"{api.url}/v1/templates").status_code == 401
     listed = httpx.get(f"{api.url}/v1/templates", headers=h).json()["templates"]
     assert {t["name"] for t in listed} == NAMES
@@ -124,5 +123,5 @@ def test_api_lists_and_installs_for_the_callers_store(settings, engine, api) -> 
     assert bad.status_code == 422 and "trigger_options.days" in bad.text
     assert httpx.post(f"{api.url}/v1/templates/nope/install", headers=h).status_code == 404
     # installed for the caller's store only
-    oh = {"Authorization": f"Bearer {create_token(engine, other.id)}"}
+    oh = bearer(engine, other.id)
     assert httpx.get(f"{api.url}/v1/rules/{rule_id}", headers=oh).status_code == 404

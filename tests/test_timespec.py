@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from wooflow.timespec import format_duration, parse_duration, parse_time, time_option
 
+pytestmark = pytest.mark.unit
+
 NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=timezone.utc)
 
 

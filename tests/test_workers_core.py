@@ -28,6 +28,7 @@ from wooflow.workers.testing import WorkerThread, command, produce
 from wooflow.workers.tracker import OffsetTracker
 
 
+@pytest.mark.unit
 def test_tracker_commits_only_the_finished_prefix() -> None:
     t = OffsetTracker()
     h = [t.add("c", 0, off) for off in range(5)]
@@ -49,6 +50,7 @@ def test_tracker_commits_only_the_finished_prefix() -> None:
     assert t.unfinished == 0 and ("c", 1) not in t.committable()
 
 
+@pytest.mark.unit
 def test_batcher_coalesces_and_isolates_failures() -> None:
     calls: list[list[int]] = []
 
@@ -65,6 +67,7 @@ def test_batcher_coalesces_and_isolates_failures() -> None:
     assert len(calls) == 1, "six concurrent calls, one round trip"
 
 
+@pytest.mark.unit
 def test_backoff_grows_with_jitter_and_cap() -> None:
     for attempt in range(1, 12):
         d = backoff_s(attempt, 2.0, 60.0)
@@ -72,6 +75,7 @@ def test_backoff_grows_with_jitter_and_cap() -> None:
         assert cap / 2 <= d <= cap
 
 
+@pytest.mark.unit
 def test_template_sandbox_and_errors_are_clear() -> None:
     assert render("Hi {{ c.first_name | title }}", {"c": {"first_name": "ala"}}) == "Hi Ala"
     assert render("<b>{{ x }}</b>", {"x": "<script>"}, html=True) == "<b>&lt;script&gt;</b>"
@@ -88,6 +92,7 @@ def test_template_sandbox_and_errors_are_clear() -> None:
             render(source, {"order": {}})
 
 
+@pytest.mark.integration
 def test_claims_finish_retry_and_deferrals_on_the_database(settings, engine) -> None:  # type: ignore[no-untyped-def]
     store = make_store(engine)
     cmd = command(store_id=store.id, action_type="add_points", params={"points": 1})
@@ -135,6 +140,7 @@ def test_claims_finish_retry_and_deferrals_on_the_database(settings, engine) -> 
         c.close()
 
 
+@pytest.mark.integration
 def test_slow_and_retrying_commands_do_not_hold_back_others(settings, engine) -> None:  # type: ignore[no-untyped-def]
     s = settings.model_copy(update={"topic_prefix": unique("one") + ".", "topic_partitions": 1,
                                     "workers_group": unique("g"), "webhook_allowlist": "127.0.0.1/32",

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 from pydantic import BaseModel
 from sqlalchemy import Engine, text
 
@@ -68,6 +69,7 @@ def finals_are(s: Settings, want: dict[str, str]) -> Callable[[], bool]:
     return check
 
 
+@pytest.mark.e2e
 def test_sigkill_mid_email_sms_webhook_repeats_each_at_most_once_with_the_same_identity(  # type: ignore[no-untyped-def]
         settings, engine, logs_dir) -> None:
     smtp, http = SmtpReceiver().start(), HttpReceiver()
@@ -156,6 +158,7 @@ WHERE idempotency_key = ANY(:k)
 """)
 
 
+@pytest.mark.integration
 def test_effects_that_can_be_looked_up_are_found_not_repeated(settings, engine) -> None:  # type: ignore[no-untyped-def]
     s = settings.model_copy(update={"deferred_poll_s": 0.2})
     with SimulatorServer(seed=5) as sim:
@@ -247,6 +250,7 @@ VALUES (:k, :s, 1, :e, 0, :a, 'running', 1, now() - interval '1 second', 'a-work
 """)
 
 
+@pytest.mark.integration
 def test_plugins_state_what_an_interrupted_attempt_may_do(settings, engine) -> None:  # type: ignore[no-untyped-def]
     for handler in (PingAtMostOnce(), PingDefault(), PingRepeat()):
         registry.register(handler)
@@ -291,6 +295,7 @@ def test_plugins_state_what_an_interrupted_attempt_may_do(settings, engine) -> N
     assert http.counts() == dict.fromkeys(keys[:5], 1)
 
 
+@pytest.mark.e2e
 def test_postgresql_gone_longer_than_a_lease_stops_the_effect_and_the_worker(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
     http = HttpReceiver(hold=1)
     url = engine.url

@@ -15,14 +15,16 @@ message and exit code 2.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
+import pytest
+
 from tests.effects_kit import HttpReceiver, SmtpReceiver, deferred_keys, effects_store, keys_on_every_partition, settled
-from tests.support import RoleProcess, ServerThread, env_of, read_topic, unique, wait_for
+from tests.support import RoleProcess, ServerThread, env_of, read_topic, unique, wait_for, wooflow_cli
 from wooflow.kafka.admin import create_topics
 from wooflow.workers.testing import command, produce
+
+pytestmark = pytest.mark.e2e
 
 LEASE = {"WOOFLOW_ACTION_LEASE_S": "6", "WOOFLOW_ACTION_LEASE_RENEW_S": "2",
          # how long a worker whose partition is revoked waits for its running actions (+10 s)
@@ -108,8 +110,7 @@ def test_settings_that_cannot_keep_a_lease_are_refused_at_start(settings) -> Non
     }
     for (lease, renew), words in cases.items():
         env = env_of(settings, WOOFLOW_ACTION_LEASE_S=lease, WOOFLOW_ACTION_LEASE_RENEW_S=renew)
-        done = subprocess.run([sys.executable, "-m", "wooflow.cli", "workers"], env=env, capture_output=True,
-                              text=True, timeout=60)
+        done = wooflow_cli("workers", env=env, timeout=60)
         out = " ".join((done.stdout + done.stderr).split())
         assert done.returncode == 2, (lease, renew, out)
         assert words in out and "Traceback" not in out, out

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -19,6 +20,8 @@ from starlette.routing import Route
 
 from tests.support import RoleProcess, ServerThread, make_store, read_topic, wait_for
 from wooflow.workers.testing import command, produce
+
+pytestmark = pytest.mark.e2e
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "wooflow-example-action"
 

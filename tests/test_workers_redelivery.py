@@ -10,19 +10,19 @@ derived code (`already_applied`) instead of creating another, and the later step
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import threading
 from typing import Any
 
-from aiosmtpd.controller import Controller
+import pytest
 from sqlalchemy import text
 
-from tests.support import RoleProcess, ServerThread, free_port, read_topic, unique, wait_for, wait_until_consumed
+from tests.support import RoleProcess, ServerThread, read_topic, unique, wait_for, wait_until_consumed
 from wooflow.kafka import topics
 from wooflow.simulator import SimulatedStore, create_app
 from wooflow.stores import Store, upsert_store
 from wooflow.workers.testing import command, produce
+
+pytestmark = pytest.mark.e2e
 
 
 class HoldFirstCouponAnswer:
@@ -49,19 +49,7 @@ class HoldFirstCouponAnswer:
             await send(message)
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 OK"
-
-
-def test_three_deliveries_and_a_sigkill_give_one_coupon_one_note_one_email(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
-    inbox = Inbox()
-    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    smtp.start()
+def test_three_deliveries_and_a_sigkill_give_one_coupon_one_note_one_email(settings, engine, logs_dir, inbox) -> None:  # type: ignore[no-untyped-def]
     sim = SimulatedStore(seed=3)
     app = HoldFirstCouponAnswer(create_app(sim))
     workers: list[RoleProcess] = []
@@ -73,7 +61,7 @@ def test_three_deliveries_and_a_sigkill_give_one_coupon_one_note_one_email(setti
                                      billing={"email": "ola@example.com", "first_name": "Ola"})
             store = Store(id=unique("store"), url=srv.url, webhook_secret="whs", consumer_key=sim.consumer_key,
                           consumer_secret=sim.consumer_secret,
-                          settings={"smtp": {"host": "127.0.0.1", "port": smtp.port, "from_email": "s@example.com"}})
+                          settings={"smtp": inbox.smtp_settings("s@example.com")})
             upsert_store(engine, store)
             ctx = {"order": {"id": order.id, "number": str(order.id), "customer_id": 0,
                              "billing": {"email": "ola@example.com", "first_name": "Ola"}}}
@@ -142,4 +130,3 @@ def test_three_deliveries_and_a_sigkill_give_one_coupon_one_note_one_email(setti
     finally:
         for w in workers:
             w.stop()
-        smtp.stop()

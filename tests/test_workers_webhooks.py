@@ -81,6 +81,7 @@ def final(recs: list[dict[str, Any]]) -> dict[str, Any] | None:
     return done[-1] if done else None
 
 
+@pytest.mark.integration
 def test_webhooks_signed_retried_dead_lettered_and_egress_guarded(settings, engine) -> None:  # type: ignore[no-untyped-def]
     receiver = Receiver()
     with ServerThread(receiver.app()) as srv:
@@ -166,6 +167,7 @@ def test_webhooks_signed_retried_dead_lettered_and_egress_guarded(settings, engi
         assert len(refused_dlq) == len(refused) and {rec["reason"] for rec in refused_dlq} == {"action_error"}
 
 
+@pytest.mark.unit
 def test_egress_policy_allowlists_and_checks_before_connecting() -> None:
     receiver = Receiver()
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import threading
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -23,12 +22,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from aiosmtpd.controller import Controller
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
+from tests.harness import ApiThread, Inbox
 from tests.pipeline import connect_store
-from tests.support import RoleProcess, ServerThread, free_port, make_store, wait_for, wait_until_consumed
+from tests.support import RoleProcess, free_port, logs_of, make_sim_store, wait_for, wait_until_consumed
 from wooflow.clock import FileClock
 from wooflow.kafka import topics
 from wooflow.producers.keys import email_hash
@@ -40,27 +40,7 @@ from wooflow.simulator.server import SimulatorServer
 from wooflow.stores import Store, upsert_store
 from wooflow.workers.consent import record as record_consent
 
-
-class Inbox:
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd hook
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        with self.lock:
-            self.messages.append(msg)  # type: ignore[arg-type]
-        return "250 OK"
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.messages: list[email.message.EmailMessage] = []
-        self.store_id = ""
-
-    def to(self, address: str) -> list[email.message.EmailMessage]:
-        """Messages of this test's store to `address` (the database is shared by the session)."""
-        with self.lock:
-            return [m for m in self.messages if str(m["To"]).lower() == address.lower()
-                    and str(m["X-Wooflow-Store"]) == self.store_id]
-
-    def subjects(self, address: str) -> list[str]:
-        return [str(m["Subject"]) for m in self.to(address)]
+pytestmark = pytest.mark.e2e
 
 
 def text_part(msg: email.message.EmailMessage) -> str:
@@ -76,25 +56,20 @@ class Workflows:
         self.engine = engine
         self.clock = FileClock(log_dir / "clock")
         self.t0 = self.clock.set(datetime.now(timezone.utc).replace(microsecond=0))
-        self.inbox = Inbox()
-        smtp = Controller(self.inbox, hostname="127.0.0.1", port=free_port())
-        smtp.start()
-        stack.callback(smtp.stop)
+        self.inbox = stack.enter_context(Inbox())
         self.sim = stack.enter_context(SimulatorServer(seed=11, clock=self.clock.epoch))
-        store = make_store(engine, self.sim.url, consumer_key=self.sim.auth[0], consumer_secret=self.sim.auth[1])
+        store = make_sim_store(engine, self.sim)
         self.store = Store(**{**store.__dict__, "settings": store_settings or {}})
         upsert_store(engine, self.store)
         self.inbox.store_id = self.store.id
-        from wooflow.api.app import create_app
-
         # the admin API in-process: it serves the public cart recovery links
         self.settings = settings.model_copy(update={"clock": f"file:{self.clock.path}"})
-        self.api = stack.enter_context(ServerThread(create_app(self.settings)))
+        self.api = stack.enter_context(ApiThread(self.settings))
         self.settings = self.settings.model_copy(update={"public_base_url": self.api.url})
         tag = settings.topic_prefix.rstrip(".")
         env = {"WOOFLOW_CLOCK": f"file:{self.clock.path}", "WOOFLOW_SCHEDULER_GROUP": f"{tag}-scheduler",
                "WOOFLOW_SCHEDULER_SCAN_INTERVAL_S": "0.3", "WOOFLOW_SCHEDULER_POLL_S": "0.1",
-               "WOOFLOW_SMTP_HOST": "127.0.0.1", "WOOFLOW_SMTP_PORT": str(smtp.port),
+               "WOOFLOW_SMTP_HOST": "127.0.0.1", "WOOFLOW_SMTP_PORT": str(self.inbox.port),
                "WOOFLOW_PUBLIC_BASE_URL": self.settings.public_base_url, "WOOFLOW_RULES_RELOAD_S": "0.5",
                "WOOFLOW_DEFERRED_POLL_S": "0.2", "WOOFLOW_SCHEDULER_STORES": self.store.id}
         port, self.scheduler_metrics = free_port(), f"http://127.0.0.1:{free_port()}"
@@ -170,7 +145,8 @@ class Workflows:
                           "ORDER BY step", k=customer_key, st=status)
 
     def role_logs(self) -> str:
-        return "\n".join(f"--- {n} ---\n{r.log_text()[-4000:]}" for n, r in self.roles.items())
+        """Each role's log tail and what the inbox received, for a failure's report."""
+        return f"{logs_of(self.roles)}\ninbox: {self.inbox.summary()}"
 
 
 def test_welcome_series_fires_on_days_0_3_7_and_14(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
@@ -214,8 +190,6 @@ def test_welcome_series_fires_on_days_0_3_7_and_14(settings, engine, logs_dir) -
             assert order.id
         except AssertionError:
             print(w.role_logs())
-            with w.inbox.lock:
-                print("inbox:", [(str(m["To"]), str(m["Subject"])) for m in w.inbox.messages])
             raise
 
 
@@ -306,6 +280,4 @@ def test_cart_recovery_stops_when_the_customer_orders_and_a_guest_recovers_throu
             assert "you left something in your cart" in subjects[0] and "stock is limited" in subjects[1]
         except AssertionError:
             print(w.role_logs())
-            with w.inbox.lock:
-                print("inbox:", [(str(m["To"]), str(m["Subject"])) for m in w.inbox.messages])
             raise

@@ -80,7 +80,7 @@ webhooks_rejected = Counter("wooflow_webhooks_rejected_total", "Webhook deliveri
 signature_failures = StoreCounter("wooflow_webhook_signature_failures_total",
                                   "Webhooks with a bad or missing signature", ["store"])
 webhook_latency = Histogram("wooflow_webhook_seconds", "Time from request to 2xx", buckets=LATENCY_BUCKETS)
-# (bridge, issue 4) dedupe, outbox, breaker, REST sources, storefront
+# (bridge) dedupe, outbox, breaker, REST sources, storefront
 webhooks_accepted = Counter("wooflow_webhooks_accepted_total", "Webhook deliveries answered 2xx, by outcome",
                             ["outcome"])  # produced | outbox | duplicate | ping | resource_gone | unmapped_action
 events_duplicate = Counter("wooflow_events_duplicate_total", "Events dropped as already seen (same content)",
@@ -126,7 +126,7 @@ outbox_depth = Gauge("wooflow_outbox_depth", "Webhook events waiting in the brid
 scheduler_lateness_seconds = Histogram("wooflow_scheduler_lateness_seconds", "Step due → command emitted",
                                        buckets=LATENESS_BUCKETS)
 
-# --- scheduler (issue 7: scheduler/) ---------------------------------------------------------
+# --- scheduler (scheduler/) -----------------------------------------------------------------
 scheduler_steps = StoreCounter("wooflow_scheduler_steps_total", "Workflow steps by outcome (stored, emitted, exited)",
                                ["store", "outcome"])
 scheduler_pending = Gauge("wooflow_scheduler_pending_steps", "Steps waiting in scheduled_steps (due: overdue now)",

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     allow_private_webhooks: bool = Field(False, description="Let outbound webhooks reach private/loopback addresses")
     webhook_allowlist: str = Field(
         "", description="Comma-separated hosts/CIDRs outbound webhooks may reach even if private")
-    # (workers, issue 6) pipelining, retries, delays, email/SMS, consent, log retention
+    # (workers) pipelining, retries, delays, email/SMS, consent, log retention
     worker_max_inflight: int = Field(
         20000, description="Commands a worker holds (queued + running) before it stops reading")
     worker_commit_interval_s: float = Field(
@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     lag_interval_s: float = Field(15.0, description="How often consuming roles report consumer lag")
     admin_token: SecretStr | None = Field(None, description="Token with access to every store (operators)")
 
-    # --- scheduler (issue 7): delayed steps, carts, time/behaviour triggers ---------
+    # --- scheduler: delayed steps, carts, time/behaviour triggers ---------
     clock: str = Field("system", description="Time source of rules + scheduler: 'system', or 'file:PATH' (simulated "
                                              "time shared by processes: the file holds an ISO-8601 instant)")
     scheduler_group: str = Field("wooflow-scheduler", description="Consumer group of the scheduler's activity reader")

@@ -1,5 +1,5 @@
 """The action registry: built-in actions plus third-party ones from the
-`wooflow.actions` entry-point group (the Python equivalent of seed 002's PHP filter).
+`wooflow.actions` entry-point group (the Python equivalent of Polski Pro's PHP filter).
 
 An action is an object with `name`, a pydantic `Params` model, and three coroutines:
 `run(ctx)` does the effect, `dry_run(ctx)` says what `run` would do without doing it,

@@ -1,13 +1,16 @@
-"""Building and producing action commands by hand: for tests, benchmarks and plugin authors
-who want to run one action through a real worker without a rule or an event."""
+"""Building and producing action commands by hand, and running a role in a thread: for
+tests, benchmarks and plugin authors who want to run one action through a real worker
+without a rule or an event."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 
 from wooflow.consumer.commands import idempotency_key, to_json
 from wooflow.kafka import topics
@@ -15,6 +18,9 @@ from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import get_codec
 from wooflow.schemas.types import ActionCommand
 from wooflow.settings import Settings
+
+if TYPE_CHECKING:  # the runner is imported when a worker thread is made, not by command()/produce()
+    from wooflow.workers.runner import Worker
 
 
 def command(*, store_id: str, action_type: str, params: Mapping[str, object], rule_id: int = 1,
@@ -52,37 +58,64 @@ def produce(settings: Settings, commands: Iterable[ActionCommand], *, copies: in
     return n
 
 
-class WorkerThread:
-    """A worker (wooflow.workers.runner.Worker) in a thread of this process — for tests that
-    inject a resolver or a mailer. `with WorkerThread(settings) as w: ...` stops it on exit."""
+class ThreadedRole(Protocol):
+    """What runs in a RoleThread: a role's loop (`wooflow.process.Role`) that says when it is ready."""
 
-    def __init__(self, settings: Settings, **worker_kwargs: Any) -> None:
-        import threading
+    ready: threading.Event
 
-        from wooflow.workers.runner import Worker
+    def run(self, stop: threading.Event) -> None: ...
 
-        self.worker = Worker(settings, **worker_kwargs)
+
+R = TypeVar("R", bound=ThreadedRole)
+
+
+class RoleThread(Generic[R]):
+    """A role (a Worker, a RuleConsumer...) in a thread of this process — for tests that
+    inject a resolver or a mailer, or look at the role's state while it runs.
+    `with RoleThread(role) as t: ...` waits until the role is ready and stops it on exit; an
+    exception the role raised fails the start or the stop, so a role that died never passes
+    for an idle one."""
+
+    def __init__(self, role: R, name: str = "wooflow-role") -> None:
+        self.role = role
         self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="wooflow-worker", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.error: BaseException | None = None
 
     def _run(self) -> None:
         try:
-            self.worker.run(self.stop_event)
-        except BaseException as exc:  # surfaced by stop()
+            self.role.run(self.stop_event)
+        except BaseException as exc:  # surfaced by __enter__ or stop()
             self.error = exc
 
-    def __enter__(self) -> WorkerThread:
+    def __enter__(self) -> Self:
         self.thread.start()
-        if not self.worker.ready.wait(30):
-            raise RuntimeError("worker did not start")
+        deadline = time.monotonic() + 30
+        while not self.role.ready.wait(0.05):
+            if self.error is not None or time.monotonic() > deadline:
+                self.stop()  # raises the role's error, if it had one
+                raise RuntimeError(f"{self.thread.name} did not start within 30 s")
         return self
 
     def stop(self, timeout: float = 60.0) -> None:
         self.stop_event.set()
         self.thread.join(timeout)
         if self.error is not None:
-            raise RuntimeError(f"worker failed: {self.error!r}") from self.error
+            raise RuntimeError(f"{self.thread.name} failed: {self.error!r}") from self.error
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class WorkerThread(RoleThread["Worker"]):
+    """A worker (wooflow.workers.runner.Worker) in a thread: `with WorkerThread(settings,
+    resolver=...) as w: ...`; keyword arguments go to the Worker."""
+
+    def __init__(self, settings: Settings, **worker_kwargs: Any) -> None:
+        from wooflow.workers.runner import Worker
+
+        super().__init__(Worker(settings, **worker_kwargs), "wooflow-worker")
+
+    @property
+    def worker(self) -> Worker:
+        return self.role

@@ -1,6 +1,6 @@
 """Dry run of one rule on a real order or customer (POST /v1/rules/{id}/dry-run).
 
-Like seed 002's engine: evaluate the filters against the order, check marketing consent,
+Like Polski Pro's automation engine: evaluate the filters against the order, check marketing consent,
 run the actions in dry-run mode and write an audit entry flagged dry_run — with per-
 condition reasons, the trigger's view given the state wooflow stored, and rendered
 previews from each action's `dry_run`. Nothing is written except the audit entries.

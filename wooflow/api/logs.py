@@ -1,4 +1,4 @@
-"""GET /v1/logs: the execution log of the caller's store (seed 002's audit log; at most
+"""GET /v1/logs: the execution log of the caller's store (Polski Pro's audit log; at most
 500 rows per request, like its `recent($limit)`)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""/v1/rules: rules CRUD and dry runs, scoped to the caller's store (parity with seed 002's
+"""/v1/rules: rules CRUD and dry runs, scoped to the caller's store (parity with Polski Pro's
 /polski-pro/v1/automation/rules, plus more). Every change notifies running consumers
 through the `rules` table trigger (LISTEN/NOTIFY), so it applies within a second."""
 

@@ -1,4 +1,5 @@
-"""Registers the built-in actions (the union of the three seeds' actions)."""
+"""Registers the built-in actions: the union of AutomateWoo's, the customer-history
+plugin's and Polski Pro's actions."""
 
 from wooflow.workers.actions.coupons import ApplyCoupon
 from wooflow.workers.actions.customers import AddCustomerTag, ChangeCustomerRole, RemoveCustomerTag, SetCustomerMeta

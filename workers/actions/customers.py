@@ -2,7 +2,7 @@
 
 WooCommerce has no customer tags. wooflow keeps them in `customer_state.tags` (what rule
 conditions read) and mirrors the whole list to the customer's `_wooflow_tags` meta in
-WooCommerce, so the store admin sees them too (seed 002 keeps them in user meta as well).
+WooCommerce, so the store admin sees them too (Polski Pro keeps them in user meta as well).
 The tag change and its idempotency record commit in one transaction; the mirror, a
 "set the full list" write, is idempotent and runs first, so a crash in between re-runs
 harmlessly.

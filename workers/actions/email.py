@@ -45,7 +45,7 @@ class SendEmail(BaseAction["SendEmail.Params"]):
     class Params(BaseModel):
         subject: str = Field(min_length=1, description="Subject (Jinja2 template)")
         html: str = Field("", description="HTML body (Jinja2 template, autoescaped)")
-        body: str = Field("", description="Alias of `html` (seed 002's field name)")
+        body: str = Field("", description="Alias of `html` (Polski Pro's field name)")
         text: str = Field("", description="Plain-text body (Jinja2 template); derived from the HTML if empty")
         to: str = Field("", description="Recipient (Jinja2 template); default: the customer's email")
         marketing: bool = Field(False, description="A marketing email: needs consent, gets an unsubscribe link")
