@@ -10,7 +10,6 @@ secret, in the forms it travels in (as is, and inside an HTTP Basic Authorizatio
 from __future__ import annotations
 
 import base64
-import json
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -25,19 +24,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.harness import deliver, hook_url
 from tests.pipeline import connect_store
 from tests.support import (
     RoleProcess,
     ServerThread,
     free_port,
     read_topic,
+    ready,
     unique,
     wait_for,
     wait_until_consumed,
 )
 from wooflow.api.auth import create_token
 from wooflow.kafka import topics
-from wooflow.producers.signature import sign
 from wooflow.simulator.server import SimulatorServer
 from wooflow.stores import Store, upsert_store
 from wooflow.workers.testing import command, produce
@@ -136,15 +136,12 @@ def test_no_secret_in_any_log(settings, engine, tmp_path: Path) -> None:  # type
                             billing={"email": "alice@example.com", "first_name": "Alice"}, payment_method="cod")
         assert st.wait_idle(30)
         assert all(d.success for d in st.deliveries()), [(d.topic, d.status_code) for d in st.deliveries()]
-        body = json.dumps({"id": order.id, "status": "processing"}).encode()
-        forged = httpx.post(f"{bridge_url}/webhooks/woocommerce/{good.id}", content=body, headers={
-            "Content-Type": "application/json", "X-WC-Webhook-Topic": "order.updated",
-            "X-WC-Webhook-Signature": sign(body, secrets["other webhook secret"])})
+        forged = deliver(hook_url(bridge_url, good.id), secrets["other webhook secret"], "order.updated",
+                         {"id": order.id, "status": "processing"})
         assert forged.status_code == 401
-        action = json.dumps({"action": "woocommerce_order_status_completed", "arg": order.id}).encode()
-        refused_read = httpx.post(f"{bridge_url}/webhooks/woocommerce/{bad.id}", content=action, headers={
-            "Content-Type": "application/json", "X-WC-Webhook-Topic": "action.woocommerce_order_status_completed",
-            "X-WC-Webhook-Signature": sign(action, secrets["other webhook secret"])})
+        refused_read = deliver(hook_url(bridge_url, bad.id), secrets["other webhook secret"],
+                               "action.woocommerce_order_status_completed",
+                               {"action": "woocommerce_order_status_completed", "arg": order.id})
         assert refused_read.status_code == 200, refused_read.text  # produced from what the hook said
 
         # --- workers: REST ok and 401, SMTP login refused (global and store password), SMS 401, webhook 500 ---
@@ -170,13 +167,7 @@ def test_no_secret_in_any_log(settings, engine, tmp_path: Path) -> None:  # type
         keys = {c["idempotency_key"] for c in cmds}
 
         # --- API: a store token, a wrong one, the operator's, a dry run whose REST read is refused ---
-        def api_ready() -> bool:
-            try:
-                return httpx.get(f"{api_url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(api_ready, 40, 0.2, "the API")
+        wait_for(lambda: ready(api_url, 1), 40, 0.2, "the API")
         mine = {"Authorization": f"Bearer {secrets['store API token']}"}
         assert httpx.get(f"{api_url}/v1/rules", headers=mine).status_code == 200
         assert httpx.get(f"{api_url}/v1/rules", headers={"Authorization": "Bearer wf_nope"}).status_code == 401
