@@ -163,9 +163,9 @@ def add(
     from wooflow.db.tables import store_webhooks
     from wooflow.producers.woo_rest import RestError, Transient
     from wooflow.settings import get_settings
-    from wooflow.stores import Store, StoreCache, upsert_store
+    from wooflow.stores import Store, StoreCache, upsert_store, valid_store_id
 
-    if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", store_id):
+    if not valid_store_id(store_id):
         _fail("store id: 1-64 letters, digits, '-' or '_'")
     if not re.match(r"^https?://[^/\s]+", url):
         _fail(f"--url must be an http(s) URL, got {url!r}")

@@ -247,10 +247,13 @@ def topic_size(s: Settings, base_topic: str) -> int:
 
 
 class ServerThread:
-    """An ASGI app served by uvicorn on a free loopback port in a daemon thread."""
+    """An ASGI app served by uvicorn on a loopback address (127.0.0.1 unless told otherwise,
+    e.g. "127.0.0.2" or "::1"), on a free port unless given one, in a daemon thread."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
+        self.host = host
+        self.port = port
 
     def __enter__(self) -> ServerThread:
         import socket
@@ -258,10 +261,10 @@ class ServerThread:
 
         import uvicorn
 
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{f'[{self.host}]' if ':' in self.host else self.host}:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()

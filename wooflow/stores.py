@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,15 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from wooflow.db.tables import stores
+
+# What `wooflow stores add` accepts. Anything else names no store, and is answered so without
+# a database read: ids come from URL paths and headers, and PostgreSQL refuses some strings
+# (a NUL byte) with an error rather than "no row".
+STORE_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def valid_store_id(store_id: str) -> bool:
+    return STORE_ID.fullmatch(store_id) is not None
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,7 @@ class StoreCache:
         hit = self.peek(store_id)
         if hit is not MISS:
             return hit  # type: ignore[return-value]
-        return self._read(store_id)
+        return self._read(store_id) if valid_store_id(store_id) else None
 
     def _read(self, store_id: str) -> Store | None:
         now = time.monotonic()
@@ -88,13 +98,17 @@ class StoreCache:
         hit = self.peek(store_id)
         if hit is not MISS:
             return hit  # type: ignore[return-value]
-        return await asyncio.to_thread(self.get, store_id)
+        if not valid_store_id(store_id):
+            return None
+        return await asyncio.to_thread(self._read, store_id)
 
     async def arefresh(self, store_id: str, min_interval: float = 1.0) -> Store | None:
         """The row read again now, unless this store was refreshed less than `min_interval`
         seconds ago (then the cached row). The bridge calls this when a signature does not
         match the cached secret: a rotated secret works from its first delivery instead of
         after the TTL, and forged signatures cost at most one read per store per interval."""
+        if not valid_store_id(store_id):
+            return None
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(store_id)

@@ -4,12 +4,17 @@ Store owners choose webhook and provider URLs, so a URL is untrusted input. Befo
 connection:
 - the host is resolved (the resolver is injectable: tests map names without DNS);
 - every resolved address must be public — not private, loopback, link-local (the cloud
-  metadata endpoints live there), CGNAT, multicast, reserved or unspecified — unless
-  `allow_private_webhooks` is on, the host name is allow-listed, or the address is in an
-  allow-listed network (`webhook_allowlist`: comma-separated host names and CIDRs);
-- the connection goes to the checked address itself (the URL is rewritten to the IP;
-  the Host header and TLS SNI/certificate check keep the name), so a second DNS answer
-  (DNS rebinding) can never slip another address in between check and connect;
+  metadata endpoints live there), site-local, CGNAT, multicast, reserved or unspecified,
+  nor an IPv4-mapped or 6to4 IPv6 address of one — unless `allow_private_webhooks` is on,
+  the host name is allow-listed, or the address is in an allow-listed network
+  (`webhook_allowlist`: comma-separated host names and CIDRs);
+- a host written as numbers (`2130706433`, `0177.0.0.1`, `0x7f.1`, `127.1`) is the IPv4
+  address browsers and inet_aton read in it, checked and connected to as such;
+- a name is resolved once, by the connection itself (`_GuardedResolver`, aiohttp's
+  resolver for this client, no DNS cache): the addresses it checks are the addresses
+  aiohttp connects to (the Host header and TLS SNI/certificate check keep the name), so a
+  second DNS answer (DNS rebinding) can never slip another address in between check and
+  connect;
 - redirects are followed by hand, each hop checked the same way.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -58,6 +64,8 @@ class SystemResolver:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise TransientError(f"cannot resolve {host}: {exc}") from exc
+        except UnicodeError as exc:  # no IDNA form: no name DNS could answer for
+            raise EgressRefused(f"refused {host!r}: not a valid host name ({exc})") from exc
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
@@ -107,6 +115,12 @@ class EgressPolicy:
             ip = ip.ipv4_mapped
         if self.allow_private or any(ip in net for net in self.allowed_nets):
             return None
+        if isinstance(ip, ipaddress.IPv6Address):
+            # A 6to4 address (2002::/16) is carried to the IPv4 address inside it.
+            if ip.sixtofour is not None and (reason := self.refusal(ip.sixtofour)):
+                return f"{ip} is a 6to4 address of {ip.sixtofour}, and {reason}"
+            if ip.is_site_local:  # fec0::/10, deprecated but still routed inside some networks
+                return f"{ip} is a site-local address"
         if ip in METADATA_ADDRESSES:
             return f"{ip} is a cloud metadata address"
         if ip.is_loopback:
@@ -157,6 +171,24 @@ def _literal(host: str) -> IP | None:
         return None
 
 
+# A host made of numbers (`2130706433`, `0177.0.0.1`, `0x7f.1`, `127.1`, `127.0.0.1.`) is an
+# IPv4 address to browsers (WHATWG URL) and to inet_aton, never a name.
+_NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+))*\.?", re.IGNORECASE)
+
+
+# A name DNS can look up, as it goes on the wire (IDNA): letters, digits, '-', '_', dots; each
+# label 1-63 long. (A percent-encoded host, e.g. from a redirect's Location, is none.)
+_HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+                        r"(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?", re.IGNORECASE)
+
+
+def _numeric_ipv4(url: yarl.URL, host: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host.removesuffix(".")))
+    except OSError as exc:
+        raise EgressRefused(f"refused {url}: {host!r} is neither an IPv4 address nor a host name") from exc
+
+
 def _parse_ips(host: str, addresses: list[str]) -> list[IP]:
     ips: list[IP] = []
     for a in addresses:
@@ -190,9 +222,14 @@ async def check_url(url: yarl.URL, policy: EgressPolicy, resolver: Resolver | No
         raise EgressRefused(f"refused {url}: no host")
     port = url.port or (443 if url.scheme == "https" else 80)
     literal = _literal(host.strip("[]"))
+    if literal is None and _NUMERIC_HOST.fullmatch(host):
+        literal = _numeric_ipv4(url, host)
+        url = url.with_host(str(literal))  # connect to the address it denotes, written plainly
+    if literal is None and not _HOST_NAME.fullmatch(url.raw_host or ""):
+        raise EgressRefused(f"refused {url}: {host!r} is not a valid host name")
     if literal is None and resolver is None:
         return Target(url, "")
-    addresses = [host] if literal is not None else await resolver.resolve(host, port)  # type: ignore[union-attr]
+    addresses = [str(literal)] if literal is not None else await resolver.resolve(host, port)  # type: ignore[union-attr]
     if not addresses:
         raise TransientError(f"cannot resolve {host}: no addresses")
     ips = _parse_ips(host, addresses)
@@ -263,11 +300,15 @@ class SafeHttp:
             raise ActionError(f"invalid URL {url!r}: {exc}") from exc
         hops: list[str] = []
         for _ in range(self.max_redirects + 1):
-            await check_url(current, self.policy, None)  # scheme + IP literals; names: at connect
+            current = (await check_url(current, self.policy, None)).url  # scheme + IP literals; names: at connect
             answer = await self._send(method, current, content, headers or {}, timeout)
             if answer.status_code in REDIRECT_CODES and answer.headers.get("location"):
                 hops.append(str(current))
-                current = current.join(yarl.URL(answer.headers["location"]))
+                location = answer.headers["location"]
+                try:
+                    current = current.join(yarl.URL(location))
+                except (ValueError, TypeError) as exc:
+                    raise ActionError(f"{current} redirected to an invalid URL {location!r}: {exc}") from exc
                 if answer.status_code == 303 or (answer.status_code in (301, 302) and method == "POST"):
                     method, content = "GET", None  # what every HTTP client does with these
                 continue

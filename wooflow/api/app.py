@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wooflow.db.engine import get_engine
 from wooflow.probes import db_ready, probe_routes
@@ -52,6 +57,32 @@ def _error_entry(e: dict[str, object]) -> dict[str, object]:
     return {"field": _field_path(tuple(e.get("loc", ()))), "message": e.get("msg", ""), "type": e.get("type")}  # type: ignore[arg-type]
 
 
+# Every 422 the API answers (a validation error, a route's refusal, a value PostgreSQL
+# cannot hold) has this shape; FastAPI would document its own `{"detail": [...]}`.
+ERROR_422 = {
+    "title": "Error", "type": "object", "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string", "description": "validation_error, invalid_request or invalid_value"},
+        "message": {"type": "string"},
+        "errors": {"type": "array", "items": {
+            "type": "object", "required": ["field", "message"],
+            "properties": {"field": {"type": "string", "description": "e.g. conditions.conditions[0].operator"},
+                           "message": {"type": "string"}, "type": {"type": ["string", "null"]}}}},
+    },
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in components:
+            components["HTTPValidationError"] = ERROR_422
+            components.pop("ValidationError", None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="wooflow admin API", version="1",
                   description="Rules and workflows, dry runs, execution logs, analytics. "
@@ -66,9 +97,24 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"error": "validation_error", "message": "; ".join(
             f"{e['field']}: {e['message']}" for e in errors), "errors": errors}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 422:  # a route's own refusal: the same shape as a validation error
+            return JSONResponse({"error": "invalid_request", "message": str(exc.detail)}, status_code=422)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(DataError)
+    async def data_error(_: Request, exc: DataError) -> JSONResponse:
+        # PostgreSQL refused a value the request carried (a NUL character in a text, a number
+        # out of its column's range): the caller's mistake, answered like a validation error.
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+        return JSONResponse({"error": "invalid_value", "message": f"a value in the request cannot be stored or "
+                                                                  f"searched for: {reason}"}, status_code=422)
+
     for spec in ROUTERS:
         module, _, attr = spec.partition(":")
         app.include_router(getattr(importlib.import_module(module), attr or "router"))
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     for route in probe_routes(db_ready(settings.database_url)):
         app.router.routes.append(route)
     return app

@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine, insert, select
 
 from wooflow.db.tables import api_tokens, stores
+from wooflow.stores import valid_store_id
 
 bearer = HTTPBearer(auto_error=False, description="Store-scoped API token")
 
@@ -67,6 +68,8 @@ def principal(
         return Principal(scope, operator=False)
     if not requested:
         raise HTTPException(400, "operator tokens must name a store (X-Wooflow-Store header or store_id)")
+    if not valid_store_id(requested):
+        raise HTTPException(404, f"store {requested!r} not found")
     with engine.connect() as conn:
         if conn.execute(select(stores.c.id).where(stores.c.id == requested)).first() is None:
             raise HTTPException(404, f"store {requested!r} not found")

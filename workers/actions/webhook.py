@@ -19,15 +19,37 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from typing import ClassVar
 
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, Field, HttpUrl, field_validator
 
 from wooflow.jsontypes import JSONObject
 from wooflow.workers.errors import ActionError, TransientError
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP header name (RFC 9110)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Framing and routing belong to the HTTP client (a rule's Content-Length or Transfer-Encoding
+# would desynchronise a kept-alive connection to the receiver, which other stores may share;
+# Host would pick another site on the checked address); the rest wooflow sets itself.
+RESERVED_HEADERS = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer",
+    "expect", "proxy-authorization", "proxy-connection", "content-type", "user-agent", "idempotency-key",
+})
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+        if name.lower() in RESERVED_HEADERS or name.lower().startswith("x-wooflow-"):
+            raise ValueError(f"header {name!r} is set by wooflow or its HTTP client and cannot be given")
+        if _CONTROL.search(value):
+            raise ValueError(f"header {name!r} has a control character (CR, LF, NUL...) in its value")
+    return headers
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -47,7 +69,10 @@ class Webhook(BaseAction["Webhook.Params"]):
         timeout: float = Field(10.0, gt=0, le=30, description="Seconds per request")
         include_context: bool = Field(True, description="Send the order/customer snapshot as `data`")
         payload: dict[str, str] = Field(default_factory=dict, description="Extra fields (values are Jinja2 templates)")
-        headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers")
+        headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers (not the ones "
+                                        "wooflow or HTTP set: Host, Content-Length, Content-Type, X-Wooflow-*...)")
+
+        _headers = field_validator("headers")(check_headers)
 
     def _body(self, ctx: ActionContext[Params]) -> bytes:
         p = ctx.params
