@@ -110,6 +110,7 @@ class Ingestor:
         self._probing: asyncio.Task[None] | None = None
         self._last_depth_check = 0.0
         self._last_cleanup = time.monotonic()
+        metrics.export_bridge_gauges()
         metrics.kafka_available.set(1)
 
     # --- lifecycle -----------------------------------------------------------------------

@@ -152,3 +152,8 @@ def test_every_role_reports_its_traffic(settings, engine, logs_dir, metrics_port
     for samples in (bridge, rules, workers, sink, api_samples):
         names = {n for n, _, _ in samples}
         assert {"wooflow_outbox_depth", "wooflow_scheduler_lateness_seconds_count"} <= names
+    # Kafka availability comes from the bridge alone: a constant 0 from any other role would
+    # read as "Kafka unavailable" on the dashboard and in the alert
+    assert total(bridge, "wooflow_bridge_kafka_available") == 1
+    for samples in (rules, workers, sink, api_samples):
+        assert "wooflow_bridge_kafka_available" not in {n for n, _, _ in samples}
