@@ -144,6 +144,9 @@ def test_every_role_reports_its_traffic(settings, engine, logs_dir, metrics_port
     assert not [lab for _, lab, _ in workers if lab.get("store") in (store, unreachable.id)], \
         "store label must be 'all'"
     assert {lab["partition"] for n, lab, _ in workers if n == "wooflow_consumer_lag"} == {"0", "1", "2", "3"}
+    # every role exports its dead-letter counters from its start: the first letter is an increase
+    assert ("wooflow_dlq_total", {"stage": "sink", "reason": "undecodable"}, 0.0) in sink
+    assert ("wooflow_dlq_total", {"stage": "rules", "reason": "undecodable"}, 0.0) in rules
     # sink: rows written, events consumed, caught up (lag 0)
     assert total(sink, "wooflow_execution_logs_written_total") >= 3
     assert total(sink, "wooflow_events_consumed_total", role="sink", topic=logs, store=store) >= 2
