@@ -37,6 +37,7 @@ import httpx
 import yaml
 
 from wooflow.devinfra.kafka import LauncherError, process_alive, spawn_detached, tail_text, terminate
+from wooflow.settings import Settings
 
 READY_TIMEOUT_S = 30.0
 
@@ -45,11 +46,9 @@ READY_TIMEOUT_S = 30.0
 
 
 def find_prometheus(cache_dir: Path | None = None) -> Path:
-    """The `prometheus` executable, or a LauncherError saying how to install it."""
-    candidates = [shutil.which("prometheus")]
-    if cache_dir is not None:
-        candidates.append(str(cache_dir / "bin" / "prometheus"))
-    for candidate in candidates:
+    """The `prometheus` executable (PATH, then `<cache dir>/bin`), or a LauncherError saying how to install it."""
+    cache = cache_dir if cache_dir is not None else Settings().cache_dir
+    for candidate in (shutil.which("prometheus"), str(cache / "bin" / "prometheus")):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return Path(candidate)
     raise LauncherError("Prometheus not found: install Debian's `prometheus` package (`./run setup` as root "
