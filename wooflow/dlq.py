@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # A value Kafka refused for its size would be refused again inside the dead letter.
 MAX_VALUE = 900_000
 
-# The reasons each stage dead-letters with (tests/test_dlq_reasons.py reads them off the code).
+# The reasons each stage dead-letters with (tests/test_metrics_first_increase.py reads them off the code).
 # A role exports its stage's counters at 0 from its start (`expose`): a labelled counter
 # otherwise appears with its first increment, and Prometheus sees no increase() in a
 # series' first sample — the first dead letter after a start would reach neither the DLQ

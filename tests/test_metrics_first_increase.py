@@ -1,9 +1,12 @@
-"""The first dead letter after a role starts reaches the DLQ alert: each role exports its
-stage's `wooflow_dlq_total` series at 0 from its start (`wooflow.dlq.expose`), because
-Prometheus sees no increase() in a counter series whose first sample is already 1.
+"""Prometheus sees no increase() in a counter series whose first sample already holds the
+events: the series an alert or a panel counts failures with are exported at 0 before.
 
-`wooflow.dlq.REASONS` lists what each stage dead-letters with; these tests read the
-reasons off the code, so a new reason cannot be forgotten there."""
+- The first dead letter after a role starts reaches the DLQ alert: each role exports its
+  stage's `wooflow_dlq_total` series at 0 from its start (`wooflow.dlq.expose`).
+  `wooflow.dlq.REASONS` lists what each stage dead-letters with; these tests read the
+  reasons off the code, so a new reason cannot be forgotten there.
+- A burst of failed actions reaches the error-ratio alert: a worker exports a (store,
+  action)'s failure outcomes from the pair's first count, whatever its outcome."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
+from tests.support import unique
 from wooflow import dlq
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,3 +77,16 @@ def test_an_exposed_stage_exports_every_reason() -> None:
     dlq.expose("scheduler")
     for reason in dlq.REASONS["scheduler"]:
         assert REGISTRY.get_sample_value("wooflow_dlq_total", {"stage": "scheduler", "reason": reason}) is not None
+
+
+def test_a_first_success_exports_the_pairs_failure_outcomes_at_zero() -> None:
+    from wooflow.workers.executor import count_action
+
+    store = unique("store")
+    labels = {"store": store, "action": "add_order_note"}
+    count_action(store, "add_order_note", "succeeded")
+    assert REGISTRY.get_sample_value("wooflow_actions_total", labels | {"outcome": "succeeded"}) == 1
+    assert REGISTRY.get_sample_value("wooflow_actions_total", labels | {"outcome": "failed"}) == 0
+    assert REGISTRY.get_sample_value("wooflow_actions_total", labels | {"outcome": "dead_lettered"}) == 0
+    count_action(store, "add_order_note", "failed")
+    assert REGISTRY.get_sample_value("wooflow_actions_total", labels | {"outcome": "failed"}) == 1
