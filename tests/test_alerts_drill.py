@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from bench.alerts.drill import SHIPPED_RULES, Expect, Fault, evaluate, run_drill
-from bench.alerts.rules import Scale, parse_duration, same_but_durations, scale_expr, scaled_rules
+from bench.alerts.drill import Expect, Fault, evaluate, run_drill
+from bench.alerts.rules import SHIPPED, Scale, parse_duration, same_but_durations, scale_expr, scaled_rules
 from tests.support import tool_missing
 from wooflow.devinfra.kafka import LauncherError
 from wooflow.devinfra.prometheus import Episode, find_prometheus
@@ -37,7 +37,7 @@ def test_scaling_rewrites_windows_offsets_and_for_only() -> None:
     assert scale_expr('wooflow:action_error_ratio:rate10m > 0.05 and x{a="[10m]"}', scale).startswith(
         "wooflow:action_error_ratio:rate10m > 0.05")
     assert parse_duration("1h30m") == 5400
-    shipped = SHIPPED_RULES.read_text()
+    shipped = SHIPPED.read_text()
     scaled = scaled_rules(shipped, scale)
     assert same_but_durations(shipped, scaled) == []
     fors = {r["alert"]: r.get("for") for g in yaml.safe_load(scaled)["groups"] for r in g["rules"] if "alert" in r}
@@ -45,7 +45,7 @@ def test_scaling_rewrites_windows_offsets_and_for_only() -> None:
 
 
 def test_a_changed_threshold_is_not_a_scaling() -> None:
-    shipped = SHIPPED_RULES.read_text()
+    shipped = SHIPPED.read_text()
     tampered = scaled_rules(shipped, Scale()).replace("max(wooflow_outbox_depth) > 1000",
                                                       "max(wooflow_outbox_depth) > 10")
     assert same_but_durations(shipped, tampered) == ["WooflowOutboxBacklog: expression changed beyond its durations"]

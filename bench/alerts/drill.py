@@ -23,9 +23,11 @@ The faults, in order (times are from a run on a 2-core machine shared with other
    state, its lag grows past 1,000; the lock is released once the alert fires.
 
 `run_drill` returns a `DrillReport` (alerts with their times, unexplained alerts, panels);
-`python -m bench.alerts` runs it from the command line. A chaos run can reuse the pieces:
-`wooflow.devinfra.prometheus` (server, client, `AlertWatch`), `bench.alerts.rules`
-(the scaled copy) and `bench.alerts.panels` (the dashboards' queries).
+`python -m bench.alerts` runs it from the command line. A chaos run reuses the pieces over
+its own roles: `observed(workdir, targets)` (Prometheus with the scaled rules and an
+`AlertWatch`; `prom.set_targets` when a role restarts on a new port), `Fault`/`Expect`/
+`evaluate` (which alert each fault must raise, and the alerts nothing explains) and
+`bench.alerts.panels.check_panels` (the dashboards' queries).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from confluent_kafka import Producer
 from sqlalchemy import Engine, text
 
 from bench.alerts.panels import PanelResult, check_panels
-from bench.alerts.rules import Scale, same_but_durations, scaled_rules
+from bench.alerts.rules import Scale, write_scaled_rules
 from tests.pipeline import add_rule, connect_store
 from tests.support import RoleProcess, free_port, fresh_database, make_store, unique, wait_for
 from wooflow.db.engine import get_engine
@@ -59,8 +61,6 @@ from wooflow.producers.signature import sign
 from wooflow.settings import Settings
 from wooflow.simulator.server import SimulatorServer
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_RULES = ROOT / "deploy" / "prometheus" / "rules" / "wooflow.rules.yml"
 METRICS_ROLES = ("rules", "workers", "sink", "scheduler")  # /metrics on WOOFLOW_METRICS_PORT
 GRACE_S = 90.0  # an alert may go pending this long after its fault was removed (it was caused before)
 
@@ -197,6 +197,19 @@ def evaluate(expects: list[Expect], faults: Mapping[str, Fault], episodes: list[
             None if first is None or first.resolved_at is None else first.resolved_at - end, len(found)))
     explained = {id(ep) for e in expects for ep in candidates(e)}
     return results, [ep for ep in episodes if id(ep) not in explained]
+
+
+# --- Prometheus over the roles ----------------------------------------------------------------
+
+
+@contextmanager
+def observed(workdir: Path, targets: list[ScrapeTarget], scale: Scale | None = None
+             ) -> Iterator[tuple[PrometheusServer, AlertWatch]]:
+    """A Prometheus scraping `targets` (every second) with the shipped rules scaled by `scale`,
+    and an AlertWatch on it: what a chaos run needs to see the alerts of its faults."""
+    rules = write_scaled_rules(workdir / "rules", scale or Scale())
+    with PrometheusServer(workdir / "prometheus", targets, [rules]) as prom, AlertWatch(prom.client) as watch:
+        yield prom, watch
 
 
 # --- the pipeline ------------------------------------------------------------------------------
@@ -421,18 +434,6 @@ class AlertDrill:
                         batch_timeout_s=0.1, store_cache_ttl_s=1.0, action_max_attempts=2,
                         allow_private_webhooks=True, state_dir=self.workdir / "state")
 
-    def _rules_file(self) -> Path:
-        shipped = SHIPPED_RULES.read_text()
-        scaled = scaled_rules(shipped, self.scale)
-        problems = same_but_durations(shipped, scaled)
-        if problems:
-            raise DrillFailure(f"the drill's rules differ from the shipped ones: {problems}")
-        path = self.workdir / "rules" / "wooflow.rules.yml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("# deploy/prometheus/rules/wooflow.rules.yml with its durations scaled for the drill\n"
-                        + scaled)
-        return path
-
     def _run(self, stack: ExitStack) -> DrillReport:
         self.workdir.mkdir(parents=True, exist_ok=True)
         state = self._broker(stack)
@@ -451,8 +452,7 @@ class AlertDrill:
         roles = start_roles(s, log_dir)
         for p in roles.procs.values():
             stack.callback(p.stop)
-        prom = stack.enter_context(PrometheusServer(self.workdir / "prometheus", [], [self._rules_file()]))
-        watch = stack.enter_context(AlertWatch(prom.client))
+        prom, watch = stack.enter_context(observed(self.workdir, [], self.scale))
         bridge_url = f"http://127.0.0.1:{roles.ports['bridge']}"
         self.log(f"broker {bootstrap}, Prometheus {prom.url}, bridge {bridge_url}, logs in {log_dir}")
         try:

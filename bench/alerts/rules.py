@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules" / "wooflow.rules.yml"
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 _DURATION = r"(?:\d+(?:ms|s|m|h|d|w|y))+"
@@ -107,3 +110,16 @@ def durations_table(shipped: str, scale: Scale) -> list[tuple[str, str, str]]:
             drill_parts = ([f"for {scale.for_(r['for'])}"] if "for" in r else []) + [scale.window(d) for d in found]
             out.append((r.get("alert") or r.get("record"), ", ".join(shipped_parts), ", ".join(drill_parts)))
     return out
+
+
+def write_scaled_rules(directory: Path, scale: Scale, shipped: Path = SHIPPED) -> Path:
+    """The scaled copy of `shipped` in `directory`; refuses a copy that differs in more than durations."""
+    text = shipped.read_text()
+    scaled = scaled_rules(text, scale)
+    problems = same_but_durations(text, scaled)
+    if problems:
+        raise ValueError(f"the scaled rules differ from {shipped.name}: {problems}")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / shipped.name
+    path.write_text(f"# {shipped.name} with its durations scaled for a drill: {scale}\n" + scaled)
+    return path
