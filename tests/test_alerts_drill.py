@@ -9,16 +9,26 @@ loudly, and fails under CI=true.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
 
 from bench.alerts.drill import Expect, Fault, evaluate, run_drill
-from bench.alerts.rules import SHIPPED, Scale, parse_duration, same_but_durations, scale_expr, scaled_rules
+from bench.alerts.rules import (
+    SHIPPED,
+    Scale,
+    parse_duration,
+    same_but_durations,
+    scale_expr,
+    scaled_rules,
+    write_scaled_rules,
+)
 from tests.support import tool_missing
 from wooflow.devinfra.kafka import LauncherError
-from wooflow.devinfra.prometheus import Episode, find_prometheus
+from wooflow.devinfra.prometheus import Episode, ScrapeTarget, config_text, find_prometheus, targets_json
 
 
 def prometheus_or_skip() -> None:
@@ -49,6 +59,24 @@ def test_a_changed_threshold_is_not_a_scaling() -> None:
     tampered = scaled_rules(shipped, Scale()).replace("max(wooflow_outbox_depth) > 1000",
                                                       "max(wooflow_outbox_depth) > 10")
     assert same_but_durations(shipped, tampered) == ["WooflowOutboxBacklog: expression changed beyond its durations"]
+
+
+# --- the launcher's configuration --------------------------------------------------------------
+def test_the_generated_configuration_passes_promtool(tmp_path: Path) -> None:
+    from tests.test_deploy_prometheus import promtool
+
+    rules = write_scaled_rules(tmp_path / "rules", Scale())
+    targets = [ScrapeTarget("rules", "127.0.0.1:9100"), ScrapeTarget("rules", "127.0.0.1:9101"),
+               ScrapeTarget("bridge", "127.0.0.1:8080")]
+    (tmp_path / "targets.json").write_text(targets_json(targets))
+    (tmp_path / "prometheus.yml").write_text(config_text(tmp_path / "targets.json", [rules], scrape_interval_s=1,
+                                                         evaluation_interval_s=0.5))
+    check = subprocess.run([promtool(), "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "SUCCESS: 12 rules found" in check.stdout
+    groups = json.loads((tmp_path / "targets.json").read_text())
+    assert {"targets": ["127.0.0.1:9100", "127.0.0.1:9101"], "labels": {"component": "rules"}} in groups
 
 
 # --- attributing alerts to faults ---------------------------------------------------------------

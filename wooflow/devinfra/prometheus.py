@@ -170,7 +170,7 @@ class PrometheusServer:
         return self.workdir / "prometheus.log"
 
     def set_targets(self, targets: Iterable[ScrapeTarget]) -> None:
-        """Replace the scrape targets (picked up within a second or two, no restart)."""
+        """Replace the scrape targets (Prometheus picks them up within about 5 s, no restart)."""
         self._targets = list(targets)
         _write_atomically(self.targets_file, targets_json(self._targets))
 
