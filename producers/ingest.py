@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from wooflow import metrics
+from wooflow import dlq, metrics
 from wooflow.kafka import topics
 from wooflow.kafka.delivery import LoopProducer, permanent_error
 from wooflow.producers import dedupe
@@ -110,6 +110,8 @@ class Ingestor:
         self._probing: asyncio.Task[None] | None = None
         self._last_depth_check = 0.0
         self._last_cleanup = time.monotonic()
+        metrics.export_bridge_gauges()
+        dlq.expose("bridge")
         metrics.kafka_available.set(1)
 
     # --- lifecycle -----------------------------------------------------------------------

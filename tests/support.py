@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -308,6 +309,29 @@ def make_store(engine: Any, url: str = "http://127.0.0.1:1", *, consumer_key: st
 def make_sim_store(engine: Any, sim: Any, **fields: Any) -> Any:
     """A store registered in wooflow whose REST API is the simulator `sim` (a SimulatorServer)."""
     return make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1], **fields)
+
+
+@contextmanager
+def fresh_database(url: str, prefix: str) -> Iterator[str]:
+    """A new, empty database on the server of `url` (its URL), dropped afterwards: for
+    whatever must not see the rows other tests left (an outbox, due steps, claims)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from wooflow.db.engine import get_engine
+
+    name = unique(prefix).replace("-", "_")
+    admin = create_engine(make_url(url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    fresh = make_url(url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield fresh
+    finally:
+        get_engine(fresh).dispose()
+        with admin.connect() as conn:  # FORCE: a session a killed process left is no reason to keep it
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def in_ci() -> bool:

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from tests.harness import ApiThread
+from tests.support import fresh_database as support_fresh_database
 from tests.support import unique
 from wooflow.db.engine import get_engine
 from wooflow.db.migrate import upgrade
@@ -52,19 +52,8 @@ def test_a_rotated_webhook_secret_keeps_sent_unsubscribe_links_working(settings,
 
 @pytest.fixture
 def fresh_database(migrated: str) -> Iterator[str]:
-    name = unique("linkkey").replace("-", "_")
-    url = make_url(migrated)
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    fresh = url.set(database=name).render_as_string(hide_password=False)
-    try:
-        yield fresh
-    finally:
-        get_engine(fresh).dispose()  # no session left on it: a plain DROP, nothing terminated
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}"'))
-        admin.dispose()
+    with support_fresh_database(migrated, "linkkey") as url:
+        yield url
 
 
 def test_links_signed_before_the_migration_still_verify(settings, fresh_database) -> None:  # type: ignore[no-untyped-def]

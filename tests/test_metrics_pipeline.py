@@ -135,6 +135,9 @@ def test_every_role_reports_its_traffic(settings, engine, logs_dir, metrics_port
     assert not [lab for _, lab, _ in workers if lab.get("store") in (store, unreachable.id)], \
         "store label must be 'all'"
     assert {lab["partition"] for n, lab, _ in workers if n == "wooflow_consumer_lag"} == {"0", "1", "2", "3"}
+    # every role exports its dead-letter counters from its start: the first letter is an increase
+    assert ("wooflow_dlq_total", {"stage": "sink", "reason": "undecodable"}, 0.0) in sink
+    assert ("wooflow_dlq_total", {"stage": "rules", "reason": "undecodable"}, 0.0) in rules
     # sink: rows written, events consumed, caught up (lag 0)
     assert total(sink, "wooflow_execution_logs_written_total") >= 3
     assert total(sink, "wooflow_events_consumed_total", role="sink", topic=logs, store=store) >= 2
@@ -143,3 +146,8 @@ def test_every_role_reports_its_traffic(settings, engine, logs_dir, metrics_port
     for samples in (bridge, rules, workers, sink, api_samples):
         names = {n for n, _, _ in samples}
         assert {"wooflow_outbox_depth", "wooflow_scheduler_lateness_seconds_count"} <= names
+    # Kafka availability comes from the bridge alone: a constant 0 from any other role would
+    # read as "Kafka unavailable" on the dashboard and in the alert
+    assert total(bridge, "wooflow_bridge_kafka_available") == 1
+    for samples in (rules, workers, sink, api_samples):
+        assert "wooflow_bridge_kafka_available" not in {n for n, _, _ in samples}

@@ -20,6 +20,7 @@ from confluent_kafka import Message
 
 from wooflow import metrics
 from wooflow.kafka import topics
+from wooflow.kafka.delivery import PERMANENT_REASONS
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import Codec
 from wooflow.schemas.types import DeadLetter
@@ -29,6 +30,25 @@ log = logging.getLogger(__name__)
 
 # A value Kafka refused for its size would be refused again inside the dead letter.
 MAX_VALUE = 900_000
+
+# The reasons each stage dead-letters with (tests/test_metrics_first_increase.py reads them off the code).
+# A role exports its stage's counters at 0 from its start (`expose`): a labelled counter
+# otherwise appears with its first increment, and Prometheus sees no increase() in a
+# series' first sample — the first dead letter after a start would reach neither the DLQ
+# alert nor the dashboards.
+REASONS: dict[str, tuple[str, ...]] = {
+    "bridge": PERMANENT_REASONS,
+    "rules": ("undecodable", "evaluation_error"),
+    "workers": ("undecodable", "unknown_action", "action_error", "max_attempts", "interrupted", "internal_error"),
+    "sink": ("undecodable",),
+    "scheduler": ("undecodable", "apply_error"),
+}
+
+
+def expose(stage: str) -> None:
+    """Export `wooflow_dlq_total` at 0 for every reason of `stage` (a role calls it once, at start)."""
+    for reason in REASONS.get(stage, ()):
+        metrics.dlq.labels(stage, reason)
 
 
 def dead_letter(producer: Producer, codec: Codec, settings: Settings, msg: Message, *, stage: str, reason: str,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
 
 # `_created` series double every counter's cardinality and no dashboard or alert uses them.
 disable_created_metrics()
@@ -88,7 +88,23 @@ events_duplicate = Counter("wooflow_events_duplicate_total", "Events dropped as 
 outbox_written = Counter("wooflow_outbox_written_total", "Events written to the outbox instead of Kafka")
 outbox_drained = Counter("wooflow_outbox_drained_total", "Outbox events produced to Kafka after an outage")
 outbox_rejected = Counter("wooflow_outbox_rejected_total", "Events answered 503 because the outbox was full")
-kafka_available = Gauge("wooflow_bridge_kafka_available", "1 while the bridge believes Kafka accepts writes")
+# Exported by the bridge only (`export_bridge_gauges`): a label-less gauge starts at 0, so every
+# other process would report "Kafka unavailable" for as long as it runs.
+kafka_available = Gauge("wooflow_bridge_kafka_available", "1 while the bridge believes Kafka accepts writes",
+                        registry=None)
+
+
+_bridge_gauges_exported = False
+
+
+def export_bridge_gauges() -> None:
+    """Register the gauges only a bridge process may export (idempotent)."""
+    global _bridge_gauges_exported
+    if not _bridge_gauges_exported:
+        REGISTRY.register(kafka_available)
+        _bridge_gauges_exported = True
+
+
 rest_events = StoreCounter("wooflow_rest_events_total", "Events produced from WooCommerce REST (backfill/poller)",
                            ["source", "store"])
 storefront_rejected = Counter("wooflow_storefront_rejected_total", "Storefront requests answered 4xx", ["reason"])

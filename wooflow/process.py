@@ -39,8 +39,10 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 
 def run_role(name: str, runner: Role, s: Settings) -> None:
+    from wooflow import dlq
     from wooflow.probes import serve_probes
 
+    dlq.expose(name)  # the role's dead-letter counters from 0, so the first one is an increase
     stop = threading.Event()
     stop_on_signals(stop)
     if s.metrics_port:  # lag reporting + probes (wooflow/kafka/lag.py, wooflow/probes.py)

@@ -71,6 +71,22 @@ def count(metric: Any, *labels: str, n: float = 1) -> None:
     child.inc(n)
 
 
+# Outcomes the error-ratio alert and the panels read as failures, exported at 0 for a (store,
+# action) from its first count: a counter series whose first sample already holds a burst of
+# failures (commands queued during an outage, run at once) shows Prometheus no increase.
+_FAILURE_OUTCOMES = ("failed", "dead_lettered")
+_COUNTED_PAIRS: set[tuple[str, str]] = set()
+
+
+def count_action(store: str, action: str, outcome: str) -> None:
+    """`wooflow_actions_total{store, action, outcome}` + 1; the pair's failure outcomes exist from its first count."""
+    if (store, action) not in _COUNTED_PAIRS:
+        _COUNTED_PAIRS.add((store, action))
+        for failure in _FAILURE_OUTCOMES:
+            count(metrics.actions, store, action, failure, n=0)
+    count(metrics.actions, store, action, outcome)
+
+
 def log_record(cmd: ActionCommand, status: str, message: str, *, attempt: int, duration_s: float,
                details: JSONObject | None = None) -> ExecutionLog:
     return {
@@ -197,7 +213,7 @@ class Executor:
         attempt = int(cmd.get("attempt") or 1)
         store, action = cmd["store_id"], cmd["action_type"]
         if handler is None:
-            count(metrics.actions, store, action, "failed")
+            count_action(store, action, "failed")
             return Outcome(cmd, log_record(cmd, "failed", f"unknown action type {action!r}", attempt=attempt,
                                            duration_s=0), "unknown_action")
         now = datetime.now(timezone.utc)
@@ -252,7 +268,7 @@ class Executor:
             reason = str(exc) or f"timed out after {self._timeout(handler):g}s"
             return await self._transient(cmd, msg, attempt, reason, started)
         except ActionError as exc:
-            count(metrics.actions, store, action, "failed")
+            count_action(store, action, "failed")
             message = str(exc)
             await self.finisher.submit(Finish(cmd["idempotency_key"], "failed", {}, message, message, attempt))
             return Outcome(cmd, log_record(cmd, "failed", message, attempt=attempt,
@@ -309,12 +325,12 @@ class Executor:
         """The key was executed before, or is being executed elsewhere."""
         store, action = cmd["store_id"], cmd["action_type"]
         if claim.outcome == "done":
-            count(metrics.actions, store, action, "duplicate")
+            count_action(store, action, "duplicate")
             # Same log id as the original: the sink keeps one row, a log lost in a crash reappears.
             return Outcome(cmd, log_record(cmd, claim.status, claim.message or f"{claim.status} earlier",
                                            attempt=claim.attempts, duration_s=0, details=claim.result))
         if claim.outcome == "stale":
-            count(metrics.actions, store, action, "duplicate")
+            count_action(store, action, "duplicate")
             return Outcome(cmd)
         # busy: another worker holds the lease (a rebalance, or it died): look again when it ends.
         lease_end = claim.lease_until or now
@@ -339,7 +355,7 @@ class Executor:
             if claim.outcome != "claimed" and claim.outcome != "recover":
                 return await self._not_mine(cmd, msg, claim, now)
             if isinstance(exc, ActionError):
-                count(metrics.actions, cmd["store_id"], cmd["action_type"], "failed")
+                count_action(cmd["store_id"], cmd["action_type"], "failed")
                 await self.finisher.submit(Finish(cmd["idempotency_key"], "failed", {}, str(exc), str(exc), attempt))
                 return Outcome(cmd, log_record(cmd, "failed", str(exc), attempt=attempt,
                                                duration_s=time.perf_counter() - started), "action_error")
@@ -376,7 +392,7 @@ class Executor:
             status, message, details = "dry_run", res.message, res.details
         except (TimeoutError, ActionError, TransientError) as exc:
             status, message, details = "failed", f"dry run: {exc}", {}
-        count(metrics.actions, cmd["store_id"], cmd["action_type"], status)
+        count_action(cmd["store_id"], cmd["action_type"], status)
         return Outcome(cmd, log_record(cmd, status, message, attempt=attempt, duration_s=time.perf_counter() - started,
                                        details=details))
 
@@ -412,7 +428,7 @@ class Executor:
 
     def _succeeded(self, cmd: ActionCommand, res: ActionResult, attempt: int, started: float,
                    finished: bool) -> Outcome:
-        count(metrics.actions, cmd["store_id"], cmd["action_type"], res.status)
+        count_action(cmd["store_id"], cmd["action_type"], res.status)
         received = cmd.get("received_at")
         if received:
             metrics.end_to_end_seconds.observe((datetime.now(timezone.utc) - received).total_seconds())
@@ -429,7 +445,7 @@ class Executor:
         delay = backoff_s(attempt, self.settings.action_retry_base_s, self.settings.action_retry_max_s)
         due = datetime.now(timezone.utc) + timedelta(seconds=delay)
         count(metrics.action_retries, action)
-        count(metrics.actions, store, action, "retrying")
+        count_action(store, action, "retrying")
         await self._defer(cmd, msg, due, "retry", next_attempt=attempt + 1, error=reason)
         return Outcome(cmd, log_record(cmd, "retrying", f"attempt {attempt} of {self.settings.action_max_attempts} "
                                        f"failed, next in {delay:.1f}s: {reason}", attempt=attempt, duration_s=duration,
@@ -437,7 +453,7 @@ class Executor:
 
     async def _dead_letter(self, cmd: ActionCommand, attempt: int, message: str, started: float,
                            reason: str) -> Outcome:
-        count(metrics.actions, cmd["store_id"], cmd["action_type"], "dead_lettered")
+        count_action(cmd["store_id"], cmd["action_type"], "dead_lettered")
         await self.finisher.submit(Finish(cmd["idempotency_key"], "dead_lettered", {}, message, message, attempt))
         return Outcome(cmd, log_record(cmd, "dead_lettered", message, attempt=attempt,
                                        duration_s=time.perf_counter() - started), reason)
@@ -452,7 +468,7 @@ class Executor:
         kafka_key = msg.key() if msg is not None else f"{cmd['store_id']}:{cmd['customer_key']}".encode()
         if isinstance(kafka_key, str):
             kafka_key = kafka_key.encode()
-        count(metrics.actions, cmd["store_id"], cmd["action_type"], "deferred")
+        count_action(cmd["store_id"], cmd["action_type"], "deferred")
         await self.deferrer.submit(Deferral(self.commands_topic, cmd["idempotency_key"],
                                             next_attempt or int(cmd.get("attempt") or 1),
                                             cmd["store_id"], due, reason, kafka_key, payload,

@@ -38,6 +38,8 @@ _PERMANENT = {
     KafkaError._INVALID_ARG: "invalid_message",
 }
 
+PERMANENT_REASONS = tuple(sorted(set(_PERMANENT.values())))
+
 
 def permanent_error(exc: BaseException) -> str | None:
     """The DLQ reason when `exc` is a produce failure no retry will fix, else None."""
