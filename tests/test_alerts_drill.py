@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bench.alerts.drill import Expect, Fault, evaluate, run_drill
@@ -39,6 +40,7 @@ def prometheus_or_skip() -> None:
 
 
 # --- the scaled copy of the rules --------------------------------------------------------------
+@pytest.mark.unit
 def test_scaling_rewrites_windows_offsets_and_for_only() -> None:
     scale = Scale(for_factor=1 / 30, window_factor=1 / 15)
     assert scale_expr("increase(x[1d] offset 30m) > 0 unless increase(x[30m]) > 0", scale) == \
@@ -54,6 +56,7 @@ def test_scaling_rewrites_windows_offsets_and_for_only() -> None:
     assert fors["WooflowConsumerLagGrowing"] == "20s" and fors["WooflowRoleDown"] == "4s"
 
 
+@pytest.mark.unit
 def test_a_changed_threshold_is_not_a_scaling() -> None:
     shipped = SHIPPED.read_text()
     tampered = scaled_rules(shipped, Scale()).replace("max(wooflow_outbox_depth) > 1000",
@@ -62,6 +65,7 @@ def test_a_changed_threshold_is_not_a_scaling() -> None:
 
 
 # --- the launcher's configuration --------------------------------------------------------------
+@pytest.mark.unit
 def test_the_generated_configuration_passes_promtool(tmp_path: Path) -> None:
     from tests.test_deploy_prometheus import promtool
 
@@ -80,6 +84,7 @@ def test_the_generated_configuration_passes_promtool(tmp_path: Path) -> None:
 
 
 # --- attributing alerts to faults ---------------------------------------------------------------
+@pytest.mark.unit
 def test_an_alert_counts_only_inside_its_faults_window() -> None:
     faults = {"outage": Fault("outage", "", 100.0, 200.0), "kill": Fault("kill", "", 300.0, 310.0)}
     expects = [Expect("A", {"x": "1"}, "outage"), Expect("B", {}, "kill"), Expect("C", {}, "outage", required=False)]
@@ -95,6 +100,7 @@ def test_an_alert_counts_only_inside_its_faults_window() -> None:
 
 
 # --- the drill ----------------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_every_alert_fires_and_resolves_and_every_panel_has_data(migrated: str, tmp_path: Path) -> None:
     prometheus_or_skip()
     if shutil.which("java") is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
 from tests.support import unique
@@ -60,6 +61,7 @@ def code_reasons() -> dict[str, set[str]]:
     return out
 
 
+@pytest.mark.unit
 def test_every_reason_in_the_code_is_listed_and_every_listed_one_is_used() -> None:
     found = code_reasons()
     assert found["workers"] >= {"undecodable", "action_error", "max_attempts"}  # the reader finds them at all
@@ -67,18 +69,21 @@ def test_every_reason_in_the_code_is_listed_and_every_listed_one_is_used() -> No
         assert reasons == set(dlq.REASONS[stage]), f"{stage}: code {sorted(reasons)}, listed {dlq.REASONS[stage]}"
 
 
+@pytest.mark.unit
 def test_the_reader_sees_a_new_reason() -> None:
     tree = ast.parse('dead_letter(p, c, s, m, stage="rules", reason="brand_new", error="")\n'
                      'out.failed.append((it, "also_new", "boom"))\n')
     assert reasons_in(tree) == {"brand_new", "also_new"}
 
 
+@pytest.mark.unit
 def test_an_exposed_stage_exports_every_reason() -> None:
     dlq.expose("scheduler")
     for reason in dlq.REASONS["scheduler"]:
         assert REGISTRY.get_sample_value("wooflow_dlq_total", {"stage": "scheduler", "reason": reason}) is not None
 
 
+@pytest.mark.unit
 def test_a_first_success_exports_the_pairs_failure_outcomes_at_zero() -> None:
     from wooflow.workers.executor import count_action
 
