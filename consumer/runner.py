@@ -258,6 +258,12 @@ class RuleConsumer:
     def idle(self) -> None:
         self.rules.refresh()
 
+    def rewound(self) -> None:
+        """PostgreSQL was away and the uncommitted batches are read again (run_batches):
+        nothing kept from them may be taken for the database's state."""
+        self._pending, self._delayed, self._pending_items = None, [], []
+        self.state_cache.clear()
+
     def run(self, stop: threading.Event) -> None:
         self.rules.refresh(force=True)
         listener = RuleListener(self.rules, self.settings.database_url, stop)
@@ -276,7 +282,7 @@ class RuleConsumer:
                  len(self.rules), self.settings.transactional)
         try:
             run_batches(consumer, self.checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
-                        timeout=self.settings.batch_timeout_s, on_idle=self.idle)
+                        timeout=self.settings.batch_timeout_s, on_idle=self.idle, on_rewind=self.rewound)
         finally:
             stop.set()
             self._saver.shutdown(wait=True)

@@ -53,6 +53,7 @@ class Scheduler:
         self.activity = ActivityReader(settings, self.db) if activity else None
         self.scan_enabled = scan
         self.ready = threading.Event()
+        self.died: str | None = None  # the loop whose failure stopped the process
 
     def _scan_loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -80,8 +81,9 @@ class Scheduler:
         def run() -> None:
             try:
                 target(stop)
-            except BaseException:
+            except BaseException as exc:
                 log.exception("scheduler %s loop died; stopping the process", name)
+                self.died = self.died or f"{name}: {type(exc).__name__}: {exc}"
                 stop.set()
                 raise
         t = threading.Thread(target=run, name=f"scheduler-{name}", daemon=True)
@@ -111,3 +113,5 @@ class Scheduler:
                 t.join(15)
             for p in self.producers:
                 p.close(5)
+        if self.died is not None:  # a failure, not a requested stop: the exit code must say so
+            raise RuntimeError(f"the scheduler's {self.died.split(':')[0]} loop died ({self.died})")

@@ -32,3 +32,24 @@ def driver_cursor(conn: Connection) -> Any:
     (`%(name)b`): in text format psycopg quotes every element with regular expressions,
     which for arrays of JSON documents cost ten times more than the statement itself."""
     return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
+def unavailable(exc: BaseException) -> bool:
+    """PostgreSQL could not be reached or dropped the connection — a restart, a failover,
+    a network cut, a full pool — rather than refusing the statement: worth waiting for and
+    trying the same work again. (psycopg's OperationalError also covers a deadlock victim
+    and a cancelled statement: those are worth a retry too.)"""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig: BaseException | None = exc.orig
+        if orig is None:
+            return False
+        exc = orig
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
