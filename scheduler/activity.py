@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine
 from wooflow import consent_policy, metrics
 from wooflow.checkpointing import Checkpoint, run_batches
 from wooflow.consumer.values import Envelope, is_event
+from wooflow.db.engine import unavailable
 from wooflow.dlq import dead_letter
 from wooflow.kafka import topics
 from wooflow.kafka.config import BATCH
@@ -122,6 +123,8 @@ class ActivityReader:
                         record_event(conn, schema, person, self.stores)
                     self.people.linked(link)
                 except Exception as exc:  # a poison event must not stall the partition
+                    if unavailable(exc) or conn.invalidated:
+                        raise  # PostgreSQL went away, not the event's fault: the batch is read again
                     log.exception("could not apply %s", schema)
                     dead_letter(self.producer, self.codec, self.settings, msg, stage="scheduler",
                                 reason="apply_error", error=f"{type(exc).__name__}: {exc}",

@@ -57,24 +57,36 @@ class Injector:
         self.poisoned: list[P.Poison] = []
         self.active: set[str] = set()
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._lanes: list[threading.Thread] = []
+        self._others: list[threading.Thread] = []  # poison, recovery measurements
         self.t0 = 0.0
+        self.last_lift = 0.0  # time.monotonic() of the latest fault lifted
 
     def start(self, t0: float, stop: threading.Event) -> None:
         self.t0 = t0
         for lane, faults in self.plan.lanes().items():
             t = threading.Thread(target=self._lane, args=(faults, stop), name=f"chaos-{lane}", daemon=True)
             t.start()
-            self._threads.append(t)
-        t = threading.Thread(target=self._poison, args=(stop,), name="chaos-poison", daemon=True)
+            self._lanes.append(t)
+        self._spawn(self._poison, stop)
+
+    def _spawn(self, target: Callable[..., None], *args: object) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
         t.start()
-        self._threads.append(t)
+        with self._lock:
+            self._others.append(t)
+
+    def lanes_done(self) -> bool:
+        """Every planned fault was carried out and lifted (recoveries may still be measured)."""
+        return not any(t.is_alive() for t in self._lanes)
 
     def join(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        for t in self._threads:
+        with self._lock:
+            threads = [*self._lanes, *self._others]
+        for t in threads:
             t.join(max(0.1, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        return not any(t.is_alive() for t in threads)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -95,13 +107,13 @@ class Injector:
                 record.error = f"{type(exc).__name__}: {exc}"
                 self.say(f"fault   {self.now():7.1f}s  {f.kind} FAILED: {record.error}")
             record.lifted_at = round(self.now(), 2)
+            self.say(f"lifted  {record.lifted_at:7.1f}s  {f.kind}")
             with self._lock:
                 self.active.discard(tag)
-            record.recovered_s = self._recover(record.lifted_at)
-            recovered = "not within the timeout" if record.recovered_s is None else f"in {record.recovered_s:.1f}s"
-            self.say(f"lifted  {record.lifted_at:7.1f}s  {f.kind}: recovered {recovered}")
-            with self._lock:
                 self.done.append(record)
+                self.last_lift = time.monotonic()
+            # measured aside: the lane's next fault keeps its moment
+            self._spawn(self._recover, record)
 
     def _inject(self, f: P.Fault) -> str:
         """Carry out one fault, lift it; returns what it hit."""
@@ -137,17 +149,21 @@ class Injector:
         self.store.rest_fault = None
         return f"store REST ({fault.requests} requests hit)"
 
-    def _recover(self, lifted_at: float) -> float | None:
+    def _recover(self, record: Done) -> None:
         oid = self.traffic.canary()
         text = f"chaos:new:{oid}"
-        t = self.t0 + lifted_at
+        t = self.t0 + record.lifted_at
         deadline = time.monotonic() + self.plan.profile.recover_timeout_s
         while time.monotonic() < deadline:
             seen = self.store.note_seen.get(text)
             if seen is not None:
-                return round(seen - t, 2)
+                record.recovered_s = round(seen - t, 2)
+                self.say(f"recover {self.now():7.1f}s  {record.kind} lifted at {record.lifted_at:.1f}s: "
+                         f"end to end again after {record.recovered_s:.1f}s")
+                return
             time.sleep(0.1)
-        return None
+        self.say(f"recover {self.now():7.1f}s  {record.kind} lifted at {record.lifted_at:.1f}s: NOT recovered within "
+                 f"{self.plan.profile.recover_timeout_s:.0f}s")
 
     # --- poison --------------------------------------------------------------------------------
     def _poison(self, stop: threading.Event) -> None:

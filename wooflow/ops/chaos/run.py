@@ -45,6 +45,7 @@ STORE_ID = "chaos"
 BASELINE = {"bridge": 1, "rules": 2, "workers": 2, "sink": 1, "scheduler": 1, "poller": 1}
 WEBHOOK_TOPICS = ("order.created", "order.updated", "customer.created", "customer.updated", "product.updated")
 POLL_INTERVAL_S = 5.0
+EXTENSION_S = 180.0  # how much longer traffic may run for the plan's faults to be carried out
 SCAN_INTERVAL_S = 3.0
 
 
@@ -263,8 +264,8 @@ class Run:
         traffic.start()
         helpers.start()
         self.injector.start(t0, stop)
-        while time.monotonic() - t0 < self.opts.profile.traffic_s:
-            time.sleep(min(5.0, self.opts.profile.traffic_s - (time.monotonic() - t0)))
+        while not self._traffic_over(t0):
+            time.sleep(5.0)
             self._progress(s, t0)
         self.traffic_s = time.monotonic() - t0
         stop.set()  # the lanes watch it too: a fault still waiting for its moment is not started
@@ -277,6 +278,17 @@ class Run:
         self._restore()
 
     _housekeeping_stop = False
+
+    def _traffic_over(self, t0: float) -> bool:
+        """The planned length has passed and the last fault was lifted `quiet_s` ago; on a box
+        too slow for the plan, traffic runs on (at most `EXTENSION_S` longer) until every
+        planned fault was carried out."""
+        p, now = self.opts.profile, time.monotonic()
+        if now - t0 < p.traffic_s:
+            return False
+        if now - t0 >= p.traffic_s + EXTENSION_S:
+            return True
+        return self.injector.lanes_done() and now - self.injector.last_lift >= p.quiet_s
 
     def _housekeeping(self, stop: threading.Event) -> None:
         """Supervise the roles (restart what exits on its own) and resend refused storefront batches."""
