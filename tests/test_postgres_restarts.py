@@ -155,3 +155,43 @@ def test_scheduler_exits_with_an_error_when_a_loop_dies(settings: Settings) -> N
     sched.activity.run = dies  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="activity loop died"):
         sched.run(threading.Event())
+
+
+def test_scheduler_activity_reader_never_dead_letters_an_event_because_postgresql_blinked(  # type: ignore[no-untyped-def]
+        settings: Settings, engine, logs_dir: Path) -> None:
+    from tests.rules_kit import customer_event
+    from wooflow.kafka.lag import role_subscription
+    from wooflow.ops.offsets import lag
+
+    group = f"{settings.topic_prefix}scheduler"
+    url = engine.url
+    with TcpProxy(str(url.host), int(url.port or 5432)) as proxy:
+        store = make_store(engine)
+        sched = RoleProcess("scheduler", settings, logs_dir, "--no-scan", WOOFLOW_DATABASE_URL=proxied(engine, proxy),
+                            WOOFLOW_SCHEDULER_GROUP=group, WOOFLOW_SCHEDULER_STORES=store.id)
+        events = EventProducer(settings)
+        n = 6000
+        for i in range(n):  # each one a savepoint of its own in the reader's batch transaction
+            events.send("CustomerEvent", customer_event(store.id, i + 1, email=f"c{i}@example.com"))
+        events.flush()
+        sub = role_subscription("scheduler", settings.model_copy(update={"scheduler_group": group}))
+        assert sub is not None
+
+        def behind() -> int:
+            return sum(p.lag for p in lag(settings, group, [settings.topic(topics.CUSTOMERS)], timeout=10))
+
+        try:
+            sched.start()
+            # the first batch is committed: the reader is in the middle of the next one
+            wait_for(lambda: 0 < behind() < n, 120, 0.05, "the reader's first batch")
+            blink(proxy, 3.0)
+            wait_for(lambda: behind() == 0, 120, 0.5, "the reader to catch up")
+            assert sched.alive() and sched.starts == 1, sched.log_text()[-3000:]
+        finally:
+            sched.stop()
+    letters = [r for r in read_dlq(settings, Filters(stage="scheduler")) if r.get("store_id") == store.id]
+    assert letters == [], [(r["reason"], r["error"][:200]) for r in letters[:3]]
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT count(*) FROM customer_calendar WHERE store_id = :s"),
+                            {"s": store.id}).scalar_one()
+    assert rows == n
