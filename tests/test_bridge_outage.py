@@ -10,12 +10,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from tests.support import ServerThread, free_port, make_store, read_topic, unique, wait_for
-from wooflow.devinfra import kafka as kafka_mod
 from wooflow.kafka import topics
 from wooflow.kafka.admin import create_topics
 from wooflow.producers.app import create_app
@@ -48,27 +46,6 @@ async def deliver_all(url: str, secret: str) -> list[int]:
 
         await asyncio.gather(*(customer(c) for c in range(1, CUSTOMERS + 1)))
     return statuses
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    libs = kafka_mod.ensure_jars(Settings().cache_dir)
-    java = kafka_mod.require_java()
-    kafka_dir = tmp_path / "kafka"
-    ports = {"port": free_port(), "controller_port": free_port()}
-    state = {"broker": kafka_mod.start_kafka(kafka_dir, libs, java=java, **ports)}
-
-    def restart() -> None:
-        state["broker"] = kafka_mod.start_kafka(kafka_dir, libs, java=java, **ports)
-
-    def stop() -> None:
-        kafka_mod.stop_kafka(state["broker"].pid, 30)
-
-    try:
-        yield state["broker"].bootstrap_servers, stop, restart
-    finally:
-        if kafka_mod.process_alive(state["broker"].pid):
-            kafka_mod.stop_kafka(state["broker"].pid, 10)
 
 
 def test_kafka_outage_answers_2xx_and_delivers_exactly_once_in_order(own_broker, migrated, engine) -> None:  # type: ignore[no-untyped-def]
