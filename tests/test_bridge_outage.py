@@ -13,7 +13,7 @@ import httpx
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from tests.support import ServerThread, free_port, make_store, read_topic, unique, wait_for
+from tests.support import ServerThread, free_port, make_store, read_topic, unique, wait_for, wait_until_bridge_idle
 from wooflow.kafka import topics
 from wooflow.kafka.admin import create_topics
 from wooflow.producers.app import create_app
@@ -120,3 +120,49 @@ def test_the_outbox_is_bounded_503_beyond(migrated, engine) -> None:  # type: ig
     finally:
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM bridge_outbox WHERE store_id = :s"), {"s": store.id})
+
+
+def test_the_poller_queues_behind_the_outbox_so_a_later_state_never_overtakes_an_earlier_one(  # type: ignore[no-untyped-def]
+        own_broker, migrated, engine) -> None:
+    """A webhook of an order still processing went into the outbox (Kafka down); the order was
+    completed and that webhook lost (the bridge was gone). When Kafka is back the poller reads
+    the completed order before the outbox drained: it must queue behind the outbox, or the
+    rule consumer sees `completed` first, takes `processing` for stale, and no status change
+    ever fires."""
+    from wooflow.producers.poller import poll_store
+    from wooflow.producers.sync_ingest import SyncIngest
+    from wooflow.schemas.codec import get_codec
+    from wooflow.simulator.server import SimulatorServer
+
+    bootstrap, stop_broker, start_broker = own_broker
+    s = Settings(kafka_bootstrap_servers=bootstrap, database_url=migrated, topic_prefix=f"{unique('t')}.",
+                 topic_partitions=4, state_dir=Path("/nonexistent"), delivery_timeout_s=5.0)
+    create_topics(s)
+    with SimulatorServer(seed=5) as sim:
+        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
+        try:
+            with ServerThread(create_app(s)) as bridge:
+                stop_broker()
+                hook = sim.store.create_webhook("order.created", f"{bridge.url}/webhooks/woocommerce/{store.id}",
+                                                secret=store.webhook_secret)
+                product = sim.store.create_product("Cup", "10.00")
+                order = sim.store.create_order(line_items=[{"product_id": product.id, "quantity": 1}],
+                                               billing={"email": "p@example.com"}, status="processing")
+                wait_for(lambda: [d.success for d in sim.store.deliveries(hook.id)] == [True], 30, 0.1,
+                         "the webhook answered 2xx (from the outbox)")
+            sim.store.set_order_status(order.id, "completed")  # nobody hears of it: no webhook for updates
+            start_broker()
+            ingest = SyncIngest(s, engine, get_codec(None))
+            try:
+                produced = poll_store(store, s, engine, ingest)
+            finally:
+                ingest.close()
+            assert produced["orders"] == 1
+            assert read_topic(s, topics.ORDERS, timeout=30) == []  # nothing overtook the outbox
+            with ServerThread(create_app(s)):  # a bridge drains the outbox, in order
+                wait_until_bridge_idle(engine, store.id, timeout=60)
+            statuses = [ev["order"]["status"] for _, ev in read_topic(s, topics.ORDERS, timeout=30)]
+            assert statuses == ["processing", "completed"]
+        finally:
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM bridge_outbox WHERE store_id = :s"), {"s": store.id})
