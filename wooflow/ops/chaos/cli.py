@@ -23,7 +23,9 @@ def chaos_command(
     run_dir: Annotated[Path | None, typer.Option(help="Where logs, state.json and report.json go (default: "
                                                       "WOOFLOW_STATE_DIR/chaos/<time>-<seed>)")] = None,
     report: Annotated[Path | None, typer.Option(help="Also write the JSON report here")] = None,
-    durable_postgres: Annotated[bool, typer.Option(help="PostgreSQL with fsync on (slower)")] = False,
+    durable_postgres: Annotated[bool, typer.Option(help="PostgreSQL with fsync and synchronous commits, as in "
+                                                       "production; without it an immediate shutdown loses "
+                                                       "transactions it had already acknowledged")] = True,
 ) -> None:
     """Run the whole pipeline on its own broker and PostgreSQL under random faults, then check
     that every effect happened exactly once. Exit code 0: passed; 1: a check failed."""

@@ -56,7 +56,9 @@ class Options:
     run_dir: Path
     cache_dir: Path
     rate: float | None = None  # events/s (default: the profile's)
-    durable_postgres: bool = False
+    # The launcher's fast mode turns synchronous commits off: an immediate shutdown would then
+    # lose transactions PostgreSQL had acknowledged, which no client can survive.
+    durable_postgres: bool = True
     drain_timeout_s: float = 240.0
 
 
@@ -404,7 +406,10 @@ class Run:
             "fault_log": [asdict(d) for d in self.injector.done],
             "unplanned_exits": [asdict(x) for x in self.roles.exits],
             "recovery_s": {"p50": _percentile(recov, 50), "p99": _percentile(recov, 99),
-                           "max": max(recov) if recov else None, "measured": len(recov)},
+                           "max": max(recov) if recov else None, "measured": len(recov),
+                           "p50_by_kind": {k: _percentile([d.recovered_s for d in self.injector.done
+                                                           if d.kind == k and d.recovered_s is not None], 50)
+                                           for k in P.KINDS}},
             "checks": checks,
             "dead_letters": {"total": dead.total, "poison": dead.poison, "other": dict(dead.other),
                              "examples": dead.examples},
