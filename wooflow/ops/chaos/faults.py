@@ -30,6 +30,7 @@ from wooflow.settings import Settings
 from wooflow.simulator.faults import RestFault
 
 Say = Callable[[str], None]
+SETTLE_S = 30.0
 
 
 @dataclass
@@ -93,9 +94,16 @@ class Injector:
 
     # --- lanes ---------------------------------------------------------------------------------
     def _lane(self, faults: list[P.Fault], stop: threading.Event) -> None:
+        previous: Done | None = None
         for f in faults:
             if stop.wait(max(0.0, f.at - self.now())):
                 return
+            # A lane running late (slow restarts) does not hit a service again before it
+            # worked end to end once more — or `SETTLE_S` passed — or its outages would merge.
+            while previous is not None and previous.recovered_s is None and \
+                    self.now() - previous.lifted_at < SETTLE_S:
+                if stop.wait(0.2):
+                    return
             record = Done(f.kind, f.describe(), f.at, round(self.now(), 2), 0.0, target=f.target)
             tag = f"{f.kind}#{sum(d.kind == f.kind for d in self.done) + 1}"
             with self._lock:
@@ -114,6 +122,7 @@ class Injector:
                 self.last_lift = time.monotonic()
             # measured aside: the lane's next fault keeps its moment
             self._spawn(self._recover, record)
+            previous = record
 
     def _inject(self, f: P.Fault) -> str:
         """Carry out one fault, lift it; returns what it hit."""
