@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 
@@ -215,6 +216,7 @@ def run_batches(
 
 
 REWIND_FIRST_S, REWIND_MAX_S = 0.5, 10.0
+REWIND_WAIT_S = 90.0  # how long a rewind waits for the group coordinator (a broker restarting)
 
 
 def _one_batch(consumer: Consumer, checkpoint: Checkpoint, handle: BatchHandler, batch_size: int, timeout: float,
@@ -258,5 +260,15 @@ def rewind(consumer: Consumer, checkpoint: Checkpoint) -> None:
     assigned = consumer.assignment()
     if not assigned:
         return
-    for tp in consumer.committed(assigned, timeout=30):
+    deadline = time.monotonic() + REWIND_WAIT_S
+    while True:
+        try:
+            committed = consumer.committed(assigned, timeout=10)
+            break
+        except KafkaException as exc:  # the broker restarting too: wait for its group coordinator
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is None or err.code() not in _COORDINATOR or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+    for tp in committed:
         consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))

@@ -309,7 +309,7 @@ class Run:
             events = f"events: ({type(exc).__name__})"
         done = len(self.injector.done)
         self.say(f"progress {time.monotonic() - t0:6.0f}s  {events}  notes {len(self.store.note_seen)}  "
-                 f"emails {self.mailbox.count()}  webhooks {self.receiver.count()}  "
+                 f"emails {self.mailbox.got.count()}  webhooks {self.receiver.got.count()}  "
                  f"faults {done}/{self.plan.profile.faults}  active: {', '.join(sorted(self.injector.active)) or '-'}")
 
     def _restore(self) -> None:

@@ -182,8 +182,8 @@ def compare(ledger: T.Ledger, store: Any, mailbox: Mailbox, receiver: Receiver) 
         notes = Counter(n.note for n in store.notes.values() if n.note.startswith("chaos:"))
         coupons = [(c.code.upper(), [x.lower() for x in c.email_restrictions]) for c in store.coupons.values()
                    if c.code.upper().startswith(f"{T.COUPON_PREFIX}-")]
-    mails = mailbox.by_subject()
-    hooks = receiver.by_subject()
+    mails = mailbox.got.by_subject()
+    hooks = receiver.got.by_subject()
     coupon_mails: dict[str, list[tuple[Mail, str]]] = defaultdict(list)
     for subject, ms in mails.items():
         m = re.match(r"^(chaos:coupon:\d+):(.*)$", subject)

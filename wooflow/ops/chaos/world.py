@@ -28,10 +28,42 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
+from wooflow.ops.chaos.roles import free_port
 from wooflow.simulator.models import DeliveryAttempt
 from wooflow.simulator.state import SimulatedStore
+
+
+class Subjected(Protocol):
+    @property
+    def subject(self) -> str: ...
+
+
+T = TypeVar("T", bound=Subjected)
+
+
+class Recorded(Generic[T]):
+    """What reached a receiver, by subject (thread-safe: servers add, the run reads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: list[T] = []
+
+    def add(self, item: T) -> None:
+        with self.lock:
+            self.items.append(item)
+
+    def by_subject(self) -> dict[str, list[T]]:
+        out: dict[str, list[T]] = defaultdict(list)
+        with self.lock:
+            for item in self.items:
+                out[item.subject].append(item)
+        return out
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.items)
 
 
 class ChaosStore(SimulatedStore):
@@ -74,7 +106,7 @@ class Mailbox:
     def __init__(self, username: str, password: str) -> None:
         self.username, self.password = username, password
         self.lock = threading.Lock()
-        self.mails: list[Mail] = []
+        self.got: Recorded[Mail] = Recorded()
         self.auth_failures = 0
         self.port = 0
         self._controller: Any = None
@@ -83,8 +115,7 @@ class Mailbox:
         headers = BytesHeaderParser(policy=default_policy).parsebytes(envelope.original_content or envelope.content)
         mail = Mail(str(headers.get("Message-ID", "")), str(headers.get("To", "")), str(headers.get("Subject", "")),
                     time.monotonic())
-        with self.lock:
-            self.mails.append(mail)
+        self.got.add(mail)
         return "250 OK"
 
     def _authenticate(self, server: object, session: object, envelope: object, mechanism: str,
@@ -104,7 +135,7 @@ class Mailbox:
         # Plain-text AUTH is deliberate (loopback only): aiosmtpd warns about it on every connection.
         warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
         logging.getLogger("mail.log").setLevel(logging.ERROR)
-        self.port = _free_port()
+        self.port = free_port()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port, authenticator=self._authenticate,
                                       auth_required=True, auth_require_tls=False)
         self._controller.start()
@@ -113,17 +144,6 @@ class Mailbox:
     def stop(self) -> None:
         if self._controller is not None:
             self._controller.stop()
-
-    def by_subject(self) -> dict[str, list[Mail]]:
-        out: dict[str, list[Mail]] = defaultdict(list)
-        with self.lock:
-            for m in self.mails:
-                out[m.subject].append(m)
-        return out
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.mails)
 
 
 @dataclass(frozen=True)
@@ -139,8 +159,7 @@ class Receiver:
     """An HTTP endpoint for the rules' outbound webhooks (uvicorn in a thread)."""
 
     secret: str
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    deliveries: list[Delivery] = field(default_factory=list)
+    got: Recorded[Delivery] = field(default_factory=Recorded)
     url: str = ""
 
     async def app(self, scope: Any, receive: Any, send: Any) -> None:
@@ -157,10 +176,8 @@ class Receiver:
             subject = str(json.loads(body).get("payload", {}).get("subject", ""))
         except (ValueError, AttributeError):
             subject = ""
-        with self.lock:
-            self.deliveries.append(Delivery(headers.get("idempotency-key", ""), subject,
-                                            hmac.compare_digest(expected, headers.get("x-wooflow-signature", "")),
-                                            time.monotonic()))
+        self.got.add(Delivery(headers.get("idempotency-key", ""), subject,
+                              hmac.compare_digest(expected, headers.get("x-wooflow-signature", "")), time.monotonic()))
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
@@ -186,19 +203,3 @@ class Receiver:
         self._server.should_exit = True
         self._thread.join(10)
 
-    def by_subject(self) -> dict[str, list[Delivery]]:
-        out: dict[str, list[Delivery]] = defaultdict(list)
-        with self.lock:
-            for d in self.deliveries:
-                out[d.subject].append(d)
-        return out
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.deliveries)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
