@@ -50,7 +50,7 @@ from wooflow.consumer.rules import RuleCache, RuleListener
 from wooflow.consumer.state import StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty, loyalty_of
 from wooflow.consumer.values import is_event
-from wooflow.db.engine import get_engine
+from wooflow.db.engine import get_engine, when_available
 from wooflow.db.tables import stores
 from wooflow.dlq import dead_letter
 from wooflow.gc_tuning import tune_gc
@@ -265,7 +265,9 @@ class RuleConsumer:
         self.state_cache.clear()
 
     def run(self, stop: threading.Event) -> None:
-        self.rules.refresh(force=True)
+        when_available(lambda: self.rules.refresh(force=True), stop, "loading the rules")
+        if stop.is_set():
+            return
         listener = RuleListener(self.rules, self.settings.database_url, stop)
         listener.start()
         consumer = make_consumer(self.settings, self.settings.rules_group,

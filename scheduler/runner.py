@@ -24,7 +24,7 @@ from wooflow import metrics
 from wooflow.clock import get_clock
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
-from wooflow.db.engine import get_engine
+from wooflow.db.engine import get_engine, when_available
 from wooflow.kafka.config import scheduler_profile
 from wooflow.kafka.producer import Producer
 from wooflow.scheduler.activity import ActivityReader
@@ -91,7 +91,9 @@ class Scheduler:
         return t
 
     def run(self, stop: threading.Event) -> None:
-        self.rules.refresh(force=True)
+        when_available(lambda: self.rules.refresh(force=True), stop, "loading the rules")
+        if stop.is_set():
+            return
         # rule edits (a disabled workflow, new exit conditions) reach the scheduler at once
         RuleListener(self.rules, self.settings.database_url, stop).start()
         threads = []

@@ -195,3 +195,27 @@ def test_scheduler_activity_reader_never_dead_letters_an_event_because_postgresq
         rows = conn.execute(text("SELECT count(*) FROM customer_calendar WHERE store_id = :s"),
                             {"s": store.id}).scalar_one()
     assert rows == n
+
+
+def test_a_rule_consumer_started_while_postgresql_is_away_waits_for_it(  # type: ignore[no-untyped-def]
+        settings: Settings, engine, logs_dir: Path) -> None:
+    url = engine.url
+    with TcpProxy(str(url.host), int(url.port or 5432)) as proxy:
+        store = make_store(engine)
+        add_rule(engine, store.id, {"name": "note", "trigger": "new_order", "actions": [
+            {"type": "add_order_note", "params": {"note": "n {{ order.id }}"}}]})
+        rules = RoleProcess("rules", settings, logs_dir, WOOFLOW_DATABASE_URL=proxied(engine, proxy))
+        proxy.cut()
+        try:
+            rules.start()
+            wait_for(lambda: "PostgreSQL is unavailable" in rules.log_text(), 60, 0.1, "the consumer to wait")
+            proxy.restore()
+            events = EventProducer(settings)
+            events.send("OrderEvent", order_event(store.id, 1, email="w@example.com"))
+            events.flush()
+            wait_until_consumed(settings, settings.rules_group, topics.EVENT_TOPICS, timeout=90)
+            assert rules.alive() and rules.starts == 1, rules.log_text()[-3000:]
+        finally:
+            rules.stop()
+    cmds = [c for _, c in read_topic(settings, topics.COMMANDS) if c["store_id"] == store.id]
+    assert [c["subject_id"] for c in cmds] == ["1"]

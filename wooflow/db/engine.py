@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Connection, Engine, create_engine
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def normalise_url(url: str) -> str:
@@ -53,3 +59,20 @@ def unavailable(exc: BaseException) -> bool:
             return False
         exc = orig
     return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def when_available(fn: Callable[[], T], stop: threading.Event, what: str) -> T | None:
+    """`fn()`, tried again while PostgreSQL is `unavailable` (a role starting during a
+    database restart waits for it instead of exiting); None if `stop` is set first."""
+    pause = 0.5
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            log.warning("%s: PostgreSQL is unavailable (%s); trying again in %.1fs", what,
+                        str(exc).splitlines()[0][:200], pause)
+            if stop.wait(pause):
+                return None
+            pause = min(pause * 2, 10.0)
