@@ -131,17 +131,16 @@ class Executor:
         lease = settings.action_lease_s
         # Every database batch waits for PostgreSQL when it is away (restarting, failing over):
         # a command is never given up, or dead-lettered, because the database blinked.
-        db = {"executor": pool, "retry_while": unavailable}
         self.claimer: Batcher[ActionCommand, Claim] = Batcher(
-            lambda cmds: self._claim(cmds, lease), name="claim", **db)
-        self.finisher: Batcher[Finish, None] = Batcher(lambda rows: claims.finish_batch(engine, rows), name="finish",
-                                                       **db)
+            lambda cmds: self._claim(cmds, lease), executor=pool, name="claim", retry_while=unavailable)
+        self.finisher: Batcher[Finish, None] = Batcher(lambda rows: claims.finish_batch(engine, rows),
+                                                       executor=pool, name="finish", retry_while=unavailable)
         self.deferrer: Batcher[Deferral, None] = Batcher(lambda items: deferred.defer_batch(engine, items),
-                                                         name="defer", **db)
+                                                         executor=pool, name="defer", retry_while=unavailable)
         self.stepper: Batcher[list[str], dict[str, tuple[int, str, JSONObject]]] = Batcher(
-            self._steps, name="steps", **db)
+            self._steps, executor=pool, name="steps", retry_while=unavailable)
         self.local: Batcher[tuple[AnyHandler, ActionContext[Any], int], ActionResult | Claim] = Batcher(
-            self._apply_local, name="local", **db)
+            self._apply_local, executor=pool, name="local", retry_while=unavailable)
         self._params: dict[tuple[str, str], BaseModel] = {}
 
     # --- database batches (run on the database threads) ---------------------------------
