@@ -29,6 +29,7 @@ from wooflow.consumer.merge import LINKED, Merge, email_of, fold_customer, fold_
 from wooflow.consumer.state import Firing, StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty
 from wooflow.consumer.values import Envelope, as_order_event, ms
+from wooflow.db.engine import unavailable
 from wooflow.schemas.codec import Record
 from wooflow.schemas.types import ActionCommand
 
@@ -197,6 +198,8 @@ class BatchProcessor:
                 for m in self.engine.matches(ctx, only_rules):
                     out.matches.append((it, m))
             except Exception as exc:  # a poison event must not stall the partition
+                if unavailable(exc):
+                    raise  # PostgreSQL, not the event: the whole batch is read again (run_batches)
                 log.exception("evaluation failed for %s", ev.get("event_id") if isinstance(ev, dict) else "?")
                 out.failed.append((it, "evaluation_error", f"{type(exc).__name__}: {exc}"))
             if lat is not None:
@@ -253,6 +256,8 @@ class BatchProcessor:
                         params=action.params, delay_s=action.delay_s, schema=it.schema, event=ev,
                         trigger=m.trigger, now=now, dry_run=dry_run, context_json=context)))
             except Exception as exc:
+                if unavailable(exc):
+                    raise
                 log.exception("building commands failed")
                 out.failed.append((it, "evaluation_error", f"{type(exc).__name__}: {exc}"))
 

@@ -50,7 +50,7 @@ from wooflow.consumer.rules import RuleCache, RuleListener
 from wooflow.consumer.state import StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty, loyalty_of
 from wooflow.consumer.values import is_event
-from wooflow.db.engine import get_engine
+from wooflow.db.engine import get_engine, when_available
 from wooflow.db.tables import stores
 from wooflow.dlq import dead_letter
 from wooflow.gc_tuning import tune_gc
@@ -258,8 +258,16 @@ class RuleConsumer:
     def idle(self) -> None:
         self.rules.refresh()
 
+    def rewound(self) -> None:
+        """PostgreSQL was away and the uncommitted batches are read again (run_batches):
+        nothing kept from them may be taken for the database's state."""
+        self._pending, self._delayed, self._pending_items = None, [], []
+        self.state_cache.clear()
+
     def run(self, stop: threading.Event) -> None:
-        self.rules.refresh(force=True)
+        when_available(lambda: self.rules.refresh(force=True), stop, "loading the rules")
+        if stop.is_set():
+            return
         listener = RuleListener(self.rules, self.settings.database_url, stop)
         listener.start()
         consumer = make_consumer(self.settings, self.settings.rules_group,
@@ -276,7 +284,7 @@ class RuleConsumer:
                  len(self.rules), self.settings.transactional)
         try:
             run_batches(consumer, self.checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
-                        timeout=self.settings.batch_timeout_s, on_idle=self.idle)
+                        timeout=self.settings.batch_timeout_s, on_idle=self.idle, on_rewind=self.rewound)
         finally:
             stop.set()
             self._saver.shutdown(wait=True)

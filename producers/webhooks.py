@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from wooflow import metrics
+from wooflow.db.engine import unavailable
 from wooflow.db.tables import bridge_gone_deliveries
 from wooflow.jsontypes import JSONObject
 from wooflow.producers.ingest import DUPLICATE, Ingestor, OutboxFull, Unavailable
@@ -146,7 +147,12 @@ class WebhookReceiver:
 
     async def process(self, store_id: str, headers: Any, body: bytes | Exception) -> tuple[int, bytes]:
         started = time.perf_counter()
-        store = await self.tenants.get(store_id)
+        try:
+            store = await self.tenants.get(store_id)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            return reply(503, "unavailable", "the store could not be looked up now (PostgreSQL unavailable)")
         if store is None:
             return reply(404, "unknown_store", f"no store {store_id!r} is registered with wooflow")
         if isinstance(body, TooLarge):

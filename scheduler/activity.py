@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine
 from wooflow import consent_policy, metrics
 from wooflow.checkpointing import Checkpoint, run_batches
 from wooflow.consumer.values import Envelope, is_event
+from wooflow.db.engine import unavailable
 from wooflow.dlq import dead_letter
 from wooflow.kafka import topics
 from wooflow.kafka.config import BATCH
@@ -122,6 +123,8 @@ class ActivityReader:
                         record_event(conn, schema, person, self.stores)
                     self.people.linked(link)
                 except Exception as exc:  # a poison event must not stall the partition
+                    if unavailable(exc) or conn.invalidated:
+                        raise  # PostgreSQL went away, not the event's fault: the batch is read again
                     log.exception("could not apply %s", schema)
                     dead_letter(self.producer, self.codec, self.settings, msg, stage="scheduler",
                                 reason="apply_error", error=f"{type(exc).__name__}: {exc}",
@@ -134,4 +137,9 @@ class ActivityReader:
         self.ready.set()
         log.info("scheduler activity reader running (group %s)", self.settings.scheduler_group)
         run_batches(consumer, checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
-                    timeout=self.settings.batch_timeout_s)
+                    timeout=self.settings.batch_timeout_s, on_rewind=self.rewound)
+
+    def rewound(self) -> None:
+        """The uncommitted batches are read again (PostgreSQL was away): links remembered
+        from them may never have been committed."""
+        self.people = People()

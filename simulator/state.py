@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 from wooflow.jsontypes import JSONObject
 
 from .errors import RestError, not_found
+from .faults import RestFault
 from .models import (
     BILLING_KEYS,
     ORDER_STATUS_LABELS,
@@ -205,6 +206,8 @@ class SimulatedStore:
         self.delivery_log: list[DeliveryAttempt] = []
         # Carts left without checkout; storefront events will replay these later.
         self.abandoned_carts: list[JSONObject] = []
+        # The REST API failing or slow for a while (faults.py); None: it answers normally.
+        self.rest_fault: RestFault | None = None
 
         now = self._now()
         self.admin = Customer(

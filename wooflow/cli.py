@@ -10,6 +10,7 @@ from rich.table import Table
 
 from wooflow.devinfra import cli as devinfra_cli
 from wooflow.ops import cli as _ops
+from wooflow.ops.chaos.cli import chaos_command
 from wooflow.process import run_role, setup_logging
 from wooflow.producers import cli as producers_cli
 from wooflow.producers import stores_cli
@@ -37,6 +38,7 @@ app.add_typer(_ops.offsets_app, name="offsets")
 app.add_typer(_ops.dlq_app, name="dlq")
 app.command("lag")(_ops.lag_command)
 app.command("replay")(_ops.replay_command)
+app.command("chaos")(chaos_command)
 
 
 def fail(message: str, code: int = 1) -> None:
