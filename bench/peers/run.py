@@ -225,8 +225,8 @@ def quix_python(venv: Path) -> str:
 
 
 class Bench:
-    def __init__(self, s: Settings, n: int, quix: str, procs: Any, tag: str) -> None:
-        self.s, self.n, self.quix, self.procs, self.tag = s, n, quix, procs, tag
+    def __init__(self, s: Settings, n: int, quix: str, procs: Any, tag: str, spy: Path | None = None) -> None:
+        self.s, self.n, self.quix, self.procs, self.tag, self.spy = s, n, quix, procs, tag, spy
         self.topic = s.topic("woo.orders")
         self.tmp = Path(tempfile.mkdtemp(prefix="wooflow-peers-"))
         self.schema = self.tmp / "OrderEvent.avsc"
@@ -260,14 +260,22 @@ class Bench:
         group = self.group("wooflow", job)
         cmd = [sys.executable, "wooflow_job.py", "rules", "--prefix", self.s.topic_prefix, "--group", group,
                "--events", str(self.n)]
-        res = run_job(cmd, self.procs, 900)
+        res = run_job(self.spied(cmd, f"rules-{job}-{group}"), self.procs, 900)
         res["produced"] = watermark_sum(self.s, out) - before
         return res
 
     def replay(self) -> dict[str, Any]:
         cmd = [sys.executable, "wooflow_job.py", "replay", "--prefix", self.s.topic_prefix, "--group", "replay",
                "--events", str(self.n)]
-        return run_job(cmd, self.procs, 900)
+        return run_job(self.spied(cmd, f"replay-{self.groups}"), self.procs, 900)
+
+    def spied(self, cmd: list[str], name: str) -> list[str]:
+        """`--py-spy DIR`: the wooflow processes sampled by py-spy (collapsed stacks of the
+        threads holding the GIL, one file per run; py-spy must be installed)."""
+        if self.spy is None:
+            return cmd
+        self.spy.mkdir(parents=True, exist_ok=True)
+        return ["py-spy", "record", "-r", "250", "-g", "-f", "raw", "-o", str(self.spy / f"{name}.txt"), "--", *cmd]
 
 
 # --- wooflow's stores and rules ---------------------------------------------------------------
@@ -321,6 +329,7 @@ def main() -> None:
     ap.add_argument("--jobs", nargs="+", default=["A", "B"], choices=["A", "B"])
     ap.add_argument("--systems", nargs="+", default=["plain", "quix", "wooflow"],
                     choices=["plain", "quix", "wooflow"])
+    ap.add_argument("--py-spy", type=Path, metavar="DIR", help="sample the wooflow processes with py-spy")
     ap.add_argument("--quix-venv", type=Path, default=Path.home() / ".cache" / "wooflow" / "peers-quix-venv")
     args = ap.parse_args()
     quix = quix_python(args.quix_venv) if "quix" in args.systems else ""
@@ -347,7 +356,7 @@ def main() -> None:
         want = produce_backlog(s, args.events, stores)
         print(f"backlog: {args.events} OrderEvents on {s.topic('woo.orders')} in {time.perf_counter() - t:.1f}s; "
               f"commands due: A {want['A']}, B {want['B']}", flush=True)
-        bench = Bench(s, args.events, quix, procs, tag)
+        bench = Bench(s, args.events, quix, procs, tag, args.py_spy)
         for r in range(args.runs):
             for job in args.jobs:
                 order = args.systems[r % len(args.systems):] + args.systems[:r % len(args.systems)]
