@@ -275,7 +275,7 @@ class Bench:
         if self.spy is None:
             return cmd
         self.spy.mkdir(parents=True, exist_ok=True)
-        return ["py-spy", "record", "-r", "250", "-g", "-f", "raw", "-o", str(self.spy / f"{name}.txt"), "--", *cmd]
+        return [str(Path(sys.executable).with_name("py-spy")), "record", "-r", "250", "-g", "-f", "raw", "-o", str(self.spy / f"{name}.txt"), "--", *cmd]
 
 
 # --- wooflow's stores and rules ---------------------------------------------------------------
