@@ -9,6 +9,10 @@ the customer has not looked at yet loads that guest with the batch's other rows 
 query) and folds it into the customer before any event is applied. Events of a guest
 that is merged (now or earlier) are not applied: the live consumer re-routes them to the
 customer's partition; a replay, which never saves, applies them to the customer in place.
+
+State is kept per store at the level its rules read (`keep_of`, consumer/needs.py),
+decided once per store per batch: below `Keep.CUSTOMERS` no customer row is read or
+written and no guest is linked; at `Keep.NOTHING` not even the order rows.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from typing import Any, TypedDict
 
 from sqlalchemy import Engine
 
-from wooflow.consumer.apply import APPLIERS, STATEFUL, no_state
+from wooflow.consumer.apply import APPLIERS, STATEFUL, changes_state, no_state
 from wooflow.consumer.commands import build_command, context_of, idempotency_key, to_json
 from wooflow.consumer.engine import Match, RuleEngine
 from wooflow.consumer.merge import LINKED, Merge, email_of, fold_customer, fold_firing, guest_key
 from wooflow.consumer.state import Firing, StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty
+from wooflow.consumer.triggers import Keep
 from wooflow.consumer.values import Envelope, as_order_event, ms
 from wooflow.schemas.codec import Record
 from wooflow.schemas.types import ActionCommand
@@ -111,8 +116,9 @@ class BatchProcessor:
         `state`: rows carried over from earlier batches (a replay, which never saves): only
         customers and orders not in it yet are read from the database."""
         out = Outcome() if state is None else Outcome(state=state)
-        moved = self._load_state(items, out.state, None if dry_run or plan_only else self.cache)
-        self._evaluate(items, out, moved, only_rules)
+        keeps = self._keeps(items, out.state)
+        moved = self._load_state(items, out.state, None if dry_run or plan_only else self.cache, keeps)
+        self._evaluate(items, out, moved, only_rules, keeps)
         if not out.matches:
             return out
         due = self._limit(out)
@@ -122,8 +128,26 @@ class BatchProcessor:
             self._build(out, due, now or datetime.now(timezone.utc), dry_run)
         return out
 
-    def _load_state(self, items: list[Item], state: StateBatch,
-                    cache: StateCache | None) -> dict[tuple[str, str], str]:
+    def keep_of(self, store: str) -> Keep:
+        """The state kept for the store: what its rules read, everything if it has loyalty settings."""
+        keep = self.engine.rules.keeps(store)
+        if keep < Keep.CUSTOMERS and self.loyalty(store).configured:
+            return Keep.CUSTOMERS
+        return keep
+
+    def _keeps(self, items: list[Item], state: StateBatch) -> dict[str, Keep]:
+        """Each store's level for this batch, decided once (the rules may reload meanwhile);
+        recorded with the batch's state (`StateBatch.levels`)."""
+        keeps: dict[str, Keep] = {}
+        for it in items:
+            store = it.event["store_id"]
+            if store not in keeps:
+                keeps[store] = self.keep_of(store)
+        state.levels.update(keeps)
+        return keeps
+
+    def _load_state(self, items: list[Item], state: StateBatch, cache: StateCache | None,
+                    keeps: dict[str, Keep]) -> dict[tuple[str, str], str]:
         """Read the batch's customers and orders not in memory yet (one connection), fold
         the guests its customers have not looked at yet; → the guest keys whose events
         belong to a customer now."""
@@ -135,14 +159,19 @@ class BatchProcessor:
         for it in items:
             if it.schema in STATEFUL:
                 ev = it.event
-                ck = (ev["store_id"], ev["customer_key"])
-                if ck not in known_c:
-                    customers.add(ck)
+                keep = keeps[ev["store_id"]]
+                if not changes_state(it.schema, keep):
+                    continue
                 oev = as_order_event(it.schema, ev)
                 if oev is not None:
                     ok = (ev["store_id"], int(oev["order_id"]))
                     if ok not in known_o:
                         orders.add(ok)
+                if keep < Keep.CUSTOMERS:
+                    continue
+                ck = (ev["store_id"], ev["customer_key"])
+                if ck not in known_c:
+                    customers.add(ck)
                 kind = ck[1][:1]
                 if kind == "g":
                     guests.add(ck)
@@ -168,7 +197,7 @@ class BatchProcessor:
         return moved
 
     def _evaluate(self, items: list[Item], out: Outcome, moved: dict[tuple[str, str], str],
-                  only_rules: set[int] | None) -> None:
+                  only_rules: set[int] | None, keeps: dict[str, Keep]) -> None:
         """Apply every event to the state and match it against the rules, in order. The hot
         path (bench/rules): one loop, with no helper call per event."""
         state = out.state
@@ -193,7 +222,7 @@ class BatchProcessor:
                 apply = APPLIERS.get(it.schema)
                 if apply is None:  # an event type without state (coupons, plugins' events)
                     apply = APPLIERS[it.schema] = no_state(it.schema)
-                ctx = apply(ev, state, lo)
+                ctx = apply(ev, state, lo, keeps[store])
                 for m in self.engine.matches(ctx, only_rules):
                     out.matches.append((it, m))
             except Exception as exc:  # a poison event must not stall the partition

@@ -296,6 +296,7 @@ class StateCache:
         self.customers: dict[tuple[str, str], tuple[Customer, str]] = {}
         self.orders: dict[tuple[str, int], tuple[Order, str]] = {}
         self.hits = 0
+        self.levels: dict[str, int] = {}  # as last recorded in `state_levels` by this process (kept on clear)
 
     def clear(self) -> None:
         self.customers.clear()
@@ -318,6 +319,26 @@ class StateCache:
                 self.orders[okey] = (o, x)
 
 
+_RECORD_LEVELS = ("""
+INSERT INTO state_levels AS l (store_id, keeps, since, updated_at)
+SELECT u.s, u.k, now(), now() FROM unnest(CAST(%(s)b AS text[]), CAST(%(k)b AS smallint[])) AS u(s, k)
+WHERE EXISTS (SELECT 1 FROM stores WHERE stores.id = u.s)
+ON CONFLICT (store_id) DO UPDATE SET
+    keeps = EXCLUDED.keeps, updated_at = now(),
+    since = CASE WHEN EXCLUDED.keeps > l.keeps THEN now() ELSE l.since END
+    WHERE l.keeps <> EXCLUDED.keeps
+""")
+
+
+def record_levels(conn: Connection, levels: Mapping[str, int]) -> None:
+    """The level each store's state is kept at, in `state_levels`: raised → kept since now
+    (the state transaction of the first batch kept at it); lowered → the same row, so the
+    next rise starts a new `since`."""
+    if levels:
+        stores_, keeps = zip(*sorted(levels.items()), strict=True)
+        driver_cursor(conn).execute(_RECORD_LEVELS, {"s": list(stores_), "k": [int(k) for k in keeps]})
+
+
 class StateBatch:
     """The state one batch reads and writes."""
 
@@ -330,6 +351,8 @@ class StateBatch:
         self.order_versions: dict[tuple[str, int], str] = {}
         # guests folded into customers by this batch (consumer/merge.py), by (store, guest key)
         self.merges: dict[tuple[str, str], Merge] = {}
+        # the state kept for each store of the batch (consumer/needs.py), for `record_levels`
+        self.levels: dict[str, int] = {}
 
     # --- reading ---------------------------------------------------------------------
     def load(self, conn: Connection, customers: set[tuple[str, str]], orders: set[tuple[str, int]],
