@@ -152,13 +152,18 @@ class Firing:
 
 # `x` is the row version (xmin) a cached copy was read or written at, NULL if none: rows
 # whose version is still x are not sent again; rows that vanished come back as NULLs.
+# Each key is looked up through a LATERAL subquery with LIMIT 1, which the planner cannot
+# flatten into a join: as a plain join of ~2,000 keys it chose a hash join over a sequential
+# scan of the whole table (150-190 ms per batch at 100,000 orders, growing with the table)
+# where the primary-key probes take ~20 ms whatever its size (EXPLAIN ANALYZE, docs/benchmarks.md).
 _LOAD_CUSTOMERS = ("""
 SELECT u.s, u.k, c.xmin::text, c.customer_id, c.email, c.order_count, c.totals,
        (extract(epoch from c.first_order_at) * 1000)::bigint AS f,
        (extract(epoch from c.last_order_at) * 1000)::bigint AS l,
        c.tier, c.points, c.tags, c.view_counts, c.engine, c.merged_into
 FROM unnest(CAST(%(stores)b AS text[]), CAST(%(keys)b AS text[]), CAST(%(xs)b AS text[])) AS u(s, k, x)
-LEFT JOIN customer_state c ON c.store_id = u.s AND c.customer_key = u.k
+LEFT JOIN LATERAL (SELECT *, xmin FROM customer_state c WHERE c.store_id = u.s AND c.customer_key = u.k LIMIT 1) c
+  ON true
 WHERE u.x IS NULL OR c.xmin IS NULL OR c.xmin::text <> u.x
 """)
 
@@ -166,7 +171,7 @@ _LOAD_ORDERS = ("""
 SELECT u.s, u.i, o.xmin::text, o.customer_key, o.first_event_id, o.status, o.modified_ms, o.transitions, o.total,
        o.currency, o.created_ms, o.counted, o.count_event_id, o.before
 FROM unnest(CAST(%(stores)b AS text[]), CAST(%(ids)b AS bigint[]), CAST(%(xs)b AS text[])) AS u(s, i, x)
-LEFT JOIN order_state o ON o.store_id = u.s AND o.order_id = u.i
+LEFT JOIN LATERAL (SELECT *, xmin FROM order_state o WHERE o.store_id = u.s AND o.order_id = u.i LIMIT 1) o ON true
 WHERE u.x IS NULL OR o.xmin IS NULL OR o.xmin::text <> u.x
 """)
 
@@ -175,9 +180,8 @@ _FIRING_COLUMNS = """f.rule_id, f.customer_key, f.store_id, f.first_event_id, f.
 
 _LOAD_FIRINGS = (f"""
 SELECT {_FIRING_COLUMNS}
-FROM rule_firings f
-JOIN unnest(CAST(%(rules)b AS bigint[]), CAST(%(keys)b AS text[])) AS u(r, k)
-  ON f.rule_id = u.r AND f.customer_key = u.k
+FROM unnest(CAST(%(rules)b AS bigint[]), CAST(%(keys)b AS text[])) AS u(r, k)
+JOIN LATERAL (SELECT * FROM rule_firings f WHERE f.rule_id = u.r AND f.customer_key = u.k LIMIT 1) f ON true
 """)
 
 # Every firing of some customers (guests being merged), whatever the rule.
