@@ -32,7 +32,7 @@ from wooflow.consumer.engine import Match, RuleEngine
 from wooflow.consumer.merge import LINKED, Merge, email_of, fold_customer, fold_firing, guest_key
 from wooflow.consumer.state import Firing, StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty
-from wooflow.consumer.triggers import Keep
+from wooflow.consumer.triggers import TRIGGERS, Keep
 from wooflow.consumer.values import Envelope, as_order_event, ms
 from wooflow.schemas.codec import Record
 from wooflow.schemas.types import ActionCommand
@@ -68,6 +68,42 @@ class Outcome:
     skipped_by_frequency: int = 0
     state: StateBatch = field(default_factory=StateBatch)
     rerouted: list[tuple[Item, str]] = field(default_factory=list)  # (event of a merged guest, its customer's key)
+
+
+class FirstSights:
+    """Which events of a batch (or of a replay's range) are later events of an order already
+    seen, in a store where only first sights matter (`BatchProcessor.first_sight_only`):
+    those are skipped undecoded. An order is seen if `known` (the state kept between
+    batches) has its row — its first event id never changes — or an earlier event of this
+    batch named it (a partition holds an order's events in order, so the first sight of an
+    order comes before all its other events)."""
+
+    def __init__(self, processor: BatchProcessor, peek: Callable[[bytes], tuple[str, int] | None],
+                 known: Callable[[tuple[str, int]], str | None]) -> None:
+        self.processor = processor
+        self.peek = peek
+        self.known = known
+        self.only: dict[str, bool] = {}
+        self.first: dict[tuple[str, int], str] = {}
+
+    def later(self, store: str, schema: str, value: bytes) -> bool:
+        only = self.only.get(store)
+        if only is None:
+            only = self.only[store] = self.processor.first_sight_only(store, schema)
+        if not only:
+            return False
+        peeked = self.peek(value)
+        if peeked is None:
+            return False
+        eid, oid = peeked
+        key = (store, oid)
+        first = self.first.get(key)
+        if first is None:
+            first = self.known(key)
+            if first is None:
+                self.first[key] = eid
+                return False
+        return first != eid
 
 
 def allowed(f: Firing | None, rule: Any, event_id: str, at_ms: int) -> bool:
@@ -134,6 +170,16 @@ class BatchProcessor:
         if keep < Keep.CUSTOMERS and self.loyalty(store).configured:
             return Keep.CUSTOMERS
         return keep
+
+    def first_sight_only(self, store: str, schema: str) -> bool:
+        """Whether, for this store, an event of `schema` matters only if it is the first
+        sight of its resource: the store keeps order first sights and nothing more, and
+        every trigger of its rules on the schema fires only at a first sight (`new_order`).
+        Then a later event of an order already seen (by its event id and order id, read
+        with `EventDecoder.peek`) can neither change state nor fire: it is skipped undecoded."""
+        if schema != "OrderEvent" or self.keep_of(store) != Keep.SEEN:
+            return False
+        return all(TRIGGERS[t].first_sight for t in self.engine.rules.triggers(store, schema))
 
     def _keeps(self, items: list[Item], state: StateBatch) -> dict[str, Keep]:
         """Each store's level for this batch, decided once (the rules may reload meanwhile);

@@ -45,11 +45,11 @@ from wooflow import metrics
 from wooflow.checkpointing import Checkpoint, run_batches
 from wooflow.clock import get_clock
 from wooflow.consumer.apply import STATEFUL, changes_state
-from wooflow.consumer.batch import BatchProcessor, Item
+from wooflow.consumer.batch import BatchProcessor, FirstSights, Item
 from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
-from wooflow.consumer.state import StateBatch, StateCache, record_levels
+from wooflow.consumer.state import Order, StateBatch, StateCache, record_levels
 from wooflow.consumer.triggers import Keep
 from wooflow.consumer.tiers import Loyalty, loyalty_of
 from wooflow.consumer.values import is_event
@@ -133,6 +133,7 @@ class RuleConsumer:
         self._pending: StateBatch | None = None
         self._pending_items: list[Item] = []
         self._pending_levels: dict[str, int] = {}  # stores all of whose events a batch skipped
+        self._recent_orders: dict[tuple[str, int], Order] = {}  # the last batch's, read by the main thread only
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-save")
         self._delayed: list[ActionCommand] = []
         self.stats: Counter[str] = Counter()
@@ -145,19 +146,22 @@ class RuleConsumer:
         consumed: Counter[tuple[str, str]] = Counter()
         triggers = self.rules.triggers
         keeps: dict[str, Keep] = {}
+        sights = FirstSights(self.processor, self.decoder.peek, self._first_event_of)
         for msg in batch:
             store, schema = read_hint(msg)
-            if store is not None and schema is not None and not triggers(store, schema):
-                keep = keeps.get(store)
-                if keep is None:
-                    keep = keeps[store] = self.processor.keep_of(store)
-                if not changes_state(schema, keep):
-                    # nothing listens to these events and the store keeps no state they change:
-                    # skip the decoding
+            value = msg.value() or b""
+            if store is not None and schema is not None:
+                if not triggers(store, schema):
+                    keep = keeps.get(store)
+                    if keep is None:
+                        keep = keeps[store] = self.processor.keep_of(store)
+                    skip = not changes_state(schema, keep)  # nothing listens, no state kept changes
+                else:
+                    skip = sights.later(store, schema, value)  # cannot be the first sight that matters
+                if skip:  # not decoded
                     self.stats["skipped"] += 1
                     consumed[(msg.topic() or "", store)] += 1
                     continue
-            value = msg.value() or b""
             try:
                 schema, record = self.decoder.decode(value)
                 if not is_event(record):
@@ -209,6 +213,16 @@ class RuleConsumer:
         self.stats["delayed"] += len(delayed)
         self._pending, self._delayed, self._pending_items = outcome.state, delayed, items
         self._pending_levels = keeps
+        self._recent_orders = outcome.state.orders
+
+    def _first_event_of(self, key: tuple[str, int]) -> str | None:
+        """The first event id of an order this process kept: in the cache, or in the
+        batch whose state is being saved (a row's first event id never changes)."""
+        hit = self.state_cache.orders.get(key)
+        if hit is not None:
+            return hit[0].first_event_id
+        recent = self._recent_orders.get(key)
+        return recent.first_event_id if recent is not None else None
 
     def _reroute(self, it: Item, target: str) -> None:
         """An event of a guest merged into customer `target`: produced again on the
@@ -262,6 +276,7 @@ class RuleConsumer:
         if self.checkpoint is not None:
             self.checkpoint.revoke(parts)  # first: waits for a state write still in flight
         self.state_cache.clear()  # the cache is a per-ownership hint: start over with the new assignment
+        self._recent_orders = {}
 
     def on_lost(self, _c: Consumer, parts: list[TopicPartition]) -> None:
         # Someone else owns these now: our uncommitted offsets (and the state of a batch
@@ -269,6 +284,7 @@ class RuleConsumer:
         if self.checkpoint is not None:
             self.checkpoint.forget(parts)
         self.state_cache.clear()
+        self._recent_orders = {}
 
     def idle(self) -> None:
         self.rules.refresh()

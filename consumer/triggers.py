@@ -84,6 +84,9 @@ class TriggerSpec:
     group: str = "order"
     # the state `fires` and the options read; a trigger that does not say is given all of it
     keeps: Keep = Keep.CUSTOMERS
+    # fires only on the event that first saw its resource: a later event of an order already
+    # seen cannot fire it (the consumer and replay skip such events undecoded, see runner.py)
+    first_sight: bool = False
 
     def compile_options(self, options: Mapping[str, object] | None) -> Check | None:
         if self.options_model is None:
@@ -282,7 +285,7 @@ def _compile_product_actions(o: ProductSavedOptions) -> Check | None:
 
 register(TriggerSpec(
     "new_order", "OrderEvent", "An order is placed: the first time wooflow sees the order id (created or updated)",
-    lambda ctx: ctx.first_seen and ctx.order is not None, keeps=Keep.SEEN))
+    lambda ctx: ctx.first_seen and ctx.order is not None, keeps=Keep.SEEN, first_sight=True))
 register(TriggerSpec(
     "order_status_changed", "OrderEvent",
     "An order's status changed from the last status wooflow stored (options: from, to)",

@@ -26,7 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from wooflow.kafka import topics
 from wooflow.settings import Settings
 
-MARKS: dict[str, float] = {}
+MARKS: dict[str, float] = {"gc_s": 0.0}
+
+
+def _gc_timer(phase: str, _info: dict[str, int]) -> None:
+    if phase == "start":
+        MARKS["gc_at"] = time.process_time()
+    else:
+        MARKS["gc_s"] += time.process_time() - MARKS.get("gc_at", time.process_time())
 
 
 def mark_first() -> None:
@@ -55,7 +62,8 @@ def run_rules(s: Settings, n: int) -> dict[str, Any]:
     rc.handle = handled  # type: ignore[method-assign]
     rc.save_state = saved  # type: ignore[method-assign]
     rc.run(stop)  # returns once the last batch's state is saved and its offsets committed
-    return {"events": rc.stats["events"], "commands": rc.stats["commands"], "delayed": rc.stats["delayed"]}
+    return {"events": rc.stats["events"], "commands": rc.stats["commands"], "delayed": rc.stats["delayed"],
+            "skipped": rc.stats["skipped"]}
 
 
 class _Marking:
@@ -92,10 +100,13 @@ def main() -> None:
     ap.add_argument("--events", type=int, required=True)
     a = ap.parse_args()
     s = Settings(topic_prefix=a.prefix, rules_group=a.group, log_level="WARNING")
+    import gc
+
+    gc.callbacks.append(_gc_timer)
     out = run_rules(s, a.events) if a.mode == "rules" else run_replay(s)
     done, cpu = time.time(), time.process_time()
     print(json.dumps({**out, "first": MARKS.get("first", done), "done": done,
-                      "cpu_s": cpu - MARKS.get("cpu_first", cpu)}))
+                      "cpu_s": cpu - MARKS.get("cpu_first", cpu), "gc_s": MARKS["gc_s"]}))
 
 
 if __name__ == "__main__":
