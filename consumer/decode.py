@@ -260,9 +260,15 @@ class EventDecoder:
             event_id = data[pos:pos + n].decode()
             pos += n
             for kind in plan:
-                v, pos = _varint(data, pos)
-                if kind == "s":
-                    pos += v
+                b = data[pos]
+                if b < 0x80:  # one-byte varint: most lengths and small numbers
+                    pos += 1
+                    if kind == "s":
+                        pos += (b >> 1) ^ -(b & 1)
+                else:
+                    v, pos = _varint(data, pos)
+                    if kind == "s":
+                        pos += v
             rid, _ = _varint(data, pos)
         except (IndexError, UnicodeDecodeError):
             return None

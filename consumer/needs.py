@@ -27,11 +27,14 @@ what the range shows in memory, as always.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict
+
+from sqlalchemy import Connection, select
 
 from wooflow.consumer.conditions import FIELDS
 from wooflow.consumer.model import RuleSpec
 from wooflow.consumer.triggers import TRIGGERS, Keep
+from wooflow.db.tables import state_levels
 
 # Built-in actions that never read the customer state of their command's context except
 # through a template naming it (tests/test_state_needs.py holds this to the workers' registry).
@@ -103,3 +106,29 @@ def describe(keep: Keep) -> str:
             Keep.SEEN: "each order's first sight",
             Keep.ORDERS: "each order's first sight and status",
             Keep.CUSTOMERS: "orders, their status and counting, and customer aggregates"}[keep]
+
+
+class StateView(TypedDict):
+    """What a dry run says about the state a rule reads."""
+
+    rule_needs: str
+    store_keeps: str
+    kept_since: str | None  # ISO time: kept at least since then (None: not kept yet)
+    note: str
+
+
+def state_view(conn: Connection, store_id: str, need: Keep) -> StateView:
+    """The rule's need against what the consumer recorded keeping for the store."""
+    row = conn.execute(select(state_levels.c.keeps, state_levels.c.since)
+                       .where(state_levels.c.store_id == store_id)).first()
+    kept = Keep(row[0]) if row is not None else Keep.NOTHING
+    if need == Keep.NOTHING:
+        note = "the rule reads no stored state: it decides from the event alone"
+    elif kept >= need and row is not None:
+        note = (f"kept since {row[1].isoformat()}: what the consumer saw before then is not in it "
+                "(orders first seen, statuses and purchases counted from then on)")
+    else:
+        note = ("not kept yet for this store: the rule consumer keeps it from the first event it processes with "
+                "this rule; orders and purchases before then are not in it")
+    return {"rule_needs": describe(need), "store_keeps": describe(kept),
+            "kept_since": row[1].isoformat() if row is not None and kept >= need and need else None, "note": note}

@@ -50,8 +50,8 @@ from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
 from wooflow.consumer.state import Order, StateBatch, StateCache, record_levels
-from wooflow.consumer.triggers import Keep
 from wooflow.consumer.tiers import Loyalty, loyalty_of
+from wooflow.consumer.triggers import Keep
 from wooflow.consumer.values import is_event
 from wooflow.db.engine import get_engine
 from wooflow.db.tables import stores

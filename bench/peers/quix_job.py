@@ -65,10 +65,7 @@ def main() -> None:
         return ev
 
     sdf = sdf.update(mark)
-    if a.job == "A":
-        sdf = sdf.filter(job_a)
-    else:
-        sdf = sdf.filter(paid).filter(first_paid, stateful=True)
+    sdf = sdf.filter(job_a) if a.job == "A" else sdf.filter(paid).filter(first_paid, stateful=True)
     sdf = sdf.apply(lambda ev: command(a.job, ev))
     sdf.to_topic(out)
     app.run()

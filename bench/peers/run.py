@@ -27,6 +27,8 @@ interval (sampled every 0.2 s; with shared services that includes other clients'
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import itertools
 import json
 import os
 import random
@@ -41,14 +43,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench" / "bridge"))
-
-from run import service_procs, services, services_cpu  # bench/bridge/run.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from wooflow.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+# the bridge benchmark's helpers: services from the environment or launched, their CPU
+_spec = importlib.util.spec_from_file_location("bench_bridge_run", HERE.parent / "bridge" / "run.py")
+assert _spec is not None and _spec.loader is not None
+_bridge = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_bridge)
+service_procs, services, services_cpu = _bridge.service_procs, _bridge.services, _bridge.services_cpu
 
 QUIX = "quixstreams==3.28.1"
 STORES, CUSTOMERS = 50, 400  # 20,000 customers
@@ -177,7 +182,7 @@ class Sampler(threading.Thread):
 
     def at(self, t: float) -> float:
         s = self.samples
-        for (t0, c0), (t1, c1) in zip(s, s[1:], strict=False):
+        for (t0, c0), (t1, c1) in itertools.pairwise(s):
             if t0 <= t <= t1:
                 return c0 + (c1 - c0) * (t - t0) / (t1 - t0 or 1)
         return s[-1][1] if t > s[-1][0] else s[0][1]
@@ -275,7 +280,8 @@ class Bench:
         if self.spy is None:
             return cmd
         self.spy.mkdir(parents=True, exist_ok=True)
-        return [str(Path(sys.executable).with_name("py-spy")), "record", "-r", "250", "-g", "-f", "raw", "-o", str(self.spy / f"{name}.txt"), "--", *cmd]
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        return [spy, "record", "-r", "250", "-g", "-f", "raw", "-o", str(self.spy / f"{name}.txt"), "--", *cmd]
 
 
 # --- wooflow's stores and rules ---------------------------------------------------------------
@@ -381,7 +387,8 @@ def main() -> None:
               f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())}:")
         print(f"{'system':12s} {'events/s':>9s} {'process µs/ev':>14s} {'broker+PG µs/ev':>16s}")
         for name, rs in results.items():
-            print(f"{name:12s} {med(rs, 'events_per_s'):9,.0f} {med(rs, 'cpu_us'):14.1f} {med(rs, 'services_us'):16.1f}")
+            print(f"{name:12s} {med(rs, 'events_per_s'):9,.0f} {med(rs, 'cpu_us'):14.1f} "
+                  f"{med(rs, 'services_us'):16.1f}")
         rate = {k: med(v, "events_per_s") for k, v in results.items()}
         for job in args.jobs:
             w = rate.get(f"wooflow {job}")
