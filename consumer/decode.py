@@ -185,7 +185,8 @@ def _peek_plan(raw: Any) -> tuple[str, ...] | None:
     kinds: list[str] = []
     for f in fields[1:]:
         t = f["type"]
-        kind = _SCALARS.get(t if isinstance(t, str) else t.get("type") if isinstance(t, dict) else "")
+        name = t if isinstance(t, str) else t.get("type") if isinstance(t, dict) else None
+        kind = _SCALARS.get(name) if isinstance(name, str) else None
         if f["name"] == target:
             return tuple(kinds) if kind == "v" else None
         if kind is None:

@@ -212,7 +212,7 @@ class RuleConsumer:
         self.stats["frequency_skipped"] += outcome.skipped_by_frequency
         self.stats["delayed"] += len(delayed)
         self._pending, self._delayed, self._pending_items = outcome.state, delayed, items
-        self._pending_levels = keeps
+        self._pending_levels = dict(keeps)
         self._recent_orders = outcome.state.orders
 
     def _first_event_of(self, key: tuple[str, int]) -> str | None:

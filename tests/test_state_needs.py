@@ -55,7 +55,7 @@ def test_the_context_free_actions_are_the_built_in_ones_but_the_webhook() -> Non
     from wooflow.workers.registry import all_actions
 
     builtin = {name for name, h in all_actions().items() if type(h).__module__.startswith("wooflow.workers.actions")}
-    assert CONTEXT_FREE_ACTIONS == builtin - {"webhook"}
+    assert builtin - {"webhook"} == CONTEXT_FREE_ACTIONS
 
 
 def _rows(engine, store: str) -> tuple[list[Any], int, Any]:  # type: ignore[no-untyped-def]
