@@ -149,7 +149,8 @@ def _order_only(ev: OrderEventIn, state: StateBatch, lo: Loyalty, keep: Keep) ->
     tracked = keep >= Keep.ORDERS
     if row is None:
         row = Order(store, oid, ev["customer_key"], eid, status if tracked else "", mod if tracked else 0, [],
-                    total if total is not None else Decimal(0), currency, created, dirty=True)
+                    total if total is not None else Decimal(0), currency, created, dirty=True,
+                    first_sight_only=not tracked)
         state.orders[(store, oid)] = row
         ctx.first_seen = True
         prev = ev.get("previous_status")

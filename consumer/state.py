@@ -136,6 +136,7 @@ class Order:
     count_event_id: str | None = None
     before: JSONObject | None = None  # the customer's aggregates before (un)counting it (Aggregates.to_json)
     dirty: bool = False
+    first_sight_only: bool = False  # a new row of a store keeping first sights only: inserted narrow
 
 
 @dataclass(slots=True)
@@ -235,6 +236,17 @@ ON CONFLICT (store_id, order_id) DO UPDATE SET
     transitions = EXCLUDED.transitions, total = EXCLUDED.total, currency = EXCLUDED.currency,
     counted = EXCLUDED.counted, count_event_id = EXCLUDED.count_event_id, before = EXCLUDED.before, updated_at = now()
 RETURNING store_id, order_id, xmin::text, first_event_id, created_ms, total
+""")
+
+# First sights of a store that keeps nothing more (consumer/needs.py: Keep.SEEN): the
+# columns that say so, the rest left to their defaults (no status, nothing counted), and a
+# row another consumer inserted meanwhile wins (it saw the order first).
+_SAVE_FIRST_SIGHTS = ("""
+INSERT INTO order_state AS o (store_id, order_id, customer_key, first_event_id, total, currency, created_ms)
+SELECT * FROM unnest(CAST(%(s)b AS text[]), CAST(%(i)b AS bigint[]), CAST(%(k)b AS text[]), CAST(%(fe)b AS text[]),
+                     CAST(%(tot)b AS numeric[]), CAST(%(cur)b AS text[]), CAST(%(cr)b AS bigint[]))
+ON CONFLICT (store_id, order_id) DO NOTHING
+RETURNING store_id, order_id, xmin::text
 """)
 
 _SAVE_FIRINGS = ("""
@@ -465,6 +477,17 @@ class StateBatch:
 
             save_guest_tags(conn, self)
         os_ = [o for o in self.orders.values() if o.dirty and (o.store_id, o.customer_key) not in lost]
+        seen = [o for o in os_ if o.first_sight_only]
+        if seen:
+            os_ = [o for o in os_ if not o.first_sight_only]
+            cur.execute(_SAVE_FIRST_SIGHTS, {
+                "s": [o.store_id for o in seen], "i": [o.order_id for o in seen], "k": [o.customer_key for o in seen],
+                "fe": [o.first_event_id for o in seen], "tot": [o.total for o in seen],
+                "cur": [o.currency for o in seen], "cr": [o.created_ms for o in seen]})
+            for store, oid, x in cur.fetchall():
+                self.order_versions[(store, oid)] = x
+            for o in seen:
+                o.first_sight_only = False  # written (or someone else's row is): an ordinary row from now on
         if os_:
             cur.execute(_SAVE_ORDERS, {
                 "s": [o.store_id for o in os_], "i": [o.order_id for o in os_], "k": [o.customer_key for o in os_],
