@@ -209,7 +209,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 class EventDecoder:
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
-        self._peeks: dict[bytes, tuple[str, ...]] = {}
+        self._peeks: dict[bytes, tuple[bool, ...]] = {}  # is each field before the id a string?
         self._fast: dict[bytes, tuple[str, Any, Any]] = {}
         self._logical: dict[str, Callable[[Record], Record]] = {}
         self._json: dict[str, Callable[[Record], Record]] = {}
@@ -222,7 +222,7 @@ class EventDecoder:
                 self._fast[fp] = (writer.name, w, r)
                 plan = _peek_plan(writer.raw)
                 if plan is not None:
-                    self._peeks[fp] = plan
+                    self._peeks[fp] = tuple(kind == "s" for kind in plan)
             for name in {v.name for v in cat.by_fingerprint.values()}:
                 for plans, leaf in ((self._logical, logical_leaf), (self._json, json_leaf)):
                     try:
@@ -257,19 +257,25 @@ class EventDecoder:
         if plan is None or data[:2] != SINGLE_OBJECT_MARKER:
             return None
         try:
-            n, pos = _varint(data, 10)
+            b = data[10]
+            n, pos = (b >> 1, 11) if b < 0x80 and not b & 1 else _varint(data, 10)
             event_id = data[pos:pos + n].decode()
             pos += n
-            for kind in plan:
+            for is_string in plan:
                 b = data[pos]
-                if b < 0x80:  # one-byte varint: most lengths and small numbers
+                pos += 1
+                if b < 0x80:  # one byte: most lengths and small numbers
+                    if is_string:
+                        if b & 1:  # a negative length: not ours to judge, decode it
+                            return None
+                        pos += b >> 1
+                elif is_string:
+                    v, pos = _varint(data, pos - 1)
+                    pos += v
+                else:  # a long (a timestamp): skip to its last byte
+                    while data[pos] >= 0x80:
+                        pos += 1
                     pos += 1
-                    if kind == "s":
-                        pos += (b >> 1) ^ -(b & 1)
-                else:
-                    v, pos = _varint(data, pos)
-                    if kind == "s":
-                        pos += v
             rid, _ = _varint(data, pos)
         except (IndexError, UnicodeDecodeError):
             return None

@@ -53,7 +53,7 @@ _spec = importlib.util.spec_from_file_location("bench_bridge_run", HERE.parent /
 assert _spec is not None and _spec.loader is not None
 _bridge = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_bridge)
-service_procs, services, services_cpu = _bridge.service_procs, _bridge.services, _bridge.services_cpu
+service_procs, services = _bridge.service_procs, _bridge.services
 
 QUIX = "quixstreams==3.28.1"
 STORES, CUSTOMERS = 50, 400  # 20,000 customers
@@ -167,17 +167,43 @@ def produce_backlog(s: Settings, n: int, stores: list[str]) -> dict[str, int]:
 # --- measuring ------------------------------------------------------------------------------
 
 class Sampler(threading.Thread):
-    """The broker's and PostgreSQL's CPU seconds every 0.2 s, to read off any interval."""
+    """The broker's and PostgreSQL's CPU seconds every 0.2 s, to read off any interval.
+    Summed per process as increments: a PostgreSQL backend that exits (another client's,
+    on shared services) takes its total with it, which must not count as negative CPU; one
+    that starts meanwhile counts from its start."""
 
     def __init__(self, procs: Any) -> None:
         super().__init__(daemon=True)
-        self.procs = procs
+        self.roots = [p for ps in procs.values() for p in ps]
         self.samples: list[tuple[float, float]] = []
         self.stop = threading.Event()
+        self._last: dict[int, float] = {}
+        self._total = 0.0
+        self._started = time.time()
+
+    def _sample(self) -> float:
+        import psutil
+
+        seen: dict[int, float] = {}
+        for root in self.roots:
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for q in procs:
+                try:
+                    seen[q.pid] = sum(q.cpu_times()[:2])
+                    if q.pid not in self._last and q.create_time() < self._started:
+                        self._last[q.pid] = seen[q.pid]  # running before we looked: count from now
+                except psutil.Error:
+                    pass
+        self._total += sum(cpu - self._last.get(pid, 0.0) for pid, cpu in seen.items())
+        self._last = seen
+        return self._total
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.samples.append((time.time(), sum(services_cpu(self.procs).values())))
+            self.samples.append((time.time(), self._sample()))
             self.stop.wait(0.2)
 
     def at(self, t: float) -> float:

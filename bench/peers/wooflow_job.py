@@ -105,6 +105,14 @@ def main() -> None:
     gc.callbacks.append(_gc_timer)
     out = run_rules(s, a.events) if a.mode == "rules" else run_replay(s)
     done, cpu = time.time(), time.process_time()
+    import psutil
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    by_thread: dict[str, float] = {}
+    for t in psutil.Process().threads():
+        name = names.get(t.id, "native")
+        by_thread[name] = by_thread.get(name, 0.0) + t.user_time + t.system_time
+    out["threads"] = {k: round(v, 2) for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1])}
     print(json.dumps({**out, "first": MARKS.get("first", done), "done": done,
                       "cpu_s": cpu - MARKS.get("cpu_first", cpu), "gc_s": MARKS["gc_s"]}))
 
