@@ -197,45 +197,16 @@ def apply_customer(ev: CustomerEventIn, state: StateBatch, lo: Loyalty, keep: Ke
     return ctx
 
 
-def _viewed(ev: StorefrontEventIn) -> str | None:
-    """The view count a storefront event adds to (a product's, a category's), if any."""
-    kind = ev["event_type"]
-    if kind == "product_viewed":
-        pid = ev["product_id"]
-        return None if pid is None else str(pid)
-    if kind == "category_viewed":
-        cid = ev["category_id"]
-        return None if cid is None else f"cat:{cid}"
-    return None
-
-
-def _view_mark(v: list[int | list[str]] | None) -> tuple[int, list[str]] | None:
-    """`engine.views` as stored: [event time ms, the event ids at that time]."""
-    if v and len(v) == 2 and isinstance(v[0], int) and isinstance(v[1], list):
-        return v[0], v[1]
-    return None
-
-
 def apply_storefront(ev: StorefrontEventIn, state: StateBatch, lo: Loyalty,
                      keep: Keep = Keep.CUSTOMERS) -> TriggerContext:
+    """Storefront events change no state of the rule engine (the scheduler keeps carts and
+    browsing); a store keeping customers gives a storefront trigger its customer's state.
+    (`customer_state.view_counts`, which no rule, condition or other reader ever read, is
+    no longer written.)"""
     if keep < Keep.CUSTOMERS:
         return TriggerContext("StorefrontEvent", ev, lo)
     cust = state.customer(ev["store_id"], ev["customer_key"])
-    ctx = TriggerContext("StorefrontEvent", ev, lo, customer=cust, before=cust.agg, after=cust.agg)
-    key = _viewed(ev)
-    if key is None:
-        return ctx
-    # A high-water mark (event time + the ids at that time) makes counting replay-safe
-    # without remembering every event id: a customer's storefront events arrive in order
-    # on one partition.
-    at, eid = ms(ev["occurred_at"]), ev["event_id"]
-    hwm = _view_mark(cust.engine.get("views"))
-    if hwm and (at < hwm[0] or (at == hwm[0] and eid in hwm[1])):
-        return ctx
-    cust.view_counts[key] = cust.view_counts.get(key, 0) + 1
-    cust.engine["views"] = [at, [*hwm[1], eid] if hwm and at == hwm[0] else [eid]]
-    cust.dirty = True
-    return ctx
+    return TriggerContext("StorefrontEvent", ev, lo, customer=cust, before=cust.agg, after=cust.agg)
 
 
 def apply_product(ev: ProductEventIn, state: StateBatch, lo: Loyalty, keep: Keep = Keep.CUSTOMERS) -> TriggerContext:
@@ -261,10 +232,16 @@ APPLIERS: dict[str, Applier] = {
 STATEFUL = frozenset({"OrderEvent", "CustomerEvent", "StorefrontEvent"})
 # The least a store must keep for an event of the schema to change its state: below it the
 # event decides nothing but its own triggers, and is not even decoded when none listens.
-KEEPS_STATE: dict[str, Keep] = {"OrderEvent": Keep.SEEN, "CustomerEvent": Keep.CUSTOMERS,
-                                "StorefrontEvent": Keep.CUSTOMERS}
+CHANGES_STATE: dict[str, Keep] = {"OrderEvent": Keep.SEEN, "CustomerEvent": Keep.CUSTOMERS}
+# ... and to read it (a storefront event's triggers see its customer's state)
+READS_STATE: dict[str, Keep] = {**CHANGES_STATE, "StorefrontEvent": Keep.CUSTOMERS}
 
 
 def changes_state(schema: str, keep: Keep) -> bool:
-    need = KEEPS_STATE.get(schema)
+    need = CHANGES_STATE.get(schema)
+    return need is not None and keep >= need
+
+
+def reads_state(schema: str, keep: Keep) -> bool:
+    need = READS_STATE.get(schema)
     return need is not None and keep >= need

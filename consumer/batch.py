@@ -26,7 +26,7 @@ from typing import Any, TypedDict
 
 from sqlalchemy import Engine
 
-from wooflow.consumer.apply import APPLIERS, STATEFUL, changes_state, no_state
+from wooflow.consumer.apply import APPLIERS, STATEFUL, no_state, reads_state
 from wooflow.consumer.commands import build_command, context_of, idempotency_key, to_json
 from wooflow.consumer.engine import Match, RuleEngine
 from wooflow.consumer.merge import LINKED, Merge, email_of, fold_customer, fold_firing, guest_key
@@ -206,7 +206,7 @@ class BatchProcessor:
             if it.schema in STATEFUL:
                 ev = it.event
                 keep = keeps[ev["store_id"]]
-                if not changes_state(it.schema, keep):
+                if not reads_state(it.schema, keep):
                     continue
                 oev = as_order_event(it.schema, ev)
                 if oev is not None:

@@ -77,7 +77,7 @@ class Bookkeeping(TypedDict, total=False):
     """`customer_state.engine`: what the rule consumer remembers to stay replay-safe."""
 
     created_event: str  # the customer.created event that first saw the customer
-    views: list[int | list[str]]  # [event time ms, the storefront event ids at that time] (apply.py)
+    views: list[int | list[str]]  # [event time ms, storefront event ids]: view counting, no longer written
     g: list[str]  # guest keys already folded into (or checked for) this customer (merge.py)
 
 
