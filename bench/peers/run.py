@@ -179,7 +179,7 @@ class Sampler(threading.Thread):
         self.stop = threading.Event()
         self._last: dict[int, float] = {}
         self._total = 0.0
-        self._started = time.time()
+        self._since = time.time()
 
     def _sample(self) -> float:
         import psutil
@@ -193,7 +193,7 @@ class Sampler(threading.Thread):
             for q in procs:
                 try:
                     seen[q.pid] = sum(q.cpu_times()[:2])
-                    if q.pid not in self._last and q.create_time() < self._started:
+                    if q.pid not in self._last and q.create_time() < self._since:
                         self._last[q.pid] = seen[q.pid]  # running before we looked: count from now
                 except psutil.Error:
                     pass
