@@ -132,7 +132,7 @@ class RuleConsumer:
         self.ready = threading.Event()
         self._pending: StateBatch | None = None
         self._pending_items: list[Item] = []
-        self._pending_levels: dict[str, int] = {}  # stores all of whose events a batch skipped
+        self._pending_levels: dict[str, int] = {}  # levels of the stores met while skipping (some only there)
         self._recent_orders: dict[tuple[str, int], Order] = {}  # the last batch's, read by the main thread only
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-save")
         self._delayed: list[ActionCommand] = []

@@ -81,7 +81,8 @@ class Summary:
     events: int = 0
     decoded: int = 0
     skipped_store: int = 0
-    skipped_unwatched: int = 0  # no state and no rule listening: not even decoded
+    # no rule listening, or a later event of a seen order where only first sights matter: not decoded
+    skipped_unwatched: int = 0
     undecodable: int = 0
     failed: int = 0
     seconds: float = 0.0
