@@ -10,11 +10,19 @@ from typing import Any
 from sqlalchemy import text
 
 from tests.pipeline import add_rule
-from tests.rules_kit import ConsumerThread, EventProducer, commands, customer_event, later, order_event
+from tests.rules_kit import (
+    ConsumerThread,
+    EventProducer,
+    commands,
+    customer_event,
+    isolated_triggers,
+    later,
+    order_event,
+)
 from tests.support import make_store, wait_for, wait_until_consumed
 from wooflow.consumer.model import RuleSpec
 from wooflow.consumer.needs import CONTEXT_FREE_ACTIONS, rule_keep, state_view
-from wooflow.consumer.triggers import Keep
+from wooflow.consumer.triggers import Keep, TriggerSpec, register
 from wooflow.kafka import topics
 
 NOTE = [{"type": "add_order_note", "params": {"note": "n"}}]
@@ -47,6 +55,9 @@ def test_each_rule_needs_what_its_trigger_conditions_limits_exits_and_actions_re
     assert rule_keep(spec("new_order", actions=[{"type": "webhook", "params": {"url": "https://x.example"}}])) \
         == Keep.CUSTOMERS
     assert rule_keep(spec("new_order", actions=[{"type": "some_plugin_action", "params": {}}])) == Keep.CUSTOMERS
+    with isolated_triggers():  # a trigger that does not say what it reads (a plugin's) is given everything
+        register(TriggerSpec("plugin_trigger", "OrderEvent", "a plugin's", lambda ctx: True))
+        assert rule_keep(spec("plugin_trigger")) == Keep.CUSTOMERS
 
 
 def test_the_context_free_actions_are_the_built_in_ones_but_the_webhook() -> None:
@@ -100,6 +111,25 @@ def test_a_new_order_store_keeps_first_sights_only_and_skips_later_events_undeco
     assert customers == 0 and level is not None and level[0] == Keep.SEEN
     assert skipped >= 2  # the customer event (no state kept, nothing listens) and order 1's update
     assert _fired(settings, rid) == ["1"]  # the redelivered first event re-emitted the same key
+
+
+def test_a_store_with_loyalty_settings_keeps_customer_aggregates_whatever_its_rules(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    from wooflow.stores import upsert_store
+
+    store = make_store(engine)
+    store.settings = {"loyalty": {"points_per_unit": 2}}
+    upsert_store(engine, store)
+    add_rule(engine, store.id, {"name": "new", "trigger": "new_order", "actions": NOTE})
+    prod = EventProducer(settings)
+    prod.send("OrderEvent", order_event(store.id, 1, customer_id=4, status="processing", total="30"))
+    prod.flush()
+    with ConsumerThread(settings) as ct:
+        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
+        assert ct.error is None
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT order_count, points FROM customer_state WHERE store_id = :s "
+                                "AND customer_key = 'c4'"), {"s": store.id}).one()
+    assert tuple(row) == (1, 60)
 
 
 def test_a_store_without_order_rules_keeps_no_order_state(settings, engine) -> None:  # type: ignore[no-untyped-def]
