@@ -119,7 +119,10 @@ def _first_order_date(ctx: TriggerContext) -> str | None:
 
 
 def _order_total(ctx: TriggerContext) -> Decimal | None:
-    return money(ctx.order.get("total")) if ctx.schema == "OrderEvent" and ctx.order else None
+    if ctx.schema != "OrderEvent" or not ctx.order:
+        return None
+    # apply_order has read it already (the same money() of the same field)
+    return ctx.order_total if ctx.order_total is not None else money(ctx.order.get("total"))
 
 
 def _item_count(ctx: TriggerContext) -> int | None:

@@ -21,7 +21,8 @@ from sqlalchemy import Engine, func, select
 
 from wooflow.consumer.conditions import Predicate, compile_tree
 from wooflow.consumer.model import Action, RuleSpec
-from wooflow.consumer.triggers import TRIGGERS, Check
+from wooflow.consumer.needs import rule_keep
+from wooflow.consumer.triggers import TRIGGERS, Check, Keep
 from wooflow.db.tables import rules
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,13 @@ class CompiledRule:
     trigger: str = field(init=False)
     actions: list[Action] = field(init=False)
     limited: bool = field(init=False)
+    keep: Keep = field(init=False)  # the state it reads (consumer/needs.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trigger", self.spec.trigger)
         object.__setattr__(self, "actions", self.spec.actions)
         object.__setattr__(self, "limited", self.spec.frequency.limited)
+        object.__setattr__(self, "keep", rule_keep(self.spec))
 
 
 def compile_rule(row: dict[str, Any]) -> CompiledRule:
@@ -67,6 +70,7 @@ class RuleCache:
         self._index: dict[tuple[str, str], list[CompiledRule]] = {}
         self._triggers: dict[tuple[str, str], frozenset[str]] = {}
         self._by_id: dict[int, CompiledRule] = {}
+        self._keeps: dict[str, Keep] = {}
         self._fingerprint: tuple[Any, ...] | None = None
         self._checked = 0.0
         self._lock = threading.Lock()  # serialises reloads (listener thread vs. fallback)
@@ -83,6 +87,10 @@ class RuleCache:
 
     def get(self, rule_id: int) -> CompiledRule | None:
         return self._by_id.get(rule_id)
+
+    def keeps(self, store_id: str) -> Keep:
+        """The state the store's enabled rules read (consumer/needs.py)."""
+        return self._keeps.get(store_id, Keep.NOTHING)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -160,6 +168,7 @@ class RuleCache:
         self._index = dict(index)
         self._triggers = {k: frozenset(v) for k, v in triggers.items()}
         self._by_id = by_id
+        self._keeps = {store: max((r.keep for r in lst), default=Keep.NOTHING) for store, lst in by_store.items()}
         self._by_store = by_store
 
 

@@ -167,6 +167,9 @@ def test_dry_run_on_a_real_order(settings, engine) -> None:  # type: ignore[no-u
         assert "holds" in leaves[0]["reason"]
         assert out["trigger"]["name"] == "new_order" and out["trigger"]["would_fire_now"] is True
         assert "checked" in out["consent"]
+        # which state the rule reads, and that the store does not keep it yet (no event processed)
+        assert out["state"]["rule_needs"] == "each order's first sight" and out["state"]["kept_since"] is None
+        assert "not kept yet" in out["state"]["note"]
         [step] = out["actions"]
         assert step["status"] == "dry_run" and step["details"]["note"] == f"big {order.id}"
         assert sim.store.get_order_notes(order.id) == [] or all(

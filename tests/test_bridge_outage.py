@@ -114,6 +114,7 @@ def test_the_outbox_is_bounded_503_beyond(migrated, engine) -> None:  # type: ig
             conn.execute(text("DELETE FROM bridge_outbox WHERE store_id = :s"), {"s": store.id})
 
 
+@pytest.mark.e2e
 def test_the_poller_queues_behind_the_outbox_so_a_later_state_never_overtakes_an_earlier_one(  # type: ignore[no-untyped-def]
         own_broker, migrated, engine) -> None:
     """A webhook of an order still processing went into the outbox (Kafka down); the order was

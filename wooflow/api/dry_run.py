@@ -24,10 +24,11 @@ from wooflow.consumer.apply import apply_customer, apply_order
 from wooflow.consumer.commands import build_command, to_json
 from wooflow.consumer.conditions import explain
 from wooflow.consumer.facts import LazyFacts
+from wooflow.consumer.needs import StateView, state_view
 from wooflow.consumer.rules import compile_rule
 from wooflow.consumer.state import StateBatch
 from wooflow.consumer.tiers import loyalty_of
-from wooflow.consumer.triggers import TRIGGERS
+from wooflow.consumer.triggers import TRIGGERS, Keep
 from wooflow.db.tables import execution_logs, rule_audit, rules
 from wooflow.jsontypes import JSONObject
 from wooflow.scheduler.triggers import SCHEMA as SCHEDULED
@@ -219,12 +220,20 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
                     "reason": trigger_reason},
         "conditions": conditions, "matched": bool(conditions["result"]), "consent": consent,
         "customer_state": json.loads(to_json(cstate)),
+        "state": _state(engine, store.id, rule.keep),
         "facts": json.loads(to_json({k: v for k, v in facts.materialise().items()})),
         "actions": planned,
         "would_run": bool(conditions["result"]) and rule.spec.enabled,
     }
     result["audit_id"] = _record(engine, store.id, rule, event, subject, result)
     return result
+
+
+def _state(engine: Engine, store_id: str, need: Keep) -> StateView:
+    """Which state the rule reads and since when the consumer keeps it for the store
+    (consumer/needs.py): a rule added later sees only what was kept from then on."""
+    with engine.connect() as conn:
+        return state_view(conn, store_id, need)
 
 
 def _scheduled(settings: Settings, engine: Engine, store: Store, rule: Any, customer_key: str) -> tuple[bool, str]:
