@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 

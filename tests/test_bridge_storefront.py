@@ -139,6 +139,7 @@ def test_stores_add_creates_webhooks_and_remove_deletes_them(settings, engine, b
             assert conn.execute(text("SELECT count(*) FROM stores WHERE id = :s"), {"s": store_id}).scalar_one() == 0
 
 
+@pytest.mark.integration
 def test_a_retry_of_an_event_that_never_became_durable_is_not_answered_as_a_duplicate(  # type: ignore[no-untyped-def]
         settings, engine) -> None:
     """An attempt claimed an event, then neither Kafka nor PostgreSQL took it and its claim
@@ -156,7 +157,7 @@ def test_a_retry_of_an_event_that_never_became_durable_is_not_answered_as_a_dupl
     s = settings.model_copy(update={"claim_stale_s": 3.0})
     body = {"key": store.public_key, "session_id": session,
             "events": [{"type": "cart_updated", "id": "cart-1", "cart": [{"product_id": 1, "quantity": 1}]}]}
-    with ServerThread(create_app(s)) as bridge:
+    with BridgeThread(s) as bridge:
         url = f"{bridge.url}/storefront/{store.id}/events"
         r = httpx.post(url, json=body, headers={"Origin": ORIGIN})
         assert r.status_code == 503, r.text
@@ -168,6 +169,7 @@ def test_a_retry_of_an_event_that_never_became_durable_is_not_answered_as_a_dupl
     assert [ev["event_id"] for _, ev in read_topic(settings, topics.STOREFRONT)] == [eid]
 
 
+@pytest.mark.integration
 def test_storefront_answers_503_not_500_while_postgresql_is_away(settings, engine) -> None:  # type: ignore[no-untyped-def]
     from tests.effects_kit import TcpProxy
 
@@ -175,7 +177,7 @@ def test_storefront_answers_503_not_500_while_postgresql_is_away(settings, engin
     url = engine.url
     with TcpProxy(str(url.host), int(url.port or 5432)) as proxy:
         via = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-        with ServerThread(create_app(settings.model_copy(update={"database_url": via}))) as bridge:
+        with BridgeThread(settings.model_copy(update={"database_url": via})) as bridge:
             endpoint = f"{bridge.url}/storefront/{store.id}/events"
             body = {"key": store.public_key, "session_id": "sess-away-0001",
                     "events": [{"type": "email_captured", "email": "away@example.com", "id": "e1"}]}

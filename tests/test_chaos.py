@@ -18,7 +18,7 @@ from wooflow.ops.chaos.plan import PROFILES
 from wooflow.ops.chaos.run import Options, run
 from wooflow.settings import Settings
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+pytestmark = pytest.mark.e2e
 
 
 def test_short_chaos_run_loses_no_effect_and_repeats_none() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from tests.pipeline import add_rule
@@ -36,6 +37,7 @@ def leaf(field: str, op: str = "equals", value: Any = "x") -> dict[str, Any]:
     return {"match": "all", "conditions": [{"field": field, "operator": op, "value": value}]}
 
 
+@pytest.mark.unit
 def test_each_rule_needs_what_its_trigger_conditions_limits_exits_and_actions_read() -> None:
     assert rule_keep(spec("product_saved")) == Keep.NOTHING
     assert rule_keep(spec("new_order")) == Keep.SEEN
@@ -60,6 +62,7 @@ def test_each_rule_needs_what_its_trigger_conditions_limits_exits_and_actions_re
         assert rule_keep(spec("plugin_trigger")) == Keep.CUSTOMERS
 
 
+@pytest.mark.unit
 def test_the_context_free_actions_are_the_built_in_ones_but_the_webhook() -> None:
     """A new built-in action must be classified: does it read the command context's
     customer state other than through a template?"""
@@ -84,6 +87,7 @@ def _fired(settings, rule_id: int) -> list[str]:  # type: ignore[no-untyped-def]
                    if c["rule_id"] == rule_id}.values())
 
 
+@pytest.mark.integration
 def test_a_new_order_store_keeps_first_sights_only_and_skips_later_events_undecoded(settings, engine) -> None:  # type: ignore[no-untyped-def]
     s = make_store(engine).id
     rid = add_rule(engine, s, {"name": "big", "trigger": "new_order", "actions": NOTE,
@@ -113,6 +117,7 @@ def test_a_new_order_store_keeps_first_sights_only_and_skips_later_events_undeco
     assert _fired(settings, rid) == ["1"]  # the redelivered first event re-emitted the same key
 
 
+@pytest.mark.integration
 def test_a_store_with_loyalty_settings_keeps_customer_aggregates_whatever_its_rules(settings, engine) -> None:  # type: ignore[no-untyped-def]
     from wooflow.stores import upsert_store
 
@@ -132,6 +137,7 @@ def test_a_store_with_loyalty_settings_keeps_customer_aggregates_whatever_its_ru
     assert tuple(row) == (1, 60)
 
 
+@pytest.mark.integration
 def test_a_store_without_order_rules_keeps_no_order_state(settings, engine) -> None:  # type: ignore[no-untyped-def]
     s = make_store(engine).id
     add_rule(engine, s, {"name": "p", "trigger": "product_saved", "actions": NOTE})
@@ -146,6 +152,7 @@ def test_a_store_without_order_rules_keeps_no_order_state(settings, engine) -> N
     assert orders == [] and customers == 0
 
 
+@pytest.mark.integration
 def test_a_rule_added_later_reads_the_state_kept_from_then_on(settings, engine) -> None:  # type: ignore[no-untyped-def]
     """`first_purchase` added to a store that kept order first sights only: the level is
     raised and recorded with its moment, the dry-run view says since when; purchases the
