@@ -31,8 +31,10 @@ def add_rule(engine: Engine, store_id: str, rule: dict[str, Any]) -> int:
 
 
 def connect_store(sim_store: Any, store: Any, bridge_url: str, webhook_topics: tuple[str, ...],
-                  timeout: float = 40.0) -> None:
-    """Once the bridge answers /readyz, point the simulated store's webhooks at it."""
+                  timeout: float = 120.0) -> None:
+    """Once the bridge answers /readyz, point the simulated store's webhooks at it. The deadline
+    is generous: a bridge process starting on a machine at load 20+ took over 40 s; the wait
+    ends as soon as it answers."""
     wait_for(lambda: ready(bridge_url, 1), timeout, 0.1, "bridge /readyz")
     hook = hook_url(bridge_url, store.id)
     for topic in webhook_topics:

@@ -53,7 +53,7 @@ def test_scaling_rewrites_windows_offsets_and_for_only() -> None:
     scaled = scaled_rules(shipped, scale)
     assert same_but_durations(shipped, scaled) == []
     fors = {r["alert"]: r.get("for") for g in yaml.safe_load(scaled)["groups"] for r in g["rules"] if "alert" in r}
-    assert fors["WooflowConsumerLagGrowing"] == "20s" and fors["WooflowRoleDown"] == "4s"
+    assert fors["WooflowConsumerLagGrowing"] == "20s" and fors["WooflowRoleDown"] == "10s"
 
 
 @pytest.mark.unit

@@ -303,7 +303,7 @@ def bridge_process(settings, engine, logs_dir):  # type: ignore[no-untyped-def]
     role.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: ready(base, 1), 40, 0.1, "bridge /readyz")
+        wait_for(lambda: ready(base, 1), 120, 0.1, "bridge /readyz")
         yield base, role, stores
     finally:
         role.stop()
