@@ -139,10 +139,11 @@ def _log_producer(s: Settings, store_id: str) -> Any:
     from wooflow.workers.executor import log_record
 
     codec, producer, topic = get_codec(s.schema_registry_url), Producer(s), s.topic(topics.LOGS)
+    run = unique("e")  # log ids are derived from the event id: unique per test run
 
     def send(ns: range) -> None:
         for n in ns:
-            cmd = command(store_id=store_id, action_type="add_order_note", params={}, event_id=f"e{n}")
+            cmd = command(store_id=store_id, action_type="add_order_note", params={}, event_id=f"{run}-{n}")
             producer.produce(topic, codec.encode("ExecutionLog", log_record(cmd, "succeeded", "ok", attempt=1,
                                                                             duration_s=0.01), topic), key=f"k{n}")
         producer.flush(30)
