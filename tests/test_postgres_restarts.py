@@ -26,6 +26,18 @@ from wooflow.workers.testing import command, produce
 pytestmark = pytest.mark.integration
 
 
+NOTE_RULE = {"name": "note", "trigger": "new_order", "actions": [
+    {"type": "add_order_note", "params": {"note": "n {{ order.id }}"}}]}
+
+
+@pytest.fixture
+def proxy(engine):  # type: ignore[no-untyped-def]
+    """The session's PostgreSQL behind a TCP proxy the test can cut and restore."""
+    url = engine.url
+    with TcpProxy(str(url.host), int(url.port or 5432)) as p:
+        yield p
+
+
 def proxied(engine: Any, proxy: TcpProxy) -> str:
     url = engine.url.set(host="127.0.0.1", port=proxy.port)
     return str(url.render_as_string(hide_password=False))
@@ -80,41 +92,38 @@ def test_workers_wait_for_postgresql_instead_of_dead_lettering_internal_error(se
 
 
 def test_rule_consumer_and_sink_read_their_batch_again_when_postgresql_blinks_instead_of_exiting(  # type: ignore[no-untyped-def]
-        settings: Settings, engine, logs_dir: Path) -> None:
-    url = engine.url
-    with TcpProxy(str(url.host), int(url.port or 5432)) as proxy:
-        store = make_store(engine)
-        add_rule(engine, store.id, {"name": "note", "trigger": "new_order", "actions": [
-            {"type": "add_order_note", "params": {"note": "n {{ order.id }}"}}]})
-        env = {"WOOFLOW_DATABASE_URL": proxied(engine, proxy)}
-        rules, sink = RoleProcess("rules", settings, logs_dir, **env), RoleProcess("sink", settings, logs_dir, **env)
-        events = EventProducer(settings)
-        logs = _log_producer(settings, store.id)
-        try:
-            rules.start()
-            sink.start()
-            for n in range(50):
+        settings: Settings, engine, logs_dir: Path, proxy: TcpProxy) -> None:
+    store = make_store(engine)
+    add_rule(engine, store.id, NOTE_RULE)
+    env = {"WOOFLOW_DATABASE_URL": proxied(engine, proxy)}
+    rules, sink = RoleProcess("rules", settings, logs_dir, **env), RoleProcess("sink", settings, logs_dir, **env)
+    events = EventProducer(settings)
+    logs = _log_producer(settings, store.id)
+    try:
+        rules.start()
+        sink.start()
+        for n in range(50):
+            events.send("OrderEvent", order_event(store.id, n + 1, email=f"a{n}@example.com"))
+        events.flush()
+        logs(range(0, 50))
+        wait_until_consumed(settings, settings.rules_group, topics.EVENT_TOPICS, timeout=60)
+
+        def more() -> None:  # batches that meet the outage
+            for n in range(50, 100):
                 events.send("OrderEvent", order_event(store.id, n + 1, email=f"a{n}@example.com"))
             events.flush()
-            logs(range(0, 50))
-            wait_until_consumed(settings, settings.rules_group, topics.EVENT_TOPICS, timeout=60)
+            logs(range(50, 100))
+            wait_for(lambda: "read again" in rules.log_text() and "read again" in sink.log_text(), 30, 0.1,
+                     "both roles to meet the outage")
 
-            def more() -> None:  # batches that meet the outage
-                for n in range(50, 100):
-                    events.send("OrderEvent", order_event(store.id, n + 1, email=f"a{n}@example.com"))
-                events.flush()
-                logs(range(50, 100))
-                wait_for(lambda: "read again" in rules.log_text() and "read again" in sink.log_text(), 30, 0.1,
-                         "both roles to meet the outage")
-
-            blink(proxy, 3.0, more)
-            wait_until_consumed(settings, settings.rules_group, topics.EVENT_TOPICS, timeout=90)
-            wait_until_consumed(settings, settings.sink_group, [topics.LOGS], timeout=90)
-            assert rules.alive() and sink.alive(), rules.log_text()[-2000:] + sink.log_text()[-2000:]
-            assert rules.starts == sink.starts == 1
-        finally:
-            rules.stop()
-            sink.stop()
+        blink(proxy, 3.0, more)
+        wait_until_consumed(settings, settings.rules_group, topics.EVENT_TOPICS, timeout=90)
+        wait_until_consumed(settings, settings.sink_group, [topics.LOGS], timeout=90)
+        assert rules.alive() and sink.alive(), rules.log_text()[-2000:] + sink.log_text()[-2000:]
+        assert rules.starts == sink.starts == 1
+    finally:
+        rules.stop()
+        sink.stop()
     cmds = [c for _, c in read_topic(settings, topics.COMMANDS) if c["store_id"] == store.id]
     assert sorted(int(c["subject_id"]) for c in {c["idempotency_key"]: c for c in cmds}.values()) == \
         list(range(1, 101))
@@ -130,10 +139,11 @@ def _log_producer(s: Settings, store_id: str) -> Any:
     from wooflow.workers.executor import log_record
 
     codec, producer, topic = get_codec(s.schema_registry_url), Producer(s), s.topic(topics.LOGS)
+    run = unique("e")  # log ids are derived from the event id: unique per test run
 
     def send(ns: range) -> None:
         for n in ns:
-            cmd = command(store_id=store_id, action_type="add_order_note", params={}, event_id=f"e{n}")
+            cmd = command(store_id=store_id, action_type="add_order_note", params={}, event_id=f"{run}-{n}")
             producer.produce(topic, codec.encode("ExecutionLog", log_record(cmd, "succeeded", "ok", attempt=1,
                                                                             duration_s=0.01), topic), key=f"k{n}")
         producer.flush(30)
@@ -198,24 +208,21 @@ def test_scheduler_activity_reader_never_dead_letters_an_event_because_postgresq
 
 
 def test_a_rule_consumer_started_while_postgresql_is_away_waits_for_it(  # type: ignore[no-untyped-def]
-        settings: Settings, engine, logs_dir: Path) -> None:
-    url = engine.url
-    with TcpProxy(str(url.host), int(url.port or 5432)) as proxy:
-        store = make_store(engine)
-        add_rule(engine, store.id, {"name": "note", "trigger": "new_order", "actions": [
-            {"type": "add_order_note", "params": {"note": "n {{ order.id }}"}}]})
-        rules = RoleProcess("rules", settings, logs_dir, WOOFLOW_DATABASE_URL=proxied(engine, proxy))
-        proxy.cut()
-        try:
-            rules.start()
-            wait_for(lambda: "PostgreSQL is unavailable" in rules.log_text(), 60, 0.1, "the consumer to wait")
-            proxy.restore()
-            events = EventProducer(settings)
-            events.send("OrderEvent", order_event(store.id, 1, email="w@example.com"))
-            events.flush()
-            wait_until_consumed(settings, settings.rules_group, topics.EVENT_TOPICS, timeout=90)
-            assert rules.alive() and rules.starts == 1, rules.log_text()[-3000:]
-        finally:
-            rules.stop()
+        settings: Settings, engine, logs_dir: Path, proxy: TcpProxy) -> None:
+    store = make_store(engine)
+    add_rule(engine, store.id, NOTE_RULE)
+    rules = RoleProcess("rules", settings, logs_dir, WOOFLOW_DATABASE_URL=proxied(engine, proxy))
+    proxy.cut()
+    try:
+        rules.start()
+        wait_for(lambda: "PostgreSQL is unavailable" in rules.log_text(), 60, 0.1, "the consumer to wait")
+        proxy.restore()
+        events = EventProducer(settings)
+        events.send("OrderEvent", order_event(store.id, 1, email="w@example.com"))
+        events.flush()
+        wait_until_consumed(settings, settings.rules_group, topics.EVENT_TOPICS, timeout=90)
+        assert rules.alive() and rules.starts == 1, rules.log_text()[-3000:]
+    finally:
+        rules.stop()
     cmds = [c for _, c in read_topic(settings, topics.COMMANDS) if c["store_id"] == store.id]
     assert [c["subject_id"] for c in cmds] == ["1"]

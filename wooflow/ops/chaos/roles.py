@@ -204,8 +204,9 @@ class Roles:
 
     def write_state(self) -> None:
         eps = self.endpoints()
-        targets = [{"targets": [e["address"]], "labels": {"job": f"wooflow-{e['role']}", "role": e["role"],
-                                                          "instance_name": e["instance"]}} for e in eps]
+        # `component`: the role, as deploy/prometheus/prometheus.yml and the ServiceMonitor label it
+        targets = [{"targets": [e["address"]], "labels": {"component": e["role"], "instance_name": e["instance"]}}
+                   for e in eps]
         _write_json(self.run_dir / "prometheus-targets.json", targets)
         _write_json(self.run_dir / "state.json", {**self.about, "pid": os.getpid(), "roles": eps,
                                                   "prometheus_file_sd": str(self.run_dir / "prometheus-targets.json"),

@@ -382,6 +382,8 @@ class Run:
             problems.append(f"{effects.duplicated} effects duplicated")
         if effects.unexpected:
             problems.append(f"{effects.unexpected} unexpected effects")
+        if effects.repeated_twice:
+            problems.append(f"{effects.repeated_twice} effects repeated more than once")
         problems += [f"{k} {w}" for k, by in effects.by_kind.items() for w in by if w in ("unsigned",
                                                                                           "code not in the store")]
         woo = sum(v for k, v in events.items() if k.startswith("woo."))

@@ -165,6 +165,7 @@ class Effects:
     lost: int = 0
     duplicated: int = 0  # distinct effects beyond one
     repeated: int = 0  # the same email / delivery again (same Message-ID / Idempotency-Key)
+    repeated_twice: int = 0  # effects repeated more than once: beyond what the README allows
     unexpected: int = 0
     by_kind: dict[str, dict[str, int]] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
@@ -248,6 +249,9 @@ def _judge(e: Effects, x: T.Expect, distinct: int, repeats: int) -> None:
     if repeats:
         e.repeated += repeats
         e.note(x.kind, "repeated", repeats, example=x.subject)
+    if repeats > distinct:  # "repeated at most once" (README): one copy per distinct effect at most
+        e.repeated_twice += 1
+        e.note(x.kind, "repeated more than once", example=x.subject)
 
 
 def _coupons(e: Effects, coupons: list[tuple[str, list[str]]], due: dict[str, list[int]]) -> None:
