@@ -5,7 +5,9 @@ shared with cooperative-sticky rebalancing), and per batch:
 
 1. skips events no rule can care about, from their `store`/`schema` headers
    (wooflow/kafka/headers.py, without decoding them), and decodes the rest (`decode.py`, no logical types);
-2. `BatchProcessor`: loads the customers and orders of the batch in two queries, applies
+2. `BatchProcessor`: records its product events and makes known the products its orders
+   name (`catalog.py`: memory, PostgreSQL, then the store's REST API within
+   `WOOFLOW_CATALOG_FETCH_TIMEOUT_S`), loads the customers and orders of the batch in two queries, applies
    every event in order (`apply.py`), matches rules, applies frequency limits;
 3. produces the commands keyed like their events (one customer stays on one partition),
    re-routes the events of guests folded into a customer to that customer's partition
@@ -44,6 +46,8 @@ from wooflow.checkpointing import Checkpoint, run_batches
 from wooflow.clock import get_clock
 from wooflow.consumer.apply import STATEFUL
 from wooflow.consumer.batch import BatchProcessor, Item
+from wooflow.consumer.catalog import CATALOGUED, CatalogProduct, catalog_for
+from wooflow.consumer.catalog import save as save_products
 from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
@@ -109,7 +113,8 @@ class RuleConsumer:
         self.decoder = EventDecoder(self.codec)
         self.db = get_engine(settings.database_url)
         self.rules = RuleCache(self.db, fallback_interval=settings.rules_reload_s)
-        self.engine = RuleEngine(self.rules)
+        self.catalog = catalog_for(settings, self.db)
+        self.engine = RuleEngine(self.rules, self.catalog)
         self.processor = BatchProcessor(self.engine, self.db, LoyaltyCache(self.db), self.decoder.full,
                                         latencies=latencies, context_event=self.decoder.json_event)
         self.state_cache = StateCache()
@@ -125,12 +130,14 @@ class RuleConsumer:
         self.producer = Producer(settings, TRANSACTIONAL if settings.transactional else BATCH, transactional_id=txn_id)
         self.group_instance = f"{settings.rules_group}-{instance}" if instance else None
         self.commands_topic = settings.topic(topics.COMMANDS)
+        # events that carry state (or catalog rows) are decoded whatever their headers say
         self.stateful_topics = frozenset(settings.topic(t) for t in topics.EVENT_TOPICS
-                                         if topics.SCHEMA_OF_TOPIC[t] in STATEFUL)
+                                         if topics.SCHEMA_OF_TOPIC[t] in STATEFUL | CATALOGUED)
         self.clock = get_clock(settings)
         self.ready = threading.Event()
         self._pending: StateBatch | None = None
         self._pending_items: list[Item] = []
+        self._pending_products: list[CatalogProduct] = []
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-save")
         self._delayed: list[ActionCommand] = []
         self.stats: Counter[str] = Counter()
@@ -202,6 +209,7 @@ class RuleConsumer:
         self.stats["frequency_skipped"] += outcome.skipped_by_frequency
         self.stats["delayed"] += len(delayed)
         self._pending, self._delayed, self._pending_items = outcome.state, delayed, items
+        self._pending_products = outcome.products
 
     def _reroute(self, it: Item, target: str) -> None:
         """An event of a guest merged into customer `target`: produced again on the
@@ -224,13 +232,15 @@ class RuleConsumer:
         pending, self._pending = self._pending, None
         delayed, self._delayed = self._delayed, []
         items, self._pending_items = self._pending_items, []
+        products, self._pending_products = self._pending_products, []
         lost: dict[tuple[str, str], str] = {}
-        if (pending is not None and (any(pending.dirty_counts()) or pending.merges)) or delayed:
+        if (pending is not None and (any(pending.dirty_counts()) or pending.merges)) or delayed or products:
             with self.db.begin() as conn:
                 if pending is not None:
                     lost = pending.save(conn)
                 if delayed:
                     self.store_delayed(conn, delayed)
+                save_products(conn, products)  # last: the catalog rows are locked in key order, briefly
         if pending is not None:  # committed (or nothing to write): the rows are what the database has
             self.state_cache.keep(pending)
         if lost:
@@ -280,5 +290,6 @@ class RuleConsumer:
         finally:
             stop.set()
             self._saver.shutdown(wait=True)
+            self.catalog.close()
             self.producer.close(5)
         log.info("rule consumer stopped after %.0fs: %s", time.monotonic() - started, dict(self.stats))
