@@ -34,6 +34,7 @@ without writing (`record=False`).
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -110,6 +111,11 @@ def from_rest(store: Store, item: JSONObject) -> CatalogProduct:
     return CatalogProduct(store.id, p["id"], p["parent_id"], p["type"], p["status"],
                           tuple(c["id"] for c in p["categories"]), tuple(t for t in p["tag_ids"] if t),
                           int(p["date_modified"].astimezone(timezone.utc).timestamp() * 1000), "rest")
+
+
+def _terms(p: CatalogProduct) -> tuple[object, ...]:
+    """What conditions read of a row."""
+    return p.parent_id, p.type, p.category_ids, p.tag_ids, p.source == "gone"
 
 
 class StoreProducts:
@@ -226,23 +232,38 @@ class ProductCatalog:
         PostgreSQL, then the stores (at most `fetch_timeout` in all); the parents of
         variations found on the way too."""
         self._take_late()
-        now = self.clock()
         keys = {(store, pid) for store, ids in wanted.items() for pid in ids if pid > 0}
         deadline = time.monotonic() + self.fetch_timeout
         for _ in range(2):  # the products, then the parents of the variations among them
-            stale = [k for k in keys if now - self._read_at.get(k, -1e18) > self.ttl_s]
+            now = self.clock()
+            stale, parents = self._stale(keys, now)
             if stale and self.db is not None:
                 self._read(stale, now)
-            missing = [k for k in keys if k not in self._products]
+            missing = [k for k in stale if k not in self._products]
             if missing and self.source is not None:
                 self._fetch(missing, deadline)
-            keys = {(k[0], p.parent_id) for k in keys if (p := self._products.get(k)) is not None
-                    and p.parent_id and (k[0], p.parent_id) not in self._products}
+            keys = parents | self._stale(stale, now)[1]
             if not keys:
                 break
         if len(self._products) > self.max_entries:  # a bound, not an LRU: rows come back from PostgreSQL
             self._products.clear()
             self._read_at.clear()
+
+    def _stale(self, keys: Iterable[Key], now: float) -> tuple[list[Key], set[Key]]:
+        """The keys not in memory or held longer than the TTL, and the parents missing from
+        memory of the variations among the others (one pass: the hot path of every batch)."""
+        read_at, products, ttl = self._read_at, self._products, self.ttl_s
+        stale: list[Key] = []
+        parents: set[Key] = set()
+        for k in keys:
+            at = read_at.get(k)
+            if at is None or now - at > ttl:
+                stale.append(k)
+                continue
+            parent = products[k].parent_id  # read_at and products hold the same keys
+            if parent and (k[0], parent) not in products:
+                parents.add((k[0], parent))
+        return stale, parents
 
     def take_pending(self) -> list[CatalogProduct]:
         """Rows learnt since the last call, to be written with the batch's state."""
@@ -254,7 +275,9 @@ class ProductCatalog:
         known = self._products.get(key)
         if known is None or p.modified_ms >= known.modified_ms:
             self._products[key] = p
-            if pending and self.record:
+            # most product.updated deliveries are stock or price changes: a row whose terms
+            # did not change is not written again (`status`, `modified_ms` may lag in the table)
+            if pending and self.record and (known is None or _terms(known) != _terms(p)):
                 self._pending[key] = p
         self._read_at[key] = now
 
@@ -357,21 +380,26 @@ def catalog_for(settings: Settings, db: Engine, *, record: bool = True) -> Produ
 
 
 def save(conn: Connection, rows: list[CatalogProduct]) -> None:
-    """Upsert rows in key order (concurrent consumers lock them in the same order); a row
-    never replaces a newer one."""
+    """Upsert rows in key order (concurrent consumers lock them in the same order), in one
+    statement; a row never replaces a newer one."""
     if not rows:
         return
     rows = sorted(rows, key=lambda p: (p.store_id, p.product_id))
     conn.execute(text(
         "INSERT INTO product_catalog AS c (store_id, product_id, parent_id, type, status, category_ids, tag_ids, "
-        "modified_ms, source) VALUES (:store_id, :product_id, :parent_id, :type, :status, :category_ids, :tag_ids, "
-        ":modified_ms, :source) ON CONFLICT (store_id, product_id) DO UPDATE SET parent_id = excluded.parent_id, "
-        "type = excluded.type, status = excluded.status, category_ids = excluded.category_ids, "
-        "tag_ids = excluded.tag_ids, modified_ms = excluded.modified_ms, source = excluded.source, updated_at = now() "
+        "modified_ms, source) "
+        "SELECT r.s, r.p, r.parent, r.type, r.status, "
+        "ARRAY(SELECT jsonb_array_elements_text(r.cats)::bigint), "
+        "ARRAY(SELECT jsonb_array_elements_text(r.tags)::bigint), r.modified, r.source "
+        "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(s text, p bigint, parent bigint, type text, status text, "
+        "cats jsonb, tags jsonb, modified bigint, source text) "
+        "ON CONFLICT (store_id, product_id) DO UPDATE SET parent_id = excluded.parent_id, type = excluded.type, "
+        "status = excluded.status, category_ids = excluded.category_ids, tag_ids = excluded.tag_ids, "
+        "modified_ms = excluded.modified_ms, source = excluded.source, updated_at = now() "
         "WHERE excluded.modified_ms >= c.modified_ms"),
-        [{"store_id": p.store_id, "product_id": p.product_id, "parent_id": p.parent_id, "type": p.type,
-          "status": p.status, "category_ids": list(p.category_ids), "tag_ids": list(p.tag_ids),
-          "modified_ms": p.modified_ms, "source": p.source} for p in rows])
+        {"rows": json.dumps([{"s": p.store_id, "p": p.product_id, "parent": p.parent_id, "type": p.type,
+                              "status": p.status, "cats": p.category_ids, "tags": p.tag_ids,
+                              "modified": p.modified_ms, "source": p.source} for p in rows])})
 
 
 def batch_products(catalog: ProductCatalog, items: Iterable[tuple[str, Envelope]],
