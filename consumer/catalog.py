@@ -222,10 +222,16 @@ class ProductCatalog:
         return self._products.get((store, product_id))
 
     # --- learning -----------------------------------------------------------------------
-    def observe(self, ev: ProductEventIn) -> None:
-        p = from_event(ev)
-        if p is not None:
-            self._remember(p, self.clock())
+    def observe(self, events: Iterable[ProductEventIn]) -> None:
+        """Record product events; what the table holds of them is read first (one query for
+        those not in memory), so an event that changes no term writes nothing."""
+        found = [p for p in map(from_event, events) if p is not None]
+        now = self.clock()
+        unread = [k for k in {(p.store_id, p.product_id) for p in found} if k not in self._read_at]
+        if unread and self.db is not None and self.record:
+            self._read(unread, now)
+        for p in found:
+            self._remember(p, now)
 
     def prepare(self, wanted: Mapping[str, Iterable[int]]) -> None:
         """Make the products `wanted` (store → ids) known if at all possible: memory, then
@@ -276,7 +282,8 @@ class ProductCatalog:
         if known is None or p.modified_ms >= known.modified_ms:
             self._products[key] = p
             # most product.updated deliveries are stock or price changes: a row whose terms
-            # did not change is not written again (`status`, `modified_ms` may lag in the table)
+            # did not change is not written again (its `status` and `modified_ms` in the
+            # table may lag)
             if pending and self.record and (known is None or _terms(known) != _terms(p)):
                 self._pending[key] = p
         self._read_at[key] = now
@@ -407,6 +414,7 @@ def batch_products(catalog: ProductCatalog, items: Iterable[tuple[str, Envelope]
     """One consumer batch: record its product events, then make known the products its
     orders name, for the stores that have rules on catalog fields (`wants`)."""
     wanted: dict[str, set[int]] = {}
+    products: list[ProductEventIn] = []
     for schema, ev in items:
         oev = as_order_event(schema, ev)
         if oev is not None:
@@ -417,6 +425,8 @@ def batch_products(catalog: ProductCatalog, items: Iterable[tuple[str, Envelope]
             for li in order["line_items"]:
                 ids.add(li["product_id"] or li["variation_id"])
         elif schema in CATALOGUED:
-            catalog.observe(cast(ProductEventIn, ev))
+            products.append(cast(ProductEventIn, ev))
+    if products:
+        catalog.observe(products)
     if wanted:
         catalog.prepare(wanted)

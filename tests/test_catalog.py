@@ -106,6 +106,22 @@ def test_a_rest_shaped_order_matches_through_the_catalog_kept_from_product_event
     assert list(rows[parent].tag_ids) == [winter]
     assert fetches(store.id, "fetched") == fetches(store.id, "failed") == 0
 
+    # a stock or price update changes no term: the row is not written again; a new category is
+    def later(payload: dict[str, Any], categories: list[int] | None = None) -> None:
+        payload["date_modified_gmt"] = payload["date_modified"] = "2031-01-01T00:00:00"
+        if categories is not None:
+            payload["categories"] = [{"id": c} for c in categories]
+
+    with ConsumerThread(settings):
+        prod.send(*webhook(store, sim, "product.updated", mug.id, later))
+        prod.flush()
+        wait_until_consumed(settings, settings.rules_group, [topics.PRODUCTS])
+        assert catalog_rows(engine, store.id)[mug.id].modified_ms == rows[mug.id].modified_ms
+        prod.send(*webhook(store, sim, "product.updated", mug.id, lambda p: later(p, [kitchen, outdoor])))
+        prod.flush()
+        wait_until_consumed(settings, settings.rules_group, [topics.PRODUCTS])
+    assert list(catalog_rows(engine, store.id)[mug.id].category_ids) == [kitchen, outdoor]
+
 
 def test_a_product_met_first_in_an_order_is_asked_for_once_and_kept(settings, engine) -> None:  # type: ignore[no-untyped-def]
     with SimulatorServer(seed=2) as server:
@@ -114,11 +130,16 @@ def test_a_product_met_first_in_an_order_is_asked_for_once_and_kept(settings, en
         parent, variation, outdoor, _ = variable_product(sim, "Tent", "Camping", "summer")
         other, other_variation, lamps, _ = variable_product(sim, "Lamp", "Lamps", "night")
         ids = {"camping": add_rule(engine, store.id, rule("camping", "category", "in", str(outdoor))),
-               "lamps": add_rule(engine, store.id, rule("lamps", "category", "in", str(lamps)))}
+               "lamps": add_rule(engine, store.id, rule("lamps", "category", "in", str(lamps))),
+               "no_lamps": add_rule(engine, store.id, rule("no lamps", "category", "not_in", str(lamps)))}
         orders = [sim.create_order(line_items=[{"variation_id": variation, "quantity": 1}],
                                    billing={"email": f"b{i}@example.com", "country": "DE"}) for i in range(2)]
         lamp_order = sim.create_order(line_items=[{"variation_id": other_variation, "quantity": 1}],
                                       billing={"email": "c@example.com", "country": "DE"})
+        pen = sim.create_product("Pen", "3.00", categories=["Office"])
+        pen_order = sim.create_order(line_items=[{"product_id": pen.id, "quantity": 1}],
+                                     billing={"email": "p@example.com", "country": "DE"})
+        sim.delete_product(pen.id, force=True)  # gone from the store: a 404, known to have no category
 
         def product_gone(payload: dict[str, Any]) -> None:  # a line item that names only its variation
             payload["line_items"][0]["product_id"] = 0
@@ -130,16 +151,18 @@ def test_a_product_met_first_in_an_order_is_asked_for_once_and_kept(settings, en
             wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
             prod.send(*webhook(store, sim, "order.created", orders[1].id))
             prod.send(*webhook(store, sim, "order.created", lamp_order.id, product_gone))
+            prod.send(*webhook(store, sim, "order.created", pen_order.id))
             prod.flush()
             wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
     cmds = commands(settings)
     assert fired(cmds, ids["camping"]) == sorted(str(o.id) for o in orders)
     assert fired(cmds, ids["lamps"]) == [str(lamp_order.id)]  # the variation, then its parent, from REST
+    assert fired(cmds, ids["no_lamps"]) == sorted([*(str(o.id) for o in orders), str(pen_order.id)])
     # the tent once (the second order found it in memory); the lamp's variation and its parent
-    assert fetches(store.id, "fetched") == 3 and fetches(store.id, "failed") == 0
+    assert fetches(store.id, "fetched") == 3 and fetches(store.id, "gone") == 1 and fetches(store.id, "failed") == 0
     rows = catalog_rows(engine, store.id)
     assert {p: (r.source, r.parent_id) for p, r in rows.items()} == {
-        parent: ("rest", 0), other_variation: ("rest", other), other: ("rest", 0)}
+        parent: ("rest", 0), other_variation: ("rest", other), other: ("rest", 0), pen.id: ("gone", 0)}
 
 
 @contextmanager

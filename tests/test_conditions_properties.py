@@ -212,9 +212,9 @@ ORDERABLE = [1, 2, 3, 4, 9, 30, 31, 40]  # 9 is in no catalog
 def catalog_of(store: str) -> ProductCatalog:
     """A catalog that learnt PRODUCTS from product events (no database, no store to ask)."""
     catalog = ProductCatalog(None, None)
-    for pid, (cats, tags, parent) in PRODUCTS.items():
-        catalog.observe(product_event(store, pid, categories=tuple(cats), tags=tuple(tags), parent_id=parent,
-                                      type="variation" if parent else "simple"))
+    catalog.observe([product_event(store, pid, categories=tuple(cats), tags=tuple(tags), parent_id=parent,
+                                   type="variation" if parent else "simple")
+                     for pid, (cats, tags, parent) in PRODUCTS.items()])
     return catalog
 
 
