@@ -2,8 +2,9 @@
 
 Like Polski Pro's automation engine: evaluate the filters against the order, check marketing consent,
 run the actions in dry-run mode and write an audit entry flagged dry_run — with per-
-condition reasons, the trigger's view given the state wooflow stored, and rendered
-previews from each action's `dry_run`. Nothing is written except the audit entries.
+condition reasons, the trigger's view given the state wooflow stored, the ordered
+products as the product catalog (then the store) describes them, and rendered previews
+from each action's `dry_run`. Nothing is written except the audit entries.
 """
 
 from __future__ import annotations
