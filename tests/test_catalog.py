@@ -217,13 +217,20 @@ def test_a_store_that_does_not_answer_leaves_its_products_unknown_and_the_partit
     assert (REGISTRY.get_sample_value("wooflow_catalog_unknown_total", {"store": store.id}) or 0) >= 2
 
 
-def test_dry_run_resolves_categories_through_the_catalog_and_the_store(settings, engine) -> None:  # type: ignore[no-untyped-def]
-    with SimulatorServer(seed=4) as server:
-        sim = server.store
+@contextmanager
+def ordered_variation(engine: Any, seed: int, name: str, tag: str) -> Iterator[tuple[Any, Any, tuple[int, ...], Any]]:
+    """A simulated store (registered in wooflow) with a variable product in Outdoor and an
+    order of its variation: (simulated store, store, (parent, variation, outdoor, tag), order)."""
+    with SimulatorServer(seed=seed) as server:
         store = make_sim_store(engine, server)
-        parent, variation, outdoor, winter = variable_product(sim, "Boots", "Outdoor", "winter")
-        order = sim.create_order(line_items=[{"variation_id": variation, "quantity": 1}],
-                                 billing={"email": "d@example.com", "country": "PL"}, status="processing")
+        ids = variable_product(server.store, name, "Outdoor", tag)
+        order = server.store.create_order(line_items=[{"variation_id": ids[1], "quantity": 1}],
+                                          billing={"email": f"{name.lower()}@example.com", "country": "PL"})
+        yield server.store, store, ids, order
+
+
+def test_dry_run_resolves_categories_through_the_catalog_and_the_store(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    with ordered_variation(engine, 4, "Boots", "winter") as (_, store, (parent, _, outdoor, winter), order):
         client = api_client(settings)
         h = bearer(engine, store.id)
         rid = client.post("/v1/rules", json=rule("outdoor", "category", "in", str(outdoor)), headers=h).json()["id"]
@@ -241,12 +248,7 @@ def test_dry_run_resolves_categories_through_the_catalog_and_the_store(settings,
 
 
 def test_dry_run_reads_the_catalog_before_asking_the_store(settings, engine) -> None:  # type: ignore[no-untyped-def]
-    with SimulatorServer(seed=5) as server:
-        sim = server.store
-        store = make_sim_store(engine, server)
-        parent, variation, outdoor, _ = variable_product(sim, "Sledge", "Outdoor", "snow")
-        order = sim.create_order(line_items=[{"variation_id": variation, "quantity": 1}],
-                                 billing={"email": "e@example.com", "country": "PL"})
+    with ordered_variation(engine, 5, "Sledge", "snow") as (sim, store, (parent, _, outdoor, _), order):
         prod = EventProducer(settings)
         with ConsumerThread(settings):  # the catalog learns the product from its event, moved to another category
             moved = webhook(store, sim, "product.updated", parent, lambda p: p.update(categories=[{"id": 4242}]))
