@@ -1,8 +1,9 @@
-"""One consumer batch, one method per step: load state and link guests to customers
-(`_load_state`) → apply + match every event in order (`_evaluate`) → frequency limits
-(`_limit`) → commands (`_build`, or `_plan` for dry-run replays). Pure with respect to
-Kafka: the runner produces what this returns (commands, re-routed events), and saves
-`state` (after the commands are acknowledged, before offsets move).
+"""One consumer batch, one method per step: the products its orders name made known
+(catalog.py) → load state and link guests to customers (`_load_state`) → apply + match
+every event in order (`_evaluate`) → frequency limits (`_limit`) → commands (`_build`,
+or `_plan` for dry-run replays). Pure with respect to Kafka: the runner produces what
+this returns (commands, re-routed events), and saves `state` and the catalog rows learnt
+(after the commands are acknowledged, before offsets move).
 
 Linking (consumer/merge.py): a registered customer's event with an email whose guest key
 the customer has not looked at yet loads that guest with the batch's other rows (one
@@ -27,6 +28,7 @@ from typing import Any, TypedDict
 from sqlalchemy import Engine
 
 from wooflow.consumer.apply import APPLIERS, STATEFUL, no_state, reads_state
+from wooflow.consumer.catalog import CatalogProduct, batch_products
 from wooflow.consumer.commands import build_command, context_of, idempotency_key, to_json
 from wooflow.consumer.engine import Match, RuleEngine
 from wooflow.consumer.merge import LINKED, Merge, email_of, fold_customer, fold_firing, guest_key
@@ -69,6 +71,7 @@ class Outcome:
     skipped_by_frequency: int = 0
     state: StateBatch = field(default_factory=StateBatch)
     rerouted: list[tuple[Item, str]] = field(default_factory=list)  # (event of a merged guest, its customer's key)
+    products: list[CatalogProduct] = field(default_factory=list)  # catalog rows learnt, saved with the state
 
 
 class FirstSights:
@@ -154,6 +157,10 @@ class BatchProcessor:
         customers and orders not in it yet are read from the database."""
         out = Outcome() if state is None else Outcome(state=state)
         keeps = self._keeps(items, out.state)
+        catalog = self.engine.catalog
+        if catalog is not None:  # the products the orders name, known before any is evaluated
+            batch_products(catalog, ((it.schema, it.event) for it in items), self.engine.rules.uses_catalog)
+            out.products = catalog.take_pending()
         moved = self._load_state(items, out.state, None if dry_run or plan_only else self.cache, keeps)
         self._evaluate(items, out, moved, only_rules, keeps)
         if not out.matches:

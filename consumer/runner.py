@@ -7,7 +7,9 @@ shared with cooperative-sticky rebalancing), and per batch:
    (wooflow/kafka/headers.py, without decoding them): no rule of the store listens to the
    schema and the state its rules read (consumer/needs.py) does not change with it;
    decodes the rest (`decode.py`, no logical types);
-2. `BatchProcessor`: loads the customers and orders of the batch in two queries, applies
+2. `BatchProcessor`: records its product events and makes known the products its orders
+   name (`catalog.py`: memory, PostgreSQL, then the store's REST API within
+   `WOOFLOW_CATALOG_FETCH_TIMEOUT_S`), loads the customers and orders of the batch in two queries, applies
    every event in order (`apply.py`), matches rules, applies frequency limits;
 3. produces the commands keyed like their events (one customer stays on one partition),
    re-routes the events of guests folded into a customer to that customer's partition
@@ -46,6 +48,8 @@ from wooflow.checkpointing import Checkpoint, run_batches
 from wooflow.clock import get_clock
 from wooflow.consumer.apply import STATEFUL, changes_state
 from wooflow.consumer.batch import BatchProcessor, FirstSights, Item
+from wooflow.consumer.catalog import CATALOGUED, CatalogProduct, catalog_for
+from wooflow.consumer.catalog import save as save_products
 from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
@@ -112,7 +116,8 @@ class RuleConsumer:
         self.decoder = EventDecoder(self.codec)
         self.db = get_engine(settings.database_url)
         self.rules = RuleCache(self.db, fallback_interval=settings.rules_reload_s)
-        self.engine = RuleEngine(self.rules)
+        self.catalog = catalog_for(settings, self.db)
+        self.engine = RuleEngine(self.rules, self.catalog)
         self.processor = BatchProcessor(self.engine, self.db, LoyaltyCache(self.db), self.decoder.full,
                                         latencies=latencies, context_event=self.decoder.json_event)
         self.state_cache = StateCache()
@@ -134,6 +139,7 @@ class RuleConsumer:
         self._pending_items: list[Item] = []
         self._pending_levels: dict[str, int] = {}  # levels of the stores met while skipping (some only there)
         self._recent_orders: dict[tuple[str, int], Order] = {}  # the last batch's, read by the main thread only
+        self._pending_products: list[CatalogProduct] = []
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-save")
         self._delayed: list[ActionCommand] = []
         self.stats: Counter[str] = Counter()
@@ -155,7 +161,8 @@ class RuleConsumer:
                     keep = keeps.get(store)
                     if keep is None:
                         keep = keeps[store] = self.processor.keep_of(store)
-                    skip = not changes_state(schema, keep)  # nothing listens, no state kept changes
+                    # nothing listens, no state kept changes, not a catalog row
+                    skip = schema not in CATALOGUED and not changes_state(schema, keep)
                 else:
                     skip = sights.later(store, schema, value)  # cannot be the first sight that matters
                 if skip:  # not decoded
@@ -214,6 +221,7 @@ class RuleConsumer:
         self._pending, self._delayed, self._pending_items = outcome.state, delayed, items
         self._pending_levels = dict(keeps)
         self._recent_orders = outcome.state.orders
+        self._pending_products = outcome.products
 
     def _first_event_of(self, key: tuple[str, int]) -> str | None:
         """The first event id of an order this process kept: in the cache, or in the
@@ -250,8 +258,9 @@ class RuleConsumer:
             levels = {**levels, **pending.levels}
         recorded = self.state_cache.levels
         levels = {s: k for s, k in levels.items() if recorded.get(s) != k}
+        products, self._pending_products = self._pending_products, []
         lost: dict[tuple[str, str], str] = {}
-        if (pending is not None and (any(pending.dirty_counts()) or pending.merges)) or delayed or levels:
+        if (pending is not None and (any(pending.dirty_counts()) or pending.merges)) or delayed or levels or products:
             with self.db.begin() as conn:
                 if levels:
                     record_levels(conn, levels)
@@ -259,6 +268,7 @@ class RuleConsumer:
                     lost = pending.save(conn)
                 if delayed:
                     self.store_delayed(conn, delayed)
+                save_products(conn, products)  # last: the catalog rows are locked in key order, briefly
         recorded.update(levels)
         if pending is not None:  # committed (or nothing to write): the rows are what the database has
             self.state_cache.keep(pending)
@@ -319,5 +329,6 @@ class RuleConsumer:
         finally:
             stop.set()
             self._saver.shutdown(wait=True)
+            self.catalog.close()
             self.producer.close(5)
         log.info("rule consumer stopped after %.0fs: %s", time.monotonic() - started, dict(self.stats))

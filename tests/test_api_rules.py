@@ -137,7 +137,11 @@ def test_schema_lists_triggers_fields_operators_and_action_parameters(api) -> No
     assert set(triggers["order_status_changed"]["options"]["properties"]) == {"from", "to"}
     fields = {f["name"]: f for f in doc["fields"]}
     assert fields["order_total"]["type"] == "number" and "gt" in fields["order_total"]["operators"]
-    assert fields["geo_scope"]["values"] == ["pl", "eu", "eea", "non_eu"]
+    assert fields["geo_scope"]["values"] == ["pl", "eu", "eea", "non_eu"] and not fields["geo_scope"]["multi_valued"]
+    assert fields["geo_regions"]["values"] == ["pl", "eu", "eea", "non_eu"] and fields["geo_regions"]["multi_valued"]
+    assert "contains" in fields["geo_regions"]["operators"] and "contains" not in fields["geo_scope"]["operators"]
+    assert fields["category"]["multi_valued"] and fields["product_tag"]["multi_valued"]
+    assert set(fields["product_tag"]["operators"]) == {"equals", "not_equals", "in", "not_in", "contains"}
     assert {"order_count", "total_spent", "average_order_value", "tier", "points", "tags", "days_since_last_order",
             "first_order_date"} <= set(fields)
     assert [o["name"] for o in doc["operators"]] == ["equals", "not_equals", "gt", "lt", "in", "not_in", "contains"]

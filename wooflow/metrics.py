@@ -124,6 +124,13 @@ rule_eval_seconds = Histogram("wooflow_rule_evaluation_seconds", "Rule evaluatio
                               buckets=LATENCY_BUCKETS)
 event_to_command_seconds = Histogram("wooflow_event_to_command_seconds", "Event received → command emitted",
                                      buckets=LATENCY_BUCKETS)
+catalog_fetches = StoreCounter("wooflow_catalog_fetches_total",
+                              "Products the rule consumer asked a store for (not in its catalog yet), by outcome: "
+                              "fetched, gone (404), failed (error or timeout), skipped (store failed recently)",
+                              ["store", "outcome"])
+catalog_unknown = StoreCounter("wooflow_catalog_unknown_total",
+                               "Category/product-tag facts computed with ordered products still unknown",
+                               ["store"])
 
 # --- workers --------------------------------------------------------------------------------
 actions = StoreCounter("wooflow_actions_total", "Actions executed, by outcome", ["store", "action", "outcome"])

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     rules_reload_s: float = Field(5.0, description="Fallback rule reload check (LISTEN/NOTIFY is the fast path)")
     instance_id: str = Field("", description="Stable id of this consumer instance (e.g. the StatefulSet pod name): "
                                              "static group membership and a fencing transactional.id")
+    # product catalog (consumer/catalog.py)
+    catalog_fetch_timeout_s: float = Field(2.0, description="How long a rule-consumer batch waits for stores to "
+                                                            "describe products missing from the catalog (REST)")
+    catalog_retry_s: float = Field(30.0, description="After a store failed to answer, how long its missing "
+                                                     "products stay unknown before it is asked again")
+    catalog_ttl_s: float = Field(60.0, description="How long a rule consumer trusts its in-memory copy of a "
+                                                   "catalog row before reading it again")
 
     # --- bridge --------------------------------------------------------------------
     bridge_host: str = Field("0.0.0.0", description="Bridge listen address")

@@ -468,6 +468,21 @@ state_levels = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+# --- product catalog (0013_catalog.py): written by the rule consumer only (consumer/catalog.py)
+product_catalog = Table(
+    "product_catalog", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("product_id", BigInteger, primary_key=True),
+    Column("parent_id", BigInteger, nullable=False, server_default="0"),
+    Column("type", Text, nullable=False, server_default=""),
+    Column("status", Text, nullable=False, server_default=""),
+    Column("category_ids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'::bigint[]")),
+    Column("tag_ids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'::bigint[]")),
+    Column("modified_ms", BigInteger, nullable=False, server_default="0"),
+    Column("source", Text, nullable=False, server_default="event"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 __all__ = [
                         "Numeric",
                         "action_executions",

@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import Engine, text
 
 from wooflow.consumer.batch import BatchProcessor, FirstSights, Item
+from wooflow.consumer.catalog import catalog_for
 from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
@@ -166,7 +167,9 @@ class Replayer:
         self.decoder = EventDecoder(self.codec)
         self.db = get_engine(s.database_url)
         self.rules = RuleCache(self.db, fallback_interval=0)  # every run checks the (cheap) fingerprint
-        self.processor = BatchProcessor(RuleEngine(self.rules), self.db, LoyaltyCache(self.db), self.decoder.full,
+        # conditions on categories and tags read the catalog (and ask the stores), never write it
+        engine = RuleEngine(self.rules, catalog_for(s, self.db, record=False))
+        self.processor = BatchProcessor(engine, self.db, LoyaltyCache(self.db), self.decoder.full,
                                         context_event=self.decoder.json_event)
         # never saving, a replay applies a merged guest's events to the customer they belong
         # to in memory (the live consumer re-routes them to that customer's partition)
