@@ -33,7 +33,15 @@ from wooflow.db.engine import unavailable
 from wooflow.db.tables import bridge_gone_deliveries
 from wooflow.jsontypes import JSONObject
 from wooflow.producers.ingest import DUPLICATE, Ingestor, OutboxFull, Unavailable
-from wooflow.producers.normalise import EVENTS, RESOURCES, NormaliseError, normalise, normalise_action, plan_action
+from wooflow.producers.normalise import (
+    RESOURCE_EVENTS,
+    NormaliseError,
+    normalise,
+    normalise_action,
+    normalise_note,
+    plan_action,
+)
+from wooflow.producers.notes import find_note
 from wooflow.producers.signature import verify
 from wooflow.producers.tenants import Tenants
 from wooflow.producers.woo_rest import AsyncWooRest
@@ -63,7 +71,7 @@ def known_topic(topic: str) -> bool:
     resource, _, event = topic.partition(".")
     if resource == "action":
         return bool(re.fullmatch(r"(woocommerce|wc)_[A-Za-z0-9_\-]+", event))
-    return resource in RESOURCES and event in EVENTS
+    return event in RESOURCE_EVENTS.get(resource, ())
 
 
 class TooLarge(Exception):
@@ -203,8 +211,17 @@ class WebhookReceiver:
                     metrics.webhooks_accepted.labels("unmapped_action").inc()
                     return 200, orjson.dumps({"accepted": 0, "event_ids": [],
                                               "note": f"action {event!r} has no wooflow event"})
-                fetched = await self.rest.get_item(store, plan.resource, plan.resource_id)
-                events = [normalise_action(info, plan, fetched, source="webhook", received_at=received, raw=raw)]
+                if plan.action == "note_added":
+                    found = await find_note(self.rest, store, plan, self.settings.note_lookup_orders)
+                    if found is None:
+                        metrics.webhooks_accepted.labels("note_not_found").inc()
+                        return 200, orjson.dumps({"accepted": 0, "event_ids": [],
+                                                  "note": "the order note could not be found through REST"})
+                    events = [normalise_note(info, found.order_id, found.note, found.order, source="webhook",
+                                             received_at=received, wc_topic=topic, raw=raw)]
+                else:
+                    fetched = await self.rest.get_item(store, plan.resource, plan.resource_id)
+                    events = [normalise_action(info, plan, fetched, source="webhook", received_at=received, raw=raw)]
             else:
                 deleted_state = None
                 if event == "deleted" and _id_of(payload) > 0:

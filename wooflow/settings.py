@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     rest_max_attempts: int = Field(6, description="WooCommerce REST attempts on 429/5xx/network errors")
     poll_interval_s: float = Field(300.0, description="Reconciliation poller period")
     poll_overlap_s: float = Field(120.0, description="Poller re-reads this much before its watermark")
+    note_lookup_orders: int = Field(20, description="An order note webhook names only the note: the bridge looks "
+                                                    "for it among this many most recently modified orders")
     storefront_rate_per_s: float = Field(10.0, description="Storefront events per second per IP and per session")
     storefront_burst: int = Field(40, description="Storefront rate-limit burst")
 
