@@ -20,8 +20,10 @@ from wooflow.schemas.codec import Record
 from wooflow.schemas.types import ActionCommand
 
 SUBJECTS = {"OrderEvent": ("order", "order_id"), "CustomerEvent": ("customer", "customer_id"),
-            "ProductEvent": ("product", "product_id"), "StorefrontEvent": ("session", "session_id")}
-RESOURCE_FIELD = {"OrderEvent": "order", "CustomerEvent": "customer", "ProductEvent": "product"}
+            "ProductEvent": ("product", "product_id"), "StorefrontEvent": ("session", "session_id"),
+            "SubscriptionEvent": ("subscription", "subscription_id")}
+RESOURCE_FIELD = {"OrderEvent": "order", "CustomerEvent": "customer", "ProductEvent": "product",
+                  "SubscriptionEvent": "subscription"}
 
 
 def idempotency_key(rule_id: int, event_id: str, step: int) -> str:
@@ -61,6 +63,8 @@ def context_of(schema: str, event: Record, state: Mapping[str, object] | None = 
         ctx[field] = event.get(field)
     if schema == "OrderEvent":
         ctx["previous_status"] = event.get("previous_status")
+        if event.get("note") is not None:  # an order note added: the note
+            ctx["note"] = event.get("note")
     if state:
         ctx["customer_state"] = {k: v for k, v in state.items() if k not in ("store_id",)}
     if extra:

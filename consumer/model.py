@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from wooflow.consumer.conditions import ConditionError, compile_tree
+from wooflow.consumer.conditions import ITEM_FIELDS, ConditionError, compile_tree, fields_used
 from wooflow.consumer.exits import parse_exits
 
 _DELAY = re.compile(r"^\s*(?:(immediately|now)|(?:(minute|hour|day|week)s?\s+(\d+))|(\d+)\s*(m|h|d|w))\s*$", re.I)
@@ -134,4 +134,8 @@ class RuleSpec(BaseModel):
                 from exc
         except ValueError as exc:
             raise RuleFieldError("trigger_options", str(exc)) from exc
+        items = sorted(fields_used(self.conditions) & ITEM_FIELDS)
+        if items and not spec.each_line_item:
+            raise RuleFieldError("conditions", f"{items[0]} is a field of a line item: only the per-line-item "
+                                               "triggers (…_each_line_item) have one")
         return self

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 
 from wooflow.consumer.catalog import CATALOG_FIELDS
-from wooflow.consumer.conditions import Predicate, compile_tree, fields_used
+from wooflow.consumer.conditions import FIELDS, Predicate, compile_tree, fields_used
 from wooflow.consumer.model import Action, RuleSpec
 from wooflow.consumer.needs import rule_keep
 from wooflow.consumer.triggers import TRIGGERS, Check, Keep
@@ -73,6 +73,7 @@ class RuleCache:
         self._by_id: dict[int, CompiledRule] = {}
         self._keeps: dict[str, Keep] = {}
         self._catalog_stores: frozenset[str] = frozenset()
+        self._subscription_stores: frozenset[str] = frozenset()
         self._fingerprint: tuple[Any, ...] | None = None
         self._checked = 0.0
         self._lock = threading.Lock()  # serialises reloads (listener thread vs. fallback)
@@ -90,6 +91,10 @@ class RuleCache:
     def uses_catalog(self, store_id: str) -> bool:
         """Whether some enabled rule of the store has a condition on the product catalog."""
         return store_id in self._catalog_stores
+
+    def uses_subscriptions(self, store_id: str) -> bool:
+        """Whether some enabled rule of the store has a condition on the customer's subscriptions."""
+        return store_id in self._subscription_stores
 
     def get(self, rule_id: int) -> CompiledRule | None:
         return self._by_id.get(rule_id)
@@ -163,13 +168,17 @@ class RuleCache:
         by_id: dict[int, CompiledRule] = {}
         triggers: dict[tuple[str, str], set[str]] = defaultdict(set)
         catalog_stores: set[str] = set()
+        subscription_stores: set[str] = set()
         for store, lst in by_store.items():
             for rule in lst:
                 index[(store, rule.trigger)].append(rule)
                 by_id[rule.id] = rule
                 triggers[(store, TRIGGERS[rule.trigger].schema)].add(rule.trigger)
-                if fields_used(rule.spec.conditions) & CATALOG_FIELDS:
+                used = fields_used(rule.spec.conditions)
+                if used & CATALOG_FIELDS:
                     catalog_stores.add(store)
+                if any(FIELDS[f].scope == "subscriptions" for f in used if f in FIELDS):
+                    subscription_stores.add(store)
         for lst in index.values():
             lst.sort(key=lambda r: (r.spec.priority, r.id))
         # one assignment each; a reader may see the new index with the old trigger set for
@@ -179,6 +188,7 @@ class RuleCache:
         self._by_id = by_id
         self._keeps = {store: max((r.keep for r in lst), default=Keep.NOTHING) for store, lst in by_store.items()}
         self._catalog_stores = frozenset(catalog_stores)
+        self._subscription_stores = frozenset(subscription_stores)
         self._by_store = by_store
 
 

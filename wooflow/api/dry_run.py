@@ -59,7 +59,7 @@ def _order_event(store: Store, payload: JSONObject, run_id: str) -> OrderEvent:
             "customer_key": _customer_key(order["customer_id"], order["billing"]["email"], f"o{order['id']}"),
             "occurred_at": order["date_modified"], "received_at": now, "source": "rest", "schema_version": 1,
             "topic": "order.updated", "store_timezone": store.timezone, "order_id": order["id"],
-            "action": "updated", "order": order, "previous_status": None, "raw_json": None}
+            "action": "updated", "order": order, "previous_status": None, "note": None, "raw_json": None}
 
 
 def _customer_event(store: Store, payload: JSONObject, run_id: str) -> CustomerEvent:

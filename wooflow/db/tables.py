@@ -346,6 +346,8 @@ order_state = Table(
     Column("before", JSONB, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_order_state_customer", "store_id", "customer_key"),
+    # 0014: paid and refund marks (consumer/apply.py)
+    Column("marks", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
 )
 
 rule_firings = Table(
@@ -469,6 +471,31 @@ state_levels = Table(
 )
 
 # --- product catalog (0013_catalog.py): written by the rule consumer only (consumer/catalog.py)
+# 0014: the account's role and the purchase history of the customer (consumer/history.py)
+customer_state.append_column(Column("role", Text, nullable=True))
+customer_state.append_column(Column("history", JSONB, nullable=True))
+
+subscription_state = Table(
+    "subscription_state", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("subscription_id", BigInteger, primary_key=True),
+    Column("customer_key", Text, nullable=False),
+    Column("first_event_id", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=""),
+    Column("modified_ms", BigInteger, nullable=False, server_default="0"),
+    Column("transitions", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("product_ids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'::bigint[]")),
+    Column("billing_period", Text, nullable=False, server_default=""),
+    Column("billing_interval", Integer, nullable=False, server_default="1"),
+    Column("total", Numeric(20, 4), nullable=False, server_default="0"),
+    Column("currency", Text, nullable=False, server_default=""),
+    Column("next_payment_at", DateTime(timezone=True), nullable=True),
+    Column("trial_end_at", DateTime(timezone=True), nullable=True),
+    Column("end_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_subscription_state_customer", "store_id", "customer_key"),
+)
+
 product_catalog = Table(
     "product_catalog", metadata,
     Column("store_id", String(64), primary_key=True),
