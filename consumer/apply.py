@@ -327,6 +327,7 @@ def _schedule(row: Sub, x: SubscriptionIn | None) -> None:
         pids.extend(i for i in (li["product_id"], li.get("variation_id") or 0) if i)
     nxt, trial, end = x.get("next_payment_date"), x.get("trial_end_date"), x.get("end_date")
     row.product_ids = list(dict.fromkeys(pids))
+    row.email = str((x.get("billing") or {}).get("email") or "")
     row.billing_period, row.billing_interval = str(x.get("billing_period") or ""), int(x.get("billing_interval") or 1)
     row.total, row.currency = money(x.get("total")), str(x.get("currency") or "")
     row.next_payment_ms = ms(nxt) if nxt else None

@@ -163,6 +163,7 @@ class Sub:
     status: str = ""
     modified_ms: int = 0
     transitions: list[list[str]] = field(default_factory=list)  # [event id, from, to], the last few
+    email: str = ""
     product_ids: list[int] = field(default_factory=list)
     billing_period: str = ""
     billing_interval: int = 1
@@ -301,7 +302,7 @@ ON CONFLICT (rule_id, customer_key) DO UPDATE SET
 
 
 _SUB_COLUMNS = """s.store_id, s.subscription_id, s.customer_key, s.first_event_id, s.status, s.modified_ms,
-       s.transitions, s.product_ids, s.billing_period, s.billing_interval, s.total, s.currency,
+       s.transitions, s.email, s.product_ids, s.billing_period, s.billing_interval, s.total, s.currency,
        (extract(epoch from s.next_payment_at) * 1000)::bigint, (extract(epoch from s.trial_end_at) * 1000)::bigint,
        (extract(epoch from s.end_at) * 1000)::bigint"""
 
@@ -317,18 +318,20 @@ JOIN unnest(CAST(%(cs)b AS text[]), CAST(%(ks)b AS text[])) AS u(s, k) ON s.stor
 """)
 
 _SAVE_SUBSCRIPTIONS = ("""
-INSERT INTO subscription_state AS x (store_id, subscription_id, customer_key, first_event_id, status, modified_ms,
-                                     transitions, product_ids, billing_period, billing_interval, total, currency,
-                                     next_payment_at, trial_end_at, end_at, updated_at)
-SELECT s, i, k, fe, st, m, CAST(tr AS jsonb), CAST(p AS bigint[]), bp, bi, tot, cur,
+INSERT INTO subscription_state AS x (store_id, subscription_id, customer_key, email, first_event_id, status,
+                                     modified_ms, transitions, product_ids, billing_period, billing_interval, total,
+                                     currency, next_payment_at, trial_end_at, end_at, updated_at)
+SELECT s, i, k, em, fe, st, m, CAST(tr AS jsonb), CAST(p AS bigint[]), bp, bi, tot, cur,
        to_timestamp(np / 1000.0), to_timestamp(te / 1000.0), to_timestamp(en / 1000.0), now()
-FROM unnest(CAST(%(s)b AS text[]), CAST(%(i)b AS bigint[]), CAST(%(k)b AS text[]), CAST(%(fe)b AS text[]),
+FROM unnest(CAST(%(s)b AS text[]), CAST(%(i)b AS bigint[]), CAST(%(k)b AS text[]), CAST(%(em)b AS text[]),
+            CAST(%(fe)b AS text[]),
             CAST(%(st)b AS text[]), CAST(%(m)b AS bigint[]), CAST(%(tr)b AS text[]), CAST(%(p)b AS text[]),
             CAST(%(bp)b AS text[]), CAST(%(bi)b AS int[]), CAST(%(tot)b AS numeric[]), CAST(%(cur)b AS text[]),
             CAST(%(np)b AS bigint[]), CAST(%(te)b AS bigint[]), CAST(%(en)b AS bigint[]))
-     AS u(s, i, k, fe, st, m, tr, p, bp, bi, tot, cur, np, te, en)
+     AS u(s, i, k, em, fe, st, m, tr, p, bp, bi, tot, cur, np, te, en)
 ON CONFLICT (store_id, subscription_id) DO UPDATE SET
-    customer_key = EXCLUDED.customer_key, status = EXCLUDED.status, modified_ms = EXCLUDED.modified_ms,
+    customer_key = EXCLUDED.customer_key, email = EXCLUDED.email, status = EXCLUDED.status,
+    modified_ms = EXCLUDED.modified_ms,
     transitions = EXCLUDED.transitions, product_ids = EXCLUDED.product_ids, billing_period = EXCLUDED.billing_period,
     billing_interval = EXCLUDED.billing_interval, total = EXCLUDED.total, currency = EXCLUDED.currency,
     next_payment_at = EXCLUDED.next_payment_at, trial_end_at = EXCLUDED.trial_end_at, end_at = EXCLUDED.end_at,
@@ -502,8 +505,8 @@ class StateBatch:
             sub = self.subscriptions.get(skey)
             if sub is None:
                 sub = self.subscriptions[skey] = Sub(r[0], int(r[1]), r[2], r[3], r[4], int(r[5]), list(r[6] or []),
-                                                    [int(x) for x in r[7] or ()], r[8], int(r[9]), Decimal(r[10]),
-                                                    r[11], r[12], r[13], r[14])
+                                                    r[7], [int(x) for x in r[8] or ()], r[9], int(r[10]),
+                                                    Decimal(r[11]), r[12], r[13], r[14], r[15])
             self.index_subscription(sub)
 
     def index_subscription(self, sub: Sub) -> None:
@@ -619,7 +622,8 @@ class StateBatch:
         if subs:
             cur.execute(_SAVE_SUBSCRIPTIONS, {
                 "s": [x.store_id for x in subs], "i": [x.subscription_id for x in subs],
-                "k": [x.customer_key for x in subs], "fe": [x.first_event_id for x in subs],
+                "k": [x.customer_key for x in subs], "em": [x.email for x in subs],
+                "fe": [x.first_event_id for x in subs],
                 "st": [x.status for x in subs], "m": [x.modified_ms for x in subs],
                 "tr": [_dumps(x.transitions) for x in subs],
                 "p": ["{" + ",".join(str(i) for i in x.product_ids) + "}" for x in subs],

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,7 +26,7 @@ from wooflow.consumer.apply import apply_customer, apply_order
 from wooflow.consumer.catalog import ProductCatalog, catalog_for
 from wooflow.consumer.commands import build_command, to_json
 from wooflow.consumer.conditions import explain
-from wooflow.consumer.facts import LazyFacts
+from wooflow.consumer.facts import ItemFacts, LazyFacts
 from wooflow.consumer.needs import StateView, state_view
 from wooflow.consumer.rules import compile_rule
 from wooflow.consumer.state import StateBatch
@@ -194,12 +194,14 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
     # The customer's state as wooflow stored it; the event is applied in memory only.
     state = StateBatch()
     lo = loyalty_of(store.settings, store.currency)
+    who = (store.id, event["customer_key"])
     with engine.connect() as conn:
-        state.load(conn, {(store.id, event["customer_key"])},
-                   {(store.id, order_ev["order_id"])} if order_ev is not None else set())
+        state.load(conn, {who}, {(store.id, order_ev["order_id"])} if order_ev is not None else set())
+        state.load_subscriptions(conn, set(), {who})
     ctx = apply_order(order_ev, state, lo) if order_ev is not None else \
         apply_customer(customer_ev, state, lo) if customer_ev is not None else None
     assert ctx is not None
+    ctx.customer_subscriptions = state.subs_of.get(who)
     spec = TRIGGERS[rule.trigger]
     if spec.schema == SCHEDULED:
         # No event fires these: ask the scheduler's own candidate query about this customer.
@@ -207,9 +209,14 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
     else:
         trigger_fires = spec.schema == schema and spec.fires(ctx) and (rule.options is None or rule.options(ctx))
         trigger_reason = _trigger_reason(spec.schema, schema, ctx, bool(trigger_fires))
-    catalog = await _catalog(settings, engine, store.id, order_ev)
+    history = ctx.after.history if ctx.after is not None else None
+    catalog = await _catalog(settings, engine, store.id, order_ev, history.products() if history else ())
     facts = LazyFacts(ctx, catalog)
     conditions = explain(rule.spec.conditions, facts)
+    items = _items(rule, spec, ctx, facts) if spec.each_line_item else None
+    if items is not None:  # a per-line-item trigger: the rule runs once per matching item
+        conditions = {**conditions, "result": any(i["matched"] for i in items),
+                      "reason": f"{sum(i['matched'] for i in items)} of {len(items)} line items match"}
     cust = ctx.customer
     resource = {k: v for k, v in (("order", ctx.order), ("customer", ctx.profile)) if v}
     consent = _consent(settings, engine, store, rule.actions, email or (cust.email if cust else None),
@@ -226,6 +233,7 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
         "customer_state": json.loads(to_json(cstate)),
         "state": _state(engine, store.id, rule.keep),
         "facts": json.loads(to_json({k: v for k, v in facts.materialise().items()})),
+        **({"line_items": items} if items is not None else {}),
         "products": _products(catalog, store.id, order_ev),
         "actions": planned,
         "would_run": bool(conditions["result"]) and rule.spec.enabled,
@@ -244,11 +252,22 @@ def _ordered_ids(order_ev: OrderEvent | None) -> set[int]:
     return {li["product_id"] or li["variation_id"] for li in order["line_items"]} - {0} if order else set()
 
 
+def _items(rule: Any, spec: Any, ctx: Any, facts: LazyFacts) -> list[dict[str, Any]]:
+    """A per-line-item rule's conditions on each line item of the order."""
+    out = []
+    for li in (ctx.order.get("line_items") or ()) if ctx.order is not None else ():
+        explained = explain(rule.spec.conditions, ItemFacts(facts, li))
+        out.append({"id": li["id"], "product_id": li["product_id"], "variation_id": li.get("variation_id") or 0,
+                    "matched": bool(explained["result"]), "conditions": explained})
+    return out
+
+
 async def _catalog(settings: Settings, engine: Engine, store_id: str,
-                   order_ev: OrderEvent | None) -> ProductCatalog | None:
-    """The ordered products as the rule consumer would see them: the catalog, then the
-    store for those it lacks (bounded by the same timeout); nothing is written."""
-    ids = _ordered_ids(order_ev)
+                   order_ev: OrderEvent | None, purchased: Iterable[int] = ()) -> ProductCatalog | None:
+    """The ordered (and, for the purchase-history fields, the purchased) products as the rule
+    consumer would see them: the catalog, then the store for those it lacks (bounded by the
+    same timeout); nothing is written."""
+    ids = _ordered_ids(order_ev) | set(purchased)
     if not ids:
         return None
     catalog = catalog_for(settings, engine, record=False)

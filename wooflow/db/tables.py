@@ -480,6 +480,7 @@ subscription_state = Table(
     Column("store_id", String(64), primary_key=True),
     Column("subscription_id", BigInteger, primary_key=True),
     Column("customer_key", Text, nullable=False),
+    Column("email", Text, nullable=False, server_default=""),
     Column("first_event_id", Text, nullable=False),
     Column("status", Text, nullable=False, server_default=""),
     Column("modified_ms", BigInteger, nullable=False, server_default="0"),

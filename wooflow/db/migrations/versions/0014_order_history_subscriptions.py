@@ -31,6 +31,7 @@ def upgrade() -> None:
         store_id varchar(64) NOT NULL,
         subscription_id bigint NOT NULL,
         customer_key text NOT NULL,
+        email text NOT NULL DEFAULT '',           -- the subscription's billing email
         first_event_id text NOT NULL,
         status text NOT NULL DEFAULT '',
         modified_ms bigint NOT NULL DEFAULT 0,
