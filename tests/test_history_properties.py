@@ -68,7 +68,8 @@ placed_st = st.builds(
     # a year apart to the day, often: the 365-day window's edges
     created=st.one_of(st.sampled_from([0, 1, 365, 366, 730]), st.integers(0, 700)).map(
         lambda d: T0 + timedelta(days=d)),
-    step_days=st.one_of(st.sampled_from([0, 365]), st.integers(0, 40)), refunds=st.lists(st.sampled_from(["1.00", "2.50"]), max_size=2),
+    step_days=st.one_of(st.sampled_from([0, 365]), st.integers(0, 40)),
+    refunds=st.lists(st.sampled_from(["1.00", "2.50"]), max_size=2),
     coupons=st.lists(st.sampled_from(["VIP", "spring"]), max_size=2, unique=True).map(tuple),
     via=st.sampled_from(["checkout", "admin", "subscription"]))
 
