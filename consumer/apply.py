@@ -141,7 +141,8 @@ def apply_order(ev: OrderEventIn, state: StateBatch, lo: Loyalty, keep: Keep = K
         before = Aggregates.from_json(row.before)
         ctx.count_change, ctx.before, ctx.counted = sign, before, sign > 0
         ctx.after = combine(before, row.total, row.currency, row.created_ms, sign, lo,
-                            paid_of(oid, o, row.total, row.currency, row.created_ms))
+                            paid_of(oid, o, row.total, row.currency, row.created_ms) if before.history is not None
+                            else None)
         return ctx
     counts = status in lo.counted_statuses
     if replay or ctx.stale or counts == row.counted:
@@ -151,7 +152,7 @@ def apply_order(ev: OrderEventIn, state: StateBatch, lo: Loyalty, keep: Keep = K
     sign = 1 if counts else -1
     before = cust.agg
     after = combine(before, row.total, row.currency, row.created_ms, sign, lo,
-                    paid_of(oid, o, row.total, row.currency, row.created_ms))
+                    paid_of(oid, o, row.total, row.currency, row.created_ms) if before.history is not None else None)
     cust.agg, cust.dirty = after, True
     cust.points_delta += after.points - before.points
     if after.tier != before.tier:
@@ -179,21 +180,25 @@ def mark(ctx: TriggerContext, row: Order, o: OrderIn | None, eid: str, stored: s
     paid = marks.get("paid")
     if paid == eid:
         ctx.paid = True
-    elif paid is None and o is not None and o.get("date_paid") and not ctx.stale:
+    elif paid is None and o is not None and not ctx.stale and o.get("date_paid"):
         before_marks = stored is not None and "rf" not in marks and stored in PAID_STATUSES
         marks["paid"] = "" if before_marks else eid
         ctx.paid, row.dirty = not before_marks, True
     transitions = marks.get("rt")
     done = transitions if isinstance(transitions, list) else []
-    seen = next((t for t in done if isinstance(t, list) and t and t[0] == eid), None)
-    if seen is not None:
-        before, after = Decimal(str(seen[1])), Decimal(str(seen[2]))
-        ctx.refund = (before, after) if after > before else None
-        return
+    if done:
+        seen = next((t for t in done if isinstance(t, list) and t and t[0] == eid), None)
+        if seen is not None:
+            before, after = Decimal(str(seen[1])), Decimal(str(seen[2]))
+            ctx.refund = (before, after) if after > before else None
+            return
     if o is None or ctx.stale:
         return
-    refunded = -sum((money(r["total"]) for r in o.get("refunds") or ()), Decimal(0))
+    refunds = o.get("refunds")
     known = marks.get("rf")
+    if not refunds and (known is None or known == "0"):  # the common case: nothing refunded, then or now
+        return
+    refunded = -sum((money(r["total"]) for r in refunds or ()), Decimal(0))
     before = Decimal(str(known)) if known is not None else Decimal(0)
     if refunded == before:
         return

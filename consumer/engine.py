@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from wooflow.consumer.catalog import ProductCatalog
 from wooflow.consumer.facts import Item, ItemFacts, LazyFacts
 from wooflow.consumer.rules import CompiledRule, RuleCache
-from wooflow.consumer.triggers import TriggerContext, for_schema
+from wooflow.consumer.triggers import TriggerContext
 
 
 def unit_id(event_id: str, item: Item | None) -> str:
@@ -44,14 +44,14 @@ class RuleEngine:
 
     def matches(self, ctx: TriggerContext, only_rules: set[int] | None = None) -> list[Match]:
         store = str(ctx.event["store_id"])
-        wanted = self.rules.triggers(store, ctx.schema)
-        if not wanted:
+        specs = self.rules.trigger_specs(store, ctx.schema)
+        if not specs:
             return []
         out: list[Match] = []
         facts: LazyFacts | None = None
         fired_count = 0
-        for spec in for_schema(ctx.schema):
-            if spec.name not in wanted or not spec.fires(ctx):
+        for spec in specs:
+            if not spec.fires(ctx):
                 continue
             fired_count += 1
             for rule in self.rules.for_trigger(store, spec.name):

@@ -23,7 +23,7 @@ from wooflow.consumer.catalog import CATALOG_FIELDS
 from wooflow.consumer.conditions import FIELDS, Predicate, compile_tree, fields_used
 from wooflow.consumer.model import Action, RuleSpec
 from wooflow.consumer.needs import rule_keep
-from wooflow.consumer.triggers import TRIGGERS, Check, Keep
+from wooflow.consumer.triggers import TRIGGERS, Check, Keep, TriggerSpec, for_schema
 from wooflow.db.tables import rules
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class RuleCache:
         self._by_store: dict[str, list[CompiledRule]] = {}
         self._index: dict[tuple[str, str], list[CompiledRule]] = {}
         self._triggers: dict[tuple[str, str], frozenset[str]] = {}
+        self._specs: dict[tuple[str, str], list[TriggerSpec]] = {}
         self._by_id: dict[int, CompiledRule] = {}
         self._keeps: dict[str, Keep] = {}
         self._catalog_stores: frozenset[str] = frozenset()
@@ -87,6 +88,10 @@ class RuleCache:
     def triggers(self, store_id: str, schema: str) -> frozenset[str]:
         """Triggers of `schema` that some enabled rule of the store listens to."""
         return self._triggers.get((store_id, schema), frozenset())
+
+    def trigger_specs(self, store_id: str, schema: str) -> list[TriggerSpec]:
+        """The same triggers' specs, in the registry's order (the hot path walks only these)."""
+        return self._specs.get((store_id, schema), [])
 
     def uses_catalog(self, store_id: str) -> bool:
         """Whether some enabled rule of the store has a condition on the product catalog."""
@@ -185,6 +190,7 @@ class RuleCache:
         # an instant, which only means one event is evaluated against either version
         self._index = dict(index)
         self._triggers = {k: frozenset(v) for k, v in triggers.items()}
+        self._specs = {k: [t for t in for_schema(k[1]) if t.name in v] for k, v in triggers.items()}
         self._by_id = by_id
         self._keeps = {store: max((r.keep for r in lst), default=Keep.NOTHING) for store, lst in by_store.items()}
         self._catalog_stores = frozenset(catalog_stores)
