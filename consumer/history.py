@@ -54,6 +54,20 @@ class History:
     def uncounted(self, order_id: int) -> History:
         return History(tuple(p for p in self.orders if p.order_id != order_id), self.dropped_ms)
 
+    def folded(self, other: History, sign: int = 1) -> History:
+        """This history with another person's orders (a guest merged into the customer they
+        became) added (sign=+1) or taken out again (-1)."""
+        if sign < 0:
+            gone = {p.order_id for p in other.orders}
+            return History(tuple(p for p in self.orders if p.order_id not in gone), self.dropped_ms)
+        out = self
+        for p in other.orders:
+            out = out.counted(p)
+        if other.dropped_ms is not None:
+            dropped = other.dropped_ms if out.dropped_ms is None else min(out.dropped_ms, other.dropped_ms)
+            out = History(out.orders, dropped)
+        return out
+
     # --- what the fields read ------------------------------------------------------------
     def products(self) -> list[int]:
         seen: dict[int, None] = {}

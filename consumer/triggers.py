@@ -13,7 +13,7 @@ replay` through their wiring, the API). This package never imports the scheduler
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -412,17 +412,11 @@ register(TriggerSpec(
     "order_note_added", "OrderEvent", "A note is added to an order (the action.woocommerce_order_note_added or "
     "action.woocommerce_new_customer_note webhook, docs/triggers.md); options: note_type, contains",
     _note_added, NoteOptions, _compile_note, keeps=Keep.NOTHING))
-register(TriggerSpec(
-    "new_order_each_line_item", "OrderEvent", "new_order, once for each line item the conditions (item.*) hold for",
-    lambda ctx: ctx.first_seen and ctx.order is not None, keeps=Keep.SEEN, first_sight=True, each_line_item=True))
-register(TriggerSpec(
-    "order_paid_each_line_item", "OrderEvent", "order_paid, once for each line item the conditions (item.*) hold for",
-    lambda ctx: ctx.paid and ctx.order is not None, keeps=Keep.ORDERS, each_line_item=True))
-register(TriggerSpec(
-    "order_status_changed_each_line_item", "OrderEvent",
-    "order_status_changed (options: from, to), once for each line item the conditions (item.*) hold for",
-    lambda ctx: ctx.previous_status is not None and ctx.previous_status != ctx.status,
-    StatusChangeOptions, _compile_status, keeps=Keep.ORDERS, each_line_item=True))
+for _base in ("new_order", "order_paid", "order_status_changed"):  # AutomateWoo's "– Each Line Item" variants
+    register(replace(TRIGGERS[_base], name=f"{_base}_each_line_item", each_line_item=True,
+                     description=f"{_base} ({TRIGGERS[_base].description[:1].lower()}"
+                                 f"{TRIGGERS[_base].description[1:]}), once for each line item the conditions "
+                                 "(item.*) hold for"))
 
 # --- WooCommerce Subscriptions --------------------------------------------------------------
 register(TriggerSpec(

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from sqlalchemy import Engine
 
 from tests.pipeline import Pipeline
 from tests.rules_kit import commands
-from tests.support import env_of, unique, wait_for, wait_until_pipeline_idle, wooflow_cli
+from tests.support import env_of, isolated_settings, unique, wait_for, wait_until_pipeline_idle, wooflow_cli
 from wooflow.kafka import topics
 from wooflow.settings import Settings
 
@@ -92,11 +91,7 @@ def shop(services: Any, migrated: str, tmp_path_factory: pytest.TempPathFactory)
     from wooflow.db.engine import get_engine
     from wooflow.kafka.admin import create_topics, delete_topics_with_prefix
 
-    tag = unique("t")
-    settings = Settings(kafka_bootstrap_servers=services.kafka_bootstrap_servers, database_url=migrated,
-                        topic_prefix=f"{tag}.", topic_partitions=4, rules_group=f"{tag}-rules",
-                        workers_group=f"{tag}-workers", sink_group=f"{tag}-sink", action_lease_s=5.0,
-                        batch_timeout_s=0.1, store_cache_ttl_s=1.0, state_dir=Path("/nonexistent"))
+    settings = isolated_settings(services.kafka_bootstrap_servers, migrated)
     create_topics(settings)
     engine: Engine = get_engine(migrated)
     try:
