@@ -368,7 +368,8 @@ class Run:
         problems += [f"secret {k} appears in {v}" for k, v in leaks.items()]
         forged = dict(self.injector.forged)
         checks["forged_webhooks"] = forged
-        problems += [f"{n} forged webhooks answered {status}" for status, n in forged.items() if status not in (0, 401, 503)]
+        problems += [f"{n} forged webhooks answered {status}" for status, n in forged.items()
+                     if status not in (0, 401, 503)]
         per_kind = self.injector.summary()
         for kind, n in self.plan.profile.counts.items():
             if per_kind.get(kind, 0) < n:
