@@ -366,6 +366,10 @@ class Run:
         leaks = V.secrets_in_logs(self.roles.log_dir, asdict(self.sec))
         checks["secrets_in_logs"] = leaks or "none"
         problems += [f"secret {k} appears in {v}" for k, v in leaks.items()]
+        forged = dict(self.injector.forged)
+        checks["forged_webhooks"] = forged
+        problems += [f"{n} forged webhooks answered {status}" for status, n in forged.items()
+                     if status not in (0, 401, 503)]
         per_kind = self.injector.summary()
         for kind, n in self.plan.profile.counts.items():
             if per_kind.get(kind, 0) < n:
@@ -399,7 +403,7 @@ class Run:
             "events": {"total": woo, "per_s": round(woo / max(1.0, self.traffic_s), 1), "topics": events,
                        "target_per_s": self.rate, "traffic": asdict(self.traffic.counts),
                        "webhook_deliveries": {"ok": self.store.deliveries_ok, "failed": self.store.deliveries_failed},
-                       "poison": len(self.injector.poisoned)},
+                       "poison": len(self.injector.poisoned), "forged_webhooks": sum(forged.values())},
             "effects": {"expected": effects.expected, "optional": effects.optional, "observed": effects.observed,
                         "by_kind": effects.by_kind},
             "lost": effects.lost, "duplicated": effects.duplicated, "repeated": effects.repeated,
