@@ -5,7 +5,10 @@ a leaf is `{"field": F, "operator": OP, "value": V}`. Fields are the Polski Pro 
 (order_total, order_status, item_count, billing_country, shipping_country, geo_scope,
 customer_email, payment_method, shipping_method, product_id, category) plus
 customer-state fields (order_count, total_spent, average_order_value, tier, points, tags,
-days_since_last_order, first_order_date) and a few extras (geo_regions, product_tag, ...).
+days_since_last_order, first_order_date), AutomateWoo's order, customer, purchase-history
+and subscription fields (order_coupons, customer_is_guest, purchased_products_all_time,
+last_paid_order_date, has_active_subscription, ...), a line item's `item.*` fields (per-line-
+item triggers only) and a few extras (geo_regions, product_tag, ...).
 
 Semantics (the property tests hold the compiled predicates to exactly this):
 - a field has a type: number fields compare numerically (exact decimals), string fields

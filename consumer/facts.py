@@ -4,7 +4,11 @@ A rule usually looks at two or three fields; `LazyFacts` computes a field the fi
 a predicate asks for it and remembers it for the other rules of the same event. Getters
 accept raw (hot-path) and fully decoded events alike (see `values.py`). The ordered
 products' categories and tags come from the store's product catalog (`catalog.py`),
-which the batch prepared before evaluating.
+which the batch prepared before evaluating; the purchase-history fields from the
+customer's `History` (history.py), the subscription fields from the customer's
+subscriptions the batch loaded; `ItemFacts` are one line item's, for per-line-item
+triggers. `@today` (conditions.TODAY) is the event's day, which the day-window date
+operators read.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from wooflow.consumer.history import History
 from wooflow.consumer.state import Aggregates
 from wooflow.consumer.triggers import TriggerContext
 from wooflow.consumer.values import Amount, money, ms
+from wooflow.jsontypes import JSONValue
 from wooflow.schemas.types import Address, LineItemOf
 
 Item = LineItemOf[Amount]
@@ -398,4 +403,22 @@ def state_facts(state: Mapping[str, object], currency: str = "", now: datetime |
         "tags": [str(t) for t in tags] if isinstance(tags, list) else [],
         "days_since_last_order": max(0, (now - last).days) if isinstance(last, datetime) else None,
         "first_order_date": first.date().isoformat() if isinstance(first, datetime) else None,
+        "customer_role": str(state["role"]) if state.get("role") else None,
+        **_history_facts(History.from_json(_as_json(state.get("history"))), now, currency),
+        TODAY: now.date().isoformat(),
     }
+
+
+def _as_json(v: object) -> JSONValue:
+    return v if isinstance(v, (dict, list, str, int, float, bool)) or v is None else None
+
+
+def _history_facts(h: History | None, now: datetime, currency: str) -> dict[str, FactValue]:
+    """The purchase-history fields of a stored history (None: the store keeps none)."""
+    if h is None:
+        return {}
+    year = h.within(ms(now))
+    return {"purchased_products_all_time": h.products(), "first_paid_order_date": _day(h.first_paid_ms()),
+            "last_paid_order_date": _day(h.last_paid_ms()), "order_count_last_365_days": len(year),
+            "total_spent_last_365_days": sum((p.total for p in year if not currency or p.currency == currency),
+                                             Decimal(0))}

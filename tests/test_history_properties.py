@@ -341,3 +341,19 @@ def test_date_windows_count_days_up_to_the_events_day() -> None:
     assert holds("not_within_last_days", 29) and not holds("not_within_last_days", "30")
     assert holds("before", "2025-07-02") and holds("after", "2025-06-30") and not holds("after", "2025-07-01")
     assert date.fromisoformat(facts[TODAY]) - date.fromisoformat(facts["last_paid_order_date"]) == timedelta(days=30)
+
+
+def test_exit_conditions_read_the_stored_role_and_purchase_history() -> None:
+    """Outside the consumer (the scheduler's exit conditions), the same fields come from the
+    customer's stored row."""
+    from wooflow.consumer.facts import state_facts
+    from wooflow.consumer.history import History, Paid
+
+    h = History((Paid(1, int((T0 - timedelta(days=400)).timestamp() * 1000), Decimal("30"), "PLN", (11,)),
+                 Paid(2, int((T0 - timedelta(days=10)).timestamp() * 1000), Decimal("12.5"), "PLN", (12, 13))))
+    facts = state_facts({"role": "subscriber", "history": h.to_json(), "order_count": 2}, "PLN", now=T0)
+    assert facts["customer_role"] == "subscriber" and facts[TODAY] == T0.date().isoformat()
+    assert facts["purchased_products_all_time"] == [11, 12, 13]
+    assert (facts["first_paid_order_date"], facts["last_paid_order_date"]) == ("2023-11-28", "2024-12-22")
+    assert (facts["order_count_last_365_days"], facts["total_spent_last_365_days"]) == (1, Decimal("12.5"))
+    assert "purchased_products_all_time" not in state_facts({"order_count": 1}, now=T0)  # no history kept
