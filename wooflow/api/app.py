@@ -35,6 +35,9 @@ ROUTERS: list[str] = [
     "wooflow.api.consent:public_router",  # unsubscribe links, no token (workers)
     "wooflow.api.templates:router",  # workflow templates: list, install (scheduler)
     "wooflow.scheduler.recovery:router",  # cart recovery links, no token (scheduler)
+    "wooflow.api.auth:router",  # /v1/me: the store a token acts on (console sign-in)
+    "wooflow.api.dlq:router",  # dead letters: list, show, redrive (operator tokens)
+    "wooflow.api.console:router",  # the web console at / (static page over this API)
 ]
 
 
