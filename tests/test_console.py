@@ -105,7 +105,7 @@ def test_an_invalid_rule_shows_each_api_error_next_to_its_field(browser: Any, ap
         value_error = p.locator(f".field-error[data-error-for='{value_path}']")
         assert value_error.inner_text() == "in needs a non-empty value"
         # next to the field: the message follows the condition row holding the input, which is marked invalid
-        row = p.locator(f".cond[data-cond='conditions.conditions[0].conditions[0]']")
+        row = p.locator(".cond[data-cond='conditions.conditions[0].conditions[0]']")
         assert row.evaluate("r => r.nextElementSibling.dataset.errorFor") == value_path
         value_input = p.locator(f"[data-path='{value_path}']")
         assert value_input.get_attribute("aria-invalid") == "true"

@@ -9,7 +9,7 @@
   const PAGE = 50;
   const $main = () => document.getElementById("main");
   let session = readSession();
-  let me = null;
+  let me = session ? session.me || null : null;  // who the token is, kept from sign-in (a 401 signs out)
   let schemaCache = null;
   let renderSeq = 0;
   const logCursors = { filter: "", stack: [] };
@@ -172,6 +172,7 @@
         return;
       }
       me = res.data;
+      saveSession({ ...session, me });
       frame();
       location.hash = "#/rules";
     });
@@ -196,11 +197,12 @@
     const main = $main();
     main.removeAttribute("data-ready");
     const path = (location.hash || "#/rules").split("?")[0];
+    frame();
     if (!session || !me) {
       if (session && !me) {
         try {
           const res = await api("GET", "/v1/me");
-          if (res.ok) { me = res.data; frame(); } else { saveSession(null); }
+          if (res.ok) { me = res.data; saveSession({ ...session, me }); } else { saveSession(null); }
         } catch (e) { /* signed out */ }
         if (seq !== renderSeq) return;
       }
@@ -234,6 +236,7 @@
     setKids(main, content);
     document.title = `${title} · wooflow console`;
     main.dataset.ready = name;
+    performance.mark(`wooflow:ready:${name}`);  // bench/console reads the first page's time from here
   }
 
   // ---- field errors (the API's 422 paths) ----------------------------------------------------
@@ -298,10 +301,12 @@
     if (q.trigger) params.set("trigger", q.trigger);
     if (q.enabled) params.set("enabled", q.enabled);
     if (q.group) params.set("group_label", q.group);
-    const [sch, res] = await Promise.all([schema(), api("GET", `/v1/rules?${params}`)]);
+    // The first page after sign-in: drawn once the rules are here; the trigger filter's
+    // choices (from /v1/schema) are filled in when they arrive.
+    const res = await api("GET", `/v1/rules?${params}`);
     const page = h("section", { "data-title": "Rules" }, h("div", { class: "head" }, h("h1", { text: "Rules" }),
       h("a", { class: "button", href: "#/rules/new", text: "New rule" })));
-    page.append(rulesFilter(sch, q));
+    page.append(rulesFilter(q));
     if (!res.ok) { page.append(note("error", errorText(res))); return page; }
     const { rules, total } = res.data;
     page.append(h("p", { class: "muted", text: total ? `Rules ${offset + 1}–${offset + rules.length} of ${total}` : "No rules yet." }));
@@ -314,9 +319,13 @@
     return page;
   }
 
-  function rulesFilter(sch, q) {
+  function rulesFilter(q) {
     const trig = h("select", { name: "trigger", value: q.trigger || "" }, h("option", { value: "", text: "any trigger" }),
-      sch.triggers.map((t) => h("option", { value: t.name, text: t.name })));
+      q.trigger ? h("option", { value: q.trigger, text: q.trigger }) : null);
+    schema().then((sch) => {
+      setKids(trig, h("option", { value: "", text: "any trigger" }), sch.triggers.map((t) => h("option", { value: t.name, text: t.name })));
+      trig.value = q.trigger || "";
+    }).catch(() => { /* the filter keeps what it has */ });
     const enabled = h("select", { name: "enabled", value: q.enabled || "" }, h("option", { value: "", text: "enabled or not" }),
       h("option", { value: "true", text: "enabled" }), h("option", { value: "false", text: "disabled" }));
     const group = h("input", { type: "text", name: "group", value: q.group || "" });
@@ -718,7 +727,9 @@
 
   function consentView(c) {
     if (!c || !c.checked) return h("p", { class: "muted", text: (c && c.note) || "not checked" });
-    return h("ul", {}, Object.entries(c.channels || {}).map(([ch, v]) => h("li", {}, verdict(!!v.granted), ` ${ch}: ${v.reason}`)));
+    const needed = (c.required_by_steps || []).length > 0;
+    return h("div", {}, needed ? null : h("p", { class: "muted", text: "Not needed: no step is a marketing message. On record:" }),
+      h("ul", {}, Object.entries(c.channels || {}).map(([ch, v]) => h("li", {}, verdict(!!v.granted), ` ${ch}: ${v.reason}`))));
   }
 
   function plannedStep(a) {
