@@ -43,7 +43,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[ApiThread]:
-    with ApiThread(settings) as server:
+    server = ApiThread(settings)
+    with server:
         yield server
 
 
@@ -55,7 +56,7 @@ def log_rows(engine: Engine, store_id: str, rule_id: int, n: int, status: str = 
              "executed_at": now - timedelta(minutes=i)} for i in range(n)]
     with engine.begin() as conn:
         conn.execute(insert(execution_logs), rows)
-    return [r["log_id"] for r in rows]
+    return [str(r["log_id"]) for r in rows]
 
 
 NOTE_RULE = {"name": "Note on orders", "trigger": "new_order",
@@ -201,6 +202,16 @@ def test_a_store_token_sees_nothing_of_another_store(browser: Any, api: ApiThrea
         assert p.locator("#nav a[data-nav='dlq']").is_hidden()
         c.open("#/dlq")
         assert "operator token" in p.locator("main").inner_text()
+        # the token went in no URL the browser asked for, and Sign out forgets it
+        assert c.requests and not [u for u in c.requests if token_a in u]
+        assert token_a in p.evaluate("sessionStorage.getItem('wooflow.console')")
+        p.get_by_role("button", name="Sign out").click()
+        c.wait_ready("signin")
+        assert p.evaluate("sessionStorage.length") == 0
+        p.goto(f"{api.url}/#/rules")
+        p.reload()  # a fresh load of the tab knows no token: the sign-in form
+        c.wait_ready("signin")
+        assert p.locator("table.rules").count() == 0
         c.assert_clean(expected_http=(403, 404))
 
 
@@ -216,7 +227,9 @@ def _redrives_of(settings: Settings, topic: str, dlq_id: str) -> int:
             for m in consumer.consume(100, 0.5):
                 if m.error():
                     continue
-                seen[m.partition()] = m.offset() + 1  # type: ignore[index, operator]
+                partition, offset = m.partition(), m.offset()
+                assert partition is not None and offset is not None
+                seen[partition] = offset + 1
                 found += dict(m.headers() or []).get("wooflow-redrive") == dlq_id.encode()
         return found
     finally:
@@ -246,7 +259,7 @@ def test_the_redrive_button_redrives_a_dead_letter_once(browser: Any, api: ApiTh
         row.get_by_role("status").wait_for()
         assert row.get_by_role("status").inner_text().startswith("redriven ")
         # the API itself, pressed twice at once more: still once
-        partition, offset = row.locator("a").get_attribute("href").split("/")[-2:]  # type: ignore[union-attr]
+        partition, offset = str(row.locator("a").get_attribute("href")).split("/")[-2:]
         answers: list[httpx.Response] = []
         url = f"{api.url}/v1/dlq/{partition}/{offset}/redrive"
         presses = [threading.Thread(target=lambda: answers.append(httpx.post(
