@@ -85,6 +85,14 @@ class Console:
         self.page.get_by_role("button", name="Sign in").click()
         self.wait_ready("rules")
 
+    def condition(self, path: str, field: str, operator: str, value: str | None = None) -> None:
+        """Set the rule editor's condition at `path` (`conditions.conditions[1].conditions[0]`)."""
+        row = self.page.locator(f".cond[data-cond='{path}']")
+        row.get_by_label("Field").select_option(field)
+        row.get_by_label("Operator").select_option(operator)
+        if value is not None:
+            row.get_by_label("Value").fill(value)
+
     def errors(self) -> list[tuple[str, str]]:
         """Console errors and warnings, and uncaught exceptions, so far."""
         return [(kind, text) for kind, text in self.messages if kind in ("error", "warning", "pageerror")]

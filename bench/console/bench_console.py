@@ -3,8 +3,8 @@
     export DATABASE_URL=postgresql+psycopg://...   # a server where a database can be created
     .venv/bin/python bench/console/bench_console.py [--rules 1000] [--logs 1000000]
 
-In a database of its own (created on DATABASE_URL's server, dropped at the end unless
---keep): one store with `--rules` rules and `--logs` execution logs spread over 60 days
+In a database of its own (created on DATABASE_URL's server, dropped at the end): one
+store with `--rules` rules and `--logs` execution logs spread over 60 days
 (bulk-loaded with COPY at the revision before the console's indexes; then `wooflow
 migrate` builds them, timed), plus `--other-logs` of a second store. `wooflow api` runs as
 its own process; Debian's Chromium (Playwright, `executable_path`) loads the console:
@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -39,11 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.support import free_port, fresh_database, ready, wait_for
 from wooflow.api.auth import create_token
 from wooflow.consumer.model import RuleSpec
 from wooflow.db.engine import get_engine
@@ -61,25 +61,6 @@ PHASES = """() => {
             api_start: res.filter(e => e.name.includes('/v1/')).map(e => e.startTime)[0], api_end: end('/v1/rules')};
 }"""
 STATUSES = ["succeeded"] * 90 + ["skipped"] * 6 + ["failed"] * 3 + ["dead_lettered"]
-
-
-@contextmanager
-def bench_database(url: str, keep: bool) -> Iterator[str]:
-    name = f"wooflow_bench_console_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(make_url(url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    fresh = make_url(url).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield fresh
-    finally:
-        get_engine(fresh).dispose()
-        if keep:
-            print(f"kept database {name}")
-        else:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def add_rules(url: str, store_id: str, n: int) -> list[int]:
@@ -128,22 +109,17 @@ def pcts(samples: list[float]) -> dict[str, float]:
 
 
 @contextmanager
-def api_process(url: str, port: int) -> Iterator[str]:
-    env = {**os.environ, "DATABASE_URL": url}
+def api_process(url: str) -> Iterator[str]:
+    """`wooflow api` as its own process, as deployed."""
+    port = free_port()
     wooflow = str(Path(sys.executable).with_name("wooflow"))
-    proc = subprocess.Popen([wooflow, "api", "--host", "127.0.0.1", "--port", str(port)], env=env)
+    proc = subprocess.Popen([wooflow, "api", "--host", "127.0.0.1", "--port", str(port)],
+                            env={**os.environ, "DATABASE_URL": url})
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("wooflow api did not become ready")
-            time.sleep(0.2)
+        wait_for(lambda: ready(base, 1) or proc.poll() is not None, 60, 0.2, "wooflow api")
+        if proc.poll() is not None:
+            raise SystemExit("wooflow api exited")
         yield base
     finally:
         proc.terminate()
@@ -250,10 +226,8 @@ def main() -> None:
     ap.add_argument("--logs", type=int, default=1_000_000)
     ap.add_argument("--other-logs", type=int, default=100_000, help="Execution logs of another store")
     ap.add_argument("--samples", type=int, default=50)
-    ap.add_argument("--port", type=int, default=18420)
-    ap.add_argument("--keep", action="store_true", help="Keep the benchmark database")
     args = ap.parse_args()
-    with bench_database(os.environ["DATABASE_URL"], args.keep) as url:
+    with fresh_database(os.environ["DATABASE_URL"], "wooflow_bench_console") as url:
         upgrade(url, "0011_link_key")  # the logs go in before the console's indexes exist
         engine = get_engine(url)
         store, other = (Store(id=f"bench-{x}", url="http://127.0.0.1:1", webhook_secret="s", name=f"Bench store {x}",
@@ -272,7 +246,7 @@ def main() -> None:
         report: dict[str, object] = {
             "rules": args.rules, "logs": args.logs, "other_store_logs": args.other_logs,
             "copy_s": round(load_s + other_s, 1), "migration_0012_s": round(index_s, 1)}
-        with api_process(url, args.port) as base:
+        with api_process(url) as base:
             browser = browser_figures(base, token, args.samples)
             report["browser_ms"] = browser
             report["api_ms"] = api_figures(base, token, args.samples)
