@@ -12,7 +12,7 @@ its own process; Debian's Chromium (Playwright, `executable_path`) loads the con
 - first page, cold: a new browser context each sample (no HTTP cache), the tab's
   sessionStorage as sign-in leaves it (the store token, and who it is), `/#/rules` loaded
   until the rules table is drawn — the time is the console's `wooflow:ready:rules`
-  performance mark, from the navigation's start (HTML, script, stylesheet, /v1/rules);
+  performance mark, from the navigation's start (the page, then /v1/rules);
 - the same with the HTTP cache warm (a reload), and the log explorer's first page;
 - the API calls behind the pages with httpx: rules page, log pages (first, 20 pages deep
   by cursor, by status, by customer, by rule), the 30-day outcome summary.
@@ -57,7 +57,7 @@ COLUMNS = ("log_id", "idempotency_key", "store_id", "customer_key", "rule_id", "
 PHASES = """() => {
     const res = performance.getEntriesByType('resource');
     const end = (p) => res.filter(e => e.name.includes(p)).map(e => e.responseEnd)[0];
-    return {html: performance.getEntriesByType('navigation')[0].responseEnd, script: end('/console/console.js'),
+    return {html: performance.getEntriesByType('navigation')[0].responseEnd,
             api_start: res.filter(e => e.name.includes('/v1/')).map(e => e.startTime)[0], api_end: end('/v1/rules')};
 }"""
 STATUSES = ["succeeded"] * 90 + ["skipped"] * 6 + ["failed"] * 3 + ["dead_lettered"]
@@ -181,7 +181,7 @@ def browser_figures(base: str, token: str, samples: int) -> dict[str, dict[str, 
     phases: dict[str, list[float]] = {}
 
     def record_phases(page: Any) -> None:
-        """When the HTML, the script and the page's API call had arrived (from navigation start)."""
+        """When the page and its API call had arrived (from navigation start)."""
         got = page.evaluate(PHASES)
         for k, v in got.items():
             phases.setdefault(k, []).append(float(v))
