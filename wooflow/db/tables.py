@@ -18,6 +18,7 @@ from sqlalchemy import (
                         LargeBinary,
                         MetaData,
                         Numeric,
+                        SmallInteger,
                         String,
                         Table,
                         Text,
@@ -459,6 +460,31 @@ Index("ix_storefront_activity_customer", storefront_activity.c.store_id, storefr
 Index("ix_attributions_customer", attributions.c.store_id, attributions.c.customer_key)
 Index("ix_trigger_firings_customer", trigger_firings.c.customer_key)
 # --- end identity ------------------------------------------------------------------------
+
+# --- state levels (0012_state_levels.py) ----------------------------------------------------
+# how much state the rule consumer keeps for a store (consumer/needs.py: Keep) and since when
+state_levels = Table(
+    "state_levels", metadata,
+    Column("store_id", String(64), ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True),
+    Column("keeps", SmallInteger, nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# --- product catalog (0013_catalog.py): written by the rule consumer only (consumer/catalog.py)
+product_catalog = Table(
+    "product_catalog", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("product_id", BigInteger, primary_key=True),
+    Column("parent_id", BigInteger, nullable=False, server_default="0"),
+    Column("type", Text, nullable=False, server_default=""),
+    Column("status", Text, nullable=False, server_default=""),
+    Column("category_ids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'::bigint[]")),
+    Column("tag_ids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'::bigint[]")),
+    Column("modified_ms", BigInteger, nullable=False, server_default="0"),
+    Column("source", Text, nullable=False, server_default="event"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
 
 __all__ = [
                         "Numeric",
