@@ -228,7 +228,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=50)
     args = ap.parse_args()
     with fresh_database(os.environ["DATABASE_URL"], "wooflow_bench_console") as url:
-        upgrade(url, "0011_link_key")  # the logs go in before the console's indexes exist
+        upgrade(url, "0013_catalog")  # the logs go in before the console's indexes exist
         engine = get_engine(url)
         store, other = (Store(id=f"bench-{x}", url="http://127.0.0.1:1", webhook_secret="s", name=f"Bench store {x}",
                               timezone="Europe/Warsaw", currency="PLN") for x in ("a", "b"))
@@ -245,7 +245,7 @@ def main() -> None:
         token = create_token(engine, store.id, "bench")
         report: dict[str, object] = {
             "rules": args.rules, "logs": args.logs, "other_store_logs": args.other_logs,
-            "copy_s": round(load_s + other_s, 1), "migration_0012_s": round(index_s, 1)}
+            "copy_s": round(load_s + other_s, 1), "migration_0014_s": round(index_s, 1)}
         with api_process(url) as base:
             browser = browser_figures(base, token, args.samples)
             report["browser_ms"] = browser

@@ -4,7 +4,7 @@ and the outcomes per rule over a time window.
 
 Pages are a keyset: `next_cursor` names the last row's (executed_at, log_id), and the next
 page starts strictly below it, so any page costs what the first costs however deep the
-log is — an index range scan over the store's entries (migration 0012_console), never an
+log is — an index range scan over the store's entries (migration 0014_console), never an
 OFFSET that reads every row it skips."""
 
 from __future__ import annotations

@@ -10,14 +10,14 @@ each of those is an index range scan instead of a walk over the store's whole lo
 Built in the migration's transaction (like every revision): the sink's inserts wait while
 an existing log is indexed: 14 s for 1.1 million rows (bench/console, at load 17).
 
-Revision ID: 0012_console
-Revises: 0011_link_key
+Revision ID: 0014_console
+Revises: 0013_catalog
 Create Date: 2026-12-08
 """
 from alembic import op
 
-revision = "0012_console"
-down_revision = "0011_link_key"
+revision = "0014_console"
+down_revision = "0013_catalog"
 branch_labels = None
 depends_on = None
 
