@@ -1,7 +1,7 @@
 """/v1/dlq: the dead-letter queue for operators — list, show, redrive (operator token only).
 
 The one part of the API that reads Kafka: the letters live in automation.dlq, read with the
-ops tool's reader (wooflow/ops/dlq.py); whether and when each was redriven is in
+reader in wooflow/dlq.py (the one `wooflow dlq` uses); whether and when each was redriven is in
 dlq_redrives. A redrive is a claim in dlq_redrives committed once Kafka took the message,
 so the same letter redriven twice at once — a double click, two operators — goes back to
 its source topic once."""
@@ -16,10 +16,10 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from wooflow import dlq
 from wooflow.api.auth import Operator
 from wooflow.consumer.commands import to_json
 from wooflow.db.tables import dlq_redrives
-from wooflow.ops import dlq
 from wooflow.settings import Settings
 
 router = APIRouter(prefix="/v1/dlq", tags=["dead letters"], dependencies=[Operator])
