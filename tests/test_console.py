@@ -20,14 +20,14 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka import TopicPartition
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, select
 
 from tests.browser import NARROW, Console, chromium
 from tests.harness import ApiThread
 from tests.pipeline import Pipeline, add_rule
 from tests.support import make_sim_store, make_store, unique, wait_for, wait_until_pipeline_idle
 from wooflow.api.auth import create_token
-from wooflow.db.tables import execution_logs
+from wooflow.db.tables import execution_logs, rules
 from wooflow.dlq import encode, record_of_unsent
 from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_reader
@@ -59,6 +59,12 @@ def log_rows(engine: Engine, store_id: str, rule_id: int, n: int, status: str = 
     with engine.begin() as conn:
         conn.execute(insert(execution_logs), rows)
     return [str(r["log_id"]) for r in rows]
+
+
+def rule_state(engine: Engine, rule_id: int) -> tuple[bool, int]:
+    with engine.connect() as conn:
+        row = conn.execute(select(rules.c.enabled, rules.c.version).where(rules.c.id == rule_id)).one()
+    return bool(row.enabled), int(row.version)
 
 
 NOTE_RULE = {"name": "Note on orders", "trigger": "new_order",
@@ -184,6 +190,9 @@ def test_a_store_token_sees_nothing_of_another_store(browser: Any, api: ApiThrea
         c.sign_in(token_a)
         assert p.locator("table.rules").inner_text().count("Rule of A") == 1
         assert "Rule of B" not in p.locator("main").inner_text()
+        # switched off in the list: the rule is saved disabled, its version one up
+        p.get_by_label("Enabled: Rule of A").uncheck()
+        wait_for(lambda: rule_state(engine, rule_a) == (False, 2), 20, 0.1, "rule A switched off")
         c.open(f"#/rules/{rule_b}", ready="rule")
         assert f"rule {rule_b} not found" in p.locator("main").inner_text()
         c.open("#/logs")
