@@ -108,7 +108,7 @@
     if (r.status !== 204) {
       try { data = await r.json(); } catch (e) { data = null; }
     }
-    if (r.status === 401) {
+    if (r.status === 401 && me) {  // signed in, and the token stopped working (revoked)
       signOut("The API refused the token: sign in again.");
       throw new ApiError("unauthorised");
     }
