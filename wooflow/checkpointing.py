@@ -198,7 +198,7 @@ def run_batches(
     timeout: float,
     on_idle: Callable[[], None] | None = None,
     on_rewind: Callable[[], None] | None = None,
-    stall_after_s: float = 60.0,
+    stall_after_s: float = 30.0,
 ) -> None:
     """The batch roles' loop: consume up to `batch_size`, `handle` the batch, commit it
     through `checkpoint` before the next `consume()` (so rebalance callbacks, which run

@@ -48,6 +48,10 @@ class Profile:
     forgeries: int = 1  # bursts of webhooks with a wrong signature, each above the alert's threshold
     forgery_burst: int = 15
     recover_timeout_s: float = 120.0
+    # After the traffic: the webhook queue, refused storefront batches, a poller pass, the
+    # outbox and every group's lag. Twenty minutes of traffic on a machine at a load average
+    # of 40 took 120 s for the webhook queue alone.
+    drain_timeout_s: float = 240.0
 
     @property
     def faults(self) -> int:
@@ -65,7 +69,8 @@ PROFILES = {
                      rest_slow_delay_s=(2.0, 12.0), scale_hold_s=(2.0, 4.0), poison=6, forgeries=1),
     # The documented run: 50+ faults over twenty minutes, every role killed more than once.
     "long": Profile("long", traffic_s=1200.0, counts={KILL: 12, BROKER: 8, PG_FAST: 6, PG_IMMEDIATE: 6, SCALE: 6,
-                                                       REST_ERROR: 7, REST_SLOW: 7}, poison=12, forgeries=3),
+                                                       REST_ERROR: 7, REST_SLOW: 7}, poison=12, forgeries=3,
+                    drain_timeout_s=600.0),
 }
 
 
