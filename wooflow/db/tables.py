@@ -349,7 +349,7 @@ order_state = Table(
     Column("before", JSONB, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_order_state_customer", "store_id", "customer_key"),
-    # 0014: paid and refund marks (consumer/apply.py)
+    # 0015: paid and refund marks (consumer/apply.py)
     Column("marks", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
 )
 
@@ -474,7 +474,7 @@ state_levels = Table(
 )
 
 # --- product catalog (0013_catalog.py): written by the rule consumer only (consumer/catalog.py)
-# 0014: the account's role and the purchase history of the customer (consumer/history.py)
+# 0015: the account's role and the purchase history of the customer (consumer/history.py)
 customer_state.append_column(Column("role", Text, nullable=True))
 customer_state.append_column(Column("history", JSONB, nullable=True))
 

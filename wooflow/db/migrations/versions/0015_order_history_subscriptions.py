@@ -10,14 +10,14 @@
   applied them (status and its transitions, products, next payment, trial end); the
   scheduler's renewal and trial-end scans read it.
 
-Revision ID: 0014_order_history_subscriptions
-Revises: 0013_catalog
+Revision ID: 0015_order_history_subscriptions
+Revises: 0014_console
 Create Date: 2026-12-10
 """
 from alembic import op
 
-revision = "0014_order_history_subscriptions"
-down_revision = "0013_catalog"
+revision = "0015_order_history_subscriptions"
+down_revision = "0014_console"
 branch_labels = None
 depends_on = None
 
