@@ -181,6 +181,14 @@ def _strs(v: JSONValue) -> list[str]:
     return [str(x) for x in v] if isinstance(v, list) else []
 
 
+def _refunded(refunds: JSONValue) -> Decimal | None:
+    """The order's refunds as one positive amount (REST v3 lists each with a negative
+    `total`); None when the body has no `refunds` (it is not a REST v3 order)."""
+    if refunds is None:
+        return None
+    return sum((abs(_money(r.get("total"))) for r in _objects(refunds)), money(0))
+
+
 def order_record(o: JSONObject, tz: tzinfo) -> Order:
     created, modified = _created_modified(o, tz, "order")
     items: list[LineItem] = []
@@ -212,6 +220,7 @@ def order_record(o: JSONObject, tz: tzinfo) -> Order:
         "total_tax": _money(o.get("total_tax")),
         "shipping_total": _money(o.get("shipping_total")),
         "discount_total": _money(o.get("discount_total")),
+        "total_refunded": _refunded(o.get("refunds")),
         "customer_id": _int(o.get("customer_id")),
         "billing": _address(o.get("billing")),
         "shipping": _address(o.get("shipping")),

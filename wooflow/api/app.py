@@ -7,8 +7,10 @@ scoped to the caller's store.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wooflow.api.tracking import Tracker, TrackingFastPath
 from wooflow.db.engine import get_engine
 from wooflow.probes import db_ready, probe_routes
 from wooflow.settings import Settings
@@ -84,11 +87,23 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="wooflow admin API", version="1",
+    engine = get_engine(settings.database_url)
+    tracker = Tracker(settings, engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await tracker.close()
+
+    app = FastAPI(title="wooflow admin API", version="1", lifespan=lifespan,
                   description="Rules and workflows, dry runs, execution logs, analytics. "
                               "Authenticate with `Authorization: Bearer <token>`; tokens are scoped to one store.")
     app.state.settings = settings
-    app.state.engine = get_engine(settings.database_url)
+    app.state.engine = engine
+    # the public open/click tracking links, ahead of routing (wooflow/api/tracking.py)
+    app.add_middleware(TrackingFastPath, tracker=tracker)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -457,6 +457,104 @@ Index("ix_attributions_customer", attributions.c.store_id, attributions.c.custom
 Index("ix_trigger_firings_customer", trigger_firings.c.customer_key)
 # --- end identity ------------------------------------------------------------------------
 
+# --- analytics (0012_analytics.py) ------------------------------------------------------
+# the share of a rule's audience held out as a control group (wooflow/holdout.py)
+rules.append_column(Column("holdout_percent", Double, nullable=False, server_default="0"))
+
+messages = Table(
+    "messages", metadata,
+    Column("message_id", Text, primary_key=True),  # the command's idempotency key
+    Column("store_id", String(64), nullable=False),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("customer_key", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("channel", Text, nullable=False, server_default="email"),
+    Column("links", JSONB, nullable=False, server_default=text("'[]'::jsonb")),  # tracked URLs, by index
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+    Index("ix_messages_customer", "store_id", "customer_key", "sent_at"),
+    Index("ix_messages_rule", "store_id", "rule_id", "sent_at"),
+)
+
+engagements = Table(
+    "engagements", metadata,
+    Column("message_id", Text, primary_key=True),
+    Column("kind", Text, primary_key=True),  # open | click
+    Column("link", Integer, primary_key=True),  # the link's index in the message; -1: the open pixel
+    Column("machine", Boolean, primary_key=True),  # a scanner or mail proxy, not a person
+    Column("store_id", String(64), nullable=False),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("customer_key", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),  # the first hit
+    Column("user_agent", Text, nullable=False, server_default=""),
+    Index("ix_engagements_customer", "store_id", "customer_key", "at"),
+    Index("ix_engagements_rule", "store_id", "rule_id", "at"),
+)
+
+message_conversions = Table(
+    "message_conversions", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("order_id", BigInteger, primary_key=True),  # one message credited per order
+    Column("message_id", Text, nullable=False),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("customer_key", Text, nullable=False),
+    Column("touch", Text, nullable=False),  # click | open | send
+    Column("touched_at", DateTime(timezone=True), nullable=False),
+    Column("ordered_at", DateTime(timezone=True), nullable=False),
+    Column("currency", Text, nullable=False, server_default=""),
+    Column("revenue", Numeric(20, 4), nullable=False),
+    Column("refunded", Numeric(20, 4), nullable=False, server_default="0"),
+    Column("voided", Boolean, nullable=False, server_default=text("false")),  # cancelled, failed, refunded
+    Column("order_modified", DateTime(timezone=True), nullable=False),  # the newest order state applied
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_message_conversions_rule", "store_id", "rule_id", "ordered_at"),
+    Index("ix_message_conversions_time", "store_id", "ordered_at"),
+)
+
+holdout_exposures = Table(
+    "holdout_exposures", metadata,
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("customer_key", Text, primary_key=True),  # the first time the rule reached (or held out) them
+    Column("store_id", String(64), nullable=False),
+    Column("held_out", Boolean, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("exposed_at", DateTime(timezone=True), nullable=False),
+    Index("ix_holdout_exposures_customer", "store_id", "customer_key"),
+    Index("ix_holdout_exposures_rule", "store_id", "rule_id", "exposed_at"),
+)
+
+holdout_conversions = Table(
+    "holdout_conversions", metadata,
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("order_id", BigInteger, primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("customer_key", Text, nullable=False),  # as exposed
+    Column("held_out", Boolean, nullable=False),
+    Column("ordered_at", DateTime(timezone=True), nullable=False),
+    Column("currency", Text, nullable=False, server_default=""),
+    Column("revenue", Numeric(20, 4), nullable=False),
+    Column("refunded", Numeric(20, 4), nullable=False, server_default="0"),
+    Column("voided", Boolean, nullable=False, server_default=text("false")),
+    Column("order_modified", DateTime(timezone=True), nullable=False),
+    Index("ix_holdout_conversions_customer", "rule_id", "customer_key"),
+    Index("ix_holdout_conversions_order", "store_id", "order_id"),
+)
+
+execution_daily = Table(
+    "execution_daily", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),  # UTC
+    Column("step", Integer, primary_key=True),
+    Column("action_type", Text, primary_key=True),
+    Column("status", Text, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Index("ix_execution_daily_day", "store_id", "day"),
+)
+# --- end analytics -------------------------------------------------------------------------
+
 __all__ = [
                         "Numeric",
                         "action_executions",

@@ -1,0 +1,249 @@
+"""The public tracking links of the messages wooflow sends: `GET /t/o/<token>.gif` (the open
+pixel) and `GET /t/c/<token>?u=<URL>` (a click, answered 302 to the URL).
+
+Served by the API process, in front of FastAPI (`TrackingFastPath`, a middleware: the
+API's hot path, as the bridge has its own): a hit is a token check, a rate-limit check and one row, so
+routing and request objects would cost more than the work. Each hit is answered once its
+row is committed: rows of concurrent hits share one INSERT on one psycopg connection on
+the event loop (group commit: while one batch is written the next gathers), idempotent per
+(message, open | click, link, machine) — the first hit of each is kept.
+
+What is refused (a JSON 4xx, nothing recorded, counted in
+`wooflow_tracking_rejected_total{reason}`): a token wooflow did not sign (malformed 400,
+tampered 403), an expired link (410, with a page that shows where it pointed), a click on
+a URL that was not in the message (its digest is not the signed one: 404), more than
+`WOOFLOW_TRACKING_RATE_PER_S` (burst `WOOFLOW_TRACKING_BURST`) hits a second from one
+address (429). A database that cannot take the row does not keep a person from the store:
+the click still redirects (the pixel still answers), and the hit is counted in
+`wooflow_tracking_unrecorded_total` and logged.
+
+Client addresses come from the connection, or from X-Forwarded-For when the connection is
+from a proxy in `WOOFLOW_API_FORWARDED_ALLOW_IPS` (uvicorn's proxy headers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+import psycopg
+from sqlalchemy import Engine
+
+from wooflow import engagement, metrics
+from wooflow.clock import get_clock
+from wooflow.producers.storefront import TokenBuckets
+from wooflow.settings import Settings
+from wooflow.stores import StoreCache
+
+log = logging.getLogger(__name__)
+
+# A transparent 1x1 GIF.
+PIXEL_GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,"
+             b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+NO_STORE = (b"cache-control", b"no-store, private")
+
+_INSERT = """
+INSERT INTO engagements (message_id, kind, link, machine, store_id, rule_id, step, customer_key, at, user_agent)
+SELECT * FROM unnest(%(m)b::text[], %(k)b::text[], %(l)b::int[], %(mc)b::bool[], %(s)b::text[], %(r)b::bigint[],
+                     %(p)b::int[], %(c)b::text[], %(a)b::timestamptz[], %(u)b::text[])
+ON CONFLICT DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One open or click, as its `engagements` row."""
+
+    claim: engagement.Claim
+    machine: bool
+    at: datetime
+    user_agent: str
+
+
+class Recorder:
+    """Group commit of hits: one INSERT per batch on a psycopg async connection on the
+    event loop; a batch is whatever arrived while the previous one was written."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._pending: list[tuple[Hit, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, hit: Hit) -> None:
+        """Returns once the hit's row is committed; raises what the database said if not."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((hit, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_all())
+        await fut
+
+    async def _write_all(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._insert([h for h, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def _insert(self, hits: list[Hit]) -> None:
+        ms = [h.claim.message for h in hits]
+        params = {"m": [m.message_id for m in ms], "k": [h.claim.kind for h in hits],
+                  "l": [h.claim.link for h in hits], "mc": [h.machine for h in hits],
+                  "s": [m.store_id for m in ms], "r": [m.rule_id for m in ms], "p": [m.step for m in ms],
+                  "c": [m.customer_key for m in ms], "a": [h.at for h in hits], "u": [h.user_agent for h in hits]}
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            conn = self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True,
+                                                                      connect_timeout=5)
+        try:
+            await conn.execute(_INSERT, params, prepare=True)
+        except psycopg.OperationalError:
+            self._conn = None
+            raise
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]], head: bool) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+class Tracker:
+    """The tracking endpoint (an ASGI callable for paths under /t/)."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.clock = get_clock(settings)
+        self.recorder = Recorder(engine)
+        self.stores = StoreCache(engine, ttl=settings.store_cache_ttl_s)
+        self.buckets = TokenBuckets(settings.tracking_rate_per_s, settings.tracking_burst)
+        self._global_key = (engagement.signing_key(settings, "") if settings.tracking_secret is not None else None)
+
+    async def __call__(self, scope: dict[str, Any], _receive: Any, send: Send) -> None:
+        head = scope["method"] == "HEAD"
+        if scope["method"] not in ("GET", "HEAD"):
+            return await self._reject(send, 405, "method_not_allowed", "tracking links answer GET", head)
+        client = scope.get("client")
+        ip = str(client[0]) if client else ""
+        if not self.buckets.take(ip):
+            return await self._reject(send, 429, "rate_limited", "too many requests from this address", head,
+                                      [(b"retry-after", b"1")])
+        path: str = scope["path"]
+        is_open = path.startswith(engagement.PATH_OPEN)
+        token = path[len(engagement.PATH_OPEN if is_open else engagement.PATH_CLICK):].removesuffix(".gif")
+        try:
+            claim = engagement.verify(await self._key(token), token, self.clock.now().timestamp())
+        except engagement.BadToken as exc:
+            malformed = "malformed" in str(exc)
+            return await self._reject(send, 400 if malformed else 403, "malformed" if malformed else "bad_signature",
+                                      f"this tracking link is not valid ({exc})", head)
+        except engagement.Expired as exc:
+            return await self._expired(send, exc.claim, scope, is_open, head)
+        url = ""
+        if not is_open:
+            url = _target(scope)
+            if claim.link == engagement.PIXEL or engagement.url_digest(url) != claim.digest:
+                return await self._reject(send, 404, "link_not_in_message", "this link is not in the message", head)
+        elif claim.link != engagement.PIXEL:
+            return await self._reject(send, 404, "link_not_in_message", "this token is a link, not the pixel", head)
+        await self._record(claim, scope, ip)
+        if is_open:
+            return await _answer(send, 200, PIXEL_GIF, [(b"content-type", b"image/gif"), NO_STORE], head)
+        await _answer(send, 302, b"", [(b"location", url.encode()), NO_STORE, (b"referrer-policy", b"no-referrer")],
+                      head)
+
+    async def _key(self, token: str) -> bytes:
+        if self._global_key is not None:
+            return self._global_key
+        store = await self.stores.aget(engagement.store_of(token))
+        if store is None or not store.link_key:
+            raise engagement.BadToken("tracking token names no store")
+        return engagement.signing_key(self.settings, store.link_key)
+
+    async def _record(self, claim: engagement.Claim, scope: dict[str, Any], ip: str) -> None:
+        agent = _header(scope, b"user-agent")[:300]
+        hit = Hit(claim, engagement.is_machine(agent, ip), self.clock.now(), agent)
+        metrics.tracking_hits.labels(claim.message.store_id, claim.kind).inc()
+        try:
+            await self.recorder.record(hit)
+        except Exception as exc:  # noqa: BLE001 - a person still gets where they were going
+            metrics.tracking_unrecorded.inc()
+            log.warning("tracking hit not recorded (%s: %s)", type(exc).__name__, str(exc).splitlines()[0][:200])
+
+    async def _expired(self, send: Send, claim: engagement.Claim, scope: dict[str, Any], is_open: bool,
+                       head: bool) -> None:
+        metrics.tracking_rejected.labels("expired").inc()
+        url = "" if is_open else _target(scope)
+        if is_open or engagement.url_digest(url) != claim.digest:
+            return await _answer(send, 410, _json("expired", "this link has expired"),
+                                 [(b"content-type", b"application/json"), NO_STORE], head)
+        # A genuine link, only old: show where it pointed, as a link the reader may follow.
+        page = (f"<!doctype html><meta charset='utf-8'><title>Link expired</title><body style='font-family:sans-serif;"
+                f"max-width:32em;margin:3em auto'><h1>This link has expired</h1><p>It pointed to "
+                f"<a href=\"{html.escape(url, quote=True)}\" rel='noopener noreferrer'>{html.escape(url)}</a>.</p>")
+        await _answer(send, 410, page.encode(), [(b"content-type", b"text/html; charset=utf-8"), NO_STORE], head)
+
+    async def _reject(self, send: Send, status: int, reason: str, message: str, head: bool,
+                      extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        metrics.tracking_rejected.labels(reason).inc()
+        await _answer(send, status, _json(reason, message),
+                      [(b"content-type", b"application/json"), NO_STORE, *(extra or [])], head)
+
+    async def close(self) -> None:
+        await self.recorder.close()
+
+
+def _json(reason: str, message: str) -> bytes:
+    return orjson.dumps({"error": reason, "message": message})
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str:
+    for k, v in scope.get("headers") or ():
+        if k == name:
+            return bytes(v).decode("latin-1")
+    return ""
+
+
+def _target(scope: dict[str, Any]) -> str:
+    """The click's destination: the `u` query parameter, as the message had it."""
+    values = parse_qs(bytes(scope.get("query_string") or b"").decode("latin-1"), keep_blank_values=True).get("u")
+    return values[0] if values else ""
+
+
+class TrackingFastPath:
+    """ASGI middleware in front of the admin API: tracking hits go straight to the
+    `Tracker` (no routing, no request objects); everything else to the API."""
+
+    def __init__(self, app: Any, tracker: Tracker) -> None:
+        self.app = app
+        self.tracker = tracker
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith(engagement.PATH_OPEN) or path.startswith(engagement.PATH_CLICK):
+                await self.tracker(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

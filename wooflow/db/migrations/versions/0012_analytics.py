@@ -1,0 +1,132 @@
+"""analytics: messages, opens and clicks, conversions, holdout groups, daily counters.
+
+- rules.holdout_percent: the share of a rule's audience held out as a control group;
+- messages: one row per tracked message sent (its id is the command's idempotency key);
+- engagements: the first open / click of each link of a message (machine opens apart);
+- message_conversions: an order credited to the last message engaged with, one per order;
+- holdout_exposures / holdout_conversions: who a holdout rule reached or held out, and
+  their orders inside the window after it;
+- execution_daily: execution logs counted per (store, rule, day, step, action, status),
+  kept by the log sink as it inserts (filled here from the logs already written).
+
+Revision ID: 0012_analytics
+Revises: 0011_link_key
+Create Date: 2026-12-08
+"""
+from alembic import op
+
+revision = "0012_analytics"
+down_revision = "0011_link_key"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("""
+    ALTER TABLE rules ADD COLUMN holdout_percent double precision NOT NULL DEFAULT 0;
+
+    CREATE TABLE messages (
+        message_id text PRIMARY KEY,
+        store_id varchar(64) NOT NULL,
+        rule_id bigint NOT NULL,
+        step integer NOT NULL,
+        customer_key text NOT NULL,
+        event_id text NOT NULL,
+        channel text NOT NULL DEFAULT 'email',
+        links jsonb NOT NULL DEFAULT '[]'::jsonb,
+        sent_at timestamptz NOT NULL
+    );
+    CREATE INDEX ix_messages_customer ON messages (store_id, customer_key, sent_at);
+    CREATE INDEX ix_messages_rule ON messages (store_id, rule_id, sent_at);
+
+    CREATE TABLE engagements (
+        message_id text NOT NULL,
+        kind text NOT NULL,
+        link integer NOT NULL,
+        machine boolean NOT NULL,
+        store_id varchar(64) NOT NULL,
+        rule_id bigint NOT NULL,
+        step integer NOT NULL,
+        customer_key text NOT NULL,
+        at timestamptz NOT NULL,
+        user_agent text NOT NULL DEFAULT '',
+        PRIMARY KEY (message_id, kind, link, machine)
+    );
+    CREATE INDEX ix_engagements_customer ON engagements (store_id, customer_key, at);
+    CREATE INDEX ix_engagements_rule ON engagements (store_id, rule_id, at);
+
+    CREATE TABLE message_conversions (
+        store_id varchar(64) NOT NULL,
+        order_id bigint NOT NULL,
+        message_id text NOT NULL,
+        rule_id bigint NOT NULL,
+        step integer NOT NULL,
+        customer_key text NOT NULL,
+        touch text NOT NULL,
+        touched_at timestamptz NOT NULL,
+        ordered_at timestamptz NOT NULL,
+        currency text NOT NULL DEFAULT '',
+        revenue numeric(20, 4) NOT NULL,
+        refunded numeric(20, 4) NOT NULL DEFAULT 0,
+        voided boolean NOT NULL DEFAULT false,
+        order_modified timestamptz NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (store_id, order_id)
+    );
+    CREATE INDEX ix_message_conversions_rule ON message_conversions (store_id, rule_id, ordered_at);
+    CREATE INDEX ix_message_conversions_time ON message_conversions (store_id, ordered_at);
+
+    CREATE TABLE holdout_exposures (
+        rule_id bigint NOT NULL,
+        customer_key text NOT NULL,
+        store_id varchar(64) NOT NULL,
+        held_out boolean NOT NULL,
+        event_id text NOT NULL,
+        exposed_at timestamptz NOT NULL,
+        PRIMARY KEY (rule_id, customer_key)
+    );
+    CREATE INDEX ix_holdout_exposures_customer ON holdout_exposures (store_id, customer_key);
+    CREATE INDEX ix_holdout_exposures_rule ON holdout_exposures (store_id, rule_id, exposed_at);
+
+    CREATE TABLE holdout_conversions (
+        rule_id bigint NOT NULL,
+        order_id bigint NOT NULL,
+        store_id varchar(64) NOT NULL,
+        customer_key text NOT NULL,
+        held_out boolean NOT NULL,
+        ordered_at timestamptz NOT NULL,
+        currency text NOT NULL DEFAULT '',
+        revenue numeric(20, 4) NOT NULL,
+        refunded numeric(20, 4) NOT NULL DEFAULT 0,
+        voided boolean NOT NULL DEFAULT false,
+        order_modified timestamptz NOT NULL,
+        PRIMARY KEY (rule_id, order_id)
+    );
+    CREATE INDEX ix_holdout_conversions_customer ON holdout_conversions (rule_id, customer_key);
+    CREATE INDEX ix_holdout_conversions_order ON holdout_conversions (store_id, order_id);
+
+    CREATE TABLE execution_daily (
+        store_id varchar(64) NOT NULL,
+        rule_id bigint NOT NULL,
+        day date NOT NULL,
+        step integer NOT NULL,
+        action_type text NOT NULL,
+        status text NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (store_id, rule_id, day, step, action_type, status)
+    );
+    CREATE INDEX ix_execution_daily_day ON execution_daily (store_id, day);
+
+    INSERT INTO execution_daily (store_id, rule_id, day, step, action_type, status, n)
+    SELECT store_id, rule_id, (executed_at AT TIME ZONE 'UTC')::date, step, action_type, status, count(*)
+    FROM execution_logs WHERE NOT dry_run
+    GROUP BY 1, 2, 3, 4, 5, 6;
+    """)
+
+
+def downgrade() -> None:
+    op.execute("""
+    DROP TABLE execution_daily; DROP TABLE holdout_conversions; DROP TABLE holdout_exposures;
+    DROP TABLE message_conversions; DROP TABLE engagements; DROP TABLE messages;
+    ALTER TABLE rules DROP COLUMN holdout_percent;
+    """)
