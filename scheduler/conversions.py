@@ -1,0 +1,113 @@
+"""An order's credit: to the last message the customer engaged with inside the window, and
+to the holdout comparisons of the rules that reached (or held out) the customer before.
+
+Called by the activity reader for every order event (scheduler/activity.py), in the event's
+savepoint:
+- a purchase (not cancelled, failed, refunded, a draft) is credited once per order id
+  (`message_conversions`, primary key (store, order)): the message with the latest touch —
+  a person's click or open (`engagements`; machine ones only if the store counts them), or
+  its send when the store's `analytics.touch` is `send` — at most `window_days` before the
+  order was created. The order also counts, once per (rule, order), for every holdout rule
+  that reached or held out the customer within the window before it
+  (`holdout_conversions`);
+- every order event then brings the credited rows up to the order as it is now — its
+  total, its refunds (`order.total_refunded`), whether it was cancelled, failed or fully
+  refunded (`voided`) — if it is newer than what they hold (`order_modified`): an older
+  event, a redelivery or a replay of the topic changes nothing.
+
+The customer is the order's key and, for a registered customer's order, the guest they were
+(by the billing email), as for cart attribution.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from sqlalchemy import Connection, text
+
+from wooflow import metrics
+from wooflow.attribution_policy import AttributionPolicy
+from wooflow.schemas.types import Order
+
+VOID = frozenset({"cancelled", "failed", "refunded", "trash"})
+
+# The last touch inside the window: a click beats an open beats a send at the same instant.
+_LAST_TOUCH = text("""
+SELECT message_id, rule_id, step, touch, touched_at FROM (
+    SELECT e.message_id, e.rule_id, e.step, e.kind AS touch, e.at AS touched_at
+    FROM engagements e
+    WHERE e.store_id = :store AND e.customer_key = ANY(CAST(:keys AS text[])) AND e.at <= :at AND e.at > :since
+      AND (:machine OR NOT e.machine)
+    UNION ALL
+    SELECT m.message_id, m.rule_id, m.step, 'send', m.sent_at
+    FROM messages m
+    WHERE :by_send AND m.store_id = :store AND m.customer_key = ANY(CAST(:keys AS text[]))
+      AND m.sent_at <= :at AND m.sent_at > :since
+) t
+ORDER BY touched_at DESC, CASE touch WHEN 'click' THEN 0 WHEN 'open' THEN 1 ELSE 2 END, message_id
+LIMIT 1
+""")
+
+_CREDIT = text("""
+INSERT INTO message_conversions (store_id, order_id, message_id, rule_id, step, customer_key, touch, touched_at,
+                                 ordered_at, currency, revenue, refunded, voided, order_modified)
+VALUES (:store, :order_id, :message_id, :rule_id, :step, :ckey, :touch, :touched_at, :at, :currency, :total,
+        :refunded, false, :modified)
+ON CONFLICT (store_id, order_id) DO NOTHING
+RETURNING order_id
+""")
+
+_HOLDOUT = text("""
+INSERT INTO holdout_conversions (rule_id, order_id, store_id, customer_key, held_out, ordered_at, currency, revenue,
+                                 refunded, voided, order_modified)
+SELECT x.rule_id, :order_id, :store, x.customer_key, x.held_out, :at, :currency, :total, :refunded, false, :modified
+FROM holdout_exposures x
+WHERE x.store_id = :store AND x.customer_key = ANY(CAST(:keys AS text[])) AND x.exposed_at < :at
+  AND x.exposed_at >= :since
+ON CONFLICT (rule_id, order_id) DO NOTHING
+""")
+
+# The order as it is now, if this event is newer than what the credited rows hold.
+_UPDATE = """
+UPDATE {table} SET revenue = :total, refunded = :refunded, voided = :voided, order_modified = :modified
+WHERE store_id = :store AND order_id = :order_id AND order_modified < :modified
+"""
+_UPDATES = [text(_UPDATE.format(table=t)) for t in ("message_conversions", "holdout_conversions")]
+
+
+def record_order_credit(conn: Connection, store: str, keys: list[str], order: Order,
+                        policy: AttributionPolicy) -> None:
+    """Credit a purchase (first sight) and bring credited rows up to this state of the order."""
+    status = str(order.get("status") or "").removeprefix("wc-")
+    at = order["date_created"]
+    total = Decimal(order.get("total") or 0)
+    refunded = min(Decimal(order.get("total_refunded") or 0), total)
+    currency = str(order.get("currency") or "")
+    params = {"store": store, "keys": keys, "ckey": keys[0], "order_id": int(order["id"]), "at": at,
+              "since": at - timedelta(days=policy.window_days), "currency": currency, "total": total,
+              "refunded": refunded, "modified": order.get("date_modified") or at,
+              "voided": status in VOID or (total > 0 and refunded >= total)}
+    if status not in VOID and not status.endswith("draft"):
+        touch = _credit(conn, params, policy)
+        if touch is not None:
+            metrics.conversions_total.labels(store, touch).inc()
+            metrics.attributed_revenue.labels(store, _currency_label(currency)).inc(float(total))
+        conn.execute(_HOLDOUT, params)
+    for stmt in _UPDATES:
+        conn.execute(stmt, params)
+
+
+def _credit(conn: Connection, params: dict[str, object], policy: AttributionPolicy) -> str | None:
+    """Credit the order to the last touch in the window → the touch (click, open, send);
+    None if there is none or the order was credited before."""
+    touch = conn.execute(_LAST_TOUCH, {**params, "machine": policy.count_machine,
+                                       "by_send": policy.touch == "send"}).mappings().first()
+    if touch is None or conn.execute(_CREDIT, {**params, **touch}).first() is None:
+        return None
+    return str(touch["touch"])
+
+
+def _currency_label(currency: str) -> str:
+    """ISO 4217 codes only: the label's values stay a fixed set."""
+    return currency.upper() if len(currency) == 3 and currency.isalpha() else "other"
