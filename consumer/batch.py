@@ -4,6 +4,10 @@
 Kafka: the runner produces what this returns (commands, re-routed events), and saves
 `state` (after the commands are acknowledged, before offsets move).
 
+Holdout rules (wooflow/holdout.py) decide after the frequency limits: their control group
+gets no commands (`held_out`, logged by the runner) and both sides become exposures saved
+with the state.
+
 Linking (consumer/merge.py): a registered customer's event with an email whose guest key
 the customer has not looked at yet loads that guest with the batch's other rows (one
 query) and folds it into the customer before any event is applied. Events of a guest
@@ -28,7 +32,8 @@ from wooflow.consumer.engine import Match, RuleEngine
 from wooflow.consumer.merge import LINKED, Merge, email_of, fold_customer, fold_firing, guest_key
 from wooflow.consumer.state import Firing, StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty
-from wooflow.consumer.values import Envelope, as_order_event, ms
+from wooflow.consumer.values import Envelope, as_order_event, ms, to_datetime
+from wooflow.holdout import Exposure, held_out
 from wooflow.schemas.codec import Record
 from wooflow.schemas.types import ActionCommand
 
@@ -61,6 +66,7 @@ class Outcome:
     failed: list[tuple[Item, str, str]] = field(default_factory=list)  # (item, reason, error)
     matches: list[tuple[Item, Match]] = field(default_factory=list)
     skipped_by_frequency: int = 0
+    held_out: list[tuple[Item, Match, Exposure]] = field(default_factory=list)  # a holdout rule's control group
     state: StateBatch = field(default_factory=StateBatch)
     rerouted: list[tuple[Item, str]] = field(default_factory=list)  # (event of a merged guest, its customer's key)
 
@@ -115,7 +121,7 @@ class BatchProcessor:
         self._evaluate(items, out, moved, only_rules)
         if not out.matches:
             return out
-        due = self._limit(out)
+        due = _holdout(out, self._limit(out))
         if plan_only:
             _plan(out, due)
         else:
@@ -293,6 +299,28 @@ class BatchProcessor:
         if self.full_decode is not None:
             return self.full_decode(it.raw)[1]
         return it.event
+
+
+def _holdout(out: Outcome, due: list[tuple[Item, Match]]) -> list[tuple[Item, Match]]:
+    """Holdout rules (wooflow/holdout.py): their control group gets no commands; both sides
+    are recorded as exposures with the state (the first one per rule and customer counts)."""
+    kept: list[tuple[Item, Match]] = []
+    for it, m in due:
+        percent = m.rule.spec.holdout_percent
+        if not percent:
+            kept.append((it, m))
+            continue
+        ev = it.event
+        ckey = ev["customer_key"]
+        control = held_out(m.rule.id, ckey, percent)
+        x = Exposure(ev["store_id"], m.rule.id, ckey, control, str(ev["event_id"]),
+                     to_datetime(ev.get("occurred_at")) or datetime.now(timezone.utc))
+        out.state.exposures.append(x)
+        if control:
+            out.held_out.append((it, m, x))
+        else:
+            kept.append((it, m))
+    return kept
 
 
 def _plan(out: Outcome, due: list[tuple[Item, Match]]) -> None:

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 import orjson
 from sqlalchemy import Connection
 
+from wooflow import holdout
 from wooflow.consumer.values import to_datetime
 from wooflow.db.engine import driver_cursor
+from wooflow.holdout import Exposure
 from wooflow.jsontypes import JSONObject, JSONValue, as_object
 
 if TYPE_CHECKING:
@@ -330,6 +332,8 @@ class StateBatch:
         self.order_versions: dict[tuple[str, int], str] = {}
         # guests folded into customers by this batch (consumer/merge.py), by (store, guest key)
         self.merges: dict[tuple[str, str], Merge] = {}
+        # customers entering holdout rules (wooflow/holdout.py), written with the firings
+        self.exposures: list[Exposure] = []
 
     # --- reading ---------------------------------------------------------------------
     def load(self, conn: Connection, customers: set[tuple[str, str]], orders: set[tuple[str, int]],
@@ -451,6 +455,7 @@ class StateBatch:
                 o = self.orders[(store, oid)]
                 o.first_event_id, o.created_ms, o.total = first_event_id, created_ms, Decimal(total)
                 self.order_versions[(store, oid)] = x
+        holdout.save(conn, [x for x in self.exposures if (x.store_id, x.customer_key) not in lost])
         fs = [f for f in self.firings.values() if f.dirty and (f.store_id, f.customer_key) not in lost]
         if fs:
             cur.execute(_SAVE_FIRINGS, {

@@ -1,7 +1,8 @@
 """`wooflow sink`: automation.logs → execution_logs, batched and idempotent.
 
 Rows are keyed by log_id, so a batch re-read after a crash inserts nothing twice (and a
-worker re-emitting the log of an already finished command adds nothing). Rows older than
+worker re-emitting the log of an already finished command adds nothing). The logs a batch
+wrote are counted per rule and day in the same transaction (sink/daily.py). Rows older than
 the retention (`--retention-days` or WOOFLOW_EXECUTION_LOG_RETENTION_DAYS) are deleted
 at most once an hour.
 """
@@ -29,6 +30,7 @@ from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.schemas.types import EXECUTION_LOG, ExecutionLog
 from wooflow.settings import Settings
+from wooflow.sink import daily
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,12 @@ class LogSink:
                 dead_letter(self.producer, self.codec, self.settings, msg, stage="sink", reason="undecodable",
                             error=str(exc))
         if rows:
+            t = execution_logs.c
             with self.engine.begin() as conn:
-                conn.execute(insert(execution_logs).on_conflict_do_nothing(index_elements=["log_id"]), rows)
+                written = conn.execute(insert(execution_logs).on_conflict_do_nothing(index_elements=["log_id"])
+                                       .returning(t.store_id, t.rule_id, t.step, t.action_type, t.status,
+                                                  t.executed_at, t.dry_run), rows).all()
+                daily.count(conn, written)
             metrics.logs_written.inc(len(rows))
         self.purge()
 

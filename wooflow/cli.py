@@ -142,7 +142,9 @@ def api(host: Annotated[str | None, typer.Option(help="Listen address")] = None,
 
     s = get_settings()
     setup_logging(s)
-    uvicorn.run(create_app(s), host=host or s.api_host, port=port or s.api_port, log_level="warning")
+    # X-Forwarded-For is believed from the proxies listed only (the tracking links' per-address rate limit)
+    uvicorn.run(create_app(s), host=host or s.api_host, port=port or s.api_port, log_level="warning",
+                access_log=False, proxy_headers=True, forwarded_allow_ips=s.api_forwarded_allow_ips)
 
 
 @app.command("token")

@@ -37,6 +37,7 @@ ROUTERS: list[str] = [
     "wooflow.api.consent:router",  # consent records (workers)
     "wooflow.api.consent:public_router",  # unsubscribe links, no token (workers)
     "wooflow.api.templates:router",  # workflow templates: list, install (scheduler)
+    "wooflow.api.analytics:router",  # funnel, revenue, holdout lift, attribution settings
     "wooflow.scheduler.recovery:router",  # cart recovery links, no token (scheduler)
 ]
 

@@ -1,0 +1,182 @@
+"""The analytics API's reads: one store's funnel per rule, step and day over a range of UTC
+days, from the tables built to answer them without scanning logs:
+
+- executions by status: `execution_daily` (the log sink's counts per rule and day);
+- opens and clicks: `engagements` (one row per message, kind, link: unique counts);
+- conversions and revenue: `message_conversions` (net of refunds; a cancelled, failed or
+  fully refunded order counts neither);
+- holdout groups: `holdout_exposures` against `holdout_conversions`, per customer.
+
+Each function is one query for the whole store (or one rule), grouped in SQL.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+
+from sqlalchemy import Connection, text
+
+from wooflow.lift import Group
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A range of UTC days, both ends included; `start`/`end` bound its instants."""
+
+    since: date
+    until: date
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.since, time(), timezone.utc)
+
+    @property
+    def end(self) -> datetime:
+        return datetime.combine(self.until + timedelta(days=1), time(), timezone.utc)
+
+
+@dataclass
+class Counts:
+    """One cell of the funnel (a rule, a step, a day...)."""
+
+    executions: dict[str, int] = field(default_factory=dict)  # by status
+    sends: int = 0
+    opened: int = 0
+    clicked: int = 0
+    conversions: int = 0
+    revenue: dict[str, Decimal] = field(default_factory=dict)  # by currency, net of refunds
+    refunded: dict[str, Decimal] = field(default_factory=dict)
+
+    def add(self, other: Counts) -> None:
+        for k, v in other.executions.items():
+            self.executions[k] = self.executions.get(k, 0) + v
+        self.sends += other.sends
+        self.opened += other.opened
+        self.clicked += other.clicked
+        self.conversions += other.conversions
+        for money, more in ((self.revenue, other.revenue), (self.refunded, other.refunded)):
+            for cur, amount in more.items():
+                money[cur] = money.get(cur, Decimal(0)) + amount
+
+
+# (rule, step) or (rule, day) → Counts
+Cells = dict[tuple[int, object], Counts]
+
+_EXECUTIONS = """
+SELECT rule_id, {key} AS k, action_type, status, sum(n)::bigint AS n
+FROM execution_daily
+WHERE store_id = :store AND day >= :since AND day <= :until {rule}
+GROUP BY rule_id, {key}, action_type, status
+"""
+_ENGAGEMENT = """
+SELECT rule_id, {key} AS k,
+       count(DISTINCT message_id) AS opened,
+       count(DISTINCT message_id) FILTER (WHERE kind = 'click') AS clicked
+FROM engagements
+WHERE store_id = :store AND at >= :start AND at < :end AND (:machine OR NOT machine) {rule}
+GROUP BY rule_id, {key}
+"""
+_CONVERSIONS = """
+SELECT rule_id, {key} AS k, currency,
+       count(*) FILTER (WHERE NOT voided) AS conversions,
+       coalesce(sum(CASE WHEN voided THEN 0 ELSE revenue - refunded END), 0) AS revenue,
+       coalesce(sum(refunded), 0) AS refunded
+FROM message_conversions
+WHERE store_id = :store AND ordered_at >= :start AND ordered_at < :end {rule}
+GROUP BY rule_id, {key}, currency
+"""
+_DAY = {"execution_daily": "day", "engagements": "(at AT TIME ZONE 'UTC')::date",
+        "message_conversions": "(ordered_at AT TIME ZONE 'UTC')::date"}
+
+_HOLDOUT = text("""
+WITH x AS (
+    SELECT rule_id, customer_key, held_out FROM holdout_exposures
+    WHERE store_id = :store AND exposed_at >= :start AND exposed_at < :end
+      AND (CAST(:rule AS bigint) IS NULL OR rule_id = :rule)
+), c AS (
+    SELECT hc.rule_id, hc.customer_key,
+           count(*) FILTER (WHERE NOT hc.voided) AS orders,
+           sum(CASE WHEN hc.voided OR hc.currency <> :currency THEN 0 ELSE hc.revenue - hc.refunded END) AS revenue
+    FROM holdout_conversions hc JOIN x ON x.rule_id = hc.rule_id AND x.customer_key = hc.customer_key
+    GROUP BY hc.rule_id, hc.customer_key
+)
+SELECT x.rule_id, x.held_out, count(*) AS customers, count(*) FILTER (WHERE c.orders > 0) AS converted,
+       coalesce(sum(c.revenue), 0) AS revenue, coalesce(sum(c.revenue * c.revenue), 0) AS revenue_sq
+FROM x LEFT JOIN c ON c.rule_id = x.rule_id AND c.customer_key = x.customer_key
+GROUP BY x.rule_id, x.held_out
+""")
+
+
+def _params(store: str, span: Span, rule: int | None, machine: bool) -> dict[str, object]:
+    return {"store": store, "since": span.since, "until": span.until, "start": span.start, "end": span.end,
+            "rule": rule, "machine": machine}
+
+
+def _sql(template: str, table: str, by_day: bool, rule: int | None) -> str:
+    return template.format(key=_DAY[table] if by_day else "step", rule="AND rule_id = :rule" if rule else "")
+
+
+def cells(conn: Connection, store: str, span: Span, *, by_day: bool = False, rule: int | None = None,
+          machine: bool = False, message_actions: tuple[str, ...] = ()) -> Cells:
+    """The funnel per (rule, step) — or (rule, UTC day) — of one store, or of one rule."""
+    params = _params(store, span, rule, machine)
+    out: Cells = defaultdict(Counts)
+    for r in conn.execute(text(_sql(_EXECUTIONS, "execution_daily", by_day, rule)), params):
+        c = out[(int(r.rule_id), r.k)]
+        c.executions[r.status] = c.executions.get(r.status, 0) + int(r.n)
+        if r.status == "succeeded" and r.action_type in message_actions:
+            c.sends += int(r.n)
+    for r in conn.execute(text(_sql(_ENGAGEMENT, "engagements", by_day, rule)), params):
+        c = out[(int(r.rule_id), r.k)]
+        c.opened, c.clicked = int(r.opened), int(r.clicked)
+    for r in conn.execute(text(_sql(_CONVERSIONS, "message_conversions", by_day, rule)), params):
+        c = out[(int(r.rule_id), r.k)]
+        c.conversions += int(r.conversions)
+        c.revenue[r.currency] = c.revenue.get(r.currency, Decimal(0)) + Decimal(r.revenue)
+        c.refunded[r.currency] = c.refunded.get(r.currency, Decimal(0)) + Decimal(r.refunded)
+    return dict(out)
+
+
+def by_step(conn: Connection, store: str, span: Span, rule: int | None, machine: bool,
+            message_actions: tuple[str, ...]) -> dict[tuple[int, int], Counts]:
+    """The funnel per (rule, step)."""
+    found = cells(conn, store, span, rule=rule, machine=machine, message_actions=message_actions)
+    return {(r, int(str(k))): c for (r, k), c in found.items()}
+
+
+def by_day(conn: Connection, store: str, span: Span, rule: int | None, machine: bool,
+           message_actions: tuple[str, ...]) -> dict[tuple[int, date], Counts]:
+    """The funnel per (rule, UTC day)."""
+    found = cells(conn, store, span, by_day=True, rule=rule, machine=machine, message_actions=message_actions)
+    return {(r, k): c for (r, k), c in found.items() if isinstance(k, date)}
+
+
+def step_actions(conn: Connection, store: str, span: Span, rule: int) -> dict[int, str]:
+    """The action each step of the rule ran in the range (its current definition may differ)."""
+    rows = conn.execute(text("SELECT DISTINCT ON (step) step, action_type FROM execution_daily "
+                             "WHERE store_id = :store AND rule_id = :rule AND day >= :since AND day <= :until "
+                             "ORDER BY step, day DESC"), _params(store, span, rule, False))
+    return {int(r.step): str(r.action_type) for r in rows}
+
+
+def holdout_groups(conn: Connection, store: str, span: Span, currency: str,
+                   rule: int | None = None) -> dict[int, dict[bool, Group]]:
+    """rule → {held_out: Group} for the customers who entered a holdout rule in the range."""
+    out: dict[int, dict[bool, Group]] = defaultdict(dict)
+    for r in conn.execute(_HOLDOUT, {**_params(store, span, rule, False), "currency": currency}):
+        out[int(r.rule_id)][bool(r.held_out)] = Group(int(r.customers), int(r.converted), float(r.revenue),
+                                                       float(r.revenue_sq))
+    return dict(out)
+
+
+_FORGET = [text(f"DELETE FROM {t} WHERE store_id = :store AND rule_id = :rule") for t in (
+    "execution_daily", "messages", "engagements", "message_conversions", "holdout_exposures", "holdout_conversions")]
+
+
+def forget_rule(conn: Connection, store: str, rule: int) -> None:
+    """A deleted rule's analytics go with its execution logs (in the caller's transaction)."""
+    for stmt in _FORGET:
+        conn.execute(stmt, {"store": store, "rule": rule})
