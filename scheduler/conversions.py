@@ -61,7 +61,8 @@ RETURNING order_id
 _HOLDOUT = text("""
 INSERT INTO holdout_conversions (rule_id, order_id, store_id, customer_key, held_out, ordered_at, currency, revenue,
                                  refunded, voided, order_modified)
-SELECT x.rule_id, :order_id, :store, x.customer_key, x.held_out, :at, :currency, :total, :refunded, false, :modified
+SELECT x.rule_id, :order_id, x.store_id, x.customer_key, x.held_out, :at, :currency, :total, :refunded, false,
+       :modified
 FROM holdout_exposures x
 WHERE x.store_id = :store AND x.customer_key = ANY(CAST(:keys AS text[])) AND x.exposed_at < :at
   AND x.exposed_at >= :since

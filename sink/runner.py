@@ -60,6 +60,7 @@ class LogSink:
         # --retention-days wins over WOOFLOW_EXECUTION_LOG_RETENTION_DAYS; neither: keep everything.
         self.retention_days = retention_days if retention_days is not None else settings.execution_log_retention_days
         self._last_purge = datetime.min.replace(tzinfo=timezone.utc)
+        self.ready = threading.Event()
 
     def handle(self, batch: list[Message]) -> None:
         rows = []
@@ -98,6 +99,7 @@ class LogSink:
     def run(self, stop: threading.Event) -> None:
         consumer = make_consumer(self.settings, self.settings.sink_group, [self.settings.topic(topics.LOGS)])
         checkpoint = Checkpoint(consumer, self.producer)
+        self.ready.set()
         log.info("log sink running (group %s)", self.settings.sink_group)
         run_batches(consumer, checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
                     timeout=self.settings.batch_timeout_s, on_idle=self.purge)
