@@ -1,19 +1,22 @@
-"""An order's credit: to the last message the customer engaged with inside the window, and
-to the holdout comparisons of the rules that reached (or held out) the customer before.
+"""An order's credit to the last message the customer engaged with inside the window, and
+the orders holdout groups are compared on.
 
 Called by the activity reader for every order event (scheduler/activity.py), in the event's
 savepoint:
 - a purchase (not cancelled, failed, refunded, a draft) is credited once per order id
   (`message_conversions`, primary key (store, order)): the message with the latest touch —
   a person's click or open (`engagements`; machine ones only if the store counts them), or
-  its send when the store's `analytics.touch` is `send` — at most `window_days` before the
-  order was created. The order also counts, once per (rule, order), for every holdout rule
-  that reached or held out the customer within the window before it
-  (`holdout_conversions`);
-- every order event then brings the credited rows up to the order as it is now — its
+  its send when the store's `analytics.touch` is `send` — within `window_days` before the
+  order was created, and strictly before it: a touch recorded after the order was first
+  read is never before its creation, so a replay credits what the first reading did;
+- a purchase is kept under each key of its customer (`customer_orders`); the analytics API
+  matches them with holdout exposures in the window when it is asked (wooflow/api/funnel.py),
+  so it does not matter whether the rule consumer or this reader saw the customer first;
+- every order event then brings both up to the order as it is now — its
   total, its refunds (`order.total_refunded`), whether it was cancelled, failed or fully
-  refunded (`voided`) — if it is newer than what they hold (`order_modified`): an older
-  event, a redelivery or a replay of the topic changes nothing.
+  refunded (`voided`) — unless it is older than what they hold (`order_modified`): an
+  older event arriving late changes nothing, a redelivery or a replay of the topic (the
+  same states in the same order) ends where it was.
 
 The customer is the order's key and, for a registered customer's order, the guest they were
 (by the billing email), as for cart attribution.
@@ -37,13 +40,13 @@ _LAST_TOUCH = text("""
 SELECT message_id, rule_id, step, touch, touched_at FROM (
     SELECT e.message_id, e.rule_id, e.step, e.kind AS touch, e.at AS touched_at
     FROM engagements e
-    WHERE e.store_id = :store AND e.customer_key = ANY(CAST(:keys AS text[])) AND e.at <= :at AND e.at > :since
+    WHERE e.store_id = :store AND e.customer_key = ANY(CAST(:keys AS text[])) AND e.at < :at AND e.at >= :since
       AND (:machine OR NOT e.machine)
     UNION ALL
     SELECT m.message_id, m.rule_id, m.step, 'send', m.sent_at
     FROM messages m
     WHERE :by_send AND m.store_id = :store AND m.customer_key = ANY(CAST(:keys AS text[]))
-      AND m.sent_at <= :at AND m.sent_at > :since
+      AND m.sent_at < :at AND m.sent_at >= :since
 ) t
 ORDER BY touched_at DESC, CASE touch WHEN 'click' THEN 0 WHEN 'open' THEN 1 ELSE 2 END, message_id
 LIMIT 1
@@ -58,23 +61,22 @@ ON CONFLICT (store_id, order_id) DO NOTHING
 RETURNING order_id
 """)
 
-_HOLDOUT = text("""
-INSERT INTO holdout_conversions (rule_id, order_id, store_id, customer_key, held_out, ordered_at, currency, revenue,
-                                 refunded, voided, order_modified)
-SELECT x.rule_id, :order_id, x.store_id, x.customer_key, x.held_out, :at, :currency, :total, :refunded, false,
-       :modified
-FROM holdout_exposures x
-WHERE x.store_id = :store AND x.customer_key = ANY(CAST(:keys AS text[])) AND x.exposed_at < :at
-  AND x.exposed_at >= :since
-ON CONFLICT (rule_id, order_id) DO NOTHING
+_ORDER = text("""
+INSERT INTO customer_orders (store_id, customer_key, order_id, ordered_at, currency, revenue, refunded, voided,
+                             order_modified)
+SELECT :store, k, :order_id, :at, :currency, :total, :refunded, false, :modified
+FROM unnest(CAST(:keys AS text[])) AS k
+ON CONFLICT (store_id, customer_key, order_id) DO NOTHING
 """)
 
-# The order as it is now, if this event is newer than what the credited rows hold.
+# The order as it is now, unless this event is older than what the credited rows hold
+# (WooCommerce's modification times have whole seconds: a refund in the same second as the
+# order's creation is no older; one customer's events arrive in order, so the later wins).
 _UPDATE = """
 UPDATE {table} SET revenue = :total, refunded = :refunded, voided = :voided, order_modified = :modified
-WHERE store_id = :store AND order_id = :order_id AND order_modified < :modified
+WHERE store_id = :store AND order_id = :order_id AND order_modified <= :modified
 """
-_UPDATES = [text(_UPDATE.format(table=t)) for t in ("message_conversions", "holdout_conversions")]
+_UPDATES = [text(_UPDATE.format(table=t)) for t in ("message_conversions", "customer_orders")]
 
 
 def record_order_credit(conn: Connection, store: str, keys: list[str], order: Order,
@@ -94,7 +96,7 @@ def record_order_credit(conn: Connection, store: str, keys: list[str], order: Or
         if touch is not None:
             metrics.conversions_total.labels(store, touch).inc()
             metrics.attributed_revenue.labels(store, _currency_label(currency)).inc(float(total))
-        conn.execute(_HOLDOUT, params)
+        conn.execute(_ORDER, params)
     for stmt in _UPDATES:
         conn.execute(stmt, params)
 

@@ -20,6 +20,7 @@ from tests.harness import api_client, bearer
 from tests.pipeline import add_rule
 from tests.rules_kit import T0, ConsumerThread, EventProducer, customer_event, order_event
 from tests.support import make_store, read_topic, wait_until_consumed
+from wooflow.holdout import held_out
 from wooflow.kafka import topics
 from wooflow.scheduler.activity import ActivityReader
 from wooflow.settings import Settings
@@ -40,9 +41,29 @@ def test_ten_thousand_customers_with_a_ten_percent_holdout(settings: Settings, e
     producer = EventProducer(s)
     for cid in range(1, CUSTOMERS + 1):
         producer.send("CustomerEvent", customer_event(store.id, cid, email=f"c{cid}@example.com", at=T0))
+    # their orders (treated customers convert more; orders after the window or before the rule
+    # do not count), read by the activity reader before the rule consumer saw anyone: which of
+    # the two gets there first does not matter
+    rng = random.Random(18)
+    revenue: dict[str, float] = {}
+    oid = 0
+    for cid in range(1, CUSTOMERS + 1):
+        key = f"c{cid}"
+        if rng.random() < (0.08 if held_out(rule, key, 10) else 0.12):
+            oid += 1
+            total = Decimal(rng.randrange(2000, 20000)) / 100
+            producer.send("OrderEvent", order_event(store.id, oid, customer_id=cid, total=str(total),
+                                                    created=T0 + timedelta(days=rng.choice([1, 2, 4]))))
+            revenue[key] = float(total)
+        elif rng.random() < 0.05:
+            oid += 1
+            late = T0 + timedelta(days=9) if rng.random() < 0.5 else T0 - timedelta(days=1)
+            producer.send("OrderEvent", order_event(store.id, oid, customer_id=cid, total="50.00", created=late))
     producer.flush()
+    with RoleThread(ActivityReader(s, engine), "activity"):
+        wait_until_consumed(s, s.scheduler_group, [topics.ORDERS], timeout=180)
     with ConsumerThread(s), WorkerThread(s), RoleThread(LogSink(s), "sink"):
-        wait_until_consumed(s, s.rules_group, [topics.CUSTOMERS], timeout=180)
+        wait_until_consumed(s, s.rules_group, [topics.CUSTOMERS, topics.ORDERS], timeout=180)
         wait_until_consumed(s, s.workers_group, [topics.COMMANDS], timeout=180)
         wait_until_consumed(s, s.sink_group, [topics.LOGS], timeout=180)
 
@@ -60,26 +81,6 @@ def test_ten_thousand_customers_with_a_ten_percent_holdout(settings: Settings, e
     assert abs(len(control) - CUSTOMERS * 0.1) < 4 * sd, len(control)  # within 4 standard deviations (±120)
     logs = [r for _, r in read_topic(s, topics.LOGS, 30) if r["status"] == "held_out"]
     assert sorted(r["customer_key"] for r in logs) == sorted(control)
-
-    # orders: treated customers convert more; orders outside the window or before the rule do not count
-    rng = random.Random(18)
-    revenue: dict[str, float] = {}
-    oid = 0
-    for cid in range(1, CUSTOMERS + 1):
-        key = f"c{cid}"
-        if rng.random() < (0.08 if key in control else 0.12):
-            oid += 1
-            total = Decimal(rng.randrange(2000, 20000)) / 100
-            producer.send("OrderEvent", order_event(store.id, oid, customer_id=cid, total=str(total),
-                                                    created=T0 + timedelta(days=rng.choice([1, 2, 4]))))
-            revenue[key] = float(total)
-        elif rng.random() < 0.05:
-            oid += 1
-            late = T0 + timedelta(days=9) if rng.random() < 0.5 else T0 - timedelta(days=1)
-            producer.send("OrderEvent", order_event(store.id, oid, customer_id=cid, total="50.00", created=late))
-    producer.flush()
-    with RoleThread(ActivityReader(s, engine), "activity"):
-        wait_until_consumed(s, s.scheduler_group, [topics.ORDERS], timeout=180)
 
     client = api_client(settings)
     day = T0.date().isoformat()
@@ -118,7 +119,6 @@ def test_ten_thousand_customers_with_a_ten_percent_holdout(settings: Settings, e
 def test_a_scheduler_trigger_holds_out_the_same_customers(engine: Engine) -> None:
     from wooflow.consumer.engine import RuleEngine
     from wooflow.consumer.rules import RuleCache
-    from wooflow.holdout import held_out
     from wooflow.scheduler import triggers as _registered  # noqa: F401 - the scheduler's triggers
     from wooflow.scheduler.synth import Candidate, Firer
     from wooflow.stores import StoreCache

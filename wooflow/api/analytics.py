@@ -172,7 +172,7 @@ def summary(request: Request, who: CurrentStore, since: Since = None, until: Unt
     with engine.connect() as conn:
         known = _rules(conn, who.store_id)
         cells = funnel.by_step(conn, who.store_id, span, None, policy.count_machine, MESSAGE_ACTIONS)
-        groups = funnel.holdout_groups(conn, who.store_id, span, store.currency)
+        groups = funnel.holdout_groups(conn, who.store_id, span, store.currency, policy.window_days)
     per_rule: dict[int, funnel.Counts] = {rid: funnel.Counts() for rid, _, _ in known}
     for (rid, _), c in cells.items():
         per_rule.setdefault(rid, funnel.Counts()).add(c)
@@ -205,7 +205,7 @@ def rule_report(request: Request, who: CurrentStore, rule_id: int, since: Since 
         steps_of = funnel.by_step(conn, who.store_id, span, rule_id, policy.count_machine, MESSAGE_ACTIONS)
         days_of = funnel.by_day(conn, who.store_id, span, rule_id, policy.count_machine, MESSAGE_ACTIONS)
         actions = funnel.step_actions(conn, who.store_id, span, rule_id)
-        groups = funnel.holdout_groups(conn, who.store_id, span, store.currency, rule_id)
+        groups = funnel.holdout_groups(conn, who.store_id, span, store.currency, policy.window_days, rule_id)
     _, name, pct = found[0]
     total = funnel.Counts()
     steps = []

@@ -5,7 +5,8 @@ days, from the tables built to answer them without scanning logs:
 - opens and clicks: `engagements` (one row per message, kind, link: unique counts);
 - conversions and revenue: `message_conversions` (net of refunds; a cancelled, failed or
   fully refunded order counts neither);
-- holdout groups: `holdout_exposures` against `holdout_conversions`, per customer.
+- holdout groups: `holdout_exposures` against the customers' orders in the window after
+  (`customer_orders`), per customer, matched here: the window is the store's as it is now.
 
 Each function is one query for the whole store (or one rule), grouped in SQL.
 """
@@ -93,15 +94,16 @@ _DAY = {"execution_daily": "day", "engagements": "(at AT TIME ZONE 'UTC')::date"
 
 _HOLDOUT = text("""
 WITH x AS (
-    SELECT rule_id, customer_key, held_out FROM holdout_exposures
+    SELECT rule_id, customer_key, held_out, exposed_at FROM holdout_exposures
     WHERE store_id = :store AND exposed_at >= :start AND exposed_at < :end
       AND (CAST(:rule AS bigint) IS NULL OR rule_id = :rule)
 ), c AS (
-    SELECT hc.rule_id, hc.customer_key,
-           count(*) FILTER (WHERE NOT hc.voided) AS orders,
-           sum(CASE WHEN hc.voided OR hc.currency <> :currency THEN 0 ELSE hc.revenue - hc.refunded END) AS revenue
-    FROM holdout_conversions hc JOIN x ON x.rule_id = hc.rule_id AND x.customer_key = hc.customer_key
-    GROUP BY hc.rule_id, hc.customer_key
+    SELECT x.rule_id, x.customer_key,
+           count(*) FILTER (WHERE NOT o.voided) AS orders,
+           sum(CASE WHEN o.voided OR o.currency <> :currency THEN 0 ELSE o.revenue - o.refunded END) AS revenue
+    FROM x JOIN customer_orders o ON o.store_id = :store AND o.customer_key = x.customer_key
+        AND o.ordered_at > x.exposed_at AND o.ordered_at <= x.exposed_at + make_interval(days => :window)
+    GROUP BY x.rule_id, x.customer_key
 )
 SELECT x.rule_id, x.held_out, count(*) AS customers, count(*) FILTER (WHERE c.orders > 0) AS converted,
        coalesce(sum(c.revenue), 0) AS revenue, coalesce(sum(c.revenue * c.revenue), 0) AS revenue_sq
@@ -162,18 +164,20 @@ def step_actions(conn: Connection, store: str, span: Span, rule: int) -> dict[in
     return {int(r.step): str(r.action_type) for r in rows}
 
 
-def holdout_groups(conn: Connection, store: str, span: Span, currency: str,
+def holdout_groups(conn: Connection, store: str, span: Span, currency: str, window_days: int,
                    rule: int | None = None) -> dict[int, dict[bool, Group]]:
-    """rule → {held_out: Group} for the customers who entered a holdout rule in the range."""
+    """rule → {held_out: Group} for the customers who entered a holdout rule in the range,
+    with their orders in the `window_days` after."""
     out: dict[int, dict[bool, Group]] = defaultdict(dict)
-    for r in conn.execute(_HOLDOUT, {**_params(store, span, rule, False), "currency": currency}):
+    for r in conn.execute(_HOLDOUT, {**_params(store, span, rule, False), "currency": currency,
+                                     "window": window_days}):
         out[int(r.rule_id)][bool(r.held_out)] = Group(int(r.customers), int(r.converted), float(r.revenue),
                                                        float(r.revenue_sq))
     return dict(out)
 
 
 _FORGET = [text(f"DELETE FROM {t} WHERE store_id = :store AND rule_id = :rule") for t in (
-    "execution_daily", "messages", "engagements", "message_conversions", "holdout_exposures", "holdout_conversions")]
+    "execution_daily", "messages", "engagements", "message_conversions", "holdout_exposures")]
 
 
 def forget_rule(conn: Connection, store: str, rule: int) -> None:

@@ -525,21 +525,19 @@ holdout_exposures = Table(
     Index("ix_holdout_exposures_rule", "store_id", "rule_id", "exposed_at"),
 )
 
-holdout_conversions = Table(
-    "holdout_conversions", metadata,
-    Column("rule_id", BigInteger, primary_key=True),
+customer_orders = Table(
+    "customer_orders", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("customer_key", Text, primary_key=True),  # the order's key, and the guest key of its billing email
     Column("order_id", BigInteger, primary_key=True),
-    Column("store_id", String(64), nullable=False),
-    Column("customer_key", Text, nullable=False),  # as exposed
-    Column("held_out", Boolean, nullable=False),
     Column("ordered_at", DateTime(timezone=True), nullable=False),
     Column("currency", Text, nullable=False, server_default=""),
     Column("revenue", Numeric(20, 4), nullable=False),
     Column("refunded", Numeric(20, 4), nullable=False, server_default="0"),
     Column("voided", Boolean, nullable=False, server_default=text("false")),
     Column("order_modified", DateTime(timezone=True), nullable=False),
-    Index("ix_holdout_conversions_customer", "rule_id", "customer_key"),
-    Index("ix_holdout_conversions_order", "store_id", "order_id"),
+    Index("ix_customer_orders_time", "store_id", "customer_key", "ordered_at"),
+    Index("ix_customer_orders_order", "store_id", "order_id"),
 )
 
 execution_daily = Table(

@@ -4,8 +4,9 @@
 - messages: one row per tracked message sent (its id is the command's idempotency key);
 - engagements: the first open / click of each link of a message (machine opens apart);
 - message_conversions: an order credited to the last message engaged with, one per order;
-- holdout_exposures / holdout_conversions: who a holdout rule reached or held out, and
-  their orders inside the window after it;
+- holdout_exposures: who a holdout rule reached or held out, and when;
+- customer_orders: every purchase under each key of its customer (the order's key and the
+  guest they were), kept up to date with refunds: what holdout groups bought;
 - execution_daily: execution logs counted per (store, rule, day, step, action, status),
   kept by the log sink as it inserts (filled here from the logs already written).
 
@@ -88,22 +89,20 @@ def upgrade() -> None:
     CREATE INDEX ix_holdout_exposures_customer ON holdout_exposures (store_id, customer_key);
     CREATE INDEX ix_holdout_exposures_rule ON holdout_exposures (store_id, rule_id, exposed_at);
 
-    CREATE TABLE holdout_conversions (
-        rule_id bigint NOT NULL,
-        order_id bigint NOT NULL,
+    CREATE TABLE customer_orders (
         store_id varchar(64) NOT NULL,
         customer_key text NOT NULL,
-        held_out boolean NOT NULL,
+        order_id bigint NOT NULL,
         ordered_at timestamptz NOT NULL,
         currency text NOT NULL DEFAULT '',
         revenue numeric(20, 4) NOT NULL,
         refunded numeric(20, 4) NOT NULL DEFAULT 0,
         voided boolean NOT NULL DEFAULT false,
         order_modified timestamptz NOT NULL,
-        PRIMARY KEY (rule_id, order_id)
+        PRIMARY KEY (store_id, customer_key, order_id)
     );
-    CREATE INDEX ix_holdout_conversions_customer ON holdout_conversions (rule_id, customer_key);
-    CREATE INDEX ix_holdout_conversions_order ON holdout_conversions (store_id, order_id);
+    CREATE INDEX ix_customer_orders_time ON customer_orders (store_id, customer_key, ordered_at);
+    CREATE INDEX ix_customer_orders_order ON customer_orders (store_id, order_id);
 
     CREATE TABLE execution_daily (
         store_id varchar(64) NOT NULL,
@@ -126,7 +125,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("""
-    DROP TABLE execution_daily; DROP TABLE holdout_conversions; DROP TABLE holdout_exposures;
+    DROP TABLE execution_daily; DROP TABLE customer_orders; DROP TABLE holdout_exposures;
     DROP TABLE message_conversions; DROP TABLE engagements; DROP TABLE messages;
     ALTER TABLE rules DROP COLUMN holdout_percent;
     """)
