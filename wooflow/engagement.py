@@ -106,7 +106,24 @@ def sign(key: bytes, m: Message, link: int = PIXEL, url: str = "") -> str:
     return f"{_b64(payload)}.{_b64(hmac.new(key, payload, hashlib.sha256).digest()[:MAC_BYTES])}"
 
 
-def _fields(token: str) -> tuple[bytes, bytes, list[object]]:
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A token taken apart, not verified yet."""
+
+    payload: bytes
+    mac: bytes
+    fields: list[object]
+
+    @property
+    def store_id(self) -> str:
+        """The store it names (unverified: only to find the key it must be checked with)."""
+        store = self.fields[0]
+        if not isinstance(store, str):
+            raise BadToken("malformed tracking token")
+        return store
+
+
+def parse(token: str) -> Parsed:
     try:
         body, mac = token.split(".", 1)
         payload, given = _unb64(body), _unb64(mac)
@@ -115,23 +132,14 @@ def _fields(token: str) -> tuple[bytes, bytes, list[object]]:
         raise BadToken("malformed tracking token") from exc
     if not isinstance(fields, list) or len(fields) != 9:
         raise BadToken("malformed tracking token")
-    return payload, given, fields
+    return Parsed(payload, given, fields)
 
 
-def store_of(token: str) -> str:
-    """The store a token names (unverified: only to find the key it must be checked with)."""
-    store = _fields(token)[2][0]
-    if not isinstance(store, str):
-        raise BadToken("malformed tracking token")
-    return store
-
-
-def verify(key: bytes, token: str, now: float) -> Claim:
+def check(key: bytes, token: Parsed, now: float) -> Claim:
     """The token's claim; BadToken if wooflow did not sign it, Expired if it is past `expires`."""
-    payload, given, f = _fields(token)
-    if not hmac.compare_digest(given, hmac.new(key, payload, hashlib.sha256).digest()[:MAC_BYTES]):
+    if not hmac.compare_digest(token.mac, hmac.new(key, token.payload, hashlib.sha256).digest()[:MAC_BYTES]):
         raise BadToken("tracking token signature does not match")
-    s, m, k, r, p, t, x, link, digest = f
+    s, m, k, r, p, t, x, link, digest = token.fields
     if not (isinstance(s, str) and isinstance(m, str) and isinstance(k, str) and isinstance(r, int)
             and isinstance(p, int) and isinstance(t, int) and isinstance(x, int) and isinstance(link, int)
             and isinstance(digest, str)):
@@ -140,6 +148,10 @@ def verify(key: bytes, token: str, now: float) -> Claim:
     if now > x:
         raise Expired(claim)
     return claim
+
+
+def verify(key: bytes, token: str, now: float) -> Claim:
+    return check(key, parse(token), now)
 
 
 def open_url(base_url: str, token: str) -> str:

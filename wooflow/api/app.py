@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wooflow.api.tracking import Tracker, TrackingFastPath
+from wooflow.api.tracking import TrackedApi, Tracker
 from wooflow.db.engine import get_engine
 from wooflow.probes import db_ready, probe_routes
 from wooflow.settings import Settings
@@ -98,13 +98,12 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await tracker.close()
 
-    app = FastAPI(title="wooflow admin API", version="1", lifespan=lifespan,
+    app = TrackedApi(title="wooflow admin API", version="1", lifespan=lifespan,
                   description="Rules and workflows, dry runs, execution logs, analytics. "
                               "Authenticate with `Authorization: Bearer <token>`; tokens are scoped to one store.")
     app.state.settings = settings
     app.state.engine = engine
-    # the public open/click tracking links, ahead of routing (wooflow/api/tracking.py)
-    app.add_middleware(TrackingFastPath, tracker=tracker)
+    app.tracker = tracker  # the public open/click tracking links, ahead of FastAPI (wooflow/api/tracking.py)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

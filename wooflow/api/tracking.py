@@ -1,8 +1,8 @@
 """The public tracking links of the messages wooflow sends: `GET /t/o/<token>.gif` (the open
 pixel) and `GET /t/c/<token>?u=<URL>` (a click, answered 302 to the URL).
 
-Served by the API process, in front of FastAPI (`TrackingFastPath`, a middleware: the
-API's hot path, as the bridge has its own): a hit is a token check, a rate-limit check and one row, so
+Served by the API process, in front of FastAPI (`TrackedApi`: the API's hot path, as the
+bridge has its own): a hit is a token check, a rate-limit check and one row, so
 routing and request objects would cost more than the work. Each hit is answered once its
 row is committed: rows of concurrent hits share one INSERT on one psycopg connection on
 the event loop (group commit: while one batch is written the next gathers), idempotent per
@@ -34,6 +34,7 @@ from urllib.parse import parse_qs
 
 import orjson
 import psycopg
+from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from wooflow import engagement, metrics
@@ -140,6 +141,8 @@ class Tracker:
         self.stores = StoreCache(engine, ttl=settings.store_cache_ttl_s)
         self.buckets = TokenBuckets(settings.tracking_rate_per_s, settings.tracking_burst)
         self._global_key = (engagement.signing_key(settings, "") if settings.tracking_secret is not None else None)
+        self._keys: dict[str, tuple[str, bytes]] = {}  # store → (its link key, the tracking key derived from it)
+        self._hits: dict[tuple[str, str], Any] = {}  # (store, kind) → its counter child
 
     async def __call__(self, scope: dict[str, Any], _receive: Any, send: Send) -> None:
         head = scope["method"] == "HEAD"
@@ -154,7 +157,8 @@ class Tracker:
         is_open = path.startswith(engagement.PATH_OPEN)
         token = path[len(engagement.PATH_OPEN if is_open else engagement.PATH_CLICK):].removesuffix(".gif")
         try:
-            claim = engagement.verify(await self._key(token), token, self.clock.now().timestamp())
+            parsed = engagement.parse(token)
+            claim = engagement.check(await self._key(parsed), parsed, self.clock.now().timestamp())
         except engagement.BadToken as exc:
             malformed = "malformed" in str(exc)
             return await self._reject(send, 400 if malformed else 403, "malformed" if malformed else "bad_signature",
@@ -174,18 +178,25 @@ class Tracker:
         await _answer(send, 302, b"", [(b"location", url.encode()), NO_STORE, (b"referrer-policy", b"no-referrer")],
                       head)
 
-    async def _key(self, token: str) -> bytes:
+    async def _key(self, token: engagement.Parsed) -> bytes:
         if self._global_key is not None:
             return self._global_key
-        store = await self.stores.aget(engagement.store_of(token))
+        store = await self.stores.aget(token.store_id)
         if store is None or not store.link_key:
             raise engagement.BadToken("tracking token names no store")
-        return engagement.signing_key(self.settings, store.link_key)
+        known = self._keys.get(store.id)
+        if known is None or known[0] != store.link_key:
+            known = self._keys[store.id] = (store.link_key, engagement.signing_key(self.settings, store.link_key))
+        return known[1]
 
     async def _record(self, claim: engagement.Claim, scope: dict[str, Any], ip: str) -> None:
         agent = _header(scope, b"user-agent")[:300]
         hit = Hit(claim, engagement.is_machine(agent, ip), self.clock.now(), agent)
-        metrics.tracking_hits.labels(claim.message.store_id, claim.kind).inc()
+        counter = self._hits.get((claim.message.store_id, claim.kind))
+        if counter is None:
+            counter = self._hits[(claim.message.store_id, claim.kind)] = metrics.tracking_hits.labels(
+                claim.message.store_id, claim.kind)
+        counter.inc()
         try:
             await self.recorder.record(hit)
         except Exception as exc:  # noqa: BLE001 - a person still gets where they were going
@@ -232,13 +243,12 @@ def _target(scope: dict[str, Any]) -> str:
     return values[0] if values else ""
 
 
-class TrackingFastPath:
-    """ASGI middleware in front of the admin API: tracking hits go straight to the
-    `Tracker` (no routing, no request objects); everything else to the API."""
+class TrackedApi(FastAPI):
+    """The admin API with the tracking links in front: a hit goes straight to the `Tracker`
+    (no middleware, routing or request objects — FastAPI's own middleware cost more per hit
+    than the hit's work); everything else to FastAPI."""
 
-    def __init__(self, app: Any, tracker: Tracker) -> None:
-        self.app = app
-        self.tracker = tracker
+    tracker: Tracker
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -246,4 +256,4 @@ class TrackingFastPath:
             if path.startswith(engagement.PATH_OPEN) or path.startswith(engagement.PATH_CLICK):
                 await self.tracker(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
