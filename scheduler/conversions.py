@@ -9,9 +9,10 @@ savepoint:
   its send when the store's `analytics.touch` is `send` — within `window_days` before the
   order was created, and strictly before it: a touch recorded after the order was first
   read is never before its creation, so a replay credits what the first reading did;
-- a purchase is kept under each key of its customer (`customer_orders`); the analytics API
-  matches them with holdout exposures in the window when it is asked (wooflow/api/funnel.py),
-  so it does not matter whether the rule consumer or this reader saw the customer first;
+- a purchase is kept under each key of its customer (`customer_orders`), and the holdout
+  exposures of the customer are brought up to their orders in the window
+  (wooflow/holdout.py: whichever of the exposure and the order is recorded second counts
+  the order);
 - every order event then brings both up to the order as it is now — its
   total, its refunds (`order.total_refunded`), whether it was cancelled, failed or fully
   refunded (`voided`) — unless it is older than what they hold (`order_modified`): an
@@ -29,7 +30,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, text
 
-from wooflow import metrics
+from wooflow import holdout, metrics
 from wooflow.attribution_policy import AttributionPolicy
 from wooflow.schemas.types import Order
 
@@ -99,6 +100,7 @@ def record_order_credit(conn: Connection, store: str, keys: list[str], order: Or
         conn.execute(_ORDER, params)
     for stmt in _UPDATES:
         conn.execute(stmt, params)
+    holdout.refresh_people(conn, store, keys)
 
 
 def _credit(conn: Connection, params: dict[str, object], policy: AttributionPolicy) -> str | None:

@@ -8,20 +8,26 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.harness import api_client, bearer
+from tests.harness import ApiThread, api_client, bearer
 from tests.pipeline import add_rule
 from tests.support import make_store, unique, wait_until_consumed
+from wooflow import engagement
+from wooflow.api.funnel import rebuild
+from wooflow.clock import FileClock
 from wooflow.kafka import topics
 from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import get_codec
 from wooflow.schemas.types import ExecutionLog
 from wooflow.settings import Settings
 from wooflow.sink.runner import LogSink
+from wooflow.stores import StoreCache
 from wooflow.workers.testing import RoleThread
 
 pytestmark = pytest.mark.integration
@@ -39,27 +45,48 @@ def log(store: str, rule: int, step: int, action: str, status: str, at: datetime
             "duration_ms": 1.0, "executed_at": at, "received_at": None, "details_json": "{}", "dry_run": False}
 
 
-def seed(engine: Engine, store: str, rule: int, message_id: str) -> None:
-    """An open and a click of one message, an order credited to it (partly refunded), one
-    cancelled, as the tracker and the activity reader write them."""
+def seed(settings: Settings, engine: Engine, store_id: str, rule: int, tmp: Path) -> None:
+    """Opens and clicks through the tracker (on a workflow clock set to each day), and an
+    order credited to the message (partly refunded) and one cancelled, as the activity
+    reader writes them."""
+    clock = FileClock(tmp / f"clock-{store_id}")
+    s = settings.model_copy(update={"clock": f"file:{clock.path}"})
+    store = StoreCache(engine, ttl=0).get(store_id)
+    assert store is not None
+    key = engagement.signing_key(s, store.link_key)
+    m = engagement.Message(store_id, unique("m"), "c1", rule, 0, int(DAY1.timestamp()), int(DAY2.timestamp()) + 86_400)
+    scanned = engagement.Message(store_id, unique("m"), "c2", rule, 0, m.issued, m.expires)
+    person = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"}
+    with ApiThread(s) as api:
+        def hit(path: str, agent: dict[str, str] = person) -> None:
+            r = httpx.get(f"{api.url}{path}", headers=agent, timeout=10)
+            assert r.status_code in (200, 302), r.text
+
+        clock.set(DAY1)
+        hit(f"/t/o/{engagement.sign(key, m)}.gif")
+        hit(f"/t/c/{engagement.sign(key, m, 0, 'https://a.example/')}?u=https%3A%2F%2Fa.example%2F")
+        hit(f"/t/o/{engagement.sign(key, scanned)}.gif", {"User-Agent": "Mozilla/5.0 (compatible; Barracuda)"})
+        clock.set(DAY2)
+        hit(f"/t/c/{engagement.sign(key, m, 1, 'https://b.example/')}?u=https%3A%2F%2Fb.example%2F")  # not a first
+        hit(f"/t/o/{engagement.sign(key, m)}.gif")
     with engine.begin() as conn:
-        for kind, link, at in (("open", -1, DAY1), ("click", 0, DAY1), ("click", 1, DAY2)):
-            conn.execute(text("INSERT INTO engagements (message_id, kind, link, machine, store_id, rule_id, step, "
-                              "customer_key, at) VALUES (:m, :k, :l, false, :s, :r, 0, 'c1', :at)"),
-                         {"m": message_id, "k": kind, "l": link, "s": store, "r": rule, "at": at})
-        conn.execute(text("INSERT INTO engagements (message_id, kind, link, machine, store_id, rule_id, step, "
-                          "customer_key, at) VALUES (:m, 'open', -1, true, :s, :r, 0, 'c2', :at)"),
-                     {"m": message_id + "b", "s": store, "r": rule, "at": DAY1})  # a scanner's only
         for oid, total, refunded, voided in ((1, "80.00", "15.50", False), (2, "30.00", "0", True)):
             conn.execute(text("INSERT INTO message_conversions (store_id, order_id, message_id, rule_id, step, "
                               "customer_key, touch, touched_at, ordered_at, currency, revenue, refunded, voided, "
                               "order_modified) VALUES (:s, :o, :m, :r, 0, 'c1', 'click', :at, :at, 'PLN', :t, :rf, "
                               ":v, :at)"),
-                         {"s": store, "o": oid, "m": message_id, "r": rule, "at": DAY2, "t": Decimal(total),
+                         {"s": store_id, "o": oid, "m": m.message_id, "r": rule, "at": DAY2, "t": Decimal(total),
                           "rf": Decimal(refunded), "v": voided})
 
 
-def test_summary_and_rule_reports_add_up_and_stay_in_their_store(settings: Settings, engine: Engine) -> None:
+def counts(engine: Engine, store_id: str) -> list[list[tuple[object, ...]]]:
+    with engine.connect() as conn:
+        return [sorted(tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} WHERE store_id = :s"), {"s": store_id}))
+                for t in ("execution_daily", "engagement_daily", "engagement_firsts")]
+
+
+def test_summary_and_rule_reports_add_up_and_stay_in_their_store(settings: Settings, engine: Engine,
+                                                                 tmp_path: Path) -> None:
     mine, theirs = make_store(engine), make_store(engine)
     rule = add_rule(engine, mine.id, {"name": "Welcome", **RULE})
     quiet = add_rule(engine, mine.id, {"name": "Quiet", **RULE})
@@ -75,8 +102,17 @@ def test_summary_and_rule_reports_add_up_and_stay_in_their_store(settings: Setti
     producer.flush(30)
     with RoleThread(LogSink(settings), "sink"):
         wait_until_consumed(settings, settings.sink_group, [topics.LOGS])
-    seed(engine, mine.id, rule, unique("m"))
-    seed(engine, theirs.id, other, unique("m"))
+    seed(settings, engine, mine.id, rule, tmp_path)
+    seed(settings, engine, theirs.id, other, tmp_path)
+    # what the sink and the tracker counted as they went is what their rows add up to
+    kept = counts(engine, mine.id)
+    with engine.connect() as conn, conn.begin() as tx:
+        rebuild(conn, mine.id)
+        assert [sorted(tuple(r) for r in conn.execute(text(f"SELECT * FROM {t} WHERE store_id = :s"),
+                                                      {"s": mine.id}))
+                for t in ("execution_daily", "engagement_daily", "engagement_firsts")] == kept
+        tx.rollback()
+    assert kept[1] and kept[2]
 
     client = api_client(settings)
     me, them = bearer(engine, mine.id), bearer(engine, theirs.id)
@@ -94,11 +130,17 @@ def test_summary_and_rule_reports_add_up_and_stay_in_their_store(settings: Setti
     assert body["attribution"] == {"window_days": 5, "touch": "engagement", "track_transactional": False,
                                    "count_machine": False}
 
+    machines = {"window_days": 5, "touch": "engagement", "track_transactional": False, "count_machine": True}
+    assert client.put("/v1/analytics/settings", json=machines, headers=me).status_code == 200
+    assert client.get("/v1/analytics/summary", params=days, headers=me).json()["totals"]["opened"] == 2
+    assert client.put("/v1/analytics/settings", json=body["attribution"], headers=me).status_code == 200
+
     report = client.get(f"/v1/analytics/rules/{rule}", params=days, headers=me).json()
     assert [(s["step"], s["action_type"], s["executions"], s["sends"]) for s in report["steps"]] == [
         (0, "send_email", {"succeeded": 4, "skipped": 1}, 4), (1, "create_admin_task", {"succeeded": 1}, 0)]
-    assert [(d["day"], d["sends"], d["clicked"], d["conversions"]) for d in report["daily"]] == [
-        (DAY1.date().isoformat(), 3, 1, 0), (DAY2.date().isoformat(), 1, 1, 1)]
+    # a message counts as opened and clicked on the day of its first open and click
+    assert [(d["day"], d["sends"], d["opened"], d["clicked"], d["conversions"]) for d in report["daily"]] == [
+        (DAY1.date().isoformat(), 3, 1, 1, 0), (DAY2.date().isoformat(), 1, 0, 0, 1)]
     assert report["revenue"] == {"PLN": "64.5000"}
     one_day = client.get(f"/v1/analytics/rules/{rule}", params={"since": days["since"], "until": days["since"]},
                          headers=me).json()

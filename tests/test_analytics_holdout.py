@@ -146,3 +146,35 @@ def test_a_scheduler_trigger_holds_out_the_same_customers(engine: Engine) -> Non
     assert 40 < len(control) < 160 and again == []
     assert len(started) == len(people) - len(control) and stepped == {p.customer_key for p in people} - control
     assert {k for k, held in exposed.items() if held} == control and len(exposed) == len(people)
+
+
+def test_an_order_and_an_exposure_recorded_at_the_same_instant_are_matched_by_the_scan(
+        settings: Settings, engine: Engine) -> None:
+    """The rule consumer's exposure and the activity reader's order, each in a transaction
+    that cannot see the other: the scan's refresh of recent exposures counts the order; a
+    change of the store's window counts again what falls in it."""
+    from wooflow import holdout
+    from wooflow.api.funnel import Span, holdout_groups
+
+    store = make_store(engine)
+    rule = add_rule(engine, store.id, {"name": "r", "trigger": "new_order", "holdout_percent": 10,
+                                       "actions": [{"type": "create_admin_task", "params": {"title": "t"}}]})
+    with engine.begin() as conn:  # both rows written as if neither had seen the other
+        conn.execute(text("INSERT INTO holdout_exposures (store_id, rule_id, customer_key, held_out, event_id, "
+                          "exposed_at) VALUES (:s, :r, 'c1', true, 'e', :t)"), {"s": store.id, "r": rule, "t": T0})
+        for oid, days in ((1, 2), (2, 6)):
+            conn.execute(text("INSERT INTO customer_orders (store_id, customer_key, order_id, ordered_at, currency, "
+                              "revenue, order_modified) VALUES (:s, 'c1', :o, :t, 'PLN', 40, :t)"),
+                         {"s": store.id, "o": oid, "t": T0 + timedelta(days=days)})
+    span = Span(T0.date(), T0.date())
+    with engine.connect() as conn:
+        assert holdout_groups(conn, store.id, span)[rule][True].converted == 0
+    with engine.begin() as conn:
+        assert holdout.refresh_recent(conn) >= 1
+    with engine.connect() as conn:
+        assert holdout_groups(conn, store.id, span)[rule][True].revenue == 40.0  # the 5-day window: one order
+    client = api_client(settings)
+    policy = {"window_days": 7, "touch": "engagement", "track_transactional": False, "count_machine": False}
+    assert client.put("/v1/analytics/settings", json=policy, headers=bearer(engine, store.id)).status_code == 200
+    with engine.connect() as conn:
+        assert holdout_groups(conn, store.id, span)[rule][True].revenue == 80.0  # both orders now

@@ -17,15 +17,16 @@ log = logging.getLogger(__name__)
 
 # Steps whose success is a message sent (the funnel's "sends").
 MESSAGE_ACTIONS = ("send_email", "send_sms")
+DEFAULT_WINDOW_DAYS = 5
 
 
 class AttributionPolicy(BaseModel):
     """One store's attribution settings."""
 
     model_config = ConfigDict(extra="forbid")
-    window_days: int = Field(5, ge=1, le=90, description="An order up to this many days after the touch is "
-                                                         "credited to the message (and counts for holdout groups "
-                                                         "this long after a customer entered the rule)")
+    window_days: int = Field(DEFAULT_WINDOW_DAYS, ge=1, le=90,
+                             description="An order up to this many days after the touch is credited to the message "
+                                         "(and counts for holdout groups this long after a customer entered the rule)")
     touch: Literal["engagement", "send"] = Field(
         "engagement", description="engagement: the window starts at a person's open or click of the message; "
                                   "send: it starts when the message is sent (opens and clicks still move it)")

@@ -24,8 +24,8 @@ from urllib.parse import quote, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.bridge.loadgen import run  # noqa: E402 - the bridge benchmark's closed and open loops
-from wooflow import engagement  # noqa: E402
+from bench.bridge.loadgen import run
+from wooflow import engagement
 
 AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 

@@ -21,6 +21,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, select
 
+from wooflow import holdout
 from wooflow.api import funnel
 from wooflow.api.auth import CurrentStore
 from wooflow.attribution_policy import MESSAGE_ACTIONS, AttributionPolicy, policy_of, set_policy
@@ -172,7 +173,7 @@ def summary(request: Request, who: CurrentStore, since: Since = None, until: Unt
     with engine.connect() as conn:
         known = _rules(conn, who.store_id)
         cells = funnel.by_step(conn, who.store_id, span, None, policy.count_machine, MESSAGE_ACTIONS)
-        groups = funnel.holdout_groups(conn, who.store_id, span, store.currency, policy.window_days)
+        groups = funnel.holdout_groups(conn, who.store_id, span)
     per_rule: dict[int, funnel.Counts] = {rid: funnel.Counts() for rid, _, _ in known}
     for (rid, _), c in cells.items():
         per_rule.setdefault(rid, funnel.Counts()).add(c)
@@ -205,7 +206,7 @@ def rule_report(request: Request, who: CurrentStore, rule_id: int, since: Since 
         steps_of = funnel.by_step(conn, who.store_id, span, rule_id, policy.count_machine, MESSAGE_ACTIONS)
         days_of = funnel.by_day(conn, who.store_id, span, rule_id, policy.count_machine, MESSAGE_ACTIONS)
         actions = funnel.step_actions(conn, who.store_id, span, rule_id)
-        groups = funnel.holdout_groups(conn, who.store_id, span, store.currency, policy.window_days, rule_id)
+        groups = funnel.holdout_groups(conn, who.store_id, span, rule_id)
     _, name, pct = found[0]
     total = funnel.Counts()
     steps = []
@@ -225,6 +226,11 @@ def get_settings(request: Request, who: CurrentStore) -> AttributionPolicy:
 
 @router.put("/settings", response_model=AttributionPolicy, summary="Set the store's attribution settings")
 def put_settings(body: AttributionPolicy, request: Request, who: CurrentStore) -> AttributionPolicy:
-    if not set_policy(request.app.state.engine, who.store_id, body):
+    engine: Engine = request.app.state.engine
+    before = policy_of(_store(request, who.store_id))
+    if not set_policy(engine, who.store_id, body):
         raise HTTPException(404, f"store {who.store_id!r} not found")
+    if body.window_days != before.window_days:  # the holdout groups' orders are counted in the window
+        with engine.begin() as conn:
+            holdout.refresh_store(conn, who.store_id)
     return body

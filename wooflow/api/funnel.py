@@ -2,11 +2,12 @@
 days, from the tables built to answer them without scanning logs:
 
 - executions by status: `execution_daily` (the log sink's counts per rule and day);
-- opens and clicks: `engagements` (one row per message, kind, link: unique counts);
+- opens and clicks: `engagement_daily` (each message's first open and first click, counted
+  by the tracker per rule, step and UTC day: unique per message);
 - conversions and revenue: `message_conversions` (net of refunds; a cancelled, failed or
   fully refunded order counts neither);
-- holdout groups: `holdout_exposures` against the customers' orders in the window after
-  (`customer_orders`), per customer, matched here: the window is the store's as it is now.
+- holdout groups: `holdout_exposures`, each with what its customer ordered in the window
+  after (wooflow/holdout.py).
 
 Each function is one query for the whole store (or one rule), grouped in SQL.
 """
@@ -20,6 +21,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, text
 
+from wooflow import holdout
 from wooflow.lift import Group
 
 
@@ -73,11 +75,9 @@ WHERE store_id = :store AND day >= :since AND day <= :until {rule}
 GROUP BY rule_id, {key}, action_type, status
 """
 _ENGAGEMENT = """
-SELECT rule_id, {key} AS k,
-       count(DISTINCT message_id) AS opened,
-       count(DISTINCT message_id) FILTER (WHERE kind = 'click') AS clicked
-FROM engagements
-WHERE store_id = :store AND at >= :start AND at < :end AND (:machine OR NOT machine) {rule}
+SELECT rule_id, {key} AS k, sum(opened)::bigint AS opened, sum(clicked)::bigint AS clicked
+FROM engagement_daily
+WHERE store_id = :store AND day >= :since AND day <= :until AND audience = :audience {rule}
 GROUP BY rule_id, {key}
 """
 _CONVERSIONS = """
@@ -89,32 +89,22 @@ FROM message_conversions
 WHERE store_id = :store AND ordered_at >= :start AND ordered_at < :end {rule}
 GROUP BY rule_id, {key}, currency
 """
-_DAY = {"execution_daily": "day", "engagements": "(at AT TIME ZONE 'UTC')::date",
+_DAY = {"execution_daily": "day", "engagement_daily": "day",
         "message_conversions": "(ordered_at AT TIME ZONE 'UTC')::date"}
 
 _HOLDOUT = text("""
-WITH x AS (
-    SELECT rule_id, customer_key, held_out, exposed_at FROM holdout_exposures
-    WHERE store_id = :store AND exposed_at >= :start AND exposed_at < :end
-      AND (CAST(:rule AS bigint) IS NULL OR rule_id = :rule)
-), c AS (
-    SELECT x.rule_id, x.customer_key,
-           count(*) FILTER (WHERE NOT o.voided) AS orders,
-           sum(CASE WHEN o.voided OR o.currency <> :currency THEN 0 ELSE o.revenue - o.refunded END) AS revenue
-    FROM x JOIN customer_orders o ON o.store_id = :store AND o.customer_key = x.customer_key
-        AND o.ordered_at > x.exposed_at AND o.ordered_at <= x.exposed_at + make_interval(days => :window)
-    GROUP BY x.rule_id, x.customer_key
-)
-SELECT x.rule_id, x.held_out, count(*) AS customers, count(*) FILTER (WHERE c.orders > 0) AS converted,
-       coalesce(sum(c.revenue), 0) AS revenue, coalesce(sum(c.revenue * c.revenue), 0) AS revenue_sq
-FROM x LEFT JOIN c ON c.rule_id = x.rule_id AND c.customer_key = x.customer_key
-GROUP BY x.rule_id, x.held_out
+SELECT rule_id, held_out, count(*) AS customers, count(*) FILTER (WHERE orders > 0) AS converted,
+       coalesce(sum(revenue), 0) AS revenue, coalesce(sum(revenue * revenue), 0) AS revenue_sq
+FROM holdout_exposures
+WHERE store_id = :store AND exposed_at >= :start AND exposed_at < :end
+  AND (CAST(:rule AS bigint) IS NULL OR rule_id = :rule)
+GROUP BY rule_id, held_out
 """)
 
 
 def _params(store: str, span: Span, rule: int | None, machine: bool) -> dict[str, object]:
     return {"store": store, "since": span.since, "until": span.until, "start": span.start, "end": span.end,
-            "rule": rule, "machine": machine}
+            "rule": rule, "audience": "any" if machine else "person"}
 
 
 def _sql(template: str, table: str, by_day: bool, rule: int | None) -> str:
@@ -131,7 +121,7 @@ def cells(conn: Connection, store: str, span: Span, *, by_day: bool = False, rul
         c.executions[r.status] = c.executions.get(r.status, 0) + int(r.n)
         if r.status == "succeeded" and r.action_type in message_actions:
             c.sends += int(r.n)
-    for r in conn.execute(text(_sql(_ENGAGEMENT, "engagements", by_day, rule)), params):
+    for r in conn.execute(text(_sql(_ENGAGEMENT, "engagement_daily", by_day, rule)), params):
         c = out[(int(r.rule_id), r.k)]
         c.opened, c.clicked = int(r.opened), int(r.clicked)
     for r in conn.execute(text(_sql(_CONVERSIONS, "message_conversions", by_day, rule)), params):
@@ -164,23 +154,54 @@ def step_actions(conn: Connection, store: str, span: Span, rule: int) -> dict[in
     return {int(r.step): str(r.action_type) for r in rows}
 
 
-def holdout_groups(conn: Connection, store: str, span: Span, currency: str, window_days: int,
-                   rule: int | None = None) -> dict[int, dict[bool, Group]]:
+def holdout_groups(conn: Connection, store: str, span: Span, rule: int | None = None) -> dict[int, dict[bool, Group]]:
     """rule → {held_out: Group} for the customers who entered a holdout rule in the range,
-    with their orders in the `window_days` after."""
+    with their orders in the window after (kept on each exposure: wooflow/holdout.py)."""
     out: dict[int, dict[bool, Group]] = defaultdict(dict)
-    for r in conn.execute(_HOLDOUT, {**_params(store, span, rule, False), "currency": currency,
-                                     "window": window_days}):
+    for r in conn.execute(_HOLDOUT, _params(store, span, rule, False)):
         out[int(r.rule_id)][bool(r.held_out)] = Group(int(r.customers), int(r.converted), float(r.revenue),
                                                        float(r.revenue_sq))
     return dict(out)
 
 
 _FORGET = [text(f"DELETE FROM {t} WHERE store_id = :store AND rule_id = :rule") for t in (
-    "execution_daily", "messages", "engagements", "message_conversions", "holdout_exposures")]
+    "execution_daily", "messages", "engagements", "engagement_firsts", "engagement_daily", "message_conversions",
+    "holdout_exposures")]
 
 
 def forget_rule(conn: Connection, store: str, rule: int) -> None:
     """A deleted rule's analytics go with its execution logs (in the caller's transaction)."""
     for stmt in _FORGET:
         conn.execute(stmt, {"store": store, "rule": rule})
+
+
+# The counts the sink and the tracker keep, computed again from the rows they counted (the
+# execution logs still kept, the engagements), and every exposure's orders: for a store
+# whose counts were lost or loaded around the roles (a restore, a bulk load).
+_REBUILD = [text(sql) for sql in (
+    "DELETE FROM execution_daily WHERE store_id = :store",
+    """INSERT INTO execution_daily (store_id, rule_id, day, step, action_type, status, n)
+       SELECT store_id, rule_id, (executed_at AT TIME ZONE 'UTC')::date, step, action_type, status, count(*)
+       FROM execution_logs WHERE store_id = :store AND NOT dry_run GROUP BY 1, 2, 3, 4, 5, 6""",
+    "DELETE FROM engagement_firsts WHERE store_id = :store",
+    """INSERT INTO engagement_firsts (message_id, kind, audience, store_id, rule_id, step, at)
+       SELECT DISTINCT ON (e.message_id, k.kind, a.audience) e.message_id, k.kind, a.audience, e.store_id, e.rule_id,
+              e.step, e.at
+       FROM engagements e CROSS JOIN (VALUES ('open'), ('click')) AS k(kind)
+            CROSS JOIN (VALUES ('any'), ('person')) AS a(audience)
+       WHERE e.store_id = :store AND (k.kind = 'open' OR e.kind = 'click') AND (a.audience = 'any' OR NOT e.machine)
+       ORDER BY e.message_id, k.kind, a.audience, e.at""",
+    "DELETE FROM engagement_daily WHERE store_id = :store",
+    """INSERT INTO engagement_daily (store_id, rule_id, day, step, audience, opened, clicked)
+       SELECT store_id, rule_id, (at AT TIME ZONE 'UTC')::date, step, audience, count(*) FILTER (WHERE kind = 'open'),
+              count(*) FILTER (WHERE kind = 'click')
+       FROM engagement_firsts WHERE store_id = :store GROUP BY 1, 2, 3, 4, 5""",
+)]
+
+
+def rebuild(conn: Connection, store: str) -> None:
+    """Recompute the store's daily counts and holdout orders from their rows (in the caller's
+    transaction)."""
+    for stmt in _REBUILD:
+        conn.execute(stmt, {"store": store})
+    holdout.refresh_store(conn, store)

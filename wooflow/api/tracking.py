@@ -6,7 +6,8 @@ bridge has its own): a hit is a token check, a rate-limit check and one row, so
 routing and request objects would cost more than the work. Each hit is answered once its
 row is committed: rows of concurrent hits share one INSERT on one psycopg connection on
 the event loop (group commit: while one batch is written the next gathers), idempotent per
-(message, open | click, link, machine) — the first hit of each is kept.
+(message, open | click, link, machine) — the first hit of each is kept — and with it the
+message's first open and first click, counted per rule, step and day for the analytics.
 
 What is refused (a JSON 4xx, nothing recorded, counted in
 `wooflow_tracking_rejected_total{reason}`): a token wooflow did not sign (malformed 400,
@@ -50,11 +51,36 @@ PIXEL_GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x
              b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
 NO_STORE = (b"cache-control", b"no-store, private")
 
+# One statement per batch: the hits (`engagements`, one row per message, kind, link and
+# machine); the first open (any hit) and first click of each message, by a person and by
+# anyone (`engagement_firsts`: the unique index decides what is first, across processes);
+# and those firsts counted per rule, step and day (`engagement_daily`, what the analytics
+# read). Rows go in key order, so two processes never lock the same rows in opposite orders.
 _INSERT = """
-INSERT INTO engagements (message_id, kind, link, machine, store_id, rule_id, step, customer_key, at, user_agent)
-SELECT * FROM unnest(%(m)b::text[], %(k)b::text[], %(l)b::int[], %(mc)b::bool[], %(s)b::text[], %(r)b::bigint[],
-                     %(p)b::int[], %(c)b::text[], %(a)b::timestamptz[], %(u)b::text[])
-ON CONFLICT DO NOTHING
+WITH h AS (
+    SELECT * FROM unnest(%(m)b::text[], %(k)b::text[], %(l)b::int[], %(mc)b::bool[], %(s)b::text[],
+                         %(r)b::bigint[], %(p)b::int[], %(c)b::text[], %(a)b::timestamptz[], %(u)b::text[])
+        AS h(message_id, kind, link, machine, store_id, rule_id, step, customer_key, at, user_agent)
+), hits AS (
+    INSERT INTO engagements (message_id, kind, link, machine, store_id, rule_id, step, customer_key, at, user_agent)
+    SELECT * FROM h ORDER BY message_id, kind, link, machine
+    ON CONFLICT DO NOTHING
+), firsts AS (
+    INSERT INTO engagement_firsts (message_id, kind, audience, store_id, rule_id, step, at)
+    SELECT DISTINCT ON (h.message_id, k.kind, a.audience) h.message_id, k.kind, a.audience, h.store_id, h.rule_id,
+           h.step, h.at
+    FROM h CROSS JOIN (VALUES ('open'), ('click')) AS k(kind) CROSS JOIN (VALUES ('any'), ('person')) AS a(audience)
+    WHERE (k.kind = 'open' OR h.kind = 'click') AND (a.audience = 'any' OR NOT h.machine)
+    ORDER BY h.message_id, k.kind, a.audience, h.at
+    ON CONFLICT DO NOTHING
+    RETURNING store_id, rule_id, step, audience, kind, at
+)
+INSERT INTO engagement_daily AS d (store_id, rule_id, day, step, audience, opened, clicked)
+SELECT store_id, rule_id, (at AT TIME ZONE 'UTC')::date, step, audience, count(*) FILTER (WHERE kind = 'open'),
+       count(*) FILTER (WHERE kind = 'click')
+FROM firsts GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT (store_id, rule_id, day, step, audience) DO UPDATE
+    SET opened = d.opened + EXCLUDED.opened, clicked = d.clicked + EXCLUDED.clicked
 """
 
 

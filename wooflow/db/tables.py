@@ -489,7 +489,29 @@ engagements = Table(
     Column("at", DateTime(timezone=True), nullable=False),  # the first hit
     Column("user_agent", Text, nullable=False, server_default=""),
     Index("ix_engagements_customer", "store_id", "customer_key", "at"),
-    Index("ix_engagements_rule", "store_id", "rule_id", "at"),
+)
+
+engagement_firsts = Table(
+    "engagement_firsts", metadata,
+    Column("message_id", Text, primary_key=True),
+    Column("kind", Text, primary_key=True),  # open (any open or click) | click
+    Column("audience", Text, primary_key=True),  # person (machines left out) | any
+    Column("store_id", String(64), nullable=False),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+engagement_daily = Table(
+    "engagement_daily", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),  # UTC day of the first open / click
+    Column("step", Integer, primary_key=True),
+    Column("audience", Text, primary_key=True),
+    Column("opened", BigInteger, nullable=False, server_default="0"),
+    Column("clicked", BigInteger, nullable=False, server_default="0"),
+    Index("ix_engagement_daily_day", "store_id", "day"),
 )
 
 message_conversions = Table(
@@ -521,8 +543,13 @@ holdout_exposures = Table(
     Column("held_out", Boolean, nullable=False),
     Column("event_id", Text, nullable=False),
     Column("exposed_at", DateTime(timezone=True), nullable=False),
+    # their orders in the window after (not cancelled; revenue net, in the store's currency)
+    Column("orders", Integer, nullable=False, server_default="0"),
+    Column("revenue", Numeric(20, 4), nullable=False, server_default="0"),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_holdout_exposures_customer", "store_id", "customer_key"),
     Index("ix_holdout_exposures_rule", "store_id", "rule_id", "exposed_at"),
+    Index("ix_holdout_exposures_recorded", "recorded_at"),
 )
 
 customer_orders = Table(

@@ -3,8 +3,11 @@
 - rules.holdout_percent: the share of a rule's audience held out as a control group;
 - messages: one row per tracked message sent (its id is the command's idempotency key);
 - engagements: the first open / click of each link of a message (machine opens apart);
+- engagement_firsts / engagement_daily: the first open and the first click of each message
+  (by a person, by anyone) and their counts per rule, step and day, kept by the tracker;
 - message_conversions: an order credited to the last message engaged with, one per order;
-- holdout_exposures: who a holdout rule reached or held out, and when;
+- holdout_exposures: who a holdout rule reached or held out, when, and what they ordered
+  in the window after it (kept by whoever records an exposure or an order);
 - customer_orders: every purchase under each key of its customer (the order's key and the
   guest they were), kept up to date with refunds: what holdout groups bought;
 - execution_daily: execution logs counted per (store, rule, day, step, action, status),
@@ -54,7 +57,28 @@ def upgrade() -> None:
         PRIMARY KEY (message_id, kind, link, machine)
     );
     CREATE INDEX ix_engagements_customer ON engagements (store_id, customer_key, at);
-    CREATE INDEX ix_engagements_rule ON engagements (store_id, rule_id, at);
+
+    CREATE TABLE engagement_firsts (
+        message_id text NOT NULL,
+        kind text NOT NULL,
+        audience text NOT NULL,
+        store_id varchar(64) NOT NULL,
+        rule_id bigint NOT NULL,
+        step integer NOT NULL,
+        at timestamptz NOT NULL,
+        PRIMARY KEY (message_id, kind, audience)
+    );
+    CREATE TABLE engagement_daily (
+        store_id varchar(64) NOT NULL,
+        rule_id bigint NOT NULL,
+        day date NOT NULL,
+        step integer NOT NULL,
+        audience text NOT NULL,
+        opened bigint NOT NULL DEFAULT 0,
+        clicked bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (store_id, rule_id, day, step, audience)
+    );
+    CREATE INDEX ix_engagement_daily_day ON engagement_daily (store_id, day);
 
     CREATE TABLE message_conversions (
         store_id varchar(64) NOT NULL,
@@ -84,10 +108,14 @@ def upgrade() -> None:
         held_out boolean NOT NULL,
         event_id text NOT NULL,
         exposed_at timestamptz NOT NULL,
+        orders integer NOT NULL DEFAULT 0,
+        revenue numeric(20, 4) NOT NULL DEFAULT 0,
+        recorded_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (rule_id, customer_key)
     );
     CREATE INDEX ix_holdout_exposures_customer ON holdout_exposures (store_id, customer_key);
     CREATE INDEX ix_holdout_exposures_rule ON holdout_exposures (store_id, rule_id, exposed_at);
+    CREATE INDEX ix_holdout_exposures_recorded ON holdout_exposures (recorded_at);
 
     CREATE TABLE customer_orders (
         store_id varchar(64) NOT NULL,
@@ -126,6 +154,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("""
     DROP TABLE execution_daily; DROP TABLE customer_orders; DROP TABLE holdout_exposures;
-    DROP TABLE message_conversions; DROP TABLE engagements; DROP TABLE messages;
+    DROP TABLE message_conversions; DROP TABLE engagement_daily; DROP TABLE engagement_firsts;
+    DROP TABLE engagements; DROP TABLE messages;
     ALTER TABLE rules DROP COLUMN holdout_percent;
     """)
