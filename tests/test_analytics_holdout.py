@@ -20,6 +20,7 @@ from tests.harness import api_client, bearer
 from tests.pipeline import add_rule
 from tests.rules_kit import T0, ConsumerThread, EventProducer, customer_event, order_event
 from tests.support import make_store, read_topic, wait_until_consumed
+from wooflow.api.funnel import rebuild
 from wooflow.holdout import held_out
 from wooflow.kafka import topics
 from wooflow.scheduler.activity import ActivityReader
@@ -81,6 +82,17 @@ def test_ten_thousand_customers_with_a_ten_percent_holdout(settings: Settings, e
     assert abs(len(control) - CUSTOMERS * 0.1) < 4 * sd, len(control)  # within 4 standard deviations (±120)
     logs = [r for _, r in read_topic(s, topics.LOGS, 30) if r["status"] == "held_out"]
     assert sorted(r["customer_key"] for r in logs) == sorted(control)
+
+    # the per-day sums the triggers kept are what the exposures add up to
+    daily = "SELECT * FROM holdout_daily WHERE store_id = :s ORDER BY rule_id, day, held_out"
+    with engine.connect() as conn:
+        kept = [tuple(r) for r in conn.execute(text(daily), {"s": store.id})]
+    with engine.connect() as conn:
+        with conn.begin() as tx:
+            rebuild(conn, store.id)
+            assert [tuple(r) for r in conn.execute(text(daily), {"s": store.id})] == kept
+            tx.rollback()
+    assert sum(r[4] for r in kept) == CUSTOMERS
 
     client = api_client(settings)
     day = T0.date().isoformat()

@@ -6,8 +6,8 @@ days, from the tables built to answer them without scanning logs:
   by the tracker per rule, step and UTC day: unique per message);
 - conversions and revenue: `message_conversions` (net of refunds; a cancelled, failed or
   fully refunded order counts neither);
-- holdout groups: `holdout_exposures`, each with what its customer ordered in the window
-  after (wooflow/holdout.py).
+- holdout groups: `holdout_daily`, the sums of `holdout_exposures` (each with what its
+  customer ordered in the window after: wooflow/holdout.py) per rule, day and side.
 
 Each function is one query for the whole store (or one rule), grouped in SQL.
 """
@@ -93,11 +93,10 @@ _DAY = {"execution_daily": "day", "engagement_daily": "day",
         "message_conversions": "(ordered_at AT TIME ZONE 'UTC')::date"}
 
 _HOLDOUT = text("""
-SELECT rule_id, held_out, count(*) AS customers, count(*) FILTER (WHERE orders > 0) AS converted,
-       coalesce(sum(revenue), 0) AS revenue, coalesce(sum(revenue * revenue), 0) AS revenue_sq
-FROM holdout_exposures
-WHERE store_id = :store AND exposed_at >= :start AND exposed_at < :end
-  AND (CAST(:rule AS bigint) IS NULL OR rule_id = :rule)
+SELECT rule_id, held_out, sum(customers)::bigint AS customers, sum(converted)::bigint AS converted,
+       sum(revenue) AS revenue, sum(revenue_sq) AS revenue_sq
+FROM holdout_daily
+WHERE store_id = :store AND day >= :since AND day <= :until AND (CAST(:rule AS bigint) IS NULL OR rule_id = :rule)
 GROUP BY rule_id, held_out
 """)
 
@@ -166,7 +165,7 @@ def holdout_groups(conn: Connection, store: str, span: Span, rule: int | None = 
 
 _FORGET = [text(f"DELETE FROM {t} WHERE store_id = :store AND rule_id = :rule") for t in (
     "execution_daily", "messages", "engagements", "engagement_firsts", "engagement_daily", "message_conversions",
-    "holdout_exposures")]
+    "holdout_exposures", "holdout_daily")]
 
 
 def forget_rule(conn: Connection, store: str, rule: int) -> None:
@@ -192,6 +191,11 @@ _REBUILD = [text(sql) for sql in (
        WHERE e.store_id = :store AND (k.kind = 'open' OR e.kind = 'click') AND (a.audience = 'any' OR NOT e.machine)
        ORDER BY e.message_id, k.kind, a.audience, e.at""",
     "DELETE FROM engagement_daily WHERE store_id = :store",
+    "DELETE FROM holdout_daily WHERE store_id = :store",
+    """INSERT INTO holdout_daily (store_id, rule_id, day, held_out, customers, converted, revenue, revenue_sq)
+       SELECT store_id, rule_id, (exposed_at AT TIME ZONE 'UTC')::date, held_out, count(*),
+              count(*) FILTER (WHERE orders > 0), sum(revenue), sum(revenue * revenue)
+       FROM holdout_exposures WHERE store_id = :store GROUP BY 1, 2, 3, 4""",
     """INSERT INTO engagement_daily (store_id, rule_id, day, step, audience, opened, clicked)
        SELECT store_id, rule_id, (at AT TIME ZONE 'UTC')::date, step, audience, count(*) FILTER (WHERE kind = 'open'),
               count(*) FILTER (WHERE kind = 'click')

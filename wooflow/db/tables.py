@@ -552,6 +552,18 @@ holdout_exposures = Table(
     Index("ix_holdout_exposures_recorded", "recorded_at"),
 )
 
+holdout_daily = Table(  # kept by statement-level triggers on holdout_exposures (0012_analytics)
+    "holdout_daily", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),  # UTC day of the exposures
+    Column("held_out", Boolean, primary_key=True),
+    Column("customers", BigInteger, nullable=False, server_default="0"),
+    Column("converted", BigInteger, nullable=False, server_default="0"),
+    Column("revenue", Numeric, nullable=False, server_default="0"),
+    Column("revenue_sq", Numeric, nullable=False, server_default="0"),
+)
+
 customer_orders = Table(
     "customer_orders", metadata,
     Column("store_id", String(64), primary_key=True),

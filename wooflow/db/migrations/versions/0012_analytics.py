@@ -7,7 +7,8 @@
   (by a person, by anyone) and their counts per rule, step and day, kept by the tracker;
 - message_conversions: an order credited to the last message engaged with, one per order;
 - holdout_exposures: who a holdout rule reached or held out, when, and what they ordered
-  in the window after it (kept by whoever records an exposure or an order);
+  in the window after it (kept by whoever records an exposure or an order); holdout_daily:
+  their sums per rule, day and side, kept by triggers on holdout_exposures;
 - customer_orders: every purchase under each key of its customer (the order's key and the
   guest they were), kept up to date with refunds: what holdout groups bought;
 - execution_daily: execution logs counted per (store, rule, day, step, action, status),
@@ -117,6 +118,52 @@ def upgrade() -> None:
     CREATE INDEX ix_holdout_exposures_rule ON holdout_exposures (store_id, rule_id, exposed_at);
     CREATE INDEX ix_holdout_exposures_recorded ON holdout_exposures (recorded_at);
 
+    -- holdout_exposures summed per rule, UTC day and side, by statement-level triggers: a
+    -- statement adds what its rows added (insert) or changed (update: new minus old), read
+    -- from the exact row versions it wrote, however many writers run at once. Only orders
+    -- and revenue of an exposure ever change; rows are deleted with their rule, and the
+    -- API deletes the rule's sums with them.
+    CREATE TABLE holdout_daily (
+        store_id varchar(64) NOT NULL,
+        rule_id bigint NOT NULL,
+        day date NOT NULL,
+        held_out boolean NOT NULL,
+        customers bigint NOT NULL DEFAULT 0,
+        converted bigint NOT NULL DEFAULT 0,
+        revenue numeric NOT NULL DEFAULT 0,
+        revenue_sq numeric NOT NULL DEFAULT 0,
+        PRIMARY KEY (store_id, rule_id, day, held_out)
+    );
+    CREATE FUNCTION holdout_daily_add() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO holdout_daily AS d (store_id, rule_id, day, held_out, customers, converted, revenue, revenue_sq)
+            SELECT store_id, rule_id, (exposed_at AT TIME ZONE 'UTC')::date, held_out, count(*),
+                   count(*) FILTER (WHERE orders > 0), sum(revenue), sum(revenue * revenue)
+            FROM new_rows GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+            ON CONFLICT (store_id, rule_id, day, held_out) DO UPDATE SET customers = d.customers + EXCLUDED.customers,
+                converted = d.converted + EXCLUDED.converted, revenue = d.revenue + EXCLUDED.revenue,
+                revenue_sq = d.revenue_sq + EXCLUDED.revenue_sq;
+        ELSE
+            INSERT INTO holdout_daily AS d (store_id, rule_id, day, held_out, customers, converted, revenue, revenue_sq)
+            SELECT store_id, rule_id, day, held_out, 0, sum(v), sum(r), sum(q) FROM (
+                SELECT store_id, rule_id, (exposed_at AT TIME ZONE 'UTC')::date AS day, held_out,
+                       (orders > 0)::int AS v, revenue AS r, revenue * revenue AS q FROM new_rows
+                UNION ALL
+                SELECT store_id, rule_id, (exposed_at AT TIME ZONE 'UTC')::date, held_out, -(orders > 0)::int,
+                       -revenue, -(revenue * revenue) FROM old_rows
+            ) t GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+            ON CONFLICT (store_id, rule_id, day, held_out) DO UPDATE SET customers = d.customers + EXCLUDED.customers,
+                converted = d.converted + EXCLUDED.converted, revenue = d.revenue + EXCLUDED.revenue,
+                revenue_sq = d.revenue_sq + EXCLUDED.revenue_sq;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER holdout_daily_insert AFTER INSERT ON holdout_exposures REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION holdout_daily_add();
+    CREATE TRIGGER holdout_daily_update AFTER UPDATE ON holdout_exposures
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION holdout_daily_add();
+
     CREATE TABLE customer_orders (
         store_id varchar(64) NOT NULL,
         customer_key text NOT NULL,
@@ -153,7 +200,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("""
-    DROP TABLE execution_daily; DROP TABLE customer_orders; DROP TABLE holdout_exposures;
+    DROP TABLE execution_daily; DROP TABLE customer_orders; DROP TABLE holdout_exposures; DROP TABLE holdout_daily;
+    DROP FUNCTION holdout_daily_add();
     DROP TABLE message_conversions; DROP TABLE engagement_daily; DROP TABLE engagement_firsts;
     DROP TABLE engagements; DROP TABLE messages;
     ALTER TABLE rules DROP COLUMN holdout_percent;
