@@ -56,6 +56,7 @@ def seed(settings: Settings, engine: Engine, store_id: str, rule: int, tmp: Path
     key = engagement.signing_key(s, store.link_key)
     m = engagement.Message(store_id, unique("m"), "c1", rule, 0, int(DAY1.timestamp()), int(DAY2.timestamp()) + 86_400)
     scanned = engagement.Message(store_id, unique("m"), "c2", rule, 0, m.issued, m.expires)
+    clicked_only = engagement.Message(store_id, unique("m"), "c3", rule, 0, m.issued, m.expires)  # images off
     person = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"}
     with ApiThread(s) as api:
         def hit(path: str, agent: dict[str, str] = person) -> None:
@@ -69,6 +70,7 @@ def seed(settings: Settings, engine: Engine, store_id: str, rule: int, tmp: Path
         clock.set(DAY2)
         hit(f"/t/c/{engagement.sign(key, m, 1, 'https://b.example/')}?u=https%3A%2F%2Fb.example%2F")  # not a first
         hit(f"/t/o/{engagement.sign(key, m)}.gif")
+        hit(f"/t/c/{engagement.sign(key, clicked_only, 0, 'https://a.example/')}?u=https%3A%2F%2Fa.example%2F")
     with engine.begin() as conn:
         for oid, total, refunded, voided in ((1, "80.00", "15.50", False), (2, "30.00", "0", True)):
             conn.execute(text("INSERT INTO message_conversions (store_id, order_id, message_id, rule_id, step, "
@@ -120,7 +122,7 @@ def test_summary_and_rule_reports_add_up_and_stay_in_their_store(settings: Setti
     got = client.get("/v1/analytics/summary", params=days, headers=me)
     assert got.status_code == 200, got.text
     body = got.json()
-    expected = {"executions": {"succeeded": 5, "skipped": 1}, "sends": 4, "opened": 1, "clicked": 1,
+    expected = {"executions": {"succeeded": 5, "skipped": 1}, "sends": 4, "opened": 2, "clicked": 2,
                 "conversions": 1, "revenue": {"PLN": "64.5000"}, "refunded": {"PLN": "15.5000"}}
     assert {k: body["totals"][k] for k in expected} == expected
     by_rule = {r["rule_id"]: r for r in body["rules"]}
@@ -132,15 +134,15 @@ def test_summary_and_rule_reports_add_up_and_stay_in_their_store(settings: Setti
 
     machines = {"window_days": 5, "touch": "engagement", "track_transactional": False, "count_machine": True}
     assert client.put("/v1/analytics/settings", json=machines, headers=me).status_code == 200
-    assert client.get("/v1/analytics/summary", params=days, headers=me).json()["totals"]["opened"] == 2
+    assert client.get("/v1/analytics/summary", params=days, headers=me).json()["totals"]["opened"] == 3
     assert client.put("/v1/analytics/settings", json=body["attribution"], headers=me).status_code == 200
 
     report = client.get(f"/v1/analytics/rules/{rule}", params=days, headers=me).json()
     assert [(s["step"], s["action_type"], s["executions"], s["sends"]) for s in report["steps"]] == [
         (0, "send_email", {"succeeded": 4, "skipped": 1}, 4), (1, "create_admin_task", {"succeeded": 1}, 0)]
-    # a message counts as opened and clicked on the day of its first open and click
+    # a message counts as opened and clicked on the day of its first open and click; a click is an open
     assert [(d["day"], d["sends"], d["opened"], d["clicked"], d["conversions"]) for d in report["daily"]] == [
-        (DAY1.date().isoformat(), 3, 1, 1, 0), (DAY2.date().isoformat(), 1, 0, 0, 1)]
+        (DAY1.date().isoformat(), 3, 1, 1, 0), (DAY2.date().isoformat(), 1, 1, 1, 1)]
     assert report["revenue"] == {"PLN": "64.5000"}
     one_day = client.get(f"/v1/analytics/rules/{rule}", params={"since": days["since"], "until": days["since"]},
                          headers=me).json()

@@ -87,11 +87,10 @@ def test_ten_thousand_customers_with_a_ten_percent_holdout(settings: Settings, e
     daily = "SELECT * FROM holdout_daily WHERE store_id = :s ORDER BY rule_id, day, held_out"
     with engine.connect() as conn:
         kept = [tuple(r) for r in conn.execute(text(daily), {"s": store.id})]
-    with engine.connect() as conn:
-        with conn.begin() as tx:
-            rebuild(conn, store.id)
-            assert [tuple(r) for r in conn.execute(text(daily), {"s": store.id})] == kept
-            tx.rollback()
+    with engine.connect() as conn, conn.begin() as tx:
+        rebuild(conn, store.id)
+        assert [tuple(r) for r in conn.execute(text(daily), {"s": store.id})] == kept
+        tx.rollback()
     assert sum(r[4] for r in kept) == CUSTOMERS
 
     client = api_client(settings)
@@ -174,17 +173,21 @@ def test_an_order_and_an_exposure_recorded_at_the_same_instant_are_matched_by_th
     with engine.begin() as conn:  # both rows written as if neither had seen the other
         conn.execute(text("INSERT INTO holdout_exposures (store_id, rule_id, customer_key, held_out, event_id, "
                           "exposed_at) VALUES (:s, :r, 'c1', true, 'e', :t)"), {"s": store.id, "r": rule, "t": T0})
-        for oid, days in ((1, 2), (2, 6)):
+        for oid, days, currency in ((1, 2, "PLN"), (2, 6, "PLN"), (3, 3, "EUR")):
             conn.execute(text("INSERT INTO customer_orders (store_id, customer_key, order_id, ordered_at, currency, "
-                              "revenue, order_modified) VALUES (:s, 'c1', :o, :t, 'PLN', 40, :t)"),
-                         {"s": store.id, "o": oid, "t": T0 + timedelta(days=days)})
+                              "revenue, order_modified) VALUES (:s, 'c1', :o, :t, :c, 40, :t)"),
+                         {"s": store.id, "o": oid, "t": T0 + timedelta(days=days), "c": currency})
     span = Span(T0.date(), T0.date())
     with engine.connect() as conn:
         assert holdout_groups(conn, store.id, span)[rule][True].converted == 0
     with engine.begin() as conn:
         assert holdout.refresh_recent(conn) >= 1
     with engine.connect() as conn:
-        assert holdout_groups(conn, store.id, span)[rule][True].revenue == 40.0  # the 5-day window: one order
+        # the 5-day window: two orders, one of them in another currency than the store's (no revenue)
+        group = holdout_groups(conn, store.id, span)[rule][True]
+        assert (group.customers, group.converted, group.revenue) == (1, 1, 40.0)
+        orders = conn.execute(text("SELECT orders FROM holdout_exposures WHERE rule_id = :r"), {"r": rule}).scalar()
+        assert orders == 2
     client = api_client(settings)
     policy = {"window_days": 7, "touch": "engagement", "track_transactional": False, "count_machine": False}
     assert client.put("/v1/analytics/settings", json=policy, headers=bearer(engine, store.id)).status_code == 200
