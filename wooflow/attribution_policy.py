@@ -11,7 +11,9 @@ import logging
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
+
+from wooflow.stores import set_setting
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,5 @@ def policy_of(store: Any) -> AttributionPolicy:
 
 
 def set_policy(engine: Engine, store_id: str, policy: AttributionPolicy) -> bool:
-    """Save into the store's settings (other settings untouched); False: no such store."""
-    with engine.begin() as conn:
-        res = conn.execute(text("UPDATE stores SET settings = jsonb_set(settings, '{analytics}', CAST(:p AS jsonb)) "
-                                "WHERE id = :id"), {"p": policy.model_dump_json(), "id": store_id})
-        return bool(res.rowcount)
+    """Save the policy into the store's settings (other settings untouched); False: no such store."""
+    return set_setting(engine, store_id, "analytics", policy.model_dump_json())

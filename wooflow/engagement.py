@@ -77,11 +77,12 @@ class Claim:
         return OPEN if self.link == PIXEL else CLICK
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
+    """URL-safe base64 without padding (the signed links' encoding, unsubscribe links too)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _unb64(text: str) -> bytes:
+def unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
@@ -97,13 +98,13 @@ def signing_key(settings: Settings, link_key: str) -> bytes:
 
 
 def url_digest(url: str) -> str:
-    return _b64(hashlib.sha256(url.encode()).digest()[:DIGEST_BYTES])
+    return b64(hashlib.sha256(url.encode()).digest()[:DIGEST_BYTES])
 
 
 def sign(key: bytes, m: Message, link: int = PIXEL, url: str = "") -> str:
     payload = orjson.dumps([m.store_id, m.message_id, m.customer_key, m.rule_id, m.step, m.issued, m.expires,
                             link, url_digest(url) if link != PIXEL else ""])
-    return f"{_b64(payload)}.{_b64(hmac.new(key, payload, hashlib.sha256).digest()[:MAC_BYTES])}"
+    return f"{b64(payload)}.{b64(hmac.new(key, payload, hashlib.sha256).digest()[:MAC_BYTES])}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ class Parsed:
 def parse(token: str) -> Parsed:
     try:
         body, mac = token.split(".", 1)
-        payload, given = _unb64(body), _unb64(mac)
+        payload, given = unb64(body), unb64(mac)
         fields = orjson.loads(payload)
     except (ValueError, orjson.JSONDecodeError) as exc:
         raise BadToken("malformed tracking token") from exc

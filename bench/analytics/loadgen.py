@@ -15,8 +15,6 @@ Prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.bridge.loadgen import run
+from bench.bridge.loadgen import add_load_options, drive, request_count
 from wooflow import engagement
 
 AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
@@ -51,21 +49,10 @@ def main() -> None:
     ap.add_argument("--url", required=True)
     ap.add_argument("--store", required=True)
     ap.add_argument("--key-hex", required=True, help="the tracking key the hits are signed with")
-    ap.add_argument("--mode", choices=("max", "rate"), default="max")
-    ap.add_argument("--rate", type=float, default=1000)
-    ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--duration", type=float, default=5)
-    ap.add_argument("--seed", default="r")
+    add_load_options(ap)
     args = ap.parse_args()
-    n = int((args.rate if args.mode == "rate" else 15000) * args.duration * 1.05) + 100
-    requests = build_requests(args.url, args.store, bytes.fromhex(args.key_hex), n, args.seed)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    print(json.dumps(asyncio.run(run(args, requests))), flush=True)
+    drive(args, build_requests(args.url, args.store, bytes.fromhex(args.key_hex), request_count(args, 15000),
+                               args.seed))
 
 
 if __name__ == "__main__":
