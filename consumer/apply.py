@@ -17,7 +17,7 @@ from typing import cast
 
 from wooflow.consumer.state import Aggregates, Order, StateBatch
 from wooflow.consumer.tiers import Loyalty
-from wooflow.consumer.triggers import TriggerContext
+from wooflow.consumer.triggers import Keep, TriggerContext
 from wooflow.consumer.values import CustomerEventIn, OrderEventIn, ProductEventIn, StorefrontEventIn, money, ms
 from wooflow.schemas.codec import Record
 
@@ -42,7 +42,9 @@ def combine(before: Aggregates, total: Decimal, currency: str, created_ms: int, 
     return after
 
 
-def apply_order(ev: OrderEventIn, state: StateBatch, lo: Loyalty) -> TriggerContext:
+def apply_order(ev: OrderEventIn, state: StateBatch, lo: Loyalty, keep: Keep = Keep.CUSTOMERS) -> TriggerContext:
+    if keep < Keep.CUSTOMERS:
+        return _order_only(ev, state, lo, keep)
     store, ckey, eid = ev["store_id"], ev["customer_key"], ev["event_id"]
     o = ev.get("order")
     oid = int(ev["order_id"])
@@ -85,8 +87,9 @@ def apply_order(ev: OrderEventIn, state: StateBatch, lo: Loyalty) -> TriggerCont
             ctx.stale = mod < row.modified_ms
         else:
             if status != row.status:
-                ctx.previous_status = row.status
-                row.transitions = [*row.transitions, [eid, row.status, status]][-TRANSITIONS_KEPT:]
+                if row.status:  # "" while the store kept no status: no transition from it
+                    ctx.previous_status = row.status
+                    row.transitions = [*row.transitions, [eid, row.status, status]][-TRANSITIONS_KEPT:]
                 row.status = status
             if row.counted and o is not None and (total != row.total or currency != row.currency):
                 # an edited paid order: totals follow, no trigger
@@ -123,7 +126,57 @@ def apply_order(ev: OrderEventIn, state: StateBatch, lo: Loyalty) -> TriggerCont
     return ctx
 
 
-def apply_customer(ev: CustomerEventIn, state: StateBatch, lo: Loyalty) -> TriggerContext:
+def _order_only(ev: OrderEventIn, state: StateBatch, lo: Loyalty, keep: Keep) -> TriggerContext:
+    """`apply_order` for a store that keeps less than everything: no customer row, no
+    counting; the order row written at its first sight (`Keep.SEEN`, status unknown: "")
+    and, from `Keep.ORDERS`, again only when its status changes (what `order_status_changed`
+    and `previous_status` read; a newer event with the same status decides nothing new)."""
+    store, eid = ev["store_id"], ev["event_id"]
+    o = ev.get("order")
+    oid = int(ev["order_id"])
+    row = state.orders.get((store, oid)) if keep else None
+    ctx = TriggerContext("OrderEvent", ev, lo)
+    if o is None:
+        status, mod = "trash", ms(ev["occurred_at"])
+        total, currency, created = (row.total, row.currency, row.created_ms) if row is not None else (None, "", 0)
+    else:
+        status = str(o["status"]).removeprefix("wc-")
+        mod, total, currency, created = ms(o["date_modified"]), money(o["total"]), str(o["currency"]), \
+            ms(o["date_created"])
+    ctx.status, ctx.currency, ctx.order_total = status, currency, total
+    if not keep:
+        return ctx
+    tracked = keep >= Keep.ORDERS
+    if row is None:
+        row = Order(store, oid, ev["customer_key"], eid, status if tracked else "", mod if tracked else 0, [],
+                    total if total is not None else Decimal(0), currency, created, dirty=True,
+                    first_sight_only=not tracked)
+        state.orders[(store, oid)] = row
+        ctx.first_seen = True
+        prev = ev.get("previous_status")
+        if tracked and prev and prev != status:
+            row.transitions.append([eid, prev, status])
+            ctx.previous_status = prev
+        return ctx
+    ctx.first_seen = row.first_event_id == eid
+    if not tracked:
+        return ctx
+    seen = next((t for t in row.transitions if t[0] == eid), None)
+    if seen is not None:  # this event changed the status before: the same change again
+        ctx.previous_status, ctx.status = seen[1], seen[2]
+    elif mod < row.modified_ms or (mod == row.modified_ms and status == row.status):
+        ctx.stale = mod < row.modified_ms
+    elif status != row.status:
+        if row.status:
+            ctx.previous_status = row.status
+            row.transitions = [*row.transitions, [eid, row.status, status]][-TRANSITIONS_KEPT:]
+        row.status, row.modified_ms, row.dirty = status, max(mod, row.modified_ms), True
+    return ctx
+
+
+def apply_customer(ev: CustomerEventIn, state: StateBatch, lo: Loyalty, keep: Keep = Keep.CUSTOMERS) -> TriggerContext:
+    if keep < Keep.CUSTOMERS:
+        return TriggerContext("CustomerEvent", ev, lo)
     cust = state.customer(ev["store_id"], ev["customer_key"])
     c = ev.get("customer")
     ctx = TriggerContext("CustomerEvent", ev, lo, customer=cust, before=cust.agg, after=cust.agg)
@@ -144,55 +197,29 @@ def apply_customer(ev: CustomerEventIn, state: StateBatch, lo: Loyalty) -> Trigg
     return ctx
 
 
-def _viewed(ev: StorefrontEventIn) -> str | None:
-    """The view count a storefront event adds to (a product's, a category's), if any."""
-    kind = ev["event_type"]
-    if kind == "product_viewed":
-        pid = ev["product_id"]
-        return None if pid is None else str(pid)
-    if kind == "category_viewed":
-        cid = ev["category_id"]
-        return None if cid is None else f"cat:{cid}"
-    return None
-
-
-def _view_mark(v: list[int | list[str]] | None) -> tuple[int, list[str]] | None:
-    """`engine.views` as stored: [event time ms, the event ids at that time]."""
-    if v and len(v) == 2 and isinstance(v[0], int) and isinstance(v[1], list):
-        return v[0], v[1]
-    return None
-
-
-def apply_storefront(ev: StorefrontEventIn, state: StateBatch, lo: Loyalty) -> TriggerContext:
+def apply_storefront(ev: StorefrontEventIn, state: StateBatch, lo: Loyalty,
+                     keep: Keep = Keep.CUSTOMERS) -> TriggerContext:
+    """Storefront events change no state of the rule engine (the scheduler keeps carts and
+    browsing); a store keeping customers gives a storefront trigger its customer's state.
+    (`customer_state.view_counts`, which no rule, condition or other reader ever read, is
+    no longer written.)"""
+    if keep < Keep.CUSTOMERS:
+        return TriggerContext("StorefrontEvent", ev, lo)
     cust = state.customer(ev["store_id"], ev["customer_key"])
-    ctx = TriggerContext("StorefrontEvent", ev, lo, customer=cust, before=cust.agg, after=cust.agg)
-    key = _viewed(ev)
-    if key is None:
-        return ctx
-    # A high-water mark (event time + the ids at that time) makes counting replay-safe
-    # without remembering every event id: a customer's storefront events arrive in order
-    # on one partition.
-    at, eid = ms(ev["occurred_at"]), ev["event_id"]
-    hwm = _view_mark(cust.engine.get("views"))
-    if hwm and (at < hwm[0] or (at == hwm[0] and eid in hwm[1])):
-        return ctx
-    cust.view_counts[key] = cust.view_counts.get(key, 0) + 1
-    cust.engine["views"] = [at, [*hwm[1], eid] if hwm and at == hwm[0] else [eid]]
-    cust.dirty = True
-    return ctx
+    return TriggerContext("StorefrontEvent", ev, lo, customer=cust, before=cust.agg, after=cust.agg)
 
 
-def apply_product(ev: ProductEventIn, state: StateBatch, lo: Loyalty) -> TriggerContext:
+def apply_product(ev: ProductEventIn, state: StateBatch, lo: Loyalty, keep: Keep = Keep.CUSTOMERS) -> TriggerContext:
     """Products keep no state: the event as it is."""
     return TriggerContext("ProductEvent", ev, lo, first_seen=True)
 
 
-Applier = Callable[[Record, StateBatch, Loyalty], TriggerContext]
+Applier = Callable[[Record, StateBatch, Loyalty, Keep], TriggerContext]
 
 
 def no_state(schema: str) -> Applier:
     """Events of a schema without state of their own (coupons): as they are."""
-    def apply(ev: Record, state: StateBatch, lo: Loyalty) -> TriggerContext:
+    def apply(ev: Record, state: StateBatch, lo: Loyalty, keep: Keep = Keep.CUSTOMERS) -> TriggerContext:
         return TriggerContext(schema, ev, lo, first_seen=True)
     return apply
 
@@ -203,3 +230,18 @@ APPLIERS: dict[str, Applier] = {
     "OrderEvent": cast(Applier, apply_order), "CustomerEvent": cast(Applier, apply_customer),
     "StorefrontEvent": cast(Applier, apply_storefront), "ProductEvent": cast(Applier, apply_product)}
 STATEFUL = frozenset({"OrderEvent", "CustomerEvent", "StorefrontEvent"})
+# The least a store must keep for an event of the schema to change its state: below it the
+# event decides nothing but its own triggers, and is not even decoded when none listens.
+CHANGES_STATE: dict[str, Keep] = {"OrderEvent": Keep.SEEN, "CustomerEvent": Keep.CUSTOMERS}
+# ... and to read it (a storefront event's triggers see its customer's state)
+READS_STATE: dict[str, Keep] = {**CHANGES_STATE, "StorefrontEvent": Keep.CUSTOMERS}
+
+
+def changes_state(schema: str, keep: Keep) -> bool:
+    need = CHANGES_STATE.get(schema)
+    return need is not None and keep >= need
+
+
+def reads_state(schema: str, keep: Keep) -> bool:
+    need = READS_STATE.get(schema)
+    return need is not None and keep >= need

@@ -1,8 +1,9 @@
-"""One consumer batch, one method per step: load state and link guests to customers
-(`_load_state`) → apply + match every event in order (`_evaluate`) → frequency limits
-(`_limit`) → commands (`_build`, or `_plan` for dry-run replays). Pure with respect to
-Kafka: the runner produces what this returns (commands, re-routed events), and saves
-`state` (after the commands are acknowledged, before offsets move).
+"""One consumer batch, one method per step: the products its orders name made known
+(catalog.py) → load state and link guests to customers (`_load_state`) → apply + match
+every event in order (`_evaluate`) → frequency limits (`_limit`) → commands (`_build`,
+or `_plan` for dry-run replays). Pure with respect to Kafka: the runner produces what
+this returns (commands, re-routed events), and saves `state` and the catalog rows learnt
+(after the commands are acknowledged, before offsets move).
 
 Holdout rules (wooflow/holdout.py) decide after the frequency limits: their control group
 gets no commands (`held_out`, logged by the runner) and both sides become exposures saved
@@ -13,6 +14,10 @@ the customer has not looked at yet loads that guest with the batch's other rows 
 query) and folds it into the customer before any event is applied. Events of a guest
 that is merged (now or earlier) are not applied: the live consumer re-routes them to the
 customer's partition; a replay, which never saves, applies them to the customer in place.
+
+State is kept per store at the level its rules read (`keep_of`, consumer/needs.py),
+decided once per store per batch: below `Keep.CUSTOMERS` no customer row is read or
+written and no guest is linked; at `Keep.NOTHING` not even the order rows.
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ from typing import Any, TypedDict
 
 from sqlalchemy import Engine
 
-from wooflow.consumer.apply import APPLIERS, STATEFUL, no_state
+from wooflow.consumer.apply import APPLIERS, STATEFUL, no_state, reads_state
+from wooflow.consumer.catalog import CatalogProduct, batch_products
 from wooflow.consumer.commands import build_command, context_of, idempotency_key, to_json
 from wooflow.consumer.engine import Match, RuleEngine
 from wooflow.consumer.merge import LINKED, Merge, email_of, fold_customer, fold_firing, guest_key
 from wooflow.consumer.state import Firing, StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty
+from wooflow.consumer.triggers import TRIGGERS, Keep
 from wooflow.consumer.values import Envelope, as_order_event, ms, to_datetime
+from wooflow.db.engine import unavailable
 from wooflow.holdout import Exposure, held_out
 from wooflow.schemas.codec import Record
 from wooflow.schemas.types import ActionCommand
@@ -69,6 +77,43 @@ class Outcome:
     held_out: list[tuple[Item, Match, Exposure]] = field(default_factory=list)  # a holdout rule's control group
     state: StateBatch = field(default_factory=StateBatch)
     rerouted: list[tuple[Item, str]] = field(default_factory=list)  # (event of a merged guest, its customer's key)
+    products: list[CatalogProduct] = field(default_factory=list)  # catalog rows learnt, saved with the state
+
+
+class FirstSights:
+    """Which events of a batch (or of a replay's range) are later events of an order already
+    seen, in a store where only first sights matter (`BatchProcessor.first_sight_only`):
+    those are skipped undecoded. An order is seen if `known` (the state kept between
+    batches) has its row — its first event id never changes — or an earlier event of this
+    batch named it (a partition holds an order's events in order, so the first sight of an
+    order comes before all its other events)."""
+
+    def __init__(self, processor: BatchProcessor, peek: Callable[[bytes], tuple[str, int] | None],
+                 known: Callable[[tuple[str, int]], str | None]) -> None:
+        self.processor = processor
+        self.peek = peek
+        self.known = known
+        self.only: dict[str, bool] = {}
+        self.first: dict[tuple[str, int], str] = {}
+
+    def later(self, store: str, schema: str, value: bytes) -> bool:
+        only = self.only.get(store)
+        if only is None:
+            only = self.only[store] = self.processor.first_sight_only(store, schema)
+        if not only:
+            return False
+        peeked = self.peek(value)
+        if peeked is None:
+            return False
+        eid, oid = peeked
+        key = (store, oid)
+        first = self.first.get(key)
+        if first is None:
+            first = self.known(key)
+            if first is None:
+                self.first[key] = eid
+                return False
+        return first != eid
 
 
 def allowed(f: Firing | None, rule: Any, event_id: str, at_ms: int) -> bool:
@@ -117,8 +162,13 @@ class BatchProcessor:
         `state`: rows carried over from earlier batches (a replay, which never saves): only
         customers and orders not in it yet are read from the database."""
         out = Outcome() if state is None else Outcome(state=state)
-        moved = self._load_state(items, out.state, None if dry_run or plan_only else self.cache)
-        self._evaluate(items, out, moved, only_rules)
+        keeps = self._keeps(items, out.state)
+        catalog = self.engine.catalog
+        if catalog is not None:  # the products the orders name, known before any is evaluated
+            batch_products(catalog, ((it.schema, it.event) for it in items), self.engine.rules.uses_catalog)
+            out.products = catalog.take_pending()
+        moved = self._load_state(items, out.state, None if dry_run or plan_only else self.cache, keeps)
+        self._evaluate(items, out, moved, only_rules, keeps)
         if not out.matches:
             return out
         due = _holdout(out, self._limit(out))
@@ -128,8 +178,36 @@ class BatchProcessor:
             self._build(out, due, now or datetime.now(timezone.utc), dry_run)
         return out
 
-    def _load_state(self, items: list[Item], state: StateBatch,
-                    cache: StateCache | None) -> dict[tuple[str, str], str]:
+    def keep_of(self, store: str) -> Keep:
+        """The state kept for the store: what its rules read, everything if it has loyalty settings."""
+        keep = self.engine.rules.keeps(store)
+        if keep < Keep.CUSTOMERS and self.loyalty(store).configured:
+            return Keep.CUSTOMERS
+        return keep
+
+    def first_sight_only(self, store: str, schema: str) -> bool:
+        """Whether, for this store, an event of `schema` matters only if it is the first
+        sight of its resource: the store keeps order first sights and nothing more, and
+        every trigger of its rules on the schema fires only at a first sight (`new_order`).
+        Then a later event of an order already seen (by its event id and order id, read
+        with `EventDecoder.peek`) can neither change state nor fire: it is skipped undecoded."""
+        if schema != "OrderEvent" or self.keep_of(store) != Keep.SEEN:
+            return False
+        return all(TRIGGERS[t].first_sight for t in self.engine.rules.triggers(store, schema))
+
+    def _keeps(self, items: list[Item], state: StateBatch) -> dict[str, Keep]:
+        """Each store's level for this batch, decided once (the rules may reload meanwhile);
+        recorded with the batch's state (`StateBatch.levels`)."""
+        keeps: dict[str, Keep] = {}
+        for it in items:
+            store = it.event["store_id"]
+            if store not in keeps:
+                keeps[store] = self.keep_of(store)
+        state.levels.update(keeps)
+        return keeps
+
+    def _load_state(self, items: list[Item], state: StateBatch, cache: StateCache | None,
+                    keeps: dict[str, Keep]) -> dict[tuple[str, str], str]:
         """Read the batch's customers and orders not in memory yet (one connection), fold
         the guests its customers have not looked at yet; → the guest keys whose events
         belong to a customer now."""
@@ -141,14 +219,19 @@ class BatchProcessor:
         for it in items:
             if it.schema in STATEFUL:
                 ev = it.event
-                ck = (ev["store_id"], ev["customer_key"])
-                if ck not in known_c:
-                    customers.add(ck)
+                keep = keeps[ev["store_id"]]
+                if not reads_state(it.schema, keep):
+                    continue
                 oev = as_order_event(it.schema, ev)
                 if oev is not None:
                     ok = (ev["store_id"], int(oev["order_id"]))
                     if ok not in known_o:
                         orders.add(ok)
+                if keep < Keep.CUSTOMERS:
+                    continue
+                ck = (ev["store_id"], ev["customer_key"])
+                if ck not in known_c:
+                    customers.add(ck)
                 kind = ck[1][:1]
                 if kind == "g":
                     guests.add(ck)
@@ -174,7 +257,7 @@ class BatchProcessor:
         return moved
 
     def _evaluate(self, items: list[Item], out: Outcome, moved: dict[tuple[str, str], str],
-                  only_rules: set[int] | None) -> None:
+                  only_rules: set[int] | None, keeps: dict[str, Keep]) -> None:
         """Apply every event to the state and match it against the rules, in order. The hot
         path (bench/rules): one loop, with no helper call per event."""
         state = out.state
@@ -199,10 +282,12 @@ class BatchProcessor:
                 apply = APPLIERS.get(it.schema)
                 if apply is None:  # an event type without state (coupons, plugins' events)
                     apply = APPLIERS[it.schema] = no_state(it.schema)
-                ctx = apply(ev, state, lo)
+                ctx = apply(ev, state, lo, keeps[store])
                 for m in self.engine.matches(ctx, only_rules):
                     out.matches.append((it, m))
             except Exception as exc:  # a poison event must not stall the partition
+                if unavailable(exc):
+                    raise  # PostgreSQL, not the event: the whole batch is read again (run_batches)
                 log.exception("evaluation failed for %s", ev.get("event_id") if isinstance(ev, dict) else "?")
                 out.failed.append((it, "evaluation_error", f"{type(exc).__name__}: {exc}"))
             if lat is not None:
@@ -259,6 +344,8 @@ class BatchProcessor:
                         params=action.params, delay_s=action.delay_s, schema=it.schema, event=ev,
                         trigger=m.trigger, now=now, dry_run=dry_run, context_json=context)))
             except Exception as exc:
+                if unavailable(exc):
+                    raise
                 log.exception("building commands failed")
                 out.failed.append((it, "evaluation_error", f"{type(exc).__name__}: {exc}"))
 

@@ -5,15 +5,21 @@ a leaf is `{"field": F, "operator": OP, "value": V}`. Fields are the Polski Pro 
 (order_total, order_status, item_count, billing_country, shipping_country, geo_scope,
 customer_email, payment_method, shipping_method, product_id, category) plus
 customer-state fields (order_count, total_spent, average_order_value, tier, points, tags,
-days_since_last_order, first_order_date) and a few extras.
+days_since_last_order, first_order_date) and a few extras (geo_regions, product_tag, ...).
 
 Semantics (the property tests hold the compiled predicates to exactly this):
 - a field has a type: number fields compare numerically (exact decimals), string fields
   compare trimmed and case-insensitively, date fields compare as ISO `YYYY-MM-DD`;
 - `in`/`not_in` take a list or a comma-separated string ("PL,DE,FR");
-- a multi-valued field (products, categories, tags, shipping methods, geo scopes) holds
+- a multi-valued field (products, categories, tags, shipping methods, geo regions) holds
   when ANY of its values holds; `not_equals`/`not_in` are the negations of
-  `equals`/`in` (so: when NONE does); a missing value never equals, contains or compares.
+  `equals`/`in` (so: when NONE does); a missing value never equals, contains or compares;
+- `contains` on a field with a closed set of values (geo_regions) means "holds that
+  value" (so `geo_regions contains eu` is never true of `non_eu`);
+- an `Incomplete` multi-valued fact (some values could not be known: an ordered product
+  the catalog lacks and the store did not describe in time) holds for `equals`/`in`/
+  `contains`/`gt`/`lt` only through the values it has, and never for `not_equals`/`not_in`:
+  an absence that cannot be checked is not assumed.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ OPERATOR_DOC = {
     "lt": "less than (numbers, dates)",
     "in": "one of a list or comma-separated string: PL,DE,FR",
     "not_in": "none of a list or comma-separated string",
-    "contains": "contains the text, case-insensitive",
+    "contains": "contains the text, case-insensitive; for a field with a closed set of values "
+                "(geo_regions): holds that value",
 }
 
 EU = frozenset(["AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT",
                 "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE"])
 EEA = EU | {"NO", "IS", "LI"}
-GEO_SCOPES = ("pl", "eu", "eea", "non_eu")
+GEO_SCOPES = ("pl", "eu", "eea", "non_eu")  # Polski Pro's geo_scope values; also the regions of geo_regions
 MAX_DEPTH = 8
 MAX_CONDITIONS = 200
 
@@ -64,16 +71,23 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
     FieldSpec("item_count", "number", False, "Number of items, the sum of quantities (get_item_count)", _NUM_OPS),
     FieldSpec("billing_country", "string", False, "Billing country, ISO 3166-1 alpha-2", _STR_OPS, scope="event"),
     FieldSpec("shipping_country", "string", False, "Shipping country, falls back to billing", _STR_OPS, scope="event"),
-    FieldSpec("geo_scope", "string", True, "pl / eu (27 member states) / eea (EU + NO, IS, LI) / non_eu, "
-              "from the shipping (else billing) country", ("equals", "not_equals", "in", "not_in"),
+    FieldSpec("geo_scope", "string", False, "One value per order, as Polski Pro defines it: pl (Poland), eu (the "
+              "other 26 member states), eea (Norway, Iceland, Liechtenstein), non_eu (the rest of the world); from "
+              "the shipping (else billing) country", ("equals", "not_equals", "in", "not_in"),
               values=GEO_SCOPES, scope="event"),
     FieldSpec("customer_email", "string", False, "Billing email (orders) or account email (customers)", _STR_OPS,
               scope="event"),
     FieldSpec("payment_method", "string", False, "Payment method id (get_payment_method)", _STR_OPS),
     FieldSpec("shipping_method", "string", True, "Shipping method ids of the shipping lines", _STR_OPS),
     FieldSpec("product_id", "number", True, "Product and variation ids in the order", _NUM_OPS),
-    FieldSpec("category", "string", True, "product_cat ids of the ordered products", _STR_OPS),
+    FieldSpec("category", "string", True, "product_cat ids of the ordered products (a variation: its parent's), "
+              "from the store's product catalog", _STR_OPS),
     # extras
+    FieldSpec("geo_regions", "string", True, "Every region the shipping (else billing) country belongs to: pl, eu "
+              "(27 member states, Poland included), eea (EU + NO, IS, LI), non_eu; e.g. geo_regions contains eu",
+              ("equals", "not_equals", "in", "not_in", "contains"), values=GEO_SCOPES, scope="event"),
+    FieldSpec("product_tag", "string", True, "product_tag ids of the ordered products (a variation: its parent's), "
+              "from the store's product catalog; on product events the product's tag ids and names", _STR_OPS),
     FieldSpec("previous_status", "string", False, "Order status before this change", _STR_OPS),
     FieldSpec("currency", "string", False, "Order currency", _STR_OPS),
     FieldSpec("coupon_code", "string", True, "Coupon codes used", _STR_OPS),
@@ -110,20 +124,44 @@ class ConditionError(ValueError):
         self.message = message
 
 
-def geo_scopes(country: str) -> list[str]:
+class Incomplete(list[str]):
+    """A multi-valued fact some of whose values could not be known (see the module doc);
+    `missing` says what is unknown (e.g. product ids), for dry-run explanations."""
+
+    __slots__ = ("missing",)
+
+    def __init__(self, values: list[str], missing: tuple[int, ...] = ()) -> None:
+        super().__init__(values)
+        self.missing = missing
+
+
+def geo_scope(country: str) -> str | None:
+    """Polski Pro's one value per order: pl, eu, eea or non_eu (None: no country)."""
+    c = (country or "").strip().upper()
+    if not c:
+        return None
+    if c == "PL":
+        return "pl"
+    if c in EU:
+        return "eu"
+    return "eea" if c in EEA else "non_eu"
+
+
+def geo_regions(country: str) -> list[str]:
+    """Every region the country belongs to (Poland: pl, eu, eea; Norway: eea, non_eu)."""
     c = (country or "").strip().upper()
     if not c:
         return []
-    scopes = []
+    regions = []
     if c == "PL":
-        scopes.append("pl")
+        regions.append("pl")
     if c in EU:
-        scopes.append("eu")
+        regions.append("eu")
     if c in EEA:
-        scopes.append("eea")
+        regions.append("eea")
     if c not in EU:
-        scopes.append("non_eu")
-    return scopes
+        regions.append("non_eu")
+    return regions
 
 
 def split_list(value: Any) -> list[str]:
@@ -213,7 +251,18 @@ def compile_leaf(leaf: Any, path: str = "$") -> Predicate:
         if key is None or len(key) != 10 or key[4] != "-" or key[7] != "-":
             raise ConditionError(f"{path}.value", f"{field} compares dates as YYYY-MM-DD, got {raw!r}")
         return _date_pred(name, op, key)
+    if op == "contains" and spec.values:
+        op = "equals"  # a closed set of values: contains means "holds that value"
     return _string_pred(name, op, [norm(o) for o in options], spec.multi)
+
+
+def _complete(v: object) -> bool:
+    return type(v) is not Incomplete
+
+
+def _negated(name: str, member: Predicate) -> Predicate:
+    """not_equals / not_in: no value matches, and none is unknown."""
+    return lambda facts: not member(facts) and _complete(facts.get(name))
 
 
 def _number_pred(name: str, op: str, nums: list[Decimal | int], multi: bool) -> Predicate:
@@ -243,7 +292,7 @@ def _number_pred(name: str, op: str, nums: list[Decimal | int], multi: bool) -> 
             if n is not None and n in wanted:
                 return True
         return False
-    return member if op in ("equals", "in") else (lambda facts: not member(facts))
+    return member if op in ("equals", "in") else _negated(name, member)
 
 
 def _string_pred(name: str, op: str, options: list[str], multi: bool) -> Predicate:
@@ -263,7 +312,7 @@ def _string_pred(name: str, op: str, options: list[str], multi: bool) -> Predica
             if norm(v) in wanted:
                 return True
         return False
-    return member if op in ("equals", "in") else (lambda facts: not member(facts))
+    return member if op in ("equals", "in") else _negated(name, member)
 
 
 def _date_pred(name: str, op: str, key: str) -> Predicate:
@@ -359,11 +408,17 @@ def explain(tree: Any, facts: Facts, path: str = "$") -> dict[str, Any]:
         return {"path": path, "result": True, "reason": "no conditions"}
     if is_leaf(tree):
         result = compile_leaf(tree, path)(facts)
-        actual = _show(facts.get(tree["field"]))
+        raw = facts.get(tree["field"])
+        actual = _show(raw)
         verdict = "holds" if result else "does not hold"
-        return {"path": path, "field": tree["field"], "operator": tree["operator"], "expected": tree["value"],
-                "actual": actual, "result": result,
-                "reason": f"{tree['field']} is {actual!r}: {tree['operator']} {tree['value']!r} {verdict}"}
+        out = {"path": path, "field": tree["field"], "operator": tree["operator"], "expected": tree["value"],
+               "actual": actual, "result": result,
+               "reason": f"{tree['field']} is {actual!r}: {tree['operator']} {tree['value']!r} {verdict}"}
+        if isinstance(raw, Incomplete):
+            out["unknown_products"] = list(raw.missing)
+            out["reason"] += (f" (products {list(raw.missing)} are unknown: not in the store's catalog and the "
+                              "store did not describe them in time; an unknown value never counts as absent)")
+        return out
     kids = [explain(c, facts, f"{path}.conditions[{i}]") for i, c in enumerate(tree.get("conditions", []))]
     match = tree.get("match", "all")
     result = (all(k["result"] for k in kids) if match == "all" else any(k["result"] for k in kids)) if kids else True

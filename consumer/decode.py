@@ -169,9 +169,47 @@ def _record(todo: list[tuple[str, Any]]) -> Any:
     return conv
 
 
+# The resource id a peek reads (the event's first field is always `event_id`).
+PEEK_ID = {"OrderEvent": "order_id"}
+_SCALARS = {"string": "s", "bytes": "s", "long": "v", "int": "v", "enum": "v"}
+
+
+def _peek_plan(raw: Any) -> tuple[str, ...] | None:
+    """How to reach the resource id of a writer schema: each field before it is skipped as
+    a length-prefixed string ("s") or a varint ("v"); None when a field in between is
+    anything else (the event is decoded instead)."""
+    fields = raw.get("fields") or []
+    target = PEEK_ID.get(str(raw.get("name")))
+    if target is None or not fields or fields[0]["name"] != "event_id" or fields[0]["type"] != "string":
+        return None
+    kinds: list[str] = []
+    for f in fields[1:]:
+        t = f["type"]
+        name = t if isinstance(t, str) else t.get("type") if isinstance(t, dict) else None
+        kind = _SCALARS.get(name) if isinstance(name, str) else None
+        if f["name"] == target:
+            return tuple(kinds) if kind == "v" else None
+        if kind is None:
+            return None
+        kinds.append(kind)
+    return None
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+
+
 class EventDecoder:
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
+        self._peeks: dict[bytes, tuple[bool, ...]] = {}  # is each field before the id a string?
         self._fast: dict[bytes, tuple[str, Any, Any]] = {}
         self._logical: dict[str, Callable[[Record], Record]] = {}
         self._json: dict[str, Callable[[Record], Record]] = {}
@@ -182,6 +220,9 @@ class EventDecoder:
                 w = _plain(writer)
                 r = None if writer is latest else _plain(latest)
                 self._fast[fp] = (writer.name, w, r)
+                plan = _peek_plan(writer.raw)
+                if plan is not None:
+                    self._peeks[fp] = tuple(kind == "s" for kind in plan)
             for name in {v.name for v in cat.by_fingerprint.values()}:
                 for plans, leaf in ((self._logical, logical_leaf), (self._json, json_leaf)):
                     try:
@@ -206,6 +247,39 @@ class EventDecoder:
         if type(datum) is not dict:
             raise DecodeError(f"{name} body is not a record")
         return name, datum
+
+    def peek(self, data: bytes) -> tuple[str, int] | None:
+        """(event id, resource id) read straight from the bytes, without decoding the event
+        (~1 µs instead of ~30 for an order): enough to tell that an event cannot be the
+        first sight of its order (`new_order`). None if the schema has no such plan or the
+        bytes do not parse (the event is then decoded, and dead-lettered if it must be)."""
+        plan = self._peeks.get(data[2:10])
+        if plan is None or data[:2] != SINGLE_OBJECT_MARKER:
+            return None
+        try:
+            b = data[10]
+            n, pos = (b >> 1, 11) if b < 0x80 and not b & 1 else _varint(data, 10)
+            event_id = data[pos:pos + n].decode()
+            pos += n
+            for is_string in plan:
+                b = data[pos]
+                pos += 1
+                if b < 0x80:  # one byte: most lengths and small numbers
+                    if is_string:
+                        if b & 1:  # a negative length: not ours to judge, decode it
+                            return None
+                        pos += b >> 1
+                elif is_string:
+                    v, pos = _varint(data, pos - 1)
+                    pos += v
+                else:  # a long (a timestamp): skip to its last byte
+                    while data[pos] >= 0x80:
+                        pos += 1
+                    pos += 1
+            rid, _ = _varint(data, pos)
+        except (IndexError, UnicodeDecodeError):
+            return None
+        return event_id, rid
 
     def full(self, data: bytes) -> tuple[str, Record]:
         """Decoded with logical types (Decimal, datetime): for command contexts."""

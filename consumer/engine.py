@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wooflow.consumer.catalog import ProductCatalog
 from wooflow.consumer.facts import LazyFacts
 from wooflow.consumer.rules import CompiledRule, RuleCache
 from wooflow.consumer.triggers import TriggerContext, for_schema
@@ -21,8 +22,9 @@ class Match:
 
 
 class RuleEngine:
-    def __init__(self, rules: RuleCache) -> None:
+    def __init__(self, rules: RuleCache, catalog: ProductCatalog | None = None) -> None:
         self.rules = rules
+        self.catalog = catalog  # the ordered products' categories and tags (catalog.py)
 
     def matches(self, ctx: TriggerContext, only_rules: set[int] | None = None) -> list[Match]:
         store = str(ctx.event["store_id"])
@@ -42,7 +44,7 @@ class RuleEngine:
                 if rule.options is not None and not rule.options(ctx):
                     continue
                 if facts is None:
-                    facts = LazyFacts(ctx)
+                    facts = LazyFacts(ctx, self.catalog)
                 if rule.predicate(facts):
                     out.append(Match(rule, spec.name, ctx))
         if fired_count > 1 and len(out) > 1:

@@ -2,7 +2,9 @@
 
 A rule usually looks at two or three fields; `LazyFacts` computes a field the first time
 a predicate asks for it and remembers it for the other rules of the same event. Getters
-accept raw (hot-path) and fully decoded events alike (see `values.py`).
+accept raw (hot-path) and fully decoded events alike (see `values.py`). The ordered
+products' categories and tags come from the store's product catalog (`catalog.py`),
+which the batch prepared before evaluating.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Literal
 
-from wooflow.consumer.conditions import FIELDS, FactValue, geo_scopes
+from wooflow import metrics
+from wooflow.consumer.catalog import ProductCatalog, Terms
+from wooflow.consumer.conditions import FIELDS, FactValue, Incomplete, geo_regions, geo_scope
 from wooflow.consumer.state import Aggregates
 from wooflow.consumer.triggers import TriggerContext
 from wooflow.consumer.values import Amount, money, ms
@@ -63,17 +67,42 @@ def _product_ids(ctx: TriggerContext) -> list[int]:
     return [int(pid)] if isinstance(pid, int) else []
 
 
-def _categories(ctx: TriggerContext) -> list[str]:
+def _ordered(ctx: TriggerContext, catalog: ProductCatalog | None, which: Terms) -> list[str]:
+    """The category or tag ids of the ordered products, through the catalog: `Incomplete`
+    when some product is unknown (conditions.py says what that means)."""
+    store = str(ctx.event["store_id"])
+    out: list[str] = []
+    missing: list[int] = []
+    for li in _line_items(ctx):
+        pid = li["product_id"] or li.get("variation_id") or 0
+        if not pid:
+            continue
+        ids, unknown = catalog.terms(store, pid, which) if catalog is not None else ((), pid)
+        out.extend(str(i) for i in ids)
+        if unknown:
+            missing.append(unknown)
+    if missing:
+        metrics.catalog_unknown.labels(store).inc()
+        return Incomplete(out, tuple(missing))
+    return out
+
+
+def _categories(ctx: TriggerContext, catalog: ProductCatalog | None) -> list[str]:
     if ctx.schema == "OrderEvent":
-        out: list[str] = []
-        for li in _line_items(ctx):
-            out.extend(str(c) for c in li.get("category_ids") or ())
-        return out
+        return _ordered(ctx, catalog, "category_ids")
     if ctx.schema == "ProductEvent":
         cats = (ctx.product.get("categories") or ()) if ctx.product else ()
         return [str(c["id"]) for c in cats] + [c["slug"] for c in cats if c.get("slug")]
     cid = ctx.event.get("category_id")
     return [str(cid)] if cid is not None else []
+
+
+def _product_tags(ctx: TriggerContext, catalog: ProductCatalog | None) -> list[str]:
+    if ctx.schema == "OrderEvent":
+        return _ordered(ctx, catalog, "tag_ids")
+    if ctx.schema == "ProductEvent" and ctx.product:
+        return [str(t) for t in ctx.product.get("tag_ids") or ()] + list(ctx.product.get("tags") or ())
+    return []
 
 
 _NONE = Aggregates()  # a customer the event has none of (read only)
@@ -119,7 +148,10 @@ def _first_order_date(ctx: TriggerContext) -> str | None:
 
 
 def _order_total(ctx: TriggerContext) -> Decimal | None:
-    return money(ctx.order.get("total")) if ctx.schema == "OrderEvent" and ctx.order else None
+    if ctx.schema != "OrderEvent" or not ctx.order:
+        return None
+    # apply_order has read it already (the same money() of the same field)
+    return ctx.order_total if ctx.order_total is not None else money(ctx.order.get("total"))
 
 
 def _item_count(ctx: TriggerContext) -> int | None:
@@ -134,12 +166,12 @@ GETTERS: dict[str, Getter] = {
     "item_count": _item_count,
     "billing_country": _billing_country,
     "shipping_country": _shipping_country,
-    "geo_scope": lambda ctx: geo_scopes(_shipping_country(ctx)),
+    "geo_scope": lambda ctx: geo_scope(_shipping_country(ctx)),
+    "geo_regions": lambda ctx: geo_regions(_shipping_country(ctx)),
     "customer_email": _email,
     "payment_method": lambda ctx: (ctx.order.get("payment_method") or "") if ctx.order else "",
     "shipping_method": lambda ctx: list(ctx.order.get("shipping_methods") or ()) if ctx.order else [],
     "product_id": _product_ids,
-    "category": _categories,
     "previous_status": lambda ctx: ctx.previous_status,
     "currency": lambda ctx: ctx.currency or ((ctx.order.get("currency") or "") if ctx.order else "")
     or str(ctx.event.get("currency") or ""),
@@ -155,7 +187,13 @@ GETTERS: dict[str, Getter] = {
     "days_since_last_order": _days_since_last,
     "first_order_date": _first_order_date,
 }
-assert set(GETTERS) == set(FIELDS), set(GETTERS) ^ set(FIELDS)
+# Fields that read the store's product catalog.
+CATALOG_GETTERS: dict[str, Callable[[TriggerContext, ProductCatalog | None], FactValue]] = {
+    "category": _categories,
+    "product_tag": _product_tags,
+}
+assert not set(GETTERS) & set(CATALOG_GETTERS)
+assert set(GETTERS) | set(CATALOG_GETTERS) == set(FIELDS), (set(GETTERS) | set(CATALOG_GETTERS)) ^ set(FIELDS)
 
 
 _MISSING: list[int] = []  # a unique object no getter returns: told apart by identity
@@ -163,17 +201,22 @@ _dict_get: Callable[[dict[str, FactValue], str, FactValue], FactValue] = dict.ge
 
 
 class LazyFacts(dict[str, FactValue]):
-    __slots__ = ("ctx",)
+    __slots__ = ("catalog", "ctx")
 
-    def __init__(self, ctx: TriggerContext) -> None:
+    def __init__(self, ctx: TriggerContext, catalog: ProductCatalog | None = None) -> None:
         super().__init__()
         self.ctx = ctx
+        self.catalog = catalog
 
     def get(self, name: str, default: FactValue = None) -> FactValue:  # type: ignore[override]  # computes, never misses
         value = _dict_get(self, name, _MISSING)
         if value is _MISSING:
             getter = GETTERS.get(name)
-            value = getter(self.ctx) if getter is not None else default
+            if getter is not None:
+                value = getter(self.ctx)
+            else:
+                from_catalog = CATALOG_GETTERS.get(name)
+                value = from_catalog(self.ctx, self.catalog) if from_catalog is not None else default
             self[name] = value
         return value
 
@@ -181,7 +224,7 @@ class LazyFacts(dict[str, FactValue]):
         return self.get(name)
 
     def materialise(self) -> dict[str, FactValue]:
-        for name in GETTERS:
+        for name in FIELDS:
             self.get(name)
         return dict(self)
 

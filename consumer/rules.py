@@ -19,9 +19,11 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 
-from wooflow.consumer.conditions import Predicate, compile_tree
+from wooflow.consumer.catalog import CATALOG_FIELDS
+from wooflow.consumer.conditions import Predicate, compile_tree, fields_used
 from wooflow.consumer.model import Action, RuleSpec
-from wooflow.consumer.triggers import TRIGGERS, Check
+from wooflow.consumer.needs import rule_keep
+from wooflow.consumer.triggers import TRIGGERS, Check, Keep
 from wooflow.db.tables import rules
 
 log = logging.getLogger(__name__)
@@ -40,11 +42,13 @@ class CompiledRule:
     trigger: str = field(init=False)
     actions: list[Action] = field(init=False)
     limited: bool = field(init=False)
+    keep: Keep = field(init=False)  # the state it reads (consumer/needs.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trigger", self.spec.trigger)
         object.__setattr__(self, "actions", self.spec.actions)
         object.__setattr__(self, "limited", self.spec.frequency.limited)
+        object.__setattr__(self, "keep", rule_keep(self.spec))
 
 
 def compile_rule(row: dict[str, Any]) -> CompiledRule:
@@ -67,6 +71,8 @@ class RuleCache:
         self._index: dict[tuple[str, str], list[CompiledRule]] = {}
         self._triggers: dict[tuple[str, str], frozenset[str]] = {}
         self._by_id: dict[int, CompiledRule] = {}
+        self._keeps: dict[str, Keep] = {}
+        self._catalog_stores: frozenset[str] = frozenset()
         self._fingerprint: tuple[Any, ...] | None = None
         self._checked = 0.0
         self._lock = threading.Lock()  # serialises reloads (listener thread vs. fallback)
@@ -81,8 +87,16 @@ class RuleCache:
         """Triggers of `schema` that some enabled rule of the store listens to."""
         return self._triggers.get((store_id, schema), frozenset())
 
+    def uses_catalog(self, store_id: str) -> bool:
+        """Whether some enabled rule of the store has a condition on the product catalog."""
+        return store_id in self._catalog_stores
+
     def get(self, rule_id: int) -> CompiledRule | None:
         return self._by_id.get(rule_id)
+
+    def keeps(self, store_id: str) -> Keep:
+        """The state the store's enabled rules read (consumer/needs.py)."""
+        return self._keeps.get(store_id, Keep.NOTHING)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -148,11 +162,14 @@ class RuleCache:
         index: dict[tuple[str, str], list[CompiledRule]] = defaultdict(list)
         by_id: dict[int, CompiledRule] = {}
         triggers: dict[tuple[str, str], set[str]] = defaultdict(set)
+        catalog_stores: set[str] = set()
         for store, lst in by_store.items():
             for rule in lst:
                 index[(store, rule.trigger)].append(rule)
                 by_id[rule.id] = rule
                 triggers[(store, TRIGGERS[rule.trigger].schema)].add(rule.trigger)
+                if fields_used(rule.spec.conditions) & CATALOG_FIELDS:
+                    catalog_stores.add(store)
         for lst in index.values():
             lst.sort(key=lambda r: (r.spec.priority, r.id))
         # one assignment each; a reader may see the new index with the old trigger set for
@@ -160,6 +177,8 @@ class RuleCache:
         self._index = dict(index)
         self._triggers = {k: frozenset(v) for k, v in triggers.items()}
         self._by_id = by_id
+        self._keeps = {store: max((r.keep for r in lst), default=Keep.NOTHING) for store, lst in by_store.items()}
+        self._catalog_stores = frozenset(catalog_stores)
         self._by_store = by_store
 
 

@@ -4,8 +4,12 @@ Reads the woo.* topics in one consumer group (scaled by adding processes; partit
 shared with cooperative-sticky rebalancing), and per batch:
 
 1. skips events no rule can care about, from their `store`/`schema` headers
-   (wooflow/kafka/headers.py, without decoding them), and decodes the rest (`decode.py`, no logical types);
-2. `BatchProcessor`: loads the customers and orders of the batch in two queries, applies
+   (wooflow/kafka/headers.py, without decoding them): no rule of the store listens to the
+   schema and the state its rules read (consumer/needs.py) does not change with it;
+   decodes the rest (`decode.py`, no logical types);
+2. `BatchProcessor`: records its product events and makes known the products its orders
+   name (`catalog.py`: memory, PostgreSQL, then the store's REST API within
+   `WOOFLOW_CATALOG_FETCH_TIMEOUT_S`), loads the customers and orders of the batch in two queries, applies
    every event in order (`apply.py`), matches rules, applies frequency limits;
 3. produces the commands keyed like their events (one customer stays on one partition),
    re-routes the events of guests folded into a customer to that customer's partition
@@ -44,16 +48,19 @@ from sqlalchemy import Connection, Engine, select
 from wooflow import metrics
 from wooflow.checkpointing import Checkpoint, run_batches
 from wooflow.clock import get_clock
-from wooflow.consumer.apply import STATEFUL
-from wooflow.consumer.batch import BatchProcessor, Item
+from wooflow.consumer.apply import STATEFUL, changes_state
+from wooflow.consumer.batch import BatchProcessor, FirstSights, Item
+from wooflow.consumer.catalog import CATALOGUED, CatalogProduct, catalog_for
+from wooflow.consumer.catalog import save as save_products
 from wooflow.consumer.commands import idempotency_key
 from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
-from wooflow.consumer.state import StateBatch, StateCache
+from wooflow.consumer.state import Order, StateBatch, StateCache, record_levels
 from wooflow.consumer.tiers import Loyalty, loyalty_of
+from wooflow.consumer.triggers import Keep
 from wooflow.consumer.values import is_event
-from wooflow.db.engine import get_engine
+from wooflow.db.engine import get_engine, when_available
 from wooflow.db.tables import stores
 from wooflow.dlq import dead_letter
 from wooflow.gc_tuning import tune_gc
@@ -113,7 +120,8 @@ class RuleConsumer:
         self.decoder = EventDecoder(self.codec)
         self.db = get_engine(settings.database_url)
         self.rules = RuleCache(self.db, fallback_interval=settings.rules_reload_s)
-        self.engine = RuleEngine(self.rules)
+        self.catalog = catalog_for(settings, self.db)
+        self.engine = RuleEngine(self.rules, self.catalog)
         self.processor = BatchProcessor(self.engine, self.db, LoyaltyCache(self.db), self.decoder.full,
                                         latencies=latencies, context_event=self.decoder.json_event)
         self.state_cache = StateCache()
@@ -130,12 +138,13 @@ class RuleConsumer:
         self.group_instance = f"{settings.rules_group}-{instance}" if instance else None
         self.commands_topic = settings.topic(topics.COMMANDS)
         self.logs_topic = settings.topic(topics.LOGS)
-        self.stateful_topics = frozenset(settings.topic(t) for t in topics.EVENT_TOPICS
-                                         if topics.SCHEMA_OF_TOPIC[t] in STATEFUL)
         self.clock = get_clock(settings)
         self.ready = threading.Event()
         self._pending: StateBatch | None = None
         self._pending_items: list[Item] = []
+        self._pending_levels: dict[str, int] = {}  # levels of the stores met while skipping (some only there)
+        self._recent_orders: dict[tuple[str, int], Order] = {}  # the last batch's, read by the main thread only
+        self._pending_products: list[CatalogProduct] = []
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-save")
         self._delayed: list[ActionCommand] = []
         self.stats: Counter[str] = Counter()
@@ -147,16 +156,24 @@ class RuleConsumer:
         items: list[Item] = []
         consumed: Counter[tuple[str, str]] = Counter()
         triggers = self.rules.triggers
-        stateful = self.stateful_topics
+        keeps: dict[str, Keep] = {}
+        sights = FirstSights(self.processor, self.decoder.peek, self._first_event_of)
         for msg in batch:
-            # events that carry state are decoded whatever their headers say: don't read them
-            store, schema = (None, None) if msg.topic() in stateful else read_hint(msg)
-            if store is not None and schema is not None and schema not in STATEFUL and not triggers(store, schema):
-                # nothing listens to these events and they carry no state: skip the decoding
-                self.stats["skipped"] += 1
-                consumed[(msg.topic() or "", store)] += 1
-                continue
+            store, schema = read_hint(msg)
             value = msg.value() or b""
+            if store is not None and schema is not None:
+                if not triggers(store, schema):
+                    keep = keeps.get(store)
+                    if keep is None:
+                        keep = keeps[store] = self.processor.keep_of(store)
+                    # nothing listens, no state kept changes, not a catalog row
+                    skip = schema not in CATALOGUED and not changes_state(schema, keep)
+                else:
+                    skip = sights.later(store, schema, value)  # cannot be the first sight that matters
+                if skip:  # not decoded
+                    self.stats["skipped"] += 1
+                    consumed[(msg.topic() or "", store)] += 1
+                    continue
             try:
                 schema, record = self.decoder.decode(value)
                 if not is_event(record):
@@ -213,6 +230,18 @@ class RuleConsumer:
         self.stats["frequency_skipped"] += outcome.skipped_by_frequency
         self.stats["delayed"] += len(delayed)
         self._pending, self._delayed, self._pending_items = outcome.state, delayed, items
+        self._pending_levels = dict(keeps)
+        self._recent_orders = outcome.state.orders
+        self._pending_products = outcome.products
+
+    def _first_event_of(self, key: tuple[str, int]) -> str | None:
+        """The first event id of an order this process kept: in the cache, or in the
+        batch whose state is being saved (a row's first event id never changes)."""
+        hit = self.state_cache.orders.get(key)
+        if hit is not None:
+            return hit[0].first_event_id
+        recent = self._recent_orders.get(key)
+        return recent.first_event_id if recent is not None else None
 
     def _reroute(self, it: Item, target: str) -> None:
         """An event of a guest merged into customer `target`: produced again on the
@@ -235,13 +264,24 @@ class RuleConsumer:
         pending, self._pending = self._pending, None
         delayed, self._delayed = self._delayed, []
         items, self._pending_items = self._pending_items, []
+        levels, self._pending_levels = self._pending_levels, {}
+        if pending is not None:
+            levels = {**levels, **pending.levels}
+        recorded = self.state_cache.levels
+        levels = {s: k for s, k in levels.items() if recorded.get(s) != k}
+        products, self._pending_products = self._pending_products, []
         lost: dict[tuple[str, str], str] = {}
-        if (pending is not None and (any(pending.dirty_counts()) or pending.merges or pending.exposures)) or delayed:
+        if (pending is not None and (any(pending.dirty_counts()) or pending.merges or pending.exposures)) or delayed \
+                or levels or products:
             with self.db.begin() as conn:
+                if levels:
+                    record_levels(conn, levels)
                 if pending is not None:
                     lost = pending.save(conn)
                 if delayed:
                     self.store_delayed(conn, delayed)
+                save_products(conn, products)  # last: the catalog rows are locked in key order, briefly
+        recorded.update(levels)
         if pending is not None:  # committed (or nothing to write): the rows are what the database has
             self.state_cache.keep(pending)
         if lost:
@@ -258,6 +298,7 @@ class RuleConsumer:
         if self.checkpoint is not None:
             self.checkpoint.revoke(parts)  # first: waits for a state write still in flight
         self.state_cache.clear()  # the cache is a per-ownership hint: start over with the new assignment
+        self._recent_orders = {}
 
     def on_lost(self, _c: Consumer, parts: list[TopicPartition]) -> None:
         # Someone else owns these now: our uncommitted offsets (and the state of a batch
@@ -265,12 +306,21 @@ class RuleConsumer:
         if self.checkpoint is not None:
             self.checkpoint.forget(parts)
         self.state_cache.clear()
+        self._recent_orders = {}
 
     def idle(self) -> None:
         self.rules.refresh()
 
+    def rewound(self) -> None:
+        """PostgreSQL was away and the uncommitted batches are read again (run_batches):
+        nothing kept from them may be taken for the database's state."""
+        self._pending, self._delayed, self._pending_items = None, [], []
+        self.state_cache.clear()
+
     def run(self, stop: threading.Event) -> None:
-        self.rules.refresh(force=True)
+        when_available(lambda: self.rules.refresh(force=True), stop, "loading the rules")
+        if stop.is_set():
+            return
         listener = RuleListener(self.rules, self.settings.database_url, stop)
         listener.start()
         consumer = make_consumer(self.settings, self.settings.rules_group,
@@ -287,9 +337,11 @@ class RuleConsumer:
                  len(self.rules), self.settings.transactional)
         try:
             run_batches(consumer, self.checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
-                        timeout=self.settings.batch_timeout_s, on_idle=self.idle)
+                        timeout=self.settings.batch_timeout_s, on_idle=self.idle, on_rewind=self.rewound,
+                        stall_after_s=self.settings.stall_refetch_s)
         finally:
             stop.set()
             self._saver.shutdown(wait=True)
+            self.catalog.close()
             self.producer.close(5)
         log.info("rule consumer stopped after %.0fs: %s", time.monotonic() - started, dict(self.stats))

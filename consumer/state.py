@@ -79,7 +79,7 @@ class Bookkeeping(TypedDict, total=False):
     """`customer_state.engine`: what the rule consumer remembers to stay replay-safe."""
 
     created_event: str  # the customer.created event that first saw the customer
-    views: list[int | list[str]]  # [event time ms, the storefront event ids at that time] (apply.py)
+    views: list[int | list[str]]  # [event time ms, storefront event ids]: view counting, no longer written
     g: list[str]  # guest keys already folded into (or checked for) this customer (merge.py)
 
 
@@ -138,6 +138,7 @@ class Order:
     count_event_id: str | None = None
     before: JSONObject | None = None  # the customer's aggregates before (un)counting it (Aggregates.to_json)
     dirty: bool = False
+    first_sight_only: bool = False  # a new row of a store keeping first sights only: inserted narrow
 
 
 @dataclass(slots=True)
@@ -154,13 +155,18 @@ class Firing:
 
 # `x` is the row version (xmin) a cached copy was read or written at, NULL if none: rows
 # whose version is still x are not sent again; rows that vanished come back as NULLs.
+# Each key is looked up through a LATERAL subquery with LIMIT 1, which the planner cannot
+# flatten into a join: as a plain join of ~2,000 keys it chose a hash join over a sequential
+# scan of the whole table (150-190 ms per batch at 100,000 orders, growing with the table)
+# where the primary-key probes take ~20 ms whatever its size (EXPLAIN ANALYZE, docs/benchmarks.md).
 _LOAD_CUSTOMERS = ("""
 SELECT u.s, u.k, c.xmin::text, c.customer_id, c.email, c.order_count, c.totals,
        (extract(epoch from c.first_order_at) * 1000)::bigint AS f,
        (extract(epoch from c.last_order_at) * 1000)::bigint AS l,
        c.tier, c.points, c.tags, c.view_counts, c.engine, c.merged_into
 FROM unnest(CAST(%(stores)b AS text[]), CAST(%(keys)b AS text[]), CAST(%(xs)b AS text[])) AS u(s, k, x)
-LEFT JOIN customer_state c ON c.store_id = u.s AND c.customer_key = u.k
+LEFT JOIN LATERAL (SELECT *, xmin FROM customer_state c WHERE c.store_id = u.s AND c.customer_key = u.k LIMIT 1) c
+  ON true
 WHERE u.x IS NULL OR c.xmin IS NULL OR c.xmin::text <> u.x
 """)
 
@@ -168,7 +174,7 @@ _LOAD_ORDERS = ("""
 SELECT u.s, u.i, o.xmin::text, o.customer_key, o.first_event_id, o.status, o.modified_ms, o.transitions, o.total,
        o.currency, o.created_ms, o.counted, o.count_event_id, o.before
 FROM unnest(CAST(%(stores)b AS text[]), CAST(%(ids)b AS bigint[]), CAST(%(xs)b AS text[])) AS u(s, i, x)
-LEFT JOIN order_state o ON o.store_id = u.s AND o.order_id = u.i
+LEFT JOIN LATERAL (SELECT *, xmin FROM order_state o WHERE o.store_id = u.s AND o.order_id = u.i LIMIT 1) o ON true
 WHERE u.x IS NULL OR o.xmin IS NULL OR o.xmin::text <> u.x
 """)
 
@@ -177,9 +183,8 @@ _FIRING_COLUMNS = """f.rule_id, f.customer_key, f.store_id, f.first_event_id, f.
 
 _LOAD_FIRINGS = (f"""
 SELECT {_FIRING_COLUMNS}
-FROM rule_firings f
-JOIN unnest(CAST(%(rules)b AS bigint[]), CAST(%(keys)b AS text[])) AS u(r, k)
-  ON f.rule_id = u.r AND f.customer_key = u.k
+FROM unnest(CAST(%(rules)b AS bigint[]), CAST(%(keys)b AS text[])) AS u(r, k)
+JOIN LATERAL (SELECT * FROM rule_firings f WHERE f.rule_id = u.r AND f.customer_key = u.k LIMIT 1) f ON true
 """)
 
 # Every firing of some customers (guests being merged), whatever the rule.
@@ -233,6 +238,17 @@ ON CONFLICT (store_id, order_id) DO UPDATE SET
     transitions = EXCLUDED.transitions, total = EXCLUDED.total, currency = EXCLUDED.currency,
     counted = EXCLUDED.counted, count_event_id = EXCLUDED.count_event_id, before = EXCLUDED.before, updated_at = now()
 RETURNING store_id, order_id, xmin::text, first_event_id, created_ms, total
+""")
+
+# First sights of a store that keeps nothing more (consumer/needs.py: Keep.SEEN): the
+# columns that say so, the rest left to their defaults (no status, nothing counted), and a
+# row another consumer inserted meanwhile wins (it saw the order first).
+_SAVE_FIRST_SIGHTS = ("""
+INSERT INTO order_state AS o (store_id, order_id, customer_key, first_event_id, total, currency, created_ms)
+SELECT * FROM unnest(CAST(%(s)b AS text[]), CAST(%(i)b AS bigint[]), CAST(%(k)b AS text[]), CAST(%(fe)b AS text[]),
+                     CAST(%(tot)b AS numeric[]), CAST(%(cur)b AS text[]), CAST(%(cr)b AS bigint[]))
+ON CONFLICT (store_id, order_id) DO NOTHING
+RETURNING store_id, order_id, xmin::text
 """)
 
 _SAVE_FIRINGS = ("""
@@ -298,6 +314,7 @@ class StateCache:
         self.customers: dict[tuple[str, str], tuple[Customer, str]] = {}
         self.orders: dict[tuple[str, int], tuple[Order, str]] = {}
         self.hits = 0
+        self.levels: dict[str, int] = {}  # as last recorded in `state_levels` by this process (kept on clear)
 
     def clear(self) -> None:
         self.customers.clear()
@@ -320,6 +337,26 @@ class StateCache:
                 self.orders[okey] = (o, x)
 
 
+_RECORD_LEVELS = ("""
+INSERT INTO state_levels AS l (store_id, keeps, since, updated_at)
+SELECT u.s, u.k, now(), now() FROM unnest(CAST(%(s)b AS text[]), CAST(%(k)b AS smallint[])) AS u(s, k)
+WHERE EXISTS (SELECT 1 FROM stores WHERE stores.id = u.s)
+ON CONFLICT (store_id) DO UPDATE SET
+    keeps = EXCLUDED.keeps, updated_at = now(),
+    since = CASE WHEN EXCLUDED.keeps > l.keeps THEN now() ELSE l.since END
+    WHERE l.keeps <> EXCLUDED.keeps
+""")
+
+
+def record_levels(conn: Connection, levels: Mapping[str, int]) -> None:
+    """The level each store's state is kept at, in `state_levels`: raised → kept since now
+    (the state transaction of the first batch kept at it); lowered → the same row, so the
+    next rise starts a new `since`."""
+    if levels:
+        stores_, keeps = zip(*sorted(levels.items()), strict=True)
+        driver_cursor(conn).execute(_RECORD_LEVELS, {"s": list(stores_), "k": [int(k) for k in keeps]})
+
+
 class StateBatch:
     """The state one batch reads and writes."""
 
@@ -334,6 +371,8 @@ class StateBatch:
         self.merges: dict[tuple[str, str], Merge] = {}
         # customers entering holdout rules (wooflow/holdout.py), written with the firings
         self.exposures: list[Exposure] = []
+        # the state kept for each store of the batch (consumer/needs.py), for `record_levels`
+        self.levels: dict[str, int] = {}
 
     # --- reading ---------------------------------------------------------------------
     def load(self, conn: Connection, customers: set[tuple[str, str]], orders: set[tuple[str, int]],
@@ -442,6 +481,17 @@ class StateBatch:
 
             save_guest_tags(conn, self)
         os_ = [o for o in self.orders.values() if o.dirty and (o.store_id, o.customer_key) not in lost]
+        seen = [o for o in os_ if o.first_sight_only]
+        if seen:
+            os_ = [o for o in os_ if not o.first_sight_only]
+            cur.execute(_SAVE_FIRST_SIGHTS, {
+                "s": [o.store_id for o in seen], "i": [o.order_id for o in seen], "k": [o.customer_key for o in seen],
+                "fe": [o.first_event_id for o in seen], "tot": [o.total for o in seen],
+                "cur": [o.currency for o in seen], "cr": [o.created_ms for o in seen]})
+            for store, oid, x in cur.fetchall():
+                self.order_versions[(store, oid)] = x
+            for o in seen:
+                o.first_sight_only = False  # written (or someone else's row is): an ordinary row from now on
         if os_:
             cur.execute(_SAVE_ORDERS, {
                 "s": [o.store_id for o in os_], "i": [o.order_id for o in os_], "k": [o.customer_key for o in os_],

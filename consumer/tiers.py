@@ -36,6 +36,7 @@ class Loyalty:
     levels: tuple[Level, ...] = ()
     close_within: str = "10%"
     counted_statuses: frozenset[str] = field(default=DEFAULT_COUNTED)
+    configured: bool = False  # the store has loyalty settings: points and tiers are kept whatever its rules read
 
     def rank(self, tier: str) -> int:
         """0 = no tier; unknown tier names (set by hand) rank as 0 too."""
@@ -98,4 +99,4 @@ def loyalty_of(settings: dict[str, Any] | None, currency: str = "") -> Loyalty:
     counted = cfg.get("counted_statuses")
     return Loyalty(currency=currency, points_per_unit=ppu, metric=str(tiers.get("metric") or "total_spent"),
                    levels=tuple(levels), close_within=str(tiers.get("close_within") or "10%"),
-                   counted_statuses=frozenset(counted) if counted else DEFAULT_COUNTED)
+                   counted_statuses=frozenset(counted) if counted else DEFAULT_COUNTED, configured=bool(cfg))

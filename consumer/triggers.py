@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -27,6 +28,16 @@ if TYPE_CHECKING:
     from wooflow.consumer.values import CustomerIn, OrderIn, ProductIn
 
 Check = Callable[["TriggerContext"], bool]
+
+
+class Keep(IntEnum):
+    """How much per-order and per-customer state a store's rules need the consumer to keep
+    (each level includes the ones below it; consumer/needs.py derives it from the rules)."""
+
+    NOTHING = 0    # no rows: every trigger and condition reads the event alone
+    SEEN = 1       # an order row written once, at the order's first sight (`new_order`)
+    ORDERS = 2     # + each order's status and recent transitions (`order_status_changed`)
+    CUSTOMERS = 3  # + paid orders counted into customer aggregates, customer bookkeeping, guest merges
 
 
 @dataclass(slots=True)
@@ -71,6 +82,11 @@ class TriggerSpec:
     options_model: type[BaseModel] | None = None
     compile: Callable[[Any], Check | None] | None = None  # validated options → extra check (None: none)
     group: str = "order"
+    # the state `fires` and the options read; a trigger that does not say is given all of it
+    keeps: Keep = Keep.CUSTOMERS
+    # fires only on the event that first saw its resource: a later event of an order already
+    # seen cannot fire it (the consumer and replay skip such events undecoded, see runner.py)
+    first_sight: bool = False
 
     def compile_options(self, options: Mapping[str, object] | None) -> Check | None:
         if self.options_model is None:
@@ -269,12 +285,12 @@ def _compile_product_actions(o: ProductSavedOptions) -> Check | None:
 
 register(TriggerSpec(
     "new_order", "OrderEvent", "An order is placed: the first time wooflow sees the order id (created or updated)",
-    lambda ctx: ctx.first_seen and ctx.order is not None))
+    lambda ctx: ctx.first_seen and ctx.order is not None, keeps=Keep.SEEN, first_sight=True))
 register(TriggerSpec(
     "order_status_changed", "OrderEvent",
     "An order's status changed from the last status wooflow stored (options: from, to)",
     lambda ctx: ctx.previous_status is not None and ctx.previous_status != ctx.status,
-    StatusChangeOptions, _compile_status))
+    StatusChangeOptions, _compile_status, keeps=Keep.ORDERS))
 register(TriggerSpec(
     "first_purchase", "OrderEvent", "The customer's first paid order (status becomes processing/completed)",
     lambda ctx: ctx.count_change == 1 and ctx.before is not None and ctx.before.order_count == 0))
@@ -305,5 +321,5 @@ register(TriggerSpec(
 register(TriggerSpec(
     "product_saved", "ProductEvent", "A product is created, updated or restored",
     lambda ctx: ctx.product is not None and ctx.event.get("action") in ("created", "updated", "restored"),
-    ProductSavedOptions, _compile_product_actions, group="product"))
+    ProductSavedOptions, _compile_product_actions, group="product", keeps=Keep.NOTHING))
 

@@ -3,7 +3,9 @@ bridge (async, group-committed), backfill and the poller (sync).
 
 A claim inserts the event id; a row that already exists means "seen" — unless it is a
 stale `pending` claim (claimed, never acknowledged by Kafka: its claimer died), which
-is taken over, so a crash between claim and ack never loses a change for good.
+is taken over, so a crash between claim and ack never loses a change for good. A
+`pending` claim that is not stale yet is no proof either (its claimer may have failed
+and been unable to give it back): callers answer "not now", never "duplicate".
 
 The identity facts a batch teaches (`identity.py`: guest email → customer, order →
 customer key) are written with its claim, and looked up (when a batch needs them) with
@@ -64,6 +66,9 @@ SELECT 'i', ci.store_id, ci.email_hash, ci.customer_id::text
 FROM customer_identities ci JOIN h ON ci.store_id = h.s AND ci.email_hash = h.h
 """
 _MARK_DONE = "UPDATE bridge_seen SET state = 'done' WHERE event_id = ANY(%(done)b::text[])"
+# Claimed, neither acknowledged nor given back: another request is making it durable right
+# now — or failed to, and could not release it (PostgreSQL and Kafka both away). Not a duplicate.
+_PENDING = "SELECT event_id FROM bridge_seen WHERE event_id = ANY(%(ids)b::text[]) AND state = 'pending'"
 _RELEASE = text("DELETE FROM bridge_seen WHERE event_id = ANY(CAST(:ids AS text[])) AND state = 'pending'")
 _FORGET_OLD = text("""
 DELETE FROM bridge_seen WHERE event_id IN (
@@ -130,6 +135,14 @@ class AsyncClaims:
 
         return await self._retrying(run)
 
+    async def pending(self, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` are claimed but not known to be durable (see `_PENDING`)."""
+        async def run(conn: psycopg.AsyncConnection[Any]) -> set[str]:
+            cur = await conn.execute(_PENDING, {"ids": list(ids)}, prepare=True)
+            return {r[0] for r in await cur.fetchall()}
+
+        return await self._retrying(run)
+
     async def lookup(self, need: Lookup) -> Found:
         """Owners and identities a batch needs (one query)."""
         async def run(conn: psycopg.AsyncConnection[Any]) -> Found:
@@ -167,6 +180,15 @@ def claim(conn: Connection, ids: Sequence[str], stores: Sequence[str], *, stale_
         return set()
     cur = driver_cursor(conn)
     cur.execute(_CLAIM, {"ids": list(ids), "stores": list(stores), "state": state, "stale": stale_s})
+    return {r[0] for r in cur.fetchall()}
+
+
+def pending(conn: Connection, ids: Sequence[str]) -> set[str]:
+    """The sync `AsyncClaims.pending`, in the caller's transaction."""
+    if not ids:
+        return set()
+    cur = driver_cursor(conn)
+    cur.execute(_PENDING, {"ids": list(ids)})
     return {r[0] for r in cur.fetchall()}
 
 

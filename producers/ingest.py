@@ -25,7 +25,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,12 +281,8 @@ class Ingestor:
             self._done_ids.extend(done)
             raise
         self.identities.committed(facts)
-        produce = []
-        for it in items:
-            if it.event_id in claimed:
-                produce.append(it)
-            else:
-                self._resolve(it, DUPLICATE)
+        produce = [it for it in items if it.event_id in claimed]
+        await self._seen(items, claimed, self._claims.pending)
         if not produce:
             return
         assert self._loop is not None
@@ -364,7 +360,27 @@ class Ingestor:
         self.identities.committed(facts)
         self.outbox.written(len(claimed))
         for it in items:
-            self._resolve(it, OUTBOX if it.event_id in claimed else DUPLICATE)
+            if it.event_id in claimed:
+                self._resolve(it, OUTBOX)
+        await self._seen(items, claimed,
+                         lambda ids: asyncio.to_thread(self._db, lambda c: dedupe.pending(c, ids)))
+
+    async def _seen(self, items: list[_Item], claimed: set[str],
+                    pending: Callable[[list[str]], Awaitable[set[str]]]) -> None:
+        """The events this batch could not claim: a duplicate when already durable; while
+        another claim is pending (in flight elsewhere, or a failed attempt that could not
+        release it) "not now" — a 2xx would be a lie if that attempt never made it durable,
+        and the sender's retry would be answered "duplicate" until the claim went stale."""
+        others = [it for it in items if it.event_id not in claimed]
+        if not others:
+            return
+        busy = await pending([it.event_id for it in others])
+        for it in others:
+            if it.event_id in busy:
+                self._fail(it, Unavailable("the same event is being made durable by another request: "
+                                           "retry in a few seconds"))
+            else:
+                self._resolve(it, DUPLICATE)
 
     # --- breaker -------------------------------------------------------------------------
     def _open_breaker(self, reason: str) -> None:

@@ -208,7 +208,9 @@ def order_record(o: JSONObject, tz: tzinfo) -> Order:
             "quantity": _int(li.get("quantity")),
             "price": _money(li.get("price")),
             "total": _money(li.get("total")),
-            "category_ids": _ints(li.get("category_ids")),
+            # WooCommerce's line items carry no categories: conditions read them from the
+            # store's product catalog (consumer/catalog.py); the field stays for old events
+            "category_ids": [],
         })
     return {
         "id": _int(o.get("id")),
@@ -267,11 +269,13 @@ def product_record(p: JSONObject, tz: tzinfo) -> Product:
         "name": str(p.get("name") or ""),
         "sku": str(p.get("sku") or ""),
         "type": str(p.get("type") or "simple"),
+        "parent_id": _int(p.get("parent_id")),
         "status": str(p.get("status") or ""),
         "price": _money(price) if price is not None and price != "" else None,
         "categories": [{"id": _int(c.get("id")), "name": str(c.get("name") or ""), "slug": str(c.get("slug") or "")}
                        for c in _objects(p.get("categories"))],
         "tags": [str(t.get("name") or t.get("slug") or "") for t in _objects(p.get("tags"))],
+        "tag_ids": [_int(t.get("id")) for t in _objects(p.get("tags"))],
         "stock_status": str(p.get("stock_status") or ""),
         "permalink": str(p.get("permalink") or ""),
         "date_modified": modified,

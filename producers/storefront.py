@@ -45,6 +45,7 @@ from starlette.responses import Response
 
 from wooflow import metrics
 from wooflow.consent_policy import STOREFRONT_FLAG
+from wooflow.db.engine import unavailable
 from wooflow.db.tables import storefront_sessions
 from wooflow.kafka import topics
 from wooflow.producers import dedupe
@@ -242,6 +243,17 @@ class StorefrontReceiver:
         return Response(status_code=204, headers=self._cors(origin))
 
     async def handle(self, request: Request) -> Response:
+        try:
+            return await self._handle(request)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            # PostgreSQL away (sessions, the store row): the script sends the batch again later
+            log.warning("storefront batch refused, PostgreSQL is unavailable: %s", str(exc).splitlines()[0][:200])
+            return JSON({"error": "unavailable", "message": "events could not be recorded now: retry"},
+                        status_code=503, headers={"Retry-After": "2"})
+
+    async def _handle(self, request: Request) -> Response:
         store, origin, problem = await self._store_and_origin(request)
         if problem is not None or store is None:
             return problem  # type: ignore[return-value]

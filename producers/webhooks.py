@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from wooflow import metrics
+from wooflow.db.engine import unavailable
 from wooflow.db.tables import bridge_gone_deliveries
 from wooflow.jsontypes import JSONObject
 from wooflow.producers.ingest import DUPLICATE, Ingestor, OutboxFull, Unavailable
@@ -146,9 +147,17 @@ class WebhookReceiver:
 
     async def process(self, store_id: str, headers: Any, body: bytes | Exception) -> tuple[int, bytes]:
         started = time.perf_counter()
-        store = await self.tenants.get(store_id)
+        try:
+            store = await self.tenants.get(store_id)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            return reply(503, "unavailable", "the store could not be looked up now (PostgreSQL unavailable)")
         if store is None:
             return reply(404, "unknown_store", f"no store {store_id!r} is registered with wooflow")
+        # exported at 0 from the store's first delivery: a forged burst in a series' first
+        # sample would show Prometheus no increase() — no alert, an empty panel
+        failures = self._counter(metrics.signature_failures, store_id)
         if isinstance(body, TooLarge):
             return reply(413, "body_too_large", f"body exceeds {self.settings.max_body_bytes} bytes")
         if isinstance(body, Exception):
@@ -165,7 +174,7 @@ class WebhookReceiver:
             fresh = await self.tenants.refresh(store_id) if signature else None
             if fresh is None or fresh.webhook_secret == store.webhook_secret \
                     or not verify(body, fresh.webhook_secret, signature):
-                metrics.signature_failures.labels(store_id).inc()
+                failures.inc()
                 return reply(401, "invalid_signature", f"{'bad' if signature else 'missing'} X-WC-Webhook-Signature")
             store = fresh
         topic = headers.get("x-wc-webhook-topic", "").strip().lower()

@@ -24,7 +24,7 @@ from wooflow import metrics
 from wooflow.clock import get_clock
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
-from wooflow.db.engine import get_engine
+from wooflow.db.engine import get_engine, when_available
 from wooflow.kafka.config import scheduler_profile
 from wooflow.kafka.producer import Producer
 from wooflow.scheduler.activity import ActivityReader
@@ -53,6 +53,7 @@ class Scheduler:
         self.activity = ActivityReader(settings, self.db) if activity else None
         self.scan_enabled = scan
         self.ready = threading.Event()
+        self.died: str | None = None  # the loop whose failure stopped the process
 
     def _scan_loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -80,8 +81,9 @@ class Scheduler:
         def run() -> None:
             try:
                 target(stop)
-            except BaseException:
+            except BaseException as exc:
                 log.exception("scheduler %s loop died; stopping the process", name)
+                self.died = self.died or f"{name}: {type(exc).__name__}: {exc}"
                 stop.set()
                 raise
         t = threading.Thread(target=run, name=f"scheduler-{name}", daemon=True)
@@ -89,7 +91,9 @@ class Scheduler:
         return t
 
     def run(self, stop: threading.Event) -> None:
-        self.rules.refresh(force=True)
+        when_available(lambda: self.rules.refresh(force=True), stop, "loading the rules")
+        if stop.is_set():
+            return
         # rule edits (a disabled workflow, new exit conditions) reach the scheduler at once
         RuleListener(self.rules, self.settings.database_url, stop).start()
         threads = []
@@ -111,3 +115,5 @@ class Scheduler:
                 t.join(15)
             for p in self.producers:
                 p.close(5)
+        if self.died is not None:  # a failure, not a requested stop: the exit code must say so
+            raise RuntimeError(f"the scheduler's {self.died.split(':')[0]} loop died ({self.died})")

@@ -303,10 +303,12 @@ class ProductOf(TypedDict, Generic[Ts, Dec]):
     name: ReadOnly[str]
     sku: ReadOnly[str]
     type: ReadOnly[str]
+    parent_id: ReadOnly[int]  # The variable product a variation belongs to (0: not a variation)
     status: ReadOnly[str]
     price: ReadOnly[Dec | None]
     categories: ReadOnly[Sequence[Category]]
-    tags: ReadOnly[Sequence[str]]
+    tags: ReadOnly[Sequence[str]]  # Tag names
+    tag_ids: ReadOnly[Sequence[int]]  # product_tag term ids, in the order of tags
     stock_status: ReadOnly[str]
     permalink: ReadOnly[str]
     date_modified: ReadOnly[Ts]

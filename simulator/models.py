@@ -200,6 +200,15 @@ class Category:
 
 
 @dataclass
+class Tag:
+    """A product_tag term (terms of every taxonomy share one id sequence)."""
+
+    id: int
+    name: str
+    slug: str
+
+
+@dataclass
 class Product:
     id: int
     name: str
@@ -208,7 +217,8 @@ class Product:
     modified_at: int
     regular_price: Decimal
     sale_price: Decimal | None = None
-    type: str = "simple"
+    type: str = "simple"  # simple | variable | variation | ...
+    parent_id: int = 0  # a variation's variable product
     status: str = "publish"
     sku: str = ""
     description: str = ""

@@ -15,6 +15,7 @@ Key order follows WooCommerce's output so the signed bytes look the same.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -34,6 +35,7 @@ from .models import (
     OrderNote,
     Product,
     ShippingLine,
+    Tag,
     Webhook,
 )
 from .topics import hooks_for_topic
@@ -343,7 +345,11 @@ def _price_html(product: Product, site: SiteInfo) -> str:
     return amount(product.regular_price)
 
 
-def product_json(product: Product, site: SiteInfo, categories: dict[int, Category]) -> JSONObject:
+def product_json(product: Product, site: SiteInfo, categories: dict[int, Category],
+                 tags: Mapping[str, Tag] | None = None, variations: list[int] | None = None) -> JSONObject:
+    """A product as `GET /products/{id}` answers it — a variation too (type `variation`,
+    its parent in `parent_id`, no categories or tags of its own)."""
+    tags = tags or {}
     on_sale = product.sale_price is not None
     return {
         "id": product.id,
@@ -398,7 +404,7 @@ def product_json(product: Product, site: SiteInfo, categories: dict[int, Categor
         "rating_count": 0,
         "upsell_ids": [],
         "cross_sell_ids": [],
-        "parent_id": 0,
+        "parent_id": product.parent_id,
         "purchase_note": "",
         "categories": [
             {"id": c.id, "name": c.name, "slug": c.slug}
@@ -406,13 +412,14 @@ def product_json(product: Product, site: SiteInfo, categories: dict[int, Categor
             if c is not None
         ],
         "tags": [
-            {"id": 1000 + index, "name": tag, "slug": tag.lower().replace(" ", "-")}
-            for index, tag in enumerate(product.tags)
+            {"id": t.id, "name": t.name, "slug": t.slug}
+            for t in (tags.get(name) for name in product.tags)
+            if t is not None
         ],
         "images": [],
         "attributes": [],
         "default_attributes": [],
-        "variations": [],
+        "variations": list(variations or []),
         "grouped_products": [],
         "menu_order": 0,
         "price_html": _price_html(product, site),

@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 from wooflow.jsontypes import JSONObject
 
 from .errors import RestError, not_found
+from .faults import RestFault
 from .models import (
     BILLING_KEYS,
     ORDER_STATUS_LABELS,
@@ -57,6 +58,7 @@ from .models import (
     Product,
     Refund,
     ShippingLine,
+    Tag,
     Webhook,
     blank_billing,
     blank_shipping,
@@ -81,7 +83,8 @@ _PASSWORD_CHARS = (
     string.ascii_letters + string.digits + "!@#$%^&*()" + "-_ []{}<>~`+=,.;:/?|"
 )
 # Post types behind the shared wp_posts id sequence, mapped to webhook resources.
-_POST_TYPE_RESOURCE = {"shop_order": "order", "product": "product", "shop_coupon": "coupon"}
+_POST_TYPE_RESOURCE = {"shop_order": "order", "product": "product", "product_variation": "product",
+                       "shop_coupon": "coupon"}
 _T = TypeVar("_T")
 _Post = TypeVar("_Post", Product, Coupon)  # the posts with a trash and no hooks of their own
 _Saved = TypeVar("_Saved", Product, Coupon, Customer)
@@ -200,11 +203,14 @@ class SimulatedStore:
         self.users: dict[int, Customer] = {}
         self.products: dict[int, Product] = {}
         self.categories: dict[int, Category] = {15: Category(15, "Uncategorized", "uncategorized")}
+        self.tags: dict[str, Tag] = {}  # product_tag terms by name
         self.coupons: dict[int, Coupon] = {}
         self.webhooks: dict[int, Webhook] = {}
         self.delivery_log: list[DeliveryAttempt] = []
         # Carts left without checkout; storefront events will replay these later.
         self.abandoned_carts: list[JSONObject] = []
+        # The REST API failing or slow for a while (faults.py); None: it answers normally.
+        self.rest_fault: RestFault | None = None
 
         now = self._now()
         self.admin = Customer(
@@ -504,7 +510,7 @@ class SimulatedStore:
             if resource == "order":
                 return order_json(_found(self.orders, key, "order"), site, self.products)
             if resource == "product":
-                return product_json(_found(self.products, key, "product"), site, self.categories)
+                return self._product_json(_found(self.products, key, "product"))
             if resource == "coupon":
                 return coupon_json(_found(self.coupons, key, "coupon"), site)
             if resource == "customer":
@@ -564,7 +570,54 @@ class SimulatedStore:
                     return category
             return self.create_category(name)
 
+    def tag_by_name(self, name: str) -> Tag:
+        """The product_tag term of this name (created on first use, as WordPress does for
+        a tag given by name)."""
+        with self.lock:
+            tag = self.tags.get(name)
+            if tag is None:
+                tag = self.tags[name] = Tag(self._next_term_id, name, _slugify(name))
+                self._next_term_id += 1
+            return tag
+
+    def _tag_names(self, tags: list[Any] | None) -> list[str]:
+        """Tags given as names, `{"name": n}` or `{"id": n}`, as the names the product keeps."""
+        by_id = {t.id: t.name for t in self.tags.values()}
+        names: list[str] = []
+        for entry in tags or []:
+            if isinstance(entry, Mapping):
+                name = str(entry.get("name") or by_id.get(int(entry.get("id") or 0), ""))
+            else:
+                name = str(entry)
+            if name:
+                names.append(self.tag_by_name(name).name)
+        return names
+
     # -------------------------------------------------------------- products
+
+    def _product_json(self, product: Product) -> JSONObject:
+        variations = [p.id for p in self.products.values() if p.parent_id == product.id and p.type == "variation"]
+        return product_json(product, self.site, self.categories, self.tags, variations)
+
+    def create_variation(self, parent_id: int, regular_price: Any = "0", *, sku: str = "",
+                         attributes: Mapping[str, str] | None = None, created_at: int | None = None) -> Product:
+        """A variation of a variable product (`woocommerce_new_product_variation`): its own
+        price and SKU, no categories or tags of its own — it has its parent's."""
+        with self.request():
+            parent = _found(self.products, parent_id, "product")
+            if parent.type != "variable":
+                raise RestError("woocommerce_rest_product_invalid_id", "Invalid ID.", 404)
+            now = created_at if created_at is not None else self._now()
+            label = ", ".join((attributes or {}).values())
+            variation = Product(
+                id=self._post_id("product_variation"), name=f"{parent.name} - {label}" if label else parent.name,
+                slug=self._unique_slug(f"{parent.name} {label}"), created_at=now, modified_at=now,
+                regular_price=_dec(regular_price, "regular_price"), type="variation", parent_id=parent.id,
+                sku=sku, category_ids=[],
+            )
+            self.products[variation.id] = variation
+            self._fire("woocommerce_new_product_variation", variation.id)
+            return variation
 
     def create_product(
         self,
@@ -599,7 +652,7 @@ class SimulatedStore:
                 sale_price=_dec(sale_price, "sale_price") if sale_price not in (None, "") else None,
                 type=type, status=status, sku=sku, description=description,
                 short_description=short_description, category_ids=self._category_ids(categories),
-                tags=list(tags or []), stock_status=stock_status, manage_stock=manage_stock,
+                tags=self._tag_names(list(tags or [])), stock_status=stock_status, manage_stock=manage_stock,
                 stock_quantity=stock_quantity, meta_data=self._meta_list(meta_data),
             )
             self.products[product.id] = product
@@ -643,7 +696,7 @@ class SimulatedStore:
             if "categories" in fields:
                 product.category_ids = self._category_ids(fields["categories"])
             if "tags" in fields:
-                product.tags = [t["name"] if isinstance(t, Mapping) else str(t) for t in fields["tags"] or []]
+                product.tags = self._tag_names(fields["tags"])
             if "manage_stock" in fields:
                 product.manage_stock = _as_bool(fields["manage_stock"])
             if "stock_quantity" in fields:
@@ -947,10 +1000,12 @@ class SimulatedStore:
         line_total = product.price * quantity
         total = _dec(raw["total"], "total") if raw.get("total") not in (None, "") else line_total
         subtotal = _dec(raw["subtotal"], "subtotal") if raw.get("subtotal") not in (None, "") else total
+        # WooCommerce keeps a variation's parent in product_id and the variation in variation_id
+        variation_id = product.id if product.type == "variation" else int(raw.get("variation_id") or 0)
         return LineItem(
             id=self._item_id(), name=str(raw.get("name") or product.name),
-            product_id=int(raw.get("product_id") or product.id),
-            variation_id=int(raw.get("variation_id") or 0), quantity=quantity, subtotal=subtotal, total=total,
+            product_id=int(raw.get("product_id") or product.parent_id or product.id),
+            variation_id=variation_id, quantity=quantity, subtotal=subtotal, total=total,
             sku=product.sku, tax_class=str(raw.get("tax_class", "")), meta_data=self._meta_list(raw.get("meta_data")),
         )
 

@@ -284,3 +284,29 @@ def inbox() -> Iterator[Inbox]:
 
     with Inbox() as box:
         yield box
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A Kafka broker of the test's own (the session broker is shared: never stopped):
+    (bootstrap servers, stop, restart) — restart on the same data dir and ports."""
+    from tests.support import free_port
+    from wooflow.devinfra import kafka as kafka_mod
+
+    libs = kafka_mod.ensure_jars(Settings().cache_dir)
+    java = kafka_mod.require_java()
+    kafka_dir = tmp_path / "kafka"
+    ports = {"port": free_port(), "controller_port": free_port()}
+    state = {"broker": kafka_mod.start_kafka(kafka_dir, libs, java=java, **ports)}
+
+    def restart() -> None:
+        state["broker"] = kafka_mod.start_kafka(kafka_dir, libs, java=java, **ports)
+
+    def stop() -> None:
+        kafka_mod.stop_kafka(state["broker"].pid, 30)
+
+    try:
+        yield state["broker"].bootstrap_servers, stop, restart
+    finally:
+        if kafka_mod.process_alive(state["broker"].pid):
+            kafka_mod.stop_kafka(state["broker"].pid, 10)

@@ -182,7 +182,8 @@ def settled(s: Settings, engine: Engine, keys: list[str], final: Callable[[], bo
 
 class TcpProxy:
     """A TCP forwarder on a loopback port (asyncio, in a thread): `cut()` drops every
-    connection and stops listening — PostgreSQL becomes unreachable for whoever used it."""
+    connection and stops listening — PostgreSQL becomes unreachable for whoever used it, as
+    during a restart; `restore()` listens on the same port again (PostgreSQL is back)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port_to = host, port
@@ -212,6 +213,10 @@ class TcpProxy:
                 dst.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def restore(self) -> None:
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True), self.loop).result(10)
 
     def cut(self) -> None:
         async def cut() -> None:

@@ -31,16 +31,19 @@ def address(country: str = "PL", email: str = "") -> dict[str, str]:
 
 def order_event(store: str, order_id: int, *, customer_id: int = 0, email: str = "", status: str = "processing",
                 total: str = "100.00", currency: str = "PLN", country: str = "PL", shipping_country: str = "",
-                items: list[tuple[int, int, list[int]]] | None = None, payment: str = "cod",
+                items: list[tuple[int, ...]] | None = None, payment: str = "cod",
                 shipping_methods: tuple[str, ...] = ("flat_rate",), coupons: tuple[str, ...] = (),
                 created: datetime | None = None, modified: datetime | None = None, action: str = "created",
                 previous_status: str | None = None) -> dict[str, Any]:
     created = created or T0
     modified = modified or created
     ckey = f"c{customer_id}" if customer_id else "g" + hashlib.sha256(email.lower().encode()).hexdigest()[:24]
-    line_items = [{"id": i + 1, "product_id": pid, "variation_id": 0, "name": f"P{pid}", "sku": "", "quantity": qty,
-                   "price": Decimal("10.0000"), "total": Decimal(qty * 10), "category_ids": cats}
-                  for i, (pid, qty, cats) in enumerate(items or [(11, 1, [3])])]
+    # items: (product id, quantity[, variation id]); line items as WooCommerce sends them:
+    # the product (a variation's parent) and the variation, no categories
+    line_items = [{"id": i + 1, "product_id": item[0], "variation_id": item[2] if len(item) > 2 else 0,
+                   "name": f"P{item[0]}", "sku": "", "quantity": item[1], "price": Decimal("10.0000"),
+                   "total": Decimal(item[1] * 10), "category_ids": []}
+                  for i, item in enumerate(items or [(11, 1)])]
     order = {"id": order_id, "number": str(order_id), "status": status, "currency": currency, "total": Decimal(total),
              "subtotal": Decimal(total), "total_tax": Decimal(0), "shipping_total": Decimal(0),
              "discount_total": Decimal(0), "customer_id": customer_id, "billing": address(country, email),
@@ -53,6 +56,23 @@ def order_event(store: str, order_id: int, *, customer_id: int = 0, email: str =
             "received_at": datetime.now(timezone.utc), "source": "webhook", "schema_version": 1,
             "topic": f"order.{action}", "store_timezone": "UTC", "order_id": order_id, "action": action,
             "order": order, "previous_status": previous_status, "raw_json": None}
+
+
+def product_event(store: str, product_id: int, *, categories: tuple[int, ...] = (), tags: tuple[int, ...] = (),
+                  parent_id: int = 0, type: str = "simple", modified: datetime | None = None,
+                  action: str = "updated") -> dict[str, Any]:
+    """A ProductEvent as the bridge makes it from a `product.*` webhook (tags named t<id>)."""
+    at = modified or T0
+    product = {"id": product_id, "name": f"P{product_id}", "sku": "", "type": type, "parent_id": parent_id,
+               "status": "publish", "price": Decimal("10.0000"),
+               "categories": [{"id": c, "name": f"c{c}", "slug": f"c{c}"} for c in categories],
+               "tags": [f"t{t}" for t in tags], "tag_ids": list(tags), "stock_status": "instock", "permalink": "",
+               "date_modified": at}
+    eid = hashlib.sha256(f"{store}|product|{product_id}|{at.isoformat()}|{action}".encode()).hexdigest()[:32]
+    return {"event_id": eid, "store_id": store, "customer_key": f"p{product_id}", "occurred_at": at,
+            "received_at": datetime.now(timezone.utc), "source": "webhook", "schema_version": 3,
+            "topic": f"product.{action}", "store_timezone": "UTC", "product_id": product_id, "action": action,
+            "product": product, "currency": "PLN", "raw_json": None}
 
 
 def customer_event(store: str, customer_id: int, *, email: str = "", role: str = "customer", action: str = "created",

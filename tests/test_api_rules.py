@@ -137,7 +137,11 @@ def test_schema_lists_triggers_fields_operators_and_action_parameters(api) -> No
     assert set(triggers["order_status_changed"]["options"]["properties"]) == {"from", "to"}
     fields = {f["name"]: f for f in doc["fields"]}
     assert fields["order_total"]["type"] == "number" and "gt" in fields["order_total"]["operators"]
-    assert fields["geo_scope"]["values"] == ["pl", "eu", "eea", "non_eu"]
+    assert fields["geo_scope"]["values"] == ["pl", "eu", "eea", "non_eu"] and not fields["geo_scope"]["multi_valued"]
+    assert fields["geo_regions"]["values"] == ["pl", "eu", "eea", "non_eu"] and fields["geo_regions"]["multi_valued"]
+    assert "contains" in fields["geo_regions"]["operators"] and "contains" not in fields["geo_scope"]["operators"]
+    assert fields["category"]["multi_valued"] and fields["product_tag"]["multi_valued"]
+    assert set(fields["product_tag"]["operators"]) == {"equals", "not_equals", "in", "not_in", "contains"}
     assert {"order_count", "total_spent", "average_order_value", "tier", "points", "tags", "days_since_last_order",
             "first_order_date"} <= set(fields)
     assert [o["name"] for o in doc["operators"]] == ["equals", "not_equals", "gt", "lt", "in", "not_in", "contains"]
@@ -167,6 +171,9 @@ def test_dry_run_on_a_real_order(settings, engine) -> None:  # type: ignore[no-u
         assert "holds" in leaves[0]["reason"]
         assert out["trigger"]["name"] == "new_order" and out["trigger"]["would_fire_now"] is True
         assert "checked" in out["consent"]
+        # which state the rule reads, and that the store does not keep it yet (no event processed)
+        assert out["state"]["rule_needs"] == "each order's first sight" and out["state"]["kept_since"] is None
+        assert "not kept yet" in out["state"]["note"]
         [step] = out["actions"]
         assert step["status"] == "dry_run" and step["details"]["note"] == f"big {order.id}"
         assert sim.store.get_order_notes(order.id) == [] or all(

@@ -15,8 +15,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from tests.harness import BridgeThread, webhook_headers
-from tests.support import free_port, make_store, read_topic, unique, wait_for
-from wooflow.devinfra import kafka as kafka_mod
+from tests.support import free_port, make_store, read_topic, unique, wait_for, wait_until_bridge_idle
 from wooflow.kafka import topics
 from wooflow.kafka.admin import create_topics
 from wooflow.settings import Settings
@@ -46,27 +45,6 @@ async def deliver_all(url: str, secret: str) -> list[int]:
 
         await asyncio.gather(*(customer(c) for c in range(1, CUSTOMERS + 1)))
     return statuses
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    libs = kafka_mod.ensure_jars(Settings().cache_dir)
-    java = kafka_mod.require_java()
-    kafka_dir = tmp_path / "kafka"
-    ports = {"port": free_port(), "controller_port": free_port()}
-    state = {"broker": kafka_mod.start_kafka(kafka_dir, libs, java=java, **ports)}
-
-    def restart() -> None:
-        state["broker"] = kafka_mod.start_kafka(kafka_dir, libs, java=java, **ports)
-
-    def stop() -> None:
-        kafka_mod.stop_kafka(state["broker"].pid, 30)
-
-    try:
-        yield state["broker"].bootstrap_servers, stop, restart
-    finally:
-        if kafka_mod.process_alive(state["broker"].pid):
-            kafka_mod.stop_kafka(state["broker"].pid, 10)
 
 
 @pytest.mark.e2e
@@ -135,3 +113,50 @@ def test_the_outbox_is_bounded_503_beyond(migrated, engine) -> None:  # type: ig
     finally:
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM bridge_outbox WHERE store_id = :s"), {"s": store.id})
+
+
+@pytest.mark.e2e
+def test_the_poller_queues_behind_the_outbox_so_a_later_state_never_overtakes_an_earlier_one(  # type: ignore[no-untyped-def]
+        own_broker, migrated, engine) -> None:
+    """A webhook of an order still processing went into the outbox (Kafka down); the order was
+    completed and that webhook lost (the bridge was gone). When Kafka is back the poller reads
+    the completed order before the outbox drained: it must queue behind the outbox, or the
+    rule consumer sees `completed` first, takes `processing` for stale, and no status change
+    ever fires."""
+    from wooflow.producers.poller import poll_store
+    from wooflow.producers.sync_ingest import SyncIngest
+    from wooflow.schemas.codec import get_codec
+    from wooflow.simulator.server import SimulatorServer
+
+    bootstrap, stop_broker, start_broker = own_broker
+    s = Settings(kafka_bootstrap_servers=bootstrap, database_url=migrated, topic_prefix=f"{unique('t')}.",
+                 topic_partitions=4, state_dir=Path("/nonexistent"), delivery_timeout_s=5.0)
+    create_topics(s)
+    with SimulatorServer(seed=5) as sim:
+        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
+        try:
+            with BridgeThread(s) as bridge:
+                stop_broker()
+                hook = sim.store.create_webhook("order.created", f"{bridge.url}/webhooks/woocommerce/{store.id}",
+                                                secret=store.webhook_secret)
+                product = sim.store.create_product("Cup", "10.00")
+                order = sim.store.create_order(line_items=[{"product_id": product.id, "quantity": 1}],
+                                               billing={"email": "p@example.com"}, status="processing")
+                wait_for(lambda: [d.success for d in sim.store.deliveries(hook.id)] == [True], 30, 0.1,
+                         "the webhook answered 2xx (from the outbox)")
+            sim.store.set_order_status(order.id, "completed")  # nobody hears of it: no webhook for updates
+            start_broker()
+            ingest = SyncIngest(s, engine, get_codec(None))
+            try:
+                produced = poll_store(store, s, engine, ingest)
+            finally:
+                ingest.close()
+            assert produced["orders"] == 1
+            assert read_topic(s, topics.ORDERS, timeout=30) == []  # nothing overtook the outbox
+            with BridgeThread(s):  # a bridge drains the outbox, in order
+                wait_until_bridge_idle(engine, store.id, timeout=60)
+            statuses = [ev["order"]["status"] for _, ev in read_topic(s, topics.ORDERS, timeout=30)]
+            assert statuses == ["processing", "completed"]
+        finally:
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM bridge_outbox WHERE store_id = :s"), {"s": store.id})

@@ -137,3 +137,52 @@ def test_stores_add_creates_webhooks_and_remove_deletes_them(settings, engine, b
         assert sim.store.webhooks == {}
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM stores WHERE id = :s"), {"s": store_id}).scalar_one() == 0
+
+
+@pytest.mark.integration
+def test_a_retry_of_an_event_that_never_became_durable_is_not_answered_as_a_duplicate(  # type: ignore[no-untyped-def]
+        settings, engine) -> None:
+    """An attempt claimed an event, then neither Kafka nor PostgreSQL took it and its claim
+    could not be given back (both were away): the claim stays `pending`. The sender's retry
+    must not be told "duplicate" — nothing is durable — but "not now"; once the claim is
+    stale the retry makes the event durable."""
+    from wooflow.producers.keys import event_id
+
+    store = make_store(engine, ORIGIN + "/")
+    session = "sess-retried-01"
+    eid = event_id(store.id, "storefront", session, "cart-1")
+    with engine.begin() as conn:  # what the failed attempt left behind
+        conn.execute(text("INSERT INTO bridge_seen (event_id, store_id, state) VALUES (:e, :s, 'pending')"),
+                     {"e": eid, "s": store.id})
+    s = settings.model_copy(update={"claim_stale_s": 3.0})
+    body = {"key": store.public_key, "session_id": session,
+            "events": [{"type": "cart_updated", "id": "cart-1", "cart": [{"product_id": 1, "quantity": 1}]}]}
+    with BridgeThread(s) as bridge:
+        url = f"{bridge.url}/storefront/{store.id}/events"
+        r = httpx.post(url, json=body, headers={"Origin": ORIGIN})
+        assert r.status_code == 503, r.text
+        # the claim goes stale: the same retry now makes the event durable
+        r = wait_for(lambda: (x := httpx.post(url, json=body, headers={"Origin": ORIGIN})).status_code == 200 and x,
+                     30, 0.5, "the retry accepted")
+        assert r.json()["accepted"] == 1, r.text
+        wait_until_bridge_idle(engine, store.id)
+    assert [ev["event_id"] for _, ev in read_topic(settings, topics.STOREFRONT)] == [eid]
+
+
+@pytest.mark.integration
+def test_storefront_answers_503_not_500_while_postgresql_is_away(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    from tests.effects_kit import TcpProxy
+
+    store = make_store(engine, ORIGIN + "/")
+    url = engine.url
+    with TcpProxy(str(url.host), int(url.port or 5432)) as proxy:
+        via = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        with BridgeThread(settings.model_copy(update={"database_url": via})) as bridge:
+            endpoint = f"{bridge.url}/storefront/{store.id}/events"
+            body = {"key": store.public_key, "session_id": "sess-away-0001",
+                    "events": [{"type": "email_captured", "email": "away@example.com", "id": "e1"}]}
+            assert httpx.post(endpoint, json=body, headers={"Origin": ORIGIN}).status_code == 200
+            proxy.cut()
+            body["session_id"] = "sess-away-0002"  # a new session: its link needs the database
+            r = httpx.post(endpoint, json=body, headers={"Origin": ORIGIN}, timeout=30)
+            assert r.status_code == 503 and r.json()["error"] == "unavailable", r.text

@@ -1,5 +1,7 @@
 """Condition evaluation: compiled predicates against a plain reference evaluator, over
-random rules and random orders (hypothesis), plus the seed-002 field semantics."""
+random rules and random orders (hypothesis), plus Polski Pro's field semantics. Orders'
+categories and tags resolve through the store's product catalog; the reference resolves
+them from its own table of products."""
 
 from __future__ import annotations
 
@@ -11,9 +13,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.rules_kit import order_event
+from tests.rules_kit import order_event, product_event
 from tests.support import Discards
-from wooflow.consumer.conditions import FIELDS, ConditionError, compile_tree, explain, geo_scopes
+from wooflow.consumer.catalog import ProductCatalog
+from wooflow.consumer.conditions import (
+    FIELDS,
+    ConditionError,
+    Incomplete,
+    compile_tree,
+    explain,
+    geo_regions,
+    geo_scope,
+)
 from wooflow.consumer.facts import LazyFacts
 from wooflow.consumer.state import Aggregates
 from wooflow.consumer.tiers import Loyalty
@@ -44,6 +55,10 @@ def ref_leaf(leaf: dict[str, Any], facts: dict[str, Any]) -> bool:
     values = [] if raw is None else (list(raw) if isinstance(raw, list) else [raw])
     op = leaf["operator"]
     options = ref_options(op, leaf["value"])
+    if op in ("not_equals", "not_in") and isinstance(raw, Incomplete):
+        return False  # some values are unknown: their absence cannot be checked
+    if op == "contains" and spec.values:
+        op = "equals"  # a closed set of values: contains means holds that value
     if spec.type == "number":
         nums = [n for n in (ref_number(v) for v in values) if n is not None]
         wanted = [Decimal(o) for o in options]
@@ -88,6 +103,7 @@ DATES = ["2024-01-01", "2025-06-30", "2025-07-01", "2026-12-31"]
 number_value = st.one_of(st.sampled_from(NUMS), st.integers(-5, 1200), st.decimals("-10", "1500", places=2))
 text_value = st.sampled_from(WORDS)
 WORDS_WITH_TEXT = [w for w in WORDS if w.strip()]
+TERM_IDS = ["5", "6", "7", "8", "70", "71", "72", "99", " 8 "]  # categories and tags of the catalog below
 
 
 def leaf_for(field: str) -> st.SearchStrategy[dict[str, Any]]:
@@ -100,6 +116,8 @@ def leaf_for(field: str) -> st.SearchStrategy[dict[str, Any]]:
             one = number_value
         elif spec.type == "date":
             one = st.sampled_from(DATES)
+        elif field in ("category", "product_tag"):
+            one = st.sampled_from(TERM_IDS)
         else:
             one = st.sampled_from(WORDS_WITH_TEXT)  # an empty word is a rule the API rejects
         if op in ("in", "not_in"):
@@ -111,12 +129,17 @@ def leaf_for(field: str) -> st.SearchStrategy[dict[str, Any]]:
         lambda op: value_for(op).map(lambda v: {"field": field, "operator": op, "value": v}))
 
 
-leaves = st.sampled_from(sorted(FIELDS)).flatmap(leaf_for)
-trees = st.recursive(
-    leaves,
-    lambda kids: st.fixed_dictionaries({"match": st.sampled_from(["all", "any"]),
-                                        "conditions": st.lists(kids, max_size=4)}),
-    max_leaves=12)
+def trees_over(fields: list[str], max_leaves: int = 12) -> st.SearchStrategy[dict[str, Any]]:
+    return st.recursive(
+        st.sampled_from(fields).flatmap(leaf_for),
+        lambda kids: st.fixed_dictionaries({"match": st.sampled_from(["all", "any"]),
+                                            "conditions": st.lists(kids, max_size=4)}),
+        max_leaves=max_leaves)
+
+
+trees = trees_over(sorted(FIELDS))
+# what an order's products decide: few leaves, so that each one matters to the verdict
+product_trees = trees_over(["category", "product_tag", "product_id", "geo_scope", "geo_regions"], max_leaves=3)
 
 
 def fact_for(field: str) -> st.SearchStrategy[Any]:
@@ -127,10 +150,15 @@ def fact_for(field: str) -> st.SearchStrategy[Any]:
         one = st.one_of(st.integers(-5, 1200), st.decimals("-10", "1500", places=4), st.sampled_from(NUMS))
     elif spec.type == "date":
         one = st.sampled_from(DATES)
+    elif field in ("category", "product_tag"):
+        one = st.sampled_from(TERM_IDS)
     else:
         one = text_value
     if spec.multi:
-        return st.lists(one, max_size=4)
+        values = st.lists(one, max_size=4)
+        if field in ("category", "product_tag"):  # from the catalog: some products may be unknown
+            return st.one_of(values, values.map(lambda vs: Incomplete([str(v) for v in vs], (99,))))
+        return values
     return st.one_of(st.none(), one)
 
 
@@ -170,23 +198,75 @@ def test_compiled_conditions_agree_with_the_reference() -> None:
     tally.check()
 
 
-def test_conditions_on_real_order_events_agree_with_the_reference() -> None:
-    tally = Discards("conditions on real order events vs the reference")
+# The reference's view of the seeds' geography and of a store's catalog, written out by hand.
+REF_SCOPE = {"PL": "pl", "DE": "eu", "FR": "eu", "NO": "eea", "IS": "eea", "US": "non_eu", "CH": "non_eu"}
+REF_REGIONS = {"PL": ["pl", "eu", "eea"], "DE": ["eu", "eea"], "FR": ["eu", "eea"], "NO": ["eea", "non_eu"],
+               "IS": ["eea", "non_eu"], "US": ["non_eu"], "CH": ["non_eu"]}
+# product id → (categories, tags, parent); 30 and 31 are variations of 3 (a variation has no
+# terms of its own in WooCommerce); 40 is a variation of an unknown parent
+PRODUCTS = {1: ([5], [70], 0), 2: ([6, 7], [], 0), 3: ([8], [71, 72], 0), 4: ([], [], 0),
+            30: ([], [], 3), 31: ([], [], 3), 40: ([], [], 41)}
+ORDERABLE = [1, 2, 3, 4, 9, 30, 31, 40]  # 9 is in no catalog
 
-    @settings(max_examples=200, deadline=None)
-    @given(tree=trees, total=st.decimals("0", "2000", places=2), country=st.sampled_from(["PL", "DE", "NO", "US", ""]),
-           ship=st.sampled_from(["", "FR", "CH"]), pids=st.lists(st.integers(1, 20), min_size=1, max_size=3))
-    def agree(tree: dict[str, Any], total: Decimal, country: str, ship: str, pids: list[int]) -> None:
+
+def catalog_of(store: str) -> ProductCatalog:
+    """A catalog that learnt PRODUCTS from product events (no database, no store to ask)."""
+    catalog = ProductCatalog(None, None)
+    catalog.observe([product_event(store, pid, categories=tuple(cats), tags=tuple(tags), parent_id=parent,
+                                   type="variation" if parent else "simple")
+                     for pid, (cats, tags, parent) in PRODUCTS.items()])
+    return catalog
+
+
+def ref_terms(items: list[tuple[int, int, int]], which: int) -> list[str]:
+    """Categories (which=0) or tags (1) of the ordered products, Incomplete when one is unknown."""
+    out: list[str] = []
+    unknown = False
+    for pid, _, vid in items:
+        wanted = pid or vid
+        if wanted not in PRODUCTS:
+            unknown = True
+            continue
+        row = PRODUCTS[wanted]
+        out += [str(t) for t in row[which]]
+        if row[2]:
+            if row[2] not in PRODUCTS:
+                unknown = True
+            else:
+                out += [str(t) for t in PRODUCTS[row[2]][which]]
+    return Incomplete(out, (0,)) if unknown else out
+
+
+@pytest.mark.parametrize("tree_st", [trees, product_trees], ids=["any field", "product fields"])
+def test_conditions_on_real_order_events_agree_with_the_reference(tree_st: st.SearchStrategy[Any]) -> None:
+    tally = Discards("conditions on real order events vs the reference")
+    catalog = catalog_of("s")
+
+    @settings(max_examples=250, deadline=None)
+    @given(tree=tree_st, total=st.decimals("0", "2000", places=2), country=st.sampled_from([*REF_SCOPE, ""]),
+           ship=st.sampled_from(["", "FR", "CH", "NO"]),
+           ordered=st.lists(st.tuples(st.sampled_from(ORDERABLE), st.integers(1, 3), st.booleans()), min_size=1,
+                            max_size=3))
+    def agree(tree: dict[str, Any], total: Decimal, country: str, ship: str,
+              ordered: list[tuple[int, int, bool]]) -> None:
         tree = as_group(tree)
+        # a variation is ordered as WooCommerce records it — its parent in product_id — or, for
+        # a line item whose product is gone, with product_id 0: then the catalog names the parent
+        items = [((0 if gone else PRODUCTS[p][2]), q, p) if p in PRODUCTS and PRODUCTS[p][2] else (p, q, 0)
+                 for p, q, gone in ordered]
         ev = order_event("s", 1, customer_id=2, total=str(total), country=country, shipping_country=ship,
-                         items=[(p, 1 + p % 3, [p % 4]) for p in pids])
+                         items=items)
         ctx = TriggerContext("OrderEvent", ev, Loyalty(), status="processing", currency="PLN",
                              after=Aggregates(1, {"PLN": total}, 5, 0, 0, "gold"))
-        facts = LazyFacts(ctx)
+        facts = LazyFacts(ctx, catalog)
         predicate = compiled(tree, tally)
         if predicate is None:
             return
-        assert predicate(facts) == ref_tree(tree, LazyFacts(ctx).materialise())
+        where = ship or country
+        reference = LazyFacts(ctx, catalog).materialise() | {
+            "geo_scope": REF_SCOPE.get(where), "geo_regions": REF_REGIONS.get(where, []),
+            "category": ref_terms(items, 0), "product_tag": ref_terms(items, 1)}
+        assert predicate(facts) == ref_tree(tree, reference)
 
     agree()
     tally.check()
@@ -210,41 +290,87 @@ def test_a_property_that_discards_most_examples_fails() -> None:
 
 # --- Polski Pro's filter semantics, spelled out ---------------------------------------------------------
 
-def test_geo_scopes() -> None:
-    assert geo_scopes("PL") == ["pl", "eu", "eea"]
-    assert geo_scopes("de") == ["eu", "eea"]
-    assert geo_scopes("NO") == ["eea", "non_eu"]
-    assert geo_scopes("CH") == ["non_eu"]
-    assert geo_scopes("") == []
+def test_geo_scope_is_one_value_per_order_and_geo_regions_every_region() -> None:
+    assert [geo_scope(c) for c in ("PL", "de", "NO", "IS", "LI", "CH", "US", "")] == \
+        ["pl", "eu", "eea", "eea", "eea", "non_eu", "non_eu", None]
+    assert geo_regions("PL") == ["pl", "eu", "eea"]
+    assert geo_regions("de") == ["eu", "eea"]
+    assert geo_regions("NO") == ["eea", "non_eu"]
+    assert geo_regions("CH") == ["non_eu"]
+    assert geo_regions("") == []
 
 
-def test_order_fields_follow_seed_002() -> None:
+def _holds(facts: Any, field: str, op: str, value: Any) -> bool:
+    return compile_tree({"match": "all", "conditions": [{"field": field, "operator": op, "value": value}]})(facts)
+
+
+def test_order_fields_follow_polski_pro() -> None:
     ev = order_event("s", 1, total="120.50", country="PL", shipping_country="", email="Ala@Example.com",
-                     items=[(5, 2, [7]), (9, 1, [8, 7])], payment="bacs",
-                     shipping_methods=("flat_rate", "local_pickup"))
-    facts = LazyFacts(TriggerContext("OrderEvent", ev, Loyalty(), status="processing"))
+                     items=[(1, 2), (3, 1, 31)], payment="bacs", shipping_methods=("flat_rate", "local_pickup"))
+    facts = LazyFacts(TriggerContext("OrderEvent", ev, Loyalty(), status="processing"), catalog_of("s"))
 
     def holds(field: str, op: str, value: Any) -> bool:
-        return compile_tree({"match": "all", "conditions": [{"field": field, "operator": op, "value": value}]})(facts)
+        return _holds(facts, field, op, value)
 
     assert holds("order_total", "gt", "120") and holds("order_total", "equals", "120.5")
     assert not holds("order_total", "lt", 100) and holds("order_total", "not_equals", "99")
     assert holds("item_count", "equals", 3)
     assert holds("shipping_country", "equals", "pl")  # falls back to billing
     assert holds("billing_country", "in", "DE, PL ,FR") and holds("billing_country", "not_in", ["DE", "FR"])
-    assert holds("geo_scope", "equals", "eu") and holds("geo_scope", "equals", "pl")
-    assert not holds("geo_scope", "equals", "non_eu")
+    # Polski Pro: Poland is pl — not also eu or eea, which would change migrated rules
+    assert holds("geo_scope", "equals", "pl") and not holds("geo_scope", "equals", "eu")
+    assert not holds("geo_scope", "in", "eu,eea,non_eu") and holds("geo_scope", "not_in", "eu,eea")
+    assert holds("geo_regions", "contains", "eu") and holds("geo_regions", "contains", "pl")
+    assert holds("geo_regions", "equals", "eea") and not holds("geo_regions", "contains", "non_eu")
     assert holds("customer_email", "contains", "example.COM") and holds("customer_email", "equals", "ala@example.com")
     assert holds("payment_method", "in", "cod,bacs")
     assert holds("shipping_method", "in", "local_pickup") and holds("shipping_method", "not_in", "free_shipping")
-    assert holds("product_id", "in", "1,9") and not holds("product_id", "not_in", "5")
-    assert holds("category", "in", "8") and holds("category", "not_in", "1,2")
+    assert holds("product_id", "in", "1,9") and not holds("product_id", "not_in", "1") and holds("product_id", "in", 31)
+    # categories of the ordered products, from the catalog: 1 → 5; variation 31 → its parent 3's 8
+    assert holds("category", "in", "8") and holds("category", "in", "5") and holds("category", "not_in", "6,7")
+    assert not holds("category", "not_in", "8")
+    assert holds("product_tag", "in", "72,99") and holds("product_tag", "equals", 70)
+    gone = LazyFacts(TriggerContext("OrderEvent", order_event("s", 2, items=[(0, 1, 30)]), Loyalty()),
+                     catalog_of("s"))
+    assert _holds(gone, "category", "equals", 8)  # product_id 0: the catalog names the variation's parent
+    assert not holds("product_tag", "not_in", "71")
+
+
+def test_geo_regions_contains_means_membership_not_text() -> None:
+    """non_eu contains the letters "eu": for the closed set of regions, contains is membership."""
+    ev = order_event("s", 1, country="US")
+    facts = LazyFacts(TriggerContext("OrderEvent", ev, Loyalty()))
+    assert _holds(facts, "geo_regions", "contains", "non_eu") and not _holds(facts, "geo_regions", "contains", "eu")
+    with pytest.raises(ConditionError):
+        compile_tree({"match": "all", "conditions": [{"field": "geo_regions", "operator": "contains", "value": "e"}]})
+
+
+def test_an_unknown_product_never_counts_as_absent() -> None:
+    """Product 9 is in no catalog (and no store answered): `in` holds through the known
+    products only, `not_in` does not hold at all — and a dry run says which is unknown."""
+    ev = order_event("s", 1, items=[(1, 1), (9, 1)])
+    facts = LazyFacts(TriggerContext("OrderEvent", ev, Loyalty()), catalog_of("s"))
+    assert _holds(facts, "category", "in", "5")
+    assert not _holds(facts, "category", "in", "6") and not _holds(facts, "category", "not_in", "6")
+    assert not _holds(facts, "product_tag", "not_equals", "1")
+    leaf = explain({"field": "category", "operator": "not_in", "value": "6"}, facts)
+    assert leaf["result"] is False and leaf["unknown_products"] == [9] and "unknown" in leaf["reason"]
+    # a variation whose parent is unknown: unknown too
+    variation = LazyFacts(TriggerContext("OrderEvent", order_event("s", 2, items=[(41, 1, 40)]), Loyalty()),
+                          catalog_of("s"))
+    assert not _holds(variation, "category", "not_in", "6")
+    assert explain({"field": "category", "operator": "not_in", "value": "6"}, variation)["unknown_products"] == [41]
+    # without any catalog, nothing about the ordered products is known
+    bare = LazyFacts(TriggerContext("OrderEvent", order_event("s", 3, items=[(1, 1)]), Loyalty()))
+    assert not _holds(bare, "category", "in", "5") and not _holds(bare, "category", "not_in", "5")
 
 
 @pytest.mark.parametrize("leaf, path", [
     ({"field": "order_total", "operator": "contains", "value": "1"}, "$.conditions[0].operator"),
     ({"field": "order_total", "operator": "gt", "value": "lots"}, "$.conditions[0].value"),
     ({"field": "geo_scope", "operator": "equals", "value": "asia"}, "$.conditions[0].value"),
+    ({"field": "geo_scope", "operator": "contains", "value": "eu"}, "$.conditions[0].operator"),
+    ({"field": "geo_regions", "operator": "in", "value": "eu,asia"}, "$.conditions[0].value"),
     ({"field": "billing_country", "operator": "in", "value": " , "}, "$.conditions[0].value"),
     ({"field": "first_order_date", "operator": "gt", "value": "yesterday"}, "$.conditions[0].value"),
     ({"field": "tier", "operator": "equals"}, "$.conditions[0].value"),

@@ -11,7 +11,7 @@ from contextlib import ExitStack
 import pytest
 from sqlalchemy import text
 
-from tests.pipeline import BIG_ORDER_RULE, Pipeline
+from tests.pipeline import BIG_ORDER_RULE, Pipeline, add_rule
 from tests.rules_kit import commands
 from tests.support import read_topic, wait_for, wait_until_pipeline_idle
 from wooflow.kafka import topics
@@ -125,3 +125,44 @@ def test_a_saved_product_runs_a_product_saved_rule_end_to_end(settings, engine, 
         assert [(c["rule_id"], c["subject_type"], c["subject_id"]) for c in cmds] == [
             (review_id, "product", str(lamp.id))]  # the update matched neither rule's actions
         wait_for(lambda: [r for r in p.log_rows() if r["status"] == "succeeded"], 30, 0.2, "the execution log")
+
+
+
+def test_a_category_rule_matches_a_variation_through_the_product_catalog(settings, engine, logs_dir) -> None:  # type: ignore[no-untyped-def]
+    """WooCommerce's line items carry no categories: the rule consumer knows a variation's
+    parent's category from the store's product webhooks (through the bridge and woo.products)."""
+    with ExitStack() as stack:
+        p = Pipeline(settings, engine, logs_dir, stack,
+                     webhook_topics=("order.created", "order.updated", "product.created", "product.updated"))
+        sim = p.sim.store
+        outdoor = sim.create_category("Outdoor").id
+        add_rule(engine, p.store.id, {
+            "name": "Outdoor note", "trigger": "new_order",
+            "conditions": {"match": "all", "conditions": [{"field": "category", "operator": "in",
+                                                           "value": str(outdoor)}]},
+            "actions": [{"type": "add_order_note", "params": {"note": "wooflow: outdoor {{ order.number }}"}}]})
+        jacket = sim.create_product("Jacket", "0", type="variable", categories=[outdoor])
+        medium = sim.create_variation(jacket.id, "120.00", attributes={"Size": "M"})
+        mug = sim.create_product("Mug", "15.00", categories=["Kitchen"])
+        with engine.connect() as conn:
+            def rows() -> dict[int, tuple[str, int]]:
+                found = conn.execute(text("SELECT product_id, source, parent_id FROM product_catalog "
+                                          "WHERE store_id = :s"), {"s": p.store.id}).all()
+                conn.rollback()
+                return {r.product_id: (r.source, r.parent_id) for r in found}
+
+            wait_for(lambda: len(rows()) == 3, 60, 0.2, "the catalog from the product webhooks")
+            assert rows() == {jacket.id: ("event", 0), medium.id: ("event", jacket.id), mug.id: ("event", 0)}
+        coat = sim.create_order(line_items=[{"variation_id": medium.id, "quantity": 1}],
+                                billing={"email": "o@example.com", "country": "PL"}, status="processing")
+        cup = sim.create_order(line_items=[{"product_id": mug.id, "quantity": 2}],
+                               billing={"email": "k@example.com", "country": "PL"}, status="processing")
+        try:
+            wait_for(lambda: p.wooflow_notes(coat.id), 60, 0.2, "the note on the outdoor order")
+        except AssertionError:
+            print(p.role_logs())
+            raise
+        assert p.wooflow_notes(coat.id) == [f"wooflow: outdoor {coat.id}"]
+        wait_for(lambda: all(d.success for d in sim.deliveries()), 10, 0.1, "all deliveries acknowledged")
+        wait_until_pipeline_idle(settings)
+        assert p.wooflow_notes(cup.id) == []

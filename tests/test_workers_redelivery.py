@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from tests.support import RoleProcess, ServerThread, read_topic, unique, wait_for, wait_until_consumed
 from wooflow.kafka import topics
@@ -130,3 +131,39 @@ def test_three_deliveries_and_a_sigkill_give_one_coupon_one_note_one_email(setti
     finally:
         for w in workers:
             w.stop()
+
+
+def test_a_command_put_aside_again_while_its_previous_copy_is_being_released_is_not_lost(engine: Engine) -> None:
+    """A step waiting for the one before it is put aside every second; the copy a release
+    produced can come back and be put aside again before that release deleted the row it
+    came from. The new deferral must survive the release's delete."""
+    from datetime import datetime, timedelta, timezone
+
+    from wooflow.workers.deferred import _DELETE, _DUE, Deferral, defer_batch
+
+    topic, key = f"{unique('t')}.automation.commands", unique("k")
+    now = datetime.now(timezone.utc)
+
+    def deferral(due: datetime) -> Deferral:
+        return Deferral(topic, key, 1, "s", due, "waiting", b"kk", b"payload")
+
+    defer_batch(engine, [deferral(now - timedelta(seconds=1))])
+    with engine.connect() as releasing:  # a release in progress: its rows locked, produced, not yet deleted
+        rows = releasing.execute(_DUE, {"topic": topic, "now": now, "limit": 10}).all()
+        assert [r[0] for r in rows] == [key]
+        again = threading.Thread(target=defer_batch, args=(engine, [deferral(now + timedelta(seconds=1))]))
+        again.start()  # the produced copy came back and is put aside again
+
+        def waits_or_done() -> bool:
+            with engine.connect() as conn:
+                waiting = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                            "AND query LIKE '%INSERT INTO deferred_commands%'")).scalar_one()
+            return not again.is_alive() or waiting > 0
+
+        wait_for(waits_or_done, 30, 0.05, "the second deferral to reach the database")
+        releasing.execute(_DELETE, {"topic": topic, "keys": [key], "atts": [1]})
+        releasing.commit()
+    again.join(30)
+    with engine.connect() as conn:
+        left = conn.execute(text("SELECT reason, due_at FROM deferred_commands WHERE topic = :t"), {"t": topic}).all()
+    assert [r[0] for r in left] == ["waiting"] and left[0][1] > now

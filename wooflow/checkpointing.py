@@ -30,18 +30,26 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from wooflow.db.engine import unavailable
 from wooflow.kafka.producer import Producer
+from wooflow.kafka.stall import StallGuard
 
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[Message]], None]
 
 _REBALANCING = (KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID)
+# The group coordinator moving or loading (a broker restart), or no broker answering: the
+# commit is tried again with the next batch, as during a rebalance.
+_COORDINATOR = (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                KafkaError.NOT_COORDINATOR, KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT,
+                KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._WAIT_COORD)
 
 
 class Checkpoint:
@@ -56,6 +64,7 @@ class Checkpoint:
         self._next: dict[tuple[str, int], int] = {}
         self._in_txn = False
         self._inflight: tuple[Future[None], list[TopicPartition]] | None = None
+        self._retry_at = 0.0
         if transactional:
             assert producer is not None, "transactional mode needs a transactional producer"
             producer.raw.init_transactions(30)
@@ -119,16 +128,33 @@ class Checkpoint:
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() in _REBALANCING:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is not None and (err.code() in _REBALANCING or err.code() in _COORDINATOR):
                 # The outputs are durable; only the offsets wait. Keep them and commit with
                 # the next batch (or on revoke); if the partition is lost instead, its new
                 # owner re-processes the batch, which is idempotent. A newer offset of the
                 # same partition, already tracked, supersedes this one.
-                log.info("offset commit deferred, group is rebalancing: %s", exc.args[0].str())
+                log.info("offset commit deferred (%s): %s", "group is rebalancing" if err.code() in _REBALANCING
+                         else "the group coordinator is unavailable", err.str())
                 for tp in offsets:
                     self._next.setdefault((tp.topic, tp.partition), tp.offset)
                 return
             raise
+
+    def retry_deferred(self) -> None:
+        """Idle: commit the offsets an earlier commit had to put off (a rebalance, the
+        coordinator away). Without it they wait for the next message — when traffic stops
+        right after a rebalance the group's lag stays above 0 and every alert on it fires.
+        At most once per `DEFERRED_RETRY_S`."""
+        if self.transactional or self._inflight is not None or not self._next:
+            return
+        now = time.monotonic()
+        if now < self._retry_at:
+            return
+        self._retry_at = now + DEFERRED_RETRY_S
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._next.items()]
+        self._next.clear()
+        self._commit_offsets(offsets)
 
     def abort(self) -> None:
         """Drop the batch: its offsets are not committed, so it will be consumed again."""
@@ -171,40 +197,101 @@ def run_batches(
     batch_size: int,
     timeout: float,
     on_idle: Callable[[], None] | None = None,
+    on_rewind: Callable[[], None] | None = None,
+    stall_after_s: float = 60.0,
 ) -> None:
     """The batch roles' loop: consume up to `batch_size`, `handle` the batch, commit it
     through `checkpoint` before the next `consume()` (so rebalance callbacks, which run
-    inside `consume()`, never meet uncommitted work); a batch that raises is aborted and
-    consumed again after the restart."""
+    inside `consume()`, never meet uncommitted work).
+
+    A batch that fails because PostgreSQL is away (`unavailable`: a restart, a failover)
+    is aborted, the consumer goes back to the committed offsets, `on_rewind` lets the role
+    forget what it kept of the uncommitted batches, and after a growing pause the same
+    messages are read again — in the same process, still a member of its group. Any other
+    failure aborts the batch and raises: it is consumed again after the restart.
+    Between batches, a partition whose fetch stalled is fetched again (`StallGuard`)."""
+    pause = REWIND_FIRST_S
+    guard = StallGuard(consumer, stall_after_s)
     try:
         while not stop.is_set():
-            msgs = consumer.consume(batch_size, timeout)
-            good: list[Message] = []
-            for m in msgs:
-                err = m.error()
-                if err is None:
-                    good.append(m)
-                elif err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", err)
-            if not good:
-                checkpoint.settle()  # nothing new: let the offsets of the last batch catch up
-                if on_idle:
-                    on_idle()
-                continue
-            checkpoint.begin()
             try:
-                handle(good)
-            except BaseException:
-                checkpoint.abort()
-                raise
-            for m in good:
-                topic, partition, offset = m.topic(), m.partition(), m.offset()
-                assert topic is not None and partition is not None and offset is not None, "not a consumed message"
-                checkpoint.track(topic, partition, offset)
-            checkpoint.commit()
+                _one_batch(consumer, checkpoint, handle, batch_size, timeout, on_idle)
+                guard.check()
+                pause = REWIND_FIRST_S
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+                log.warning("PostgreSQL is unavailable (%s): the uncommitted batches are read again in %.1fs",
+                            str(exc).splitlines()[0][:200], pause)
+                rewind(consumer, checkpoint)
+                if on_rewind:
+                    on_rewind()
+                stop.wait(pause)
+                pause = min(pause * 2, REWIND_MAX_S)
     finally:
         try:
             checkpoint.settle()
         except Exception:  # the batch is re-processed after a restart, idempotently
             log.exception("the last batch's state could not be written; its offsets stay uncommitted")
         consumer.close()
+
+
+REWIND_FIRST_S, REWIND_MAX_S = 0.5, 10.0
+DEFERRED_RETRY_S = 2.0
+REWIND_WAIT_S = 90.0  # how long a rewind waits for the group coordinator (a broker restarting)
+
+
+def _one_batch(consumer: Consumer, checkpoint: Checkpoint, handle: BatchHandler, batch_size: int, timeout: float,
+               on_idle: Callable[[], None] | None) -> None:
+    msgs = consumer.consume(batch_size, timeout)
+    good: list[Message] = []
+    for m in msgs:
+        err = m.error()
+        if err is None:
+            good.append(m)
+        elif err.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error: %s", err)
+    if not good:
+        checkpoint.settle()  # nothing new: let the offsets of the last batch catch up
+        checkpoint.retry_deferred()
+        if on_idle:
+            on_idle()
+        return
+    checkpoint.begin()
+    try:
+        handle(good)
+    except BaseException:
+        checkpoint.abort()
+        raise
+    for m in good:
+        topic, partition, offset = m.topic(), m.partition(), m.offset()
+        assert topic is not None and partition is not None and offset is not None, "not a consumed message"
+        checkpoint.track(topic, partition, offset)
+    checkpoint.commit()
+
+
+def rewind(consumer: Consumer, checkpoint: Checkpoint) -> None:
+    """Drop every uncommitted batch and read on from the committed offsets, as a restarted
+    process would — without leaving the group. A state write still in flight is settled
+    first when it can be (its batch then stays done); raises if the committed offsets
+    cannot be read (the broker is away too): then the role stops and is restarted."""
+    try:
+        checkpoint.settle()
+    except Exception:  # that batch's state did not make it: it is read again as well
+        log.info("the batch whose state was being written is read again")
+    checkpoint.abort()
+    assigned = consumer.assignment()
+    if not assigned:
+        return
+    deadline = time.monotonic() + REWIND_WAIT_S
+    while True:
+        try:
+            committed = consumer.committed(assigned, timeout=10)
+            break
+        except KafkaException as exc:  # the broker restarting too: wait for its group coordinator
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is None or err.code() not in _COORDINATOR or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+    for tp in committed:
+        consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from wooflow.devinfra import cli as devinfra_cli
 from wooflow.ops import cli as _ops
+from wooflow.ops.chaos.cli import chaos_command
 from wooflow.process import run_role, setup_logging
 from wooflow.producers import cli as producers_cli
 from wooflow.producers import stores_cli
@@ -37,6 +38,7 @@ app.add_typer(_ops.offsets_app, name="offsets")
 app.add_typer(_ops.dlq_app, name="dlq")
 app.command("lag")(_ops.lag_command)
 app.command("replay")(_ops.replay_command)
+app.command("chaos")(chaos_command)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -92,9 +94,16 @@ def bridge(host: Annotated[str | None, typer.Option(help="Listen address")] = No
                 access_log=False, proxy_headers=False)  # the app applies X-Forwarded-For where it matters
 
 
-@app.command()
-def rules() -> None:
-    """Run a rule consumer (scale by running more)."""
+rules_app = typer.Typer(invoke_without_command=True)
+app.add_typer(rules_app, name="rules")
+rules_app.command("import")(_ops.rules_import_command)
+
+
+@rules_app.callback()
+def rules(ctx: typer.Context) -> None:
+    """Run a rule consumer (scale by running more); `wooflow rules import` imports another plugin's rules."""
+    if ctx.invoked_subcommand is not None:
+        return
     from wooflow.consumer.runner import RuleConsumer
     from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - rules naming them compile here too
     from wooflow.scheduler.steps import store_delayed  # delayed steps wait in the scheduler's table

@@ -44,7 +44,9 @@ DEMO_RULES = [
                   "params": {"note": "wooflow: high-value order {{ order.number }} ({{ order.total }} "
                                      "{{ order.currency }}) - send the VIP thank-you card."}}]},
     {"name": "Outside the EU: check customs", "trigger": "new_order", "priority": 5,
-     "conditions": {"match": "all", "conditions": [{"field": "geo_scope", "operator": "equals", "value": "non_eu"}]},
+     # every country outside the EU, Norway, Iceland and Liechtenstein included (their geo_scope is eea)
+     "conditions": {"match": "all", "conditions": [{"field": "geo_regions", "operator": "contains",
+                                                    "value": "non_eu"}]},
      "actions": [{"type": "add_order_note",
                   "params": {"note": "wooflow: ships to {{ order.shipping.country or order.billing.country }}"
                                      " (outside the EU) - attach customs declaration."}}]},

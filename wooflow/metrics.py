@@ -114,6 +114,9 @@ events_consumed = StoreCounter("wooflow_events_consumed_total", "Events read by 
                                ["role", "topic", "store"])
 events_out = StoreCounter("wooflow_events_out_total", "Records produced by a role (commands, logs), per topic",
                           ["role", "topic", "store"])
+consumer_refetches = Counter("wooflow_consumer_refetches_total",
+                             "Partitions fetched again after their fetch stalled with messages waiting "
+                             "(wooflow/kafka/stall.py)", ["topic"])
 consumer_lag = Gauge("wooflow_consumer_lag", "High watermark − committed offset", ["group", "topic", "partition"])
 consumer_lag_updated = Gauge("wooflow_consumer_lag_updated_timestamp_seconds",
                              "When this process last read its group's lag successfully", ["group"])
@@ -124,6 +127,13 @@ rule_eval_seconds = Histogram("wooflow_rule_evaluation_seconds", "Rule evaluatio
                               buckets=LATENCY_BUCKETS)
 event_to_command_seconds = Histogram("wooflow_event_to_command_seconds", "Event received → command emitted",
                                      buckets=LATENCY_BUCKETS)
+catalog_fetches = StoreCounter("wooflow_catalog_fetches_total",
+                              "Products the rule consumer asked a store for (not in its catalog yet), by outcome: "
+                              "fetched, gone (404), failed (error or timeout), skipped (store failed recently)",
+                              ["store", "outcome"])
+catalog_unknown = StoreCounter("wooflow_catalog_unknown_total",
+                               "Category/product-tag facts computed with ordered products still unknown",
+                               ["store"])
 
 # --- workers --------------------------------------------------------------------------------
 actions = StoreCounter("wooflow_actions_total", "Actions executed, by outcome", ["store", "action", "outcome"])

@@ -55,11 +55,20 @@ class Settings(BaseSettings):
     # bench/rules: 2000 gives ~1.45x the events/s of 500
     batch_size: int = Field(2000, description="Max messages per consumer batch")
     batch_timeout_s: float = Field(0.2, description="Max wait to fill a consumer batch")
+    stall_refetch_s: float = Field(60.0, description="A partition whose fetch has not moved for this long while "
+                                                     "messages wait is fetched again (0 = never)")
     transactional: bool = Field(False, description="Rule consumer uses Kafka transactions (exactly-once)")
     # rule consumer
     rules_reload_s: float = Field(5.0, description="Fallback rule reload check (LISTEN/NOTIFY is the fast path)")
     instance_id: str = Field("", description="Stable id of this consumer instance (e.g. the StatefulSet pod name): "
                                              "static group membership and a fencing transactional.id")
+    # product catalog (consumer/catalog.py)
+    catalog_fetch_timeout_s: float = Field(2.0, description="How long a rule-consumer batch waits for stores to "
+                                                            "describe products missing from the catalog (REST)")
+    catalog_retry_s: float = Field(30.0, description="After a store failed to answer, how long its missing "
+                                                     "products stay unknown before it is asked again")
+    catalog_ttl_s: float = Field(60.0, description="How long a rule consumer trusts its in-memory copy of a "
+                                                   "catalog row before reading it again")
 
     # --- bridge --------------------------------------------------------------------
     bridge_host: str = Field("0.0.0.0", description="Bridge listen address")

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select, text
 
+from wooflow.db.engine import unavailable
 from wooflow.db.tables import stores
 
 # What `wooflow stores add` accepts. Anything else names no store, and is answered so without
@@ -57,7 +58,8 @@ MISS = object()
 
 class StoreCache:
     """Store rows change rarely; the hot path (every webhook, every command) reads them
-    from memory and re-reads the database after `ttl` seconds."""
+    from memory and re-reads the database after `ttl` seconds — keeping the row it had
+    while PostgreSQL is unreachable."""
 
     def __init__(self, engine: Engine, ttl: float = 5.0) -> None:
         self.engine = engine
@@ -82,8 +84,15 @@ class StoreCache:
 
     def _read(self, store_id: str) -> Store | None:
         now = time.monotonic()
-        with self.engine.connect() as conn:
-            row = conn.execute(select(stores).where(stores.c.id == store_id)).first()
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(select(stores).where(stores.c.id == store_id)).first()
+        except Exception as exc:
+            with self._lock:
+                hit = self._cache.get(store_id)
+            if hit is not None and unavailable(exc):
+                return hit[1]  # the row as last read: stores change rarely, and PostgreSQL is away
+            raise
         store = _row_to_store(row) if row else None
         with self._lock:
             if len(self._cache) > 10_000:  # unknown ids probed at random must not grow this forever

@@ -5,17 +5,26 @@ round trip per command would cap a worker at a few hundred commands per second; 
 `Batcher` gathers the calls made while the previous round trip was running and sends
 them together. At low load a call waits one loop tick; under load batches grow by
 themselves (no timers, no tuning).
+
+With `retry_while`, a batch whose call fails that way (PostgreSQL restarting: see
+`wooflow.db.engine.unavailable`) is sent again after a growing pause instead of failing
+its callers: they wait for the database, as a command must not be given up (or
+dead-lettered) because the database blinked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+RETRY_FIRST_S, RETRY_MAX_S = 0.2, 5.0
 
 
 class Batcher(Generic[T, R]):
@@ -26,8 +35,10 @@ class Batcher(Generic[T, R]):
     """
 
     def __init__(self, fn: Callable[[list[T]], Sequence[R | BaseException]], *, executor: Executor | None = None,
-                 max_size: int = 2000, parallel: int = 2, name: str = "batch") -> None:
+                 max_size: int = 2000, parallel: int = 2, name: str = "batch",
+                 retry_while: Callable[[BaseException], bool] | None = None) -> None:
         self.fn, self.executor, self.max_size, self.parallel, self.name = fn, executor, max_size, parallel, name
+        self.retry_while = retry_while
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._running = 0
         self._scheduled = False
@@ -52,10 +63,23 @@ class Batcher(Generic[T, R]):
             self._flushing.add(task)  # a reference until it ends (the loop keeps only weak ones)
             task.add_done_callback(self._flushing.discard)
 
-    async def _flush(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _call(self, items: list[T], waiting: list[asyncio.Future[R]]) -> Sequence[R | BaseException]:
         loop = asyncio.get_running_loop()
+        pause = RETRY_FIRST_S
+        while True:
+            try:
+                return await loop.run_in_executor(self.executor, self.fn, items)
+            except Exception as exc:
+                if self.retry_while is None or not self.retry_while(exc) or all(f.done() for f in waiting):
+                    raise
+                log.warning("%s: %d items wait for the database (%s); trying again in %.1fs", self.name, len(items),
+                            str(exc).splitlines()[0][:200], pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_MAX_S)
+
+    async def _flush(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
-            results = await loop.run_in_executor(self.executor, self.fn, [item for item, _ in batch])
+            results = await self._call([item for item, _ in batch], [fut for _, fut in batch])
         except BaseException as exc:  # the whole batch failed: every caller sees why
             for _, fut in batch:
                 if not fut.done():

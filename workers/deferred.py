@@ -12,6 +12,12 @@ worker runs `release_due`: due rows are locked (SKIP LOCKED: several workers sha
 table), produced back to automation.commands with their Kafka key (so a customer's
 commands stay on one partition), acknowledged, then deleted. A crash between produce
 and delete re-produces a command, which the idempotency claim turns into a no-op.
+
+The copy a release produces can be consumed and put aside again (a step still waiting for
+the one before it) before the release has deleted the row it came from: the deferral
+then *updates* that row, which waits for the release's lock and, once the release deleted
+it, inserts afresh. (Ignoring the conflict — the row was still there — let the release
+delete the new deferral with its own: a workflow's later step was never run.)
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ INSERT INTO deferred_commands (topic, idempotency_key, attempt, store_id, due_at
 SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:atts AS int[]), CAST(:stores AS text[]),
                      CAST(:dues AS timestamptz[]), CAST(:reasons AS text[]), CAST(:kkeys AS bytea[]),
                      CAST(:payloads AS bytea[]))
-ON CONFLICT (topic, idempotency_key, attempt) DO NOTHING
+ON CONFLICT (topic, idempotency_key, attempt) DO UPDATE SET
+    due_at = EXCLUDED.due_at, reason = EXCLUDED.reason, store_id = EXCLUDED.store_id, kafka_key = EXCLUDED.kafka_key,
+    payload = EXCLUDED.payload
 """)
 
 _DUE = text("""

@@ -33,10 +33,11 @@ from typing import Any
 from confluent_kafka import Message
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from wooflow import metrics
 from wooflow.consumer.commands import idempotency_key
+from wooflow.db.engine import unavailable
 from wooflow.jsontypes import JSONObject
 from wooflow.schemas.codec import Codec
 from wooflow.schemas.types import ActionCommand, ExecutionLog
@@ -55,6 +56,7 @@ from wooflow.workers.woo_client import WooClients
 log = logging.getLogger(__name__)
 
 DUE_TOLERANCE = timedelta(milliseconds=50)
+DB_RETRY_FIRST_S, DB_RETRY_MAX_S = 0.5, 5.0
 WAIT_FOR_EARLIER_STEP = timedelta(seconds=1)
 NOT_FINAL = ("running", "retry_wait")
 
@@ -143,16 +145,18 @@ class Executor:
         self.stores = stores
         pool = services.db_executor
         lease = settings.action_lease_s
+        # Every database batch waits for PostgreSQL when it is away (restarting, failing over):
+        # a command is never given up, or dead-lettered, because the database blinked.
         self.claimer: Batcher[ActionCommand, Claim] = Batcher(
-            lambda cmds: self._claim(cmds, lease), executor=pool, name="claim")
+            lambda cmds: self._claim(cmds, lease), executor=pool, name="claim", retry_while=unavailable)
         self.finisher: Batcher[Finish, None] = Batcher(lambda rows: claims.finish_batch(engine, rows),
-                                                       executor=pool, name="finish")
+                                                       executor=pool, name="finish", retry_while=unavailable)
         self.deferrer: Batcher[Deferral, None] = Batcher(lambda items: deferred.defer_batch(engine, items),
-                                                         executor=pool, name="defer")
+                                                         executor=pool, name="defer", retry_while=unavailable)
         self.stepper: Batcher[list[str], dict[str, tuple[int, str, JSONObject]]] = Batcher(
-            self._steps, executor=pool, name="steps")
+            self._steps, executor=pool, name="steps", retry_while=unavailable)
         self.local: Batcher[tuple[AnyHandler, ActionContext[Any], int], ActionResult | Claim] = Batcher(
-            self._apply_local, executor=pool, name="local")
+            self._apply_local, executor=pool, name="local", retry_while=unavailable)
         self._params: dict[tuple[str, str], BaseModel] = {}
 
     # --- database batches (run on the database threads) ---------------------------------
@@ -188,11 +192,11 @@ class Executor:
                                       if isinstance(results[i], Exception)])
             return results
         except Exception as exc:
+            if unavailable(exc):
+                raise  # the whole batch again once PostgreSQL answers (the Batcher waits)
             if len(items) > 1:
                 # One bad item must not fail its neighbours: isolate.
                 return [self._apply_local([item])[0] for item in items]
-            if isinstance(exc, OperationalError):
-                return [TransientError(f"database: {str(exc).splitlines()[0]}")]
             if isinstance(exc, DBAPIError):
                 return [ActionError(f"database refused: {str(exc).splitlines()[0]}")]
             return [exc]
@@ -200,13 +204,26 @@ class Executor:
     # --- one command ------------------------------------------------------------------
     async def execute(self, cmd: ActionCommand, msg: Message | None) -> Outcome:
         started = time.perf_counter()
-        try:
-            return await self._execute(cmd, msg, started)
-        except Exception as exc:  # never let one command take the worker down
-            log.exception("unexpected error executing %s", cmd.get("idempotency_key"))
-            return Outcome(cmd, log_record(cmd, "failed", f"internal error: {type(exc).__name__}: {exc}",
-                                           attempt=int(cmd.get("attempt") or 1),
-                                           duration_s=time.perf_counter() - started), "internal_error")
+        pause = DB_RETRY_FIRST_S
+        while True:
+            try:
+                return await self._execute(cmd, msg, started)
+            except Exception as exc:
+                if not unavailable(exc):
+                    return self._internal_error(cmd, exc, started)
+                # PostgreSQL away before the effect (the batches after it wait by themselves):
+                # the command waits too, and starts over — its claim, if taken, is recovered.
+                log.warning("%s waits for the database: %s", cmd.get("idempotency_key"),
+                            str(exc).splitlines()[0][:200])
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, DB_RETRY_MAX_S)
+
+    def _internal_error(self, cmd: ActionCommand, exc: Exception, started: float) -> Outcome:
+        """A bug met by one command: dead-lettered with the reason, never taking the worker down."""
+        log.exception("unexpected error executing %s", cmd.get("idempotency_key"), exc_info=exc)
+        return Outcome(cmd, log_record(cmd, "failed", f"internal error: {type(exc).__name__}: {exc}",
+                                       attempt=int(cmd.get("attempt") or 1),
+                                       duration_s=time.perf_counter() - started), "internal_error")
 
     async def _execute(self, cmd: ActionCommand, msg: Message | None, started: float) -> Outcome:
         handler = registry.get(cmd["action_type"])

@@ -9,11 +9,14 @@ plugins do) and keeps state with per-event queries.
 
 Workload: 100 stores × 10 rules (mixed triggers and conditions, tiers configured), 500
 customers per store; events: 30% new orders, 20% order status updates, 10% customers,
-10% products, 30% storefront views. Events are produced first (with the bridge's
-`store`/`schema` headers), then one in-process RuleConsumer (the same code `wooflow rules`
-runs) consumes the backlog; throughput = events / (first batch → last commit). Each run
-deletes its stores (rules, firings, state, delayed steps) at the end, and a new
-benchmark first deletes what interrupted runs left.
+10% products, 30% storefront views. Line items carry no categories, as WooCommerce's don't:
+the `category` condition resolves them through the product catalog, seeded with each
+store's 40 products (a store whose catalog was backfilled); product events update it.
+Events are produced first (with the bridge's `store`/`schema` headers), then one
+in-process RuleConsumer (the same code `wooflow rules` runs) consumes the backlog;
+throughput = events / (first batch → last commit). Each run deletes its stores (rules,
+firings, state, catalog, delayed steps) at the end, and a new benchmark first deletes
+what interrupted runs left.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from wooflow.kafka.producer import produce_when_room
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
 
-STORES, RULES_PER_STORE, CUSTOMERS = 100, 10, 100
+STORES, RULES_PER_STORE, CUSTOMERS, PRODUCTS = 100, 10, 100, 40
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 ADDR = ("first_name", "last_name", "company", "address_1", "address_2", "city", "state", "postcode", "country",
         "email", "phone")
@@ -105,9 +108,9 @@ class Workload:
 
     def order(self, store: str, oid: int, cust: int, status: str, minute: int, action: str) -> dict[str, Any]:
         rng = random.Random(oid)
-        items = [{"id": j, "product_id": rng.randint(1, 40), "variation_id": 0, "name": "Item", "sku": "",
+        items = [{"id": j, "product_id": rng.randint(1, PRODUCTS), "variation_id": 0, "name": "Item", "sku": "",
                   "quantity": rng.randint(1, 3), "price": Decimal("19.9900"), "total": Decimal("39.9800"),
-                  "category_ids": [rng.randint(1, 12)]} for j in range(rng.randint(1, 4))]
+                  "category_ids": []} for j in range(rng.randint(1, 4))]
         country = COUNTRIES[cust % len(COUNTRIES)]
         at = T0 + timedelta(minutes=minute)
         order = {"id": oid, "number": str(oid), "status": status, "currency": "PLN",
@@ -156,7 +159,7 @@ class Workload:
                         "username": f"c{cust}", "role": "customer", "billing": _addr("PL"), "shipping": _addr(""),
                         "is_paying_customer": False, "date_created": at, "date_modified": at, "meta": {}}}
             elif r < 0.70:
-                pid = rng.randint(1, 40)
+                pid = rng.randint(1, PRODUCTS)
                 at = T0 + timedelta(minutes=minute)
                 yield "ProductEvent", {
                     "event_id": _eid(store, "product", pid, minute), "store_id": store, "customer_key": f"p{pid}",
@@ -173,7 +176,7 @@ class Workload:
                     "occurred_at": at, "received_at": datetime.now(timezone.utc), "source": "storefront",
                     "schema_version": 1, "topic": "storefront.product_viewed", "store_timezone": "UTC",
                     "event_type": "product_viewed", "session_id": f"s{cust}", "customer_id": cust, "email": None,
-                    "product_id": rng.randint(1, 40), "category_id": None, "query": None, "cart": [],
+                    "product_id": rng.randint(1, PRODUCTS), "category_id": None, "query": None, "cart": [],
                     "cart_total": None, "currency": None, "url": None, "properties": {}}
 
 
@@ -186,7 +189,7 @@ def setup(s: Settings, w: Workload) -> list[tuple[str, dict[str, Any]]]:
 
     from wooflow.consumer.model import RuleSpec
     from wooflow.db.engine import get_engine
-    from wooflow.db.tables import rules
+    from wooflow.db.tables import product_catalog, rules
     from wooflow.stores import Store, upsert_store
 
     create_topics(s)
@@ -200,6 +203,10 @@ def setup(s: Settings, w: Workload) -> list[tuple[str, dict[str, Any]]]:
         rows += [{"store_id": sid, **RuleSpec.model_validate(r).model_dump(mode="json")} for r in rules_for(i)]
     with engine.begin() as conn:
         conn.execute(insert(rules), rows)
+        conn.execute(insert(product_catalog), [  # the catalog a backfill leaves: one category per product
+            {"store_id": sid, "product_id": pid, "type": "simple", "status": "publish",
+             "category_ids": [random.Random(pid).randint(1, 12)], "source": "rest"}
+            for sid in w.stores for pid in range(1, PRODUCTS + 1)])
     codec = get_codec(None)
     # wooflow's producer configuration, lingering longer: the backlog is loaded in big batches
     p = Producer(producer_config(s) | {"linger.ms": 20, "batch.size": 1_000_000,
@@ -227,7 +234,7 @@ def cleanup(s: Settings, store_ids: list[str] | None = None) -> None:
     where = "store_id = ANY(:ids)" if store_ids is not None else "store_id ~ :pat"
     params = {"ids": store_ids, "pat": BENCH_STORE}
     with get_engine(s.database_url).begin() as conn:
-        for table in ("scheduled_steps", "customer_state", "order_state"):
+        for table in ("scheduled_steps", "customer_state", "order_state", "product_catalog"):
             conn.execute(text(f"DELETE FROM {table} WHERE {where}"), params)
         conn.execute(text(f"DELETE FROM stores WHERE {where.replace('store_id', 'id')}"), params)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 
+from ..faults import RestFaults
 from ..state import SimulatedStore
 from ..store_api import store_api_routes
 from . import coupons, customers, order_actions, orders, products, sim, webhooks
@@ -38,7 +39,8 @@ __all__ = ["create_app"]
 
 
 def create_app(store: SimulatedStore) -> Starlette:
-    """The REST API (and /__sim__ introspection) of ``store`` as an ASGI app."""
+    """The REST API (and /__sim__ introspection) of ``store`` as an ASGI app; the REST
+    paths answer through `store.rest_fault` while one is set (faults.py)."""
     api = Api(store)
     routes = [
         *orders.routes(api),
@@ -53,4 +55,5 @@ def create_app(store: SimulatedStore) -> Starlette:
     ]
     app = Starlette(routes=routes)
     app.state.store = store
+    app.add_middleware(RestFaults, store=store)
     return app

@@ -1,4 +1,7 @@
-"""`/wc/v3/products` and `/wc/v3/products/categories`."""
+"""`/wc/v3/products`, `/wc/v3/products/{id}/variations` and `/wc/v3/products/categories`.
+
+As in WooCommerce, the product list holds products only (post type `product`), never
+their variations, while `/products/{id}` answers a variation id with the variation."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..representations import category_json
-from .api import API, COLLECTION, ITEM, Api, writable
+from .api import API, COLLECTION, ITEM, Api, method_action, path_id, writable
 from .listing import paginate
 from .params import Params
 
@@ -22,7 +25,7 @@ def routes(api: Api) -> list[Route]:
             categories=params.get("categories"), status=str(params.get("status") or "publish"),
             type=str(params.get("type") or "simple"), description=str(params.get("description") or ""),
             short_description=str(params.get("short_description") or ""),
-            tags=[t["name"] if isinstance(t, dict) else str(t) for t in params.get("tags") or []],
+            tags=list(params.get("tags") or []),
             stock_status=str(params.get("stock_status") or "instock"), meta_data=params.get("meta_data"),
         )
         return api.created("product", product.id, "products")
@@ -30,7 +33,7 @@ def routes(api: Api) -> list[Route]:
     def listing(request: Request, params: Params) -> Response:
         status = params.get("status") or "any"
         with store.lock:
-            items = list(store.products.values())
+            items = [p for p in store.products.values() if p.type != "variation"]
             items = [p for p in items if p.status != "trash"] if status == "any" else \
                 [p for p in items if p.status == status]
             if params.get("sku"):
@@ -52,6 +55,21 @@ def routes(api: Api) -> list[Route]:
     product = api.item("product", lambda: store.products,
                        lambda i, params: store.update_product(i, **writable(params)), store.delete_product)
 
+    @api.endpoint(method_action)
+    async def variations(request: Request, params: Params) -> Response:
+        parent = path_id(request)
+        if request.method == "POST":
+            attributes = {str(a.get("name") or ""): str(a.get("option") or "")
+                          for a in params.get("attributes") or [] if isinstance(a, dict)}
+            v = store.create_variation(parent, params.get("regular_price") or "0", sku=str(params.get("sku") or ""),
+                                       attributes=attributes)
+            return api.created("product", v.id, f"products/{parent}/variations")
+        with store.lock:
+            store.rest_item("product", parent)  # the parent's 404
+            items = [p for p in store.products.values() if p.parent_id == parent and p.type == "variation"]
+            return paginate(store, request, params, f"/wc/v3/products/{parent}/variations", items,
+                            lambda p: store.rest_item("product", p.id))
+
     @api.endpoint("list")
     async def categories(request: Request, params: Params) -> Response:
         with store.lock:
@@ -67,4 +85,5 @@ def routes(api: Api) -> list[Route]:
         Route(f"{API}/products/categories", categories, methods=["GET"]),
         Route(f"{API}/products", products, methods=COLLECTION),
         Route(f"{API}/products/{{id:int}}", product, methods=ITEM),
+        Route(f"{API}/products/{{id:int}}/variations", variations, methods=["GET", "POST"]),
     ]

@@ -1,9 +1,10 @@
 """`/__sim__/...`: simulator-only introspection for tests and demos (delivery log, webhook
-secrets and failure counts, abandoned carts, waiting for idle deliveries), and WordPress'
-`rest_no_route` for every other path."""
+secrets and failure counts, abandoned carts, waiting for idle deliveries, a REST fault for a
+while), and WordPress' `rest_no_route` for every other path."""
 
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -11,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import not_found
+from ..faults import RestFault
 from ..state import SimulatedStore
 from .api import ITEM, path_id
 from .responses import error_response, json_response
@@ -51,6 +53,26 @@ def routes(store: SimulatedStore) -> list[Route]:
         with store.lock:
             return json_response(list(store.abandoned_carts))
 
+    async def sim_rest_fault(request: Request) -> Response:
+        """POST {"mode": "error"|"slow", "seconds", "status", "delay_s", "after_effect"}: the
+        REST API fails or is slow for `seconds` (faults.py); DELETE ends it."""
+        if request.method == "DELETE":
+            store.rest_fault = None
+            return json_response({"fault": None})
+        try:
+            spec = await request.json()
+            mode = str(spec["mode"])
+            if mode not in ("error", "slow"):
+                raise ValueError(f"mode {mode!r} is not error or slow")
+            fault = RestFault(mode="error" if mode == "error" else "slow",
+                              until=time.monotonic() + float(spec.get("seconds", 10)),
+                              status=int(spec.get("status", 503)), delay_s=float(spec.get("delay_s", 5)),
+                              after_effect=float(spec.get("after_effect", 0.3)), seed=int(spec.get("seed", 0)))
+        except (ValueError, KeyError, TypeError) as exc:
+            return json_response({"code": "rest_invalid_param", "message": str(exc), "data": {"status": 400}}, 400)
+        store.rest_fault = fault
+        return json_response({"fault": mode})
+
     async def sim_wait_idle(request: Request) -> Response:
         timeout = float(dict(parse_qsl(request.url.query)).get("timeout", "10"))
         idle = await store.deliveries_idle(timeout)
@@ -62,6 +84,7 @@ def routes(store: SimulatedStore) -> list[Route]:
         Route("/__sim__/state", sim_state, methods=["GET"]),
         Route("/__sim__/abandoned_carts", sim_carts, methods=["GET"]),
         Route("/__sim__/wait_idle", sim_wait_idle, methods=["POST", "GET"]),
+        Route("/__sim__/rest_fault", sim_rest_fault, methods=["POST", "DELETE"]),
     ]
 
 

@@ -2,12 +2,14 @@
 
 Like Polski Pro's automation engine: evaluate the filters against the order, check marketing consent,
 run the actions in dry-run mode and write an audit entry flagged dry_run — with per-
-condition reasons, the trigger's view given the state wooflow stored, and rendered
-previews from each action's `dry_run`. Nothing is written except the audit entries.
+condition reasons, the trigger's view given the state wooflow stored, the ordered
+products as the product catalog (then the store) describes them, and rendered previews
+from each action's `dry_run`. Nothing is written except the audit entries.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -21,13 +23,15 @@ from fastapi import HTTPException
 from sqlalchemy import Engine, insert, select
 
 from wooflow.consumer.apply import apply_customer, apply_order
+from wooflow.consumer.catalog import ProductCatalog, catalog_for
 from wooflow.consumer.commands import build_command, to_json
 from wooflow.consumer.conditions import explain
 from wooflow.consumer.facts import LazyFacts
+from wooflow.consumer.needs import StateView, state_view
 from wooflow.consumer.rules import compile_rule
 from wooflow.consumer.state import StateBatch
 from wooflow.consumer.tiers import loyalty_of
-from wooflow.consumer.triggers import TRIGGERS
+from wooflow.consumer.triggers import TRIGGERS, Keep
 from wooflow.db.tables import execution_logs, rule_audit, rules
 from wooflow.jsontypes import JSONObject
 from wooflow.scheduler.triggers import SCHEMA as SCHEDULED
@@ -203,7 +207,8 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
     else:
         trigger_fires = spec.schema == schema and spec.fires(ctx) and (rule.options is None or rule.options(ctx))
         trigger_reason = _trigger_reason(spec.schema, schema, ctx, bool(trigger_fires))
-    facts = LazyFacts(ctx)
+    catalog = await _catalog(settings, engine, store.id, order_ev)
+    facts = LazyFacts(ctx, catalog)
     conditions = explain(rule.spec.conditions, facts)
     cust = ctx.customer
     resource = {k: v for k, v in (("order", ctx.order), ("customer", ctx.profile)) if v}
@@ -219,12 +224,54 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
                     "reason": trigger_reason},
         "conditions": conditions, "matched": bool(conditions["result"]), "consent": consent,
         "customer_state": json.loads(to_json(cstate)),
+        "state": _state(engine, store.id, rule.keep),
         "facts": json.loads(to_json({k: v for k, v in facts.materialise().items()})),
+        "products": _products(catalog, store.id, order_ev),
         "actions": planned,
         "would_run": bool(conditions["result"]) and rule.spec.enabled,
     }
     result["audit_id"] = _record(engine, store.id, rule, event, subject, result)
     return result
+
+
+def _state(engine: Engine, store_id: str, need: Keep) -> StateView:
+    """Which state the rule reads and since when the consumer keeps it for the store
+    (consumer/needs.py): a rule added later sees only what was kept from then on."""
+    with engine.connect() as conn:
+        return state_view(conn, store_id, need)
+def _ordered_ids(order_ev: OrderEvent | None) -> set[int]:
+    order = order_ev["order"] if order_ev is not None else None
+    return {li["product_id"] or li["variation_id"] for li in order["line_items"]} - {0} if order else set()
+
+
+async def _catalog(settings: Settings, engine: Engine, store_id: str,
+                   order_ev: OrderEvent | None) -> ProductCatalog | None:
+    """The ordered products as the rule consumer would see them: the catalog, then the
+    store for those it lacks (bounded by the same timeout); nothing is written."""
+    ids = _ordered_ids(order_ev)
+    if not ids:
+        return None
+    catalog = catalog_for(settings, engine, record=False)
+    try:
+        await asyncio.to_thread(catalog.prepare, {store_id: ids})
+    finally:
+        catalog.close()
+    return catalog
+
+
+def _products(catalog: ProductCatalog | None, store_id: str, order_ev: OrderEvent | None) -> dict[str, Any]:
+    """What the catalog says about each ordered product (null: unknown)."""
+    out: dict[str, Any] = {}
+    for pid in sorted(_ordered_ids(order_ev)):
+        p = catalog.get(store_id, pid) if catalog is not None else None
+        parent = catalog.get(store_id, p.parent_id) if catalog is not None and p is not None and p.parent_id \
+            else None
+        out[str(pid)] = None if p is None else {
+            "type": p.type, "parent_id": p.parent_id, "category_ids": list(p.category_ids),
+            "tag_ids": list(p.tag_ids), "source": p.source,
+            "parent": None if parent is None else {"category_ids": list(parent.category_ids),
+                                                   "tag_ids": list(parent.tag_ids), "source": parent.source}}
+    return out
 
 
 def _scheduled(settings: Settings, engine: Engine, store: Store, rule: Any, customer_key: str) -> tuple[bool, str]:

@@ -65,6 +65,13 @@ def _engine(request: Request) -> Engine:
 
 def validate_actions(spec: RuleSpec) -> None:
     """Action types must exist and their params must fit the action's Params model."""
+    errors = action_errors(spec)
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def action_errors(spec: RuleSpec) -> list[dict[str, Any]]:
+    """What is wrong with the rule's actions, as 422 error entries (none: nothing)."""
     from wooflow.workers import registry
 
     errors: list[dict[str, Any]] = []
@@ -80,8 +87,17 @@ def validate_actions(spec: RuleSpec) -> None:
             for e in exc.errors():
                 errors.append({"loc": ("body", "actions", i, "params", *e.get("loc", ())), "type": e.get("type"),
                                "msg": e.get("msg", "invalid")})
-    if errors:
-        raise RequestValidationError(errors)
+    return errors
+
+
+def insert_rule(conn: Any, store_id: str, spec: RuleSpec, *, actor: str = "",
+                details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A new rule of the store (actions already validated), with its `created` audit entry."""
+    row = conn.execute(insert(rules).values(store_id=store_id, **spec.model_dump(mode="json"))
+                       .returning(rules)).mappings().one()
+    _audit(conn, store_id, row["id"], "created", {"rule": spec.model_dump(mode="json"), **(details or {})},
+           actor=actor)
+    return dict(row)
 
 
 def _audit(conn: Any, store_id: str, rule_id: int | None, action: str, details: dict[str, Any],
@@ -124,10 +140,8 @@ def list_rules(request: Request, who: CurrentStore,
 def create_rule(request: Request, who: CurrentStore, spec: Annotated[RuleSpec, Body()]) -> RuleOut:
     validate_actions(spec)
     with _engine(request).begin() as conn:
-        row = conn.execute(insert(rules).values(store_id=who.store_id, **spec.model_dump(mode="json"))
-                           .returning(rules)).mappings().one()
-        _audit(conn, who.store_id, row["id"], "created", {"rule": spec.model_dump(mode="json")})
-    return RuleOut.model_validate(dict(row))
+        row = insert_rule(conn, who.store_id, spec)
+    return RuleOut.model_validate(row)
 
 
 @router.get("/rules/{rule_id}", response_model=RuleOut, summary="Get one rule")

@@ -18,6 +18,7 @@ from sqlalchemy import (
                         LargeBinary,
                         MetaData,
                         Numeric,
+                        SmallInteger,
                         String,
                         Table,
                         Text,
@@ -457,7 +458,33 @@ Index("ix_attributions_customer", attributions.c.store_id, attributions.c.custom
 Index("ix_trigger_firings_customer", trigger_firings.c.customer_key)
 # --- end identity ------------------------------------------------------------------------
 
-# --- analytics (0012_analytics.py) ------------------------------------------------------
+# --- state levels (0012_state_levels.py) ----------------------------------------------------
+# how much state the rule consumer keeps for a store (consumer/needs.py: Keep) and since when
+state_levels = Table(
+    "state_levels", metadata,
+    Column("store_id", String(64), ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True),
+    Column("keeps", SmallInteger, nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# --- product catalog (0013_catalog.py): written by the rule consumer only (consumer/catalog.py)
+product_catalog = Table(
+    "product_catalog", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("product_id", BigInteger, primary_key=True),
+    Column("parent_id", BigInteger, nullable=False, server_default="0"),
+    Column("type", Text, nullable=False, server_default=""),
+    Column("status", Text, nullable=False, server_default=""),
+    Column("category_ids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'::bigint[]")),
+    Column("tag_ids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'::bigint[]")),
+    Column("modified_ms", BigInteger, nullable=False, server_default="0"),
+    Column("source", Text, nullable=False, server_default="event"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+# --- analytics (0014_analytics.py) ------------------------------------------------------
 # the share of a rule's audience held out as a control group (wooflow/holdout.py)
 rules.append_column(Column("holdout_percent", Double, nullable=False, server_default="0"))
 
@@ -552,7 +579,7 @@ holdout_exposures = Table(
     Index("ix_holdout_exposures_recorded", "recorded_at"),
 )
 
-holdout_daily = Table(  # kept by statement-level triggers on holdout_exposures (0012_analytics)
+holdout_daily = Table(  # kept by statement-level triggers on holdout_exposures (0014_analytics)
     "holdout_daily", metadata,
     Column("store_id", String(64), primary_key=True),
     Column("rule_id", BigInteger, primary_key=True),

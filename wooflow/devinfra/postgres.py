@@ -253,13 +253,17 @@ def start_postgres(pg_dir: Path, *, port: int, durable: bool = False,
     return server
 
 
-def stop_postgres(pg_dir: Path, timeout: float = STOP_TIMEOUT_S) -> bool:
-    """Fast shutdown (abort open transactions, clean checkpoint); kill if it hangs.
-    Returns whether a server was running."""
+def stop_postgres(pg_dir: Path, timeout: float = STOP_TIMEOUT_S, mode: str = "fast") -> bool:
+    """Stop the server; kill it if it hangs. Returns whether a server was running.
+
+    ``fast`` (the default) aborts open transactions and writes a clean checkpoint;
+    ``immediate`` exits at once without one, like a crash: the next start replays the WAL."""
+    if mode not in ("fast", "immediate"):
+        raise ValueError(f"shutdown mode {mode!r}: fast or immediate")
     server = postmaster(pg_dir)
     if server is None:
         return False
-    argv = [str(bin_dir() / "pg_ctl"), "-D", str(data_dir(pg_dir)), "-m", "fast", "-w",
+    argv = [str(bin_dir() / "pg_ctl"), "-D", str(data_dir(pg_dir)), "-m", mode, "-w",
             "-t", str(int(timeout)), "stop"]
     result = _run(argv, pg_dir, timeout + 10)
     if result.returncode != 0 and process_alive(server.pid):

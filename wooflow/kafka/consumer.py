@@ -48,6 +48,9 @@ def make_consumer(
     return consumer
 
 
-def make_reader(s: Settings, name: str) -> Consumer:
-    """A consumer for assigned partitions, metadata and watermarks (ops tools, the demo)."""
-    return Consumer(reader_config(s, name))
+def make_reader(s: Settings, name: str, *, logger: logging.Logger | None = None) -> Consumer:
+    """A consumer for assigned partitions, metadata and watermarks (ops tools, the demo).
+    `logger`: where librdkafka's own messages go (default: stderr)."""
+    if logger is None:
+        return Consumer(reader_config(s, name))
+    return Consumer({**reader_config(s, name), "logger": logger})

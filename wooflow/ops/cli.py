@@ -1,9 +1,11 @@
-"""Operator commands: `wooflow lag`, `wooflow offsets reset`, `wooflow dlq ...`."""
+"""Operator commands: `wooflow lag`, `wooflow offsets reset`, `wooflow dlq ...`, `wooflow replay`,
+`wooflow rules import`."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -229,3 +231,79 @@ def replay_command(
               f"{summary.undecodable} undecodable, {summary.failed} failed")
     if not live:
         out.print("[yellow]dry run[/yellow]: nothing was emitted or written")
+
+
+IMPORT_SOURCES = ("polski-pro",)
+
+
+def rules_import_command(
+    path: Annotated[str, typer.Argument(metavar="FILE", help="The export: Polski Pro's GET "
+                                        "/polski-pro/v1/automation/rules answer saved as JSON ('-': stdin)")],
+    store: Annotated[str, typer.Option(help="The store the rules are for")],
+    source: Annotated[str, typer.Option("--from", help="Where the rules come from: polski-pro")],
+    apply: Annotated[bool, typer.Option("--apply", help="Create the rules (default: a dry run)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Import another plugin's automation rules into a store (dry run unless --apply).
+
+    Exit code 0: every rule maps; 1: some rules cannot be imported (listed; nothing of
+    them is created); 2: the file, the store or --from is wrong."""
+    import sys
+
+    from wooflow.db.engine import get_engine
+    from wooflow.ops.polski_pro import ExportError, load_export, plan_import
+    from wooflow.ops.rules_import import import_plan
+    from wooflow.stores import StoreCache
+
+    if source not in IMPORT_SOURCES:
+        _fail(f"--from {source!r}: one of {', '.join(IMPORT_SOURCES)}", 2)
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        plan = plan_import(load_export(text))
+    except (OSError, UnicodeDecodeError, ExportError) as exc:
+        _fail(f"{path}: {exc}", 2)
+    engine = get_engine(get_settings().database_url)
+    if StoreCache(engine).get(store) is None:
+        _fail(f"no store {store!r}; register it with `wooflow stores add`", 2)
+    outcomes = import_plan(engine, store, plan, apply=apply, source=source)
+    if as_json:
+        typer.echo(json.dumps({
+            "store": store, "applied": apply,
+            "rules": [{"source": o.mapped.source, "status": o.status, "rule_id": o.rule_id, "notes": o.mapped.notes,
+                       "rule": o.mapped.spec.model_dump(mode="json")} for o in outcomes],
+            "unmappable": [{"source": u.source, "problems": u.problems} for u in plan.unmappable],
+            "notes": plan.notes}))
+    else:
+        _print_import(path, store, apply, outcomes, plan)
+    if plan.unmappable:
+        raise typer.Exit(1)
+
+
+def _print_import(path: str, store: str, apply: bool, outcomes: list[Any], plan: Any) -> None:
+    total = len(outcomes) + len(plan.unmappable)
+    out.print(f"{path}: {total} rules — {len(outcomes)} map to wooflow rules, {len(plan.unmappable)} cannot")
+    table = Table("rule", "wooflow trigger", "conditions", "actions", "enabled", "status")
+    for o in outcomes:
+        spec = o.mapped.spec
+        status = o.status + (f" #{o.rule_id}" if o.rule_id is not None else "")
+        table.add_row(o.mapped.source, spec.trigger, str(len(spec.conditions.get("conditions", []))),
+                      ", ".join(a.type for a in spec.actions), "yes" if spec.enabled else "no", status)
+    for u in plan.unmappable:
+        table.add_row(u.source, "-", "-", "-", "-", "[red]cannot be imported[/red]")
+    out.print(table)
+    if plan.unmappable:
+        out.print("[bold]Cannot be imported[/bold] (nothing of these rules is created):")
+        for u in plan.unmappable:
+            for problem in u.problems:
+                out.print(f"  {u.source}: {problem}", markup=False, highlight=False)
+    notes = [f"{o.mapped.source}: {n}" for o in outcomes for n in o.mapped.notes] + plan.notes
+    if notes:
+        out.print("[bold]Notes:[/bold]")
+        for note in notes:
+            out.print(f"  {note}", markup=False, highlight=False)
+    new = sum(1 for o in outcomes if o.status in ("would create", "created"))
+    if apply:
+        out.print(f"created {new} rules in store {store} ({len(outcomes) - new} already present)")
+    else:
+        out.print(f"dry run: nothing written; --apply creates {new} rules in store {store} "
+                  f"({len(outcomes) - new} already present)")

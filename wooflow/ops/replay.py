@@ -29,7 +29,8 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import Engine, text
 
-from wooflow.consumer.batch import BatchProcessor, Item
+from wooflow.consumer.batch import BatchProcessor, FirstSights, Item
+from wooflow.consumer.catalog import catalog_for
 from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
@@ -81,7 +82,8 @@ class Summary:
     events: int = 0
     decoded: int = 0
     skipped_store: int = 0
-    skipped_unwatched: int = 0  # no state and no rule listening: not even decoded
+    # no rule listening, or a later event of a seen order where only first sights matter: not decoded
+    skipped_unwatched: int = 0
     undecodable: int = 0
     failed: int = 0
     seconds: float = 0.0
@@ -165,7 +167,9 @@ class Replayer:
         self.decoder = EventDecoder(self.codec)
         self.db = get_engine(s.database_url)
         self.rules = RuleCache(self.db, fallback_interval=0)  # every run checks the (cheap) fingerprint
-        self.processor = BatchProcessor(RuleEngine(self.rules), self.db, LoyaltyCache(self.db), self.decoder.full,
+        # conditions on categories and tags read the catalog (and ask the stores), never write it
+        engine = RuleEngine(self.rules, catalog_for(s, self.db, record=False))
+        self.processor = BatchProcessor(engine, self.db, LoyaltyCache(self.db), self.decoder.full,
                                         context_event=self.decoder.json_event)
         # never saving, a replay applies a merged guest's events to the customer they belong
         # to in memory (the live consumer re-routes them to that customer's partition)
@@ -284,6 +288,11 @@ class Replayer:
                     hit = listened[(store, schema)] = bool(wanted) and (only is None or any(
                         r.id in only for t in wanted for r in self.rules.for_trigger(store, t)))
                 return hit
+            # where only an order's first sight matters (`new_order` stores), its later events
+            # are skipped undecoded too: the carried state or this range saw the order before
+            def first_event(key: tuple[str, int]) -> str | None:
+                row = self._state.orders.get(key)
+                return row.first_event_id if row is not None else None
             open_parts = set(ends)
             # consume() returns early only with a full batch: ask for no more than is left, so
             # the last batch does not wait out the timeout (it still does where offsets hold no
@@ -291,6 +300,7 @@ class Replayer:
             left = sum(end - first for _, first, end in bounds)
             while open_parts:
                 batch: list[Item] = []
+                sights = FirstSights(self.processor, self.decoder.peek, first_event)
                 msgs = consumer.consume(max(1, min(spec.batch_size, left)), 0.1)
                 for m in msgs:
                     p, off = m.partition(), m.offset()
@@ -304,14 +314,14 @@ class Replayer:
                     summary.events += 1
                     left -= 1
                     store, schema = read_hint(m)
+                    value = m.value() or b""
                     if store is not None and schema is not None:
                         if spec.store is not None and store != spec.store:
                             summary.skipped_store += 1
                             continue
-                        if not listening(store, schema):
+                        if not listening(store, schema) or sights.later(store, schema, value):
                             summary.skipped_unwatched += 1
                             continue
-                    value = m.value() or b""
                     try:
                         schema, event = self.decoder.decode(value)
                     except DecodeError:

@@ -14,14 +14,14 @@
 - execution_daily: execution logs counted per (store, rule, day, step, action, status),
   kept by the log sink as it inserts (filled here from the logs already written).
 
-Revision ID: 0012_analytics
-Revises: 0011_link_key
+Revision ID: 0014_analytics
+Revises: 0013_catalog
 Create Date: 2026-12-08
 """
 from alembic import op
 
-revision = "0012_analytics"
-down_revision = "0011_link_key"
+revision = "0014_analytics"
+down_revision = "0013_catalog"
 branch_labels = None
 depends_on = None
 
