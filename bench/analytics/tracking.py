@@ -19,20 +19,18 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from bench.bridge.run import free_port, service_procs, services_cpu  # noqa: E402
+from bench.bridge.run import free_port, service_procs, services_cpu, wait_ready  # noqa: E402
 
 
 @contextmanager
@@ -70,16 +68,7 @@ def api_process(db: str, log: Path, **env: str) -> Iterator[tuple[str, psutil.Pr
                                  str(port)], env=environ, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("api did not start: " + log.read_text()[-2000:])
-            time.sleep(0.2)
+        wait_ready(base, 60, lambda: "api did not start: " + log.read_text()[-2000:], lambda: proc.poll() is not None)
         yield base, psutil.Process(proc.pid)
     finally:
         proc.terminate()
