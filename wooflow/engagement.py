@@ -19,6 +19,7 @@ rotations). Neither is ever logged: tokens carry only their mac.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import html as html_lib
@@ -229,10 +230,16 @@ _MACHINE_AGENTS = re.compile(
 _APPLE_PROXIES = ipaddress.ip_network("17.0.0.0/8")
 
 
+@functools.lru_cache(maxsize=4096)
+def _machine_agent(user_agent: str) -> bool:
+    # a handful of user agents make most hits: the regex runs once per agent, not per hit
+    return not user_agent.strip() or _MACHINE_AGENTS.search(user_agent) is not None
+
+
 def is_machine(user_agent: str, client_ip: str) -> bool:
     """A hit that a scanner or mail proxy made, not a person (excluded from opens, clicks
     and attribution by default)."""
-    if not user_agent.strip() or _MACHINE_AGENTS.search(user_agent):
+    if _machine_agent(user_agent):
         return True
     if client_ip.startswith("17."):
         try:

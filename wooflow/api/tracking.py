@@ -19,19 +19,22 @@ the click still redirects (the pixel still answers), and the hit is counted in
 `wooflow_tracking_unrecorded_total` and logged.
 
 Client addresses come from the connection, or from X-Forwarded-For when the connection is
-from a proxy in `WOOFLOW_API_FORWARDED_ALLOW_IPS` (uvicorn's proxy headers).
+from a proxy in `WOOFLOW_API_FORWARDED_ALLOW_IPS` (`ClientAddress`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
+import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 import orjson
 import psycopg
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 PIXEL_GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,"
              b"\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
 NO_STORE = (b"cache-control", b"no-store, private")
+KEY_TTL_S = 300.0
 
 # One statement per batch: the hits (`engagements`, one row per message, kind, link and
 # machine); the first open (any hit) and first click of each message, by a person and by
@@ -166,16 +170,19 @@ class Tracker:
         self.recorder = Recorder(engine)
         self.stores = StoreCache(engine, ttl=settings.store_cache_ttl_s)
         self.buckets = TokenBuckets(settings.tracking_rate_per_s, settings.tracking_burst)
+        self.client = ClientAddress(settings.api_forwarded_allow_ips)
         self._global_key = (engagement.signing_key(settings, "") if settings.tracking_secret is not None else None)
-        self._keys: dict[str, tuple[str, bytes]] = {}  # store → (its link key, the tracking key derived from it)
+        self._keys: dict[str, tuple[float, bytes]] = {}  # store → (kept until, its tracking key)
+        self._reading: dict[str, asyncio.Future[bytes | None]] = {}
         self._hits: dict[tuple[str, str], Any] = {}  # (store, kind) → its counter child
 
     async def __call__(self, scope: dict[str, Any], _receive: Any, send: Send) -> None:
         head = scope["method"] == "HEAD"
         if scope["method"] not in ("GET", "HEAD"):
             return await self._reject(send, 405, "method_not_allowed", "tracking links answer GET", head)
+        agent, forwarded = _headers(scope)
         client = scope.get("client")
-        ip = str(client[0]) if client else ""
+        ip = self.client(str(client[0]) if client else "", forwarded)
         if not self.buckets.take(ip):
             return await self._reject(send, 429, "rate_limited", "too many requests from this address", head,
                                       [(b"retry-after", b"1")])
@@ -198,25 +205,42 @@ class Tracker:
                 return await self._reject(send, 404, "link_not_in_message", "this link is not in the message", head)
         elif claim.link != engagement.PIXEL:
             return await self._reject(send, 404, "link_not_in_message", "this token is a link, not the pixel", head)
-        await self._record(claim, scope, ip)
+        await self._record(claim, agent[:300], ip)
         if is_open:
             return await _answer(send, 200, PIXEL_GIF, [(b"content-type", b"image/gif"), NO_STORE], head)
         await _answer(send, 302, b"", [(b"location", url.encode()), NO_STORE, (b"referrer-policy", b"no-referrer")],
                       head)
 
     async def _key(self, token: engagement.Parsed) -> bytes:
+        """The store's tracking key. A store's link key never changes, so the key is kept for
+        `KEY_TTL_S` (a deleted store's links stop working after it); one read per store at a
+        time, however many hits wait for it."""
         if self._global_key is not None:
             return self._global_key
-        store = await self.stores.aget(token.store_id)
-        if store is None or not store.link_key:
+        store_id = token.store_id
+        known = self._keys.get(store_id)
+        if known is not None and known[0] > time.monotonic():
+            return known[1]
+        reading = self._reading.get(store_id)
+        if reading is None:
+            reading = self._reading[store_id] = asyncio.ensure_future(self._read_key(store_id))
+            reading.add_done_callback(lambda _: self._reading.pop(store_id, None))
+        key = await asyncio.shield(reading)
+        if key is None:
             raise engagement.BadToken("tracking token names no store")
-        known = self._keys.get(store.id)
-        if known is None or known[0] != store.link_key:
-            known = self._keys[store.id] = (store.link_key, engagement.signing_key(self.settings, store.link_key))
-        return known[1]
+        return key
 
-    async def _record(self, claim: engagement.Claim, scope: dict[str, Any], ip: str) -> None:
-        agent = _header(scope, b"user-agent")[:300]
+    async def _read_key(self, store_id: str) -> bytes | None:
+        store = await self.stores.aget(store_id)
+        if store is None or not store.link_key:
+            return None
+        key = engagement.signing_key(self.settings, store.link_key)
+        if len(self._keys) > 10_000:  # ids probed at random must not grow this forever
+            self._keys.clear()
+        self._keys[store_id] = (time.monotonic() + KEY_TTL_S, key)
+        return key
+
+    async def _record(self, claim: engagement.Claim, agent: str, ip: str) -> None:
         hit = Hit(claim, engagement.is_machine(agent, ip), self.clock.now(), agent)
         counter = self._hits.get((claim.message.store_id, claim.kind))
         if counter is None:
@@ -256,17 +280,59 @@ def _json(reason: str, message: str) -> bytes:
     return orjson.dumps({"error": reason, "message": message})
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str:
+def _headers(scope: dict[str, Any]) -> tuple[str, str]:
+    """User-Agent and X-Forwarded-For (all of its lines), in one pass over the headers."""
+    agent, forwarded = "", []
     for k, v in scope.get("headers") or ():
-        if k == name:
-            return bytes(v).decode("latin-1")
-    return ""
+        if k == b"user-agent":
+            agent = bytes(v).decode("latin-1")
+        elif k == b"x-forwarded-for":
+            forwarded.append(bytes(v).decode("latin-1"))
+    return agent, ",".join(forwarded)
+
+
+class ClientAddress:
+    """The address a hit comes from: the connection's, or — when the connection is from a
+    trusted proxy (`WOOFLOW_API_FORWARDED_ALLOW_IPS`: addresses, networks, or `*`) — the
+    rightmost X-Forwarded-For entry that is not one. Trust is decided once per address
+    (uvicorn's own middleware parsed the networks on every request)."""
+
+    def __init__(self, trusted: str) -> None:
+        items = [x.strip() for x in trusted.split(",") if x.strip()]
+        self.everyone = "*" in items
+        nets = [ipaddress.ip_network(x, strict=False) for x in items if x != "*"]
+        # single addresses are compared as text: most hops are clients, parsed only if networks are trusted
+        self.addresses = {str(n.network_address) for n in nets if n.num_addresses == 1}
+        self.networks = [n for n in nets if n.num_addresses > 1]
+        self._in_networks = functools.lru_cache(maxsize=4096)(self._parse_in_networks)
+
+    def trusted(self, host: str) -> bool:
+        return self.everyone or host in self.addresses or (bool(self.networks) and self._in_networks(host))
+
+    def _parse_in_networks(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in n for n in self.networks)
+
+    def __call__(self, peer: str, forwarded: str) -> str:
+        if not forwarded or not self.trusted(peer):
+            return peer
+        for hop in reversed(forwarded.split(",")):
+            hop = hop.strip()
+            if hop and not self.trusted(hop):
+                return hop
+        return peer
 
 
 def _target(scope: dict[str, Any]) -> str:
-    """The click's destination: the `u` query parameter, as the message had it."""
-    values = parse_qs(bytes(scope.get("query_string") or b"").decode("latin-1"), keep_blank_values=True).get("u")
-    return values[0] if values else ""
+    """The click's destination: the first `u` query parameter, as the message had it (what
+    parse_qs would give, without parsing the rest)."""
+    for part in bytes(scope.get("query_string") or b"").decode("latin-1").split("&"):
+        if part.startswith("u="):
+            return unquote_plus(part[2:])
+    return ""
 
 
 class TrackedApi(FastAPI):
