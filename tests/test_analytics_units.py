@@ -168,7 +168,7 @@ def test_the_client_address_is_believed_from_trusted_proxies_only() -> None:
     assert proxies("127.0.0.1", "203.0.113.9") == "203.0.113.9"
     assert proxies("127.0.0.1", "198.51.100.1, 203.0.113.9, 10.2.3.4") == "203.0.113.9"  # the rightmost not trusted
     assert proxies("198.51.100.7", "203.0.113.9") == "198.51.100.7"  # a client cannot claim another address
-    assert proxies("127.0.0.1", "") == "127.0.0.1" and proxies("127.0.0.1", "10.1.1.1") == "127.0.0.1"
+    assert proxies("127.0.0.1", "") == "127.0.0.1" and proxies("127.0.0.1", "10.1.1.1") == "10.1.1.1"
     assert proxies("10.9.9.9", "not-an-address") == "not-an-address"
     assert ClientAddress("*")("198.51.100.7", "203.0.113.9") == "203.0.113.9"
     assert ClientAddress("")("127.0.0.1", "203.0.113.9") == "127.0.0.1"

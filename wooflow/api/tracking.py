@@ -294,8 +294,9 @@ def _headers(scope: dict[str, Any]) -> tuple[str, str]:
 class ClientAddress:
     """The address a hit comes from: the connection's, or — when the connection is from a
     trusted proxy (`WOOFLOW_API_FORWARDED_ALLOW_IPS`: addresses, networks, or `*`) — the
-    rightmost X-Forwarded-For entry that is not one. Trust is decided once per address
-    (uvicorn's own middleware parsed the networks on every request)."""
+    rightmost X-Forwarded-For entry that is not one (the first, if all are; as uvicorn).
+    Single addresses are compared as text, networks parsed once per address (uvicorn's own
+    middleware parsed them on every request)."""
 
     def __init__(self, trusted: str) -> None:
         items = [x.strip() for x in trusted.split(",") if x.strip()]
@@ -319,11 +320,11 @@ class ClientAddress:
     def __call__(self, peer: str, forwarded: str) -> str:
         if not forwarded or not self.trusted(peer):
             return peer
-        for hop in reversed(forwarded.split(",")):
-            hop = hop.strip()
-            if hop and not self.trusted(hop):
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self.trusted(hop):
                 return hop
-        return peer
+        return hops[0] if hops else peer  # every hop a trusted proxy: the chain's first
 
 
 def _target(scope: dict[str, Any]) -> str:
