@@ -75,12 +75,37 @@ def api_process(db: str, log: Path, **env: str) -> Iterator[tuple[str, psutil.Pr
         proc.wait(20)
 
 
+def bare_run(key: str, args: argparse.Namespace, seed: str) -> dict[str, Any]:
+    """The same closed-loop load on bare.py in its own uvicorn process."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.analytics.bare:app", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning", "--no-access-log"], cwd=HERE.parents[1])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, 30, lambda: "the bare app did not start", lambda: proc.poll() is not None)
+        ps = psutil.Process(proc.pid)
+        cpu0 = sum(ps.cpu_times()[:2])
+        done = subprocess.run([sys.executable, str(HERE / "loadgen.py"), "--url", base, "--store", "bench",
+                               "--key-hex", key, "--duration", str(args.duration), "--seed", seed,
+                               "--connections", str(args.connections), "--mode", "max"],
+                              capture_output=True, text=True, check=True)
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        result["cpu_us_per_hit"] = round((sum(ps.cpu_times()[:2]) - cpu0) / max(1, result["requests"]) * 1e6, 1)
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rates", default="1000")
+    ap.add_argument("--compare-bare", action="store_true", help="after each closed-loop run, the same load on a bare "
+                    "uvicorn app that records nothing (bare.py): the ratio of the two is what the box's load leaves "
+                    "out")
     args = ap.parse_args()
     db_url = os.environ.get("DATABASE_URL")
     if not db_url:
@@ -115,9 +140,11 @@ def main() -> None:
                 return result
 
             warm = loadgen("--mode", "max", seed="warm")
-            results: dict[str, list[dict[str, Any]]] = {"max": [], **{r: [] for r in args.rates.split(",")}}
+            results: dict[str, list[dict[str, Any]]] = {"max": [], "bare": [], **{r: [] for r in args.rates.split(",")}}
             for run in range(args.runs):
                 results["max"].append(loadgen("--mode", "max", seed=f"m{run}"))
+                if args.compare_bare:
+                    results["bare"].append(bare_run(key, args, seed=f"b{run}"))
                 for rate in args.rates.split(","):
                     results[rate].append(loadgen("--mode", "rate", "--rate", rate, seed=f"r{rate}-{run}"))
         with engine.connect() as conn:
@@ -126,16 +153,21 @@ def main() -> None:
     def med(rows_: list[dict[str, Any]], k: str) -> float:
         return round(statistics.median(r[k] for r in rows_), 2)
 
-    answered = warm["ok"] + sum(r["ok"] for rs in results.values() for r in rs)
+    answered = warm["ok"] + sum(r["ok"] for k, rs in results.items() if k != "bare" for r in rs)
     summary: dict[str, Any] = {
         "hits_per_s": med(results["max"], "ok_per_s"), "hits_per_s_runs": [r["ok_per_s"] for r in results["max"]],
         "closed_loop_p50_ms": med(results["max"], "p50_ms"), "closed_loop_p99_ms": med(results["max"], "p99_ms"),
         "api_cpu_us_per_hit": med(results["max"], "api_cpu_us_per_hit"),
         "postgres_cpu_us_per_hit": med(results["max"], "postgres_cpu_us_per_hit"),
         "loadgen_cpu_us_per_hit": med(results["max"], "loadgen_cpu_us_per_req"),
-        "non_2xx_3xx": sum(r["requests"] - r["ok"] for rs in results.values() for r in rs),
+        "non_2xx_3xx": sum(r["requests"] - r["ok"] for k, rs in results.items() if k != "bare" for r in rs),
         "answered_hits": answered, "rows_recorded": rows, "load_average_1m_at_end": round(os.getloadavg()[0], 2),
     }
+    if results["bare"]:
+        summary["bare_hits_per_s_runs"] = [r["ok_per_s"] for r in results["bare"]]
+        summary["bare_cpu_us_per_hit"] = med(results["bare"], "cpu_us_per_hit")
+        summary["tracking_to_bare_throughput_runs"] = [round(t["ok_per_s"] / b["ok_per_s"], 2)
+                                                       for t, b in zip(results["max"], results["bare"], strict=True)]
     for rate in args.rates.split(","):
         summary[f"rate_{rate}"] = {"p50_ms": med(results[rate], "p50_ms"), "p99_ms": med(results[rate], "p99_ms"),
                                    "achieved_per_s": med(results[rate], "ok_per_s"),
