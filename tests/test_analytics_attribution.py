@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 
 from tests.rules_kit import T0, EventProducer, order_event
 from tests.support import make_store, unique, wait_until_consumed
+from wooflow.api.funnel import rebuild
 from wooflow.consumer.merge import guest_key
 from wooflow.kafka import topics
 from wooflow.scheduler.activity import ActivityReader
@@ -116,3 +117,12 @@ def test_orders_are_credited_to_the_last_touch_in_the_window_refunds_reduce_repl
     with RoleThread(ActivityReader(replay, engine), "replay"):
         wait_until_consumed(replay, replay.scheduler_group, [topics.ORDERS])
     assert credits(engine, shop.id) == got
+    # the daily sums the triggers kept through inserts, refunds and cancellations are the rows' sums
+    daily = text("SELECT * FROM conversion_daily WHERE store_id = :s ORDER BY rule_id, day, step, currency")
+    with engine.connect() as conn:
+        kept = [tuple(r) for r in conn.execute(daily, {"s": shop.id})]
+    with engine.connect() as conn, conn.begin() as tx:
+        rebuild(conn, shop.id)
+        assert [tuple(r) for r in conn.execute(daily, {"s": shop.id})] == kept
+        tx.rollback()
+    assert sum(r[5] for r in kept) == 2 and sum(r[6] for r in kept) == Decimal("67.5")  # 101 and 103, net

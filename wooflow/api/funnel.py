@@ -4,8 +4,9 @@ days, from the tables built to answer them without scanning logs:
 - executions by status: `execution_daily` (the log sink's counts per rule and day);
 - opens and clicks: `engagement_daily` (each message's first open and first click, counted
   by the tracker per rule, step and UTC day: unique per message);
-- conversions and revenue: `message_conversions` (net of refunds; a cancelled, failed or
-  fully refunded order counts neither);
+- conversions and revenue: `conversion_daily`, the sums of `message_conversions` per rule,
+  step, day and currency (net of refunds; a cancelled, failed or fully refunded order
+  counts neither);
 - holdout groups: `holdout_daily`, the sums of `holdout_exposures` (each with what its
   customer ordered in the window after: wooflow/holdout.py) per rule, day and side.
 
@@ -81,16 +82,12 @@ WHERE store_id = :store AND day >= :since AND day <= :until AND audience = :audi
 GROUP BY rule_id, {key}
 """
 _CONVERSIONS = """
-SELECT rule_id, {key} AS k, currency,
-       count(*) FILTER (WHERE NOT voided) AS conversions,
-       coalesce(sum(CASE WHEN voided THEN 0 ELSE revenue - refunded END), 0) AS revenue,
-       coalesce(sum(refunded), 0) AS refunded
-FROM message_conversions
-WHERE store_id = :store AND ordered_at >= :start AND ordered_at < :end {rule}
+SELECT rule_id, {key} AS k, currency, sum(conversions)::bigint AS conversions, sum(revenue) AS revenue,
+       sum(refunded) AS refunded
+FROM conversion_daily
+WHERE store_id = :store AND day >= :since AND day <= :until {rule}
 GROUP BY rule_id, {key}, currency
 """
-_DAY = {"execution_daily": "day", "engagement_daily": "day",
-        "message_conversions": "(ordered_at AT TIME ZONE 'UTC')::date"}
 
 _HOLDOUT = text("""
 SELECT rule_id, held_out, sum(customers)::bigint AS customers, sum(converted)::bigint AS converted,
@@ -106,8 +103,8 @@ def _params(store: str, span: Span, rule: int | None, machine: bool) -> dict[str
             "rule": rule, "audience": "any" if machine else "person"}
 
 
-def _sql(template: str, table: str, by_day: bool, rule: int | None) -> str:
-    return template.format(key=_DAY[table] if by_day else "step", rule="AND rule_id = :rule" if rule else "")
+def _sql(template: str, by_day: bool, rule: int | None) -> str:
+    return template.format(key="day" if by_day else "step", rule="AND rule_id = :rule" if rule else "")
 
 
 def cells(conn: Connection, store: str, span: Span, *, by_day: bool = False, rule: int | None = None,
@@ -115,15 +112,15 @@ def cells(conn: Connection, store: str, span: Span, *, by_day: bool = False, rul
     """The funnel per (rule, step) — or (rule, UTC day) — of one store, or of one rule."""
     params = _params(store, span, rule, machine)
     out: Cells = defaultdict(Counts)
-    for r in conn.execute(text(_sql(_EXECUTIONS, "execution_daily", by_day, rule)), params):
+    for r in conn.execute(text(_sql(_EXECUTIONS, by_day, rule)), params):
         c = out[(int(r.rule_id), r.k)]
         c.executions[r.status] = c.executions.get(r.status, 0) + int(r.n)
         if r.status == "succeeded" and r.action_type in message_actions:
             c.sends += int(r.n)
-    for r in conn.execute(text(_sql(_ENGAGEMENT, "engagement_daily", by_day, rule)), params):
+    for r in conn.execute(text(_sql(_ENGAGEMENT, by_day, rule)), params):
         c = out[(int(r.rule_id), r.k)]
         c.opened, c.clicked = int(r.opened), int(r.clicked)
-    for r in conn.execute(text(_sql(_CONVERSIONS, "message_conversions", by_day, rule)), params):
+    for r in conn.execute(text(_sql(_CONVERSIONS, by_day, rule)), params):
         c = out[(int(r.rule_id), r.k)]
         c.conversions += int(r.conversions)
         c.revenue[r.currency] = c.revenue.get(r.currency, Decimal(0)) + Decimal(r.revenue)
@@ -165,7 +162,7 @@ def holdout_groups(conn: Connection, store: str, span: Span, rule: int | None = 
 
 _FORGET = [text(f"DELETE FROM {t} WHERE store_id = :store AND rule_id = :rule") for t in (
     "execution_daily", "messages", "engagements", "engagement_firsts", "engagement_daily", "message_conversions",
-    "holdout_exposures", "holdout_daily")]
+    "conversion_daily", "holdout_exposures", "holdout_daily")]
 
 
 def forget_rule(conn: Connection, store: str, rule: int) -> None:
@@ -191,6 +188,12 @@ _REBUILD = [text(sql) for sql in (
        WHERE e.store_id = :store AND (k.kind = 'open' OR e.kind = 'click') AND (a.audience = 'any' OR NOT e.machine)
        ORDER BY e.message_id, k.kind, a.audience, e.at""",
     "DELETE FROM engagement_daily WHERE store_id = :store",
+    "DELETE FROM conversion_daily WHERE store_id = :store",
+    """INSERT INTO conversion_daily (store_id, rule_id, day, step, currency, conversions, revenue, refunded)
+       SELECT store_id, rule_id, (ordered_at AT TIME ZONE 'UTC')::date, step, currency,
+              count(*) FILTER (WHERE NOT voided), sum(CASE WHEN voided THEN 0 ELSE revenue - refunded END),
+              sum(refunded)
+       FROM message_conversions WHERE store_id = :store GROUP BY 1, 2, 3, 4, 5""",
     "DELETE FROM holdout_daily WHERE store_id = :store",
     """INSERT INTO holdout_daily (store_id, rule_id, day, held_out, customers, converted, revenue, revenue_sq)
        SELECT store_id, rule_id, (exposed_at AT TIME ZONE 'UTC')::date, held_out, count(*),

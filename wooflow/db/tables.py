@@ -562,6 +562,19 @@ message_conversions = Table(
     Index("ix_message_conversions_time", "store_id", "ordered_at"),
 )
 
+conversion_daily = Table(  # kept by statement-level triggers on message_conversions (0014_analytics)
+    "conversion_daily", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),  # UTC day of the order
+    Column("step", Integer, primary_key=True),
+    Column("currency", Text, primary_key=True),
+    Column("conversions", BigInteger, nullable=False, server_default="0"),  # not voided
+    Column("revenue", Numeric, nullable=False, server_default="0"),  # net of refunds, voided ones 0
+    Column("refunded", Numeric, nullable=False, server_default="0"),
+    Index("ix_conversion_daily_day", "store_id", "day"),
+)
+
 holdout_exposures = Table(
     "holdout_exposures", metadata,
     Column("rule_id", BigInteger, primary_key=True),

@@ -6,6 +6,7 @@
 - engagement_firsts / engagement_daily: the first open and the first click of each message
   (by a person, by anyone) and their counts per rule, step and day, kept by the tracker;
 - message_conversions: an order credited to the last message engaged with, one per order;
+  conversion_daily: their sums per rule, step, day and currency, kept by triggers;
 - holdout_exposures: who a holdout rule reached or held out, when, and what they ordered
   in the window after it (kept by whoever records an exposure or an order); holdout_daily:
   their sums per rule, day and side, kept by triggers on holdout_exposures;
@@ -102,6 +103,51 @@ def upgrade() -> None:
     CREATE INDEX ix_message_conversions_rule ON message_conversions (store_id, rule_id, ordered_at);
     CREATE INDEX ix_message_conversions_time ON message_conversions (store_id, ordered_at);
 
+    -- message_conversions summed per rule, step, UTC day of the order and currency, by
+    -- statement-level triggers like holdout_daily's (an update adds new minus old).
+    CREATE TABLE conversion_daily (
+        store_id varchar(64) NOT NULL,
+        rule_id bigint NOT NULL,
+        day date NOT NULL,
+        step integer NOT NULL,
+        currency text NOT NULL,
+        conversions bigint NOT NULL DEFAULT 0,
+        revenue numeric NOT NULL DEFAULT 0,
+        refunded numeric NOT NULL DEFAULT 0,
+        PRIMARY KEY (store_id, rule_id, day, step, currency)
+    );
+    CREATE INDEX ix_conversion_daily_day ON conversion_daily (store_id, day);
+    CREATE FUNCTION conversion_daily_add() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        -- old_rows exists in update triggers only: an insert adds its rows, an update new minus old
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO conversion_daily AS d (store_id, rule_id, day, step, currency, conversions, revenue, refunded)
+            SELECT store_id, rule_id, (ordered_at AT TIME ZONE 'UTC')::date, step, currency,
+                   count(*) FILTER (WHERE NOT voided), sum(CASE WHEN voided THEN 0 ELSE revenue - refunded END),
+                   sum(refunded)
+            FROM new_rows GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+            ON CONFLICT (store_id, rule_id, day, step, currency) DO UPDATE SET
+                conversions = d.conversions + EXCLUDED.conversions, revenue = d.revenue + EXCLUDED.revenue,
+                refunded = d.refunded + EXCLUDED.refunded;
+        ELSE
+            INSERT INTO conversion_daily AS d (store_id, rule_id, day, step, currency, conversions, revenue, refunded)
+            SELECT store_id, rule_id, day, step, currency, sum(n), sum(r), sum(f) FROM (
+                SELECT store_id, rule_id, (ordered_at AT TIME ZONE 'UTC')::date AS day, step, currency,
+                       (NOT voided)::int AS n, CASE WHEN voided THEN 0 ELSE revenue - refunded END AS r,
+                       refunded AS f
+                FROM new_rows
+                UNION ALL
+                SELECT store_id, rule_id, (ordered_at AT TIME ZONE 'UTC')::date, step, currency, -(NOT voided)::int,
+                       -(CASE WHEN voided THEN 0 ELSE revenue - refunded END), -refunded
+                FROM old_rows
+            ) t GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+            ON CONFLICT (store_id, rule_id, day, step, currency) DO UPDATE SET
+                conversions = d.conversions + EXCLUDED.conversions, revenue = d.revenue + EXCLUDED.revenue,
+                refunded = d.refunded + EXCLUDED.refunded;
+        END IF;
+        RETURN NULL;
+    END $$;
+
     CREATE TABLE holdout_exposures (
         rule_id bigint NOT NULL,
         customer_key text NOT NULL,
@@ -161,6 +207,10 @@ def upgrade() -> None:
     END $$;
     CREATE TRIGGER holdout_daily_insert AFTER INSERT ON holdout_exposures REFERENCING NEW TABLE AS new_rows
         FOR EACH STATEMENT EXECUTE FUNCTION holdout_daily_add();
+    CREATE TRIGGER conversion_daily_insert AFTER INSERT ON message_conversions REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION conversion_daily_add();
+    CREATE TRIGGER conversion_daily_update AFTER UPDATE ON message_conversions
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION conversion_daily_add();
     CREATE TRIGGER holdout_daily_update AFTER UPDATE ON holdout_exposures
         REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION holdout_daily_add();
 
@@ -201,7 +251,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("""
     DROP TABLE execution_daily; DROP TABLE customer_orders; DROP TABLE holdout_exposures; DROP TABLE holdout_daily;
-    DROP FUNCTION holdout_daily_add();
+    DROP FUNCTION holdout_daily_add(); DROP TABLE conversion_daily; DROP FUNCTION conversion_daily_add();
     DROP TABLE message_conversions; DROP TABLE engagement_daily; DROP TABLE engagement_firsts;
     DROP TABLE engagements; DROP TABLE messages;
     ALTER TABLE rules DROP COLUMN holdout_percent;
