@@ -66,14 +66,15 @@ def tracked(settings: Settings, engine: Engine) -> Iterator[Tracked]:
 def test_an_open_and_a_click_are_recorded_once_each(tracked: Tracked) -> None:
     m = tracked.message()
     pixel = engagement.sign(tracked.key, m)
-    url = "https://shop.example/product/7?utm_source=wooflow&x=a b"
+    url = "https://shop.example/produkt/żółw?utm_source=wooflow&x=a+b"
     link = engagement.sign(tracked.key, m, 2, url)
     for _ in range(3):
         r = tracked.open(pixel, **{"X-Forwarded-For": "198.51.100.1"})
         assert r.status_code == 200 and r.headers["content-type"] == "image/gif" and r.content.startswith(b"GIF89a")
         assert "no-store" in r.headers["cache-control"]
         r = tracked.click(link, url, **{"X-Forwarded-For": "198.51.100.1"})
-        assert r.status_code == 302 and r.headers["location"] == url
+        assert r.status_code == 302 and r.headers["location"] == \
+            "https://shop.example/produkt/%C5%BC%C3%B3%C5%82w?utm_source=wooflow&x=a+b"
     rows = tracked.rows(m.message_id)
     assert [(r["kind"], r["link"], r["machine"]) for r in rows] == [("click", 2, False), ("open", -1, False)]
     assert {(r["store_id"], r["rule_id"], r["step"], r["customer_key"]) for r in rows} == {(m.store_id, 3, 0, "c7")}

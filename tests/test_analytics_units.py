@@ -172,3 +172,16 @@ def test_the_client_address_is_believed_from_trusted_proxies_only() -> None:
     assert proxies("10.9.9.9", "not-an-address") == "not-an-address"
     assert ClientAddress("*")("198.51.100.7", "203.0.113.9") == "203.0.113.9"
     assert ClientAddress("")("127.0.0.1", "203.0.113.9") == "127.0.0.1"
+
+
+def test_urls_with_whitespace_or_control_characters_are_not_tracked() -> None:
+    rw = engagement.Rewriter(BASE, KEY, MSG)
+    out = rw.html('<a href="https://a.example/x&#13;&#10;Set-Cookie: a=b">x</a> <a href="https://a.example/ok">ok</a>')
+    assert rw.links == ["https://a.example/ok"] and "https://a.example/x&#13;&#10;Set-Cookie" in out
+
+
+def test_a_redirect_location_is_ascii() -> None:
+    from wooflow.api.tracking import _location
+
+    assert _location("https://shop.example/zażółć?q=a b&x=%2F#top") == \
+        b"https://shop.example/za%C5%BC%C3%B3%C5%82%C4%87?q=a%20b&x=%2F#top"

@@ -41,7 +41,16 @@ _CONTEXT = b"wooflow-tracking"
 
 
 class BadToken(ValueError):
-    """A token that is not one wooflow signed (malformed or tampered with)."""
+    """A token that is not one wooflow signed: `reason` is `malformed` (not a token at all)
+    or `bad_signature` (tampered with, another key, a store that does not exist)."""
+
+    def __init__(self, message: str, reason: str = "bad_signature") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _malformed() -> BadToken:
+    return BadToken("malformed tracking token", "malformed")
 
 
 class Expired(ValueError):
@@ -121,7 +130,7 @@ class Parsed:
         """The store it names (unverified: only to find the key it must be checked with)."""
         store = self.fields[0]
         if not isinstance(store, str):
-            raise BadToken("malformed tracking token")
+            raise _malformed()
         return store
 
 
@@ -131,9 +140,9 @@ def parse(token: str) -> Parsed:
         payload, given = unb64(body), unb64(mac)
         fields = orjson.loads(payload)
     except (ValueError, orjson.JSONDecodeError) as exc:
-        raise BadToken("malformed tracking token") from exc
+        raise _malformed() from exc
     if not isinstance(fields, list) or len(fields) != 9:
-        raise BadToken("malformed tracking token")
+        raise _malformed()
     return Parsed(payload, given, fields)
 
 
@@ -145,7 +154,7 @@ def check(key: bytes, token: Parsed, now: float) -> Claim:
     if not (isinstance(s, str) and isinstance(m, str) and isinstance(k, str) and isinstance(r, int)
             and isinstance(p, int) and isinstance(t, int) and isinstance(x, int) and isinstance(link, int)
             and isinstance(digest, str)):
-        raise BadToken("malformed tracking token")
+        raise _malformed()
     claim = Claim(Message(s, m, k, r, p, t, x), link, digest)
     if now > x:
         raise Expired(claim)
@@ -169,6 +178,7 @@ _HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE 
 _TEXT_URL = re.compile(r"""https?://[^\s<>"'()\[\]]+""", re.IGNORECASE)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _TRAILING = ".,;:!?"
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # whitespace and control characters: no URL a redirect may carry
 
 
 @dataclass
@@ -184,7 +194,7 @@ class Rewriter:
     links: list[str] = field(default_factory=list)
 
     def _tracked(self, url: str) -> str | None:
-        if not url.lower().startswith(("http://", "https://")) or url in self.skip:
+        if not url.lower().startswith(("http://", "https://")) or url in self.skip or _UNSAFE.search(url):
             return None
         if url.startswith(self.base_url.rstrip("/") + "/t/"):
             return None

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
 import orjson
 import psycopg
@@ -193,8 +193,7 @@ class Tracker:
             parsed = engagement.parse(token)
             claim = engagement.check(await self._key(parsed), parsed, self.clock.now().timestamp())
         except engagement.BadToken as exc:
-            malformed = "malformed" in str(exc)
-            return await self._reject(send, 400 if malformed else 403, "malformed" if malformed else "bad_signature",
+            return await self._reject(send, 400 if exc.reason == "malformed" else 403, exc.reason,
                                       f"this tracking link is not valid ({exc})", head)
         except engagement.Expired as exc:
             return await self._expired(send, exc.claim, scope, is_open, head)
@@ -208,7 +207,7 @@ class Tracker:
         await self._record(claim, agent[:300], ip)
         if is_open:
             return await _answer(send, 200, PIXEL_GIF, [(b"content-type", b"image/gif"), NO_STORE], head)
-        await _answer(send, 302, b"", [(b"location", url.encode()), NO_STORE, (b"referrer-policy", b"no-referrer")],
+        await _answer(send, 302, b"", [(b"location", _location(url)), NO_STORE, (b"referrer-policy", b"no-referrer")],
                       head)
 
     async def _key(self, token: engagement.Parsed) -> bytes:
@@ -325,6 +324,12 @@ class ClientAddress:
             if not self.trusted(hop):
                 return hop
         return hops[0] if hops else peer  # every hop a trusted proxy: the chain's first
+
+
+def _location(url: str) -> bytes:
+    """The destination as a header value: ASCII, whatever the message's URL held (non-ASCII
+    characters and anything but URL syntax percent-encoded, existing escapes kept)."""
+    return quote(url, safe=":/?#[]@!$&'()*+,;=%~").encode("ascii")
 
 
 def _target(scope: dict[str, Any]) -> str:
