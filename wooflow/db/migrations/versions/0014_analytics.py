@@ -119,6 +119,9 @@ def upgrade() -> None:
     CREATE INDEX ix_conversion_daily_day ON conversion_daily (store_id, day);
     CREATE FUNCTION conversion_daily_add() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
+        IF NOT EXISTS (SELECT 1 FROM new_rows) THEN  -- a statement that wrote nothing (most updates)
+            RETURN NULL;
+        END IF;
         -- old_rows exists in update triggers only: an insert adds its rows, an update new minus old
         IF TG_OP = 'INSERT' THEN
             INSERT INTO conversion_daily AS d (store_id, rule_id, day, step, currency, conversions, revenue, refunded)
@@ -182,6 +185,9 @@ def upgrade() -> None:
     );
     CREATE FUNCTION holdout_daily_add() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
+        IF NOT EXISTS (SELECT 1 FROM new_rows) THEN  -- a statement that wrote nothing (most updates)
+            RETURN NULL;
+        END IF;
         IF TG_OP = 'INSERT' THEN
             INSERT INTO holdout_daily AS d (store_id, rule_id, day, held_out, customers, converted, revenue, revenue_sq)
             SELECT store_id, rule_id, (exposed_at AT TIME ZONE 'UTC')::date, held_out, count(*),
