@@ -8,6 +8,7 @@ orders count for a holdout comparison) and the analytics API (what it reports).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -40,13 +41,18 @@ class AttributionPolicy(BaseModel):
 
 def policy_of(store: Any) -> AttributionPolicy:
     """The store's settings; the defaults when unset or invalid (never crash a role)."""
-    raw = (getattr(store, "settings", None) or {}).get("analytics")
+    return policy_in(getattr(store, "settings", None), str(getattr(store, "id", "?")))
+
+
+def policy_in(settings: Mapping[str, Any] | None, store_id: str) -> AttributionPolicy:
+    """The same, from a store's `settings` column."""
+    raw = (settings or {}).get("analytics")
     if not raw:
         return AttributionPolicy()
     try:
         return AttributionPolicy.model_validate(raw)
     except ValidationError as exc:
-        log.warning("store %s: invalid analytics settings, using the defaults: %s", getattr(store, "id", "?"), exc)
+        log.warning("store %s: invalid analytics settings, using the defaults: %s", store_id, exc)
         return AttributionPolicy()
 
 

@@ -24,9 +24,9 @@ from sqlalchemy import Connection, Engine, select
 from wooflow import holdout
 from wooflow.api import funnel
 from wooflow.api.auth import CurrentStore
-from wooflow.attribution_policy import MESSAGE_ACTIONS, AttributionPolicy, policy_of, set_policy
+from wooflow.attribution_policy import MESSAGE_ACTIONS, AttributionPolicy, policy_in, policy_of, set_policy
 from wooflow.clock import get_clock
-from wooflow.db.tables import rules
+from wooflow.db.tables import rules, stores
 from wooflow.lift import METHOD, Group, Lift, compare
 from wooflow.stores import Store, StoreCache
 
@@ -125,6 +125,14 @@ def _store(request: Request, store_id: str) -> Store:
     return store
 
 
+def _store_in(conn: Connection, store_id: str) -> tuple[str, AttributionPolicy]:
+    """The store's currency and attribution settings, on the report's own connection."""
+    row = conn.execute(select(stores.c.currency, stores.c.settings).where(stores.c.id == store_id)).first()
+    if row is None:
+        raise HTTPException(404, f"store {store_id!r} not found")
+    return str(row.currency), policy_in(row.settings, store_id)
+
+
 def _funnel(c: funnel.Counts) -> dict[str, Any]:
     """A cell's fields, for any of the models built on `Funnel`."""
     return Funnel(executions=c.executions, sends=c.sends, opened=c.opened, clicked=c.clicked,
@@ -167,10 +175,9 @@ Until = Annotated[date | None, Query(description="Last UTC day, included (defaul
 @router.get("/summary", response_model=Summary, summary="The store's funnel and revenue per rule")
 def summary(request: Request, who: CurrentStore, since: Since = None, until: Until = None) -> Summary:
     span = _span(request, since, until)
-    store = _store(request, who.store_id)
-    policy = policy_of(store)
     engine: Engine = request.app.state.engine
     with engine.connect() as conn:
+        currency, policy = _store_in(conn, who.store_id)
         known = _rules(conn, who.store_id)
         cells = funnel.by_step(conn, who.store_id, span, None, policy.count_machine, MESSAGE_ACTIONS)
         groups = funnel.holdout_groups(conn, who.store_id, span)
@@ -185,7 +192,7 @@ def summary(request: Request, who: CurrentStore, since: Since = None, until: Unt
             continue  # a rule deleted meanwhile
         totals.add(c)
         name, pct = names[rid]
-        out.append(RuleStats(rule_id=rid, name=name, holdout=_holdout(groups.get(rid), pct, policy, store.currency),
+        out.append(RuleStats(rule_id=rid, name=name, holdout=_holdout(groups.get(rid), pct, policy, currency),
                              **_funnel(c)))
     return Summary(store_id=who.store_id, since=span.since, until=span.until, attribution=policy,
                    totals=Funnel.model_validate(_funnel(totals)), rules=out)
@@ -196,10 +203,9 @@ def summary(request: Request, who: CurrentStore, since: Since = None, until: Unt
 def rule_report(request: Request, who: CurrentStore, rule_id: int, since: Since = None,
                 until: Until = None) -> RuleReport:
     span = _span(request, since, until)
-    store = _store(request, who.store_id)
-    policy = policy_of(store)
     engine: Engine = request.app.state.engine
     with engine.connect() as conn:
+        currency, policy = _store_in(conn, who.store_id)
         found = _rules(conn, who.store_id, rule_id)
         if not found:
             raise HTTPException(404, f"rule {rule_id} not found")
@@ -215,7 +221,7 @@ def rule_report(request: Request, who: CurrentStore, rule_id: int, since: Since 
         steps.append(StepStats(step=step, action_type=actions.get(step, ""), **_funnel(c)))
     daily = [DayStats(day=day, **_funnel(c)) for (_, day), c in sorted(days_of.items(), key=lambda kv: kv[0])]
     return RuleReport(rule_id=rule_id, name=name, since=span.since, until=span.until, attribution=policy,
-                      holdout=_holdout(groups.get(rule_id), pct, policy, store.currency), steps=steps, daily=daily,
+                      holdout=_holdout(groups.get(rule_id), pct, policy, currency), steps=steps, daily=daily,
                       **_funnel(total))
 
 
