@@ -5,6 +5,10 @@ or `_plan` for dry-run replays). Pure with respect to Kafka: the runner produces
 this returns (commands, re-routed events), and saves `state` and the catalog rows learnt
 (after the commands are acknowledged, before offsets move).
 
+Holdout rules (wooflow/holdout.py) decide after the frequency limits: their control group
+gets no commands (`held_out`, logged by the runner) and both sides become exposures saved
+with the state.
+
 Linking (consumer/merge.py): a registered customer's event with an email whose guest key
 the customer has not looked at yet loads that guest with the batch's other rows (one
 query) and folds it into the customer before any event is applied. Events of a guest
@@ -35,8 +39,9 @@ from wooflow.consumer.merge import LINKED, Merge, email_of, fold_customer, fold_
 from wooflow.consumer.state import Firing, StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty
 from wooflow.consumer.triggers import TRIGGERS, Keep
-from wooflow.consumer.values import Envelope, SubscriptionEventIn, as_order_event, ms
+from wooflow.consumer.values import Envelope, SubscriptionEventIn, as_order_event, ms, to_datetime
 from wooflow.db.engine import unavailable
+from wooflow.holdout import Exposure, held_out
 from wooflow.schemas.codec import Record
 from wooflow.schemas.types import ActionCommand
 
@@ -69,6 +74,7 @@ class Outcome:
     failed: list[tuple[Item, str, str]] = field(default_factory=list)  # (item, reason, error)
     matches: list[tuple[Item, Match]] = field(default_factory=list)
     skipped_by_frequency: int = 0
+    held_out: list[tuple[Item, Match, Exposure]] = field(default_factory=list)  # a holdout rule's control group
     state: StateBatch = field(default_factory=StateBatch)
     rerouted: list[tuple[Item, str]] = field(default_factory=list)  # (event of a merged guest, its customer's key)
     products: list[CatalogProduct] = field(default_factory=list)  # catalog rows learnt, saved with the state
@@ -168,7 +174,7 @@ class BatchProcessor:
         self._evaluate(items, out, moved, only_rules, keeps)
         if not out.matches:
             return out
-        due = self._limit(out)
+        due = _holdout(out, self._limit(out))
         if plan_only:
             _plan(out, due)
         else:
@@ -424,6 +430,28 @@ def _history_products(catalog: ProductCatalog, state: StateBatch, wants: Callabl
             wanted.setdefault(store, set()).update(h.products())
     if wanted:
         catalog.prepare(wanted)
+
+
+def _holdout(out: Outcome, due: list[tuple[Item, Match]]) -> list[tuple[Item, Match]]:
+    """Holdout rules (wooflow/holdout.py): their control group gets no commands; both sides
+    are recorded as exposures with the state (the first one per rule and customer counts)."""
+    kept: list[tuple[Item, Match]] = []
+    for it, m in due:
+        percent = m.rule.spec.holdout_percent
+        if not percent:
+            kept.append((it, m))
+            continue
+        ev = it.event
+        ckey = ev["customer_key"]
+        control = held_out(m.rule.id, ckey, percent)
+        x = Exposure(ev["store_id"], m.rule.id, ckey, control, m.event_id,  # per line item: its own unit
+                     to_datetime(ev.get("occurred_at")) or datetime.now(timezone.utc))
+        out.state.exposures.append(x)
+        if control:
+            out.held_out.append((it, m, x))
+        else:
+            kept.append((it, m))
+    return kept
 
 
 def _plan(out: Outcome, due: list[tuple[Item, Match]]) -> None:

@@ -88,6 +88,9 @@ class RuleSpec(BaseModel):
     frequency: Frequency = Field(default_factory=Frequency)
     exit_conditions: list[dict[str, Any]] = Field(default_factory=list,
                                                   description="Conditions that stop a multi-step workflow early")
+    holdout_percent: float = Field(0, ge=0, le=50, description="Share of the rule's audience held out as a control "
+                                                                "group (same customers every time; they get no "
+                                                                "effect): the analytics compare their orders")
 
     @field_validator("trigger")
     @classmethod

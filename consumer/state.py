@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 import orjson
 from sqlalchemy import Connection
 
+from wooflow import holdout
 from wooflow.consumer.history import History
 from wooflow.consumer.values import to_datetime
 from wooflow.db.engine import driver_cursor
+from wooflow.holdout import Exposure
 from wooflow.jsontypes import JSONObject, JSONValue, as_object
 
 if TYPE_CHECKING:
@@ -446,6 +448,8 @@ class StateBatch:
         self.order_versions: dict[tuple[str, int], str] = {}
         # guests folded into customers by this batch (consumer/merge.py), by (store, guest key)
         self.merges: dict[tuple[str, str], Merge] = {}
+        # customers entering holdout rules (wooflow/holdout.py), written with the firings
+        self.exposures: list[Exposure] = []
         # the state kept for each store of the batch (consumer/needs.py), for `record_levels`
         self.levels: dict[str, int] = {}
         # subscriptions (WooCommerce Subscriptions), by id, and by customer for the customers loaded so
@@ -633,6 +637,7 @@ class StateBatch:
                 "en": [x.end_ms for x in subs]})
             for x in subs:
                 x.dirty = False
+        holdout.save(conn, [x for x in self.exposures if (x.store_id, x.customer_key) not in lost])
         fs = [f for f in self.firings.values() if f.dirty and (f.store_id, f.customer_key) not in lost]
         if fs:
             cur.execute(_SAVE_FIRINGS, {

@@ -189,6 +189,14 @@ def _strs(v: JSONValue) -> list[str]:
     return [str(x) for x in v] if isinstance(v, list) else []
 
 
+def _refunded(refunds: JSONValue) -> Decimal | None:
+    """The order's refunds as one positive amount (REST v3 lists each with a negative
+    `total`); None when the body has no `refunds` (it is not a REST v3 order)."""
+    if refunds is None:
+        return None
+    return sum((abs(_money(r.get("total"))) for r in _objects(refunds)), money(0))
+
+
 def _line_items(o: JSONObject) -> tuple[list[LineItem], Decimal]:
     """An order's (or a subscription's) line items, and the sum of their subtotals."""
     items: list[LineItem] = []
@@ -234,6 +242,7 @@ def order_record(o: JSONObject, tz: tzinfo) -> Order:
         "total_tax": _money(o.get("total_tax")),
         "shipping_total": _money(o.get("shipping_total")),
         "discount_total": _money(o.get("discount_total")),
+        "total_refunded": _refunded(o.get("refunds")),
         "customer_id": _int(o.get("customer_id")),
         "billing": _address(o.get("billing")),
         "shipping": _address(o.get("shipping")),

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, text
 
-from wooflow import metrics
+from wooflow import holdout, metrics
 from wooflow.clock import Clock
 from wooflow.consumer.model import delay_seconds
 from wooflow.consumer.rules import CompiledRule, RuleCache
@@ -151,6 +151,8 @@ class Scanner:
                 by_trigger[trigger].append(store_id)
         stats: dict[str, int] = {}
         t0 = time.perf_counter()
+        with self.db.begin() as conn:  # orders and exposures recorded at the same instant (wooflow/holdout.py)
+            stats["holdout_refreshed"] = holdout.refresh_recent(conn)
         stats["abandoned_cart"] = self.scan_carts(now)
         metrics.scheduler_scan_seconds.labels("carts").observe(time.perf_counter() - t0)
         for trigger in T.BEHAVIOUR_TRIGGERS + T.TIME_TRIGGERS:

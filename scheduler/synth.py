@@ -6,7 +6,9 @@ each rule of the trigger, `Firer.fire` builds the event with a deterministic id
 rule's conditions hold on the customer's state, applies the rule's frequency limits,
 records the firing in `trigger_firings` (primary key rule, customer, period — so it
 fires once per period, whichever scheduler gets there first), and stores every step in
-`scheduled_steps` (immediate ones due now). All of it in the caller's transaction.
+`scheduled_steps` (immediate ones due now) — except for a holdout rule's control group
+(wooflow/holdout.py), which gets no steps; both sides are recorded as exposures. All of
+it in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, TypedDict
 
 from sqlalchemy import Connection, text
 
-from wooflow import metrics
+from wooflow import holdout, metrics
 from wooflow.consumer.batch import allowed, record
 from wooflow.consumer.commands import build_command
 from wooflow.consumer.engine import RuleEngine
@@ -28,6 +30,7 @@ from wooflow.consumer.state import StateBatch
 from wooflow.consumer.tiers import loyalty_of
 from wooflow.consumer.triggers import TriggerContext
 from wooflow.consumer.values import ms
+from wooflow.holdout import Exposure, held_out
 from wooflow.scheduler.steps import store_steps
 from wooflow.scheduler.triggers import SCHEMA
 from wooflow.schemas.types import ActionCommand
@@ -106,6 +109,8 @@ class Firer:
             state.load_firings(conn, {(rule.id, c.customer_key) for c in candidates})
         loyalty = loyalty_of(store.settings, store.currency)
         started: list[str] = []
+        exposures: list[Exposure] = []
+        percent = rule.spec.holdout_percent
         at = ms(now)
         for c in candidates:
             event = event_of(store, trigger, c, now)
@@ -122,6 +127,12 @@ class Firer:
                                       "store": c.store_id, "trigger": trigger, "subject": c.subject,
                                       "event_id": event["event_id"], "now": now}).first() is None:
                 continue  # this period already fired (another scan, a restart)
+            if percent:
+                x = Exposure(c.store_id, rule.id, c.customer_key, held_out(rule.id, c.customer_key, percent),
+                             event["event_id"], now)
+                exposures.append(x)
+                if x.held_out:  # the rule's control group: fired (once per period), no steps
+                    continue
             extra = {"trigger": trigger, "trigger_at": c.trigger_at, "period": c.period, **c.context}
             commands: list[ActionCommand] = []
             for step, action in enumerate(rule.actions):
@@ -136,4 +147,5 @@ class Firer:
             started.append(event["event_id"])
         if rule.limited:
             state.save(conn)
+        holdout.save(conn, exposures)
         return started

@@ -254,6 +254,8 @@ class OrderOf(TypedDict, Generic[Ts, Dec]):
     total_tax: ReadOnly[Dec]
     shipping_total: ReadOnly[Dec]
     discount_total: ReadOnly[Dec]
+    # Sum of the order's refunds (REST v3 `refunds[].total`, made positive); null: not known (events written before v2)
+    total_refunded: ReadOnly[Dec | None]
     customer_id: ReadOnly[int]
     billing: ReadOnly[Address]
     shipping: ReadOnly[Address]

@@ -165,3 +165,15 @@ carts_total = StoreCounter("wooflow_carts_total", "Cart transitions (abandoned, 
                            ["store", "outcome"])
 attributed_orders = StoreCounter("wooflow_attributed_orders_total", "Orders attributed to a workflow",
                                   ["store", "kind"])
+
+# --- analytics (wooflow/api/tracking.py, scheduler/conversions.py) --------------------------
+tracking_hits = StoreCounter("wooflow_tracking_hits_total", "Opens and clicks of tracked messages (valid links)",
+                             ["store", "kind"])  # kind: open | click
+tracking_rejected = Counter("wooflow_tracking_rejected_total", "Tracking hits answered 4xx, nothing recorded",
+                            ["reason"])
+tracking_unrecorded = Counter("wooflow_tracking_unrecorded_total",
+                              "Valid tracking hits answered but not recorded (the database refused the row)")
+conversions_total = StoreCounter("wooflow_conversions_total", "Orders credited to a message, by what started "
+                                 "the window", ["store", "touch"])  # touch: click | open | send
+attributed_revenue = StoreCounter("wooflow_attributed_revenue_total", "Order totals credited to messages, when "
+                                  "first credited (refunds are in the analytics API)", ["store", "currency"])

@@ -142,6 +142,16 @@ class Settings(BaseSettings):
                                                         "store=\"all\" (bounds cardinality for many stores)")
     lag_interval_s: float = Field(15.0, description="How often consuming roles report consumer lag")
     admin_token: SecretStr | None = Field(None, description="Token with access to every store (operators)")
+    api_forwarded_allow_ips: str = Field(
+        "127.0.0.1", description="Proxies (comma-separated IPs/CIDRs, or *) whose X-Forwarded-For the API trusts "
+                                 "(the tracking links' per-IP rate limit): set to your ingress' addresses")
+
+    # --- analytics: open and click tracking -----------------------------------------
+    tracking_secret: SecretStr | None = Field(None, description="Key signing open/click tracking links (default: "
+                                                                "each store's own link key)")
+    tracking_link_ttl_days: int = Field(180, ge=1, description="Tracking links in messages expire after this")
+    tracking_rate_per_s: float = Field(20.0, description="Tracking hits per second per client address (429 above)")
+    tracking_burst: int = Field(100, description="Tracking rate-limit burst per client address")
 
     # --- scheduler: delayed steps, carts, time/behaviour triggers ---------
     clock: str = Field("system", description="Time source of rules + scheduler: 'system', or 'file:PATH' (simulated "

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -50,6 +51,21 @@ def services(tmp: Path) -> tuple[str, str, Path | None]:
     state = tmp / "devinfra"
     started = up(state, Settings().cache_dir, kafka=not kafka, postgres=not db)
     return kafka or started.kafka_bootstrap_servers or "", db or started.database_url or "", state
+
+
+def wait_ready(base: str, timeout: float, failure: Callable[[], str], dead: Callable[[], bool] = lambda: False) -> None:
+    """Until `base`/readyz answers 200; SystemExit with `failure()` after `timeout` or once
+    `dead()` (a process it waits for stopped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or dead():
+            raise SystemExit(failure())
+        time.sleep(0.2)
 
 
 def service_procs(kafka: str, db: str) -> dict[str, list[psutil.Process]]:

@@ -8,8 +8,10 @@ console (`console.py`) is a static page over these routes.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wooflow.api.tracking import TrackedApi, Tracker
 from wooflow.db.engine import get_engine
 from wooflow.probes import db_ready, probe_routes
 from wooflow.settings import Settings
@@ -35,6 +38,7 @@ ROUTERS: list[str] = [
     "wooflow.api.consent:router",  # consent records (workers)
     "wooflow.api.consent:public_router",  # unsubscribe links, no token (workers)
     "wooflow.api.templates:router",  # workflow templates: list, install (scheduler)
+    "wooflow.api.analytics:router",  # funnel, revenue, holdout lift, attribution settings
     "wooflow.scheduler.recovery:router",  # cart recovery links, no token (scheduler)
     "wooflow.api.auth:router",  # /v1/me: the store a token acts on (console sign-in)
     "wooflow.api.dlq:router",  # dead letters: list, show, redrive (operator tokens)
@@ -88,11 +92,22 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="wooflow admin API", version="1",
+    engine = get_engine(settings.database_url)
+    tracker = Tracker(settings, engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await tracker.close()
+
+    app = TrackedApi(title="wooflow admin API", version="1", lifespan=lifespan,
                   description="Rules and workflows, dry runs, execution logs, analytics. "
                               "Authenticate with `Authorization: Bearer <token>`; tokens are scoped to one store.")
     app.state.settings = settings
-    app.state.engine = get_engine(settings.database_url)
+    app.state.engine = engine
+    app.tracker = tracker  # the public open/click tracking links, ahead of FastAPI (wooflow/api/tracking.py)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

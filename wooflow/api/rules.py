@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy import Engine, delete, func, insert, select, update
 
 from wooflow.api.auth import CurrentStore
+from wooflow.api.funnel import forget_rule
 from wooflow.consumer.model import RuleSpec
 from wooflow.db.tables import execution_logs, rule_audit, rules
 from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - rules may name the scheduler's triggers
@@ -194,13 +195,14 @@ def rule_history(request: Request, who: CurrentStore, rule_id: int,
     return RuleHistory(entries=entries)
 
 
-@router.delete("/rules/{rule_id}", status_code=204, summary="Delete a rule and its execution logs")
+@router.delete("/rules/{rule_id}", status_code=204, summary="Delete a rule, its execution logs and its analytics")
 def delete_rule(request: Request, who: CurrentStore, rule_id: int) -> Response:
     with _engine(request).begin() as conn:
         old = _row(conn, who.store_id, rule_id)
         conn.execute(delete(rules).where(rules.c.id == rule_id, rules.c.store_id == who.store_id))
         logs = conn.execute(delete(execution_logs).where(execution_logs.c.store_id == who.store_id,
                                                          execution_logs.c.rule_id == rule_id)).rowcount
+        forget_rule(conn, who.store_id, rule_id)
         _audit(conn, who.store_id, rule_id, "deleted", {"name": old["name"], "logs_deleted": logs})
     return Response(status_code=204)
 

@@ -514,6 +514,155 @@ product_catalog = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+
+# --- analytics (0016_analytics.py) ------------------------------------------------------
+# the share of a rule's audience held out as a control group (wooflow/holdout.py)
+rules.append_column(Column("holdout_percent", Double, nullable=False, server_default="0"))
+
+messages = Table(
+    "messages", metadata,
+    Column("message_id", Text, primary_key=True),  # the command's idempotency key
+    Column("store_id", String(64), nullable=False),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("customer_key", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("channel", Text, nullable=False, server_default="email"),
+    Column("links", JSONB, nullable=False, server_default=text("'[]'::jsonb")),  # tracked URLs, by index
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+    Index("ix_messages_customer", "store_id", "customer_key", "sent_at"),
+    Index("ix_messages_rule", "store_id", "rule_id", "sent_at"),
+)
+
+engagements = Table(
+    "engagements", metadata,
+    Column("message_id", Text, primary_key=True),
+    Column("kind", Text, primary_key=True),  # open | click
+    Column("link", Integer, primary_key=True),  # the link's index in the message; -1: the open pixel
+    Column("machine", Boolean, primary_key=True),  # a scanner or mail proxy, not a person
+    Column("store_id", String(64), nullable=False),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("customer_key", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),  # the first hit
+    Column("user_agent", Text, nullable=False, server_default=""),
+    Index("ix_engagements_customer", "store_id", "customer_key", "at"),
+)
+
+engagement_firsts = Table(
+    "engagement_firsts", metadata,
+    Column("message_id", Text, primary_key=True),
+    Column("kind", Text, primary_key=True),  # open (any open or click) | click
+    Column("audience", Text, primary_key=True),  # person (machines left out) | any
+    Column("store_id", String(64), nullable=False),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+engagement_daily = Table(
+    "engagement_daily", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),  # UTC day of the first open / click
+    Column("step", Integer, primary_key=True),
+    Column("audience", Text, primary_key=True),
+    Column("opened", BigInteger, nullable=False, server_default="0"),
+    Column("clicked", BigInteger, nullable=False, server_default="0"),
+    Index("ix_engagement_daily_day", "store_id", "day"),
+)
+
+message_conversions = Table(
+    "message_conversions", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("order_id", BigInteger, primary_key=True),  # one message credited per order
+    Column("message_id", Text, nullable=False),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("customer_key", Text, nullable=False),
+    Column("touch", Text, nullable=False),  # click | open | send
+    Column("touched_at", DateTime(timezone=True), nullable=False),
+    Column("ordered_at", DateTime(timezone=True), nullable=False),
+    Column("currency", Text, nullable=False, server_default=""),
+    Column("revenue", Numeric(20, 4), nullable=False),
+    Column("refunded", Numeric(20, 4), nullable=False, server_default="0"),
+    Column("voided", Boolean, nullable=False, server_default=text("false")),  # cancelled, failed, refunded
+    Column("order_modified", DateTime(timezone=True), nullable=False),  # the newest order state applied
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_message_conversions_rule", "store_id", "rule_id", "ordered_at"),
+    Index("ix_message_conversions_time", "store_id", "ordered_at"),
+)
+
+conversion_daily = Table(  # kept by statement-level triggers on message_conversions (0016_analytics)
+    "conversion_daily", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),  # UTC day of the order
+    Column("step", Integer, primary_key=True),
+    Column("currency", Text, primary_key=True),
+    Column("conversions", BigInteger, nullable=False, server_default="0"),  # not voided
+    Column("revenue", Numeric, nullable=False, server_default="0"),  # net of refunds, voided ones 0
+    Column("refunded", Numeric, nullable=False, server_default="0"),
+    Index("ix_conversion_daily_day", "store_id", "day"),
+)
+
+holdout_exposures = Table(
+    "holdout_exposures", metadata,
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("customer_key", Text, primary_key=True),  # the first time the rule reached (or held out) them
+    Column("store_id", String(64), nullable=False),
+    Column("held_out", Boolean, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("exposed_at", DateTime(timezone=True), nullable=False),
+    # their orders in the window after (not cancelled; revenue net, in the store's currency)
+    Column("orders", Integer, nullable=False, server_default="0"),
+    Column("revenue", Numeric(20, 4), nullable=False, server_default="0"),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_holdout_exposures_customer", "store_id", "customer_key"),
+    Index("ix_holdout_exposures_rule", "store_id", "rule_id", "exposed_at"),
+    Index("ix_holdout_exposures_recorded", "recorded_at"),
+)
+
+holdout_daily = Table(  # kept by statement-level triggers on holdout_exposures (0016_analytics)
+    "holdout_daily", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),  # UTC day of the exposures
+    Column("held_out", Boolean, primary_key=True),
+    Column("customers", BigInteger, nullable=False, server_default="0"),
+    Column("converted", BigInteger, nullable=False, server_default="0"),
+    Column("revenue", Numeric, nullable=False, server_default="0"),
+    Column("revenue_sq", Numeric, nullable=False, server_default="0"),
+)
+
+customer_orders = Table(
+    "customer_orders", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("customer_key", Text, primary_key=True),  # the order's key, and the guest key of its billing email
+    Column("order_id", BigInteger, primary_key=True),
+    Column("ordered_at", DateTime(timezone=True), nullable=False),
+    Column("currency", Text, nullable=False, server_default=""),
+    Column("revenue", Numeric(20, 4), nullable=False),
+    Column("refunded", Numeric(20, 4), nullable=False, server_default="0"),
+    Column("voided", Boolean, nullable=False, server_default=text("false")),
+    Column("order_modified", DateTime(timezone=True), nullable=False),
+    Index("ix_customer_orders_time", "store_id", "customer_key", "ordered_at"),
+    Index("ix_customer_orders_order", "store_id", "order_id"),
+)
+
+execution_daily = Table(
+    "execution_daily", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),  # UTC
+    Column("step", Integer, primary_key=True),
+    Column("action_type", Text, primary_key=True),
+    Column("status", Text, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Index("ix_execution_daily_day", "store_id", "day"),
+)
+# --- end analytics -------------------------------------------------------------------------
+
 __all__ = [
                         "Numeric",
                         "action_executions",
