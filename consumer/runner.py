@@ -50,6 +50,7 @@ from wooflow.consumer.apply import STATEFUL, changes_state
 from wooflow.consumer.batch import BatchProcessor, FirstSights, Item
 from wooflow.consumer.catalog import CATALOGUED, CatalogProduct, catalog_for
 from wooflow.consumer.catalog import save as save_products
+from wooflow.consumer.commands import held
 from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
@@ -202,10 +203,10 @@ class RuleConsumer:
         emitted: Counter[tuple[str, str]] = Counter()
         delayed: list[ActionCommand] = []
         for it, cmd in outcome.commands:
-            not_before, received = cmd["not_before"], cmd["received_at"]
-            if not_before is not None and not_before > now:
+            if held(cmd, now):  # a later step, or a staged workflow's start: the scheduler's
                 delayed.append(cmd)
                 continue
+            received = cmd["received_at"]
             value = self.codec.encode("ActionCommand", cmd, self.commands_topic)
             self.producer.produce(self.commands_topic, value, key=it.source.key())
             emitted[(cmd["store_id"], cmd["action_type"])] += 1

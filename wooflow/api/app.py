@@ -39,7 +39,8 @@ ROUTERS: list[str] = [
 
 
 def _field_path(loc: tuple[object, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # "~action" / "~branch": which kind of workflow step pydantic tried (consumer/model.py), not a field
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header") and not str(p).startswith("~")]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
