@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # module path → attribute holding an APIRouter. Areas add themselves here.
 ROUTERS: list[str] = [
     "wooflow.api.rules:router",  # rules CRUD + dry run (rule engine)
+    "wooflow.api.workflows:router",  # versions, runs, journeys, A/B results (scheduler)
     "wooflow.api.logs:router",  # execution logs (rule engine)
     "wooflow.api.schema:router",  # triggers/fields/operators/actions (rule engine)
     "wooflow.api.tasks:router",  # admin tasks (workers)
