@@ -143,12 +143,13 @@ def _runs(rows: list[StepRow]) -> dict[str, list[Any]]:
     return {"stores": [a for a, _, _ in runs], "rules": [b for _, b, _ in runs], "events": [c for _, _, c in runs]}
 
 
-def exit_log(row: StepRow, kind: str, reason: str, now: datetime) -> ExecutionLog:
-    """The execution log of a step that will not run: status `goal_reached` (the run reached
-    a goal: its conversion) or `exited`."""
+def exit_log(row: StepRow, kind: str, reason: str, now: datetime, *, here: bool = True) -> ExecutionLog:
+    """The execution log of a step that will not run: status `goal_reached` for the step at
+    which the run reached a goal (its conversion, logged once), else `exited` — the run's
+    later steps closed with it (`here` False) included."""
     cmd = row["command"]
     key = row["idempotency_key"]
-    status = "goal_reached" if kind == "goal" else "exited"
+    status = "goal_reached" if kind == "goal" and here else "exited"
     return {
         "log_id": f"{key}:1:{status}",
         "idempotency_key": key,
@@ -299,9 +300,10 @@ class Emitter:
                                   key=f"{r['store_id']}:{r['customer_key']}")
             emitted.append(key)
         exit_rows = [r for r in rows + siblings if r["idempotency_key"] in exited]
+        closed = {r["idempotency_key"] for r in siblings}
         for r in exit_rows:
             kind, reason = exited[r["idempotency_key"]]
-            rec = exit_log(r, kind, reason, now)
+            rec = exit_log(r, kind, reason, now, here=r["idempotency_key"] not in closed)
             self.producer.produce(self.logs_topic, self.codec.encode("ExecutionLog", rec, self.logs_topic),
                                   key=f"{r['store_id']}:{r['customer_key']}")
         self.producer.flush(max(1.0, self.settings.scheduler_lease_s * 0.8))

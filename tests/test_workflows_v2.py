@@ -159,7 +159,7 @@ def test_a_goal_reached_mid_run_ends_it_before_the_next_step(settings, engine) -
                    "gvip": ["Day 0", "VIP day 1", "Day 2"]}
     logs = [r for _, r in read_topic(settings, topics.LOGS) if r["customer_key"] == "gbuyer"]
     assert [(r["step"], r["status"]) for r in logs] == [(1, "goal_reached")]  # later steps were never stored
-    assert json.loads([r for r in logs if r["step"] == 1][0]["details_json"])["exit"] == "goal"
+    assert json.loads(logs[0]["details_json"])["exit"] == "goal"
     rows = {(r["customer_key"], r["step"]): r for r in steps(engine, store.id).values()}
     assert rows[("gbuyer", 1)]["exit_kind"] == "goal"
     assert rows[("gbuyer", 1)]["exit_reason"] == "goal reached: customer ordered again (order 77)"
