@@ -16,12 +16,9 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
     Tag,
     ValidationError,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -70,15 +67,10 @@ def _step_id(v: str | None) -> str | None:
     return v
 
 
-def _drop_unset(handler: SerializerFunctionWrapHandler, model: BaseModel, optional: tuple[str, ...]) -> Any:
-    """Serialise without the optional keys left unset: a rule written before they existed
-    reads back (and is versioned) exactly as it was."""
-    data = handler(model)
-    if isinstance(data, dict):
-        for k in optional:
-            if data.get(k) is None:
-                data.pop(k, None)
-    return data
+def _unset(value: object) -> bool:
+    """Optional keys left unset are not written: a rule written before they existed reads
+    back (and is versioned) exactly as it was."""
+    return value is None
 
 
 class SendAt(BaseModel):
@@ -170,15 +162,19 @@ class AutoWinner(BaseModel):
 
 
 class Action(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: str = Field(min_length=1, description="Action type, see GET /v1/schema")
+    # python-re: the type's pattern (anything but "branch", which is a Branch) needs a lookahead
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+    type: str = Field(min_length=1, pattern=r"^(?!branch$)", description="Action type, see GET /v1/schema")
     params: dict[str, Any] = Field(default_factory=dict, description="Parameters, see the action's JSON schema")
     delay: str | None = Field(None, description="'immediately', 'hour 24', 'day 3', '30m' (from the trigger)")
-    id: str | None = Field(None, description="A name for the step, unique in the workflow: branches refer to it")
-    at: SendAt | None = Field(None, description="After the delay, wait for a weekday and a local time")
-    variants: list[Variant] | None = Field(None, min_length=2, max_length=4,
+    id: str | None = Field(None, exclude_if=_unset,
+                           description="A name for the step, unique in the workflow: branches refer to it")
+    at: SendAt | None = Field(None, exclude_if=_unset,
+                              description="After the delay, wait for a weekday and a local time")
+    variants: list[Variant] | None = Field(None, min_length=2, max_length=4, exclude_if=_unset,
                                            description="A/B test: 2-4 variants; each customer always gets the same")
-    auto_winner: AutoWinner | None = Field(None, description="Send only the best variant once the test has run")
+    auto_winner: AutoWinner | None = Field(None, exclude_if=_unset,
+                                           description="Send only the best variant once the test has run")
 
     @field_validator("delay")
     @classmethod
@@ -190,10 +186,6 @@ class Action(BaseModel):
     @classmethod
     def _id(cls, v: str | None) -> str | None:
         return _step_id(v)
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
-        return _drop_unset(handler, self, ("id", "at", "variants", "auto_winner"))
 
     @property
     def delay_s(self) -> int:
@@ -214,15 +206,13 @@ class BranchCondition(BaseModel):
     type: Literal["condition", "email_opened", "email_clicked"] = Field(
         description="condition: a condition tree over the customer's state then; email_opened / email_clicked: "
                     "the customer opened / clicked an email of this run within `within` of its send time")
-    conditions: dict[str, Any] | None = Field(None, description="type condition: the condition tree")
-    step: str | None = Field(None, description="email_*: the id of the email step (default: the email step "
+    conditions: dict[str, Any] | None = Field(None, exclude_if=_unset, description="type condition: the condition tree")
+    step: str | None = Field(None, exclude_if=_unset,
+                             description="email_*: the id of the email step (default: the email step "
                                                "before the branch)")
-    within: str | None = Field(None, description="email_*: how long after the email's send time (e.g. '24h'); "
+    within: str | None = Field(None, exclude_if=_unset,
+                               description="email_*: how long after the email's send time (e.g. '24h'); "
                                                  "the branch waits that long")
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
-        return _drop_unset(handler, self, ("conditions", "step", "within"))
 
     @field_validator("within")
     @classmethod
@@ -255,8 +245,9 @@ class Branch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["branch"]
-    id: str | None = Field(None, description="A name for the step, unique in the workflow")
-    delay: str | None = Field(None, description="condition branches: when to ask, from the trigger "
+    id: str | None = Field(None, exclude_if=_unset, description="A name for the step, unique in the workflow")
+    delay: str | None = Field(None, exclude_if=_unset,
+                              description="condition branches: when to ask, from the trigger "
                                                 "(email branches wait `within` after their email)")
     condition: BranchCondition
     yes: BranchPath = Field(default_factory=BranchPath)
@@ -272,10 +263,6 @@ class Branch(BaseModel):
     def _delay(cls, v: str | None) -> str | None:
         delay_seconds(v)
         return v
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
-        return _drop_unset(handler, self, ("id", "delay"))
 
     @property
     def delay_s(self) -> int:

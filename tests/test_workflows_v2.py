@@ -24,6 +24,7 @@ from wooflow.clock import FileClock, FrozenClock
 from wooflow.consumer.commands import idempotency_key, start_command
 from wooflow.kafka import topics
 from wooflow.scheduler.steps import store_delayed
+from wooflow.scheduler.timing import zone as timing_zone
 
 pytestmark = pytest.mark.integration
 
@@ -348,3 +349,110 @@ def test_editing_a_workflow_pins_its_runs_in_flight_and_new_runs_take_the_new_ve
     assert [(v["version"], v["runs"], v["completed"]) for v in summary["versions"]] == [(1, 100, 100), (2, 100, 100)]
     versions = client.get(f"/v1/rules/{rule_id}/versions", headers=h).json()["versions"]
     assert [(v["version"], v["current"], len(v["spec"]["actions"])) for v in versions] == [(1, False, 3), (2, True, 2)]
+
+
+@pytest.mark.parametrize("actions, field", [
+    ([email("a"), {"type": "branch", "condition": {"type": "email_opened", "within": "24h"},
+                   "yes": {"steps": [{"type": "send_email", "params": {"html": "x"}}]}}],
+     "actions[1].yes.steps[0].params.subject"),
+    ([email("a"), {"type": "branch", "condition": {"type": "email_opened", "within": "24h"},
+                   "no": {"steps": [{"type": "launch_rocket"}]}}], "actions[1].no.steps[0].type"),
+    ([email("a", variants=[{"name": "A", "params": {"subject": ""}}, {"name": "B"}])],
+     "actions[0].variants[0].params.subject"),
+    ([email("a", at={"time": "25:61"})], "actions[0].at.time"),
+    ([email("a"), {"type": "branch", "condition": {"type": "email_opened", "within": "24h"},
+                   "yes": {"then": "nowhere"}}], "actions[1].yes.then"),
+    ([email("a"), {"type": "branch", "condition": {"type": "maybe"}}], "actions[1].condition.type"),
+])
+def test_a_wrong_workflow_gets_a_422_naming_the_step(settings, engine, actions: list[dict[str, Any]],  # type: ignore[no-untyped-def]
+                                                     field: str) -> None:
+    store = make_store(engine)
+    client, h = api_client(settings), bearer(engine, store.id)
+    r = client.post("/v1/rules", json={"name": "w", "trigger": "new_order", "actions": actions}, headers=h)
+    assert r.status_code == 422, r.text
+    assert field in [e["field"] for e in r.json()["errors"]], r.json()
+    r = client.post("/v1/rules", json={"name": "w", "trigger": "new_order", "actions": [email("a")],
+                                       "goals": [{"type": "tag_added"}]}, headers=h)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "goals[0].tag", r.text
+
+
+def test_schema_describes_steps_timing_variants_and_goals(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    store = make_store(engine)
+    doc = api_client(settings).get("/v1/schema", headers=bearer(engine, store.id)).json()["workflow"]
+    assert set(doc["steps"]) == {"action", "branch"}
+    assert set(doc["branch_conditions"]) == {"condition", "email_opened", "email_clicked"}
+    assert {"days", "time", "timezone"} <= set(doc["at"]["properties"])
+    assert {"ordered", "clicked", "tag_added", "condition"} <= set(doc["goals"]["types"])
+    assert set(doc["when_disabled"]) == {"exit", "finish"}
+    assert "metric" in doc["auto_winner"]["properties"]
+
+
+def test_dry_run_shows_the_path_a_customer_would_take(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    from wooflow.simulator.server import SimulatorServer
+
+    with SimulatorServer(seed=4) as sim:
+        store = make_store(engine, sim.url, consumer_key=sim.auth[0], consumer_secret=sim.auth[1])
+        client, h = api_client(settings), bearer(engine, store.id)
+        spec = {"name": "path", "trigger": "new_order", "actions": [
+            email("Welcome", id="w"),
+            {"type": "branch", "delay": "hour 1", "condition": {"type": "condition", "conditions": {
+                "match": "all", "conditions": [{"field": "order_count", "operator": "gt", "value": 5}]}},
+             "yes": {"steps": [email("Loyal")]}, "no": {"steps": [
+                 email("New", delay="day 1", at={"days": ["mon"], "time": "10:00"},
+                       variants=[{"name": "A", "params": {"subject": "New A"}},
+                                 {"name": "B", "params": {"subject": "New B"}}]),
+                 {"type": "branch", "condition": {"type": "email_opened", "step": "w", "within": "24h"},
+                  "yes": {"steps": [email("Opened")]}, "no": {"steps": [email("Not opened")]}}]}}]}
+        rid = client.post("/v1/rules", json=spec, headers=h).json()["id"]
+        product = sim.store.create_product("Kettle", "150.00")
+        order = sim.store.create_order(line_items=[{"product_id": product.id, "quantity": 1}],
+                                       billing={"email": "ala@example.com", "country": "PL", "first_name": "Ala"})
+        r = client.post(f"/v1/rules/{rid}/dry-run", json={"order_id": order.id}, headers=h)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        # a first-time customer: the "no" side, then the email branch shown as not opened
+        assert [(p["step"], p["where"]) for p in out["path"]] == [
+            (0, "actions[0]"), (1, "actions[1]"), (3, "actions[1].no.steps[0]"), (4, "actions[1].no.steps[1]"),
+            (6, "actions[1].no.steps[1].no.steps[0]")]
+        steps_ = {p["step"]: p for p in out["actions"]}
+        assert steps_[1]["answer"] == "no" and "does not meet" in steps_[1]["reason"]
+        assert steps_[3]["variant"] in ("A", "B") and steps_[3]["params"]["subject"] == f"New {steps_[3]['variant']}"
+        assert datetime.fromisoformat(steps_[3]["due_at"]).astimezone(timing_zone(store.timezone)).strftime(
+            "%a %H:%M") == "Mon 10:00"
+        assert steps_[4]["answer"] == "no" and "if it is, the run goes to step 5" in steps_[4]["reason"]
+        assert steps_[6]["status"] == "dry_run"
+
+
+def test_disabling_lets_runs_finish_or_exits_them_as_the_owner_chose(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    store = make_store(engine)
+    series = {"name": "series", "trigger": "new_order",
+              "actions": [email("first"), email("second", delay="day 1", at={"time": "10:00"})]}
+    finish = add_rule(engine, store.id, {**series, "when_disabled": "finish"})
+    leave = add_rule(engine, store.id, series)  # when_disabled: exit (the default)
+    clock = FrozenClock(T0)
+    start_runs(engine, finish, store.id, ["gfinish"], T0)
+    start_runs(engine, leave, store.id, ["gleave"], T0)
+    em = emitter(settings, engine, clock, store.id)
+    drain(em)
+    with engine.begin() as conn:  # disabled outside the API: no new content, no new version
+        conn.execute(text("UPDATE rules SET enabled = false WHERE id = ANY(:ids)"), {"ids": [finish, leave]})
+        assert conn.execute(text("SELECT version FROM rules WHERE id = :r"), {"r": finish}).scalar_one() == 1
+    em.rules.reload()
+    clock.set(T0 + timedelta(days=2))
+    drain(em)
+    assert subjects(sent(settings)) == {"gfinish": ["first", "second"], "gleave": ["first"]}
+    rows = {r["customer_key"]: r for r in steps(engine, store.id).values() if r["step"] == 1}
+    assert rows["gleave"]["status"] == "exited" and rows["gleave"]["exit_reason"] == "rule disabled: its runs exit"
+
+
+def test_an_edit_of_what_a_run_does_is_a_new_version_whoever_writes_it(engine) -> None:  # type: ignore[no-untyped-def]
+    store = make_store(engine)
+    rule_id = add_rule(engine, store.id, {"name": "v", "trigger": "new_order", "actions": [email("one")]})
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE rules SET name = 'renamed', priority = 3 WHERE id = :r"), {"r": rule_id})
+        conn.execute(text("UPDATE rules SET actions = CAST(:a AS jsonb) WHERE id = :r"),
+                     {"r": rule_id, "a": json.dumps([email("two")])})
+        rows = conn.execute(text("SELECT version, spec -> 'actions' -> 0 -> 'params' ->> 'subject' FROM rule_versions "
+                                 "WHERE rule_id = :r ORDER BY version"), {"r": rule_id}).all()
+        current = conn.execute(text("SELECT version FROM rules WHERE id = :r"), {"r": rule_id}).scalar_one()
+    assert [tuple(r) for r in rows] == [(1, "one"), (2, "two")] and current == 2
