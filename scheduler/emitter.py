@@ -204,7 +204,7 @@ class Emitter:
             if any(self.rules.get(int(r["rule_id"])) is None and self.rules.when_disabled(int(r["rule_id"])) is None
                    for r in rows):
                 self.rules.refresh(force=True)  # a rule created a moment ago may not be in the cache yet
-            versions = self.flows.versions.load(conn, {pair_of(r) for r in rows})
+            versions = self.flows.versions.load(conn, rows)
             exited = self._check(conn, rows, versions, now)
             siblings = self._close_runs(conn, rows, exited) if exited else []
             live = [r for r in rows if r["idempotency_key"] not in exited]
@@ -217,16 +217,16 @@ class Emitter:
         self._count(rows, exit_rows, exited, decided, done_at)
         return len(rows)
 
-    def _check(self, conn: Connection, rows: list[StepRow], versions: dict[tuple[int, int], Version | None],
+    def _check(self, conn: Connection, rows: list[StepRow], versions: dict[str, Version | None],
                now: datetime) -> dict[str, tuple[str, str]]:
         """idempotency key → (exit kind, reason) for the claimed steps that must not run."""
         exited: dict[str, tuple[str, str]] = {}
         for r in rows:
-            stop = self._stopped(r, versions.get(pair_of(r)))
+            stop = self._stopped(r, versions[r["idempotency_key"]])
             if stop is not None:
                 exited[r["idempotency_key"]] = stop
         # Only runs whose version has goals or exit conditions can have stopped: the others skip the checks.
-        guarded = [r for r in rows if (v := versions.get(pair_of(r))) is not None and v.guarded
+        guarded = [r for r in rows if (v := versions[r["idempotency_key"]]) is not None and v.guarded
                    and r["idempotency_key"] not in exited]
         if not guarded:
             return exited
@@ -241,10 +241,12 @@ class Emitter:
         for r in guarded:
             if r["idempotency_key"] in exited:
                 continue
-            ver = versions[pair_of(r)]
+            ver = versions[r["idempotency_key"]]
             assert ver is not None
-            conditions[pair_of(r)] = ver.goals + ver.exits
-            clicks = any(c.type == "clicked" for c in conditions[pair_of(r)])
+            pair = pair_of(r)  # the row's own version: what the exit checks key by (StepView.version)
+            if pair not in conditions:
+                conditions[pair] = ver.goals + ver.exits
+            clicks = any(c.type == "clicked" for c in conditions[pair])
             todo.append(exits.view_of(r, tuple(program_keys(ver.rule_id, r["event_id"], ver.program)) if clicks
                                       else ()))
         exited.update(exits.check(conn, todo, conditions, now))

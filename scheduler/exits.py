@@ -106,10 +106,33 @@ SELECT DISTINCT message_id FROM engagements
 WHERE message_id = ANY(CAST(:keys AS text[])) AND kind = 'click' AND NOT machine
 """)
 
+# The columns `state_facts` reads (consumer/facts.py), not the whole row.
 _STATE = text("""
-SELECT cs.* FROM customer_state cs
+SELECT cs.store_id, cs.customer_key, cs.order_count, cs.totals, cs.points, cs.tier, cs.tags, cs.first_order_at,
+       cs.last_order_at
+FROM customer_state cs
 JOIN unnest(CAST(:stores AS text[]), CAST(:keys AS text[])) AS t(s, k) ON cs.store_id = t.s AND cs.customer_key = t.k
 """)
+
+
+def load_state(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(store, customer) → the customer's state row, for the keys that have one."""
+    if not keys:
+        return {}
+    rows = conn.execute(_STATE, {"stores": [k[0] for k in keys], "keys": [k[1] for k in keys]}).mappings()
+    return {(r["store_id"], r["customer_key"]): dict(r) for r in rows}
+
+
+def facts_of(state: dict[str, Any] | None, now: datetime, memo: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """`state_facts` of a state row; the facts of "no row" are worked out once (`memo`)."""
+    from wooflow.consumer.facts import state_facts
+
+    if state:
+        return dict(state_facts(state, now=now))
+    hit = memo.get(0)
+    if hit is None:
+        hit = memo[0] = dict(state_facts({}, now=now))
+    return hit
 
 
 @dataclass
@@ -119,6 +142,7 @@ class _Facts:
     consent: dict[tuple[str, str], bool | None] = field(default_factory=dict)
     state: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     clicked: set[str] = field(default_factory=set)
+    memo: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def _load(conn: Connection, views: list[StepView], kinds: set[str]) -> _Facts:
@@ -140,8 +164,7 @@ def _load(conn: Connection, views: list[StepView], kinds: set[str]) -> _Facts:
                                          "emails": [emails[c] for c in customers]}).mappings():
             f.consent[(r["store_id"], r["customer_key"])] = r["granted"]
     if kinds & {"condition", "tag_added"} and customers:
-        for r in conn.execute(_STATE, {"stores": stores, "keys": keys}).mappings():
-            f.state[(r["store_id"], r["customer_key"])] = dict(r)
+        f.state = load_state(conn, customers)
     if "clicked" in kinds:
         messages = sorted({k for v in views for k in v.messages})
         if messages:
@@ -177,12 +200,9 @@ def _reason(cond: ExitCondition, v: StepView, f: _Facts, now: datetime) -> str |
         return None
     if cond.type == "clicked":
         return "a link in a message of this run was clicked" if f.clicked.intersection(v.messages) else None
-    if cond.type in ("condition", "tag_added") and cond.predicate is not None:
-        from wooflow.consumer.facts import state_facts
-
-        state = f.state.get((v.store_id, v.customer_key)) or {}
-        if cond.predicate(state_facts(state, now=now)):
-            return cond.label
+    if cond.type in ("condition", "tag_added") and cond.predicate is not None and \
+            cond.predicate(facts_of(f.state.get((v.store_id, v.customer_key)), now, f.memo)):
+        return cond.label
     return None
 
 

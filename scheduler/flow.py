@@ -41,14 +41,14 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, text
 
 from wooflow.consumer.commands import WORKFLOW_BRANCH, WORKFLOW_START, idempotency_key, to_json
-from wooflow.consumer.conditions import compile_tree
+from wooflow.consumer.conditions import Predicate, compile_tree
 from wooflow.consumer.exits import ExitCondition, parse_exits
-from wooflow.consumer.facts import state_facts
 from wooflow.consumer.model import Action, RuleSpec, Variant
 from wooflow.consumer.rules import RuleCache
 from wooflow.consumer.workflow import Node, Program, compile_program
 from wooflow.people import canonical
 from wooflow.scheduler import timing
+from wooflow.scheduler.exits import facts_of, load_state
 from wooflow.scheduler.steps import StepRow, command_of, store_delayed
 from wooflow.schemas.types import ActionCommand
 from wooflow.stores import StoreCache
@@ -92,30 +92,31 @@ class Versions:
         self.limit = limit
         self._cache: dict[tuple[int, int], Version] = {}
 
-    def load(self, conn: Connection, pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Version | None]:
-        """Each pair's version; None for a rule deleted, or a version no longer valid. A
-        version without its row (runs stored before versions were kept) reads as the rule's
-        current version."""
-        wanted = set(pairs)
+    def load(self, conn: Connection, rows: Iterable[StepRow]) -> dict[str, Version | None]:
+        """Each row's version (by idempotency key); None for a rule deleted, or a version no
+        longer valid. A version without its row (runs stored before versions were kept)
+        reads as the rule's current version."""
+        pair = {r["idempotency_key"]: pair_of(r) for r in rows}
+        wanted = set(pair.values())
         missing = sorted(p for p in wanted if p not in self._cache)
         if missing:
             if len(self._cache) > self.limit:
                 self._cache.clear()
-            rows = conn.execute(_VERSIONS, {"rules": [r for r, _ in missing], "versions": [v for _, v in missing]})
-            for rule_id, version, spec in rows:
+            found = conn.execute(_VERSIONS, {"rules": [r for r, _ in missing], "versions": [v for _, v in missing]})
+            for rule_id, version, spec in found:
                 try:
                     self._cache[(int(rule_id), int(version))] = compile_version(
                         int(rule_id), int(version), RuleSpec.model_validate(spec))
                 except (ValidationError, ValueError) as exc:
                     log.error("rule %s version %s is invalid, its runs exit: %s", rule_id, version, exc)
-        out: dict[tuple[int, int], Version | None] = {}
-        for pair in wanted:
-            hit = self._cache.get(pair)
+        by_pair: dict[tuple[int, int], Version | None] = {}
+        for p in wanted:
+            hit = self._cache.get(p)
             if hit is None:
-                current = self.rules.get(pair[0])
+                current = self.rules.get(p[0])
                 hit = compile_version(current.id, current.version, current.spec) if current is not None else None
-            out[pair] = hit
-        return out
+            by_pair[p] = hit
+        return {key: by_pair[p] for key, p in pair.items()}
 
 
 def pair_of(row: StepRow) -> tuple[int, int]:
@@ -252,11 +253,6 @@ class Decision:
     stored: list[ActionCommand]
 
 
-_STATE = text("""
-SELECT cs.* FROM customer_state cs
-JOIN unnest(CAST(:stores AS text[]), CAST(:keys AS text[])) AS t(s, k) ON cs.store_id = t.s AND cs.customer_key = t.k
-""")
-
 _ENGAGED = text("""
 SELECT t.k FROM unnest(CAST(:keys AS text[]), CAST(:kinds AS text[]), CAST(:until AS timestamptz[])) AS t(k, kind, u)
 WHERE EXISTS (SELECT 1 FROM engagements e WHERE e.message_id = t.k AND e.kind = t.kind AND NOT e.machine
@@ -279,9 +275,20 @@ class Flows:
         self.versions = Versions(rules)
         self.stores = stores
         self.variants = Variants(engine)
+        self._predicates: dict[tuple[int, int, int], Predicate] = {}  # (rule, version, step) → the branch's condition
+
+    def _predicate(self, ver: Version, node: Node) -> Predicate:
+        assert node.branch is not None and node.branch.condition.conditions is not None
+        key = (ver.rule_id, ver.version, node.index)
+        hit = self._predicates.get(key)
+        if hit is None:
+            if len(self._predicates) > 10_000:
+                self._predicates.clear()
+            hit = self._predicates[key] = compile_tree(node.branch.condition.conditions)
+        return hit
 
     # --- control rows ------------------------------------------------------------------
-    def resolve(self, conn: Connection, rows: list[StepRow], versions: dict[tuple[int, int], Version | None],
+    def resolve(self, conn: Connection, rows: list[StepRow], versions: dict[str, Version | None],
                 now: datetime) -> dict[str, Decision]:
         """Decide every claimed control row and store the steps each leads to (in `conn`)."""
         if not rows:
@@ -291,7 +298,7 @@ class Flows:
         out: dict[str, Decision] = {}
         stored: list[ActionCommand] = []
         for r in rows:
-            ver = versions[pair_of(r)]
+            ver = versions[r["idempotency_key"]]
             assert ver is not None  # rows without a version exited before
             template = command_of(r["command"])
             if template["action_type"] == WORKFLOW_START:
@@ -306,14 +313,16 @@ class Flows:
         store_delayed(conn, stored)
         return out
 
-    def _answers(self, conn: Connection, rows: list[StepRow], versions: dict[tuple[int, int], Version | None],
+    def _answers(self, conn: Connection, rows: list[StepRow], versions: dict[str, Version | None],
                  now: datetime) -> dict[str, tuple[bool, str]]:
         """Each branch row's answer (yes?) and why."""
         branches: list[tuple[StepRow, Node]] = []
+        version_of: dict[str, Version] = {}
         for r in rows:
-            ver = versions[pair_of(r)]
+            ver = versions[r["idempotency_key"]]
             if ver is not None and r["command"]["action_type"] == WORKFLOW_BRANCH:
                 branches.append((r, ver.program.nodes[int(r["step"])]))
+                version_of[r["idempotency_key"]] = ver
         out: dict[str, tuple[bool, str]] = {}
         asks_state = [(r, n) for r, n in branches if n.branch is not None and n.branch.condition.type == "condition"]
         asks_mail = [(r, n) for r, n in branches if n.branch is not None and n.branch.condition.type != "condition"]
@@ -321,12 +330,10 @@ class Flows:
             moved = canonical(conn, [(r["store_id"], r["customer_key"]) for r, _ in asks_state])
             keys = [(r["store_id"], moved.get((r["store_id"], r["customer_key"]), r["customer_key"]))
                     for r, _ in asks_state]
-            state = {(s["store_id"], s["customer_key"]): dict(s) for s in conn.execute(_STATE, {
-                "stores": [k[0] for k in keys], "keys": [k[1] for k in keys]}).mappings()}
+            state = load_state(conn, keys)
+            memo: dict[int, dict[str, Any]] = {}
             for (r, n), k in zip(asks_state, keys, strict=True):
-                assert n.branch is not None and n.branch.condition.conditions is not None
-                pred = compile_tree(n.branch.condition.conditions)
-                yes = bool(pred(state_facts(state.get(k) or {}, now=now)))
+                yes = bool(self._predicate(version_of[r["idempotency_key"]], n)(facts_of(state.get(k), now, memo)))
                 out[r["idempotency_key"]] = (yes, f"the customer's state {'meets' if yes else 'does not meet'} "
                                                   f"the branch's conditions")
         if asks_mail:
@@ -342,9 +349,9 @@ class Flows:
         return out
 
     def _customer_zones(self, conn: Connection, rows: list[StepRow],
-                        versions: dict[tuple[int, int], Version | None]) -> dict[tuple[str, str], str]:
+                        versions: dict[str, Version | None]) -> dict[tuple[str, str], str]:
         """Customers' own timezones, for runs with a step sent in the customer's timezone."""
-        wanted = [r for r in rows if (v := versions[pair_of(r)]) is not None and any(
+        wanted = [r for r in rows if (v := versions[r["idempotency_key"]]) is not None and any(
             n.action is not None and n.action.at is not None and n.action.at.timezone == "customer"
             for n in v.program.nodes)]
         if not wanted:
@@ -395,12 +402,12 @@ class Flows:
         return row[1] if row is not None else None
 
     # --- variants ----------------------------------------------------------------------
-    def variant_params(self, rows: list[StepRow], versions: dict[tuple[int, int], Version | None],
+    def variant_params(self, rows: list[StepRow], versions: dict[str, Version | None],
                        now: datetime) -> dict[str, tuple[str, str]]:
         """idempotency key → (variant, params JSON) for the claimed steps of an A/B test."""
         out: dict[str, tuple[str, str]] = {}
         for r in rows:
-            ver = versions.get(pair_of(r))
+            ver = versions.get(r["idempotency_key"])
             step = int(r["step"])
             if ver is None or not 0 <= step < len(ver.program.nodes):
                 continue
