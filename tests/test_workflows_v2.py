@@ -456,3 +456,29 @@ def test_an_edit_of_what_a_run_does_is_a_new_version_whoever_writes_it(engine) -
                                  "WHERE rule_id = :r ORDER BY version"), {"r": rule_id}).all()
         current = conn.execute(text("SELECT version FROM rules WHERE id = :r"), {"r": rule_id}).scalar_one()
     assert [tuple(r) for r in rows] == [(1, "one"), (2, "two")] and current == 2
+
+
+def test_quiet_hours_and_the_customers_own_timezone(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    from wooflow.stores import Store, upsert_store
+
+    base = make_store(engine, timezone="Europe/Warsaw")
+    store = Store(**{**base.__dict__, "settings": {"quiet_hours": {"start": "21:00", "end": "08:00"}}})
+    upsert_store(engine, store)
+    rule_id = add_rule(engine, store.id, {"name": "timed", "trigger": "new_order", "actions": [
+        email("late", delay="hour 12", id="late"),
+        {"type": "add_order_note", "params": {"note": "a note is not a message"}, "delay": "hour 12", "id": "note"},
+        email("local", at={"time": "09:00", "timezone": "customer"})]})
+    trigger = datetime(2026, 1, 14, 12, tzinfo=timezone.utc)  # 13:00 in Warsaw (CET)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO customer_state (store_id, customer_key, attributes) VALUES "
+                          "(:s, 'gny', CAST(:a AS jsonb))"),
+                     {"s": store.id, "a": json.dumps({"timezone": "America/New_York"})})
+    start_runs(engine, rule_id, store.id, ["gny", "gwaw"], trigger)
+    drain(emitter(settings, engine, FrozenClock(trigger), store.id))
+    due = {(r["customer_key"], r["step"]): r["due_at"] for r in steps(engine, store.id).values() if r["step"] >= 0}
+    # 01:00 in Warsaw is inside the quiet hours: the email waits for 08:00 (07:00 UTC); the note does not
+    assert due[("gwaw", 0)] == datetime(2026, 1, 15, 7, tzinfo=timezone.utc)
+    assert due[("gwaw", 1)] == datetime(2026, 1, 15, 0, tzinfo=timezone.utc)
+    # 09:00 in the customer's New York (14:00 UTC), and in the store's Warsaw for a customer without one
+    assert due[("gny", 2)] == datetime(2026, 1, 14, 14, tzinfo=timezone.utc)
+    assert due[("gwaw", 2)] == datetime(2026, 1, 15, 8, tzinfo=timezone.utc)
