@@ -20,7 +20,7 @@ workflow is stored whole when it starts, as before.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from wooflow.consumer.conditions import ConditionError, compile_tree
 from wooflow.consumer.model import Action, Branch, BranchPath, Step
@@ -94,29 +94,11 @@ class Program:
 
 
 @dataclass
-class _Draft:
-    """A node while the program is being built."""
-
-    index: int
-    path: str
-    top: bool
-    action: Action | None = None
-    branch: Branch | None = None
-    next: int | None = None
-    yes: int | None = None
-    no: int | None = None
-    ref: int | None = None
-    sides: dict[str, list[int]] = field(default_factory=dict)
-
-    def node(self) -> Node:
-        return Node(self.index, self.path, self.action, self.branch, self.next, self.yes, self.no, self.ref, self.top)
-
-
-@dataclass
 class _Builder:
-    nodes: list[_Draft] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
     ids: dict[str, int] = field(default_factory=dict)
     refs: dict[int, str | int | None] = field(default_factory=dict)  # branch → its email step (id or node)
+    sides: dict[tuple[int, str], list[int]] = field(default_factory=dict)  # (branch, yes|no) → its nodes
 
     def number(self, steps: Sequence[Action | Branch], path: str, top: bool, last_email: int | None) -> list[int]:
         """Preorder numbers of `steps` (a branch's sides right after it)."""
@@ -125,22 +107,21 @@ class _Builder:
             idx, where = len(self.nodes), f"{path}[{i}]"
             if len(self.nodes) >= MAX_NODES:
                 raise WorkflowError(where, f"a workflow has at most {MAX_NODES} steps")
-            draft = _Draft(idx, where, top)
-            self.nodes.append(draft)
+            self.nodes.append(Node(idx, where, top=top))
             if step.id is not None:
                 if step.id in self.ids:
                     raise WorkflowError(f"{where}.id", f"step id {step.id!r} is used twice")
                 self.ids[step.id] = idx
             out.append(idx)
             if isinstance(step, Branch):
-                draft.branch = step
+                self.nodes[idx] = replace(self.nodes[idx], branch=step)
                 _check_branch(step, where)
                 self.refs[idx] = step.condition.step if step.condition.step is not None else last_email
                 for side in ("yes", "no"):
-                    draft.sides[side] = self.number(getattr(step, side).steps, f"{where}.{side}.steps", False,
-                                                    last_email)
+                    self.sides[(idx, side)] = self.number(getattr(step, side).steps, f"{where}.{side}.steps", False,
+                                                          last_email)
             else:
-                draft.action = step
+                self.nodes[idx] = replace(self.nodes[idx], action=step)
                 _check_action(step, where)
                 if step.type == EMAIL:
                     last_email = idx
@@ -150,20 +131,17 @@ class _Builder:
         """Point each node at what follows it; `cont` follows the last one."""
         for i, (step, idx) in enumerate(zip(steps, indices, strict=True)):
             after = indices[i + 1] if i + 1 < len(indices) else cont
-            draft = self.nodes[idx]
             if not isinstance(step, Branch):
-                draft.next = after
+                self.nodes[idx] = replace(self.nodes[idx], next=after)
                 continue
+            first: dict[str, int | None] = {}
             for side in ("yes", "no"):
                 path: BranchPath = getattr(step, side)
-                target = self._then(path.then, after, idx, f"{draft.path}.{side}.then")
-                side_nodes = draft.sides[side]
+                target = self._then(path.then, after, idx, f"{self.nodes[idx].path}.{side}.then")
+                side_nodes = self.sides[(idx, side)]
                 self.link(path.steps, side_nodes, target)
-                first = side_nodes[0] if side_nodes else target
-                if side == "yes":
-                    draft.yes = first
-                else:
-                    draft.no = first
+                first[side] = side_nodes[0] if side_nodes else target
+            self.nodes[idx] = replace(self.nodes[idx], yes=first["yes"], no=first["no"])
 
     def _then(self, then: str, after: int | None, branch: int, where: str) -> int | None:
         if then == "continue":
@@ -179,11 +157,11 @@ class _Builder:
 
     def resolve_refs(self) -> None:
         for idx, ref in self.refs.items():
-            draft = self.nodes[idx]
-            assert draft.branch is not None
-            if draft.branch.condition.type == "condition":
+            node = self.nodes[idx]
+            assert node.branch is not None
+            if node.branch.condition.type == "condition":
                 continue
-            where = f"{draft.path}.condition.step"
+            where = f"{node.path}.condition.step"
             if ref is None:
                 raise WorkflowError(where, f"no {EMAIL} step before this branch: name one with `step`")
             target = self.ids.get(ref) if isinstance(ref, str) else ref
@@ -192,7 +170,7 @@ class _Builder:
             action = self.nodes[target].action
             if action is None or action.type != EMAIL or target >= idx:
                 raise WorkflowError(where, f"{ref!r} is not a {EMAIL} step before this branch")
-            draft.ref = target
+            self.nodes[idx] = replace(node, ref=target)
 
 
 def _check_action(a: Action, where: str) -> None:
@@ -233,7 +211,7 @@ def compile_program(steps: Sequence[Step]) -> Program:
     top = b.number(steps, "actions", True, None)
     b.link(steps, top, None)
     b.resolve_refs()
-    return Program(tuple(d.node() for d in b.nodes), dict(b.ids))
+    return Program(tuple(b.nodes), dict(b.ids))
 
 
 Loc = tuple[str | int, ...]

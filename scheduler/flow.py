@@ -152,9 +152,10 @@ VALUES (:rule, :version, :step, :store, :metric, :ready)
 ON CONFLICT DO NOTHING
 """)
 
-# Per variant: sends, and how many of them were opened, clicked, or followed by an order of the run.
-_RESULTS = text("""
-SELECT s.variant, count(*) AS sends,
+# Per variant of an A/B step: sends, and how many of them were opened, clicked, or followed
+# by an order of the run (the API's A/B report runs it for a whole rule).
+VARIANT_RESULTS = """
+SELECT s.rule_version AS version, s.step, s.variant, count(*) AS sends,
        count(*) FILTER (WHERE EXISTS (SELECT 1 FROM engagements e WHERE e.message_id = s.idempotency_key
                                       AND e.kind = 'open' AND NOT e.machine)) AS opens,
        count(*) FILTER (WHERE EXISTS (SELECT 1 FROM engagements e WHERE e.message_id = s.idempotency_key
@@ -163,10 +164,11 @@ SELECT s.variant, count(*) AS sends,
                                       AND a.rule_id = s.rule_id AND a.event_id = s.event_id
                                       AND a.ordered_at >= s.emitted_at)) AS conversions
 FROM scheduled_steps s
-WHERE s.rule_id = :rule AND s.rule_version = :version AND s.step = :step AND s.variant IS NOT NULL
-  AND s.status = 'emitted'
-GROUP BY s.variant
-""")
+WHERE s.rule_id = :rule AND s.variant IS NOT NULL AND s.status = 'emitted' {where}
+GROUP BY s.rule_version, s.step, s.variant ORDER BY 1, 2, 3
+"""
+
+_RESULTS = text(VARIANT_RESULTS.format(where="AND s.rule_version = :version AND s.step = :step"))
 
 _DECIDE = text("""
 UPDATE variant_tests SET winner = :winner, decided_at = :now, stats = CAST(:stats AS jsonb)

@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import text
 
 from tests.pipeline import add_rule
-from tests.support import RoleProcess, make_sim_store, wait_for, wait_until_consumed
-from tests.test_scheduler_crash import scheduler, status_counts
+from tests.support import RoleProcess, make_sim_store, read_topic, wait_for, wait_until_consumed
+from tests.test_scheduler_crash import scheduler, sim_orders, status_counts, wooflow_notes
 from tests.test_workflows_e2e import Workflows
 from tests.test_workflows_v2 import record_engagement
 from wooflow.clock import FileClock
-from wooflow.consumer.commands import start_command
+from wooflow.consumer.commands import idempotency_key, start_command
 from wooflow.kafka import topics
 from wooflow.producers.keys import email_hash
 from wooflow.scheduler.steps import store_delayed
@@ -164,9 +164,7 @@ def test_sigkill_of_the_scheduler_and_the_workers_during_branched_runs_loses_no_
     with SimulatorServer(seed=5) as sim:
         store = make_sim_store(engine, sim)
         rule_id = add_rule(engine, store.id, BRANCHED)
-        product = sim.store.create_product("Cup", "10.00")
-        orders = [sim.store.create_order(line_items=[{"product_id": product.id, "quantity": 1}],
-                                         billing={"email": f"k{i}@example.com"}).id for i in range(150)]
+        orders = sim_orders(sim, 150)
         vip = set(orders[::2])
         with engine.begin() as conn:  # 150 runs, as the rule consumer starts them; every other customer a VIP
             store_delayed(conn, [start_command(
@@ -182,10 +180,6 @@ def test_sigkill_of_the_scheduler_and_the_workers_during_branched_runs_loses_no_
         workers = RoleProcess("workers", settings, logs_dir, WOOFLOW_DEFERRED_POLL_S="0.2")
         expected = {oid: {"wooflow: s0", "wooflow: last"} | ({"wooflow: yes-a", "wooflow: yes-b"} if oid in vip
                                                             else {"wooflow: no-a"}) for oid in orders}
-
-        def notes() -> Counter[tuple[int, str]]:
-            return Counter((oid, n.note) for oid in orders for n in sim.store.get_order_notes(oid)
-                           if n.note.startswith("wooflow:"))
 
         try:
             workers.start()
@@ -207,18 +201,23 @@ def test_sigkill_of_the_scheduler_and_the_workers_during_branched_runs_loses_no_
                 workers.start()
                 wait_for(lambda: _nothing_due(engine, store.id, clock.now()), 120, 0.2, f"every step due at {at}")
             assert status_counts(engine, store.id)["pending"] == 0
-            wait_for(lambda: set(notes()) == {(o, n) for o, ns in expected.items() for n in ns}, 180, 0.5,
-                     "every note of every side taken")
+            want = {(o, n) for o, ns in expected.items() for n in ns}
+            wait_for(lambda: set(wooflow_notes(sim, orders)) == want, 180, 0.5, "every note of every side taken")
             wait_until_consumed(settings, settings.workers_group, [topics.COMMANDS], timeout=120)
-            counts = notes()
-            assert set(counts) == {(o, n) for o, ns in expected.items() for n in ns}
+            counts = wooflow_notes(sim, orders)
+            assert set(counts) == want
             assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1][:5]
             with engine.connect() as conn:
                 decided = {r[0]: r[1] for r in conn.execute(text(
                     "SELECT customer_key, decision FROM scheduled_steps WHERE store_id = :s AND step = 1"),
                     {"s": store.id})}
             assert decided == {f"c{o}": "yes" if o in vip else "no" for o in orders}
-            print(f"kills: {dict(kills)}")
+            # no command of a side not taken ever went out, not even as a re-emission after a kill
+            emitted = [c["idempotency_key"] for _, c in read_topic(settings, topics.COMMANDS, timeout=60)]
+            steps_of = {o: (0, 2, 3, 5) if o in vip else (0, 4, 5) for o in orders}
+            assert set(emitted) == {idempotency_key(rule_id, f"order-{store.id}-{o}", st)
+                                    for o, sts in steps_of.items() for st in sts}
+            print(f"kills: {dict(kills)}, {len(emitted) - len(set(emitted))} commands emitted again after a kill")
         except AssertionError:
             print(sched.log_text()[-3000:], workers.log_text()[-3000:])
             raise

@@ -21,6 +21,7 @@ from wooflow.api.auth import CurrentStore
 from wooflow.consumer.model import RuleSpec
 from wooflow.consumer.workflow import Program, compile_program
 from wooflow.db.tables import rule_versions, rules
+from wooflow.scheduler.flow import VARIANT_RESULTS
 
 router = APIRouter(prefix="/v1", tags=["workflows"])
 
@@ -226,19 +227,7 @@ def journey(request: Request, who: CurrentStore, rule_id: int, customer_key: str
     return Journey(rule_id=rule_id, customer_key=customer_key, runs=list(runs.values()))
 
 
-_VARIANT_RESULTS = text("""
-SELECT s.rule_version AS version, s.step, s.variant, count(*) AS sends,
-       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM engagements e WHERE e.message_id = s.idempotency_key
-                                      AND e.kind = 'open' AND NOT e.machine)) AS opens,
-       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM engagements e WHERE e.message_id = s.idempotency_key
-                                      AND e.kind = 'click' AND NOT e.machine)) AS clicks,
-       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM attributions a WHERE a.store_id = s.store_id
-                                      AND a.rule_id = s.rule_id AND a.event_id = s.event_id
-                                      AND a.ordered_at >= s.emitted_at)) AS conversions
-FROM scheduled_steps s
-WHERE s.store_id = :s AND s.rule_id = :r AND s.variant IS NOT NULL AND s.status = 'emitted'
-GROUP BY s.rule_version, s.step, s.variant ORDER BY 1, 2, 3
-""")
+_VARIANT_RESULTS = text(VARIANT_RESULTS.format(where="AND s.store_id = :s"))
 
 _TESTS = text("SELECT version, step, metric, ready_at, winner, decided_at FROM variant_tests WHERE rule_id = :r")
 
@@ -248,7 +237,7 @@ _TESTS = text("SELECT version, step, metric, ready_at, winner, decided_at FROM v
 def variants(request: Request, who: CurrentStore, rule_id: int) -> VariantReport:
     with _engine(request).connect() as conn:
         _rule(conn, who.store_id, rule_id)
-        results = conn.execute(_VARIANT_RESULTS, {"s": who.store_id, "r": rule_id}).mappings().all()
+        results = conn.execute(_VARIANT_RESULTS, {"s": who.store_id, "rule": rule_id}).mappings().all()
         tests = {(r["version"], r["step"]): dict(r) for r in conn.execute(_TESTS, {"r": rule_id}).mappings()}
     out: dict[tuple[int, int], VariantTest] = {}
     for r in results:
