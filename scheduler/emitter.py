@@ -51,7 +51,7 @@ from wooflow.consumer.rules import RuleCache
 from wooflow.kafka import topics
 from wooflow.kafka.producer import Producer
 from wooflow.scheduler import exits
-from wooflow.scheduler.flow import Decision, Flows, Version, is_control, pair_of, program_keys
+from wooflow.scheduler.flow import FAILED, Decision, Flows, Version, is_control, pair_of, program_keys
 from wooflow.scheduler.steps import StepRow, command_of
 from wooflow.schemas.codec import Codec
 from wooflow.schemas.types import ActionCommand, ExecutionLog
@@ -209,6 +209,8 @@ class Emitter:
             siblings = self._close_runs(conn, rows, exited) if exited else []
             live = [r for r in rows if r["idempotency_key"] not in exited]
             decided = self.flows.resolve(conn, [r for r in live if is_control(r)], versions, now)
+            for key in [k for k, d in decided.items() if d.decision == FAILED]:
+                exited[key] = ("error", decided.pop(key).reason)
             self.more = any(c["not_before"] is not None and c["not_before"] <= now
                             for d in decided.values() for c in d.stored)
             variants = self.flows.variant_params([r for r in live if not is_control(r)], versions, now)

@@ -46,6 +46,7 @@ from wooflow.consumer.exits import ExitCondition, parse_exits
 from wooflow.consumer.model import Action, RuleSpec, Variant
 from wooflow.consumer.rules import RuleCache
 from wooflow.consumer.workflow import Node, Program, compile_program
+from wooflow.db.engine import unavailable
 from wooflow.people import canonical
 from wooflow.scheduler import timing
 from wooflow.scheduler.exits import facts_of, load_state
@@ -246,9 +247,12 @@ def step_command(template: ActionCommand, rule_id: int, node: Node, due: datetim
             "not_before": due, "attempt": 1}
 
 
+FAILED = "failed"  # a control row that could not be decided: its run stops there (an exit of kind `error`)
+
+
 @dataclass
 class Decision:
-    """What a control row did: `decision` (start / yes / no), why, and the steps it stored."""
+    """What a control row did: `decision` (start / yes / no, or FAILED), why, and the steps it stored."""
 
     decision: str
     reason: str
@@ -302,14 +306,22 @@ class Flows:
         for r in rows:
             ver = versions[r["idempotency_key"]]
             assert ver is not None  # rows without a version exited before
-            template = command_of(r["command"])
-            if template["action_type"] == WORKFLOW_START:
-                start, decision, reason = (0 if ver.program.nodes else None), "start", "the run started"
-            else:
-                node = ver.program.nodes[int(r["step"])]
-                yes, reason = answers[r["idempotency_key"]]
-                start, decision = (node.yes, "yes") if yes else (node.no, "no")
-            cmds = self._segment(conn, template, ver, start, now, zones.get((r["store_id"], r["customer_key"])))
+            try:
+                template = command_of(r["command"])
+                if template["action_type"] == WORKFLOW_START:
+                    start, decision, reason = (0 if ver.program.nodes else None), "start", "the run started"
+                else:
+                    node = ver.program.nodes[int(r["step"])]
+                    yes, reason = answers[r["idempotency_key"]]
+                    start, decision = (node.yes, "yes") if yes else (node.no, "no")
+                cmds = self._segment(conn, template, ver, start, now, zones.get((r["store_id"], r["customer_key"])))
+            except Exception as exc:
+                if unavailable(exc):
+                    raise  # the whole round again once PostgreSQL answers
+                # one run that cannot go on must not hold up the others: it stops here, logged
+                log.exception("run %s of rule %s cannot go on", r["event_id"], r["rule_id"])
+                out[r["idempotency_key"]] = Decision(FAILED, f"internal error: {type(exc).__name__}: {exc}", [])
+                continue
             out[r["idempotency_key"]] = Decision(decision, reason, cmds)
             stored.extend(cmds)
         store_delayed(conn, stored)

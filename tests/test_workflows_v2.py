@@ -482,3 +482,19 @@ def test_quiet_hours_and_the_customers_own_timezone(settings, engine) -> None:  
     # 09:00 in the customer's New York (14:00 UTC), and in the store's Warsaw for a customer without one
     assert due[("gny", 2)] == datetime(2026, 1, 14, 14, tzinfo=timezone.utc)
     assert due[("gwaw", 2)] == datetime(2026, 1, 15, 8, tzinfo=timezone.utc)
+
+
+def test_a_run_that_cannot_go_on_stops_alone_and_the_others_go_on(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    store = make_store(engine)
+    rule_id = add_rule(engine, store.id, OPENED_BRANCH)
+    clock = FrozenClock(T0)
+    start_runs(engine, rule_id, store.id, ["gfine", "gbroken"], T0)
+    with engine.begin() as conn:  # a start row written by something else, without its trigger time
+        conn.execute(text("UPDATE scheduled_steps SET command = command - 'created_at' "
+                          "WHERE store_id = :s AND customer_key = 'gbroken'"), {"s": store.id})
+    drain(emitter(settings, engine, clock, store.id))
+    assert subjects(sent(settings)) == {"gfine": ["Welcome"]}
+    broken = [r for r in steps(engine, store.id).values() if r["customer_key"] == "gbroken"]
+    assert [(r["status"], r["exit_kind"]) for r in broken] == [("exited", "error")]
+    assert broken[0]["exit_reason"].startswith("internal error: KeyError")
+    assert [r["status"] for _, r in read_topic(settings, topics.LOGS) if r["customer_key"] == "gbroken"] == ["exited"]
