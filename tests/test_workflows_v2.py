@@ -21,7 +21,7 @@ from tests.rules_kit import order_event as kafka_order_event
 from tests.support import make_store, read_topic, wait_for, wait_until_consumed
 from tests.test_scheduler_emitter import emitter, order_event, steps
 from wooflow.clock import FileClock, FrozenClock
-from wooflow.consumer.commands import idempotency_key, start_command
+from wooflow.consumer.commands import build_command, idempotency_key, start_command
 from wooflow.kafka import topics
 from wooflow.scheduler.steps import store_delayed
 from wooflow.scheduler.timing import zone as timing_zone
@@ -421,6 +421,7 @@ def test_dry_run_shows_the_path_a_customer_would_take(settings, engine) -> None:
             "%a %H:%M") == "Mon 10:00"
         assert steps_[4]["answer"] == "no" and "if it is, the run goes to step 5" in steps_[4]["reason"]
         assert steps_[6]["status"] == "dry_run"
+        assert out["goals"] == [] and out["when_disabled"] == "exit"
 
 
 def test_disabling_lets_runs_finish_or_exits_them_as_the_owner_chose(settings, engine) -> None:  # type: ignore[no-untyped-def]
@@ -498,3 +499,27 @@ def test_a_run_that_cannot_go_on_stops_alone_and_the_others_go_on(settings, engi
     assert [(r["status"], r["exit_kind"]) for r in broken] == [("exited", "error")]
     assert broken[0]["exit_reason"].startswith("internal error: KeyError")
     assert [r["status"] for _, r in read_topic(settings, topics.LOGS) if r["customer_key"] == "gbroken"] == ["exited"]
+
+
+def test_a_click_in_a_message_of_the_run_is_a_goal(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    store = make_store(engine)
+    rule_id = add_rule(engine, store.id, {"name": "until a click", "trigger": "new_order", "goals": [
+        {"type": "clicked"}], "actions": [email("one"), email("two", delay="day 1"), email("three", delay="day 2")]})
+    clock = FrozenClock(T0)
+    with engine.begin() as conn:  # a linear workflow: the rule consumer stores its later steps
+        for ckey in ("gclicker", "greader"):
+            ev = order_event(store.id, 1, ckey, T0)
+            store_delayed(conn, [build_command(rule_id=rule_id, rule_version=1, step=i, action_type="send_email",
+                                               params={"subject": s, "html": "x"}, delay_s=86400 * i,
+                                               schema="OrderEvent", event=ev, trigger="new_order", now=T0)
+                                 for i, s in ((1, "two"), (2, "three"))])
+            if ckey == "gclicker":  # a link in the first email, sent by the rule consumer at once
+                record_engagement(engine, store.id, rule_id, ev["event_id"], 0, ckey, T0 + timedelta(hours=2),
+                                  kind="click", link=0)
+    em = emitter(settings, engine, clock, store.id)
+    for day in (1, 2):
+        clock.set(T0 + timedelta(days=day))
+        drain(em)
+    assert subjects(sent(settings)) == {"greader": ["two", "three"]}
+    logs = [(r["customer_key"], r["step"], r["status"]) for _, r in read_topic(settings, topics.LOGS)]
+    assert sorted(logs) == [("gclicker", 1, "goal_reached"), ("gclicker", 2, "exited")]

@@ -307,6 +307,8 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
         "products": _products(catalog, store.id, order_ev),
         "actions": planned,
         "path": [{"step": p["step"], "where": p["where"], "type": p["type"]} for p in planned],
+        "goals": rule.spec.goals, "exit_conditions": rule.spec.exit_conditions,
+        "when_disabled": rule.spec.when_disabled,
         "would_run": bool(conditions["result"]) and rule.spec.enabled,
     }
     result["audit_id"] = _record(engine, store.id, rule, event, subject, result)
