@@ -420,6 +420,7 @@ class Flows:
                        now: datetime) -> dict[str, tuple[str, str]]:
         """idempotency key → (variant, params JSON) for the claimed steps of an A/B test."""
         out: dict[str, tuple[str, str]] = {}
+        winners: dict[tuple[int, int, int], str | None] = {}  # each test asked once per round
         for r in rows:
             ver = versions.get(r["idempotency_key"])
             step = int(r["step"])
@@ -428,8 +429,10 @@ class Flows:
             action = ver.program.nodes[step].action
             if action is None or not action.variants:
                 continue
-            name = self.variants.winner(ver.rule_id, ver.version, step, r["store_id"], action, now) or \
-                assign(action.variants, ver.rule_id, step, r["customer_key"])
+            test = (ver.rule_id, ver.version, step)
+            if test not in winners:
+                winners[test] = self.variants.winner(ver.rule_id, ver.version, step, r["store_id"], action, now)
+            name = winners[test] or assign(action.variants, ver.rule_id, step, r["customer_key"])
             out[r["idempotency_key"]] = (name, to_json(action.variant_params(name)))
         return out
 
