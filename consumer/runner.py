@@ -326,7 +326,8 @@ class RuleConsumer:
                  len(self.rules), self.settings.transactional)
         try:
             run_batches(consumer, self.checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
-                        timeout=self.settings.batch_timeout_s, on_idle=self.idle, on_rewind=self.rewound)
+                        timeout=self.settings.batch_timeout_s, on_idle=self.idle, on_rewind=self.rewound,
+                        stall_after_s=self.settings.stall_refetch_s)
         finally:
             stop.set()
             self._saver.shutdown(wait=True)

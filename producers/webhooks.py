@@ -155,6 +155,9 @@ class WebhookReceiver:
             return reply(503, "unavailable", "the store could not be looked up now (PostgreSQL unavailable)")
         if store is None:
             return reply(404, "unknown_store", f"no store {store_id!r} is registered with wooflow")
+        # exported at 0 from the store's first delivery: a forged burst in a series' first
+        # sample would show Prometheus no increase() — no alert, an empty panel
+        failures = self._counter(metrics.signature_failures, store_id)
         if isinstance(body, TooLarge):
             return reply(413, "body_too_large", f"body exceeds {self.settings.max_body_bytes} bytes")
         if isinstance(body, Exception):
@@ -171,7 +174,7 @@ class WebhookReceiver:
             fresh = await self.tenants.refresh(store_id) if signature else None
             if fresh is None or fresh.webhook_secret == store.webhook_secret \
                     or not verify(body, fresh.webhook_secret, signature):
-                metrics.signature_failures.labels(store_id).inc()
+                failures.inc()
                 return reply(401, "invalid_signature", f"{'bad' if signature else 'missing'} X-WC-Webhook-Signature")
             store = fresh
         topic = headers.get("x-wc-webhook-topic", "").strip().lower()

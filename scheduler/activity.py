@@ -165,7 +165,8 @@ class ActivityReader:
         self.ready.set()
         log.info("scheduler activity reader running (group %s)", self.settings.scheduler_group)
         run_batches(consumer, checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
-                    timeout=self.settings.batch_timeout_s, on_rewind=self.rewound)
+                    timeout=self.settings.batch_timeout_s, on_rewind=self.rewound,
+                    stall_after_s=self.settings.stall_refetch_s)
 
     def rewound(self) -> None:
         """The uncommitted batches are read again (PostgreSQL was away): links remembered

@@ -94,4 +94,5 @@ class LogSink:
         checkpoint = Checkpoint(consumer, self.producer)
         log.info("log sink running (group %s)", self.settings.sink_group)
         run_batches(consumer, checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
-                    timeout=self.settings.batch_timeout_s, on_idle=self.purge)
+                    timeout=self.settings.batch_timeout_s, on_idle=self.purge,
+                    stall_after_s=self.settings.stall_refetch_s)

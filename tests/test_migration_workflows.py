@@ -1,4 +1,4 @@
-"""Migration 0014_workflows on a scratch database: every rule stored before it has its
+"""Migration 0015_workflows on a scratch database: every rule stored before it has its
 current version recorded (runs stored before keep working), later edits are versioned by
 the trigger, and the downgrade removes what it added."""
 
@@ -26,7 +26,7 @@ def scratch_db(services: Any) -> Iterator[str]:
 
 
 def test_rules_stored_before_get_their_version_and_edits_make_new_ones(scratch_db: str) -> None:
-    upgrade(scratch_db, "0013_catalog")
+    upgrade(scratch_db, "0014_console")
     engine = create_engine(normalise_url(scratch_db))
     actions = [{"type": "add_order_note", "params": {"note": "hi"}, "delay": None}]
     try:
@@ -41,7 +41,7 @@ def test_rules_stored_before_get_their_version_and_edits_make_new_ones(scratch_d
             conn.execute(text("UPDATE rules SET actions = '[]'::jsonb WHERE id = 7"))
             assert conn.execute(text("SELECT version FROM rules WHERE id = 7")).scalar_one() == 4
             assert conn.execute(text("SELECT count(*) FROM rule_versions WHERE rule_id = 7")).scalar_one() == 2
-        command.downgrade(alembic_config(scratch_db), "0013_catalog")
+        command.downgrade(alembic_config(scratch_db), "0014_console")
         with engine.connect() as conn:
             tables = {r[0] for r in conn.execute(text(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"))}

@@ -38,6 +38,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from wooflow.db.engine import unavailable
 from wooflow.kafka.producer import Producer
+from wooflow.kafka.stall import StallGuard
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class Checkpoint:
         self._next: dict[tuple[str, int], int] = {}
         self._in_txn = False
         self._inflight: tuple[Future[None], list[TopicPartition]] | None = None
+        self._retry_at = 0.0
         if transactional:
             assert producer is not None, "transactional mode needs a transactional producer"
             producer.raw.init_transactions(30)
@@ -139,6 +141,21 @@ class Checkpoint:
                 return
             raise
 
+    def retry_deferred(self) -> None:
+        """Idle: commit the offsets an earlier commit had to put off (a rebalance, the
+        coordinator away). Without it they wait for the next message — when traffic stops
+        right after a rebalance the group's lag stays above 0 and every alert on it fires.
+        At most once per `DEFERRED_RETRY_S`."""
+        if self.transactional or self._inflight is not None or not self._next:
+            return
+        now = time.monotonic()
+        if now < self._retry_at:
+            return
+        self._retry_at = now + DEFERRED_RETRY_S
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._next.items()]
+        self._next.clear()
+        self._commit_offsets(offsets)
+
     def abort(self) -> None:
         """Drop the batch: its offsets are not committed, so it will be consumed again."""
         if self.transactional and self._in_txn:
@@ -181,6 +198,7 @@ def run_batches(
     timeout: float,
     on_idle: Callable[[], None] | None = None,
     on_rewind: Callable[[], None] | None = None,
+    stall_after_s: float = 30.0,
 ) -> None:
     """The batch roles' loop: consume up to `batch_size`, `handle` the batch, commit it
     through `checkpoint` before the next `consume()` (so rebalance callbacks, which run
@@ -190,12 +208,15 @@ def run_batches(
     is aborted, the consumer goes back to the committed offsets, `on_rewind` lets the role
     forget what it kept of the uncommitted batches, and after a growing pause the same
     messages are read again — in the same process, still a member of its group. Any other
-    failure aborts the batch and raises: it is consumed again after the restart."""
+    failure aborts the batch and raises: it is consumed again after the restart.
+    Between batches, a partition whose fetch stalled is fetched again (`StallGuard`)."""
     pause = REWIND_FIRST_S
+    guard = StallGuard(consumer, stall_after_s)
     try:
         while not stop.is_set():
             try:
                 _one_batch(consumer, checkpoint, handle, batch_size, timeout, on_idle)
+                guard.check()
                 pause = REWIND_FIRST_S
             except Exception as exc:
                 if not unavailable(exc):
@@ -216,6 +237,7 @@ def run_batches(
 
 
 REWIND_FIRST_S, REWIND_MAX_S = 0.5, 10.0
+DEFERRED_RETRY_S = 2.0
 REWIND_WAIT_S = 90.0  # how long a rewind waits for the group coordinator (a broker restarting)
 
 
@@ -231,6 +253,7 @@ def _one_batch(consumer: Consumer, checkpoint: Checkpoint, handle: BatchHandler,
             log.warning("consumer error: %s", err)
     if not good:
         checkpoint.settle()  # nothing new: let the offsets of the last batch catch up
+        checkpoint.retry_deferred()
         if on_idle:
             on_idle()
         return

@@ -114,6 +114,9 @@ events_consumed = StoreCounter("wooflow_events_consumed_total", "Events read by 
                                ["role", "topic", "store"])
 events_out = StoreCounter("wooflow_events_out_total", "Records produced by a role (commands, logs), per topic",
                           ["role", "topic", "store"])
+consumer_refetches = Counter("wooflow_consumer_refetches_total",
+                             "Partitions fetched again after their fetch stalled with messages waiting "
+                             "(wooflow/kafka/stall.py)", ["topic"])
 consumer_lag = Gauge("wooflow_consumer_lag", "High watermark − committed offset", ["group", "topic", "partition"])
 consumer_lag_updated = Gauge("wooflow_consumer_lag_updated_timestamp_seconds",
                              "When this process last read its group's lag successfully", ["group"])

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     # bench/rules: 2000 gives ~1.45x the events/s of 500
     batch_size: int = Field(2000, description="Max messages per consumer batch")
     batch_timeout_s: float = Field(0.2, description="Max wait to fill a consumer batch")
+    stall_refetch_s: float = Field(30.0, description="A partition whose fetch has not moved for this long while "
+                                                     "messages wait is fetched again (0 = never)")
     transactional: bool = Field(False, description="Rule consumer uses Kafka transactions (exactly-once)")
     # rule consumer
     rules_reload_s: float = Field(5.0, description="Fallback rule reload check (LISTEN/NOTIFY is the fast path)")

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -220,6 +221,11 @@ class BaseAction(Generic[P]):
 
 _REGISTRY: dict[str, AnyHandler] = {}
 _loaded = False
+_loading = False
+# The API asks from several request threads at once (the console loads /v1/schema and saves
+# a rule together): a thread arriving while another loads waits for the whole registry,
+# instead of seeing it half-filled (an empty action list, an "unknown action").
+_load_lock = threading.RLock()
 
 
 def register(handler: AnyHandler) -> AnyHandler:
@@ -228,10 +234,20 @@ def register(handler: AnyHandler) -> AnyHandler:
 
 
 def _load() -> None:
-    global _loaded
+    global _loaded, _loading
     if _loaded:
         return
-    _loaded = True
+    with _load_lock:
+        if _loaded or _loading:  # loaded meanwhile, or asked again while this thread loads
+            return
+        _loading = True
+        try:
+            _load_all()
+        finally:
+            _loaded, _loading = True, False
+
+
+def _load_all() -> None:
     from wooflow.workers.actions import builtin  # noqa: F401  (registers built-ins)
 
     for ep in entry_points(group="wooflow.actions"):

@@ -1,8 +1,9 @@
 """The admin REST API (`wooflow api`): FastAPI, OpenAPI at /docs and /openapi.json.
 
 Each area contributes an `APIRouter` from its own module (rules, logs, tasks, ...);
-they are listed in ROUTERS. Every route depends on `auth.principal`, so every query is
-scoped to the caller's store.
+they are listed in ROUTERS. Every /v1 route depends on `auth.principal`, so every query is
+scoped to the caller's store (the operators' dead letters on `auth.operator`); the web
+console (`console.py`) is a static page over these routes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ ROUTERS: list[str] = [
     "wooflow.api.consent:public_router",  # unsubscribe links, no token (workers)
     "wooflow.api.templates:router",  # workflow templates: list, install (scheduler)
     "wooflow.scheduler.recovery:router",  # cart recovery links, no token (scheduler)
+    "wooflow.api.auth:router",  # /v1/me: the store a token acts on (console sign-in)
+    "wooflow.api.dlq:router",  # dead letters: list, show, redrive (operator tokens)
+    "wooflow.api.console:router",  # the web console at / (static page over this API)
 ]
 
 

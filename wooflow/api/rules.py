@@ -36,6 +36,19 @@ class RuleList(BaseModel):
     total: int
 
 
+class AuditEntry(BaseModel):
+    id: int
+    action: str = Field(description="created, updated, deleted, installed, ...")
+    actor: str
+    version: int | None = Field(description="The rule's version after this change, when recorded")
+    rule: dict[str, Any] | None = Field(description="The rule as it was saved by this change")
+    created_at: datetime
+
+
+class RuleHistory(BaseModel):
+    entries: list[AuditEntry]
+
+
 class DryRunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     order_id: int | None = Field(None, ge=1, description="Simulate on this WooCommerce order")
@@ -148,6 +161,25 @@ def put_rule(request: Request, who: CurrentStore, rule_id: int, spec: Annotated[
         _audit(conn, who.store_id, rule_id, "updated", {"rule": spec.model_dump(mode="json"),
                                                          "version": row["version"]})
     return RuleOut.model_validate(dict(row))
+
+
+@router.get("/rules/{rule_id}/history", response_model=RuleHistory,
+            summary="The rule's changes, newest first (dry runs left out)")
+def rule_history(request: Request, who: CurrentStore, rule_id: int,
+                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> RuleHistory:
+    with _engine(request).connect() as conn:
+        _row(conn, who.store_id, rule_id)
+        rows = conn.execute(select(rule_audit).where(rule_audit.c.store_id == who.store_id,
+                                                     rule_audit.c.rule_id == rule_id, rule_audit.c.dry_run.is_(False))
+                            .order_by(rule_audit.c.created_at.desc(), rule_audit.c.id.desc()).limit(limit)).mappings()
+        entries = []
+        for r in rows:
+            details = r["details"] if isinstance(r["details"], dict) else {}
+            version = details.get("version", 1 if r["action"] == "created" else None)
+            entries.append(AuditEntry(id=r["id"], action=r["action"], actor=r["actor"], created_at=r["created_at"],
+                                      version=version if isinstance(version, int) else None,
+                                      rule=details.get("rule") if isinstance(details.get("rule"), dict) else None))
+    return RuleHistory(entries=entries)
 
 
 @router.delete("/rules/{rule_id}", status_code=204, summary="Delete a rule and its execution logs")

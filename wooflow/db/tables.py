@@ -123,8 +123,11 @@ execution_logs = Table(
     Column("executed_at", DateTime(timezone=True), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=True),
     Column("logged_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Index("ix_execution_logs_store_time", "store_id", "executed_at"),
     Index("ix_execution_logs_rule", "store_id", "rule_id", "executed_at"),
+    # 0014: the console's log explorer — keyset pages, customer and status filters
+    Index("ix_execution_logs_store_time_id", "store_id", "executed_at", "log_id"),
+    Index("ix_execution_logs_customer", "store_id", "customer_key", "executed_at"),
+    Index("ix_execution_logs_status", "store_id", "status", "executed_at"),
 )
 
 api_tokens = Table(
@@ -484,7 +487,7 @@ product_catalog = Table(
 )
 
 
-# --- workflows (0014_workflows.py) ------------------------------------------------------------
+# --- workflows (0015_workflows.py) ------------------------------------------------------------
 # what ends a run as a conversion, and what disabling the workflow does to its runs in flight
 rules.append_column(Column("goals", JSONB, nullable=False, server_default=text("'[]'::jsonb")))
 rules.append_column(Column("when_disabled", Text, nullable=False, server_default="exit"))  # exit | finish

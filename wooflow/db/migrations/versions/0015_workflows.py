@@ -15,14 +15,14 @@
   (message id = the command's idempotency key). Created here only if it does not exist:
   the tracker's own migration defines the same table.
 
-Revision ID: 0014_workflows
-Revises: 0013_catalog
+Revision ID: 0015_workflows
+Revises: 0014_console
 Create Date: 2026-12-06
 """
 from alembic import op
 
-revision = "0014_workflows"
-down_revision = "0013_catalog"
+revision = "0015_workflows"
+down_revision = "0014_console"
 branch_labels = None
 depends_on = None
 
