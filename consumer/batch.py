@@ -33,7 +33,15 @@ from sqlalchemy import Engine
 
 from wooflow.consumer.apply import APPLIERS, STATEFUL, no_state, reads_state
 from wooflow.consumer.catalog import CatalogProduct, ProductCatalog, batch_products
-from wooflow.consumer.commands import build_command, context_of, idempotency_key, to_json
+from wooflow.consumer.commands import (
+    START_STEP,
+    WORKFLOW_START,
+    build_command,
+    context_of,
+    idempotency_key,
+    start_command,
+    to_json,
+)
 from wooflow.consumer.engine import Match, RuleEngine
 from wooflow.consumer.merge import LINKED, Merge, email_of, fold_customer, fold_firing, guest_key
 from wooflow.consumer.state import Firing, StateBatch, StateCache
@@ -354,6 +362,11 @@ class BatchProcessor:
                     cstate = ctx.customer.public() if ctx.customer is not None else None
                     context = contexts[ckey] = to_json(context_of(it.schema, fev, cstate, extra))
                 event = ev if m.item is None else {**ev, "event_id": m.event_id}
+                if m.rule.staged:  # one control row; the scheduler stores the steps as the run goes
+                    out.commands.append((it, start_command(
+                        rule_id=m.rule.id, rule_version=m.rule.version, schema=it.schema, event=event,
+                        trigger=m.trigger, now=now, context_json=context)))
+                    continue
                 for step, action in enumerate(m.rule.actions):
                     out.commands.append((it, build_command(
                         rule_id=m.rule.id, rule_version=m.rule.version, step=step, action_type=action.type,
@@ -458,6 +471,10 @@ def _plan(out: Outcome, due: list[tuple[Item, Match]]) -> None:
     """A dry-run replay's plan: each step's rule, action and idempotency key, no payload."""
     for it, m in due:
         eid = m.event_id
+        if m.rule.staged:
+            out.planned.append((it, {"rule_id": m.rule.id, "step": START_STEP, "action_type": WORKFLOW_START,
+                                     "idempotency_key": idempotency_key(m.rule.id, eid, START_STEP)}))
+            continue
         for step, action in enumerate(m.rule.actions):
             out.planned.append((it, {"rule_id": m.rule.id, "step": step, "action_type": action.type,
                                      "idempotency_key": idempotency_key(m.rule.id, eid, step)}))

@@ -17,10 +17,12 @@ A rule needs the most of:
   (`Keep.HISTORY`), `previous_status` the order's status; the subscription fields need no
   level (subscriptions are kept anyway; the batch loads a customer's when a rule reads them);
 - a frequency limit: the customer rows (its firings are written with them, see state.py);
-- exit conditions that are condition trees (the scheduler reads `customer_state`);
-- its actions: a template that names `customer_state`, the `webhook` action (it posts the
-  context, customer state included) and any action type this module does not know (a
-  plugin may read its context) need the customer aggregates.
+- exit conditions and goals that are condition trees or `tag_added`, and branches on a
+  condition (the scheduler reads `customer_state`);
+- its actions (on every side of every branch, every A/B variant): a template that names
+  `customer_state`, the `webhook` action (it posts the context, customer state included)
+  and any action type this module does not know (a plugin may read its context) need the
+  customer aggregates.
 
 A store with loyalty settings (`stores.settings.loyalty`: points, tiers) keeps everything.
 
@@ -42,6 +44,7 @@ from sqlalchemy import Connection, select
 from wooflow.consumer.conditions import FIELDS
 from wooflow.consumer.model import RuleSpec
 from wooflow.consumer.triggers import TRIGGERS, Keep
+from wooflow.consumer.workflow import compile_program
 from wooflow.db.tables import state_levels
 
 # Built-in actions that never read the customer state of their command's context except
@@ -99,8 +102,17 @@ def rule_keep(spec: RuleSpec) -> Keep:
     if any(isinstance(e, dict) and e.get("type", "condition") in ("condition", "conditions")
            for e in spec.exit_conditions or ()):
         return Keep.CUSTOMERS
-    for action in spec.actions:
-        if action.type not in CONTEXT_FREE_ACTIONS or _mentions(action.params, STATE_IN_TEMPLATES):
+    if any(isinstance(g, dict) and g.get("type", "condition") in ("condition", "conditions", "tag_added")
+           for g in spec.goals or ()):
+        return Keep.CUSTOMERS
+    for node in compile_program(spec.actions).nodes:
+        if node.branch is not None and node.branch.condition.type == "condition":
+            return Keep.CUSTOMERS  # asked of the customer's state when the run reaches it
+        action = node.action
+        if action is None:
+            continue
+        params = [action.params, *(v.params for v in action.variants or ())]
+        if action.type not in CONTEXT_FREE_ACTIONS or any(_mentions(p, STATE_IN_TEMPLATES) for p in params):
             return Keep.CUSTOMERS
     return keep
 

@@ -24,6 +24,7 @@ from wooflow.consumer.conditions import FIELDS, Predicate, compile_tree, fields_
 from wooflow.consumer.model import Action, RuleSpec
 from wooflow.consumer.needs import rule_keep
 from wooflow.consumer.triggers import TRIGGERS, Check, Keep, TriggerSpec, for_schema
+from wooflow.consumer.workflow import Program, compile_program
 from wooflow.db.tables import rules
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,18 @@ class CompiledRule:
     options: Check | None
     # read per event on the hot path: copied out of the pydantic spec once
     trigger: str = field(init=False)
-    actions: list[Action] = field(init=False)
+    program: Program = field(init=False)  # the steps, numbered and linked (consumer/workflow.py)
+    staged: bool = field(init=False)  # runs start as one control row; the scheduler stores the steps
+    actions: list[Action] = field(init=False)  # a linear workflow's steps (empty when staged)
     limited: bool = field(init=False)
     keep: Keep = field(init=False)  # the state it reads (consumer/needs.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trigger", self.spec.trigger)
-        object.__setattr__(self, "actions", self.spec.actions)
+        program = compile_program(self.spec.actions)
+        object.__setattr__(self, "program", program)
+        object.__setattr__(self, "staged", program.staged)
+        object.__setattr__(self, "actions", [] if program.staged else program.linear)
         object.__setattr__(self, "limited", self.spec.frequency.limited)
         object.__setattr__(self, "keep", rule_keep(self.spec))
 
@@ -54,7 +60,7 @@ class CompiledRule:
 def compile_rule(row: dict[str, Any]) -> CompiledRule:
     spec = RuleSpec.model_validate({**{k: row[k] for k in (
         "name", "trigger", "trigger_options", "conditions", "actions", "priority", "enabled", "group_label",
-        "frequency", "exit_conditions")}, "holdout_percent": row.get("holdout_percent") or 0})
+        "frequency", "exit_conditions", "goals", "when_disabled") if k in row}, "holdout_percent": row.get("holdout_percent") or 0})
     options = TRIGGERS[spec.trigger].compile_options(spec.trigger_options)
     return CompiledRule(int(row["id"]), row["store_id"], int(row["version"]), spec, compile_tree(spec.conditions),
                         options)
@@ -75,6 +81,7 @@ class RuleCache:
         self._keeps: dict[str, Keep] = {}
         self._catalog_stores: frozenset[str] = frozenset()
         self._subscription_stores: frozenset[str] = frozenset()
+        self._disabled: dict[int, tuple[str, str]] = {}  # disabled rule → (store, `when_disabled`: exit | finish)
         self._fingerprint: tuple[Any, ...] | None = None
         self._checked = 0.0
         self._lock = threading.Lock()  # serialises reloads (listener thread vs. fallback)
@@ -103,6 +110,12 @@ class RuleCache:
 
     def get(self, rule_id: int) -> CompiledRule | None:
         return self._by_id.get(rule_id)
+
+    def when_disabled(self, rule_id: int) -> str | None:
+        """What a disabled rule's runs in flight do (`exit` or `finish`); None if the rule is
+        not known to be disabled (enabled, or deleted)."""
+        hit = self._disabled.get(rule_id)
+        return hit[1] if hit is not None else None
 
     def keeps(self, store_id: str) -> Keep:
         """The state the store's enabled rules read (consumer/needs.py)."""
@@ -149,8 +162,16 @@ class RuleCache:
             q = select(rules).where(rules.c.enabled.is_(True))
             if store_id is not None:
                 q = q.where(rules.c.store_id == store_id)
+            off = select(rules.c.id, rules.c.store_id, rules.c.when_disabled).where(rules.c.enabled.is_(False))
+            if store_id is not None:
+                off = off.where(rules.c.store_id == store_id)
             with self.engine.connect() as conn:
                 rows = conn.execute(q).mappings().all()
+                disabled = {int(r[0]): (str(r[1]), str(r[2])) for r in conn.execute(off)}
+            if store_id is None:
+                self._disabled = disabled
+            else:
+                self._disabled = {k: v for k, v in self._disabled.items() if v[0] != store_id} | disabled
             compiled, invalid = self._compile_rows(list(rows))
             by_store: dict[str, list[CompiledRule]] = defaultdict(list)
             for r in compiled:

@@ -52,7 +52,7 @@ from wooflow.consumer.apply import STATEFUL, changes_state
 from wooflow.consumer.batch import BatchProcessor, FirstSights, Item
 from wooflow.consumer.catalog import CATALOGUED, CatalogProduct, catalog_for
 from wooflow.consumer.catalog import save as save_products
-from wooflow.consumer.commands import idempotency_key
+from wooflow.consumer.commands import held, idempotency_key
 from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
@@ -207,10 +207,10 @@ class RuleConsumer:
         emitted: Counter[tuple[str, str]] = Counter()
         delayed: list[ActionCommand] = []
         for it, cmd in outcome.commands:
-            not_before, received = cmd["not_before"], cmd["received_at"]
-            if not_before is not None and not_before > now:
+            if held(cmd, now):  # a later step, or a staged workflow's start: the scheduler's
                 delayed.append(cmd)
                 continue
+            received = cmd["received_at"]
             value = self.codec.encode("ActionCommand", cmd, self.commands_topic)
             self.producer.produce(self.commands_topic, value, key=it.source.key())
             emitted[(cmd["store_id"], cmd["action_type"])] += 1
@@ -220,7 +220,8 @@ class RuleConsumer:
             metrics.commands_emitted.labels(store, action).inc(n)
             metrics.events_out.labels("rules", self.commands_topic, store).inc(n)
         for it, m, x in outcome.held_out:  # a holdout rule's control group: logged, no effect
-            rec = held_out_log(x, idempotency_key(m.rule.id, x.event_id, 0), m.rule.actions[0].type,
+            first = m.rule.program.actions()  # a staged workflow has no linear actions
+            rec = held_out_log(x, idempotency_key(m.rule.id, x.event_id, 0), first[0].action.type if first else "",
                                m.rule.spec.holdout_percent, now)
             self.producer.produce(self.logs_topic, self.codec.encode("ExecutionLog", rec, self.logs_topic),
                                   key=it.source.key())

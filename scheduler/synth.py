@@ -23,7 +23,7 @@ from sqlalchemy import Connection, text
 
 from wooflow import holdout, metrics
 from wooflow.consumer.batch import allowed, record
-from wooflow.consumer.commands import build_command
+from wooflow.consumer.commands import build_command, start_command
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import CompiledRule
 from wooflow.consumer.state import StateBatch
@@ -135,6 +135,10 @@ class Firer:
                     continue
             extra = {"trigger": trigger, "trigger_at": c.trigger_at, "period": c.period, **c.context}
             commands: list[ActionCommand] = []
+            if rule.staged:  # one control row: the emitter stores the steps as the run goes (scheduler/flow.py)
+                cmd = start_command(rule_id=rule.id, rule_version=rule.version, schema=SCHEMA, event=event,
+                                    trigger=trigger, state=customer.public(), now=now, extra=extra)
+                commands.append({**cmd, "subject_type": c.subject_type, "subject_id": c.subject_id or c.customer_key})
             for step, action in enumerate(rule.actions):
                 cmd = build_command(rule_id=rule.id, rule_version=rule.version, step=step, action_type=action.type,
                                     params=action.params, delay_s=action.delay_s, schema=SCHEMA, event=event,

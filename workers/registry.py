@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
@@ -278,3 +278,37 @@ def get(name: str) -> AnyHandler | None:
 def all_actions() -> dict[str, AnyHandler]:
     _load()
     return dict(_REGISTRY)
+
+
+@dataclass(frozen=True)
+class StepProblem:
+    """Something wrong with one action step of a rule, against this registry."""
+
+    loc: tuple[str | int, ...]  # ("actions", 1, "yes", "steps", 0, "params", "subject")
+    message: str
+    type: str = "value_error"
+
+
+def step_problems(steps: Sequence[Any]) -> list[StepProblem]:
+    """Every action of a workflow (both sides of its branches, each A/B variant's params laid
+    over the step's) checked against the registry: the type exists, the params fit."""
+    from pydantic import ValidationError
+
+    from wooflow.consumer.workflow import action_steps
+
+    out: list[StepProblem] = []
+    for loc, action in action_steps(steps):
+        handler = get(action.type)
+        if handler is None:
+            out.append(StepProblem((*loc, "type"), f"unknown action {action.type!r}; one of {sorted(all_actions())}"))
+            continue
+        tries: list[tuple[tuple[str | int, ...], dict[str, Any]]] = [((*loc, "params"), action.params)]
+        tries += [((*loc, "variants", j, "params"), action.variant_params(v.name))
+                  for j, v in enumerate(action.variants or ())]
+        for where, params in tries:
+            try:
+                handler.Params.model_validate(params)
+            except ValidationError as exc:
+                out.extend(StepProblem((*where, *e.get("loc", ())), e.get("msg", "invalid"), e.get("type", ""))
+                           for e in exc.errors())
+    return out

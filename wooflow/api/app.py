@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # module path → attribute holding an APIRouter. Areas add themselves here.
 ROUTERS: list[str] = [
     "wooflow.api.rules:router",  # rules CRUD + dry run (rule engine)
+    "wooflow.api.workflows:router",  # versions, runs, journeys, A/B results (scheduler)
     "wooflow.api.logs:router",  # execution logs (rule engine)
     "wooflow.api.schema:router",  # triggers/fields/operators/actions (rule engine)
     "wooflow.api.tasks:router",  # admin tasks (workers)
@@ -47,7 +48,8 @@ ROUTERS: list[str] = [
 
 
 def _field_path(loc: tuple[object, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # "~action" / "~branch": which kind of workflow step pydantic tried (consumer/model.py), not a field
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header") and not str(p).startswith("~")]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)

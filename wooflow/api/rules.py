@@ -84,23 +84,11 @@ def validate_actions(spec: RuleSpec) -> None:
 
 
 def action_errors(spec: RuleSpec) -> list[dict[str, Any]]:
-    """What is wrong with the rule's actions, as 422 error entries (none: nothing)."""
-    from wooflow.workers import registry
+    """What is wrong with the rule's actions (every step, both sides of every branch, every
+    A/B variant), as 422 error entries (none: nothing)."""
+    from wooflow.workers.registry import step_problems
 
-    errors: list[dict[str, Any]] = []
-    for i, action in enumerate(spec.actions):
-        handler = registry.get(action.type)
-        if handler is None:
-            errors.append({"loc": ("body", "actions", i, "type"), "type": "value_error",
-                           "msg": f"unknown action {action.type!r}; one of {sorted(registry.all_actions())}"})
-            continue
-        try:
-            handler.Params.model_validate(action.params)
-        except ValidationError as exc:
-            for e in exc.errors():
-                errors.append({"loc": ("body", "actions", i, "params", *e.get("loc", ())), "type": e.get("type"),
-                               "msg": e.get("msg", "invalid")})
-    return errors
+    return [{"loc": ("body", *p.loc), "type": p.type, "msg": p.message} for p in step_problems(spec.actions)]
 
 
 def insert_rule(conn: Any, store_id: str, spec: RuleSpec, *, actor: str = "",

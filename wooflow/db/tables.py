@@ -515,6 +515,49 @@ product_catalog = Table(
 )
 
 
+# --- workflows (0017_workflows.py) ------------------------------------------------------------
+# what ends a run as a conversion, and what disabling the workflow does to its runs in flight
+rules.append_column(Column("goals", JSONB, nullable=False, server_default=text("'[]'::jsonb")))
+rules.append_column(Column("when_disabled", Text, nullable=False, server_default="exit"))  # exit | finish
+
+# every version of every rule, written by a trigger on `rules` (a content change without a
+# version bump gets one); a run reads its steps, branches, exits and goals from its version
+rule_versions = Table(
+    "rule_versions", metadata,
+    Column("rule_id", BigInteger, ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("spec", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# the run's pinned version, the A/B variant sent, a branch's decision, why a run ended;
+# status `done`: a resolved control row (a run's start, a branch)
+scheduled_steps.append_column(Column("rule_version", Integer, nullable=True))
+scheduled_steps.append_column(Column("variant", Text, nullable=True))
+scheduled_steps.append_column(Column("decision", Text, nullable=True))
+scheduled_steps.append_column(Column("exit_kind", Text, nullable=True))
+Index("ix_scheduled_steps_variant", scheduled_steps.c.rule_id, scheduled_steps.c.rule_version,
+      scheduled_steps.c.step, scheduled_steps.c.variant,
+      postgresql_where=text("variant IS NOT NULL AND status = 'emitted'"))
+
+# an A/B step's auto-winner: ready once every variant had its sends, decided at ready_at
+variant_tests = Table(
+    "variant_tests", metadata,
+    Column("rule_id", BigInteger, ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("step", Integer, primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("metric", Text, nullable=False),
+    Column("ready_at", DateTime(timezone=True), nullable=False),
+    Column("winner", Text, nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("stats", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+)
+
+# --- end workflows -----------------------------------------------------------------------------
+
+
 # --- analytics (0016_analytics.py) ------------------------------------------------------
 # the share of a rule's audience held out as a control group (wooflow/holdout.py)
 rules.append_column(Column("holdout_percent", Double, nullable=False, server_default="0"))
@@ -534,6 +577,8 @@ messages = Table(
     Index("ix_messages_rule", "store_id", "rule_id", "sent_at"),
 )
 
+# opens and clicks as the open/click tracker records them (message id = the command's
+# idempotency key); branches on engagement and A/B winners read it
 engagements = Table(
     "engagements", metadata,
     Column("message_id", Text, primary_key=True),
@@ -547,6 +592,7 @@ engagements = Table(
     Column("at", DateTime(timezone=True), nullable=False),  # the first hit
     Column("user_agent", Text, nullable=False, server_default=""),
     Index("ix_engagements_customer", "store_id", "customer_key", "at"),
+    Index("ix_engagements_rule", "store_id", "rule_id", "at"),
 )
 
 engagement_firsts = Table(
