@@ -60,7 +60,8 @@ class CompiledRule:
 def compile_rule(row: dict[str, Any]) -> CompiledRule:
     spec = RuleSpec.model_validate({**{k: row[k] for k in (
         "name", "trigger", "trigger_options", "conditions", "actions", "priority", "enabled", "group_label",
-        "frequency", "exit_conditions", "goals", "when_disabled") if k in row}, "holdout_percent": row.get("holdout_percent") or 0})
+        "frequency", "exit_conditions", "goals", "when_disabled") if k in row},
+        "holdout_percent": row.get("holdout_percent") or 0})
     options = TRIGGERS[spec.trigger].compile_options(spec.trigger_options)
     return CompiledRule(int(row["id"]), row["store_id"], int(row["version"]), spec, compile_tree(spec.conditions),
                         options)
