@@ -35,6 +35,7 @@ from concurrent.futures import Future
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from wooflow.kafka.consumer import consume_batch
 from wooflow.kafka.producer import Producer
 
 log = logging.getLogger(__name__)
@@ -172,13 +173,14 @@ def run_batches(
     timeout: float,
     on_idle: Callable[[], None] | None = None,
 ) -> None:
-    """The batch roles' loop: consume up to `batch_size`, `handle` the batch, commit it
+    """The batch roles' loop: consume up to `batch_size` (what is there: a batch never
+    waits to fill, `consume_batch`), `handle` the batch, commit it
     through `checkpoint` before the next `consume()` (so rebalance callbacks, which run
     inside `consume()`, never meet uncommitted work); a batch that raises is aborted and
     consumed again after the restart."""
     try:
         while not stop.is_set():
-            msgs = consumer.consume(batch_size, timeout)
+            msgs = consume_batch(consumer, batch_size, timeout)
             good: list[Message] = []
             for m in msgs:
                 err = m.error()

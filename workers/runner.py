@@ -36,7 +36,7 @@ from wooflow.checkpointing import Checkpoint
 from wooflow.db.engine import get_engine
 from wooflow.kafka import topics
 from wooflow.kafka.config import RELEASE, WORKERS
-from wooflow.kafka.consumer import make_consumer
+from wooflow.kafka.consumer import consume_batch, make_consumer
 from wooflow.kafka.producer import Producer, produce_when_room
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.schemas.types import ACTION_COMMAND
@@ -129,7 +129,8 @@ class Worker:
                 if self.tracker.unfinished >= s.worker_max_inflight:
                     await asyncio.sleep(0.02)  # back-pressure: let the running commands finish
                 else:
-                    msgs = await loop.run_in_executor(kafka, self.consumer.consume, s.batch_size, s.batch_timeout_s)
+                    msgs = await loop.run_in_executor(kafka, consume_batch, self.consumer, s.batch_size,
+                                                      s.batch_timeout_s)
                     if msgs:
                         self._dispatch(self._intake(msgs))
                 if time.monotonic() - last_commit >= s.worker_commit_interval_s:
