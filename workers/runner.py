@@ -38,6 +38,7 @@ from wooflow.kafka import topics
 from wooflow.kafka.config import RELEASE, WORKERS
 from wooflow.kafka.consumer import consume_batch, make_consumer
 from wooflow.kafka.producer import Producer, produce_when_room
+from wooflow.process import new_event_loop
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.schemas.types import ACTION_COMMAND
 from wooflow.settings import Settings
@@ -53,16 +54,6 @@ from wooflow.workers.tracker import TP, Handle, OffsetTracker
 from wooflow.workers.woo_client import WooClients
 
 log = logging.getLogger(__name__)
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop  # shipped with uvicorn[standard]; noticeably faster for many sockets
-
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-        return loop
-    except ImportError:  # pragma: no cover
-        return asyncio.new_event_loop()
 
 
 class Worker:
@@ -91,7 +82,7 @@ class Worker:
 
     # --- process -------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        loop = _new_loop()
+        loop = new_event_loop()
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._main(stop))

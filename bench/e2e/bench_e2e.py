@@ -129,6 +129,33 @@ def read_topic(s: Any, base: str) -> list[tuple[float, dict[str, Any]]]:
         c.close()
 
 
+STAGES = ("due→send", "send→2xx", "send→event", "event→command", "command→effect", "effect→log", "log→row")
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The runs as a readable table (the JSON on stdout has everything)."""
+    lines = []
+    for r in summary["runs"]:
+        lat = r["latency_ms"]
+
+        def f(name: str, lat: dict[str, Any] = lat) -> str:
+            v = lat.get(name, {})
+            return f"{v.get('p50', '-')}/{v.get('p99', '-')}/{v.get('max', '-')}"
+
+        lines.append(f"{r['label']:>10} {r['rate']:>6.0f}/s effects {r['effects']}/{r['orders']} rows {r['log_rows']} "
+                     f"load {r['load_1m']} cores busy {r['machine_cores_busy']} (ours {r['ours_cores_busy']})")
+        lines.append(f"{'':>12}webhook→effect {f('webhook_to_effect')}  webhook→row {f('webhook_to_log_row')}  "
+                     f"due→effect {f('scheduled_to_effect')}  (ms p50/p99/max)")
+        lines.append(f"{'':>12}" + "  ".join(f"{k} {f(k)}" for k in STAGES))
+        lines.append(f"{'':>12}CPU µs/order " + " ".join(f"{k} {v}" for k, v in r["cpu_us_per_order"].items()))
+    return "\n".join(lines)
+
+
+def logs_of(tmp: Path, procs: dict[str, subprocess.Popen[bytes]]) -> str:
+    return "\n".join(f"--- {name} (exit code {p.poll()}) ---\n" + (tmp / f"{name}.log").read_text()[-3000:]
+                     for name, p in procs.items())
+
+
 def ts(value: Any) -> float:
     return value.timestamp() if isinstance(value, datetime) else float(value)
 
@@ -197,7 +224,7 @@ def main() -> None:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs.values()):
-                raise SystemExit("roles did not start: " + (tmp / "bridge.log").read_text()[-2000:])
+                raise SystemExit("roles did not start: " + logs_of(tmp, procs))
             time.sleep(0.2)
         print(sim.ask("hook", f"{base}/webhooks/woocommerce/{store.id}", store.webhook_secret), file=sys.stderr)
 
@@ -228,6 +255,8 @@ def main() -> None:
             while logged() - logs0 < n and time.monotonic() < drain:
                 time.sleep(0.5)
             wall, after = time.monotonic() - t0, cpu()
+            if any(p.poll() is not None for p in procs.values()):
+                raise SystemExit("a role stopped: " + logs_of(tmp, procs))
             for spy in spies:
                 spy.wait(30)
             path = tmp / f"{label}.json"
@@ -307,6 +336,7 @@ def main() -> None:
                 "cpu_us_per_order": run["cpu_us_per_order"],
                 "latency_ms": {k: pct(v) for k, v in m.items()}})
         print(json.dumps(summary, indent=1, ensure_ascii=False))
+        print(table(summary), file=sys.stderr)
         if args.keep:
             keep = Path(args.keep)
             keep.mkdir(parents=True, exist_ok=True)
