@@ -69,7 +69,7 @@ def allowed(f: Firing | None, rule: Any, event_id: str, at_ms: int) -> bool:
     """Frequency limits, decided on event time so a replay decides the same way."""
     if f is None or event_id in (f.first_event_id, f.last_event_id):
         return True
-    freq = rule.spec.frequency
+    freq = rule.frequency
     if freq.once_per_customer:
         return False
     if freq.per_days is not None:
