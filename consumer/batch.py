@@ -250,8 +250,8 @@ class BatchProcessor:
                 for step, action in enumerate(m.rule.actions):
                     out.commands.append((it, build_command(
                         rule_id=m.rule.id, rule_version=m.rule.version, step=step, action_type=action.type,
-                        params=action.params, delay_s=action.delay_s, schema=it.schema, event=ev,
-                        trigger=m.trigger, now=now, dry_run=dry_run, context_json=context)))
+                        params={}, params_json=action.params_json, delay_s=action.delay_s, schema=it.schema,
+                        event=ev, trigger=m.trigger, now=now, dry_run=dry_run, context_json=context)))
             except Exception as exc:
                 log.exception("building commands failed")
                 out.failed.append((it, "evaluation_error", f"{type(exc).__name__}: {exc}"))

@@ -31,8 +31,9 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, select, text
 
+from wooflow.consumer.commands import to_json
 from wooflow.consumer.conditions import Predicate, compile_tree
-from wooflow.consumer.model import Frequency, RuleSpec
+from wooflow.consumer.model import Action, Frequency, RuleSpec
 from wooflow.consumer.triggers import TRIGGERS, Check
 from wooflow.db.tables import rules
 
@@ -46,15 +47,22 @@ SPEC_FIELDS = ("name", "trigger", "trigger_options", "conditions", "actions", "p
 _SHARED_MAX = 100_000
 _leaves: dict[str, Predicate] = {}
 _options: dict[tuple[str, str], Check | None] = {}
+_steps: dict[tuple[str, str, str | None], Step] = {}
+_frequencies: dict[tuple[bool, int | None], Frequency] = {}
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One action of a rule as the hot path reads it (the API's `Action`, without pydantic)."""
+    """One action of a rule as the hot path reads it (the API's `Action`, without pydantic):
+    its parameters as the JSON a command carries."""
     type: str
-    params: dict[str, Any]
+    params_json: str
     delay: str | None
     delay_s: int
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(json.loads(self.params_json))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +100,21 @@ def _shared_options(trigger: str, options: dict[str, Any]) -> Check | None:
     return _options[key]
 
 
+def _shared_step(a: Action) -> Step:
+    step = Step(a.type, to_json(a.params), a.delay, a.delay_s)
+    key = (step.type, step.params_json, step.delay)
+    if key not in _steps and len(_steps) >= _SHARED_MAX:
+        _steps.clear()
+    return _steps.setdefault(key, step)
+
+
 def _compile(rule_id: int, store_id: str, version: int, spec: RuleSpec, source: bytes) -> CompiledRule:
     if len(_leaves) >= _SHARED_MAX:
         _leaves.clear()
-    steps = tuple(Step(a.type, a.params, a.delay, a.delay_s) for a in spec.actions)
-    return CompiledRule(rule_id, store_id, version, spec.trigger, spec.priority, steps, spec.frequency,
+    f = spec.frequency
+    return CompiledRule(rule_id, store_id, version, spec.trigger, spec.priority,
+                        tuple(_shared_step(a) for a in spec.actions),
+                        _frequencies.setdefault((f.once_per_customer, f.per_days), f),
                         compile_tree(spec.conditions, leaves=_leaves),
                         _shared_options(spec.trigger, spec.trigger_options), source)
 
@@ -110,10 +128,11 @@ def compile_rule(row: Mapping[str, Any]) -> CompiledRule:
     return rule
 
 
-def compile_source(rule_id: int, store_id: str, version: int, source: str) -> CompiledRule:
-    """A rule from its fields as JSON text (what `RuleCache` keeps until the store is used)."""
-    spec = RuleSpec.model_validate_json(source)
-    return _compile(rule_id, store_id, version, spec, zlib.compress(source.encode()))
+def compile_source(rule_id: int, store_id: str, version: int, source: bytes) -> CompiledRule:
+    """A rule from its fields as zlib-compressed JSON (what `RuleCache` keeps until the store
+    is used, and the compiled rule after it)."""
+    spec = RuleSpec.model_validate_json(zlib.decompress(source))
+    return _compile(rule_id, store_id, version, spec, source)
 
 
 Fingerprint = tuple[int, datetime | None, int, int]  # rules (enabled or not), last change, Σ version, Σ id
@@ -128,8 +147,8 @@ class _Compiled:
 
 @dataclass(slots=True)
 class _Store:
-    """One store's enabled rules as read (id, version, JSON text), compiled on first use."""
-    rows: list[tuple[int, int, str]]
+    """One store's enabled rules as read (id, version, compressed JSON), compiled on first use."""
+    rows: list[tuple[int, int, bytes]]
     fingerprint: Fingerprint
     compiled: _Compiled | None = None
 
@@ -194,7 +213,7 @@ class RuleCache:
         return self._count
 
     # --- compiling ----------------------------------------------------------------------
-    def _compile_store(self, store_id: str, rows: list[tuple[int, int, str]]) -> _Compiled:
+    def _compile_store(self, store_id: str, rows: list[tuple[int, int, bytes]]) -> _Compiled:
         by_trigger: dict[str, list[CompiledRule]] = defaultdict(list)
         triggers: dict[str, set[str]] = defaultdict(set)
         by_id: dict[int, CompiledRule] = {}
@@ -251,11 +270,13 @@ class RuleCache:
 
     def _read(self, store_id: str | None) -> dict[str, _Store]:
         where = "WHERE store_id = :store" if store_id is not None else ""
-        by_store: dict[str, list[tuple[int, int, bool, datetime, str]]] = defaultdict(list)
+        by_store: dict[str, list[tuple[int, int, bool, datetime, bytes]]] = defaultdict(list)
         with self.engine.connect() as conn:
-            for rid, sid, version, enabled, updated, source in conn.execute(
+            # streamed, and kept compressed: 100,000 rules are ~70 MB of JSON, ~30 MB compressed
+            for rid, sid, version, enabled, updated, source in conn.execution_options(yield_per=2000).execute(
                     text(_LOAD.format(where=where)), {"store": store_id}):
-                by_store[sid].append((int(rid), int(version), bool(enabled), updated, source))
+                by_store[sid].append((int(rid), int(version), bool(enabled), updated,
+                                      zlib.compress(source.encode(), 1) if enabled else b""))
         out = {}
         for sid, rows in by_store.items():
             fp: Fingerprint = (len(rows), max(r[3] for r in rows), sum(r[1] for r in rows), sum(r[0] for r in rows))
@@ -319,7 +340,7 @@ class RuleCache:
                 triggers[TRIGGERS[r.trigger].schema].add(r.trigger)
             for group in by_trigger.values():
                 group.sort(key=lambda r: (r.priority, r.id))
-            stores[sid] = _Store([(r.id, r.version, "") for r in lst], (len(lst), None, 0, 0),
+            stores[sid] = _Store([(r.id, r.version, r.source) for r in lst], (len(lst), None, 0, 0),
                                  _Compiled(dict(by_trigger), {k: frozenset(v) for k, v in triggers.items()},
                                            {r.id: r for r in lst}))
         self._install_all(stores)

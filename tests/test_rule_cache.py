@@ -1,9 +1,11 @@
-"""The rule cache with many stores in mind: a rule change reloads its own store and nothing
-else (through LISTEN/NOTIFY or the fallback), a forced refresh of unchanged rules reloads
-nothing, and rules that share a condition share its compiled predicate."""
+"""The rule consumer's caches with many stores in mind: a rule change reloads its own store
+and nothing else (through LISTEN/NOTIFY or the fallback), a forced refresh of unchanged
+rules reloads nothing, rules that share a condition share its compiled predicate, and a
+store's loyalty settings are parsed again only when they changed."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -12,6 +14,7 @@ from sqlalchemy import text
 from tests.pipeline import add_rule
 from tests.support import make_store, wait_for
 from wooflow.consumer.rules import RuleCache, RuleListener
+from wooflow.consumer.runner import LoyaltyCache
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +84,20 @@ def test_rules_that_share_a_condition_share_its_predicate(settings, engine) -> N
     r1, r2 = (cache.for_trigger(s, "new_order")[0] for s in stores)
     assert r1.id != r2.id and r1.predicate is r2.predicate
     assert r1.spec.conditions == BIG  # the API's view of the rule is still there when asked for
+
+
+def test_loyalty_settings_are_parsed_again_only_for_the_store_that_changed_them(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    a, b = make_store(engine).id, make_store(engine).id
+    tiers = {"loyalty": {"tiers": {"levels": [{"name": "silver", "min": 100}]}}}
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE stores SET settings = CAST(:s AS jsonb) WHERE id IN (:a, :b)"),
+                     {"s": json.dumps(tiers), "a": a, "b": b})
+    cache = LoyaltyCache(engine, ttl=0)
+    la, lb = cache(a), cache(b)
+    assert [lv.name for lv in la.levels] == ["silver"]
+    tiers["loyalty"]["tiers"]["levels"].append({"name": "gold", "min": 500})
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE stores SET settings = CAST(:s AS jsonb) WHERE id = :a"),
+                     {"s": json.dumps(tiers), "a": a})
+    assert [lv.name for lv in cache(a).levels] == ["silver", "gold"]
+    assert cache(b) is lb, "an unchanged store's settings were parsed again"

@@ -239,55 +239,41 @@ def committed(s: Settings, reader: Any, parts: list[Any]) -> int:
     return sum(max(0, tp.offset) for tp in reader.committed(parts, timeout=10))
 
 
-def event_partitions(s: Settings, reader: Any) -> tuple[list[Any], int]:
+def event_partitions(s: Settings, reader: Any) -> list[Any]:
     from confluent_kafka import TopicPartition
 
     from wooflow.kafka import topics
 
-    parts, end = [], 0
-    for base in topics.EVENT_TOPICS:
-        t = s.topic(base)
-        for p in reader.list_topics(t, timeout=10).topics[t].partitions:
-            tp = TopicPartition(t, p)
-            parts.append(tp)
-            end += reader.get_watermark_offsets(tp, timeout=10)[1]
-    return parts, end
+    return [TopicPartition(s.topic(base), p) for base in topics.EVENT_TOPICS
+            for p in reader.list_topics(s.topic(base), timeout=10).topics[s.topic(base)].partitions]
 
 
-def drain(s: Settings, consumer: ConsumerProcess) -> dict[str, float]:
-    """Start-up and throughput of a consumer draining a backlog of n events."""
-    from wooflow.kafka.consumer import make_reader
-
-    reader = make_reader(s, s.rules_group)  # asks the group's committed offsets; never joins it
-    try:
-        parts, end = event_partitions(s, reader)
-        ready = consumer.wait_running()
-        first = None
-        cpu0 = 0.0
-        deadline = time.monotonic() + 1800
-        while time.monotonic() < deadline:
-            done = committed(s, reader, parts)
-            now = time.monotonic()
-            if first is None and done > 0:
-                first, cpu0 = (now, done), consumer.cpu()
-            if done >= end:
-                break
-            if consumer.proc.poll() is not None:
-                raise SystemExit("the rule consumer stopped: " + consumer.log.read_text()[-3000:])
-            time.sleep(0.25)
-        else:
-            raise SystemExit(f"not drained within 30 min: {done}/{end}")
-        last, cpu1 = time.monotonic(), consumer.cpu()
-        assert first is not None
-        counted = end - first[1]
-        return {"events": end, "startup_ready_s": round(ready, 2),
-                "startup_first_commit_s": round(first[0] - consumer.started, 2),
-                "events_per_s": round(counted / max(1e-6, last - first[0])),
-                "cpu_us_per_event": round((cpu1 - cpu0) / max(1, counted) * 1e6),
-                "rss_mb_peak": round(max(r for _, r in consumer.rss) / 2**20),
-                "rss_mb_end": round(consumer.rss[-1][1] / 2**20)}
-    finally:
-        reader.close()
+def drain(s: Settings, consumer: ConsumerProcess, reader: Any, parts: list[Any], base: int) -> dict[str, float]:
+    """Throughput of a consumer draining what was produced after the group had committed
+    `base` offsets: events after its first commit / time from that commit to the last."""
+    end = sum(reader.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
+    first = None
+    cpu0 = 0.0
+    deadline = time.monotonic() + 1800
+    done = base
+    while time.monotonic() < deadline:
+        done = committed(s, reader, parts)
+        now = time.monotonic()
+        if first is None and done > base:
+            first, cpu0 = (now, done), consumer.cpu()
+        if done >= end:
+            break
+        if consumer.proc.poll() is not None:
+            raise SystemExit("the rule consumer stopped: " + consumer.log.read_text()[-3000:])
+        time.sleep(0.25)
+    else:
+        raise SystemExit(f"not drained within 30 min: {done}/{end}")
+    last, cpu1 = time.monotonic(), consumer.cpu()
+    assert first is not None
+    counted = end - first[1]
+    return {"events": end - base, "first_commit_s": round(first[0] - consumer.started, 2),
+            "events_per_s": round(counted / max(1e-6, last - first[0])),
+            "cpu_us_per_event": round((cpu1 - cpu0) / max(1, counted) * 1e6)}
 
 
 # --- rule changes --------------------------------------------------------------------------
@@ -364,6 +350,8 @@ def main() -> None:
     ap.add_argument("--reload", action="store_true", help="load the scale catalogue again")
     ap.add_argument("--drop", action="store_true", help="drop the scale database at the end")
     ap.add_argument("--only", choices=("rules", "scale"), help="run one catalogue only")
+    ap.add_argument("--py-spy", metavar="OUT", help="profile the consumer's warm drain of the first run with py-spy "
+                    "(stacks holding the GIL) into OUT.rules and OUT.scale")
     args = ap.parse_args()
     base_url = os.environ.get("DATABASE_URL")
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or not base_url:
@@ -406,13 +394,36 @@ def main() -> None:
                     produce_backlog(s, list(w.events()))
                 load0 = os.getloadavg()[0]
                 consumer = ConsumerProcess(s, logs / f"{which}-{r}.log")
+                from wooflow.kafka.consumer import make_reader
+
+                reader = make_reader(s, s.rules_group)  # asks the group's committed offsets; never joins it
                 try:
-                    res = drain(s, consumer)
+                    parts = event_partitions(s, reader)
+                    res: dict[str, Any] = {"startup_ready_s": round(consumer.wait_running(), 2)}
+                    cold = drain(s, consumer, reader, parts, 0)
+                    res |= {"startup_first_commit_s": cold["first_commit_s"], "cold_events_per_s":
+                            cold["events_per_s"], "cold_cpu_us_per_event": cold["cpu_us_per_event"]}
+                    # the same number of new events again, every store's rules compiled by now
+                    w2 = Workload(tag + "w", args.events, seed=100 + r, stores=w.stores, customers=w.customers)
+                    w2.next_order = w.next_order + 1_000_000
+                    base = committed(s, reader, parts)
+                    produce_backlog(s, list(w2.events()))
+                    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p",
+                                            str(consumer.proc.pid), "-d", "30", "-r", "200", "-f", "raw",
+                                            "--nonblocking", "--gil", "-o", f"{args.py_spy}.{which}"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) \
+                        if args.py_spy and r == 0 else None
+                    warm = drain(s, consumer, reader, parts, base)
+                    if spy is not None:
+                        spy.wait(60)
+                    res |= {"events_per_s": warm["events_per_s"], "cpu_us_per_event": warm["cpu_us_per_event"]}
                     if which == "scale" and args.probes:
                         changes = probe_rule_changes(s, url, args.probes, seed=r)
                         res["rule_change_applied_s"] = [c["applied_within_s"] for c in changes]
-                        res["rss_mb_peak"] = round(max(x for _, x in consumer.rss) / 2**20)
+                    res["rss_mb_peak"] = round(max(x for _, x in consumer.rss) / 2**20)
+                    res["rss_mb_end"] = round(consumer.rss[-1][1] / 2**20)
                 finally:
+                    reader.close()
                     consumer.stop()
                     if which == "rules":
                         cleanup(s, w.stores)
