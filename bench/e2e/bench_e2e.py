@@ -24,6 +24,11 @@ total CPU use and load average during the run: the box is shared, and a latency 
 fails under load shows up as saturated cores, not as one slow stage.
 
 `--env NAME=VALUE` (repeatable) is passed to every role (e.g. WOOFLOW_BATCH_TIMEOUT_S=0.05).
+
+`--nice N` (root) runs the roles and the store at that scheduling priority, and the broker
+and PostgreSQL too when the benchmark started its own (KAFKA_BOOTSTRAP_SERVERS /
+DATABASE_URL unset): on a box shared with other work, a negative N shows what the
+pipeline does with the CPU it asks for, next to the same runs without it.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ class Sim:
         self.log = log
         with open(log, "wb") as err:  # the child keeps its own handle
             self.proc = subprocess.Popen([sys.executable, str(HERE / "simstore.py")], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=err, text=True)
+                                         stdout=subprocess.PIPE, stderr=err, text=True, cwd=log.parent)
         self.info = self._answer()
 
     def _answer(self) -> dict[str, Any]:
@@ -93,6 +98,22 @@ class Sim:
                 self.proc.kill()
 
 
+def renice(roots: list[psutil.Process], nice: int) -> None:
+    """Every thread of these processes and their children (PostgreSQL's backends, the JVM's
+    threads): on Linux a nice value belongs to a thread."""
+    for root in roots:
+        try:
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for p in procs:
+            try:
+                for t in p.threads():
+                    os.setpriority(os.PRIO_PROCESS, t.id, nice)
+            except (psutil.Error, OSError):
+                pass
+
+
 def pct(values: list[float]) -> dict[str, float | int]:
     if not values:
         return {"n": 0}
@@ -101,8 +122,9 @@ def pct(values: list[float]) -> dict[str, float | int]:
             "max": round(v[-1], 1)}
 
 
-def read_topic(s: Any, base: str) -> list[tuple[float, dict[str, Any]]]:
-    """(CreateTime in seconds, decoded record) of every message of a topic, from the start."""
+def read_topic(s: Any, base: str, sizes: dict[str, int]) -> list[tuple[float, dict[str, Any]]]:
+    """(CreateTime in seconds, decoded record) of every message of a topic, from the start;
+    `sizes[base]` adds up their bytes (key and value)."""
     from confluent_kafka import TopicPartition
 
     from wooflow.kafka.consumer import make_reader
@@ -123,6 +145,7 @@ def read_topic(s: Any, base: str) -> list[tuple[float, dict[str, Any]]]:
                 if m.error() is not None:
                     continue
                 left -= 1
+                sizes[base] += len(m.value() or b"") + len(m.key() or b"")
                 out.append((m.timestamp()[1] / 1000, codec.decode(m.value())[1]))
         return out
     finally:
@@ -148,6 +171,7 @@ def table(summary: dict[str, Any]) -> str:
                      f"due→effect {f('scheduled_to_effect')}  (ms p50/p99/max)")
         lines.append(f"{'':>12}" + "  ".join(f"{k} {f(k)}" for k in STAGES))
         lines.append(f"{'':>12}CPU µs/order " + " ".join(f"{k} {v}" for k, v in r["cpu_us_per_order"].items()))
+        lines.append(f"{'':>12}PostgreSQL per order " + " ".join(f"{k} {v}" for k, v in r["db_per_order"].items()))
     return "\n".join(lines)
 
 
@@ -169,7 +193,9 @@ def main() -> None:
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra setting for every role")
     ap.add_argument("--py-spy", action="append", default=[], metavar="PROCESS=OUT",
                     help="profile a role or the store (bridge, rules, workers, sink, store) with py-spy during the "
-                         "first measured run: collapsed stacks of all threads to OUT")
+                         "first measured run: collapsed stacks of the threads holding the GIL to OUT")
+    ap.add_argument("--nice", type=int, help="scheduling priority of the roles and the store (and of the broker and "
+                    "PostgreSQL when the benchmark started them), e.g. -10")
     ap.add_argument("--keep", metavar="DIR", help="keep the raw per-order timings and role logs in DIR")
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
@@ -213,8 +239,10 @@ def main() -> None:
         for role in ROLES:
             extra = ("--host", "127.0.0.1", "--port", str(port)) if role == "bridge" else ()
             with open(tmp / f"{role}.log", "wb") as log:
+                # cwd: `-m` puts the working directory first on sys.path, where a checkout's
+                # own `wooflow/` folder would shadow the installed package
                 procs[role] = subprocess.Popen([sys.executable, "-m", "wooflow.cli", role, *extra], env=env,
-                                               stdout=log, stderr=subprocess.STDOUT)
+                                               stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
@@ -237,6 +265,16 @@ def main() -> None:
             out["machine_busy"] = sum(t) - t.idle - getattr(t, "iowait", 0.0)
             return out
 
+        def db_stats() -> dict[str, float]:
+            """Rows this database wrote, its size, and the server's WAL (all databases: a clean
+            figure only on the benchmark's own PostgreSQL)."""
+            with engine.connect() as conn:
+                t = conn.execute(text("SELECT tup_inserted, tup_updated, tup_deleted, pg_database_size(datname) "
+                                      "FROM pg_stat_database WHERE datname = current_database()")).one()
+                wal = conn.execute(text("SELECT wal_bytes FROM pg_stat_wal")).scalar_one()
+            return {"rows_inserted": t[0], "rows_updated": t[1], "rows_deleted": t[2], "db_bytes": t[3],
+                    "wal_bytes": float(wal)}
+
         def logged() -> int:
             with engine.connect() as conn:
                 return int(conn.execute(text("SELECT count(*) FROM execution_logs WHERE store_id = :s"),
@@ -245,16 +283,22 @@ def main() -> None:
         def one_run(rate: float, seconds: float, label: str, profile: bool = False) -> dict[str, Any]:
             spies = [subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p",
                                        str(watched[name].pid), "-d", str(int(seconds)), "-r", "200", "-f", "raw",
-                                       "--threads", "--nonblocking", "-o", out],
+                                       "--threads", "--nonblocking", "--gil", "-o", out],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                      for name, out in (a.split("=", 1) for a in args.py_spy)] if profile else []
+            if args.nice is not None:  # before each run: PostgreSQL's new backends too
+                renice(list(watched.values()) + ([p for ps in svc.values() for p in ps] if state is not None else []),
+                       args.nice)
             before, logs0, load0, t0 = cpu(), logged(), os.getloadavg()[0], time.monotonic()
+            db0 = db_stats()
             driven = sim.ask("run", rate, seconds)
             n = driven["created"]
             drain = time.monotonic() + args.drain
             while logged() - logs0 < n and time.monotonic() < drain:
                 time.sleep(0.5)
             wall, after = time.monotonic() - t0, cpu()
+            time.sleep(0.6)  # PostgreSQL's statistics are flushed by each backend within a second
+            db1 = db_stats()
             if any(p.poll() is not None for p in procs.values()):
                 raise SystemExit("a role stopped: " + logs_of(tmp, procs))
             for spy in spies:
@@ -266,6 +310,7 @@ def main() -> None:
             return {"label": label, "rate": rate, "orders": n, "driver_late_max_ms": driven["driver_late_max_ms"],
                     "timings": timings, "load_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
                     "cpu_us_per_order": {k: round(v / max(1, n) * 1e6) for k, v in used.items() if k != "machine_busy"},
+                    "db_per_order": {k: round((db1[k] - db0[k]) / max(1, n), 1) for k in db1},
                     "machine_cores_busy": round(used["machine_busy"] / wall, 2),
                     "ours_cores_busy": round(sum(v for k, v in used.items() if k != "machine_busy") / wall, 2)}
 
@@ -281,21 +326,26 @@ def main() -> None:
             p.terminate()
 
         # --- per-order stages from the topics and the log table --------------------------
+        sizes: dict[str, int] = defaultdict(int)
         event_of: dict[int, tuple[str, float]] = {}
-        for t, ev in read_topic(s, ORDERS):
+        for t, ev in read_topic(s, ORDERS, sizes):
             if ev.get("order"):
                 event_of.setdefault(int(ev["order"]["id"]), (ev["event_id"], t))
         command_at = {}
-        for t, cmd in read_topic(s, COMMANDS):
+        for t, cmd in read_topic(s, COMMANDS, sizes):
             command_at.setdefault(cmd["event_id"], t)
         log_at = {}
-        for t, lg in read_topic(s, LOGS):
+        for t, lg in read_topic(s, LOGS, sizes):
             log_at.setdefault(lg["event_id"], t)
         with engine.connect() as conn:
             row_at = {e: ts(t) for e, t in conn.execute(
                 text("SELECT event_id, logged_at FROM execution_logs WHERE store_id = :s"), {"s": store.id})}
 
-        summary: dict[str, Any] = {"cpus": os.cpu_count(), "duration_s": args.duration, "env": args.env, "runs": []}
+        orders = sum(r["orders"] for r in runs) + warm["orders"]
+        summary: dict[str, Any] = {"cpus": os.cpu_count(), "duration_s": args.duration, "env": args.env,
+                                   "nice": args.nice, "own_services": state is not None,
+                                   "kafka_bytes_per_order": {k: round(v / orders) for k, v in sizes.items()},
+                                   "runs": []}
         for run in runs:
             tm = run["timings"]
             m: dict[str, list[float]] = defaultdict(list)
@@ -333,10 +383,15 @@ def main() -> None:
                 "effects": len(tm["noted"]), "log_rows": len(m["webhook_to_log_row"]), "statuses": dict(statuses),
                 "driver_late_max_ms": run["driver_late_max_ms"], "load_1m": run["load_1m"],
                 "machine_cores_busy": run["machine_cores_busy"], "ours_cores_busy": run["ours_cores_busy"],
-                "cpu_us_per_order": run["cpu_us_per_order"],
+                "cpu_us_per_order": run["cpu_us_per_order"], "db_per_order": run["db_per_order"],
                 "latency_ms": {k: pct(v) for k, v in m.items()}})
         print(json.dumps(summary, indent=1, ensure_ascii=False))
         print(table(summary), file=sys.stderr)
+        print(f"Kafka bytes per order: {summary['kafka_bytes_per_order']}", file=sys.stderr)
+        with engine.begin() as conn:  # the store's rules, state and logs go with it
+            for name in ("execution_logs", "action_executions", "customer_state", "order_state"):
+                conn.execute(text(f"DELETE FROM {name} WHERE store_id = :s"), {"s": store.id})
+            conn.execute(text("DELETE FROM stores WHERE id = :s"), {"s": store.id})
         if args.keep:
             keep = Path(args.keep)
             keep.mkdir(parents=True, exist_ok=True)

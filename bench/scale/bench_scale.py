@@ -196,8 +196,9 @@ class ConsumerProcess:
         self.log = log
         self.started = time.monotonic()
         with open(log, "wb") as out:  # the child keeps its own handle
+            # cwd: `-m` puts it first on sys.path, where a checkout's `wooflow/` would shadow the package
             self.proc = subprocess.Popen([sys.executable, "-m", "wooflow.cli", "rules"], env=env, stdout=out,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, cwd=log.parent)
         self.ps = psutil.Process(self.proc.pid)
         self.rss: list[tuple[float, int]] = []
         self._stop = threading.Event()
