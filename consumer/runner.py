@@ -281,6 +281,7 @@ class RuleConsumer:
                                  [self.settings.topic(t) for t in topics.EVENT_TOPICS],
                                  on_revoke=self.on_revoke, on_lost=self.on_lost, instance_id=self.group_instance)
         self.checkpoint = Checkpoint(consumer, self.producer, transactional=self.settings.transactional,
+                                     asynchronous=True,
                                      before_commit=self.save_state if self.settings.transactional
                                      else self.save_state_in_background)
         listener.listening.wait(5)

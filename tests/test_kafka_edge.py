@@ -108,13 +108,22 @@ def test_the_batch_loop_handles_a_lone_message_without_waiting_to_fill_the_batch
     consumer = make_consumer(settings, settings.sink_group, [topic])
     handled: list[bytes | None] = []
     stop = threading.Event()
-    loop = threading.Thread(target=run_batches, args=(consumer, Checkpoint(consumer, None),
+    checkpoint = Checkpoint(consumer, None, asynchronous=True)
+    loop = threading.Thread(target=run_batches, args=(consumer, checkpoint,
                                                       lambda batch: handled.extend(m.value() for m in batch), stop),
                             kwargs={"batch_size": 2000, "timeout": LONG})
     loop.start()
     try:
         _send(settings, topic)
         wait_for(lambda: handled == [b"x"], LONG / 2, 0.05, "the lone message handled")
+        # its offset was sent without waiting for the coordinator, and the coordinator took it
+        reader = make_reader(settings, settings.sink_group)
+        try:
+            wait_for(lambda: sum(max(0, tp.offset) for tp in reader.committed(
+                [TopicPartition(topic, p) for p in range(settings.topic_partitions)], timeout=10)) == 1,
+                LONG / 2, 0.1, "the offset committed")
+        finally:
+            reader.close()
     finally:
         stop.set()
         _send(settings, topic)  # wakes the loop from its wait, so it sees `stop`

@@ -6,8 +6,9 @@ acks=all — or, in transactional mode, atomically with those outputs. A crash a
 point therefore re-processes at most the current batch, and the idempotency keys make
 that re-processing harmless downstream.
 
-Batches are committed before the next `consume()`, and rebalance callbacks only run
-inside `consume()`, so a revoked partition never has uncommitted work in flight.
+Batches are committed before the next `consume()` (the batch roles send their offsets
+without waiting for the coordinator's answer: `asynchronous`), and rebalance callbacks only
+run inside `consume()`, so a revoked partition never has uncommitted work in flight.
 
 `before_commit` is the place for a role's own durable state (the rule consumer's
 customer state): it runs after the outputs are acknowledged (or written into the open
@@ -48,8 +49,18 @@ _REBALANCING = (KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION,
 class Checkpoint:
     def __init__(self, consumer: Consumer, producer: Producer | None, *, transactional: bool = False,
                  flush_timeout: float = 300.0,
-                 before_commit: Callable[[], Future[None] | None] | None = None) -> None:
+                 before_commit: Callable[[], Future[None] | None] | None = None,
+                 asynchronous: bool = False) -> None:
+        """`asynchronous`: a batch's offsets are sent to the group coordinator without waiting
+        for its answer. For the batch roles a synchronous commit was a broker round trip in
+        every batch's path (bench/e2e at 100 events/s: event → command p50 14 ms with it,
+        4 ms without). Offsets still go out only after the batch's outputs and state are
+        durable, in order, and rebalances still commit synchronously; a commit the
+        coordinator refuses (the group moved on) is logged (`make_consumer`), and the
+        partition's next commit — or its new owner re-processing the batch, idempotently —
+        covers it."""
         self.consumer = consumer
+        self.asynchronous = asynchronous
         self.before_commit = before_commit
         self.producer = producer
         self.transactional = transactional
@@ -118,7 +129,7 @@ class Checkpoint:
         if not offsets:
             return
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.consumer.commit(offsets=offsets, asynchronous=self.asynchronous)
         except KafkaException as exc:
             if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() in _REBALANCING:
                 # The outputs are durable; only the offsets wait. Keep them and commit with

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from wooflow.kafka.config import consumer_config, reader_config
 from wooflow.settings import Settings
@@ -28,7 +29,8 @@ def make_consumer(
     instance_id: str | None = None,
 ) -> Consumer:
     """`instance_id`: static group membership (a restarted instance keeps its partitions)."""
-    consumer = Consumer(consumer_config(s, group_id, instance_id=instance_id))
+    conf: dict[str, Any] = {**consumer_config(s, group_id, instance_id=instance_id), "on_commit": _committed}
+    consumer = Consumer(conf)
 
     def assigned(c: Consumer, parts: list[TopicPartition]) -> None:
         log.info("assigned %s", [(p.topic, p.partition) for p in parts])
@@ -47,6 +49,14 @@ def make_consumer(
 
     consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=lost)
     return consumer
+
+
+def _committed(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    """The coordinator's answer to an offset commit (asynchronous ones have no caller to
+    tell): a refusal only means the batch may be processed again, idempotently."""
+    failed = [(p.topic, p.partition, p.error.str()) for p in partitions if p.error is not None]
+    if err is not None or failed:
+        log.info("offset commit not accepted (%s): %s", err.str() if err is not None else "per partition", failed)
 
 
 def make_reader(s: Settings, name: str) -> Consumer:
