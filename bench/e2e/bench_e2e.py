@@ -47,13 +47,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "bridge"))
 
-from run import free_port, service_procs, services, services_cpu  # noqa: E402  (bench/bridge/run.py)
+from run import (  # noqa: E402  (bench/bridge/run.py)
+    free_port,
+    release,
+    service_procs,
+    services,
+    services_cpu,
+    wait_ready,
+)
 
 ROLES = ("bridge", "rules", "workers", "sink")
 RULE = {
@@ -244,16 +250,8 @@ def main() -> None:
                 procs[role] = subprocess.Popen([sys.executable, "-m", "wooflow.cli", role, *extra], env=env,
                                                stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs.values()):
-                raise SystemExit("roles did not start: " + logs_of(tmp, procs))
-            time.sleep(0.2)
+        wait_ready(base, 60, lambda: "roles did not start: " + logs_of(tmp, procs),
+                   lambda: any(p.poll() is not None for p in procs.values()))
         print(sim.ask("hook", f"{base}/webhooks/woocommerce/{store.id}", store.webhook_secret), file=sys.stderr)
 
         watched = {name: psutil.Process(p.pid) for name, p in procs.items()} | {"store": psutil.Process(sim.proc.pid)}
@@ -409,15 +407,7 @@ def main() -> None:
                 p.kill()
         if sim is not None:
             sim.stop()
-        if s is not None and state is None:  # a shared broker: leave it no partitions behind
-            from wooflow.kafka.admin import delete_topics_with_prefix
-
-            delete_topics_with_prefix(s, s.topic_prefix)
-        if state is not None:
-            from wooflow.devinfra.launcher import down
-
-            down(state)
-        shutil.rmtree(tmp, ignore_errors=True)
+        release(s, state, tmp)
 
 
 if __name__ == "__main__":
