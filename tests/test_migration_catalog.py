@@ -1,4 +1,4 @@
-"""Migration 0012_catalog on a scratch database: rules stored with the old, multi-valued
+"""Migration 0013_catalog on a scratch database: rules stored with the old, multi-valued
 `geo_scope` keep matching what they matched — they now say `geo_regions` — with an audit
 entry each; the downgrade puts them back."""
 
@@ -21,11 +21,11 @@ from wooflow.db.migrate import alembic_config, upgrade
 
 pytestmark = pytest.mark.integration
 
-MIGRATION = Path(__file__).resolve().parents[1] / "wooflow/db/migrations/versions/0012_catalog.py"
+MIGRATION = Path(__file__).resolve().parents[1] / "wooflow/db/migrations/versions/0013_catalog.py"
 
 
 def _revisions() -> tuple[str, str]:
-    spec = importlib.util.spec_from_file_location("m0012", MIGRATION)
+    spec = importlib.util.spec_from_file_location("m0013", MIGRATION)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -71,7 +71,7 @@ def test_stored_geo_scope_conditions_become_geo_regions(scratch_db: str) -> None
         renamed = json.loads(json.dumps(old).replace('"geo_scope"', '"geo_regions"'))
         assert stored == {ids[0]: renamed, ids[1]: {"match": "all", "conditions": []}}
         assert [(a.rule_id, a.actor, a.details["renamed_field"]) for a in audits] == \
-            [(ids[0], "migration 0012_catalog", {"from": "geo_scope", "to": "geo_regions"})]
+            [(ids[0], "migration 0013_catalog", {"from": "geo_scope", "to": "geo_regions"})]
         command.downgrade(alembic_config(scratch_db), before)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT conditions FROM rules WHERE id = :i"), {"i": ids[0]}).scalar_one() == old

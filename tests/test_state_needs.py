@@ -119,10 +119,11 @@ def test_a_new_order_store_keeps_first_sights_only_and_skips_later_events_undeco
 
 @pytest.mark.integration
 def test_a_store_with_loyalty_settings_keeps_customer_aggregates_whatever_its_rules(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
     from wooflow.stores import upsert_store
 
-    store = make_store(engine)
-    store.settings = {"loyalty": {"points_per_unit": 2}}
+    store = replace(make_store(engine), settings={"loyalty": {"points_per_unit": 2}})
     upsert_store(engine, store)
     add_rule(engine, store.id, {"name": "new", "trigger": "new_order", "actions": NOTE})
     prod = EventProducer(settings)

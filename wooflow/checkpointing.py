@@ -6,8 +6,9 @@ acks=all — or, in transactional mode, atomically with those outputs. A crash a
 point therefore re-processes at most the current batch, and the idempotency keys make
 that re-processing harmless downstream.
 
-Batches are committed before the next `consume()`, and rebalance callbacks only run
-inside `consume()`, so a revoked partition never has uncommitted work in flight.
+Batches are committed before the next `consume()` (the batch roles send their offsets
+without waiting for the coordinator's answer: `asynchronous`), and rebalance callbacks only
+run inside `consume()`, so a revoked partition never has uncommitted work in flight.
 
 `before_commit` is the place for a role's own durable state (the rule consumer's
 customer state): it runs after the outputs are acknowledged (or written into the open
@@ -37,6 +38,7 @@ from concurrent.futures import Future
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from wooflow.db.engine import unavailable
+from wooflow.kafka.consumer import consume_batch
 from wooflow.kafka.producer import Producer
 
 log = logging.getLogger(__name__)
@@ -54,8 +56,18 @@ _COORDINATOR = (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_
 class Checkpoint:
     def __init__(self, consumer: Consumer, producer: Producer | None, *, transactional: bool = False,
                  flush_timeout: float = 300.0,
-                 before_commit: Callable[[], Future[None] | None] | None = None) -> None:
+                 before_commit: Callable[[], Future[None] | None] | None = None,
+                 asynchronous: bool = False) -> None:
+        """`asynchronous`: a batch's offsets are sent to the group coordinator without waiting
+        for its answer. For the batch roles a synchronous commit was a broker round trip in
+        every batch's path (bench/e2e at 100 events/s: event → command p50 14 ms with it,
+        4 ms without). Offsets still go out only after the batch's outputs and state are
+        durable, in order, and rebalances still commit synchronously; a commit the
+        coordinator refuses (the group moved on) is logged (`make_consumer`), and the
+        partition's next commit — or its new owner re-processing the batch, idempotently —
+        covers it."""
         self.consumer = consumer
+        self.asynchronous = asynchronous
         self.before_commit = before_commit
         self.producer = producer
         self.transactional = transactional
@@ -124,7 +136,10 @@ class Checkpoint:
         if not offsets:
             return
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            if self.asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
             if err is not None and (err.code() in _REBALANCING or err.code() in _COORDINATOR):
@@ -182,7 +197,8 @@ def run_batches(
     on_idle: Callable[[], None] | None = None,
     on_rewind: Callable[[], None] | None = None,
 ) -> None:
-    """The batch roles' loop: consume up to `batch_size`, `handle` the batch, commit it
+    """The batch roles' loop: consume up to `batch_size` (what is there: a batch never
+    waits to fill, `consume_batch`), `handle` the batch, commit it
     through `checkpoint` before the next `consume()` (so rebalance callbacks, which run
     inside `consume()`, never meet uncommitted work).
 
@@ -221,7 +237,7 @@ REWIND_WAIT_S = 90.0  # how long a rewind waits for the group coordinator (a bro
 
 def _one_batch(consumer: Consumer, checkpoint: Checkpoint, handle: BatchHandler, batch_size: int, timeout: float,
                on_idle: Callable[[], None] | None) -> None:
-    msgs = consumer.consume(batch_size, timeout)
+    msgs = consume_batch(consumer, batch_size, timeout)
     good: list[Message] = []
     for m in msgs:
         err = m.error()

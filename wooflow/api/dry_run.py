@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -91,7 +91,7 @@ async def _fetch(store: Store, path: str) -> JSONObject:
     return data
 
 
-def _consent(settings: Settings, engine: Engine, store: Store, actions: list[Any], email: str | None,
+def _consent(settings: Settings, engine: Engine, store: Store, actions: Sequence[Any], email: str | None,
              ckey: str, context: Mapping[str, object]) -> dict[str, Any]:
     """The verdict per channel, as the workers would decide it: the store's policy over the
     recorded answers and the answer the order/customer itself carries (`context`)."""
