@@ -2,7 +2,7 @@
 state — its RSS, start-up time, how long a rule change takes to apply, and its events/s
 next to the same process on bench/rules' catalogue (100 stores × 10 rules), side by side.
 
-    .venv/bin/python bench/scale/bench_scale.py [--events 60000] [--runs 2] [--probes 6] [--drop]
+    .venv/bin/python bench/scale/bench_scale.py [--events 60000] [--runs 2] [--probes 6] [--drop] [--env N=V]
 
 PostgreSQL: the catalogue lives in its own database (`--database`, default `wooflow_scale`
 on the server of DATABASE_URL), created, migrated and loaded the first time in bulk
@@ -175,7 +175,7 @@ def load(url: str) -> dict[str, float]:
         c.execute("""
             INSERT INTO product_catalog (store_id, product_id, type, status, category_ids, source)
             SELECT %(prefix)s || lpad((g / %(per)s)::text, 5, '0'), g %% %(per)s + 1, 'simple', 'publish',
-                   ARRAY[(g * 7919) %% 12 + 1]::bigint[], 'rest'
+                   ARRAY[g::bigint * 7919 %% 12 + 1], 'rest'
             FROM generate_series(0, %(n)s - 1) g""", {"prefix": PREFIX, "per": PRODUCTS, "n": STORES * PRODUCTS})
         c.commit()
     with psycopg.connect(psycopg_dsn(url), autocommit=True) as c:
@@ -197,10 +197,11 @@ def scale_cleanup(url: str) -> None:
 
 # --- the consumer as a process ---------------------------------------------------------
 class ConsumerProcess:
-    def __init__(self, s: Settings, log: Path) -> None:
+    def __init__(self, s: Settings, log: Path, extra: dict[str, str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WOOFLOW_")} | {
             "WOOFLOW_KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers, "WOOFLOW_DATABASE_URL": s.database_url,
-            "WOOFLOW_TOPIC_PREFIX": s.topic_prefix, "WOOFLOW_RULES_GROUP": s.rules_group, "WOOFLOW_LOG_LEVEL": "INFO"}
+            "WOOFLOW_TOPIC_PREFIX": s.topic_prefix, "WOOFLOW_RULES_GROUP": s.rules_group, "WOOFLOW_LOG_LEVEL": "INFO",
+            **(extra or {})}
         self.log = log
         self.started = time.monotonic()
         with open(log, "wb") as out:  # the child keeps its own handle
@@ -359,6 +360,8 @@ def main() -> None:
     ap.add_argument("--reload", action="store_true", help="load the scale catalogue again")
     ap.add_argument("--drop", action="store_true", help="drop the scale database at the end")
     ap.add_argument("--only", choices=("rules", "scale"), help="run one catalogue only")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting for the rule consumer (e.g. WOOFLOW_METRICS_STORE_LABEL=false)")
     ap.add_argument("--py-spy", metavar="OUT", help="profile the consumer's warm drain of the first run with py-spy "
                     "(stacks holding the GIL) into OUT.rules and OUT.scale")
     args = ap.parse_args()
@@ -402,7 +405,7 @@ def main() -> None:
                     w.next_order = 100_000_000 * (r + 1)
                     produce_backlog(s, list(w.events()))
                 load0 = os.getloadavg()[0]
-                consumer = ConsumerProcess(s, logs / f"{which}-{r}.log")
+                consumer = ConsumerProcess(s, logs / f"{which}-{r}.log", dict(e.split("=", 1) for e in args.env))
                 from wooflow.kafka.consumer import make_reader
 
                 reader = make_reader(s, s.rules_group)  # asks the group's committed offsets; never joins it
