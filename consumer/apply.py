@@ -12,29 +12,56 @@ out-of-order deliveries) change nothing: `date_modified` orders an order's chang
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import cast
 
-from wooflow.consumer.state import Aggregates, Order, StateBatch
+from wooflow.consumer.history import History, Paid
+from wooflow.consumer.state import Aggregates, Order, StateBatch, Sub
 from wooflow.consumer.tiers import Loyalty
 from wooflow.consumer.triggers import Keep, TriggerContext
-from wooflow.consumer.values import CustomerEventIn, OrderEventIn, ProductEventIn, StorefrontEventIn, money, ms
+from wooflow.consumer.values import (
+    CustomerEventIn,
+    OrderEventIn,
+    OrderIn,
+    ProductEventIn,
+    StorefrontEventIn,
+    SubscriptionEventIn,
+    SubscriptionIn,
+    money,
+    ms,
+)
+from wooflow.jsontypes import JSONValue
 from wooflow.schemas.codec import Record
 
 TRANSITIONS_KEPT = 8
+PAID_STATUSES = frozenset({"processing", "completed"})  # WooCommerce's wc_get_is_paid_statuses()
+
+
+def paid_of(oid: int, o: OrderIn | None, total: Decimal, currency: str, created_ms: int) -> Paid:
+    """An order as the purchase history keeps it (history.py)."""
+    paid = o.get("date_paid") if o is not None else None
+    pids: list[int] = []
+    for li in (o.get("line_items") or ()) if o is not None else ():
+        pids.extend(i for i in (li["product_id"], li.get("variation_id") or 0) if i)
+    return Paid(oid, ms(paid) if paid else created_ms, total, currency, tuple(dict.fromkeys(pids)))
 
 
 def combine(before: Aggregates, total: Decimal, currency: str, created_ms: int, sign: int,
-            lo: Loyalty) -> Aggregates:
-    """The customer's aggregates after an order starts (sign=+1) or stops (-1) counting."""
+            lo: Loyalty, paid: Paid | None = None) -> Aggregates:
+    """The customer's aggregates after an order starts (sign=+1) or stops (-1) counting;
+    its history too, where the store keeps one (`paid`: the order, see `paid_of`)."""
     t = dict(before.totals)
     t[currency] = t.get(currency, Decimal(0)) + sign * total
     f, last = before.first_order_ms, before.last_order_ms
     if sign > 0:
         f = created_ms if f is None else min(f, created_ms)
         last = created_ms if last is None else max(last, created_ms)
+    history = before.history
+    if history is not None and paid is not None:
+        history = history.counted(paid) if sign > 0 else history.uncounted(paid.order_id)
     after = Aggregates(max(0, before.order_count + sign), t, before.points + sign * lo.earned(total), f, last,
-                       before.tier)
+                       before.tier, history)
     if lo.levels:
         reached = lo.tier_for(lo.metric_of(after, currency))
         if lo.rank(reached) > lo.rank(after.tier):  # tiers only go up on their own
@@ -49,7 +76,10 @@ def apply_order(ev: OrderEventIn, state: StateBatch, lo: Loyalty, keep: Keep = K
     o = ev.get("order")
     oid = int(ev["order_id"])
     cust = state.customer(store, ckey)
+    if keep >= Keep.HISTORY and cust.agg.history is None:
+        cust.agg = replace(cust.agg, history=History())  # kept from now on (needs.py); `agg` is a value
     row = state.orders.get((store, oid))
+    stored = row.status if row is not None else None  # the status wooflow had before this event
     ctx = TriggerContext("OrderEvent", ev, lo, customer=cust)
     if o is None:  # order.deleted: only {"id": N}; it stops counting like a trashed order
         if row is None:
@@ -70,7 +100,7 @@ def apply_order(ev: OrderEventIn, state: StateBatch, lo: Loyalty, keep: Keep = K
 
     replay = False
     if row is None:
-        row = Order(store, oid, ckey, eid, status, mod, [], total, currency, created, dirty=True)
+        row = Order(store, oid, ckey, eid, status, mod, [], total, currency, created, dirty=True, marks=new_marks())
         state.orders[(store, oid)] = row
         ctx.first_seen = True
         prev = ev.get("previous_status")
@@ -97,33 +127,85 @@ def apply_order(ev: OrderEventIn, state: StateBatch, lo: Loyalty, keep: Keep = K
                 t = dict(a.totals)
                 t[row.currency] = t.get(row.currency, Decimal(0)) - row.total
                 t[currency] = t.get(currency, Decimal(0)) + total
-                cust.agg = Aggregates(a.order_count, t, a.points, a.first_order_ms, a.last_order_ms, a.tier)
+                h = a.history.counted(paid_of(oid, o, total, currency, row.created_ms)) if a.history else a.history
+                cust.agg = Aggregates(a.order_count, t, a.points, a.first_order_ms, a.last_order_ms, a.tier, h)
                 cust.dirty = True
             row.modified_ms, row.total, row.currency, row.dirty = mod, total, currency, True
             if row.customer_key != ckey:
                 row.customer_key = ckey
 
+    mark(ctx, row, o, eid, stored)
     if row.count_event_id == eid and row.before is not None:
         # replay of the event that last (un)counted this order: same before/after as then
         sign = 1 if row.counted else -1
         before = Aggregates.from_json(row.before)
-        ctx.count_change, ctx.before = sign, before
-        ctx.after = combine(before, row.total, row.currency, row.created_ms, sign, lo)
+        ctx.count_change, ctx.before, ctx.counted = sign, before, sign > 0
+        ctx.after = combine(before, row.total, row.currency, row.created_ms, sign, lo,
+                            paid_of(oid, o, row.total, row.currency, row.created_ms) if before.history is not None
+                            else None)
         return ctx
     counts = status in lo.counted_statuses
     if replay or ctx.stale or counts == row.counted:
         ctx.before = ctx.after = cust.agg
+        ctx.counted = row.counted
         return ctx
     sign = 1 if counts else -1
     before = cust.agg
-    after = combine(before, row.total, row.currency, row.created_ms, sign, lo)
+    after = combine(before, row.total, row.currency, row.created_ms, sign, lo,
+                    paid_of(oid, o, row.total, row.currency, row.created_ms) if before.history is not None else None)
     cust.agg, cust.dirty = after, True
     cust.points_delta += after.points - before.points
     if after.tier != before.tier:
         cust.tier_raised = True
     row.counted, row.count_event_id, row.before, row.dirty = counts, eid, before.to_json(), True
-    ctx.count_change, ctx.before, ctx.after = sign, before, after
+    ctx.count_change, ctx.before, ctx.after, ctx.counted = sign, before, after, counts
     return ctx
+
+
+def new_marks() -> dict[str, JSONValue]:
+    """The marks of an order first seen now: refunds tracked from zero ("rf"), so a later
+    refund is told apart from one made before wooflow kept marks (rows older than them)."""
+    return {"rf": "0"}
+
+
+def mark(ctx: TriggerContext, row: Order, o: OrderIn | None, eid: str, stored: str | None) -> None:
+    """What this event decides once per order, replay-safe (by event id, in `row.marks`):
+    - paid (`ctx.paid`): the first event that carries `date_paid`, whatever the status path
+      (pending → processing, on-hold → completed, straight to completed). An order stored
+      in a paid status before wooflow kept marks was paid before: marked "", no trigger.
+    - refunds (`ctx.refund`): the order's refunded total grew (REST `refunds`; WooCommerce
+      sends order.updated on a refund, often with the same date_modified). Rows older than
+      the marks record their refunds without a trigger."""
+    marks = row.marks
+    paid = marks.get("paid")
+    if paid == eid:
+        ctx.paid = True
+    elif paid is None and o is not None and not ctx.stale and o.get("date_paid"):
+        before_marks = stored is not None and "rf" not in marks and stored in PAID_STATUSES
+        marks["paid"] = "" if before_marks else eid
+        ctx.paid, row.dirty = not before_marks, True
+    transitions = marks.get("rt")
+    done = transitions if isinstance(transitions, list) else []
+    if done:
+        seen = next((t for t in done if isinstance(t, list) and t and t[0] == eid), None)
+        if seen is not None:
+            before, after = Decimal(str(seen[1])), Decimal(str(seen[2]))
+            ctx.refund = (before, after) if after > before else None
+            return
+    if o is None or ctx.stale:
+        return
+    refunds = o.get("refunds")
+    known = marks.get("rf")
+    if not refunds and (known is None or known == "0"):  # the common case: nothing refunded, then or now
+        return
+    refunded = -sum((money(r["total"]) for r in refunds or ()), Decimal(0))
+    before = Decimal(str(known)) if known is not None else Decimal(0)
+    if refunded == before:
+        return
+    marks["rf"], row.dirty = str(refunded), True
+    marks["rt"] = [*done, [eid, str(before), str(refunded)]][-TRANSITIONS_KEPT:]
+    if refunded > before and known is not None:
+        ctx.refund = (before, refunded)
 
 
 def _order_only(ev: OrderEventIn, state: StateBatch, lo: Loyalty, keep: Keep) -> TriggerContext:
@@ -150,17 +232,20 @@ def _order_only(ev: OrderEventIn, state: StateBatch, lo: Loyalty, keep: Keep) ->
     if row is None:
         row = Order(store, oid, ev["customer_key"], eid, status if tracked else "", mod if tracked else 0, [],
                     total if total is not None else Decimal(0), currency, created, dirty=True,
-                    first_sight_only=not tracked)
+                    first_sight_only=not tracked, marks=new_marks() if tracked else {})
         state.orders[(store, oid)] = row
         ctx.first_seen = True
         prev = ev.get("previous_status")
         if tracked and prev and prev != status:
             row.transitions.append([eid, prev, status])
             ctx.previous_status = prev
+        if tracked:
+            mark(ctx, row, o, eid, None)
         return ctx
     ctx.first_seen = row.first_event_id == eid
     if not tracked:
         return ctx
+    stored = row.status
     seen = next((t for t in row.transitions if t[0] == eid), None)
     if seen is not None:  # this event changed the status before: the same change again
         ctx.previous_status, ctx.status = seen[1], seen[2]
@@ -171,6 +256,7 @@ def _order_only(ev: OrderEventIn, state: StateBatch, lo: Loyalty, keep: Keep) ->
             ctx.previous_status = row.status
             row.transitions = [*row.transitions, [eid, row.status, status]][-TRANSITIONS_KEPT:]
         row.status, row.modified_ms, row.dirty = status, max(mod, row.modified_ms), True
+    mark(ctx, row, o, eid, stored)
     return ctx
 
 
@@ -192,9 +278,66 @@ def apply_customer(ev: CustomerEventIn, state: StateBatch, lo: Loyalty, keep: Ke
             ctx.first_seen = True
     if c.get("id") and cust.customer_id != c["id"]:
         cust.customer_id, cust.dirty = int(c["id"]), True
+    role = c.get("role")
+    if role and cust.role != role:
+        cust.role, cust.dirty = str(role), True
     if c.get("email") and cust.email != c["email"]:
         cust.email, cust.dirty = c["email"], True
     return ctx
+
+
+def apply_subscription(ev: SubscriptionEventIn, state: StateBatch, lo: Loyalty,
+                       keep: Keep = Keep.CUSTOMERS) -> TriggerContext:
+    """A subscription's state, kept for every store (subscriptions are few): status and its
+    transitions by event id (like an order's), products, schedule. `subscription.deleted`
+    carries only the id: the subscription is `trash` from then on."""
+    store, eid = ev["store_id"], ev["event_id"]
+    sid = int(ev["subscription_id"])
+    x = ev.get("subscription")
+    row = state.subscriptions.get((store, sid))
+    ctx = TriggerContext("SubscriptionEvent", ev, lo)
+    if keep >= Keep.CUSTOMERS:
+        ctx.customer = state.customer(store, ev["customer_key"])
+        ctx.before = ctx.after = ctx.customer.agg
+    status = str(x["status"]).removeprefix("wc-") if x is not None else "trash"
+    mod = ms(x["date_modified"]) if x is not None else max(ms(ev["occurred_at"]), row.modified_ms if row else 0)
+    ctx.status = status
+    if row is None:
+        row = state.subscriptions[(store, sid)] = Sub(store, sid, ev["customer_key"], eid, status, mod, dirty=True)
+        ctx.first_seen = True
+        _schedule(row, x)
+    else:
+        ctx.first_seen = row.first_event_id == eid
+        seen = next((t for t in row.transitions if t[0] == eid), None)
+        if seen is not None:  # this event changed the status before: the same change again
+            ctx.previous_status, ctx.status = seen[1], seen[2]
+        elif mod < row.modified_ms:
+            ctx.stale = True
+        else:
+            if status != row.status:
+                ctx.previous_status = row.status
+                row.transitions = [*row.transitions, [eid, row.status, status]][-TRANSITIONS_KEPT:]
+                row.status = status
+            _schedule(row, x)
+            row.modified_ms, row.customer_key, row.dirty = mod, ev["customer_key"], True
+    state.index_subscription(row)
+    return ctx
+
+
+def _schedule(row: Sub, x: SubscriptionIn | None) -> None:
+    if x is None:
+        return
+    pids: list[int] = []
+    for li in x.get("line_items") or ():
+        pids.extend(i for i in (li["product_id"], li.get("variation_id") or 0) if i)
+    nxt, trial, end = x.get("next_payment_date"), x.get("trial_end_date"), x.get("end_date")
+    row.product_ids = list(dict.fromkeys(pids))
+    row.email = str((x.get("billing") or {}).get("email") or "")
+    row.billing_period, row.billing_interval = str(x.get("billing_period") or ""), int(x.get("billing_interval") or 1)
+    row.total, row.currency = money(x.get("total")), str(x.get("currency") or "")
+    row.next_payment_ms = ms(nxt) if nxt else None
+    row.trial_end_ms = ms(trial) if trial else None
+    row.end_ms = ms(end) if end else None
 
 
 def apply_storefront(ev: StorefrontEventIn, state: StateBatch, lo: Loyalty,
@@ -228,11 +371,14 @@ def no_state(schema: str) -> Applier:
 # own type describes (schemas/types.py; the decoder is held to them in the tests).
 APPLIERS: dict[str, Applier] = {
     "OrderEvent": cast(Applier, apply_order), "CustomerEvent": cast(Applier, apply_customer),
-    "StorefrontEvent": cast(Applier, apply_storefront), "ProductEvent": cast(Applier, apply_product)}
-STATEFUL = frozenset({"OrderEvent", "CustomerEvent", "StorefrontEvent"})
+    "StorefrontEvent": cast(Applier, apply_storefront), "ProductEvent": cast(Applier, apply_product),
+    "SubscriptionEvent": cast(Applier, apply_subscription)}
+STATEFUL = frozenset({"OrderEvent", "CustomerEvent", "StorefrontEvent", "SubscriptionEvent"})
 # The least a store must keep for an event of the schema to change its state: below it the
 # event decides nothing but its own triggers, and is not even decoded when none listens.
-CHANGES_STATE: dict[str, Keep] = {"OrderEvent": Keep.SEEN, "CustomerEvent": Keep.CUSTOMERS}
+# Subscriptions are kept for every store (the scheduler's renewal and trial scans read them).
+CHANGES_STATE: dict[str, Keep] = {"OrderEvent": Keep.SEEN, "CustomerEvent": Keep.CUSTOMERS,
+                                  "SubscriptionEvent": Keep.NOTHING}
 # ... and to read it (a storefront event's triggers see its customer's state)
 READS_STATE: dict[str, Keep] = {**CHANGES_STATE, "StorefrontEvent": Keep.CUSTOMERS}
 

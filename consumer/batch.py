@@ -5,6 +5,10 @@ or `_plan` for dry-run replays). Pure with respect to Kafka: the runner produces
 this returns (commands, re-routed events), and saves `state` and the catalog rows learnt
 (after the commands are acknowledged, before offsets move).
 
+Holdout rules (wooflow/holdout.py) decide after the frequency limits: their control group
+gets no commands (`held_out`, logged by the runner) and both sides become exposures saved
+with the state.
+
 Linking (consumer/merge.py): a registered customer's event with an email whose guest key
 the customer has not looked at yet loads that guest with the batch's other rows (one
 query) and folds it into the customer before any event is applied. Events of a guest
@@ -23,20 +27,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from sqlalchemy import Engine
 
 from wooflow.consumer.apply import APPLIERS, STATEFUL, no_state, reads_state
-from wooflow.consumer.catalog import CatalogProduct, batch_products
-from wooflow.consumer.commands import build_command, context_of, idempotency_key, to_json
+from wooflow.consumer.catalog import CatalogProduct, ProductCatalog, batch_products
+from wooflow.consumer.commands import (
+    START_STEP,
+    WORKFLOW_START,
+    build_command,
+    context_of,
+    idempotency_key,
+    start_command,
+    to_json,
+)
 from wooflow.consumer.engine import Match, RuleEngine
 from wooflow.consumer.merge import LINKED, Merge, email_of, fold_customer, fold_firing, guest_key
 from wooflow.consumer.state import Firing, StateBatch, StateCache
 from wooflow.consumer.tiers import Loyalty
 from wooflow.consumer.triggers import TRIGGERS, Keep
-from wooflow.consumer.values import Envelope, as_order_event, ms
+from wooflow.consumer.values import Envelope, SubscriptionEventIn, as_order_event, ms, to_datetime
 from wooflow.db.engine import unavailable
+from wooflow.holdout import Exposure, held_out
 from wooflow.schemas.codec import Record
 from wooflow.schemas.types import ActionCommand
 
@@ -69,6 +82,7 @@ class Outcome:
     failed: list[tuple[Item, str, str]] = field(default_factory=list)  # (item, reason, error)
     matches: list[tuple[Item, Match]] = field(default_factory=list)
     skipped_by_frequency: int = 0
+    held_out: list[tuple[Item, Match, Exposure]] = field(default_factory=list)  # a holdout rule's control group
     state: StateBatch = field(default_factory=StateBatch)
     rerouted: list[tuple[Item, str]] = field(default_factory=list)  # (event of a merged guest, its customer's key)
     products: list[CatalogProduct] = field(default_factory=list)  # catalog rows learnt, saved with the state
@@ -162,10 +176,13 @@ class BatchProcessor:
             batch_products(catalog, ((it.schema, it.event) for it in items), self.engine.rules.uses_catalog)
             out.products = catalog.take_pending()
         moved = self._load_state(items, out.state, None if dry_run or plan_only else self.cache, keeps)
+        if catalog is not None:  # the products of the histories the batch's customers bring
+            _history_products(catalog, out.state, self.engine.rules.uses_catalog)
+            out.products += catalog.take_pending()
         self._evaluate(items, out, moved, only_rules, keeps)
         if not out.matches:
             return out
-        due = self._limit(out)
+        due = _holdout(out, self._limit(out))
         if plan_only:
             _plan(out, due)
         else:
@@ -210,9 +227,16 @@ class BatchProcessor:
         orders: set[tuple[str, int]] = set()
         guests: set[tuple[str, str]] = set()
         links: list[tuple[tuple[str, str], str]] = []  # (customer, guest key) to look at
+        subs: set[tuple[str, int]] = set()  # subscriptions named, and customers whose subscriptions are read
+        subs_of: set[tuple[str, str]] = set()
+        uses_subscriptions = self.engine.rules.uses_subscriptions
         for it in items:
             if it.schema in STATEFUL:
                 ev = it.event
+                if it.schema == "SubscriptionEvent":
+                    subs.add((ev["store_id"], int(cast(SubscriptionEventIn, ev)["subscription_id"])))
+                if uses_subscriptions(ev["store_id"]):
+                    subs_of.add((ev["store_id"], ev["customer_key"]))
                 keep = keeps[ev["store_id"]]
                 if not reads_state(it.schema, keep):
                     continue
@@ -235,12 +259,14 @@ class BatchProcessor:
                         links.append((ck, gk))
                         if (ck[0], gk) not in known_c:
                             customers.add((ck[0], gk))
-        if customers or orders or links:
+        if customers or orders or links or subs or subs_of:
             with self.db.connect() as conn:
                 if customers or orders:
                     state.load(conn, customers, orders, cache)
                 if links:
                     self._link(conn, state, links)
+                if subs or subs_of:
+                    state.load_subscriptions(conn, subs, subs_of)
         moved = _moved(state, guests) if guests or state.merges else {}
         if moved and not self.reroute:
             # applied in place: the customers they belong to must be in memory too
@@ -277,6 +303,8 @@ class BatchProcessor:
                 if apply is None:  # an event type without state (coupons, plugins' events)
                     apply = APPLIERS[it.schema] = no_state(it.schema)
                 ctx = apply(ev, state, lo, keeps[store])
+                if state.subs_of:
+                    ctx.customer_subscriptions = state.subs_of.get((store, ev["customer_key"]))
                 for m in self.engine.matches(ctx, only_rules):
                     out.matches.append((it, m))
             except Exception as exc:  # a poison event must not stall the partition
@@ -302,10 +330,11 @@ class BatchProcessor:
                 ev = it.event
                 at = ms(ev.get("occurred_at"))
                 f = state.firings.get((m.rule.id, ev["customer_key"]))
-                if not allowed(f, m.rule, ev["event_id"], at):
+                unit = m.event_id
+                if not allowed(f, m.rule, unit, at):
                     out.skipped_by_frequency += 1
                     continue
-                record(state, m.rule, ev["store_id"], ev["customer_key"], ev["event_id"], at)
+                record(state, m.rule, ev["store_id"], ev["customer_key"], unit, at)
                 c = state.customers.get((ev["store_id"], ev["customer_key"]))
                 if c is not None:
                     # the customer row is written with its firings: a guest merged meanwhile
@@ -318,25 +347,31 @@ class BatchProcessor:
         """One command per action of every match; the command context (the full event, the
         customer's state) is built once per (event, trigger) and shared by its rules and steps."""
         full: dict[int, Record] = {}
-        contexts: dict[tuple[int, str], str] = {}  # (event, trigger) → context JSON
+        contexts: dict[tuple[int, str, int], str] = {}  # (event, trigger, line item) → context JSON
         for it, m in due:
             ev = it.event
             try:
                 ctx = m.ctx
-                ckey = (id(it), m.trigger)
+                ckey = (id(it), m.trigger, m.item["id"] if m.item is not None else -1)
                 context = contexts.get(ckey)
                 if context is None:
                     fev = full.get(id(it))
                     if fev is None:
                         fev = full[id(it)] = self._full(it)
-                    extra = {"previous_status": ctx.previous_status, "trigger": m.trigger}
+                    extra = match_extra(m, fev)
                     cstate = ctx.customer.public() if ctx.customer is not None else None
                     context = contexts[ckey] = to_json(context_of(it.schema, fev, cstate, extra))
+                event = ev if m.item is None else {**ev, "event_id": m.event_id}
+                if m.rule.staged:  # one control row; the scheduler stores the steps as the run goes
+                    out.commands.append((it, start_command(
+                        rule_id=m.rule.id, rule_version=m.rule.version, schema=it.schema, event=event,
+                        trigger=m.trigger, now=now, context_json=context)))
+                    continue
                 for step, action in enumerate(m.rule.actions):
                     out.commands.append((it, build_command(
                         rule_id=m.rule.id, rule_version=m.rule.version, step=step, action_type=action.type,
                         params={}, params_json=action.params_json, delay_s=action.delay_s, schema=it.schema,
-                        event=ev, trigger=m.trigger, now=now, dry_run=dry_run, context_json=context)))
+                        event=event, trigger=m.trigger, now=now, dry_run=dry_run, context_json=context)))
             except Exception as exc:
                 if unavailable(exc):
                     raise
@@ -382,10 +417,64 @@ class BatchProcessor:
         return it.event
 
 
+def match_extra(m: Match, event: Record) -> dict[str, object]:
+    """What a match adds to its command context: the trigger, the status it came from, the
+    refund a refund trigger saw, and a per-line-item match's line item (as `event` holds it)."""
+    ctx = m.ctx
+    extra: dict[str, object] = {"previous_status": ctx.previous_status, "trigger": m.trigger}
+    if ctx.refund is not None:
+        before, after = ctx.refund
+        extra["refund"] = {"amount": after - before, "total_refunded": after}
+    if m.item is not None:
+        order = event.get("order")
+        items = order.get("line_items") if isinstance(order, dict) else None
+        extra["item"] = next((li for li in items or () if isinstance(li, dict) and li.get("id") == m.item["id"]),
+                             m.item)
+    return extra
+
+
+def _history_products(catalog: ProductCatalog, state: StateBatch, wants: Callable[[str], bool]) -> None:
+    """Make known the products of the loaded customers' purchase histories, for the stores
+    with a rule on a catalog field (`purchased_categories_all_time` among them)."""
+    wanted: dict[str, set[int]] = {}
+    for (store, _), c in state.customers.items():
+        h = c.agg.history
+        if h is not None and h.orders and wants(store):
+            wanted.setdefault(store, set()).update(h.products())
+    if wanted:
+        catalog.prepare(wanted)
+
+
+def _holdout(out: Outcome, due: list[tuple[Item, Match]]) -> list[tuple[Item, Match]]:
+    """Holdout rules (wooflow/holdout.py): their control group gets no commands; both sides
+    are recorded as exposures with the state (the first one per rule and customer counts)."""
+    kept: list[tuple[Item, Match]] = []
+    for it, m in due:
+        percent = m.rule.holdout_percent
+        if not percent:
+            kept.append((it, m))
+            continue
+        ev = it.event
+        ckey = ev["customer_key"]
+        control = held_out(m.rule.id, ckey, percent)
+        x = Exposure(ev["store_id"], m.rule.id, ckey, control, m.event_id,  # per line item: its own unit
+                     to_datetime(ev.get("occurred_at")) or datetime.now(timezone.utc))
+        out.state.exposures.append(x)
+        if control:
+            out.held_out.append((it, m, x))
+        else:
+            kept.append((it, m))
+    return kept
+
+
 def _plan(out: Outcome, due: list[tuple[Item, Match]]) -> None:
     """A dry-run replay's plan: each step's rule, action and idempotency key, no payload."""
     for it, m in due:
-        eid = str(it.event["event_id"])
+        eid = m.event_id
+        if m.rule.staged:
+            out.planned.append((it, {"rule_id": m.rule.id, "step": START_STEP, "action_type": WORKFLOW_START,
+                                     "idempotency_key": idempotency_key(m.rule.id, eid, START_STEP)}))
+            continue
         for step, action in enumerate(m.rule.actions):
             out.planned.append((it, {"rule_id": m.rule.id, "step": step, "action_type": action.type,
                                      "idempotency_key": idempotency_key(m.rule.id, eid, step)}))

@@ -58,7 +58,9 @@ from wooflow.stores import Store, StoreCache
 log = logging.getLogger(__name__)
 
 CATALOGUED = frozenset({"ProductEvent"})  # schemas the rule consumer always decodes, for the catalog
-CATALOG_FIELDS = frozenset({"category", "product_tag"})  # condition fields that resolve through it
+# condition fields that resolve through it
+CATALOG_FIELDS = frozenset({"category", "product_tag", "purchased_categories_all_time", "item.category",
+                            "item.product_tag"})
 Terms = Literal["category_ids", "tag_ids"]
 Key = tuple[str, int]
 USER_AGENT = "wooflow-rules/0.1"

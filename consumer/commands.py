@@ -3,6 +3,11 @@
 The key is a pure function of (rule, triggering event, step). Whoever produces the
 command — the rule consumer, a replay, the scheduler for a delayed step — produces the
 same key, and the workers execute each key at most once.
+
+A staged workflow (consumer/workflow.py) starts as one control command, `WORKFLOW_START`
+at step `START_STEP`: it never reaches the workers. The rule consumer (and a replay, and
+the scheduler's trigger scans) store it like a delayed step; the scheduler stores the
+run's steps from it, and branches as `WORKFLOW_BRANCH` control rows, as the run goes.
 """
 
 from __future__ import annotations
@@ -20,8 +25,16 @@ from wooflow.schemas.codec import Record
 from wooflow.schemas.types import ActionCommand
 
 SUBJECTS = {"OrderEvent": ("order", "order_id"), "CustomerEvent": ("customer", "customer_id"),
-            "ProductEvent": ("product", "product_id"), "StorefrontEvent": ("session", "session_id")}
-RESOURCE_FIELD = {"OrderEvent": "order", "CustomerEvent": "customer", "ProductEvent": "product"}
+            "ProductEvent": ("product", "product_id"), "StorefrontEvent": ("session", "session_id"),
+            "SubscriptionEvent": ("subscription", "subscription_id")}
+RESOURCE_FIELD = {"OrderEvent": "order", "CustomerEvent": "customer", "ProductEvent": "product",
+                  "SubscriptionEvent": "subscription"}
+
+
+START_STEP = -1
+WORKFLOW_START = "workflow.start"
+WORKFLOW_BRANCH = "workflow.branch"
+CONTROL = frozenset({WORKFLOW_START, WORKFLOW_BRANCH})
 
 
 def idempotency_key(rule_id: int, event_id: str, step: int) -> str:
@@ -61,6 +74,8 @@ def context_of(schema: str, event: Record, state: Mapping[str, object] | None = 
         ctx[field] = event.get(field)
     if schema == "OrderEvent":
         ctx["previous_status"] = event.get("previous_status")
+        if event.get("note") is not None:  # an order note added: the note
+            ctx["note"] = event.get("note")
     if state:
         ctx["customer_state"] = {k: v for k, v in state.items() if k not in ("store_id",)}
     if extra:
@@ -104,3 +119,20 @@ def build_command(*, rule_id: int, rule_version: int, step: int, action_type: st
         "dry_run": dry_run,
         "attempt": 1,
     }
+
+
+def start_command(*, rule_id: int, rule_version: int, schema: str, event: Record, trigger: str, now: datetime,
+                  state: Mapping[str, object] | None = None, extra: Mapping[str, object] | None = None,
+                  context_json: str | None = None) -> ActionCommand:
+    """The control command that starts a run of a staged workflow (due now, stored, never executed)."""
+    cmd = build_command(rule_id=rule_id, rule_version=rule_version, step=START_STEP, action_type=WORKFLOW_START,
+                        params={}, delay_s=0, schema=schema, event=event, trigger=trigger, state=state, now=now,
+                        extra=extra, context_json=context_json)
+    return {**cmd, "not_before": now}
+
+
+def held(command: ActionCommand, now: datetime) -> bool:
+    """Whether the scheduler holds the command instead of the workers getting it now: a
+    step due later, or a control command."""
+    nb = command["not_before"]
+    return (nb is not None and nb > now) or command["action_type"] in CONTROL

@@ -5,11 +5,17 @@ a leaf is `{"field": F, "operator": OP, "value": V}`. Fields are the Polski Pro 
 (order_total, order_status, item_count, billing_country, shipping_country, geo_scope,
 customer_email, payment_method, shipping_method, product_id, category) plus
 customer-state fields (order_count, total_spent, average_order_value, tier, points, tags,
-days_since_last_order, first_order_date) and a few extras (geo_regions, product_tag, ...).
+days_since_last_order, first_order_date), AutomateWoo's order, customer, purchase-history
+and subscription fields (order_coupons, customer_is_guest, purchased_products_all_time,
+last_paid_order_date, has_active_subscription, ...), a line item's `item.*` fields (per-line-
+item triggers only) and a few extras (geo_regions, product_tag, ...).
 
 Semantics (the property tests hold the compiled predicates to exactly this):
 - a field has a type: number fields compare numerically (exact decimals), string fields
-  compare trimmed and case-insensitively, date fields compare as ISO `YYYY-MM-DD`;
+  compare trimmed and case-insensitively, date fields compare as ISO `YYYY-MM-DD`
+  (`before`/`after` are `lt`/`gt`; `within_last_days N` holds for a date from N days
+  before the event's day (`@today`, UTC) up to that day, `not_within_last_days N` for
+  any other date or none); yes/no fields are strings with the values `yes` and `no`;
 - `in`/`not_in` take a list or a comma-separated string ("PL,DE,FR");
 - a multi-valued field (products, categories, tags, shipping methods, geo regions) holds
   when ANY of its values holds; `not_equals`/`not_in` are the negations of
@@ -27,10 +33,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-OPERATORS = ("equals", "not_equals", "gt", "lt", "in", "not_in", "contains")
+OPERATORS = ("equals", "not_equals", "gt", "lt", "in", "not_in", "contains", "before", "after",
+             "within_last_days", "not_within_last_days")
 OPERATOR_DOC = {
     "equals": "equal to the value (any value, for multi-valued fields)",
     "not_equals": "not equal (for multi-valued fields: no value equals)",
@@ -40,7 +48,12 @@ OPERATOR_DOC = {
     "not_in": "none of a list or comma-separated string",
     "contains": "contains the text, case-insensitive; for a field with a closed set of values "
                 "(geo_regions): holds that value",
+    "before": "dates: before the date (YYYY-MM-DD)",
+    "after": "dates: after the date (YYYY-MM-DD)",
+    "within_last_days": "dates: within the last N days, the event's day included (value: N)",
+    "not_within_last_days": "dates: not within the last N days, or no date at all (value: N)",
 }
+TODAY = "@today"  # the fact holding the event's day (UTC, YYYY-MM-DD), which the day-window operators read
 
 EU = frozenset(["AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT",
                 "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE"])
@@ -51,7 +64,9 @@ MAX_CONDITIONS = 200
 
 _NUM_OPS = ("equals", "not_equals", "gt", "lt", "in", "not_in")
 _STR_OPS = ("equals", "not_equals", "in", "not_in", "contains")
-_DATE_OPS = ("equals", "not_equals", "gt", "lt")
+_DATE_OPS = ("equals", "not_equals", "gt", "lt", "before", "after", "within_last_days", "not_within_last_days")
+_YES_NO = ("yes", "no")
+_BOOL_OPS = ("equals", "not_equals")
 
 
 @dataclass(frozen=True)
@@ -62,7 +77,10 @@ class FieldSpec:
     description: str
     operators: tuple[str, ...]
     values: tuple[str, ...] = ()  # a closed set of allowed values, if any
-    scope: str = "order"  # order | customer (customer state) | event
+    # order | event (the event alone) | customer (customer state) | history (the customer's counted
+    # orders, consumer/history.py) | subscriptions (the customer's subscriptions) | item (a line item
+    # of a per-line-item trigger)
+    scope: str = "order"
 
 
 FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
@@ -92,7 +110,6 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
     FieldSpec("previous_status", "string", False, "Order status before this change", _STR_OPS),
     FieldSpec("currency", "string", False, "Order currency", _STR_OPS),
     FieldSpec("coupon_code", "string", True, "Coupon codes used", _STR_OPS),
-    FieldSpec("customer_role", "string", False, "Customer account role (customer events)", _STR_OPS, scope="event"),
     FieldSpec("product_status", "string", False, "Product status (product events)", _STR_OPS, scope="event"),
     # customer state (kept by the rule consumer from the event stream)
     FieldSpec("order_count", "number", False, "Customer's number of paid orders, this one included", _NUM_OPS,
@@ -108,7 +125,55 @@ FIELDS: dict[str, FieldSpec] = {f.name: f for f in [
               scope="customer"),
     FieldSpec("first_order_date", "date", False, "Date of the customer's first paid order, YYYY-MM-DD", _DATE_OPS,
               scope="customer"),
+    # AutomateWoo's order and customer rules
+    FieldSpec("order_coupons", "string", True, "Coupon codes used on the order", _STR_OPS),
+    FieldSpec("order_created_via", "string", False, "How the order was created: checkout, admin, rest-api, "
+              "subscription (a renewal)...", _STR_OPS),
+    FieldSpec("order_item_quantity", "number", True, "The quantity of each line item (e.g. gt 2: some line has "
+              "3 or more)", _NUM_OPS),
+    FieldSpec("customer_is_guest", "string", False, "yes: the shopper has no account (a guest, by billing email)",
+              _BOOL_OPS, values=_YES_NO, scope="event"),
+    FieldSpec("order_is_customers_first", "string", False, "yes: the customer has no other paid order than this "
+              "one", _BOOL_OPS, values=_YES_NO, scope="customer"),
+    FieldSpec("customer_role", "string", False, "The account's role (customer, subscriber...; guest for guests): "
+              "on customer events from the event, on other events from the customer's state", _STR_OPS,
+              scope="customer"),
+    FieldSpec("purchased_products_all_time", "number", True, "Every product and variation id of the customer's "
+              "paid orders", _NUM_OPS, scope="history"),
+    FieldSpec("purchased_categories_all_time", "string", True, "product_cat ids of every product of the customer's "
+              "paid orders, from the product catalog", _STR_OPS, scope="history"),
+    FieldSpec("first_paid_order_date", "date", False, "Date the customer's first paid order was paid (UTC), "
+              "YYYY-MM-DD", _DATE_OPS, scope="history"),
+    FieldSpec("last_paid_order_date", "date", False, "Date the customer's last paid order was paid (UTC), "
+              "YYYY-MM-DD; a purchase's own order included", _DATE_OPS, scope="history"),
+    FieldSpec("order_count_last_365_days", "number", False, "The customer's paid orders paid in the 365 days up to "
+              "the event", _NUM_OPS, scope="history"),
+    FieldSpec("total_spent_last_365_days", "number", False, "What those orders total, in the order's (else the "
+              "store's) currency", _NUM_OPS, scope="history"),
+    # WooCommerce Subscriptions
+    FieldSpec("has_active_subscription", "string", False, "yes: the customer has an active subscription",
+              _BOOL_OPS, values=_YES_NO, scope="subscriptions"),
+    FieldSpec("active_subscription_products", "number", True, "Product and variation ids of the customer's active "
+              "subscriptions (e.g. in 12: subscribed to product 12)", _NUM_OPS, scope="subscriptions"),
+    FieldSpec("subscription_status", "string", False, "The subscription's status (subscription events): active, "
+              "on-hold, cancelled, pending-cancel, expired...", _STR_OPS, scope="event"),
+    FieldSpec("subscription_products", "number", True, "Product and variation ids of the subscription "
+              "(subscription events)", _NUM_OPS, scope="event"),
+    FieldSpec("subscription_billing_period", "string", False, "day, week, month or year (subscription events)",
+              _STR_OPS, scope="event"),
+    FieldSpec("subscription_next_payment_date", "date", False, "The subscription's next payment date (UTC), "
+              "YYYY-MM-DD (subscription events)", _DATE_OPS, scope="event"),
+    # a line item of a per-line-item trigger (…_each_line_item)
+    FieldSpec("item.product_id", "number", True, "The line item's product and variation id", _NUM_OPS, scope="item"),
+    FieldSpec("item.category", "string", True, "product_cat ids of the line item's product (a variation: its "
+              "parent's), from the product catalog", _STR_OPS, scope="item"),
+    FieldSpec("item.product_tag", "string", True, "product_tag ids of the line item's product, from the product "
+              "catalog", _STR_OPS, scope="item"),
+    FieldSpec("item.quantity", "number", False, "The line item's quantity", _NUM_OPS, scope="item"),
+    FieldSpec("item.total", "number", False, "The line item's total (after discounts)", _NUM_OPS, scope="item"),
+    FieldSpec("item.name", "string", False, "The line item's product name", _STR_OPS, scope="item"),
 ]}
+ITEM_FIELDS = frozenset(f.name for f in FIELDS.values() if f.scope == "item")
 
 # A fact's value, as consumer/facts.py computes it (a missing fact is None).
 FactValue = Decimal | int | str | list[str] | list[int] | None
@@ -248,10 +313,17 @@ def compile_leaf(leaf: Any, path: str = "$") -> Predicate:
             raise ConditionError(f"{path}.value", f"{field} compares numbers; {raw!r} is not a number")
         return _number_pred(name, op, nums, spec.multi)  # type: ignore[arg-type]
     if spec.type == "date":
+        if op in ("within_last_days", "not_within_last_days"):
+            days = to_number(options[0])
+            if not isinstance(days, int) and not (isinstance(days, Decimal) and days == days.to_integral_value()):
+                raise ConditionError(f"{path}.value", f"{op} takes a whole number of days, got {raw!r}")
+            if days < 0 or days > 36_600:
+                raise ConditionError(f"{path}.value", f"{op} takes 0 to 36600 days, got {raw!r}")
+            return _window_pred(name, int(days), op == "within_last_days")
         key = _date_key(options[0])
         if key is None or len(key) != 10 or key[4] != "-" or key[7] != "-":
             raise ConditionError(f"{path}.value", f"{field} compares dates as YYYY-MM-DD, got {raw!r}")
-        return _date_pred(name, op, key)
+        return _date_pred(name, {"before": "lt", "after": "gt"}.get(str(op), str(op)), key)
     if op == "contains" and spec.values:
         op = "equals"  # a closed set of values: contains means "holds that value"
     return _string_pred(name, op, [norm(o) for o in options], spec.multi)
@@ -326,6 +398,23 @@ def _date_pred(name: str, op: str, key: str) -> Predicate:
         if op == "not_equals":
             return d != key
         return d > key if op == "gt" else d < key
+    return test
+
+
+def days_before(today: str, days: int) -> str | None:
+    """The ISO date `days` days before the ISO date `today` (None: not a date)."""
+    try:
+        return (date.fromisoformat(today) - timedelta(days=days)).isoformat()
+    except (ValueError, OverflowError):
+        return None
+
+
+def _window_pred(name: str, days: int, within: bool) -> Predicate:
+    def test(facts: Facts) -> bool:
+        d, today = _date_key(facts.get(name)), _date_key(facts.get(TODAY))
+        start = days_before(today, days) if today is not None else None
+        inside = d is not None and today is not None and start is not None and start <= d <= today
+        return inside if within else not inside
     return test
 
 

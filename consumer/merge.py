@@ -30,6 +30,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final
 
+from wooflow.consumer.history import History
 from wooflow.consumer.state import Aggregates, Customer, Firing
 from wooflow.consumer.tiers import Loyalty
 from wooflow.consumer.values import Envelope, as_customer_event, as_order_event
@@ -80,8 +81,11 @@ def fold_agg(into: Aggregates, other: Aggregates, sign: int = 1) -> Aggregates:
         of, ol = other.first_order_ms, other.last_order_ms
         f = of if f is None else (f if of is None else min(f, of))
         last = ol if last is None else (last if ol is None else max(last, ol))
+    history = into.history
+    if other.history is not None and (history is not None or sign > 0):
+        history = (history or History()).folded(other.history, sign)
     return Aggregates(max(0, into.order_count + sign * other.order_count), t, into.points + sign * other.points,
-                      f, last, into.tier)
+                      f, last, into.tier, history)
 
 
 def fold_views(into: dict[str, int], other: dict[str, int], sign: int = 1) -> dict[str, int]:

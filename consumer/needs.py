@@ -2,17 +2,27 @@
 compiled rules, so a store pays only for the state its rules read.
 
 A rule needs the most of:
-- its trigger's `keeps` (triggers.py): `new_order` the order's first sight, `order_status_changed`
-  the order's status, the purchase, milestone and tier triggers and `new_customer` everything;
-  `product_saved` nothing; a trigger that does not say (plugins, the scheduler's) everything;
+- its trigger's `keeps` (triggers.py): `new_order` (and `new_order_each_line_item`) the order's
+  first sight; `order_status_changed`, `order_paid`, `order_pending`/`_on_hold`/`_cancelled`,
+  `order_refunded`, `order_partially_refunded`, `subscription_renewal_payment_failed` and their
+  per-line-item variants the order's status and marks (paid, refunds); the purchase,
+  milestone and tier triggers and `new_customer` the customer aggregates; `product_saved`,
+  `order_note_added` and the subscription triggers nothing (subscriptions are kept for every
+  store, see apply.py); a trigger that does not say (plugins, the scheduler's) the customer
+  aggregates;
 - its conditions: a customer-state field (order count, totals, tier, points, tags, days since
-  the last order, first order date) needs the customer aggregates, `previous_status` the
-  order's status;
+  the last order, first order date, role, `order_is_customers_first`) needs the customer
+  aggregates, a purchase-history field (purchased products and categories, first and last
+  paid order dates, the last 365 days' orders and spend) the customer's counted orders
+  (`Keep.HISTORY`), `previous_status` the order's status; the subscription fields need no
+  level (subscriptions are kept anyway; the batch loads a customer's when a rule reads them);
 - a frequency limit: the customer rows (its firings are written with them, see state.py);
-- exit conditions that are condition trees (the scheduler reads `customer_state`);
-- its actions: a template that names `customer_state`, the `webhook` action (it posts the
-  context, customer state included) and any action type this module does not know (a
-  plugin may read its context) need the customer aggregates.
+- exit conditions and goals that are condition trees or `tag_added`, and branches on a
+  condition (the scheduler reads `customer_state`);
+- its actions (on every side of every branch, every A/B variant): a template that names
+  `customer_state`, the `webhook` action (it posts the context, customer state included)
+  and any action type this module does not know (a plugin may read its context) need the
+  customer aggregates.
 
 A store with loyalty settings (`stores.settings.loyalty`: points, tiers) keeps everything.
 
@@ -34,6 +44,7 @@ from sqlalchemy import Connection, select
 from wooflow.consumer.conditions import FIELDS
 from wooflow.consumer.model import RuleSpec
 from wooflow.consumer.triggers import TRIGGERS, Keep
+from wooflow.consumer.workflow import compile_program
 from wooflow.db.tables import state_levels
 
 # Built-in actions that never read the customer state of their command's context except
@@ -66,31 +77,42 @@ def _mentions(value: Any, text: str) -> bool:
     return False
 
 
+SCOPE_KEEPS = {"customer": Keep.CUSTOMERS, "history": Keep.HISTORY}
+
+
 def conditions_keep(tree: Any) -> Keep:
     keep = Keep.NOTHING
     for name in _fields(tree):
         spec = FIELDS.get(name)
-        if spec is not None and spec.scope == "customer":
-            return Keep.CUSTOMERS
+        if spec is not None:
+            keep = max(keep, SCOPE_KEEPS.get(spec.scope, Keep.NOTHING))
         if name == "previous_status":
-            keep = Keep.ORDERS
+            keep = max(keep, Keep.ORDERS)
     return keep
 
 
 def rule_keep(spec: RuleSpec) -> Keep:
     """The state one rule reads (see the module docstring)."""
     trigger = TRIGGERS.get(spec.trigger)
-    keep = trigger.keeps if trigger is not None else Keep.CUSTOMERS
-    if keep == Keep.CUSTOMERS:
+    keep = max(trigger.keeps if trigger is not None else Keep.CUSTOMERS, conditions_keep(spec.conditions))
+    if keep >= Keep.CUSTOMERS:
         return keep
-    keep = max(keep, conditions_keep(spec.conditions))
     if spec.frequency.limited:
         return Keep.CUSTOMERS
     if any(isinstance(e, dict) and e.get("type", "condition") in ("condition", "conditions")
            for e in spec.exit_conditions or ()):
         return Keep.CUSTOMERS
-    for action in spec.actions:
-        if action.type not in CONTEXT_FREE_ACTIONS or _mentions(action.params, STATE_IN_TEMPLATES):
+    if any(isinstance(g, dict) and g.get("type", "condition") in ("condition", "conditions", "tag_added")
+           for g in spec.goals or ()):
+        return Keep.CUSTOMERS
+    for node in compile_program(spec.actions).nodes:
+        if node.branch is not None and node.branch.condition.type == "condition":
+            return Keep.CUSTOMERS  # asked of the customer's state when the run reaches it
+        action = node.action
+        if action is None:
+            continue
+        params = [action.params, *(v.params for v in action.variants or ())]
+        if action.type not in CONTEXT_FREE_ACTIONS or any(_mentions(p, STATE_IN_TEMPLATES) for p in params):
             return Keep.CUSTOMERS
     return keep
 
@@ -105,7 +127,9 @@ def describe(keep: Keep) -> str:
     return {Keep.NOTHING: "no per-order or per-customer state",
             Keep.SEEN: "each order's first sight",
             Keep.ORDERS: "each order's first sight and status",
-            Keep.CUSTOMERS: "orders, their status and counting, and customer aggregates"}[keep]
+            Keep.CUSTOMERS: "orders, their status and counting, and customer aggregates",
+            Keep.HISTORY: "orders, their status and counting, customer aggregates and each customer's paid "
+                          "orders (purchase history)"}[keep]
 
 
 class StateView(TypedDict):

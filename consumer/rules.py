@@ -4,21 +4,30 @@ Built for many stores: at start a process reads every enabled rule as JSON text 
 query) and compiles a store's rules only when it first needs them (its first event), so
 start-up costs a read, not 100,000 compilations, and stores without traffic cost their
 text only. Compiling a store also settles what the batch path asks of it per event: the
-state its rules read (`keeps`, consumer/needs.py) and whether they read the product
-catalog (`uses_catalog`). Conditions that many rules share (`geo_scope equals eu`) are one compiled
-function, and so are equal trigger options; the pydantic `RuleSpec` of a rule is parsed
-again from its text only where it is asked for (the scheduler, dry runs), never on the hot
-path.
+triggers its rules listen to (`trigger_specs`), the state they read (`keeps`,
+consumer/needs.py) and whether they read the product catalog (`uses_catalog`) or the
+customer's subscriptions (`uses_subscriptions`). Conditions that many rules share
+(`geo_scope equals eu`) are one compiled function, and so are equal trigger options; the
+pydantic `RuleSpec` of a rule, and a workflow's `Program` (consumer/workflow.py), are
+parsed again from its text only where they are asked for (the scheduler, dry runs, a staged
+workflow's held-out log), never on the hot path: a rule keeps a linear workflow's steps,
+whether it is staged, and its holdout share.
+
+Disabled rules are not compiled; the cache keeps only what their runs in flight do
+(`when_disabled`: exit or finish), for the scheduler.
 
 Changes arrive through LISTEN/NOTIFY: a trigger on `rules` calls pg_notify with the store
 id, and `RuleListener` (a thread with its own psycopg connection) reloads that store's
 rules and swaps them in, typically within a few milliseconds. A cheap fingerprint query
 every `fallback_interval` seconds catches anything a lost connection missed; when it moved,
-per-store fingerprints say which stores to reload — never all of them.
+per-store fingerprints say which stores to reload — never all of them. A reloaded store
+whose rules read exactly as before (a digest of their text: a change made in SQL need not
+touch `updated_at` or `version`) keeps its compiled rules.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -35,30 +44,31 @@ from sqlalchemy import Engine, func, select, text
 
 from wooflow.consumer.catalog import CATALOG_FIELDS
 from wooflow.consumer.commands import to_json
-from wooflow.consumer.conditions import Predicate, compile_tree, fields_used
+from wooflow.consumer.conditions import FIELDS, Predicate, compile_tree, fields_used
 from wooflow.consumer.model import Action, Frequency, RuleSpec
 from wooflow.consumer.needs import rule_keep
-from wooflow.consumer.triggers import TRIGGERS, Check, Keep
+from wooflow.consumer.triggers import TRIGGERS, Check, Keep, TriggerSpec, for_schema
+from wooflow.consumer.workflow import Program, compile_program
 from wooflow.db.tables import rules
 
 log = logging.getLogger(__name__)
 CHANNEL = "wooflow_rules"
 
 SPEC_FIELDS = ("name", "trigger", "trigger_options", "conditions", "actions", "priority", "enabled", "group_label",
-               "frequency", "exit_conditions")
+               "frequency", "exit_conditions", "holdout_percent", "goals", "when_disabled")
 
 # Shared compiled parts, by their JSON: bounded, cleared when full (they are rebuilt on demand).
 _SHARED_MAX = 100_000
 _leaves: dict[str, Predicate] = {}
 _options: dict[tuple[str, str], Check | None] = {}
-_steps: dict[tuple[str, str, str | None], Step] = {}
+_steps: dict[tuple[str, str, str | None], CompiledStep] = {}
 _frequencies: dict[tuple[bool, int | None], Frequency] = {}
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
-    """One action of a rule as the hot path reads it (the API's `Action`, without pydantic):
-    its parameters as the JSON a command carries."""
+class CompiledStep:
+    """One action of a linear workflow as the hot path reads it (the API's `Action`, without
+    pydantic): its parameters as the JSON a command carries."""
     type: str
     params_json: str
     delay: str | None
@@ -76,15 +86,19 @@ class CompiledRule:
     version: int
     trigger: str
     priority: int
-    actions: tuple[Step, ...]
+    staged: bool  # runs start as one control row; the scheduler stores the steps (consumer/workflow.py)
+    actions: tuple[CompiledStep, ...]  # a linear workflow's steps (empty when staged)
     frequency: Frequency
+    holdout_percent: float  # the share of its audience held out as a control group (wooflow/holdout.py)
     predicate: Predicate
     options: Check | None
     keep: Keep  # the state it reads (consumer/needs.py)
     reads_catalog: bool  # a condition on the product catalog (category, product_tag)
+    reads_subscriptions: bool  # a condition on the customer's subscriptions
     source: bytes  # the rule's fields as JSON, zlib-compressed: `spec` is parsed from it when asked for
     limited: bool = field(init=False)
     _spec: list[RuleSpec] = field(init=False, default_factory=list, repr=False, compare=False)
+    _program: list[Program] = field(init=False, default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "limited", self.frequency.limited)
@@ -96,6 +110,21 @@ class CompiledRule:
             self._spec.append(RuleSpec.model_validate_json(zlib.decompress(self.source)))
         return self._spec[0]
 
+    @property
+    def program(self) -> Program:
+        """The workflow's steps, numbered and linked (consumer/workflow.py; built on first use)."""
+        if not self._program:
+            self._program.append(compile_program(self.spec.actions))
+        return self._program[0]
+
+    @property
+    def first_action(self) -> str:
+        """The type of the workflow's first action ("" if it has none)."""
+        if self.actions:
+            return self.actions[0].type
+        first = self.program.actions()
+        return first[0].action.type if first and first[0].action is not None else ""
+
 
 def _shared_options(trigger: str, options: dict[str, Any]) -> Check | None:
     key = (trigger, json.dumps(options, sort_keys=True, default=str))
@@ -106,8 +135,8 @@ def _shared_options(trigger: str, options: dict[str, Any]) -> Check | None:
     return _options[key]
 
 
-def _shared_step(a: Action) -> Step:
-    step = Step(a.type, to_json(a.params), a.delay, a.delay_s)
+def _shared_step(a: Action) -> CompiledStep:
+    step = CompiledStep(a.type, to_json(a.params), a.delay, a.delay_s)
     key = (step.type, step.params_json, step.delay)
     if key not in _steps and len(_steps) >= _SHARED_MAX:
         _steps.clear()
@@ -118,17 +147,25 @@ def _compile(rule_id: int, store_id: str, version: int, spec: RuleSpec, source: 
     if len(_leaves) >= _SHARED_MAX:
         _leaves.clear()
     f = spec.frequency
-    return CompiledRule(rule_id, store_id, version, spec.trigger, spec.priority,
-                        tuple(_shared_step(a) for a in spec.actions),
-                        _frequencies.setdefault((f.once_per_customer, f.per_days), f),
+    program = compile_program(spec.actions)  # raises WorkflowError (a ValueError) for a broken workflow
+    used = fields_used(spec.conditions)
+    rule = CompiledRule(rule_id, store_id, version, spec.trigger, spec.priority, program.staged,
+                        () if program.staged else tuple(_shared_step(a) for a in program.linear),
+                        _frequencies.setdefault((f.once_per_customer, f.per_days), f), spec.holdout_percent,
                         compile_tree(spec.conditions, leaves=_leaves),
                         _shared_options(spec.trigger, spec.trigger_options), rule_keep(spec),
-                        bool(fields_used(spec.conditions) & CATALOG_FIELDS), source)
+                        bool(used & CATALOG_FIELDS),
+                        any(FIELDS[u].scope == "subscriptions" for u in used if u in FIELDS), source)
+    if program.staged:  # kept: the scheduler and dry runs walk it
+        rule._program.append(program)
+    return rule
 
 
 def compile_rule(row: Mapping[str, Any]) -> CompiledRule:
-    """A `rules` row (its columns) compiled; raises ValidationError/ValueError when invalid."""
-    spec = RuleSpec.model_validate({k: row[k] for k in SPEC_FIELDS})
+    """A `rules` row (its columns) compiled; raises ValidationError/ValueError when invalid.
+    Columns added since the first rules (goals, when_disabled, holdout_percent) may be absent."""
+    spec = RuleSpec.model_validate({**{k: row[k] for k in SPEC_FIELDS if k in row},
+                                    "holdout_percent": row.get("holdout_percent") or 0})
     rule = _compile(int(row["id"]), str(row["store_id"]), int(row["version"]), spec,
                     zlib.compress(spec.model_dump_json().encode()))
     rule._spec.append(spec)
@@ -142,16 +179,19 @@ def compile_source(rule_id: int, store_id: str, version: int, source: bytes) -> 
     return _compile(rule_id, store_id, version, spec, source)
 
 
-Fingerprint = tuple[int, datetime | None, int, int]  # rules (enabled or not), last change, Σ version, Σ id
+# rules (enabled or not), enabled rules, last change, Σ version, Σ id
+Fingerprint = tuple[int, int, datetime | None, int, int]
 
 
 @dataclass(slots=True)
 class _Compiled:
     by_trigger: dict[str, list[CompiledRule]]
     triggers: dict[str, frozenset[str]]  # schema → triggers some enabled rule listens to
+    specs: dict[str, list[TriggerSpec]]  # the same triggers' specs, in the registry's order
     by_id: dict[int, CompiledRule]
     keep: Keep  # the state the store's enabled rules read (consumer/needs.py)
     catalog: bool  # some enabled rule has a condition on the product catalog
+    subscriptions: bool  # some enabled rule has a condition on the customer's subscriptions
 
     @classmethod
     def of(cls, rules: Sequence[CompiledRule]) -> _Compiled:
@@ -162,29 +202,36 @@ class _Compiled:
             triggers[TRIGGERS[r.trigger].schema].add(r.trigger)
         for group in by_trigger.values():
             group.sort(key=lambda r: (r.priority, r.id))
-        return cls(dict(by_trigger), {k: frozenset(v) for k, v in triggers.items()}, {r.id: r for r in rules},
-                   max((r.keep for r in rules), default=Keep.NOTHING), any(r.reads_catalog for r in rules))
+        return cls(dict(by_trigger), {k: frozenset(v) for k, v in triggers.items()},
+                   {k: [t for t in for_schema(k) if t.name in v] for k, v in triggers.items()},
+                   {r.id: r for r in rules}, max((r.keep for r in rules), default=Keep.NOTHING),
+                   any(r.reads_catalog for r in rules), any(r.reads_subscriptions for r in rules))
 
 
 @dataclass(slots=True)
 class _Store:
-    """One store's enabled rules as read (id, version, compressed JSON), compiled on first use."""
+    """One store's enabled rules as read (id, version, compressed JSON), compiled on first use,
+    and what its disabled rules' runs in flight do (rule → `when_disabled`)."""
     rows: list[tuple[int, int, bytes]]
     fingerprint: Fingerprint
     compiled: _Compiled | None = None
+    disabled: dict[int, str] = field(default_factory=dict)
+    digest: bytes = b""  # of every rule's id, version and fields as read ("" when built by hand)
 
 
 _EMPTY: tuple[CompiledRule, ...] = ()
+_NO_SPECS: list[TriggerSpec] = []
 
 # Every rule of the selected stores, enabled or not (the fingerprint counts them all), with the
 # fields of its spec as one JSON text.
 _LOAD = f"""
-SELECT id, store_id, version, enabled, updated_at,
+SELECT id, store_id, version, enabled, updated_at, when_disabled,
        jsonb_build_object({", ".join(f"'{f}', {f}" for f in SPEC_FIELDS)})::text
 FROM rules {{where}} ORDER BY store_id, id
 """
 _FINGERPRINTS = text("""
-SELECT store_id, count(*)::bigint, max(updated_at), sum(version)::bigint, sum(id)::bigint
+SELECT store_id, count(*)::bigint, (count(*) FILTER (WHERE enabled))::bigint, max(updated_at),
+       sum(version)::bigint, sum(id)::bigint
 FROM rules GROUP BY store_id
 """)
 
@@ -199,6 +246,7 @@ class RuleCache:
         self.fallback_interval = fallback_interval
         self._stores: dict[str, _Store] = {}
         self._rule_store: dict[int, str] = {}
+        self._disabled: dict[int, str] = {}  # disabled rule → `when_disabled` (exit | finish)
         self._count = 0
         self._fingerprint: tuple[Any, ...] | None = None
         self._checked = 0.0
@@ -225,6 +273,11 @@ class RuleCache:
         c = self._compiled(store_id)
         return c.triggers.get(schema, frozenset()) if c is not None else frozenset()
 
+    def trigger_specs(self, store_id: str, schema: str) -> list[TriggerSpec]:
+        """The same triggers' specs, in the registry's order (the hot path walks only these)."""
+        c = self._compiled(store_id)
+        return c.specs.get(schema, _NO_SPECS) if c is not None else _NO_SPECS
+
     def keeps(self, store_id: str) -> Keep:
         """The state the store's enabled rules read (consumer/needs.py)."""
         c = self._compiled(store_id)
@@ -234,6 +287,16 @@ class RuleCache:
         """Whether some enabled rule of the store has a condition on the product catalog."""
         c = self._compiled(store_id)
         return c.catalog if c is not None else False
+
+    def uses_subscriptions(self, store_id: str) -> bool:
+        """Whether some enabled rule of the store has a condition on the customer's subscriptions."""
+        c = self._compiled(store_id)
+        return c.subscriptions if c is not None else False
+
+    def when_disabled(self, rule_id: int) -> str | None:
+        """What a disabled rule's runs in flight do (`exit` or `finish`); None if the rule is
+        not known to be disabled (enabled, or deleted)."""
+        return self._disabled.get(rule_id)
 
     def get(self, rule_id: int) -> CompiledRule | None:
         store = self._rule_store.get(rule_id)
@@ -261,7 +324,7 @@ class RuleCache:
     # --- loading ----------------------------------------------------------------------
     def _current_fingerprint(self) -> tuple[Any, ...]:
         with self.engine.connect() as conn:
-            row = conn.execute(select(func.count(), func.max(rules.c.updated_at),
+            row = conn.execute(select(func.count(), func.count().filter(rules.c.enabled), func.max(rules.c.updated_at),
                                       func.coalesce(func.sum(rules.c.version), 0),
                                       func.coalesce(func.sum(rules.c.id), 0))).one()
         return tuple(row)
@@ -286,7 +349,7 @@ class RuleCache:
             self.reload()
             return True
         with self.engine.connect() as conn:
-            current = {r[0]: (int(r[1]), r[2], int(r[3]), int(r[4])) for r in conn.execute(_FINGERPRINTS)}
+            current = {r[0]: (int(r[1]), int(r[2]), r[3], int(r[4]), int(r[5])) for r in conn.execute(_FINGERPRINTS)}
         stale = {s for s, fp in current.items() if (st := self._stores.get(s)) is None or st.fingerprint != fp}
         stale |= set(self._stores) - set(current)
         for store in stale:
@@ -296,21 +359,33 @@ class RuleCache:
     def _read(self, store_id: str | None) -> dict[str, _Store]:
         where = "WHERE store_id = :store" if store_id is not None else ""
         by_store: dict[str, list[tuple[int, int, bool, datetime, bytes]]] = defaultdict(list)
+        disabled: dict[str, dict[int, str]] = defaultdict(dict)
+        digests: dict[str, hashlib.blake2b] = {}
         with self.engine.connect() as conn:
             # streamed, and kept compressed: 100,000 rules are ~70 MB of JSON, ~30 MB compressed
-            for rid, sid, version, enabled, updated, source in conn.execution_options(yield_per=2000).execute(
-                    text(_LOAD.format(where=where)), {"store": store_id}):
+            for rid, sid, version, enabled, updated, when_off, source in conn.execution_options(
+                    yield_per=2000).execute(text(_LOAD.format(where=where)), {"store": store_id}):
+                raw = source.encode()
+                h = digests.get(sid)
+                if h is None:
+                    h = digests[sid] = hashlib.blake2b(digest_size=16)
+                h.update(f"{rid}:{version}:{len(raw)}:".encode())
+                h.update(raw)
                 by_store[sid].append((int(rid), int(version), bool(enabled), updated,
-                                      zlib.compress(source.encode(), 1) if enabled else b""))
+                                      zlib.compress(raw, 1) if enabled else b""))
+                if not enabled:
+                    disabled[sid][int(rid)] = str(when_off)
         out = {}
         for sid, rows in by_store.items():
-            fp: Fingerprint = (len(rows), max(r[3] for r in rows), sum(r[1] for r in rows), sum(r[0] for r in rows))
-            out[sid] = _Store([(rid, v, src) for rid, v, on, _, src in rows if on], fp)
+            fp: Fingerprint = (len(rows), sum(r[2] for r in rows), max(r[3] for r in rows), sum(r[1] for r in rows),
+                               sum(r[0] for r in rows))
+            out[sid] = _Store([(rid, v, src) for rid, v, on, _, src in rows if on], fp,
+                              disabled=disabled.get(sid, {}), digest=digests[sid].digest())
         return out
 
     def reload(self, store_id: str | None = None) -> None:
         """Reload every store's rules, or one store's (what a notification names). A store
-        whose rules did not change keeps its compiled rules; a reloaded store that was in use
+        whose rules read as before keeps its compiled rules; a changed store that was in use
         is compiled again at once, the others when they are next used."""
         with self._lock:
             fp = self._current_fingerprint() if store_id is not None and self._fingerprint is not None else None
@@ -319,8 +394,8 @@ class RuleCache:
                 else {}
             for sid, st in fresh.items():
                 prev = old.get(sid)
-                if prev is not None and prev.fingerprint == st.fingerprint:
-                    fresh[sid] = prev
+                if prev is not None and prev.digest == st.digest:
+                    st.compiled = prev.compiled
                 elif prev is not None and prev.compiled is not None:
                     st.compiled = self._compile_store(sid, st.rows)
             if store_id is None:
@@ -337,6 +412,7 @@ class RuleCache:
     def _install_all(self, stores: dict[str, _Store]) -> None:
         rule_store = {rid: sid for sid, st in stores.items() for rid, _, _ in st.rows}
         self._stores, self._rule_store, self._count = stores, rule_store, len(rule_store)
+        self._disabled = {rid: policy for st in stores.values() for rid, policy in st.disabled.items()}
         self.invalid = {k: v for k, v in self.invalid.items() if k in rule_store}
 
     def _install(self, store_id: str, st: _Store | None) -> None:
@@ -352,11 +428,15 @@ class RuleCache:
             if rid not in keep:
                 self._rule_store.pop(rid, None)
                 self.invalid.pop(rid, None)
+        for rid in prev.disabled if prev is not None else ():
+            self._disabled.pop(rid, None)
+        if st is not None:
+            self._disabled.update(st.disabled)
         self._count += len(keep) - (len(prev.rows) if prev is not None else 0)
 
     def _swap(self, by_store: dict[str, list[CompiledRule]]) -> None:
         """Install already compiled rules (tests and benchmarks that build rules by hand)."""
-        self._install_all({sid: _Store([(r.id, r.version, r.source) for r in lst], (len(lst), None, 0, 0),
+        self._install_all({sid: _Store([(r.id, r.version, r.source) for r in lst], (len(lst), len(lst), None, 0, 0),
                                        _Compiled.of(lst)) for sid, lst in by_store.items()})
 
 

@@ -13,7 +13,9 @@ shared with cooperative-sticky rebalancing), and per batch:
    every event in order (`apply.py`), matches rules, applies frequency limits;
 3. produces the commands keyed like their events (one customer stays on one partition),
    re-routes the events of guests folded into a customer to that customer's partition
-   (consumer/merge.py) and dead-letters what could not be decoded or evaluated;
+   (consumer/merge.py), logs `held_out` for a holdout rule's control group on
+   automation.logs (wooflow/holdout.py) and dead-letters what could not be decoded or
+   evaluated;
 4. `Checkpoint.commit`: waits for every command to be acknowledged (or puts them in the
    Kafka transaction), then commits the state transaction (`before_commit`), then the
    offsets. A crash anywhere re-processes at most the batch, and re-processing is
@@ -50,6 +52,7 @@ from wooflow.consumer.apply import STATEFUL, changes_state
 from wooflow.consumer.batch import BatchProcessor, FirstSights, Item
 from wooflow.consumer.catalog import CATALOGUED, CatalogProduct, catalog_for
 from wooflow.consumer.catalog import save as save_products
+from wooflow.consumer.commands import held, idempotency_key
 from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache, RuleListener
@@ -61,6 +64,7 @@ from wooflow.db.engine import get_engine, when_available
 from wooflow.db.tables import stores
 from wooflow.dlq import dead_letter
 from wooflow.gc_tuning import tune_gc
+from wooflow.holdout import held_out_log
 from wooflow.kafka import topics
 from wooflow.kafka.config import BATCH, TRANSACTIONAL
 from wooflow.kafka.consumer import make_consumer
@@ -148,6 +152,7 @@ class RuleConsumer:
         self.producer = Producer(settings, TRANSACTIONAL if settings.transactional else BATCH, transactional_id=txn_id)
         self.group_instance = f"{settings.rules_group}-{instance}" if instance else None
         self.commands_topic = settings.topic(topics.COMMANDS)
+        self.logs_topic = settings.topic(topics.LOGS)
         self.clock = get_clock(settings)
         self.ready = threading.Event()
         self._pending: StateBatch | None = None
@@ -217,10 +222,10 @@ class RuleConsumer:
         emitted: Counter[tuple[str, str]] = Counter()
         delayed: list[ActionCommand] = []
         for it, cmd in outcome.commands:
-            not_before, received = cmd["not_before"], cmd["received_at"]
-            if not_before is not None and not_before > now:
+            if held(cmd, now):  # a later step, or a staged workflow's start: the scheduler's
                 delayed.append(cmd)
                 continue
+            received = cmd["received_at"]
             value = self.codec.encode("ActionCommand", cmd, self.commands_topic)
             self.producer.produce(self.commands_topic, value, key=it.source.key())
             emitted[(cmd["store_id"], cmd["action_type"])] += 1
@@ -229,6 +234,12 @@ class RuleConsumer:
         for (store, action), n in emitted.items():
             metrics.commands_emitted.labels(store, action).inc(n)
             metrics.events_out.labels("rules", self.commands_topic, store).inc(n)
+        for it, m, x in outcome.held_out:  # a holdout rule's control group: logged, no effect
+            rec = held_out_log(x, idempotency_key(m.rule.id, x.event_id, 0), m.rule.first_action,
+                               m.rule.holdout_percent, now)
+            self.producer.produce(self.logs_topic, self.codec.encode("ExecutionLog", rec, self.logs_topic),
+                                  key=it.source.key())
+        self.stats["held_out"] += len(outcome.held_out)
         self.stats["commands"] += len(outcome.commands)
         self.stats["matches"] += len(outcome.matches)
         self.stats["frequency_skipped"] += outcome.skipped_by_frequency
@@ -275,7 +286,8 @@ class RuleConsumer:
         levels = {s: k for s, k in levels.items() if recorded.get(s) != k}
         products, self._pending_products = self._pending_products, []
         lost: dict[tuple[str, str], str] = {}
-        if (pending is not None and (any(pending.dirty_counts()) or pending.merges)) or delayed or levels or products:
+        if (pending is not None and (any(pending.dirty_counts()) or pending.merges or pending.exposures)) or delayed \
+                or levels or products:
             with self.db.begin() as conn:
                 if levels:
                     record_levels(conn, levels)
@@ -341,7 +353,8 @@ class RuleConsumer:
                  len(self.rules), self.settings.transactional)
         try:
             run_batches(consumer, self.checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
-                        timeout=self.settings.batch_timeout_s, on_idle=self.idle, on_rewind=self.rewound)
+                        timeout=self.settings.batch_timeout_s, on_idle=self.idle, on_rewind=self.rewound,
+                        stall_after_s=self.settings.stall_refetch_s)
         finally:
             stop.set()
             self._saver.shutdown(wait=True)

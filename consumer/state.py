@@ -25,8 +25,11 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 import orjson
 from sqlalchemy import Connection
 
+from wooflow import holdout
+from wooflow.consumer.history import History
 from wooflow.consumer.values import to_datetime
 from wooflow.db.engine import driver_cursor
+from wooflow.holdout import Exposure
 from wooflow.jsontypes import JSONObject, JSONValue, as_object
 
 if TYPE_CHECKING:
@@ -45,24 +48,30 @@ class Aggregates:
     first_order_ms: int | None = None  # creation of the first / last counted order (epoch ms)
     last_order_ms: int | None = None
     tier: str = ""
+    history: History | None = None  # the counted orders themselves, for stores that keep them (history.py)
 
     def to_json(self) -> JSONObject:
         """The stored form (`order_state.before`): short keys, decimals as text."""
-        return {"n": self.order_count, "t": {k: str(v) for k, v in self.totals.items()}, "p": self.points,
-                "f": self.first_order_ms, "l": self.last_order_ms, "tier": self.tier}
+        out: JSONObject = {"n": self.order_count, "t": {k: str(v) for k, v in self.totals.items()},
+                           "p": self.points, "f": self.first_order_ms, "l": self.last_order_ms, "tier": self.tier}
+        if self.history is not None:
+            out["h"] = self.history.to_json()
+        return out
 
     @classmethod
     def from_json(cls, d: JSONObject | None) -> Aggregates:
         if not d:
             return cls()
         return cls.from_row(_int(d.get("n")), as_object(d.get("t")), _int(d.get("p")), _opt_int(d.get("f")),
-                            _opt_int(d.get("l")), str(d.get("tier") or ""))
+                            _opt_int(d.get("l")), str(d.get("tier") or ""), History.from_json(d.get("h")))
 
     @classmethod
     def from_row(cls, n: int, totals: Mapping[str, object] | None, points: int, first_ms: int | None,
-                 last_ms: int | None, tier: str) -> Aggregates:
+                 last_ms: int | None, tier: str, history: History | None = None) -> Aggregates:
         """From `customer_state`'s columns (totals: JSONB numbers or text)."""
-        return cls(n, {k: Decimal(str(v)) for k, v in (totals or {}).items()}, int(points), first_ms, last_ms, tier)
+        return cls(n, {k: Decimal(str(v)) for k, v in (totals or {}).items()}, int(points), first_ms, last_ms, tier,
+                   history)
+
 
 
 def _int(v: JSONValue) -> int:
@@ -95,11 +104,13 @@ class Customer:
     tier_raised: bool = False
     dirty: bool = False
     merged_into: str | None = None  # a guest folded into this registered customer
+    role: str | None = None  # the account's role (customer events); None: not known
 
     def public(self) -> PublicCustomer:
         """What templates and dry runs see."""
         a = self.agg
         return {"customer_key": self.customer_key, "customer_id": self.customer_id, "email": self.email,
+                "role": self.role,
                 "order_count": a.order_count, "totals": {k: str(v) for k, v in a.totals.items()},
                 "points": a.points, "tier": a.tier, "tags": list(self.tags),
                 "first_order_at": to_datetime(a.first_order_ms), "last_order_at": to_datetime(a.last_order_ms)}
@@ -111,6 +122,7 @@ class PublicCustomer(TypedDict):
     customer_key: str
     customer_id: int | None
     email: str | None
+    role: str | None
     order_count: int
     totals: dict[str, str]  # currency → spent, as text
     points: int
@@ -137,6 +149,32 @@ class Order:
     before: JSONObject | None = None  # the customer's aggregates before (un)counting it (Aggregates.to_json)
     dirty: bool = False
     first_sight_only: bool = False  # a new row of a store keeping first sights only: inserted narrow
+    # decided once per order (apply.py): "paid" → the event that first saw date_paid ("": paid before
+    # wooflow kept marks); "rf" → total refunded as text; "rt" → [event id, refunded before, after]
+    marks: dict[str, JSONValue] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Sub:
+    """A subscription as the rule consumer last applied it (`subscription_state`)."""
+
+    store_id: str
+    subscription_id: int
+    customer_key: str
+    first_event_id: str
+    status: str = ""
+    modified_ms: int = 0
+    transitions: list[list[str]] = field(default_factory=list)  # [event id, from, to], the last few
+    email: str = ""
+    product_ids: list[int] = field(default_factory=list)
+    billing_period: str = ""
+    billing_interval: int = 1
+    total: Decimal = Decimal(0)
+    currency: str = ""
+    next_payment_ms: int | None = None
+    trial_end_ms: int | None = None
+    end_ms: int | None = None
+    dirty: bool = False
 
 
 @dataclass(slots=True)
@@ -161,7 +199,7 @@ _LOAD_CUSTOMERS = ("""
 SELECT u.s, u.k, c.xmin::text, c.customer_id, c.email, c.order_count, c.totals,
        (extract(epoch from c.first_order_at) * 1000)::bigint AS f,
        (extract(epoch from c.last_order_at) * 1000)::bigint AS l,
-       c.tier, c.points, c.tags, c.view_counts, c.engine, c.merged_into
+       c.tier, c.points, c.tags, c.view_counts, c.engine, c.merged_into, c.role, c.history
 FROM unnest(CAST(%(stores)b AS text[]), CAST(%(keys)b AS text[]), CAST(%(xs)b AS text[])) AS u(s, k, x)
 LEFT JOIN LATERAL (SELECT *, xmin FROM customer_state c WHERE c.store_id = u.s AND c.customer_key = u.k LIMIT 1) c
   ON true
@@ -170,7 +208,7 @@ WHERE u.x IS NULL OR c.xmin IS NULL OR c.xmin::text <> u.x
 
 _LOAD_ORDERS = ("""
 SELECT u.s, u.i, o.xmin::text, o.customer_key, o.first_event_id, o.status, o.modified_ms, o.transitions, o.total,
-       o.currency, o.created_ms, o.counted, o.count_event_id, o.before
+       o.currency, o.created_ms, o.counted, o.count_event_id, o.before, o.marks
 FROM unnest(CAST(%(stores)b AS text[]), CAST(%(ids)b AS bigint[]), CAST(%(xs)b AS text[])) AS u(s, i, x)
 LEFT JOIN LATERAL (SELECT *, xmin FROM order_state o WHERE o.store_id = u.s AND o.order_id = u.i LIMIT 1) o ON true
 WHERE u.x IS NULL OR o.xmin IS NULL OR o.xmin::text <> u.x
@@ -195,17 +233,19 @@ JOIN unnest(CAST(%(stores)b AS text[]), CAST(%(keys)b AS text[])) AS u(s, k)
 
 _SAVE_CUSTOMERS = ("""
 INSERT INTO customer_state AS c (store_id, customer_key, customer_id, email, order_count, totals, first_order_at,
-                                 last_order_at, tier, points, view_counts, engine, updated_at)
+                                 last_order_at, tier, points, view_counts, engine, role, history, updated_at)
 SELECT s, k, ci, em, n, CAST(t AS jsonb), to_timestamp(f / 1000.0), to_timestamp(l / 1000.0), tier, pd,
-       CAST(vc AS jsonb), CAST(en AS jsonb), now()
+       CAST(vc AS jsonb), CAST(en AS jsonb), ro, CAST(h AS jsonb), now()
 FROM unnest(CAST(%(s)b AS text[]), CAST(%(k)b AS text[]), CAST(%(ci)b AS bigint[]), CAST(%(em)b AS text[]),
             CAST(%(n)b AS int[]),
             CAST(%(t)b AS text[]), CAST(%(f)b AS bigint[]), CAST(%(l)b AS bigint[]), CAST(%(tier)b AS text[]),
-            CAST(%(pd)b AS bigint[]), CAST(%(vc)b AS text[]), CAST(%(en)b AS text[]))
-     AS u(s, k, ci, em, n, t, f, l, tier, pd, vc, en)
+            CAST(%(pd)b AS bigint[]), CAST(%(vc)b AS text[]), CAST(%(en)b AS text[]), CAST(%(ro)b AS text[]),
+            CAST(%(h)b AS text[]))
+     AS u(s, k, ci, em, n, t, f, l, tier, pd, vc, en, ro, h)
 ON CONFLICT (store_id, customer_key) DO UPDATE SET
     customer_id = COALESCE(EXCLUDED.customer_id, c.customer_id),
     email = COALESCE(EXCLUDED.email, c.email),
+    role = COALESCE(EXCLUDED.role, c.role), history = COALESCE(EXCLUDED.history, c.history),
     order_count = EXCLUDED.order_count, totals = EXCLUDED.totals,
     first_order_at = EXCLUDED.first_order_at, last_order_at = EXCLUDED.last_order_at,
     tier = CASE WHEN EXCLUDED.tier <> '' THEN EXCLUDED.tier ELSE c.tier END,
@@ -224,17 +264,19 @@ WHERE c.merged_into IS NOT NULL
 
 _SAVE_ORDERS = ("""
 INSERT INTO order_state AS o (store_id, order_id, customer_key, first_event_id, status, modified_ms, transitions,
-                              total, currency, created_ms, counted, count_event_id, before, updated_at)
-SELECT s, i, k, fe, st, m, CAST(tr AS jsonb), tot, cur, cr, cnt, ce, CAST(bf AS jsonb), now()
+                              total, currency, created_ms, counted, count_event_id, before, marks, updated_at)
+SELECT s, i, k, fe, st, m, CAST(tr AS jsonb), tot, cur, cr, cnt, ce, CAST(bf AS jsonb), CAST(mk AS jsonb), now()
 FROM unnest(CAST(%(s)b AS text[]), CAST(%(i)b AS bigint[]), CAST(%(k)b AS text[]), CAST(%(fe)b AS text[]),
             CAST(%(st)b AS text[]),
             CAST(%(m)b AS bigint[]), CAST(%(tr)b AS text[]), CAST(%(tot)b AS numeric[]), CAST(%(cur)b AS text[]),
-            CAST(%(cr)b AS bigint[]), CAST(%(cnt)b AS boolean[]), CAST(%(ce)b AS text[]), CAST(%(bf)b AS text[]))
-     AS u(s, i, k, fe, st, m, tr, tot, cur, cr, cnt, ce, bf)
+            CAST(%(cr)b AS bigint[]), CAST(%(cnt)b AS boolean[]), CAST(%(ce)b AS text[]), CAST(%(bf)b AS text[]),
+            CAST(%(mk)b AS text[]))
+     AS u(s, i, k, fe, st, m, tr, tot, cur, cr, cnt, ce, bf, mk)
 ON CONFLICT (store_id, order_id) DO UPDATE SET
     customer_key = EXCLUDED.customer_key, status = EXCLUDED.status, modified_ms = EXCLUDED.modified_ms,
     transitions = EXCLUDED.transitions, total = EXCLUDED.total, currency = EXCLUDED.currency,
-    counted = EXCLUDED.counted, count_event_id = EXCLUDED.count_event_id, before = EXCLUDED.before, updated_at = now()
+    counted = EXCLUDED.counted, count_event_id = EXCLUDED.count_event_id, before = EXCLUDED.before,
+    marks = EXCLUDED.marks, updated_at = now()
 RETURNING store_id, order_id, xmin::text, first_event_id, created_ms, total
 """)
 
@@ -258,6 +300,45 @@ FROM unnest(CAST(%(r)b AS bigint[]), CAST(%(k)b AS text[]), CAST(%(s)b AS text[]
 WHERE EXISTS (SELECT 1 FROM rules WHERE rules.id = u.r)
 ON CONFLICT (rule_id, customer_key) DO UPDATE SET
     last_event_id = EXCLUDED.last_event_id, last_fired_at = EXCLUDED.last_fired_at, fired = EXCLUDED.fired
+""")
+
+
+_SUB_COLUMNS = """s.store_id, s.subscription_id, s.customer_key, s.first_event_id, s.status, s.modified_ms,
+       s.transitions, s.email, s.product_ids, s.billing_period, s.billing_interval, s.total, s.currency,
+       (extract(epoch from s.next_payment_at) * 1000)::bigint, (extract(epoch from s.trial_end_at) * 1000)::bigint,
+       (extract(epoch from s.end_at) * 1000)::bigint"""
+
+# The subscriptions a batch's subscription events name, and every subscription of the
+# customers whose subscriptions a condition reads (`has_active_subscription`).
+_LOAD_SUBSCRIPTIONS = (f"""
+SELECT {_SUB_COLUMNS} FROM subscription_state s
+JOIN unnest(CAST(%(ss)b AS text[]), CAST(%(ids)b AS bigint[])) AS u(s, i)
+  ON s.store_id = u.s AND s.subscription_id = u.i
+UNION
+SELECT {_SUB_COLUMNS} FROM subscription_state s
+JOIN unnest(CAST(%(cs)b AS text[]), CAST(%(ks)b AS text[])) AS u(s, k) ON s.store_id = u.s AND s.customer_key = u.k
+""")
+
+_SAVE_SUBSCRIPTIONS = ("""
+INSERT INTO subscription_state AS x (store_id, subscription_id, customer_key, email, first_event_id, status,
+                                     modified_ms, transitions, product_ids, billing_period, billing_interval, total,
+                                     currency, next_payment_at, trial_end_at, end_at, updated_at)
+SELECT s, i, k, em, fe, st, m, CAST(tr AS jsonb), CAST(p AS bigint[]), bp, bi, tot, cur,
+       to_timestamp(np / 1000.0), to_timestamp(te / 1000.0), to_timestamp(en / 1000.0), now()
+FROM unnest(CAST(%(s)b AS text[]), CAST(%(i)b AS bigint[]), CAST(%(k)b AS text[]), CAST(%(em)b AS text[]),
+            CAST(%(fe)b AS text[]),
+            CAST(%(st)b AS text[]), CAST(%(m)b AS bigint[]), CAST(%(tr)b AS text[]), CAST(%(p)b AS text[]),
+            CAST(%(bp)b AS text[]), CAST(%(bi)b AS int[]), CAST(%(tot)b AS numeric[]), CAST(%(cur)b AS text[]),
+            CAST(%(np)b AS bigint[]), CAST(%(te)b AS bigint[]), CAST(%(en)b AS bigint[]))
+     AS u(s, i, k, em, fe, st, m, tr, p, bp, bi, tot, cur, np, te, en)
+ON CONFLICT (store_id, subscription_id) DO UPDATE SET
+    customer_key = EXCLUDED.customer_key, email = EXCLUDED.email, status = EXCLUDED.status,
+    modified_ms = EXCLUDED.modified_ms,
+    transitions = EXCLUDED.transitions, product_ids = EXCLUDED.product_ids, billing_period = EXCLUDED.billing_period,
+    billing_interval = EXCLUDED.billing_interval, total = EXCLUDED.total, currency = EXCLUDED.currency,
+    next_payment_at = EXCLUDED.next_payment_at, trial_end_at = EXCLUDED.trial_end_at, end_at = EXCLUDED.end_at,
+    updated_at = now()
+    WHERE x.modified_ms <= EXCLUDED.modified_ms
 """)
 
 
@@ -367,8 +448,13 @@ class StateBatch:
         self.order_versions: dict[tuple[str, int], str] = {}
         # guests folded into customers by this batch (consumer/merge.py), by (store, guest key)
         self.merges: dict[tuple[str, str], Merge] = {}
+        # customers entering holdout rules (wooflow/holdout.py), written with the firings
+        self.exposures: list[Exposure] = []
         # the state kept for each store of the batch (consumer/needs.py), for `record_levels`
         self.levels: dict[str, int] = {}
+        # subscriptions (WooCommerce Subscriptions), by id, and by customer for the customers loaded so
+        self.subscriptions: dict[tuple[str, int], Sub] = {}
+        self.subs_of: dict[tuple[str, str], dict[int, Sub]] = {}
 
     # --- reading ---------------------------------------------------------------------
     def load(self, conn: Connection, customers: set[tuple[str, str]], orders: set[tuple[str, int]],
@@ -379,14 +465,14 @@ class StateBatch:
             ckeys = list(customers)
             cached = cache.customers if cache is not None else {}
             for (store, key, x, cid, email, n, totals, f, last, tier, points, tags, views, engine,
-                 merged_into) in _changed(cur, _LOAD_CUSTOMERS, "keys", ckeys, cached):
+                 merged_into, role, history) in _changed(cur, _LOAD_CUSTOMERS, "keys", ckeys, cached):
                 if x is None:  # no row (yet, or any more)
                     cached.pop((store, key), None)
                     continue
-                agg = Aggregates.from_row(n, totals, points, f, last, tier)
+                agg = Aggregates.from_row(n, totals, points, f, last, tier, History.from_json(history))
                 self.customers[(store, key)] = Customer(store, key, agg, cid, email, list(tags or []),
                                                         dict(views or {}), Bookkeeping(**(engine or {})),
-                                                        merged_into=merged_into)
+                                                        merged_into=merged_into, role=role)
                 versions[(store, key)] = x
                 cached.pop((store, key), None)
             for key in _from_cache(ckeys, self.customers, versions, cached, cache):
@@ -400,9 +486,38 @@ class StateBatch:
                 if r[2] is None:
                     continue
                 self.orders[okey] = Order(r[0], r[1], r[3], r[4], r[5], r[6], list(r[7] or []), Decimal(r[8]),
-                                          r[9], r[10], r[11], r[12], r[13])
+                                          r[9], r[10], r[11], r[12], r[13], marks=dict(r[14] or {}))
                 oversions[okey] = r[2]
             _from_cache(okeys, self.orders, oversions, ocached, cache)
+
+    def load_subscriptions(self, conn: Connection, ids: set[tuple[str, int]],
+                           customers: set[tuple[str, str]]) -> None:
+        """The subscriptions named (`ids`) and every subscription of `customers` (who then
+        have an entry in `subs_of`, empty if they have none), those not in memory yet."""
+        ids = {k for k in ids if k not in self.subscriptions}
+        customers = {k for k in customers if k not in self.subs_of}
+        if not ids and not customers:
+            return
+        for key in customers:
+            self.subs_of[key] = {}
+        ss, iis = (list(c) for c in zip(*sorted(ids), strict=True)) if ids else ([], [])
+        cs, ks = (list(c) for c in zip(*sorted(customers), strict=True)) if customers else ([], [])
+        cur = driver_cursor(conn)
+        cur.execute(_LOAD_SUBSCRIPTIONS, {"ss": ss, "ids": iis, "cs": cs, "ks": ks})
+        for r in cur.fetchall():
+            skey = (r[0], int(r[1]))
+            sub = self.subscriptions.get(skey)
+            if sub is None:
+                sub = self.subscriptions[skey] = Sub(r[0], int(r[1]), r[2], r[3], r[4], int(r[5]), list(r[6] or []),
+                                                    r[7], [int(x) for x in r[8] or ()], r[9], int(r[10]),
+                                                    Decimal(r[11]), r[12], r[13], r[14], r[15])
+            self.index_subscription(sub)
+
+    def index_subscription(self, sub: Sub) -> None:
+        """Keep `subs_of` of a customer whose subscriptions are loaded up to date."""
+        mine = self.subs_of.get((sub.store_id, sub.customer_key))
+        if mine is not None:
+            mine[sub.subscription_id] = sub
 
     def load_firings(self, conn: Connection, pairs: set[tuple[int, str]]) -> None:
         pairs = {p for p in pairs if p not in self.firings}
@@ -434,9 +549,10 @@ class StateBatch:
         return c
 
     # --- writing ---------------------------------------------------------------------
-    def dirty_counts(self) -> tuple[int, int, int]:
+    def dirty_counts(self) -> tuple[int, int, int, int]:
         return (sum(1 for c in self.customers.values() if c.dirty), sum(1 for o in self.orders.values() if o.dirty),
-                sum(1 for f in self.firings.values() if f.dirty))
+                sum(1 for f in self.firings.values() if f.dirty),
+                sum(1 for x in self.subscriptions.values() if x.dirty))
 
     def save(self, conn: Connection) -> dict[tuple[str, str], str]:
         """Write what changed; returns the keys whose guest row was merged into a customer
@@ -459,6 +575,8 @@ class StateBatch:
                 "tier": [c.agg.tier if c.tier_raised else "" for c in cs],
                 "pd": [c.points_delta for c in cs],
                 "vc": [_dumps(c.view_counts) for c in cs], "en": [_dumps(c.engine) for c in cs],
+                "ro": [c.role for c in cs],
+                "h": [_dumps(c.agg.history.to_json()) if c.agg.history is not None else None for c in cs],
             })
             # what the upsert kept of the row's other writers (workers' points/tier/tags, ids)
             saved = set()
@@ -466,7 +584,8 @@ class StateBatch:
                 c = self.customers[(store, key)]
                 c.customer_id, c.email, c.tags = cid, email, list(tags or [])
                 a = c.agg
-                c.agg = Aggregates(a.order_count, a.totals, int(points), a.first_order_ms, a.last_order_ms, tier)
+                c.agg = Aggregates(a.order_count, a.totals, int(points), a.first_order_ms, a.last_order_ms, tier,
+                                   a.history)
                 self.versions[(store, key)] = x
                 saved.add((store, key))
             if len(saved) < len(cs):
@@ -496,11 +615,29 @@ class StateBatch:
                 "tot": [o.total for o in os_], "cur": [o.currency for o in os_], "cr": [o.created_ms for o in os_],
                 "cnt": [o.counted for o in os_], "ce": [o.count_event_id for o in os_],
                 "bf": [_dumps(o.before) if o.before is not None else None for o in os_],
+                "mk": [_dumps(o.marks) for o in os_],
             })
             for store, oid, x, first_event_id, created_ms, total in cur.fetchall():
                 o = self.orders[(store, oid)]
                 o.first_event_id, o.created_ms, o.total = first_event_id, created_ms, Decimal(total)
                 self.order_versions[(store, oid)] = x
+        subs = sorted((x for x in self.subscriptions.values() if x.dirty),
+                      key=lambda x: (x.store_id, x.subscription_id))  # rows locked in one order
+        if subs:
+            cur.execute(_SAVE_SUBSCRIPTIONS, {
+                "s": [x.store_id for x in subs], "i": [x.subscription_id for x in subs],
+                "k": [x.customer_key for x in subs], "em": [x.email for x in subs],
+                "fe": [x.first_event_id for x in subs],
+                "st": [x.status for x in subs], "m": [x.modified_ms for x in subs],
+                "tr": [_dumps(x.transitions) for x in subs],
+                "p": ["{" + ",".join(str(i) for i in x.product_ids) + "}" for x in subs],
+                "bp": [x.billing_period for x in subs], "bi": [x.billing_interval for x in subs],
+                "tot": [x.total for x in subs], "cur": [x.currency for x in subs],
+                "np": [x.next_payment_ms for x in subs], "te": [x.trial_end_ms for x in subs],
+                "en": [x.end_ms for x in subs]})
+            for x in subs:
+                x.dirty = False
+        holdout.save(conn, [x for x in self.exposures if (x.store_id, x.customer_key) not in lost])
         fs = [f for f in self.firings.values() if f.dirty and (f.store_id, f.customer_key) not in lost]
         if fs:
             cur.execute(_SAVE_FIRINGS, {

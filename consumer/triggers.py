@@ -13,10 +13,10 @@ replay` through their wiring, the API). This package never imports the scheduler
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -24,8 +24,8 @@ from wooflow.consumer.tiers import Loyalty, band
 from wooflow.schemas.codec import Record
 
 if TYPE_CHECKING:
-    from wooflow.consumer.state import Aggregates, Customer
-    from wooflow.consumer.values import CustomerIn, OrderIn, ProductIn
+    from wooflow.consumer.state import Aggregates, Customer, Sub
+    from wooflow.consumer.values import CustomerIn, OrderIn, ProductIn, SubscriptionIn
 
 Check = Callable[["TriggerContext"], bool]
 
@@ -38,6 +38,7 @@ class Keep(IntEnum):
     SEEN = 1       # an order row written once, at the order's first sight (`new_order`)
     ORDERS = 2     # + each order's status and recent transitions (`order_status_changed`)
     CUSTOMERS = 3  # + paid orders counted into customer aggregates, customer bookkeeping, guest merges
+    HISTORY = 4    # + each customer's counted orders themselves (purchase-history fields, consumer/history.py)
 
 
 @dataclass(slots=True)
@@ -51,9 +52,15 @@ class TriggerContext:
     order: OrderIn | None = None      # the OrderEvent's order (None on order.deleted)
     profile: CustomerIn | None = None  # the CustomerEvent's customer
     product: ProductIn | None = None  # the ProductEvent's product
+    subscription: SubscriptionIn | None = None  # the SubscriptionEvent's subscription
     first_seen: bool = False          # first time wooflow sees this resource (or a replay of that event)
-    previous_status: str | None = None  # set when this event changed an order's status
+    previous_status: str | None = None  # set when this event changed an order's (subscription's) status
     status: str | None = None
+    paid: bool = False                # this event first saw the order paid (date_paid set)
+    refund: tuple[Decimal, Decimal] | None = None  # the order's refunded total grew: (before, after)
+    counted: bool = False             # the order counts as a paid order of the customer after this event
+    # the customer's subscriptions by id, where a rule of the store reads them (None: not loaded)
+    customer_subscriptions: Mapping[int, Sub] | None = None
     count_change: int = 0             # +1: the order became a paid order of the customer; -1: it stopped being one
     before: Aggregates | None = None  # the customer's aggregates before this event
     after: Aggregates | None = None
@@ -71,6 +78,8 @@ class TriggerContext:
             self.profile = self.profile or cast("CustomerIn | None", self.event.get("customer"))
         elif self.schema == "ProductEvent":
             self.product = self.product or cast("ProductIn | None", self.event.get("product"))
+        elif self.schema == "SubscriptionEvent":
+            self.subscription = self.subscription or cast("SubscriptionIn | None", self.event.get("subscription"))
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,9 @@ class TriggerSpec:
     # fires only on the event that first saw its resource: a later event of an order already
     # seen cannot fire it (the consumer and replay skip such events undecoded, see runner.py)
     first_sight: bool = False
+    # "for each line item of the order": a rule of it runs once per line item its conditions
+    # (with the `item.*` fields) hold for, each with its own idempotency key (engine.py)
+    each_line_item: bool = False
 
     def compile_options(self, options: Mapping[str, object] | None) -> Check | None:
         if self.options_model is None:
@@ -200,6 +212,12 @@ class ProductSavedOptions(_Opts):
     actions: list[str] | None = Field(None, description="created / updated / restored (default: all)")
 
 
+class NoteOptions(_Opts):
+    note_type: Literal["any", "private", "customer"] = Field(
+        "any", description="private notes, notes to the customer, or any")
+    contains: str | None = Field(None, min_length=1, description="Only notes containing this text (case-insensitive)")
+
+
 # --- AutomateWoo, customer-history and Polski Pro triggers -----------------------------------------------------
 
 def _order(ctx: TriggerContext) -> bool:
@@ -283,6 +301,56 @@ def _compile_product_actions(o: ProductSavedOptions) -> Check | None:
     return lambda ctx: ctx.event.get("action") in acts
 
 
+def becomes(status: str) -> Check:
+    """The order's status is `status` for the first time: it changed to it from the last status
+    wooflow stored, or the order was first seen in it (created in it, or first delivered in it:
+    WooCommerce builds a delivery's payload when it runs, so a new order may arrive already
+    on-hold)."""
+    def fires(ctx: TriggerContext) -> bool:
+        if ctx.order is None or ctx.status != status:
+            return False
+        if ctx.previous_status is not None:
+            return ctx.previous_status != status
+        return ctx.first_seen
+    return fires
+
+
+def _note_added(ctx: TriggerContext) -> bool:
+    return ctx.event.get("action") == "note_added" and ctx.event.get("note") is not None
+
+
+def _compile_note(o: NoteOptions) -> Check | None:
+    if o.note_type == "any" and not o.contains:
+        return None
+    kind, needle = o.note_type, (o.contains or "").lower()
+
+    def check(ctx: TriggerContext) -> bool:
+        note = cast("Mapping[str, Any]", ctx.event.get("note") or {})
+        if kind != "any" and bool(note.get("customer_note")) != (kind == "customer"):
+            return False
+        return needle in str(note.get("note") or "").lower()
+    return check
+
+
+def _partial_refund(ctx: TriggerContext) -> bool:
+    return ctx.refund is not None and ctx.order is not None and ctx.status != "refunded"
+
+
+def is_renewal(ctx: TriggerContext) -> bool:
+    """A WooCommerce Subscriptions renewal order: created by the subscription, with the
+    subscription's id in `_subscription_renewal`."""
+    o = ctx.order
+    return o is not None and (o.get("created_via") == "subscription"
+                              or "_subscription_renewal" in (o.get("meta") or {}))
+
+
+_failed = becomes("failed")
+
+
+def _subscription_changed(ctx: TriggerContext) -> bool:
+    return ctx.previous_status is not None and ctx.previous_status != ctx.status and ctx.subscription is not None
+
+
 register(TriggerSpec(
     "new_order", "OrderEvent", "An order is placed: the first time wooflow sees the order id (created or updated)",
     lambda ctx: ctx.first_seen and ctx.order is not None, keeps=Keep.SEEN, first_sight=True))
@@ -322,4 +390,46 @@ register(TriggerSpec(
     "product_saved", "ProductEvent", "A product is created, updated or restored",
     lambda ctx: ctx.product is not None and ctx.event.get("action") in ("created", "updated", "restored"),
     ProductSavedOptions, _compile_product_actions, group="product", keeps=Keep.NOTHING))
+
+# --- AutomateWoo's order triggers ---------------------------------------------------------
+register(TriggerSpec(
+    "order_paid", "OrderEvent", "An order is paid: the first time wooflow sees its date_paid set, whatever the "
+    "status path (pending → processing, on-hold → completed, ...); once per order",
+    lambda ctx: ctx.paid and ctx.order is not None, keeps=Keep.ORDERS))
+for _status, _label in (("pending", "pending payment"), ("on-hold", "on hold"), ("cancelled", "cancelled")):
+    register(TriggerSpec(
+        f"order_{_status.replace('-', '_')}", "OrderEvent",
+        f"An order becomes {_label}: changed to {_status} from the last status wooflow stored, or first seen in it",
+        becomes(_status), keeps=Keep.ORDERS))
+register(TriggerSpec(
+    "order_refunded", "OrderEvent", "An order is refunded in full: its status becomes refunded",
+    becomes("refunded"), keeps=Keep.ORDERS))
+register(TriggerSpec(
+    "order_partially_refunded", "OrderEvent", "An order's refunds grow while it is not refunded in full (REST "
+    "refunds; order.updated fires on refunds); `refund.amount` and `refund.total_refunded` in the templates",
+    _partial_refund, keeps=Keep.ORDERS))
+register(TriggerSpec(
+    "order_note_added", "OrderEvent", "A note is added to an order (the action.woocommerce_order_note_added or "
+    "action.woocommerce_new_customer_note webhook, docs/triggers.md); options: note_type, contains",
+    _note_added, NoteOptions, _compile_note, keeps=Keep.NOTHING))
+for _base in ("new_order", "order_paid", "order_status_changed"):  # AutomateWoo's "– Each Line Item" variants
+    register(replace(TRIGGERS[_base], name=f"{_base}_each_line_item", each_line_item=True,
+                     description=f"{_base} ({TRIGGERS[_base].description[:1].lower()}"
+                                 f"{TRIGGERS[_base].description[1:]}), once for each line item the conditions "
+                                 "(item.*) hold for"))
+
+# --- WooCommerce Subscriptions --------------------------------------------------------------
+register(TriggerSpec(
+    "subscription_created", "SubscriptionEvent", "A subscription is created (the first time wooflow sees it)",
+    lambda ctx: ctx.first_seen and ctx.subscription is not None, group="subscription", keeps=Keep.NOTHING))
+register(TriggerSpec(
+    "subscription_status_changed", "SubscriptionEvent",
+    "A subscription's status changed from the last status wooflow stored (options: from, to: active, on-hold, "
+    "cancelled, pending-cancel, expired...)",
+    _subscription_changed, StatusChangeOptions, _compile_status, group="subscription", keeps=Keep.NOTHING))
+register(TriggerSpec(
+    "subscription_renewal_payment_failed", "OrderEvent",
+    "A renewal order's payment failed: a WooCommerce Subscriptions renewal order becomes failed (the "
+    "subscription goes on-hold)",
+    lambda ctx: is_renewal(ctx) and _failed(ctx), group="subscription", keeps=Keep.ORDERS))
 

@@ -23,6 +23,8 @@ from wooflow.schemas.types import (
     ProductEventOf,
     ProductOf,
     StorefrontEventOf,
+    SubscriptionEventOf,
+    SubscriptionOf,
 )
 
 _SCALE = 4  # every decimal in the event schemas has scale 4
@@ -42,7 +44,10 @@ ProductEventIn: TypeAlias = ProductEventOf[Moment, Amount]
 ProductIn: TypeAlias = ProductOf[Moment, Amount]
 StorefrontEventIn: TypeAlias = StorefrontEventOf[Moment, Amount]
 CouponEventIn: TypeAlias = CouponEventOf[Moment, Amount]
-EventIn: TypeAlias = OrderEventIn | CustomerEventIn | ProductEventIn | StorefrontEventIn | CouponEventIn
+SubscriptionEventIn: TypeAlias = SubscriptionEventOf[Moment, Amount]
+SubscriptionIn: TypeAlias = SubscriptionOf[Moment, Amount]
+EventIn: TypeAlias = (OrderEventIn | CustomerEventIn | ProductEventIn | StorefrontEventIn | CouponEventIn
+                      | SubscriptionEventIn)
 
 
 class Envelope(TypedDict):

@@ -1,4 +1,4 @@
-"""`wooflow backfill --store S --since DATE [--resources orders,customers,products,coupons]`.
+"""`wooflow backfill --store S --since DATE [--resources orders,customers,products,coupons,subscriptions]`.
 
 Reads WooCommerce REST v3 page by page (per_page=100, `X-WP-TotalPages`, oldest id first,
 `modified_after` with `dates_are_gmt=true` so the date means UTC, not the site's zone),
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 # CLI name → (REST collection, webhook resource)
 RESOURCES = {"orders": ("orders", "order"), "customers": ("customers", "customer"),
-             "products": ("products", "product"), "coupons": ("coupons", "coupon")}
+             "products": ("products", "product"), "coupons": ("coupons", "coupon"),
+             "subscriptions": ("subscriptions", "subscription")}  # the last with WooCommerce Subscriptions
 DEFAULT_RESOURCES = ("orders", "customers", "products")
 
 

@@ -55,7 +55,7 @@ def backfill(
         help="Changes modified after this time. Running the same command again (same --since as typed, "
              "same --resources) resumes an interrupted run from its checkpoint, at the instant it first "
              "meant; another --since starts another run from page 1")],
-    resources: Annotated[str, typer.Option(help="Comma-separated: orders,customers,products,coupons")] =
+    resources: Annotated[str, typer.Option(help="Comma-separated: orders,customers,products,coupons,subscriptions")] =
         "orders,customers,products",
     restart: Annotated[bool, typer.Option(help="Ignore this request's checkpoints and start from page 1")] = False,
 ) -> None:

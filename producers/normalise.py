@@ -33,10 +33,14 @@ from wooflow.schemas.types import (
     LineItem,
     Order,
     OrderEvent,
+    OrderNote,
     Product,
     ProductEvent,
+    Refund,
     Source,
     StorefrontEvent,
+    Subscription,
+    SubscriptionEvent,
 )
 
 # WooCommerce resource → (Kafka topic, Avro schema)
@@ -45,9 +49,13 @@ RESOURCE_TOPICS = {
     "customer": (topics.CUSTOMERS, "CustomerEvent"),
     "product": (topics.PRODUCTS, "ProductEvent"),
     "coupon": (topics.COUPONS, "CouponEvent"),
+    # WooCommerce Subscriptions adds this resource (its own webhook topics and REST route)
+    "subscription": (topics.SUBSCRIPTIONS, "SubscriptionEvent"),
 }
 RESOURCES = frozenset(RESOURCE_TOPICS)
-EVENTS = frozenset({"created", "updated", "deleted", "restored"})
+# The events WooCommerce (and WooCommerce Subscriptions) defines for each resource.
+RESOURCE_EVENTS = {r: frozenset({"created", "updated", "deleted", "restored"}) for r in RESOURCE_TOPICS}
+RESOURCE_EVENTS["subscription"] = frozenset({"created", "updated", "deleted", "switched"})
 
 
 class NormaliseError(ValueError):
@@ -62,7 +70,7 @@ class StoreInfo:
 
 
 # what the bridge produces
-EventRecord = OrderEvent | CustomerEvent | ProductEvent | CouponEvent | StorefrontEvent
+EventRecord = OrderEvent | CustomerEvent | ProductEvent | CouponEvent | StorefrontEvent | SubscriptionEvent
 
 
 @dataclass(frozen=True)
@@ -181,8 +189,16 @@ def _strs(v: JSONValue) -> list[str]:
     return [str(x) for x in v] if isinstance(v, list) else []
 
 
-def order_record(o: JSONObject, tz: tzinfo) -> Order:
-    created, modified = _created_modified(o, tz, "order")
+def _refunded(refunds: JSONValue) -> Decimal | None:
+    """The order's refunds as one positive amount (REST v3 lists each with a negative
+    `total`); None when the body has no `refunds` (it is not a REST v3 order)."""
+    if refunds is None:
+        return None
+    return sum((abs(_money(r.get("total"))) for r in _objects(refunds)), money(0))
+
+
+def _line_items(o: JSONObject) -> tuple[list[LineItem], Decimal]:
+    """An order's (or a subscription's) line items, and the sum of their subtotals."""
     items: list[LineItem] = []
     subtotal = money(0)
     lines = o.get("line_items") or []
@@ -204,6 +220,18 @@ def order_record(o: JSONObject, tz: tzinfo) -> Order:
             # store's product catalog (consumer/catalog.py); the field stays for old events
             "category_ids": [],
         })
+    return items, subtotal
+
+
+def _refunds(v: JSONValue) -> list[Refund]:
+    """REST v3 `refunds`: `{"id", "reason", "total": "-5.00"}` per refund, newest first."""
+    return [{"id": _int(r.get("id")), "reason": str(r.get("reason") or ""), "total": _money(r.get("total"))}
+            for r in _objects(v)]
+
+
+def order_record(o: JSONObject, tz: tzinfo) -> Order:
+    created, modified = _created_modified(o, tz, "order")
+    items, subtotal = _line_items(o)
     return {
         "id": _int(o.get("id")),
         "number": str(o.get("number") or o.get("id")),
@@ -214,6 +242,7 @@ def order_record(o: JSONObject, tz: tzinfo) -> Order:
         "total_tax": _money(o.get("total_tax")),
         "shipping_total": _money(o.get("shipping_total")),
         "discount_total": _money(o.get("discount_total")),
+        "total_refunded": _refunded(o.get("refunds")),
         "customer_id": _int(o.get("customer_id")),
         "billing": _address(o.get("billing")),
         "shipping": _address(o.get("shipping")),
@@ -229,7 +258,55 @@ def order_record(o: JSONObject, tz: tzinfo) -> Order:
         "date_paid": _date(o, "date_paid", tz),
         "date_completed": _date(o, "date_completed", tz),
         "meta": _meta(o.get("meta_data")),
+        "refunds": _refunds(o.get("refunds")),
     }
+
+
+def subscription_record(r: JSONObject, tz: tzinfo) -> Subscription:
+    """WooCommerce Subscriptions' REST v3 subscription: an order's fields plus its billing
+    schedule; its own dates come as `<type>_date_gmt` only ("" when unset)."""
+    created, modified = _created_modified(r, tz, "subscription")
+    items, _ = _line_items(r)
+
+    def gmt(name: str) -> datetime | None:
+        return parse_time(None, timezone.utc, r.get(f"{name}_date_gmt"))
+
+    return {
+        "id": _int(r.get("id")),
+        "parent_id": _int(r.get("parent_id")),
+        "status": str(r.get("status") or "").removeprefix("wc-"),
+        "currency": str(r.get("currency") or ""),
+        "total": _money(r.get("total")),
+        "customer_id": _int(r.get("customer_id")),
+        "billing": _address(r.get("billing")),
+        "payment_method": str(r.get("payment_method") or ""),
+        "billing_period": str(r.get("billing_period") or ""),
+        "billing_interval": _int(r.get("billing_interval") or 1),
+        "trial_period": str(r.get("trial_period") or ""),
+        "suspension_count": _int(r.get("suspension_count")),
+        "requires_manual_renewal": bool(r.get("requires_manual_renewal")),
+        "line_items": items,
+        "start_date": gmt("start"),
+        "trial_end_date": gmt("trial_end"),
+        "next_payment_date": gmt("next_payment"),
+        "last_payment_date": gmt("last_payment"),
+        "cancelled_date": gmt("cancelled"),
+        "end_date": gmt("end"),
+        "date_created": created,
+        "date_modified": modified,
+        "meta": _meta(r.get("meta_data")),
+    }
+
+
+def note_record(n: JSONObject, tz: tzinfo) -> OrderNote:
+    """REST v3 `GET /orders/{id}/notes/{note}`: id, author ("WooCommerce" for the system's
+    notes, else the user's name), date_created, note, customer_note."""
+    created = _date(n, "date_created", tz)
+    if created is None:
+        raise NormaliseError("order note without date_created")
+    author = str(n.get("author") or "")
+    return {"id": _int(n.get("id")), "note": str(n.get("note") or ""), "customer_note": bool(n.get("customer_note")),
+            "added_by": "system" if author in ("", "WooCommerce", "system") else author, "date_created": created}
 
 
 def customer_record(c: JSONObject, tz: tzinfo) -> Customer:
@@ -340,24 +417,26 @@ class _Common(TypedDict):
 
 
 def _key_of_state(resource: str, rid: int, state: JSONObject) -> str | None:
-    """The customer key a content-less order event falls back to when the bridge never saw
-    the order (identity.py): the one of its REST state (a trashed order is still readable)."""
-    if resource != "order" or not state:
+    """The customer key a content-less order (or subscription) event falls back to when the
+    bridge never saw it (identity.py): the one of its REST state (a trashed order is still
+    readable)."""
+    if resource not in ("order", "subscription") or not state:
         return None
     try:
         cid = _int(state.get("customer_id"))
     except NormaliseError:
         cid = 0
     email = as_object(state.get("billing")).get("email")
-    return customer_key(cid, str(email) if email else None, fallback=f"o{rid}")
+    return customer_key(cid, str(email) if email else None, fallback=f"{resource[0]}{rid}")
 
 
 def build_event(store: StoreInfo, resource: str, kind: str, rid: int, payload: JSONObject | None, version: str, *,
                 source: Source, received_at: datetime, wc_topic: str, raw: str | None = None,
                 occurred: datetime | None = None, previous_status: str | None = None,
-                ckey: str | None = None, status: str | None = None) -> Event:
+                ckey: str | None = None, status: str | None = None, note: OrderNote | None = None) -> Event:
     """The event of `resource` `rid` in the state `payload` (None: a content-less event, e.g.
-    a deletion); `status`: the order status the event describes (a status-change hook)."""
+    a deletion); `status`: the order status the event describes (a status-change hook);
+    `note`: the order note an order note added event is about."""
     topic, schema = RESOURCE_TOPICS[resource]
     tz = _zone(store.timezone)
 
@@ -375,7 +454,7 @@ def build_event(store: StoreInfo, resource: str, kind: str, rid: int, payload: J
         key = ckey or customer_key(order["customer_id"] if order else None,
                                    order["billing"]["email"] if order else None, fallback=f"o{rid}")
         record = {**common(key, order["date_modified"] if order else None), "order_id": rid, "order": order,
-                  "previous_status": previous_status}
+                  "previous_status": previous_status, "note": note}
     elif resource == "customer":
         customer = customer_record(payload, tz) if payload is not None else None
         key = ckey or customer_key(rid, None)
@@ -386,6 +465,11 @@ def build_event(store: StoreInfo, resource: str, kind: str, rid: int, payload: J
         key = ckey or f"p{rid}"
         record = {**common(key, product["date_modified"] if product else None), "product_id": rid,
                   "product": product, "currency": store.currency}
+    elif resource == "subscription":
+        sub = subscription_record(payload, tz) if payload is not None else None
+        key = ckey or customer_key(sub["customer_id"] if sub else None, sub["billing"]["email"] if sub else None,
+                                   fallback=f"s{rid}")
+        record = {**common(key, sub["date_modified"] if sub else None), "subscription_id": rid, "subscription": sub}
     else:
         coupon = coupon_record(payload, tz) if payload is not None else None
         key = ckey or f"cp{rid}"
@@ -403,7 +487,7 @@ def normalise(store: StoreInfo, wc_topic: str, payload: JSONObject, *, source: S
     re-send of one deletion apart from a second deletion after a restore.
     """
     resource, _, kind = wc_topic.partition(".")
-    if resource not in RESOURCE_TOPICS or kind not in EVENTS:
+    if kind not in RESOURCE_EVENTS.get(resource, ()):
         return []
     rid = _int(payload.get("id"))
     if rid <= 0:
@@ -447,9 +531,18 @@ _NAMED_ACTIONS = {
 }
 
 
+# Order notes: WooCommerce fires `woocommerce_order_note_added` with the note's id (the
+# order is its second argument, which a webhook does not carry) and, for a note to the
+# customer, `woocommerce_new_customer_note` with {"order_id", "customer_note"}.
+NOTE_ADDED = "woocommerce_order_note_added"
+CUSTOMER_NOTE = "woocommerce_new_customer_note"
+
+
 @dataclass(frozen=True)
 class ActionPlan:
-    """What an action hook is about: which resource to fetch and how to label the event."""
+    """What an action hook is about: which resource to fetch and how to label the event.
+    A note plan names the note (`note_id`, or its text for a customer note) and, when the
+    payload says, its order (`resource_id`; 0: to be found, see producers/notes.py)."""
 
     hook: str
     resource: str
@@ -457,10 +550,37 @@ class ActionPlan:
     action: str
     previous_status: str | None = None
     status: str | None = None
+    note_id: int = 0
+    note_text: str | None = None
+
+
+def _positive(v: Any) -> int:
+    if isinstance(v, bool):
+        return 0
+    if isinstance(v, int):
+        return max(v, 0)
+    if isinstance(v, str) and v.isdigit():
+        return int(v)
+    return 0
+
+
+def _plan_note(hook: str, arg: Any) -> ActionPlan | None:
+    if hook == NOTE_ADDED:
+        if isinstance(arg, dict):  # a store that adds the order to the payload (docs/triggers.md)
+            nid, oid = _positive(arg.get("id") or arg.get("note_id")), _positive(arg.get("order_id"))
+        else:
+            nid, oid = _positive(arg), 0
+        return ActionPlan(hook, "order", oid, "note_added", note_id=nid) if nid else None
+    if isinstance(arg, dict) and _positive(arg.get("order_id")) and isinstance(arg.get("customer_note"), str):
+        return ActionPlan(hook, "order", _positive(arg.get("order_id")), "note_added",
+                          note_text=str(arg["customer_note"]))
+    return None
 
 
 def plan_action(hook: str, arg: Any) -> ActionPlan | None:
     """Map an action hook to an event, or None when wooflow has no use for it."""
+    if hook in (NOTE_ADDED, CUSTOMER_NOTE):
+        return _plan_note(hook, arg)
     rid = arg if isinstance(arg, int) and not isinstance(arg, bool) else None
     if rid is None and isinstance(arg, str) and arg.isdigit():
         rid = int(arg)
@@ -479,6 +599,16 @@ def plan_action(hook: str, arg: Any) -> ActionPlan | None:
         if resource in name:
             return ActionPlan(hook, resource, rid, name)
     return None
+
+
+def normalise_note(store: StoreInfo, order_id: int, note: JSONObject, order: JSONObject | None, *, source: Source,
+                   received_at: datetime, wc_topic: str, raw: str | None = None) -> Event:
+    """An order note added: the order as REST shows it now, with the note. One event per
+    note whichever hook or poll found it (the version is the note's id)."""
+    record = note_record(note, _zone(store.timezone))
+    return build_event(store, "order", "note_added", order_id, order, f"note:{record['id']}", source=source,
+                       received_at=received_at, wc_topic=wc_topic, raw=raw, occurred=record["date_created"],
+                       note=record)
 
 
 def normalise_action(store: StoreInfo, plan: ActionPlan, fetched: JSONObject | None, *, source: Source,

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 PER_PAGE = 100  # WooCommerce's maximum
 USER_AGENT = "wooflow-bridge/0.1"
 # REST collection of each resource the bridge reads.
-COLLECTIONS = {"order": "orders", "customer": "customers", "product": "products", "coupon": "coupons"}
+COLLECTIONS = {"order": "orders", "customer": "customers", "product": "products", "coupon": "coupons",
+               "subscription": "subscriptions"}
 
 
 class RestError(RuntimeError):
@@ -132,19 +133,26 @@ class AsyncWooRest:
 
     async def get_item(self, store: Store, resource: str, item_id: int, attempts: int = 2) -> dict[str, Any] | None:
         """The resource as REST shows it now, or None (gone, no credentials, unreachable)."""
-        if not store.consumer_key or resource not in COLLECTIONS:
+        if resource not in COLLECTIONS:
             return None
-        url = f"{store.api_base}/{COLLECTIONS[resource]}/{item_id}"
+        body = await self.get(store, f"/{COLLECTIONS[resource]}/{item_id}", attempts=attempts)
+        return body if isinstance(body, dict) else None
+
+    async def get(self, store: Store, path: str, params: Query | None = None, attempts: int = 2) -> JSONValue:
+        """`GET <api base><path>` as JSON, or None (gone, no credentials, unreachable)."""
+        if not store.consumer_key:
+            return None
+        url = f"{store.api_base}{path}"
         for attempt in range(attempts):
             try:
-                resp = await self._http.get(url, auth=(store.consumer_key, store.consumer_secret))
+                resp = await self._http.get(url, params=params, auth=(store.consumer_key, store.consumer_secret))
                 _check(resp, f"GET {url}")
-                body = resp.json()
-                return body if isinstance(body, dict) else None
+                body: JSONValue = resp.json()
+                return body
             except Transient as exc:
-                log.info("fetching %s %s of %s: %s (attempt %d)", resource, item_id, store.id, exc, attempt + 1)
+                log.info("GET %s of %s: %s (attempt %d)", path, store.id, exc, attempt + 1)
             except (httpx.HTTPError, RestError, ValueError) as exc:
-                log.info("fetching %s %s of %s failed: %s", resource, item_id, store.id, exc)
+                log.info("GET %s of %s failed: %s", path, store.id, exc)
                 return None
         return None
 

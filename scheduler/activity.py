@@ -7,6 +7,9 @@ It consumes woo.storefront, woo.orders and woo.customers in its own consumer gro
   (scheduler/customer_calendar.py, the meta dates parsed by scheduler/dates.py);
 - cart recovery and attribution of an order's revenue to the workflows that reached the
   customer (scheduler/attribution.py);
+- an order's credit to the last message the customer opened or clicked, and to the
+  holdout comparisons of the rules that reached them, kept up to date with its refunds
+  (scheduler/conversions.py);
 - `consents`: the marketing-consent answers events carry (the store's checkout meta key,
   a storefront `email_captured` with `marketing_consent`), once per event
   (wooflow/consent_policy.py).
@@ -35,7 +38,8 @@ from typing import Any
 from confluent_kafka import Message
 from sqlalchemy import Connection, Engine
 
-from wooflow import consent_policy, metrics
+from wooflow import attribution_policy, consent_policy, metrics
+from wooflow.attribution_policy import AttributionPolicy
 from wooflow.checkpointing import Checkpoint, run_batches
 from wooflow.consumer.values import Envelope, is_event
 from wooflow.db.engine import unavailable
@@ -44,8 +48,9 @@ from wooflow.kafka import topics
 from wooflow.kafka.config import BATCH
 from wooflow.kafka.consumer import make_consumer
 from wooflow.kafka.producer import Producer
-from wooflow.scheduler.attribution import DEFAULT_ATTRIBUTION_DAYS, record_conversion
+from wooflow.scheduler.attribution import DEFAULT_ATTRIBUTION_DAYS, person_keys, record_conversion
 from wooflow.scheduler.carts import record_storefront
+from wooflow.scheduler.conversions import record_order_credit
 from wooflow.scheduler.customer_calendar import record_customer, record_order_dates
 from wooflow.scheduler.guests import Link, People
 from wooflow.schemas.codec import DecodeError, get_codec, narrow
@@ -58,16 +63,19 @@ log = logging.getLogger(__name__)
 NOT_PURCHASES = frozenset({"failed", "cancelled", "checkout-draft", "trash", "refunded", "draft", "auto-draft"})
 
 
-def record_order(conn: Connection, ev: OrderEvent, attribution_days: int = DEFAULT_ATTRIBUTION_DAYS) -> None:
-    """A purchase (not a failed, cancelled or draft order): the customer's calendar, the
+def record_order(conn: Connection, ev: OrderEvent, attribution_days: int = DEFAULT_ATTRIBUTION_DAYS,
+                 policy: AttributionPolicy | None = None) -> None:
+    """The order's credit to messages and holdout groups (its refunds and cancellation too);
+    for a purchase (not a failed, cancelled or draft order): the customer's calendar, the
     carts it converts, the workflows it is attributed to."""
     order = ev.get("order")
     if not order or ev.get("action") == "deleted":
         return
+    store, ckey = ev["store_id"], ev["customer_key"]
+    record_order_credit(conn, store, person_keys(ckey, order), order, policy or AttributionPolicy())
     status = str(order.get("status") or "").removeprefix("wc-")
     if status in NOT_PURCHASES:
         return
-    store, ckey = ev["store_id"], ev["customer_key"]
     at = order["date_created"]
     record_order_dates(conn, store, ckey, order, at)
     record_conversion(conn, store, ckey, order, at, attribution_days)
@@ -83,7 +91,8 @@ def record_event(conn: Connection, schema: str, ev: Envelope, stores: StoreCache
     if (storefront := narrow(schema, ev, STOREFRONT_EVENT)) is not None:
         record_storefront(conn, storefront)
     elif (order := narrow(schema, ev, ORDER_EVENT)) is not None:
-        record_order(conn, order, int(settings.get("attribution_days") or DEFAULT_ATTRIBUTION_DAYS))
+        record_order(conn, order, int(settings.get("attribution_days") or DEFAULT_ATTRIBUTION_DAYS),
+                     attribution_policy.policy_of(store))
     elif (customer := narrow(schema, ev, CUSTOMER_EVENT)) is not None:
         record_customer(conn, customer, settings.get("meta_keys"))
 
@@ -165,7 +174,8 @@ class ActivityReader:
         self.ready.set()
         log.info("scheduler activity reader running (group %s)", self.settings.scheduler_group)
         run_batches(consumer, checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
-                    timeout=self.settings.batch_timeout_s, on_rewind=self.rewound)
+                    timeout=self.settings.batch_timeout_s, on_rewind=self.rewound,
+                    stall_after_s=self.settings.stall_refetch_s)
 
     def rewound(self) -> None:
         """The uncommitted batches are read again (PostgreSQL was away): links remembered

@@ -60,11 +60,17 @@ def _order_token(order: Order) -> str | None:
     return str(v) if v else None
 
 
+def person_keys(ckey: str, order: Order) -> list[str]:
+    """The order's customer and, for a registered customer, the guest they were (by the
+    billing email): whose touches an order can be credited to."""
+    email = (order.get("billing") or {}).get("email")
+    return [ckey, guest_key(str(email))] if ckey.startswith("c") and email else [ckey]
+
+
 def record_conversion(conn: Connection, store: str, ckey: str, order: Order, at: datetime,
                       attribution_days: int = DEFAULT_ATTRIBUTION_DAYS) -> None:
     """A purchase: the carts it converts, and its revenue attributed to the workflows that
     reached the customer (or the guest they were, by the billing email) in the window."""
-    billing = order.get("billing") or {}
     carts = [dict(r) for r in conn.execute(_CONVERT_CARTS, {"store": store, "ckey": ckey, "at": at,
                                                             "order_id": int(order["id"]),
                                                             "token": _order_token(order)}).mappings()]
@@ -72,9 +78,7 @@ def record_conversion(conn: Connection, store: str, ckey: str, order: Order, at:
         metrics.carts_total.labels(store, c["status"]).inc()
     recovered = {c["abandon_event_id"]: c["session_id"] for c in carts if c["status"] == "recovered"}
     since = at - timedelta(days=attribution_days)
-    keys = [ckey]
-    if ckey.startswith("c") and billing.get("email"):
-        keys.append(guest_key(str(billing["email"])))
+    keys = person_keys(ckey, order)
     for t in conn.execute(_TOUCHES, {"store": store, "keys": keys, "at": at, "since": since}).mappings():
         cart_session = recovered.get(t["event_id"])
         kind = "cart_recovery" if cart_session else "conversion"

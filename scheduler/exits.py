@@ -1,10 +1,12 @@
-"""Exit conditions checked before each delayed step; when one holds, the sequence stops.
+"""Goals and exit conditions checked before each delayed step; when one holds, the run stops.
 
 What a rule may say is parsed next to the rule model (consumer/exits.py: ordered,
-cart_recovered, unsubscribed, or a condition tree over customer state). The checks here
-read current state in bulk (one query per kind per batch of due steps):
+cart_recovered, unsubscribed, clicked, tag_added, or a condition tree over customer
+state); a run checks those of its own version (scheduler/flow.py), goals first. The checks
+here read current state in bulk (one query per kind per batch of due steps):
 `customer_calendar` (orders, kept by the scheduler's activity reader), `carts`,
-`consents` (workers) and `customer_state` (rule engine).
+`consents` (workers), `customer_state` (rule engine) and `engagements` (the open/click
+tracker: a click on any message of the run).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class StepView:
     trigger_order_id: int | None = None
     cart_session: str | None = None
     email: str | None = None
+    version: int = 1
+    messages: tuple[str, ...] = ()  # idempotency keys of every step the run may have (clicked)
 
 
 def _dt(v: Any) -> datetime | None:
@@ -48,7 +52,7 @@ def _dt(v: Any) -> datetime | None:
     return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
 
 
-def view_of(row: StepRow) -> StepView:
+def view_of(row: StepRow, messages: tuple[str, ...] = ()) -> StepView:
     """A scheduled_steps row → StepView. When did the run's trigger happen?
     - runs the scheduler synthesised carry `trigger_at` in their context;
     - order-triggered runs: the triggering order's creation (store clock, same clock as
@@ -70,7 +74,8 @@ def view_of(row: StepRow) -> StepView:
         trigger_at=trigger_at or datetime.now(timezone.utc),
         trigger_order_id=int(order["id"]) if order.get("id") else None,
         cart_session=cart.get("session_id"),
-        email=(customer.get("email") or billing.get("email") or cart.get("email") or None))
+        email=(customer.get("email") or billing.get("email") or cart.get("email") or None),
+        version=int(cmd.get("rule_version") or 1), messages=messages)
 
 
 _CALENDAR = text("""
@@ -96,10 +101,38 @@ SELECT t.s AS store_id, t.k AS customer_key, (
 FROM unnest(CAST(:stores AS text[]), CAST(:keys AS text[]), CAST(:emails AS text[])) AS t(s, k, e)
 """)
 
+_CLICKED = text("""
+SELECT DISTINCT message_id FROM engagements
+WHERE message_id = ANY(CAST(:keys AS text[])) AND kind = 'click' AND NOT machine
+""")
+
+# The columns `state_facts` reads (consumer/facts.py), not the whole row.
 _STATE = text("""
-SELECT cs.* FROM customer_state cs
+SELECT cs.store_id, cs.customer_key, cs.order_count, cs.totals, cs.points, cs.tier, cs.tags, cs.first_order_at,
+       cs.last_order_at
+FROM customer_state cs
 JOIN unnest(CAST(:stores AS text[]), CAST(:keys AS text[])) AS t(s, k) ON cs.store_id = t.s AND cs.customer_key = t.k
 """)
+
+
+def load_state(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(store, customer) → the customer's state row, for the keys that have one."""
+    if not keys:
+        return {}
+    rows = conn.execute(_STATE, {"stores": [k[0] for k in keys], "keys": [k[1] for k in keys]}).mappings()
+    return {(r["store_id"], r["customer_key"]): dict(r) for r in rows}
+
+
+def facts_of(state: dict[str, Any] | None, now: datetime, memo: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """`state_facts` of a state row; the facts of "no row" are worked out once (`memo`)."""
+    from wooflow.consumer.facts import state_facts
+
+    if state:
+        return dict(state_facts(state, now=now))
+    hit = memo.get(0)
+    if hit is None:
+        hit = memo[0] = dict(state_facts({}, now=now))
+    return hit
 
 
 @dataclass
@@ -108,6 +141,8 @@ class _Facts:
     carts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     consent: dict[tuple[str, str], bool | None] = field(default_factory=dict)
     state: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    clicked: set[str] = field(default_factory=set)
+    memo: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def _load(conn: Connection, views: list[StepView], kinds: set[str]) -> _Facts:
@@ -128,9 +163,12 @@ def _load(conn: Connection, views: list[StepView], kinds: set[str]) -> _Facts:
         for r in conn.execute(_CONSENT, {"stores": stores, "keys": keys,
                                          "emails": [emails[c] for c in customers]}).mappings():
             f.consent[(r["store_id"], r["customer_key"])] = r["granted"]
-    if "condition" in kinds and customers:
-        for r in conn.execute(_STATE, {"stores": stores, "keys": keys}).mappings():
-            f.state[(r["store_id"], r["customer_key"])] = dict(r)
+    if kinds & {"condition", "tag_added"} and customers:
+        f.state = load_state(conn, customers)
+    if "clicked" in kinds:
+        messages = sorted({k for v in views for k in v.messages})
+        if messages:
+            f.clicked = {r[0] for r in conn.execute(_CLICKED, {"keys": messages})}
     return f
 
 
@@ -160,32 +198,33 @@ def _reason(cond: ExitCondition, v: StepView, f: _Facts, now: datetime) -> str |
         if f.consent.get((v.store_id, v.customer_key)) is False:
             return "customer unsubscribed"
         return None
-    if cond.type == "condition" and cond.predicate is not None:
-        from wooflow.consumer.facts import state_facts
-
-        state = f.state.get((v.store_id, v.customer_key)) or {}
-        if cond.predicate(state_facts(state, now=now)):
-            return cond.label
+    if cond.type == "clicked":
+        return "a link in a message of this run was clicked" if f.clicked.intersection(v.messages) else None
+    if cond.type in ("condition", "tag_added") and cond.predicate is not None and \
+            cond.predicate(facts_of(f.state.get((v.store_id, v.customer_key)), now, f.memo)):
+        return cond.label
     return None
 
 
-def check(conn: Connection, views: list[StepView], exits_of: dict[int, list[ExitCondition]],
+def check(conn: Connection, views: list[StepView], conditions_of: dict[tuple[int, int], list[ExitCondition]],
           now: datetime) -> dict[str, tuple[str, str]]:
-    """idempotency key → (exit type, reason) for the steps that must not run. A step of a
-    guest since folded into a registered customer is checked against the customer."""
-    wanted = [v for v in views if exits_of.get(v.rule_id)]
+    """idempotency key → (kind, reason) for the steps that must not run: kind `goal` when a
+    goal was reached, else the exit condition's type. `conditions_of` holds each (rule,
+    version)'s goals then exits. A step of a guest since folded into a registered customer
+    is checked against the customer."""
+    wanted = [v for v in views if conditions_of.get((v.rule_id, v.version))]
     if not wanted:
         return {}
     moved = canonical(conn, [(v.store_id, v.customer_key) for v in wanted])
     if moved:
         wanted = [replace(v, customer_key=moved.get((v.store_id, v.customer_key), v.customer_key)) for v in wanted]
-    kinds = {c.type for v in wanted for c in exits_of[v.rule_id]}
+    kinds = {c.type for v in wanted for c in conditions_of[(v.rule_id, v.version)]}
     facts = _load(conn, wanted, kinds)
     out: dict[str, tuple[str, str]] = {}
     for v in wanted:
-        for cond in exits_of[v.rule_id]:
+        for cond in conditions_of[(v.rule_id, v.version)]:
             reason = _reason(cond, v, facts, now)
             if reason:
-                out[v.key] = (cond.type, reason)
+                out[v.key] = ("goal", f"goal reached: {reason}") if cond.goal else (cond.type, reason)
                 break
     return out

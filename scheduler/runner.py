@@ -48,7 +48,8 @@ class Scheduler:
         # one producer per emitter loop: each flush waits for its own batch only
         self.producers = [Producer(settings, scheduler_profile(settings)) for _ in range(settings.scheduler_threads)]
         codec = get_codec(settings.schema_registry_url)
-        self.emitters = [Emitter(settings, self.db, p, codec, self.clock, self.rules) for p in self.producers]
+        self.emitters = [Emitter(settings, self.db, p, codec, self.clock, self.rules, stores=self.stores)
+                         for p in self.producers]
         self.scanner = Scanner(settings, self.db, self.rules, Firer(RuleEngine(self.rules)), self.clock, self.stores)
         self.activity = ActivityReader(settings, self.db) if activity else None
         self.scan_enabled = scan

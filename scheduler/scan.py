@@ -8,8 +8,9 @@ the others skip the round) runs:
   transaction, so a crash cannot mark a cart without starting its workflows;
 - behaviour: product_viewed, category_browsing, search_without_purchase over
   `storefront_activity`;
-- calendar: customer_inactive, first_purchase_anniversary, birthday,
-  subscription_renewal, card_expiring over `customer_calendar`, in the store's
+- calendar: customer_inactive, first_purchase_anniversary, birthday, card_expiring over
+  `customer_calendar`, subscription_renewal and subscription_trial_ending over
+  `subscription_state` (the rule consumer keeps it from woo.subscriptions), in the store's
   timezone ("today" is the store's local date).
 Candidates go to `Firer` (scheduler/synth.py), which fires each rule once per period.
 The calendar triggers accept being late (`grace_days`) so a scheduler that was down over
@@ -30,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, text
 
-from wooflow import metrics
+from wooflow import holdout, metrics
 from wooflow.clock import Clock
 from wooflow.consumer.model import delay_seconds
 from wooflow.consumer.rules import CompiledRule, RuleCache
@@ -150,6 +151,8 @@ class Scanner:
                 by_trigger[trigger].append(store_id)
         stats: dict[str, int] = {}
         t0 = time.perf_counter()
+        with self.db.begin() as conn:  # orders and exposures recorded at the same instant (wooflow/holdout.py)
+            stats["holdout_refreshed"] = holdout.refresh_recent(conn)
         stats["abandoned_cart"] = self.scan_carts(now)
         metrics.scheduler_scan_seconds.labels("carts").observe(time.perf_counter() - t0)
         for trigger in T.BEHAVIOUR_TRIGGERS + T.TIME_TRIGGERS:
@@ -427,17 +430,44 @@ def _birthday(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: d
 
 def _subscription_renewal(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
                           tz: ZoneInfo, who: str | None = None) -> list[Candidate]:
+    return _subscriptions_due(conn, store, rule, "next_payment_at", "renewal", o.days_before, now, tz, who)
+
+
+def _subscription_trial_ending(conn: Connection, store: Store, rule: CompiledRule, o: Any, now: datetime,
+                               tz: ZoneInfo, who: str | None = None) -> list[Candidate]:
+    return _subscriptions_due(conn, store, rule, "trial_end_at", "trial", o.days_before, now, tz, who)
+
+
+def _subscriptions_due(conn: Connection, store: Store, rule: CompiledRule, column: str, kind: str, days: int,
+                       now: datetime, tz: ZoneInfo, who: str | None) -> list[Candidate]:
+    """Active subscriptions (`subscription_state`, kept by the rule consumer from
+    woo.subscriptions) whose date `column` falls on a local day within [today, today + N]:
+    a reminder N days ahead, or late the same week if the rule came later; once per
+    subscription and date (the period). A subscription cancelled, on hold or expired is
+    not active: no reminder."""
     today = now.astimezone(tz).date()
-    # fire while the renewal's local date is within [today, today + N]
-    rows = _calendar(conn, store, who, "k.renewal_at >= :start AND k.renewal_at < :end",
-                     start=local_midnight_utc(today, tz),
-                     end=local_midnight_utc(today + timedelta(days=o.days_before + 1), tz))
+    rows = conn.execute(text(f"""
+        SELECT s.subscription_id, s.customer_key, s.email, s.{column} AS due_at, s.billing_period, s.billing_interval,
+               s.total, s.currency, s.product_ids, k.customer_id, k.first_name, k.last_name, k.email AS k_email
+        FROM subscription_state s
+        LEFT JOIN customer_calendar k ON k.store_id = s.store_id AND k.customer_key = s.customer_key
+        WHERE s.store_id = :store AND s.status = 'active' AND {_one_customer("s")}
+          AND s.{column} >= :start AND s.{column} < :end
+    """), {"store": store.id, "who": who, "start": local_midnight_utc(today, tz),
+           "end": local_midnight_utc(today + timedelta(days=days + 1), tz)}).mappings()
     out = []
     for r in rows:
-        day = r["renewal_at"].astimezone(tz).date()
-        ctx = _customer_ctx(dict(r)) | {"subscription": {"renewal_at": r["renewal_at"], "renewal_date": day.isoformat(),
-                                                         "days_left": (day - today).days}}
-        out.append(Candidate(store.id, r["customer_key"], f"renewal:{day.isoformat()}", now, "", ctx))
+        day = r["due_at"].astimezone(tz).date()
+        row = dict(r) | {"email": r["email"] or r["k_email"] or ""}
+        if row["customer_id"] is None and str(r["customer_key"]).startswith("c"):
+            row["customer_id"] = int(str(r["customer_key"])[1:]) if str(r["customer_key"])[1:].isdigit() else None
+        sid = int(r["subscription_id"])
+        ctx = _customer_ctx(row) | {"subscription": {
+            "id": sid, f"{kind}_at": r["due_at"], f"{kind}_date": day.isoformat(), "days_left": (day - today).days,
+            "billing_period": r["billing_period"], "billing_interval": r["billing_interval"],
+            "total": str(r["total"]), "currency": r["currency"], "product_ids": list(r["product_ids"] or [])}}
+        out.append(Candidate(store.id, r["customer_key"], f"{kind}:{sid}:{day.isoformat()}", now, str(sid), ctx,
+                             "subscription", str(sid)))
     return _not_fired(conn, rule, out)
 
 
@@ -471,5 +501,6 @@ QUALIFIERS: dict[str, Qualifier] = {
     "product_viewed": _product_viewed, "category_browsing": _category_browsing,
     "search_without_purchase": _search_without_purchase, "customer_inactive": _customer_inactive,
     "first_purchase_anniversary": _first_purchase_anniversary, "birthday": _birthday,
-    "subscription_renewal": _subscription_renewal, "card_expiring": _card_expiring,
+    "subscription_renewal": _subscription_renewal, "subscription_trial_ending": _subscription_trial_ending,
+    "card_expiring": _card_expiring,
 }

@@ -20,21 +20,17 @@ from wooflow.consumer.commands import to_json
 from wooflow.db.engine import driver_cursor
 from wooflow.schemas.types import ActionCommand, ActionCommandOf
 
-
-def is_delayed(command: ActionCommand, now: datetime) -> bool:
-    nb = command.get("not_before")
-    return nb is not None and nb > now
-
-
 # Arrays go to PostgreSQL as binary parameters (%(x)b) on the raw psycopg cursor: in text
 # form psycopg escapes every element with regular expressions, which cost ~10x the
 # statement itself at thousands of steps per batch.
 _INSERT = """
-INSERT INTO scheduled_steps (idempotency_key, store_id, customer_key, rule_id, event_id, step, due_at, command)
-SELECT k, s, ck, r, e, st, d, CAST(c AS jsonb)
+INSERT INTO scheduled_steps (idempotency_key, store_id, customer_key, rule_id, event_id, step, due_at, command,
+                             rule_version)
+SELECT k, s, ck, r, e, st, d, CAST(c AS jsonb), v
 FROM unnest(CAST(%(k)b AS text[]), CAST(%(s)b AS text[]), CAST(%(ck)b AS text[]), CAST(%(r)b AS bigint[]),
-            CAST(%(e)b AS text[]), CAST(%(st)b AS int[]), CAST(%(d)b AS timestamptz[]), CAST(%(c)b AS text[]))
-     AS u(k, s, ck, r, e, st, d, c)
+            CAST(%(e)b AS text[]), CAST(%(st)b AS int[]), CAST(%(d)b AS timestamptz[]), CAST(%(c)b AS text[]),
+            CAST(%(v)b AS int[]))
+     AS u(k, s, ck, r, e, st, d, c, v)
 ON CONFLICT (idempotency_key) DO NOTHING
 """
 
@@ -52,6 +48,7 @@ def store_delayed(conn: Connection, commands: Sequence[ActionCommand]) -> int:
         "ck": [c["customer_key"] for c in commands], "r": [int(c["rule_id"]) for c in commands],
         "e": [c["event_id"] for c in commands], "st": [int(c["step"]) for c in commands],
         "d": [c["not_before"] for c in commands], "c": [to_json(c) for c in commands],
+        "v": [int(c["rule_version"]) for c in commands],
     })
     return max(0, cur.rowcount)
 

@@ -6,7 +6,9 @@ each rule of the trigger, `Firer.fire` builds the event with a deterministic id
 rule's conditions hold on the customer's state, applies the rule's frequency limits,
 records the firing in `trigger_firings` (primary key rule, customer, period — so it
 fires once per period, whichever scheduler gets there first), and stores every step in
-`scheduled_steps` (immediate ones due now). All of it in the caller's transaction.
+`scheduled_steps` (immediate ones due now) — except for a holdout rule's control group
+(wooflow/holdout.py), which gets no steps; both sides are recorded as exposures. All of
+it in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ from typing import Any, TypedDict
 
 from sqlalchemy import Connection, text
 
-from wooflow import metrics
+from wooflow import holdout, metrics
 from wooflow.consumer.batch import allowed, record
-from wooflow.consumer.commands import build_command
+from wooflow.consumer.commands import build_command, start_command
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import CompiledRule
 from wooflow.consumer.state import StateBatch
 from wooflow.consumer.tiers import loyalty_of
 from wooflow.consumer.triggers import TriggerContext
 from wooflow.consumer.values import ms
+from wooflow.holdout import Exposure, held_out
 from wooflow.scheduler.steps import store_steps
 from wooflow.scheduler.triggers import SCHEMA
 from wooflow.schemas.types import ActionCommand
@@ -106,6 +109,8 @@ class Firer:
             state.load_firings(conn, {(rule.id, c.customer_key) for c in candidates})
         loyalty = loyalty_of(store.settings, store.currency)
         started: list[str] = []
+        exposures: list[Exposure] = []
+        percent = rule.holdout_percent
         at = ms(now)
         for c in candidates:
             event = event_of(store, trigger, c, now)
@@ -122,8 +127,18 @@ class Firer:
                                       "store": c.store_id, "trigger": trigger, "subject": c.subject,
                                       "event_id": event["event_id"], "now": now}).first() is None:
                 continue  # this period already fired (another scan, a restart)
+            if percent:
+                x = Exposure(c.store_id, rule.id, c.customer_key, held_out(rule.id, c.customer_key, percent),
+                             event["event_id"], now)
+                exposures.append(x)
+                if x.held_out:  # the rule's control group: fired (once per period), no steps
+                    continue
             extra = {"trigger": trigger, "trigger_at": c.trigger_at, "period": c.period, **c.context}
             commands: list[ActionCommand] = []
+            if rule.staged:  # one control row: the emitter stores the steps as the run goes (scheduler/flow.py)
+                cmd = start_command(rule_id=rule.id, rule_version=rule.version, schema=SCHEMA, event=event,
+                                    trigger=trigger, state=customer.public(), now=now, extra=extra)
+                commands.append({**cmd, "subject_type": c.subject_type, "subject_id": c.subject_id or c.customer_key})
             for step, action in enumerate(rule.actions):
                 cmd = build_command(rule_id=rule.id, rule_version=rule.version, step=step, action_type=action.type,
                                     params=action.params, delay_s=action.delay_s, schema=SCHEMA, event=event,
@@ -136,4 +151,5 @@ class Firer:
             started.append(event["event_id"])
         if rule.limited:
             state.save(conn)
+        holdout.save(conn, exposures)
         return started

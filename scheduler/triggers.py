@@ -89,6 +89,10 @@ class RenewalOptions(_Options):
     days_before: int = Field(3, ge=0, le=365, description="Fire this many days before the renewal date")
 
 
+class TrialOptions(_Options):
+    days_before: int = Field(3, ge=0, le=365, description="Fire this many days before the trial ends")
+
+
 class CardOptions(_Options):
     days_before: int = Field(30, ge=0, le=365, description="Fire this many days before the card's expiry month ends")
 
@@ -102,6 +106,7 @@ OPTIONS: dict[str, type[_Options]] = {
     "first_purchase_anniversary": AnniversaryOptions,
     "birthday": BirthdayOptions,
     "subscription_renewal": RenewalOptions,
+    "subscription_trial_ending": TrialOptions,
     "card_expiring": CardOptions,
 }
 
@@ -114,11 +119,15 @@ DESCRIPTIONS = {
     "customer_inactive": "No order for N days (store's timezone)",
     "first_purchase_anniversary": "Yearly on the date of the customer's first order (store's timezone)",
     "birthday": "On (or N days before) the customer's birthday, from customer meta (store's timezone)",
-    "subscription_renewal": "N days before a subscription renews (customer meta / subscription next payment)",
+    "subscription_renewal": "N days before an active subscription's next payment (WooCommerce Subscriptions' "
+                            "next_payment_date, store's timezone); once per subscription and payment date",
+    "subscription_trial_ending": "N days before an active subscription's free trial ends (trial_end_date, store's "
+                                 "timezone); once per subscription",
     "card_expiring": "N days before the customer's saved card expires (customer meta)",
 }
 
-TIME_TRIGGERS = ("customer_inactive", "first_purchase_anniversary", "birthday", "subscription_renewal", "card_expiring")
+TIME_TRIGGERS = ("customer_inactive", "first_purchase_anniversary", "birthday", "subscription_renewal",
+                 "subscription_trial_ending", "card_expiring")
 BEHAVIOUR_TRIGGERS = ("product_viewed", "category_browsing", "search_without_purchase")
 CART_TRIGGERS = ("abandoned_cart",)
 ALL = CART_TRIGGERS + BEHAVIOUR_TRIGGERS + TIME_TRIGGERS

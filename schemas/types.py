@@ -230,6 +230,18 @@ LineItem = LineItemOf[Decimal]
 LineItemWire = LineItemOf[bytes]
 
 
+class RefundOf(TypedDict, Generic[Dec]):
+    """wooflow.events.Refund"""
+
+    id: ReadOnly[int]
+    reason: ReadOnly[str]
+    total: ReadOnly[Dec]  # As WooCommerce writes it: negative (-5.00 for a 5.00 refund)
+
+
+Refund = RefundOf[Decimal]
+RefundWire = RefundOf[bytes]
+
+
 class OrderOf(TypedDict, Generic[Ts, Dec]):
     """wooflow.events.Order"""
 
@@ -242,6 +254,8 @@ class OrderOf(TypedDict, Generic[Ts, Dec]):
     total_tax: ReadOnly[Dec]
     shipping_total: ReadOnly[Dec]
     discount_total: ReadOnly[Dec]
+    # Sum of the order's refunds (REST v3 `refunds[].total`, made positive); null: not known (events written before v2)
+    total_refunded: ReadOnly[Dec | None]
     customer_id: ReadOnly[int]
     billing: ReadOnly[Address]
     shipping: ReadOnly[Address]
@@ -257,10 +271,25 @@ class OrderOf(TypedDict, Generic[Ts, Dec]):
     date_paid: ReadOnly[Ts | None]
     date_completed: ReadOnly[Ts | None]
     meta: ReadOnly[Mapping[str, str]]  # meta_data values as JSON text
+    refunds: ReadOnly[Sequence[RefundOf[Dec]]]  # The order's refunds (REST v3 `refunds`), newest first
 
 
 Order = OrderOf[datetime, Decimal]
 OrderWire = OrderOf[int, bytes]
+
+
+class OrderNoteOf(TypedDict, Generic[Ts]):
+    """wooflow.events.OrderNote"""
+
+    id: ReadOnly[int]
+    note: ReadOnly[str]
+    customer_note: ReadOnly[bool]  # A note to the customer (else private)
+    added_by: ReadOnly[str]  # system, or the name of the user who added it
+    date_created: ReadOnly[Ts]
+
+
+OrderNote = OrderNoteOf[datetime]
+OrderNoteWire = OrderNoteOf[int]
 
 
 class OrderEventOf(TypedDict, Generic[Ts, Dec]):
@@ -276,9 +305,11 @@ class OrderEventOf(TypedDict, Generic[Ts, Dec]):
     topic: ReadOnly[str]  # WooCommerce topic, e.g. order.created
     store_timezone: ReadOnly[str]
     order_id: ReadOnly[int]
-    action: ReadOnly[str]  # created | updated | deleted | restored | status_changed
+    action: ReadOnly[str]  # created | updated | deleted | restored | status_changed | note_added | ...
     order: ReadOnly[OrderOf[Ts, Dec] | None]
     previous_status: ReadOnly[str | None]
+    # The note an order note added event is about (action note_added); null otherwise
+    note: ReadOnly[OrderNoteOf[Ts] | None]
     raw_json: ReadOnly[str | None]
 
 
@@ -384,6 +415,61 @@ StorefrontEvent = StorefrontEventOf[datetime, Decimal]
 StorefrontEventWire = StorefrontEventOf[int, bytes]
 
 
+class SubscriptionOf(TypedDict, Generic[Ts, Dec]):
+    """wooflow.events.Subscription"""
+
+    id: ReadOnly[int]
+    parent_id: ReadOnly[int]  # The order that created the subscription (0: none)
+    status: ReadOnly[str]  # pending | active | on-hold | cancelled | switched | expired | pending-cancel
+    currency: ReadOnly[str]
+    total: ReadOnly[Dec]  # The recurring total
+    customer_id: ReadOnly[int]
+    billing: ReadOnly[Address]
+    payment_method: ReadOnly[str]
+    billing_period: ReadOnly[str]  # day | week | month | year
+    billing_interval: ReadOnly[int]  # Billing periods between renewals
+    trial_period: ReadOnly[str]
+    suspension_count: ReadOnly[int]
+    requires_manual_renewal: ReadOnly[bool]
+    line_items: ReadOnly[Sequence[LineItemOf[Dec]]]
+    start_date: ReadOnly[Ts | None]  # start_date_gmt
+    trial_end_date: ReadOnly[Ts | None]  # trial_end_date_gmt (null: no trial)
+    next_payment_date: ReadOnly[Ts | None]  # next_payment_date_gmt (null: no further payment)
+    last_payment_date: ReadOnly[Ts | None]  # last_payment_date_gmt
+    cancelled_date: ReadOnly[Ts | None]  # cancelled_date_gmt
+    end_date: ReadOnly[Ts | None]  # end_date_gmt (null: until cancelled)
+    date_created: ReadOnly[Ts]
+    date_modified: ReadOnly[Ts]
+    meta: ReadOnly[Mapping[str, str]]  # meta_data values as JSON text
+
+
+Subscription = SubscriptionOf[datetime, Decimal]
+SubscriptionWire = SubscriptionOf[int, bytes]
+
+
+class SubscriptionEventOf(TypedDict, Generic[Ts, Dec]):
+    """A change to a WooCommerce Subscriptions subscription (subscription.* webhooks, REST backfill)
+    (wooflow.events.SubscriptionEvent)"""
+
+    event_id: ReadOnly[str]  # Stable id derived from the source (resource, id, modified date, body hash)
+    store_id: ReadOnly[str]
+    customer_key: ReadOnly[str]  # Kafka key part: c<customer id> (subscriptions belong to accounts)
+    occurred_at: ReadOnly[Ts]  # When the change happened in the store (UTC)
+    received_at: ReadOnly[Ts]  # When wooflow received it (UTC)
+    source: ReadOnly[Source]
+    schema_version: ReadOnly[int]
+    topic: ReadOnly[str]  # WooCommerce topic, e.g. subscription.updated
+    store_timezone: ReadOnly[str]
+    subscription_id: ReadOnly[int]
+    action: ReadOnly[str]  # created | updated | deleted | switched
+    subscription: ReadOnly[SubscriptionOf[Ts, Dec] | None]
+    raw_json: ReadOnly[str | None]
+
+
+SubscriptionEvent = SubscriptionEventOf[datetime, Decimal]
+SubscriptionEventWire = SubscriptionEventOf[int, bytes]
+
+
 # The schemas (topic records), by name.
 SchemaName = Literal[
     "ActionCommand",
@@ -394,6 +480,7 @@ SchemaName = Literal[
     "OrderEvent",
     "ProductEvent",
     "StorefrontEvent",
+    "SubscriptionEvent",
 ]
 
 
@@ -424,3 +511,5 @@ PRODUCT_EVENT: Kind[ProductEvent] = Kind("ProductEvent")
 PRODUCT_EVENT_WIRE: Kind[ProductEventWire] = Kind("ProductEvent")  # as the rule consumer decodes it
 STOREFRONT_EVENT: Kind[StorefrontEvent] = Kind("StorefrontEvent")
 STOREFRONT_EVENT_WIRE: Kind[StorefrontEventWire] = Kind("StorefrontEvent")  # as the rule consumer decodes it
+SUBSCRIPTION_EVENT: Kind[SubscriptionEvent] = Kind("SubscriptionEvent")
+SUBSCRIPTION_EVENT_WIRE: Kind[SubscriptionEventWire] = Kind("SubscriptionEvent")  # as the rule consumer decodes it

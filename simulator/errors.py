@@ -28,6 +28,7 @@ class RestError(Exception):
 # The 404 each resource answers for an unknown id (code, message).
 NOT_FOUND = {
     "order": ("woocommerce_rest_shop_order_invalid_id", "Invalid ID."),
+    "subscription": ("woocommerce_rest_shop_subscription_invalid_id", "Invalid ID."),
     "product": ("woocommerce_rest_product_invalid_id", "Invalid ID."),
     "coupon": ("woocommerce_rest_shop_coupon_invalid_id", "Invalid ID."),
     "customer": ("woocommerce_rest_invalid_id", "Invalid resource ID."),

@@ -162,6 +162,44 @@ class Order:
     status_before_trash: str | None = None
 
 
+# WooCommerce Subscriptions: wcs_get_subscription_statuses(), and the billing periods.
+SUBSCRIPTION_STATUSES = ("pending", "active", "on-hold", "cancelled", "switched", "expired", "pending-cancel")
+BILLING_PERIODS = ("day", "week", "month", "year")
+
+
+@dataclass
+class Subscription:
+    """A `shop_subscription` (WC_Subscription): an order-like record with a billing schedule.
+    Dates are UTC unix seconds; None where WooCommerce Subscriptions keeps 0."""
+
+    id: int
+    status: str
+    currency: str
+    created_at: int
+    modified_at: int
+    customer_id: int
+    parent_id: int = 0
+    billing_period: str = "month"
+    billing_interval: int = 1
+    trial_period: str = ""
+    suspension_count: int = 0
+    requires_manual_renewal: bool = False
+    billing: dict[str, str] = field(default_factory=blank_billing)
+    shipping: dict[str, str] = field(default_factory=blank_shipping)
+    payment_method: str = ""
+    payment_method_title: str = ""
+    line_items: list[LineItem] = field(default_factory=list)
+    meta_data: list[MetaItem] = field(default_factory=list)
+    total: Decimal = ZERO
+    start_at: int | None = None
+    trial_end_at: int | None = None
+    next_payment_at: int | None = None
+    last_payment_at: int | None = None
+    cancelled_at: int | None = None
+    end_at: int | None = None
+    status_before_trash: str | None = None
+
+
 @dataclass
 class OrderNote:
     id: int

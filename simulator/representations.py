@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from wooflow.jsontypes import JSONObject
 
 from .models import (
+    ZERO,
     Category,
     Coupon,
     CouponLine,
@@ -35,6 +36,7 @@ from .models import (
     OrderNote,
     Product,
     ShippingLine,
+    Subscription,
     Tag,
     Webhook,
 )
@@ -256,6 +258,72 @@ def order_json(order: Order, site: SiteInfo, products: dict[int, Product]) -> JS
         links["customer"] = [{"href": site.rest_url(f"/wc/v3/customers/{order.customer_id}")}]
     if order.parent_id:
         links["up"] = [{"href": site.rest_url(f"/wc/v3/orders/{order.parent_id}")}]
+    data["_links"] = links
+    return data
+
+
+def subscription_json(sub: Subscription, site: SiteInfo, products: dict[int, Product]) -> JSONObject:
+    """GET /wc/v3/subscriptions/{id} (WC_REST_Subscriptions_Controller): the order fields a
+    subscription has, its schedule, and its own dates as `<type>_date_gmt` only ("" unset)."""
+    dp = site.price_decimals
+    data: JSONObject = {
+        "id": sub.id,
+        "parent_id": sub.parent_id,
+        "status": sub.status,
+        "currency": sub.currency,
+        "version": "9.4.0",
+        "prices_include_tax": False,
+        "date_created": fmt_local(sub.created_at, site),
+        "date_modified": fmt_local(sub.modified_at, site),
+        "discount_total": money(ZERO, dp),
+        "discount_tax": money(ZERO, dp),
+        "shipping_total": money(ZERO, dp),
+        "shipping_tax": money(ZERO, dp),
+        "cart_tax": money(ZERO, dp),
+        "total": money(sub.total, dp),
+        "total_tax": money(ZERO, dp),
+        "customer_id": sub.customer_id,
+        "order_key": f"wc_order_sub{sub.id}",
+        "billing": dict(sub.billing),
+        "shipping": dict(sub.shipping),
+        "payment_method": sub.payment_method,
+        "payment_method_title": sub.payment_method_title,
+        "customer_ip_address": "",
+        "customer_user_agent": "",
+        "created_via": "rest-api",
+        "customer_note": "",
+        "date_completed": None,
+        "date_paid": None,
+        "number": str(sub.id),
+        "meta_data": _meta(sub.meta_data),
+        "line_items": [_line_item_json(i, products, dp) for i in sub.line_items],
+        "tax_lines": [],
+        "shipping_lines": [],
+        "fee_lines": [],
+        "coupon_lines": [],
+        "date_created_gmt": fmt_gmt(sub.created_at),
+        "date_modified_gmt": fmt_gmt(sub.modified_at),
+        "date_completed_gmt": None,
+        "date_paid_gmt": None,
+        "billing_period": sub.billing_period,
+        "billing_interval": str(sub.billing_interval),
+        "trial_period": sub.trial_period,
+        "suspension_count": sub.suspension_count,
+        "requires_manual_renewal": sub.requires_manual_renewal,
+        "start_date_gmt": fmt_gmt(sub.start_at) or "",
+        "trial_end_date_gmt": fmt_gmt(sub.trial_end_at) or "",
+        "next_payment_date_gmt": fmt_gmt(sub.next_payment_at) or "",
+        "last_payment_date_gmt": fmt_gmt(sub.last_payment_at) or "",
+        "cancelled_date_gmt": fmt_gmt(sub.cancelled_at) or "",
+        "end_date_gmt": fmt_gmt(sub.end_at) or "",
+        "resubscribed_from": "",
+        "resubscribed_subscription": "",
+        "removed_line_items": [],
+    }
+    links = _self_links(site, f"/wc/v3/subscriptions/{sub.id}", "/wc/v3/subscriptions")
+    links["customer"] = [{"href": site.rest_url(f"/wc/v3/customers/{sub.customer_id}")}]
+    if sub.parent_id:
+        links["up"] = [{"href": site.rest_url(f"/wc/v3/orders/{sub.parent_id}")}]
     data["_links"] = links
     return data
 

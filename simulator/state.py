@@ -40,10 +40,12 @@ from .errors import RestError, not_found
 from .faults import RestFault
 from .models import (
     BILLING_KEYS,
+    BILLING_PERIODS,
     ORDER_STATUS_LABELS,
     ORDER_STATUSES,
     PAID_STATUSES,
     SHIPPING_KEYS,
+    SUBSCRIPTION_STATUSES,
     ZERO,
     Category,
     Coupon,
@@ -58,6 +60,7 @@ from .models import (
     Product,
     Refund,
     ShippingLine,
+    Subscription,
     Tag,
     Webhook,
     blank_billing,
@@ -72,6 +75,7 @@ from .representations import (
     money,
     order_json,
     product_json,
+    subscription_json,
     webhook_json,
 )
 from .topics import POST_HOOKS, hooks_for_topic, is_valid_topic
@@ -84,7 +88,8 @@ _PASSWORD_CHARS = (
 )
 # Post types behind the shared wp_posts id sequence, mapped to webhook resources.
 _POST_TYPE_RESOURCE = {"shop_order": "order", "product": "product", "product_variation": "product",
-                       "shop_coupon": "coupon"}
+                       "shop_coupon": "coupon", "shop_subscription": "subscription"}
+_PERIOD_DAYS = {"day": 1, "week": 7}  # months and years move by calendar (wcs_add_time)
 _T = TypeVar("_T")
 _Post = TypeVar("_Post", Product, Coupon)  # the posts with a trash and no hooks of their own
 _Saved = TypeVar("_Saved", Product, Coupon, Customer)
@@ -198,6 +203,7 @@ class SimulatedStore:
         self._post_types: dict[int, str] = {}
 
         self.orders: dict[int, Order] = {}
+        self.subscriptions: dict[int, Subscription] = {}  # WooCommerce Subscriptions' shop_subscription
         self.refunds: dict[int, int] = {}  # refund id -> parent order id
         self.notes: dict[int, OrderNote] = {}
         self.users: dict[int, Customer] = {}
@@ -489,7 +495,7 @@ class SimulatedStore:
                 return snapshot, {"id": arg}
             if webhook.resource == "action":
                 return snapshot, {"action": hooks_for_topic(webhook.topic)[0], "arg": arg}
-            if webhook.resource in ("order", "product", "coupon", "customer"):
+            if webhook.resource in ("order", "product", "coupon", "customer", "subscription"):
                 try:
                     return snapshot, self.rest_item(webhook.resource, arg)
                 except RestError as error:
@@ -517,6 +523,8 @@ class SimulatedStore:
                 return customer_json(_found(self.users, key, "customer"), site)
             if resource == "webhook":
                 return webhook_json(_found(self.webhooks, key, "webhook"), site)
+            if resource == "subscription":
+                return subscription_json(_found(self.subscriptions, key, "subscription"), site, self.products)
             raise KeyError(resource)
 
     def get_order(self, order_id: int) -> Order | None:
@@ -1072,6 +1080,10 @@ class SimulatedStore:
         note = OrderNote(self._next_comment_id, order.id, text, customer_note, added_by, self._now())
         self._next_comment_id += 1
         self.notes[note.id] = note
+        if self._batch is not None:  # WC_Order::add_order_note()'s hooks: an action.* webhook gets their first arg
+            if customer_note:
+                self._fire("woocommerce_new_customer_note", {"order_id": order.id, "customer_note": text})
+            self._fire("woocommerce_order_note_added", note.id)
         return note
 
     def _transition(self, order: Order, new_status: str, note: str = "") -> None:
@@ -1351,6 +1363,162 @@ class SimulatedStore:
                 raise not_found("order_note")
             del self.notes[note_id]
             return note
+
+    # ---------------------------------------------------- subscriptions (WCS)
+
+    def create_subscription(
+        self,
+        *,
+        customer_id: int,
+        line_items: Sequence[Mapping[str, Any]] | None = None,
+        status: str = "pending",
+        billing_period: str = "month",
+        billing_interval: int = 1,
+        billing: Mapping[str, Any] | None = None,
+        parent_id: int = 0,
+        payment_method: str = "",
+        start_date: int | None = None,
+        trial_end_date: int | None = None,
+        next_payment_date: int | None = None,
+        end_date: int | None = None,
+        via: str = "rest-api",
+        meta_data: list[JSONObject] | None = None,
+    ) -> Subscription:
+        """A subscription as WC_REST_Subscriptions_Controller (`via="rest-api"`: hook
+        `wcs_api_subscription_created`) or a checkout (`via="checkout"`:
+        `woocommerce_checkout_subscription_created`) creates it. Dates are UTC seconds; the
+        next payment defaults to one billing interval after the start (after the trial)."""
+        with self.request():
+            customer = self.users.get(int(customer_id or 0))
+            if customer is None:
+                raise RestError("woocommerce_rest_invalid_customer_id", "Customer ID is invalid.", 400)
+            if billing_period not in BILLING_PERIODS:
+                raise RestError("rest_invalid_param", "Invalid parameter(s): billing_period", 400)
+            if status not in SUBSCRIPTION_STATUSES:
+                raise RestError("rest_invalid_param", "Invalid parameter(s): status", 400)
+            now = self._now()
+            sub = Subscription(
+                id=self._post_id("shop_subscription"), status="pending", currency=self.currency, created_at=now,
+                modified_at=now, customer_id=customer.id, parent_id=int(parent_id or 0),
+                billing_period=billing_period, billing_interval=max(1, int(billing_interval or 1)),
+                payment_method=payment_method, meta_data=self._meta_list(meta_data),
+            )
+            _merge_address(sub.billing, billing or customer.billing, BILLING_KEYS)
+            sub.billing["email"] = sub.billing.get("email") or customer.email
+            for raw in line_items or []:
+                sub.line_items.append(self._new_line_item(raw))
+            sub.total = _q2(sum((i.total for i in sub.line_items), ZERO))
+            sub.start_at = start_date if start_date is not None else now
+            sub.trial_end_at = trial_end_date
+            sub.next_payment_at = next_payment_date if next_payment_date is not None else \
+                self._after_period(sub, trial_end_date or sub.start_at)
+            sub.end_at = end_date
+            self.subscriptions[sub.id] = sub
+            if via == "checkout":
+                self._fire("wcs_webhook_subscription_created", sub.id)
+            else:
+                self._fire("wcs_api_subscription_created", sub.id)
+            if status != "pending":
+                self._subscription_transition(sub, status)
+            return sub
+
+    def _after_period(self, sub: Subscription, start: int) -> int:
+        """wcs_add_time(interval, period, start): days and weeks by seconds, months and years
+        by the calendar (the same day of the month, clamped to its end)."""
+        days = _PERIOD_DAYS.get(sub.billing_period)
+        if days is not None:
+            return start + sub.billing_interval * days * 86400
+        at = datetime.fromtimestamp(start, ZoneInfo("UTC"))
+        months = sub.billing_interval * (12 if sub.billing_period == "year" else 1)
+        y, m = divmod(at.month - 1 + months, 12)
+        year, month = at.year + y, m + 1
+        last = (datetime(year + month // 12, month % 12 + 1, 1) - datetime(year, month, 1)).days
+        return int(at.replace(year=year, month=month, day=min(at.day, last)).timestamp())
+
+    def _subscription_transition(self, sub: Subscription, new_status: str) -> None:
+        """WC_Subscription::update_status(): dates that go with the status, one save."""
+        if sub.status == new_status:
+            return
+        now = self._now()
+        old, sub.status, sub.modified_at = sub.status, new_status, now
+        if new_status in ("cancelled", "expired", "switched"):
+            sub.next_payment_at = None
+            sub.cancelled_at = now if new_status == "cancelled" else sub.cancelled_at
+            sub.end_at = sub.end_at or now
+        elif new_status == "pending-cancel":
+            sub.end_at, sub.next_payment_at = sub.next_payment_at or now, None
+        elif new_status == "on-hold" and old == "active":
+            sub.suspension_count += 1
+        self._fire("woocommerce_update_subscription", sub.id)
+        self._fire(f"woocommerce_subscription_status_{new_status}", sub.id)
+        self._fire("woocommerce_subscription_status_changed", sub.id)
+
+    def update_subscription(self, subscription_id: int, **fields: Any) -> Subscription:
+        """PUT /subscriptions/{id}: status, dates (`*_date` as UTC seconds; firing
+        `woocommerce_subscription_date_updated`), billing schedule, payment method."""
+        with self.request():
+            sub = _found(self.subscriptions, subscription_id, "subscription")
+            for name in ("billing_period", "billing_interval", "payment_method"):
+                if fields.get(name) is not None:
+                    setattr(sub, name, int(fields[name]) if name == "billing_interval" else str(fields[name]))
+            if "meta_data" in fields:
+                self._update_meta(sub.meta_data, fields["meta_data"])
+            dates = {"start_date": "start_at", "trial_end_date": "trial_end_at", "next_payment_date": "next_payment_at",
+                     "end_date": "end_at"}
+            for name, attr in dates.items():
+                if name in fields:
+                    setattr(sub, attr, None if fields[name] in (None, "", 0) else int(fields[name]))
+                    self._fire("wcs_webhook_subscription_updated", sub.id)  # woocommerce_subscription_date_updated
+            sub.modified_at = self._now()
+            status = fields.get("status")
+            if status:
+                if status not in SUBSCRIPTION_STATUSES:
+                    raise RestError("rest_invalid_param", "Invalid parameter(s): status", 400)
+                self._subscription_transition(sub, str(status))
+            self._fire("woocommerce_update_subscription", sub.id)
+            return sub
+
+    def renew_subscription(self, subscription_id: int, *, paid: bool = True) -> Order:
+        """What WooCommerce Subscriptions does when a renewal falls due: a renewal order
+        (`created_via: subscription`, meta `_subscription_renewal`), then the payment —
+        paid: the order is processing, the subscription active with its next payment one
+        interval on; failed: the order is failed and the subscription on-hold
+        (WC_Subscription::payment_failed)."""
+        with self.request():
+            sub = _found(self.subscriptions, subscription_id, "subscription")
+            order = self.create_order(
+                line_items=[{"product_id": i.product_id, "variation_id": i.variation_id, "quantity": i.quantity}
+                            for i in sub.line_items],
+                customer_id=sub.customer_id, billing=sub.billing, payment_method=sub.payment_method,
+                created_via="subscription", meta_data=[{"key": "_subscription_renewal", "value": str(sub.id)}])
+            self._fire("wcs_webhook_order_created", order.id)
+            if paid:
+                self._payment_complete(order, "ch_" + self._hex(24))
+                sub.last_payment_at = self._now()
+                sub.next_payment_at = self._after_period(sub, sub.next_payment_at or sub.last_payment_at)
+                self._fire("wcs_webhook_subscription_updated", sub.id)
+                if sub.status != "active":
+                    self._subscription_transition(sub, "active")
+                sub.modified_at = self._now()
+                self._fire("woocommerce_update_subscription", sub.id)
+            else:
+                self._transition(order, "failed", "Payment failed.")
+                self._fire("woocommerce_update_order", order.id)
+                self._subscription_transition(sub, "on-hold")
+            return order
+
+    def delete_subscription(self, subscription_id: int, *, force: bool = False) -> Subscription:
+        """DELETE /subscriptions/{id}: to the trash (`woocommerce_subscription_trashed`), or
+        gone with `force` (`woocommerce_subscription_deleted`); either is subscription.deleted."""
+        with self.request():
+            sub = _found(self.subscriptions, subscription_id, "subscription")
+            if force:
+                del self.subscriptions[subscription_id]
+                self._fire("woocommerce_subscription_deleted", subscription_id)
+            else:
+                sub.status_before_trash, sub.status, sub.modified_at = sub.status, "trash", self._now()
+                self._fire("woocommerce_subscription_trashed", subscription_id)
+            return sub
 
     # ------------------------------------------------------------ storefront
 

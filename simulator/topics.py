@@ -28,10 +28,20 @@ TOPIC_HOOKS: dict[str, tuple[str, ...]] = {
                         "woocommerce_update_product_variation"),
     "product.deleted": ("wp_trash_post",),
     "product.restored": ("untrashed_post",),
+    # WooCommerce Subscriptions (WCS_Webhooks::add_topics), with the plugin active
+    "subscription.created": ("wcs_api_subscription_created", "wcs_webhook_subscription_created",
+                             "woocommerce_process_shop_subscription_meta"),
+    "subscription.updated": ("wcs_webhook_subscription_updated", "woocommerce_update_subscription"),
+    "subscription.deleted": ("woocommerce_subscription_trashed", "woocommerce_subscription_deleted",
+                             "woocommerce_api_delete_subscription"),
+    "subscription.switched": ("wcs_webhook_subscription_switched",),
 }
+# WooCommerce Subscriptions also delivers renewal orders on order.created (wcs_new_order_created).
+TOPIC_HOOKS["order.created"] = (*TOPIC_HOOKS["order.created"], "wcs_webhook_order_created")
 
-VALID_RESOURCES = ("coupon", "customer", "order", "product")
-VALID_EVENTS = ("created", "updated", "deleted", "restored")
+# ... and adds its resource and the `switched` event (woocommerce_valid_webhook_resources/_events)
+VALID_RESOURCES = ("coupon", "customer", "order", "product", "subscription")
+VALID_EVENTS = ("created", "updated", "deleted", "restored", "switched")
 
 # wc_is_webhook_valid_topic() refuses these even though they look like actions.
 _INVALID_ACTION_TOPICS = frozenset({

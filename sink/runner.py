@@ -1,7 +1,8 @@
 """`wooflow sink`: automation.logs → execution_logs, batched and idempotent.
 
 Rows are keyed by log_id, so a batch re-read after a crash inserts nothing twice (and a
-worker re-emitting the log of an already finished command adds nothing). Rows older than
+worker re-emitting the log of an already finished command adds nothing). The logs a batch
+wrote are counted per rule and day in the same transaction (sink/daily.py). Rows older than
 the retention (`--retention-days` or WOOFLOW_EXECUTION_LOG_RETENTION_DAYS) are deleted
 at most once an hour.
 """
@@ -29,6 +30,7 @@ from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.schemas.types import EXECUTION_LOG, ExecutionLog
 from wooflow.settings import Settings
+from wooflow.sink import daily
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class LogSink:
         # --retention-days wins over WOOFLOW_EXECUTION_LOG_RETENTION_DAYS; neither: keep everything.
         self.retention_days = retention_days if retention_days is not None else settings.execution_log_retention_days
         self._last_purge = datetime.min.replace(tzinfo=timezone.utc)
+        self.ready = threading.Event()
 
     def handle(self, batch: list[Message]) -> None:
         rows = []
@@ -70,8 +73,12 @@ class LogSink:
                 dead_letter(self.producer, self.codec, self.settings, msg, stage="sink", reason="undecodable",
                             error=str(exc))
         if rows:
+            t = execution_logs.c
             with self.engine.begin() as conn:
-                conn.execute(insert(execution_logs).on_conflict_do_nothing(index_elements=["log_id"]), rows)
+                written = conn.execute(insert(execution_logs).on_conflict_do_nothing(index_elements=["log_id"])
+                                       .returning(t.store_id, t.rule_id, t.step, t.action_type, t.status,
+                                                  t.executed_at, t.dry_run), rows).all()
+                daily.count(conn, written)
             metrics.logs_written.inc(len(rows))
         self.purge()
 
@@ -92,6 +99,8 @@ class LogSink:
     def run(self, stop: threading.Event) -> None:
         consumer = make_consumer(self.settings, self.settings.sink_group, [self.settings.topic(topics.LOGS)])
         checkpoint = Checkpoint(consumer, self.producer, asynchronous=True)
+        self.ready.set()
         log.info("log sink running (group %s)", self.settings.sink_group)
         run_batches(consumer, checkpoint, self.handle, stop, batch_size=self.settings.batch_size,
-                    timeout=self.settings.batch_timeout_s, on_idle=self.purge)
+                    timeout=self.settings.batch_timeout_s, on_idle=self.purge,
+                    stall_after_s=self.settings.stall_refetch_s)

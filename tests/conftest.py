@@ -241,14 +241,10 @@ def settings(services: ServiceEndpoints, migrated: str) -> Iterator[Settings]:
     """Settings isolated for one test: its own topic prefix and consumer groups, topics
     created, and deleted again after the test (a shared broker would otherwise gather
     thousands of partitions and run out of memory maps)."""
-    from tests.support import unique
+    from tests.support import isolated_settings
     from wooflow.kafka.admin import create_topics, delete_topics_with_prefix
 
-    tag = unique("t")
-    s = Settings(kafka_bootstrap_servers=services.kafka_bootstrap_servers, database_url=migrated,
-                 topic_prefix=f"{tag}.", topic_partitions=4, rules_group=f"{tag}-rules",
-                 workers_group=f"{tag}-workers", sink_group=f"{tag}-sink", action_lease_s=5.0,
-                 batch_timeout_s=0.1, store_cache_ttl_s=1.0, state_dir=Path("/nonexistent"))
+    s = isolated_settings(services.kafka_bootstrap_servers, migrated)
     create_topics(s)
     yield s
     delete_topics_with_prefix(s, s.topic_prefix)

@@ -3,6 +3,7 @@ each role a real process, on the session's real Kafka broker and PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,15 @@ class Pipeline:
     def __init__(self, settings: Settings, engine: Engine, log_dir: Path, stack: ExitStack,
                  rules: tuple[dict[str, Any], ...] = (),
                  webhook_topics: tuple[str, ...] = ("order.created", "order.updated"),
+                 before_start: Callable[[Pipeline], None] | None = None,
                  ) -> None:
         self.settings, self.engine, self.log_dir = settings, engine, log_dir
         self.sim = stack.enter_context(SimulatorServer(seed=7))
         self.store = make_sim_store(engine, self.sim)
         # Rules exist before the consumers start, so no event races a rule reload.
         self.rule_ids = [add_rule(engine, self.store.id, r) for r in rules]
+        if before_start is not None:  # e.g. rules made through the API or the console
+            before_start(self)
         port = free_port()
         self.bridge_url = f"http://127.0.0.1:{port}"
         self.roles = {

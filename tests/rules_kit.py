@@ -34,7 +34,10 @@ def order_event(store: str, order_id: int, *, customer_id: int = 0, email: str =
                 items: list[tuple[int, ...]] | None = None, payment: str = "cod",
                 shipping_methods: tuple[str, ...] = ("flat_rate",), coupons: tuple[str, ...] = (),
                 created: datetime | None = None, modified: datetime | None = None, action: str = "created",
-                previous_status: str | None = None) -> dict[str, Any]:
+                previous_status: str | None = None, paid: datetime | None = None, refunds: tuple[str, ...] = (),
+                created_via: str = "checkout", note: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An OrderEvent as the bridge makes it; `refunds`: the refunds' amounts, newest first
+    (WooCommerce writes them negative); `note`: an order note added event's note."""
     created = created or T0
     modified = modified or created
     ckey = f"c{customer_id}" if customer_id else "g" + hashlib.sha256(email.lower().encode()).hexdigest()[:24]
@@ -49,13 +52,15 @@ def order_event(store: str, order_id: int, *, customer_id: int = 0, email: str =
              "discount_total": Decimal(0), "customer_id": customer_id, "billing": address(country, email),
              "shipping": address(shipping_country), "payment_method": payment, "payment_method_title": payment,
              "shipping_methods": list(shipping_methods), "line_items": line_items, "coupon_codes": list(coupons),
-             "created_via": "checkout", "customer_note": "", "date_created": created, "date_modified": modified,
-             "date_paid": None, "date_completed": None, "meta": {}}
-    eid = hashlib.sha256(f"{store}|order|{order_id}|{modified.isoformat()}|{status}".encode()).hexdigest()[:32]
+             "created_via": created_via, "customer_note": "", "date_created": created, "date_modified": modified,
+             "date_paid": paid, "date_completed": None, "meta": {},
+             "refunds": [{"id": 900 + i, "reason": "", "total": -Decimal(r)} for i, r in enumerate(refunds)]}
+    eid = hashlib.sha256(f"{store}|order|{order_id}|{modified.isoformat()}|{status}|{refunds}|{note}".encode()
+                         ).hexdigest()[:32]
     return {"event_id": eid, "store_id": store, "customer_key": ckey, "occurred_at": modified,
             "received_at": datetime.now(timezone.utc), "source": "webhook", "schema_version": 1,
             "topic": f"order.{action}", "store_timezone": "UTC", "order_id": order_id, "action": action,
-            "order": order, "previous_status": previous_status, "raw_json": None}
+            "order": order, "previous_status": previous_status, "note": note, "raw_json": None}
 
 
 def product_event(store: str, product_id: int, *, categories: tuple[int, ...] = (), tags: tuple[int, ...] = (),

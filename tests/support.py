@@ -40,6 +40,16 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
+def isolated_settings(kafka_bootstrap_servers: str, database_url: str) -> Settings:
+    """Settings of one test (or one module's pipeline): its own topic prefix and consumer
+    groups, short timeouts. The caller creates the topics and deletes them afterwards."""
+    tag = unique("t")
+    return Settings(kafka_bootstrap_servers=kafka_bootstrap_servers, database_url=database_url,
+                    topic_prefix=f"{tag}.", topic_partitions=4, rules_group=f"{tag}-rules",
+                    workers_group=f"{tag}-workers", sink_group=f"{tag}-sink", action_lease_s=5.0,
+                    batch_timeout_s=0.1, store_cache_ttl_s=1.0, state_dir=Path("/nonexistent"))
+
+
 def env_of(s: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WOOFLOW_")}
     for name in ("kafka_bootstrap_servers", "database_url", "topic_prefix", "topic_partitions", "rules_group",

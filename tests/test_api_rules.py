@@ -144,9 +144,61 @@ def test_schema_lists_triggers_fields_operators_and_action_parameters(api) -> No
     assert set(fields["product_tag"]["operators"]) == {"equals", "not_equals", "in", "not_in", "contains"}
     assert {"order_count", "total_spent", "average_order_value", "tier", "points", "tags", "days_since_last_order",
             "first_order_date"} <= set(fields)
-    assert [o["name"] for o in doc["operators"]] == ["equals", "not_equals", "gt", "lt", "in", "not_in", "contains"]
+    assert [o["name"] for o in doc["operators"]] == ["equals", "not_equals", "gt", "lt", "in", "not_in", "contains",
+                                                     "before", "after", "within_last_days", "not_within_last_days"]
+    # AutomateWoo's order and subscription triggers, and the fields of its rules
+    for name in ("order_paid", "order_pending", "order_on_hold", "order_cancelled", "order_refunded",
+                 "order_partially_refunded", "order_note_added", "new_order_each_line_item",
+                 "order_paid_each_line_item", "order_status_changed_each_line_item", "subscription_created",
+                 "subscription_status_changed", "subscription_renewal_payment_failed", "subscription_renewal",
+                 "subscription_trial_ending"):
+        assert name in triggers, name
+    assert set(triggers["order_note_added"]["options"]["properties"]) == {"note_type", "contains"}
+    assert triggers["subscription_renewal"]["options"]["properties"]["days_before"]["default"] == 3
+    new_fields = {"order_coupons", "order_created_via", "order_item_quantity", "customer_is_guest",
+                  "order_is_customers_first", "customer_role", "purchased_products_all_time",
+                  "purchased_categories_all_time", "first_paid_order_date", "last_paid_order_date",
+                  "order_count_last_365_days", "total_spent_last_365_days", "has_active_subscription",
+                  "active_subscription_products", "subscription_status", "subscription_products",
+                  "subscription_billing_period", "subscription_next_payment_date", "item.product_id",
+                  "item.category", "item.product_tag", "item.quantity", "item.total", "item.name"}
+    assert new_fields <= set(fields)
+    assert fields["customer_is_guest"]["values"] == ["yes", "no"]
+    assert fields["purchased_products_all_time"]["scope"] == "history"
+    assert fields["item.category"]["scope"] == "item" and fields["item.category"]["multi_valued"]
+    assert "within_last_days" in fields["last_paid_order_date"]["operators"]
     note = {x["name"]: x for x in doc["actions"]}["add_order_note"]
     assert "note" in note["params"]["properties"] and "note" in note["params"]["required"]
+
+
+@pytest.mark.integration
+def test_dry_run_of_a_per_line_item_rule_explains_each_item(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    from wooflow.simulator.server import SimulatorServer
+
+    with SimulatorServer(seed=3) as sim:
+        store = make_sim_store(engine, sim)
+        client = api_client(settings)
+        h = bearer(engine, store.id)
+        gifts = sim.store.create_category("Gifts")
+        mug = sim.store.create_product("Mug", "12.00", categories=[gifts.id])
+        pen = sim.store.create_product("Pen", "3.00")
+        order = sim.store.create_order(line_items=[{"product_id": mug.id, "quantity": 2},
+                                                   {"product_id": pen.id, "quantity": 1}],
+                                       billing={"email": "ala@example.com", "country": "PL"}, status="processing")
+        rule = {"name": "gift items", "trigger": "order_paid_each_line_item",
+                "conditions": {"match": "all", "conditions": [
+                    {"field": "item.category", "operator": "in", "value": str(gifts.id)},
+                    {"field": "item.quantity", "operator": "gt", "value": 1}]},
+                "actions": [{"type": "add_order_note", "params": {"note": "gift {{ item.name }}"}}]}
+        rid = client.post("/v1/rules", json=rule, headers=h).json()["id"]
+        out = client.post(f"/v1/rules/{rid}/dry-run", json={"order_id": order.id}, headers=h).json()
+        assert out["matched"] is True and out["trigger"]["would_fire_now"] is True
+        items = {i["product_id"]: i for i in out["line_items"]}
+        assert items[mug.id]["matched"] is True and items[pen.id]["matched"] is False
+        assert [c["actual"] for c in items[pen.id]["conditions"]["conditions"]] == [["15"], "1"]  # Uncategorized
+        # item.* fields belong to the per-line-item triggers only
+        bad = client.post("/v1/rules", json={**rule, "trigger": "order_paid"}, headers=h)
+        assert bad.status_code == 422 and "line item" in bad.text
 
 
 @pytest.mark.integration

@@ -37,3 +37,5 @@ def test_short_chaos_run_loses_no_effect_and_repeats_none() -> None:
     assert report["events"]["total"] > 5000, report["events"]
     assert all(kinds.get("expected", 0) > 10 for kinds in report["effects"]["by_kind"].values()), report["effects"]
     assert len(report["dead_letters"]["poison"]) == profile.poison
+    # the forged webhooks were sent, and refused (a 2xx or 500 fails the run above)
+    assert sum(report["checks"]["forged_webhooks"].values()) == profile.forgeries * profile.forgery_burst

@@ -6,6 +6,7 @@ them from its own table of products."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -15,9 +16,10 @@ from hypothesis import strategies as st
 
 from tests.rules_kit import order_event, product_event
 from tests.support import Discards
-from wooflow.consumer.catalog import ProductCatalog
+from wooflow.consumer.catalog import CATALOG_FIELDS, ProductCatalog
 from wooflow.consumer.conditions import (
     FIELDS,
+    TODAY,
     ConditionError,
     Incomplete,
     compile_tree,
@@ -70,10 +72,16 @@ def ref_leaf(leaf: dict[str, Any], facts: dict[str, Any]) -> bool:
         return hit if op in ("equals", "in") else not hit
     if spec.type == "date":
         d = str(raw)[:10] if raw is not None else None
+        if op in ("within_last_days", "not_within_last_days"):
+            today = facts.get(TODAY)
+            n = int(Decimal(options[0]))
+            inside = d is not None and today is not None and \
+                date.fromisoformat(today) - timedelta(days=n) <= date.fromisoformat(d) <= date.fromisoformat(today)
+            return inside if op == "within_last_days" else not inside
         if d is None:
             return op == "not_equals"
         o = options[0][:10]
-        return {"equals": d == o, "not_equals": d != o, "gt": d > o, "lt": d < o}[op]
+        return {"equals": d == o, "not_equals": d != o, "gt": d > o, "lt": d < o, "after": d > o, "before": d < o}[op]
     texts = [str(v).strip().lower() for v in values]
     wanted_s = [o.lower() for o in options]
     if op == "contains":
@@ -98,7 +106,9 @@ def ref_tree(tree: dict[str, Any], facts: dict[str, Any]) -> bool:
 WORDS = ["PL", "de", " Fr ", "US", "cod", "bacs", "flat_rate", "VIP", "gold", "a@x.pl", "3", "12", "", "eu", "pl",
          "non_eu", "eea", "processing", "Completed"]
 NUMS = ["0", "1", "49.99", "50", "100", "100.0", "250.5", "-3", "1000", "12", "3"]
-DATES = ["2024-01-01", "2025-06-30", "2025-07-01", "2026-12-31"]
+DATES = ["2024-01-01", "2025-06-30", "2025-07-01", "2025-07-31", "2026-12-31"]
+TODAYS = ["2025-07-01", "2025-07-31", "2026-12-31"]  # the event's day (`@today`)
+DAY_COUNTS = [0, 1, 30, "30", 31, 365, "0"]
 
 number_value = st.one_of(st.sampled_from(NUMS), st.integers(-5, 1200), st.decimals("-10", "1500", places=2))
 text_value = st.sampled_from(WORDS)
@@ -115,8 +125,8 @@ def leaf_for(field: str) -> st.SearchStrategy[dict[str, Any]]:
         elif spec.type == "number":
             one = number_value
         elif spec.type == "date":
-            one = st.sampled_from(DATES)
-        elif field in ("category", "product_tag"):
+            one = st.sampled_from(DAY_COUNTS if op.endswith("within_last_days") else DATES)
+        elif field in CATALOG_FIELDS:
             one = st.sampled_from(TERM_IDS)
         else:
             one = st.sampled_from(WORDS_WITH_TEXT)  # an empty word is a rule the API rejects
@@ -150,19 +160,20 @@ def fact_for(field: str) -> st.SearchStrategy[Any]:
         one = st.one_of(st.integers(-5, 1200), st.decimals("-10", "1500", places=4), st.sampled_from(NUMS))
     elif spec.type == "date":
         one = st.sampled_from(DATES)
-    elif field in ("category", "product_tag"):
+    elif field in CATALOG_FIELDS:
         one = st.sampled_from(TERM_IDS)
     else:
         one = text_value
     if spec.multi:
         values = st.lists(one, max_size=4)
-        if field in ("category", "product_tag"):  # from the catalog: some products may be unknown
+        if field in CATALOG_FIELDS:  # from the catalog: some products may be unknown
             return st.one_of(values, values.map(lambda vs: Incomplete([str(v) for v in vs], (99,))))
         return values
     return st.one_of(st.none(), one)
 
 
-facts_st = st.fixed_dictionaries({f: fact_for(f) for f in FIELDS})
+facts_st = st.fixed_dictionaries({**{f: fact_for(f) for f in FIELDS}, TODAY: st.one_of(st.none(),
+                                                                                   st.sampled_from(TODAYS))})
 
 
 def as_group(tree: dict[str, Any]) -> dict[str, Any]:

@@ -51,7 +51,8 @@ def seed(client: TestClient, engine: Any, store: Any, headers: dict[str, str]) -
             log_id=f"log-{store.id}", store_id=store.id, rule_id=rule["id"], idempotency_key=f"k-{store.id}",
             customer_key="c1", event_id="e1", action_type="add_order_note", status="succeeded",
             message=f"log of {store.id}", step=0, attempt=1, dry_run=False, executed_at=datetime.now(timezone.utc)))
-    return {"rule_id": rule["id"], "task_id": task, "email": f"{store.id}@example.com", "store_id": store.id}
+    return {"rule_id": rule["id"], "task_id": task, "email": f"{store.id}@example.com", "store_id": store.id,
+            "log_id": f"log-{store.id}"}
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def fuzz_operation(op: Any, headers: dict[str, str], ids: dict[str, Any], status
     @hsettings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def fuzz(case: Any, whose: str) -> None:
         params = case.path_parameters or {}
-        named = [p for p in params if p in ("rule_id", "task_id")]
+        named = [p for p in params if p in ("rule_id", "task_id", "log_id")]
         if whose != "generated":
             for p in named:
                 params[p] = ids[whose][p]
@@ -121,11 +122,11 @@ def test_another_stores_ids_are_404_for_every_operation(tenants) -> None:  # typ
         for method, spec in item.items():
             params = {p["name"] for p in spec.get("parameters", []) if p["in"] == "path"}
             takes_store = "store_id" in {p["name"] for p in spec.get("parameters", [])}
-            if not params & {"rule_id", "task_id"} and not takes_store:
+            if not params & {"rule_id", "task_id", "log_id"} and not takes_store:
                 continue  # public token routes (unsubscribe, cart recovery): the token is the authority
             url = path.format(**{p: other.get(p, "x") for p in params})
             body = {"order_id": 1} if path.endswith("dry-run") else RULE if method in ("post", "put") else {}
-            if params & {"rule_id", "task_id"}:
+            if params & {"rule_id", "task_id", "log_id"}:
                 answers[f"{method.upper()} {url}"] = client.request(method, url, json=body, headers=headers).status_code
             # naming the other store, by header and by parameter
             named = client.request(method, url, json=body, headers={**headers, "X-Wooflow-Store": other["store_id"]})

@@ -2,14 +2,16 @@
 two stores' webhook secrets, their WooCommerce REST keys (one of them wrong: every REST call
 of that store gets a 401), SMTP passwords (the global one and a store's own; the mail server
 refuses both), an SMS provider token (the provider answers 401), a webhook action's signing
-secret (the receiver answers 500 until the DLQ), API tokens (a store's and the operator's) —
-through their normal and error paths. Then every line of every role's log, the execution
+secret (the receiver answers 500 until the DLQ), API tokens (a store's and the operator's),
+the tracking secret and the key derived from it (a tracked email, a tracking hit, a forged
+one) — through their normal and error paths. Then every line of every role's log, the execution
 logs a store can read through the API and the dead letters' reasons are searched for each
 secret, in the forms it travels in (as is, and inside an HTTP Basic Authorization header)."""
 
 from __future__ import annotations
 
 import base64
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -36,8 +38,10 @@ from tests.support import (
     wait_for,
     wait_until_consumed,
 )
+from wooflow import engagement
 from wooflow.api.auth import create_token
 from wooflow.kafka import topics
+from wooflow.settings import Settings
 from wooflow.simulator.server import SimulatorServer
 from wooflow.stores import Store, upsert_store
 from wooflow.workers.testing import command, produce
@@ -93,10 +97,14 @@ def test_no_secret_in_any_log(settings, engine, tmp_path: Path) -> None:  # type
             "global SMTP password": unique("smtp-global-"), "store SMTP password": unique("smtp-store-"),
             "SMS token": unique("sms-token-"), "webhook action secret": unique("hook-secret-"),
             "WordPress application password": unique("wp-app-"), "admin token": unique("wf_admin_"),
+            "tracking secret": unique("track-"),
         }
+        tracking_key = engagement.signing_key(Settings(tracking_secret=secrets["tracking secret"]), "")
+        secrets["tracking key"] = tracking_key.hex()
         good = Store(id=unique("store"), url=sim.url, webhook_secret=secrets["webhook secret"], consumer_key=ck,
                      consumer_secret=cs, timezone="Europe/Warsaw", currency="PLN",
-                     settings={"wp_username": "shop", "wp_app_password": secrets["WordPress application password"]})
+                     settings={"wp_username": "shop", "wp_app_password": secrets["WordPress application password"],
+                               "consent": {"policy": "opt_out"}})  # its marketing email is composed, tracked
         bad = Store(id=unique("store"), url=sim.url, webhook_secret=secrets["other webhook secret"], consumer_key=ck,
                     consumer_secret=secrets["wrong consumer secret"], name="Shop",
                     settings={"smtp": {"host": "127.0.0.1", "port": controller.port, "username": "shop",
@@ -112,7 +120,8 @@ def test_no_secret_in_any_log(settings, engine, tmp_path: Path) -> None:  # type
                "WOOFLOW_SMTP_PORT": str(controller.port), "WOOFLOW_SMTP_USERNAME": "wooflow",
                "WOOFLOW_SMTP_PASSWORD": secrets["global SMTP password"], "WOOFLOW_WEBHOOK_ALLOWLIST": "127.0.0.1/32",
                "WOOFLOW_ACTION_MAX_ATTEMPTS": "2", "WOOFLOW_ACTION_RETRY_BASE_S": "0.2",
-               "WOOFLOW_DEFERRED_POLL_S": "0.2", "WOOFLOW_ADMIN_TOKEN": secrets["admin token"]}
+               "WOOFLOW_DEFERRED_POLL_S": "0.2", "WOOFLOW_ADMIN_TOKEN": secrets["admin token"],
+               "WOOFLOW_TRACKING_SECRET": secrets["tracking secret"]}
         bridge_port, api_port = free_port(), free_port()
         roles = {
             "bridge": RoleProcess("bridge", settings, logs_dir, "--host", "127.0.0.1", "--port", str(bridge_port),
@@ -154,7 +163,8 @@ def test_no_secret_in_any_log(settings, engine, tmp_path: Path) -> None:  # type
             command(store_id=bad.id, action_type="add_order_note", customer_key="c2", subject_id=str(order.id),
                     context=ctx, params={"note": "wooflow: refused"}),
             command(store_id=good.id, action_type="send_email", customer_key="c3", context=ctx,
-                    params={"subject": "Hi", "text": "global server"}),
+                    params={"subject": "Hi", "text": "global server, tracked: https://shop.example/",
+                            "marketing": True}),
             command(store_id=bad.id, action_type="send_email", customer_key="c4", context=ctx,
                     params={"subject": "Hi", "text": "store's server"}),
             command(store_id=bad.id, action_type="send_sms", customer_key="c5", context=ctx, params={"text": "hi"}),
@@ -178,6 +188,13 @@ def test_no_secret_in_any_log(settings, engine, tmp_path: Path) -> None:  # type
         dry = httpx.post(f"{api_url}/v1/rules/{rule.json()['id']}/dry-run", headers=operator,
                          json={"order_id": order.id}, timeout=30)
         assert dry.status_code in (404, 502), dry.text
+        # tracking links signed with the tracking secret, and one signed with another key
+        now = int(time.time())
+        m = engagement.Message(good.id, unique("m"), "c1", 1, 0, now, now + 600)
+        opened = httpx.get(f"{api_url}/t/o/{engagement.sign(tracking_key, m)}.gif", headers={"User-Agent": "Mozilla"})
+        assert opened.status_code == 200
+        forged_click = engagement.sign(b"k" * 32, m, 0, "https://a.example/")
+        assert httpx.get(f"{api_url}/t/c/{forged_click}?u=https%3A%2F%2Fa.example%2F").status_code == 403
 
         def finals() -> dict[str, dict[str, Any]] | None:
             with engine.connect() as conn:

@@ -196,6 +196,26 @@ def templates(draw: Any) -> str:
 
 
 @pytest.mark.unit
+def test_a_template_starved_of_cpu_is_not_refused_as_too_slow() -> None:
+    """The deadline is the rendering thread's CPU time: a render that waits (here a value
+    whose text takes 2.5 s of sleep — as a thread waiting for a core on a loaded machine)
+    is no hostile template."""
+    import time
+
+    class Slow:
+        waited = False
+
+        def __str__(self) -> str:
+            if not self.waited:
+                self.waited = True
+                time.sleep(2.5)
+            return "ready"
+
+    slow = Slow()
+    assert render("{{ slow }}, {{ slow }}", {"slow": slow}) == "ready, ready"
+
+
+@pytest.mark.unit
 @pytest.mark.filterwarnings("ignore::SyntaxWarning")  # Python's compiler on `1[0]` in a template's code
 def test_composed_hostile_templates_render_or_fail_clearly() -> None:
     """Any composition renders to at most MAX_OUTPUT characters or fails with ActionError:

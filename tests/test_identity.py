@@ -18,6 +18,7 @@ from tests.pipeline import add_rule
 from tests.support import make_store, wait_for
 from wooflow.consumer.batch import BatchProcessor, Item
 from wooflow.consumer.engine import RuleEngine
+from wooflow.consumer.history import History, Paid
 from wooflow.consumer.merge import (
     email_of,
     firing_changes,
@@ -179,6 +180,12 @@ def test_folding_aggregates_adds_orders_and_widens_first_and_last() -> None:
     assert (back.first_order_ms, back.last_order_ms) == (1_000, 9_000)  # only ever widened
     assert fold_agg(Aggregates(), gst) == gst
     assert fold_views({"42": 2, "cat:3": 1}, {"42": 1, "7": 4}) == {"42": 3, "cat:3": 1, "7": 4}
+    # the purchase history (a store keeping one): the guest's paid orders join the customer's
+    mine, theirs = Paid(1, 5_000, Decimal("100"), "PLN", (11,)), Paid(2, 1_000, Decimal("30"), "PLN", (12,))
+    with_history = fold_agg(Aggregates(history=History((mine,))), Aggregates(history=History((theirs,))))
+    assert with_history.history == History((theirs, mine))
+    assert fold_agg(with_history, Aggregates(history=History((theirs,))), -1).history == History((mine,))
+    assert fold_agg(Aggregates(), Aggregates(history=History((theirs,)))).history == History((theirs,))
     assert fold_views({"42": 3}, {"42": 1}, -1) == {"42": 2}
 
 

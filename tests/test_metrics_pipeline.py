@@ -114,6 +114,9 @@ def test_every_role_reports_its_traffic(settings, engine, logs_dir, metrics_port
     assert total(bridge, "wooflow_events_in_total", topic=topics.ORDERS, store=store) >= 3
     assert total(bridge, "wooflow_events_in_total", topic=topics.ORDERS, store=unreachable.id) >= 1
     assert total(bridge, "wooflow_webhook_signature_failures_total", store=store) == 1
+    # a store's signature failures are exported at 0 from its first delivery: a forged burst
+    # is then an increase() Prometheus sees, not the first sample of a new series
+    assert ("wooflow_webhook_signature_failures_total", {"store": unreachable.id}, 0.0) in bridge
     assert total(bridge, "wooflow_webhooks_rejected_total", reason="invalid_signature") == 1
     # rules: events consumed, commands out, latencies, lag per partition of every event topic
     assert total(rules, "wooflow_events_consumed_total", role="rules", topic=orders, store=store) >= 3

@@ -11,10 +11,11 @@ import pytest
 
 from tests.pipeline import BIG_ORDER_RULE, Pipeline
 from tests.support import unique, wait_for, wait_until_pipeline_idle
+from wooflow import dlq
 from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_reader
 from wooflow.kafka.producer import Producer
-from wooflow.ops import dlq, offsets
+from wooflow.ops import offsets
 from wooflow.stores import upsert_store
 
 

@@ -18,8 +18,8 @@ from tests.effects_kit import HttpReceiver, TcpProxy, settled
 from tests.pipeline import add_rule
 from tests.rules_kit import EventProducer, order_event
 from tests.support import RoleProcess, ServerThread, make_store, read_topic, unique, wait_for, wait_until_consumed
+from wooflow.dlq import Filters, read_dlq
 from wooflow.kafka import topics
-from wooflow.ops.dlq import Filters, read_dlq
 from wooflow.settings import Settings
 from wooflow.workers.testing import command, produce
 

@@ -51,6 +51,19 @@ def delayed_steps(rule_id: int, store_id: str, order_ids: list[int], t0: datetim
     return out
 
 
+def sim_orders(sim: SimulatorServer, n: int) -> list[int]:
+    """`n` orders of a cup in the simulated store, one customer each."""
+    product = sim.store.create_product("Cup", "10.00")
+    return [sim.store.create_order(line_items=[{"product_id": product.id, "quantity": 1}],
+                                   billing={"email": f"k{i}@example.com"}).id for i in range(n)]
+
+
+def wooflow_notes(sim: SimulatorServer, orders: list[int]) -> Counter[tuple[int, str]]:
+    """How many times each wooflow note is on each order."""
+    return Counter((oid, n.note) for oid in orders for n in sim.store.get_order_notes(oid)
+                   if n.note.startswith("wooflow:"))
+
+
 def status_counts(engine, store_id: str) -> Counter[str]:  # type: ignore[no-untyped-def]
     with engine.connect() as conn:
         return Counter({r[0]: r[1] for r in conn.execute(text(
@@ -63,9 +76,7 @@ def test_sigkill_mid_sequence_loses_nothing_and_fires_nothing_twice(settings, en
     with SimulatorServer(seed=3) as sim:
         store = make_sim_store(engine, sim)
         rule_id = add_rule(engine, store.id, SEQUENCE)
-        product = sim.store.create_product("Cup", "10.00")
-        orders = [sim.store.create_order(line_items=[{"product_id": product.id, "quantity": 1}],
-                                         billing={"email": f"k{i}@example.com"}).id for i in range(250)]
+        orders = sim_orders(sim, 250)
         with engine.begin() as conn:
             assert store_delayed(conn, delayed_steps(rule_id, store.id, orders, t0)) == 750
         # small batches and a short lease: a kill lands mid-emission and the lease expires soon
@@ -92,14 +103,11 @@ def test_sigkill_mid_sequence_loses_nothing_and_fires_nothing_twice(settings, en
                          f"every day-{day} step emitted")
             assert status_counts(engine, store.id) == Counter({"emitted": 750})
 
-            def notes() -> Counter[tuple[int, str]]:
-                return Counter((oid, n.note) for oid in orders for n in sim.store.get_order_notes(oid)
-                               if n.note.startswith("wooflow:"))
-            wait_for(lambda: len(notes()) == 750, 90, 0.5, "a note for every step")
+            wait_for(lambda: len(wooflow_notes(sim, orders)) == 750, 90, 0.5, "a note for every step")
             # every command, re-emissions after the kills included, went through the workers:
             # a duplicate note would be there by now
             wait_until_consumed(settings, settings.workers_group, [topics.COMMANDS], timeout=90)
-            counts = notes()
+            counts = wooflow_notes(sim, orders)
             assert set(counts) == {(oid, f"wooflow: step {s}") for oid in orders for s in (1, 2, 3)}
             assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1][:5]
             emitted = [c["idempotency_key"] for _, c in read_topic(settings, topics.COMMANDS, timeout=30)]

@@ -139,7 +139,7 @@ def test_unsubscribe_custom_condition_and_disabled_rule_exit(settings, engine) -
     assert rows[("gc1", rule_id)]["exit_reason"] == "customer unsubscribed"
     assert rows[("gc2", rule_id)]["exit_reason"] == "exit condition met: tags contains vip"
     assert rows[("gc3", rule_id)]["status"] == "emitted"
-    assert rows[("gc3", other)]["exit_reason"] == "rule disabled, deleted or invalid"
+    assert rows[("gc3", other)]["exit_reason"] == "rule disabled: its runs exit"
     assert [c["customer_key"] for _, c in read_topic(settings, topics.COMMANDS)] == ["gc3"]
 
 

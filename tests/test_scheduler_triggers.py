@@ -62,6 +62,16 @@ class Harness:
                               f"VALUES (:store, :ckey, :email, 'Ala', {values})"),
                          {"store": self.store.id, "ckey": ckey, "email": f"{ckey}@example.com", **cols})
 
+    def subscription(self, sid: int, ckey: str, status: str, **dates: datetime) -> None:
+        """A subscription as the rule consumer keeps it (subscription_state)."""
+        cols = ", ".join(dates)
+        values = ", ".join(f":{k}" for k in dates)
+        with self.engine.begin() as conn:
+            conn.execute(text(f"INSERT INTO subscription_state (store_id, subscription_id, customer_key, email, "
+                              f"first_event_id, status, {cols}) VALUES (:store, :sid, :ckey, :email, 'e', :status, "
+                              f"{values})"), {"store": self.store.id, "sid": sid, "ckey": ckey, "status": status,
+                                              "email": f"{ckey}@example.com", **dates})
+
     def customer_meta(self, number: int, meta: dict[str, str]) -> None:
         """A customer `c<number>` updated in WooCommerce with these meta values, as recorded."""
         ev = {"store_id": self.store.id, "customer_key": f"c{number}", "action": "updated",
@@ -135,10 +145,29 @@ def test_birthday_days_before_and_leap_day(settings, engine) -> None:  # type: i
 @pytest.mark.integration
 def test_subscription_renewal_reminder_before_the_local_renewal_date(settings, engine) -> None:  # type: ignore[no-untyped-def]
     h = Harness(settings, engine, "America/Los_Angeles", "subscription_renewal", {"days_before": 3})
-    h.customer_meta(5, {"_schedule_next_payment": '"2026-06-10 02:00:00"'})
+    h.subscription(41, "c5", "active", next_payment_at=utc(2026, 6, 10, 2, 0))
+    h.subscription(42, "c6", "cancelled", next_payment_at=utc(2026, 6, 10, 2, 0))  # no reminder for it
     # 02:00 GMT on Jun 10 is Jun 9 in Los Angeles; 3 days before is Jun 6, which starts at 07:00 UTC
     crossing(h, utc(2026, 6, 6, 7, 0))
-    assert h.runs()[0]["period"] == "renewal:2026-06-09"
+    run = h.runs()[0]
+    assert run["period"] == "renewal:41:2026-06-09" and run["customer_key"] == "c5"
+    assert '"renewal_date":"2026-06-09"' in run["command"]["context_json"]
+    # the next payment moves a month on (a renewal was paid): one more reminder, for the new date
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE subscription_state SET next_payment_at = :t WHERE store_id = :s"),
+                     {"t": utc(2026, 7, 10, 2, 0), "s": h.store.id})
+    assert h.scan(utc(2026, 7, 6, 7, 1)) == 1
+    assert [r["period"] for r in h.runs()] == ["renewal:41:2026-06-09", "renewal:41:2026-07-09"]
+
+
+@pytest.mark.integration
+def test_subscription_trial_ending_reminder(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    h = Harness(settings, engine, "Europe/Warsaw", "subscription_trial_ending", {"days_before": 2})
+    h.subscription(43, "c9", "active", trial_end_at=utc(2026, 3, 12, 10, 0))
+    h.subscription(44, "c10", "on-hold", trial_end_at=utc(2026, 3, 12, 10, 0))
+    # the trial ends on Mar 12 in Warsaw; two days before is Mar 10, which starts at 23:00 UTC on Mar 9
+    crossing(h, utc(2026, 3, 9, 23, 0))
+    assert h.runs()[0]["period"] == "trial:43:2026-03-12"
 
 
 @pytest.mark.integration

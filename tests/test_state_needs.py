@@ -5,6 +5,7 @@ run, replay-safe."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -60,6 +61,31 @@ def test_each_rule_needs_what_its_trigger_conditions_limits_exits_and_actions_re
     with isolated_triggers():  # a trigger that does not say what it reads (a plugin's) is given everything
         register(TriggerSpec("plugin_trigger", "OrderEvent", "a plugin's", lambda ctx: True))
         assert rule_keep(spec("plugin_trigger")) == Keep.CUSTOMERS
+
+
+@pytest.mark.unit
+def test_the_order_subscription_and_history_triggers_and_fields_need_what_they_read() -> None:
+    # the order's status and marks (paid, refunds); a first sight only for new_order's variant
+    for trigger in ("order_paid", "order_pending", "order_on_hold", "order_cancelled", "order_refunded",
+                    "order_partially_refunded", "order_paid_each_line_item", "order_status_changed_each_line_item",
+                    "subscription_renewal_payment_failed"):
+        assert rule_keep(spec(trigger)) == Keep.ORDERS, trigger
+    assert rule_keep(spec("new_order_each_line_item", conditions=leaf("item.quantity", "gt", 1))) == Keep.SEEN
+    # the event alone: notes, and subscriptions (kept for every store whatever its rules)
+    for trigger in ("order_note_added", "subscription_created", "subscription_status_changed"):
+        assert rule_keep(spec(trigger)) == Keep.NOTHING, trigger
+    assert rule_keep(spec("subscription_status_changed", conditions=leaf("subscription_status"))) == Keep.NOTHING
+    assert rule_keep(spec("new_order", conditions=leaf("has_active_subscription", value="yes"))) == Keep.SEEN
+    assert rule_keep(spec("new_order", conditions=leaf("order_created_via", value="checkout"))) == Keep.SEEN
+    # the customer's state, and their counted orders (purchase history)
+    for name, value in (("customer_role", "customer"), ("order_is_customers_first", "yes")):
+        assert rule_keep(spec("new_order", conditions=leaf(name, value=value))) == Keep.CUSTOMERS, name
+    for name, op, value in (("purchased_products_all_time", "in", "5"), ("purchased_categories_all_time", "in", "7"),
+                            ("last_paid_order_date", "within_last_days", 30), ("order_count_last_365_days", "gt", 2),
+                            ("total_spent_last_365_days", "gt", 100), ("first_paid_order_date", "before",
+                                                                       "2025-01-01")):
+        assert rule_keep(spec("order_paid", conditions=leaf(name, op, value))) == Keep.HISTORY, name
+        assert rule_keep(spec("first_purchase", conditions=leaf(name, op, value))) == Keep.HISTORY, name
 
 
 @pytest.mark.unit
@@ -119,11 +145,9 @@ def test_a_new_order_store_keeps_first_sights_only_and_skips_later_events_undeco
 
 @pytest.mark.integration
 def test_a_store_with_loyalty_settings_keeps_customer_aggregates_whatever_its_rules(settings, engine) -> None:  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
     from wooflow.stores import upsert_store
 
-    store = replace(make_store(engine), settings={"loyalty": {"points_per_unit": 2}})
+    store = dataclasses.replace(make_store(engine), settings={"loyalty": {"points_per_unit": 2}})
     upsert_store(engine, store)
     add_rule(engine, store.id, {"name": "new", "trigger": "new_order", "actions": NOTE})
     prod = EventProducer(settings)
@@ -198,3 +222,33 @@ def test_a_rule_added_later_reads_the_state_kept_from_then_on(settings, engine) 
         assert ct2.error is None
     assert _rows(engine, s)[:2] == before[:2]
     assert _fired(settings, first) == ["1"]
+
+
+@pytest.mark.integration
+def test_purchase_history_is_kept_for_a_store_whose_rules_read_it_and_only_then(settings, engine) -> None:  # type: ignore[no-untyped-def]
+    """A repeat purchase of a customer who bought product 11 before: the history (kept from
+    the rule's first batch on) says so, in the consumer and again after a restart (saved)."""
+    reads, plain = make_store(engine).id, make_store(engine).id
+    rid = add_rule(engine, reads, {"name": "again", "trigger": "repeat_purchase", "actions": NOTE,
+                                   "conditions": leaf("purchased_products_all_time", "in", "11")})
+    add_rule(engine, plain, {"name": "again", "trigger": "repeat_purchase", "actions": NOTE})
+    prod = EventProducer(settings)
+    for store in (reads, plain):
+        prod.send("OrderEvent", order_event(store, 1, customer_id=8, items=[(11, 1)], paid=later(0)))
+    prod.flush()
+    with ConsumerThread(settings):
+        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
+    for store in (reads, plain):  # the second order comes to a consumer that read the first from the database
+        prod.send("OrderEvent", order_event(store, 2, customer_id=8, items=[(12, 1)], paid=later(9),
+                                            modified=later(9)))
+    prod.flush()
+    with ConsumerThread(settings) as ct:
+        wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
+        assert ct.error is None
+    with engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT store_id, history FROM customer_state WHERE customer_key = 'c8' "
+                                      "AND store_id IN (:a, :b)"), {"a": reads, "b": plain}).all())
+        level = conn.execute(text("SELECT keeps FROM state_levels WHERE store_id = :s"), {"s": reads}).scalar_one()
+    assert level == Keep.HISTORY and rows[plain] is None
+    assert [(o[0], o[4]) for o in rows[reads]["o"]] == [(1, [11]), (2, [12])]
+    assert _fired(settings, rid) == ["2"]

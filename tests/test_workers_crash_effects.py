@@ -28,7 +28,7 @@ from sqlalchemy import Engine, text
 
 from tests.effects_kit import HttpReceiver, SmtpReceiver, TcpProxy, effects_store, settled
 from tests.support import RoleProcess, ServerThread, make_store, read_topic, unique, wait_for
-from wooflow.ops.dlq import Filters, read_dlq, redrive
+from wooflow.dlq import Filters, read_dlq, redrive
 from wooflow.settings import Settings
 from wooflow.simulator.server import SimulatorServer
 from wooflow.stores import Store, upsert_store

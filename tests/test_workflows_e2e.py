@@ -230,10 +230,15 @@ def test_cart_recovery_stops_when_the_customer_orders_and_a_guest_recovers_throu
             w.at(timedelta(hours=1, minutes=30))
             wait_for(lambda: w.inbox.to(member_addr) and w.inbox.to(guest_addr), 60, 0.2, "the hour-1 reminders")
 
-            # the guest follows the link in the email: back to the store's cart, with the items
-            link = re.search(r"(http://\S+/recover/cart/\S+)", text_part(w.inbox.to(guest_addr)[0]))
+            # the guest follows the link in the email — a tracked click (a marketing email), then the
+            # cart recovery link — back to the store's cart, with the items
+            link = re.search(r"(http://\S+/t/c/\S+)", text_part(w.inbox.to(guest_addr)[0]))
             assert link, text_part(w.inbox.to(guest_addr)[0])
-            r = httpx.get(link.group(1), follow_redirects=False, timeout=10)
+            clicked = httpx.get(link.group(1), follow_redirects=False, timeout=10)
+            assert clicked.status_code == 302 and "/recover/cart/" in clicked.headers["location"], clicked.text
+            assert w.query("SELECT 1 FROM engagements WHERE store_id = :s AND kind = 'click' AND customer_key = :k",
+                           k=guest_key)
+            r = httpx.get(clicked.headers["location"], follow_redirects=False, timeout=10)
             assert r.status_code == 302
             target = urlsplit(r.headers["location"])
             assert target.netloc == urlsplit(w.sim.url).netloc and target.path == "/cart/"

@@ -38,8 +38,9 @@ from concurrent.futures import Future
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from wooflow.db.engine import unavailable
-from wooflow.kafka.consumer import consume_batch
+from wooflow.kafka.consumer import GroupConsumer, consume_batch
 from wooflow.kafka.producer import Producer
+from wooflow.kafka.stall import StallGuard
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,12 @@ class Checkpoint:
         for its answer. For the batch roles a synchronous commit was a broker round trip in
         every batch's path (bench/e2e at 100 events/s: event → command p50 14 ms with it,
         4 ms without). Offsets still go out only after the batch's outputs and state are
-        durable, in order, and rebalances still commit synchronously; a commit the
-        coordinator refuses (the group moved on) is logged (`make_consumer`), and the
-        partition's next commit — or its new owner re-processing the batch, idempotently —
-        covers it."""
+        durable, in order, and rebalances still commit synchronously. A commit the
+        coordinator refuses for a reason that passes (a rebalance, the coordinator moving:
+        its answer comes inside a later `consume()`, `GroupConsumer`) is put off like a
+        synchronous one — committed with the next batch, while idle or on revoke — unless a
+        later commit of the partition went out since; any other refusal is logged, and the
+        partition's next commit, or its new owner re-processing the batch, covers it."""
         self.consumer = consumer
         self.asynchronous = asynchronous
         self.before_commit = before_commit
@@ -75,6 +78,8 @@ class Checkpoint:
         self._next: dict[tuple[str, int], int] = {}
         self._in_txn = False
         self._inflight: tuple[Future[None], list[TopicPartition]] | None = None
+        self._retry_at = 0.0
+        self._sent: dict[tuple[str, int], int] = {}  # the last offset sent asynchronously, per partition
         if transactional:
             assert producer is not None, "transactional mode needs a transactional producer"
             producer.raw.init_transactions(30)
@@ -112,6 +117,7 @@ class Checkpoint:
         if self.producer is not None:
             self.producer.flush(self.flush_timeout)
         self.settle()
+        self._requeue_refused()
         # after settle(): offsets it could not commit (a rebalance) are back in _next
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._next.items()]
         pending = self.before_commit() if self.before_commit is not None else None
@@ -138,6 +144,7 @@ class Checkpoint:
         try:
             if self.asynchronous:
                 self.consumer.commit(offsets=offsets, asynchronous=True)
+                self._sent.update(((tp.topic, tp.partition), tp.offset) for tp in offsets)
             else:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
@@ -154,6 +161,44 @@ class Checkpoint:
                 return
             raise
 
+    def _requeue_refused(self) -> None:
+        """Put off again what the coordinator refused of the asynchronous commits for a reason
+        that passes, for partitions still ours whose later offsets were not sent since."""
+        if not isinstance(self.consumer, GroupConsumer):
+            return
+        refused = self.consumer.take_refused()
+        if not refused or not self.asynchronous or self.transactional:
+            return
+        owned: set[tuple[str, int]] | None = None
+        for tp, err in refused:
+            key = (tp.topic, tp.partition)
+            if err.code() not in _REBALANCING + _COORDINATOR or self._sent.get(key) != tp.offset:
+                continue
+            if owned is None:
+                owned = {(p.topic, p.partition) for p in self.consumer.assignment()}
+            if key in owned:
+                log.info("offset commit of %s [%d] at %d refused (%s): put off", tp.topic, tp.partition, tp.offset,
+                         err.str())
+                self._next.setdefault(key, tp.offset)
+
+    def retry_deferred(self) -> None:
+        """Idle: commit the offsets an earlier commit had to put off (a rebalance, the
+        coordinator away). Without it they wait for the next message — when traffic stops
+        right after a rebalance the group's lag stays above 0 and every alert on it fires.
+        At most once per `DEFERRED_RETRY_S`."""
+        if self.transactional or self._inflight is not None:
+            return
+        self._requeue_refused()
+        if not self._next:
+            return
+        now = time.monotonic()
+        if now < self._retry_at:
+            return
+        self._retry_at = now + DEFERRED_RETRY_S
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._next.items()]
+        self._next.clear()
+        self._commit_offsets(offsets)
+
     def abort(self) -> None:
         """Drop the batch: its offsets are not committed, so it will be consumed again."""
         if self.transactional and self._in_txn:
@@ -168,6 +213,7 @@ class Checkpoint:
         whose commit was deferred by an earlier rebalance). If that fails too, forget them:
         the next owner re-processes, idempotently."""
         self.settle()
+        self._requeue_refused()
         mine = [TopicPartition(p.topic, p.partition, self._next[(p.topic, p.partition)])
                 for p in partitions if (p.topic, p.partition) in self._next]
         if not mine or self.transactional:
@@ -184,6 +230,7 @@ class Checkpoint:
         self.settle(lost=[(p.topic, p.partition) for p in partitions])
         for p in partitions:
             self._next.pop((p.topic, p.partition), None)
+            self._sent.pop((p.topic, p.partition), None)
 
 
 def run_batches(
@@ -196,6 +243,7 @@ def run_batches(
     timeout: float,
     on_idle: Callable[[], None] | None = None,
     on_rewind: Callable[[], None] | None = None,
+    stall_after_s: float = 30.0,
 ) -> None:
     """The batch roles' loop: consume up to `batch_size` (what is there: a batch never
     waits to fill, `consume_batch`), `handle` the batch, commit it
@@ -206,12 +254,15 @@ def run_batches(
     is aborted, the consumer goes back to the committed offsets, `on_rewind` lets the role
     forget what it kept of the uncommitted batches, and after a growing pause the same
     messages are read again — in the same process, still a member of its group. Any other
-    failure aborts the batch and raises: it is consumed again after the restart."""
+    failure aborts the batch and raises: it is consumed again after the restart.
+    Between batches, a partition whose fetch stalled is fetched again (`StallGuard`)."""
     pause = REWIND_FIRST_S
+    guard = StallGuard(consumer, stall_after_s)
     try:
         while not stop.is_set():
             try:
                 _one_batch(consumer, checkpoint, handle, batch_size, timeout, on_idle)
+                guard.check()
                 pause = REWIND_FIRST_S
             except Exception as exc:
                 if not unavailable(exc):
@@ -232,6 +283,7 @@ def run_batches(
 
 
 REWIND_FIRST_S, REWIND_MAX_S = 0.5, 10.0
+DEFERRED_RETRY_S = 2.0
 REWIND_WAIT_S = 90.0  # how long a rewind waits for the group coordinator (a broker restarting)
 
 
@@ -247,6 +299,7 @@ def _one_batch(consumer: Consumer, checkpoint: Checkpoint, handle: BatchHandler,
             log.warning("consumer error: %s", err)
     if not good:
         checkpoint.settle()  # nothing new: let the offsets of the last batch catch up
+        checkpoint.retry_deferred()
         if on_idle:
             on_idle()
         return

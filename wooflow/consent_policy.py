@@ -38,6 +38,7 @@ from sqlalchemy import Connection, Engine, text
 
 from wooflow.jsontypes import JSONObject
 from wooflow.schemas.codec import Record
+from wooflow.stores import set_setting
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,7 @@ def policy_of(store: Any) -> ConsentPolicy:
 
 def set_policy(engine: Engine, store_id: str, policy: ConsentPolicy) -> bool:
     """Save the policy into the store's settings (other settings untouched); False: no such store."""
-    with engine.begin() as conn:
-        res = conn.execute(text("UPDATE stores SET settings = jsonb_set(settings, '{consent}', CAST(:p AS jsonb)) "
-                                "WHERE id = :id"), {"p": policy.model_dump_json(), "id": store_id})
-        return bool(res.rowcount)
+    return set_setting(engine, store_id, "consent", policy.model_dump_json())
 
 
 @dataclass(frozen=True)

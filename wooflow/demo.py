@@ -271,6 +271,7 @@ class Summary:
 
 
 def run_demo(*, duration: float | None, orders_per_second: float, seed: int) -> int:
+    from wooflow.api.auth import create_token
     from wooflow.db.engine import get_engine
     from wooflow.db.migrate import upgrade
     from wooflow.devinfra.kafka import LauncherError
@@ -299,10 +300,13 @@ def run_demo(*, duration: float | None, orders_per_second: float, seed: int) -> 
         bridge_url = f"http://127.0.0.1:{bridge_port}"
         roles = Roles(_env(s, bridge_port), log_dir)
         stack.callback(roles.stop)
-        console.print(f"starting roles (logs in {log_dir}): bridge, rules, workers, sink, scheduler...")
+        api_port = _free_port()
+        console_url = f"http://127.0.0.1:{api_port}/"
+        console.print(f"starting roles (logs in {log_dir}): bridge, rules, workers, sink, scheduler, api...")
         roles.start("bridge", "bridge", "--host", "127.0.0.1", "--port", str(bridge_port))
         for role in ("rules", "workers", "sink", "scheduler"):
             roles.start(role, role)
+        roles.start("api", "api", "--host", "127.0.0.1", "--port", str(api_port))
         _wait_http(f"{bridge_url}/readyz")
 
         sim = stack.enter_context(SimulatorServer(seed=seed, consumer_key="ck_demo", consumer_secret="cs_demo"))
@@ -322,6 +326,10 @@ def run_demo(*, duration: float | None, orders_per_second: float, seed: int) -> 
                       "product.created", "product.updated"):
             store.create_webhook(topic, hook_url, secret=secret, name=f"wooflow {topic}")
         console.print(f"simulated store at {sim.url} delivers webhooks to {hook_url}")
+        _wait_http(f"{console_url}readyz")
+        # the token is printed apart from the URL: a token in a URL ends up in histories and logs
+        console.print(f"web console at [bold]{console_url}[/] — sign in with the demo store's token "
+                      f"[bold]{create_token(engine, DEMO_STORE, 'demo console')}[/]")
 
         box = traffic.ConsentBox(str(DEMO_CONSENT["meta_key"]), "yes", DEMO_CONSENT_SHARE)
         shopper = threading.Thread(target=traffic.generate, args=(store, None, orders_per_second),

@@ -114,6 +114,9 @@ events_consumed = StoreCounter("wooflow_events_consumed_total", "Events read by 
                                ["role", "topic", "store"])
 events_out = StoreCounter("wooflow_events_out_total", "Records produced by a role (commands, logs), per topic",
                           ["role", "topic", "store"])
+consumer_refetches = Counter("wooflow_consumer_refetches_total",
+                             "Partitions fetched again after their fetch stalled with messages waiting "
+                             "(wooflow/kafka/stall.py)", ["topic"])
 consumer_lag = Gauge("wooflow_consumer_lag", "High watermark − committed offset", ["group", "topic", "partition"])
 consumer_lag_updated = Gauge("wooflow_consumer_lag_updated_timestamp_seconds",
                              "When this process last read its group's lag successfully", ["group"])
@@ -162,3 +165,15 @@ carts_total = StoreCounter("wooflow_carts_total", "Cart transitions (abandoned, 
                            ["store", "outcome"])
 attributed_orders = StoreCounter("wooflow_attributed_orders_total", "Orders attributed to a workflow",
                                   ["store", "kind"])
+
+# --- analytics (wooflow/api/tracking.py, scheduler/conversions.py) --------------------------
+tracking_hits = StoreCounter("wooflow_tracking_hits_total", "Opens and clicks of tracked messages (valid links)",
+                             ["store", "kind"])  # kind: open | click
+tracking_rejected = Counter("wooflow_tracking_rejected_total", "Tracking hits answered 4xx, nothing recorded",
+                            ["reason"])
+tracking_unrecorded = Counter("wooflow_tracking_unrecorded_total",
+                              "Valid tracking hits answered but not recorded (the database refused the row)")
+conversions_total = StoreCounter("wooflow_conversions_total", "Orders credited to a message, by what started "
+                                 "the window", ["store", "touch"])  # touch: click | open | send
+attributed_revenue = StoreCounter("wooflow_attributed_revenue_total", "Order totals credited to messages, when "
+                                  "first credited (refunds are in the analytics API)", ["store", "currency"])

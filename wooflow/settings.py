@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(2000, description="Max messages per consumer batch")
     batch_timeout_s: float = Field(0.2, description="How long an idle consumer waits for a first message before it "
                                                     "checks in (a batch never waits to fill: it takes what is there)")
+    stall_refetch_s: float = Field(30.0, description="A partition whose fetch has not moved for this long while "
+                                                     "messages wait is fetched again (0 = never)")
     transactional: bool = Field(False, description="Rule consumer uses Kafka transactions (exactly-once)")
     # rule consumer
     rules_reload_s: float = Field(5.0, description="Fallback rule reload check (LISTEN/NOTIFY is the fast path)")
@@ -94,6 +96,8 @@ class Settings(BaseSettings):
     rest_max_attempts: int = Field(6, description="WooCommerce REST attempts on 429/5xx/network errors")
     poll_interval_s: float = Field(300.0, description="Reconciliation poller period")
     poll_overlap_s: float = Field(120.0, description="Poller re-reads this much before its watermark")
+    note_lookup_orders: int = Field(20, description="An order note webhook names only the note: the bridge looks "
+                                                    "for it among this many most recently modified orders")
     storefront_rate_per_s: float = Field(10.0, description="Storefront events per second per IP and per session")
     storefront_burst: int = Field(40, description="Storefront rate-limit burst")
 
@@ -143,6 +147,16 @@ class Settings(BaseSettings):
                                                         "store=\"all\" (bounds cardinality for many stores)")
     lag_interval_s: float = Field(15.0, description="How often consuming roles report consumer lag")
     admin_token: SecretStr | None = Field(None, description="Token with access to every store (operators)")
+    api_forwarded_allow_ips: str = Field(
+        "127.0.0.1", description="Proxies (comma-separated IPs/CIDRs, or *) whose X-Forwarded-For the API trusts "
+                                 "(the tracking links' per-IP rate limit): set to your ingress' addresses")
+
+    # --- analytics: open and click tracking -----------------------------------------
+    tracking_secret: SecretStr | None = Field(None, description="Key signing open/click tracking links (default: "
+                                                                "each store's own link key)")
+    tracking_link_ttl_days: int = Field(180, ge=1, description="Tracking links in messages expire after this")
+    tracking_rate_per_s: float = Field(20.0, description="Tracking hits per second per client address (429 above)")
+    tracking_burst: int = Field(100, description="Tracking rate-limit burst per client address")
 
     # --- scheduler: delayed steps, carts, time/behaviour triggers ---------
     clock: str = Field("system", description="Time source of rules + scheduler: 'system', or 'file:PATH' (simulated "

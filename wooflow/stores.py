@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from wooflow.db.engine import unavailable
 from wooflow.db.tables import stores
@@ -139,6 +139,15 @@ def upsert_store(engine: Engine, store: Store) -> None:
                                       set_={k: v for k, v in values.items() if k != "id"})
     with engine.begin() as conn:
         conn.execute(stmt)
+
+
+def set_setting(engine: Engine, store_id: str, key: str, value_json: str) -> bool:
+    """Replace one top-level key of the store's settings (the others untouched); False: no
+    such store."""
+    with engine.begin() as conn:
+        res = conn.execute(text("UPDATE stores SET settings = jsonb_set(settings, ARRAY[CAST(:k AS text)], "
+                                "CAST(:v AS jsonb)) WHERE id = :id"), {"k": key, "v": value_json, "id": store_id})
+        return bool(res.rowcount)
 
 
 def list_stores(engine: Engine) -> list[Store]:

@@ -67,7 +67,7 @@ RETURNING idempotency_key, created_at
 """)
 
 # An expired `running` row is an interrupted attempt, unless it was finished before and
-# reopened (a DLQ redrive, wooflow/ops/dlq.py): an operator's "try again" starts afresh.
+# reopened (a DLQ redrive, wooflow/dlq.py): an operator's "try again" starts afresh.
 _TAKE_OVER = text("""
 UPDATE action_executions a
 SET status = 'running', lease_until = now() + make_interval(secs => :lease), owner = :owner,

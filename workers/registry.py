@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
@@ -220,6 +221,11 @@ class BaseAction(Generic[P]):
 
 _REGISTRY: dict[str, AnyHandler] = {}
 _loaded = False
+_loading = False
+# The API asks from several request threads at once (the console loads /v1/schema and saves
+# a rule together): a thread arriving while another loads waits for the whole registry,
+# instead of seeing it half-filled (an empty action list, an "unknown action").
+_load_lock = threading.RLock()
 
 
 def register(handler: AnyHandler) -> AnyHandler:
@@ -228,10 +234,20 @@ def register(handler: AnyHandler) -> AnyHandler:
 
 
 def _load() -> None:
-    global _loaded
+    global _loaded, _loading
     if _loaded:
         return
-    _loaded = True
+    with _load_lock:
+        if _loaded or _loading:  # loaded meanwhile, or asked again while this thread loads
+            return
+        _loading = True
+        try:
+            _load_all()
+        finally:
+            _loaded, _loading = True, False
+
+
+def _load_all() -> None:
     from wooflow.workers.actions import builtin  # noqa: F401  (registers built-ins)
 
     for ep in entry_points(group="wooflow.actions"):
@@ -262,3 +278,37 @@ def get(name: str) -> AnyHandler | None:
 def all_actions() -> dict[str, AnyHandler]:
     _load()
     return dict(_REGISTRY)
+
+
+@dataclass(frozen=True)
+class StepProblem:
+    """Something wrong with one action step of a rule, against this registry."""
+
+    loc: tuple[str | int, ...]  # ("actions", 1, "yes", "steps", 0, "params", "subject")
+    message: str
+    type: str = "value_error"
+
+
+def step_problems(steps: Sequence[Any]) -> list[StepProblem]:
+    """Every action of a workflow (both sides of its branches, each A/B variant's params laid
+    over the step's) checked against the registry: the type exists, the params fit."""
+    from pydantic import ValidationError
+
+    from wooflow.consumer.workflow import action_steps
+
+    out: list[StepProblem] = []
+    for loc, action in action_steps(steps):
+        handler = get(action.type)
+        if handler is None:
+            out.append(StepProblem((*loc, "type"), f"unknown action {action.type!r}; one of {sorted(all_actions())}"))
+            continue
+        tries: list[tuple[tuple[str | int, ...], dict[str, Any]]] = [((*loc, "params"), action.params)]
+        tries += [((*loc, "variants", j, "params"), action.variant_params(v.name))
+                  for j, v in enumerate(action.variants or ())]
+        for where, params in tries:
+            try:
+                handler.Params.model_validate(params)
+            except ValidationError as exc:
+                out.extend(StepProblem((*where, *e.get("loc", ())), e.get("msg", "invalid"), e.get("type", ""))
+                           for e in exc.errors())
+    return out

@@ -6,7 +6,9 @@ ImmutableSandboxedEnvironment — no dunder attributes or internals, no imports 
 template can make the worker do:
 
 - **time**: every loop iteration, call, filter, operator and printed value spends a step
-  of a budget (MAX_STEPS) and looks at a deadline (RENDER_TIMEOUT_S);
+  of a budget (MAX_STEPS) and looks at a deadline (RENDER_TIMEOUT_S of the rendering
+  thread's CPU time: on a machine at a load average of 40 a one-line email waited more than
+  2 s of wall time for a core, and was dead-lettered as a hostile template);
 - **size**: no value a template builds may hold more than MAX_SIZE characters or items,
   shared references counted each time they occur (so `[a, a]` nested twenty times does not
   slip through as twenty small lists); operations whose result can outgrow their inputs —
@@ -54,7 +56,7 @@ class _Budget:
     def __init__(self) -> None:
         self.steps = MAX_STEPS
         self.output = 0
-        self.deadline = time.monotonic() + RENDER_TIMEOUT_S
+        self.deadline = time.thread_time() + RENDER_TIMEOUT_S
 
 
 _budget: ContextVar[_Budget | None] = ContextVar("wooflow_template_budget", default=None)
@@ -70,7 +72,7 @@ def _spend(output: int = 0) -> None:
         raise SecurityError(f"template runs too long (more than {MAX_STEPS} steps)")
     if budget.output > MAX_OUTPUT:
         raise SecurityError(f"template output too large (more than {MAX_OUTPUT} characters)")
-    if time.monotonic() > budget.deadline:
+    if time.thread_time() > budget.deadline:
         raise SecurityError(f"template took longer than {RENDER_TIMEOUT_S:g} s")
 
 

@@ -10,12 +10,12 @@ verifies the token and records the withdrawal in the consents table.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import time
 
+from wooflow.engagement import b64, unb64
 from wooflow.jsontypes import JSONObject
 from wooflow.settings import Settings
 from wooflow.stores import Store
@@ -23,14 +23,6 @@ from wooflow.stores import Store
 
 class BadToken(ValueError):
     pass
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def signing_key(settings: Settings, store: Store) -> bytes:
@@ -47,13 +39,13 @@ def make_token(settings: Settings, store: Store, *, email: str | None, customer_
     payload = json.dumps({"s": store.id, "e": email, "k": customer_key, "c": channel, "r": rule_id,
                           "t": int(time.time())}, separators=(",", ":")).encode()
     sig = hmac.new(signing_key(settings, store), payload, hashlib.sha256).digest()[:20]
-    return f"{_b64(payload)}.{_b64(sig)}"
+    return f"{b64(payload)}.{b64(sig)}"
 
 
 def store_of(token: str) -> str:
     """The store a token claims to belong to (unverified: only to find the key)."""
     try:
-        return str(json.loads(_unb64(token.split(".", 1)[0]))["s"])
+        return str(json.loads(unb64(token.split(".", 1)[0]))["s"])
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise BadToken("malformed unsubscribe token") from exc
 
@@ -61,8 +53,8 @@ def store_of(token: str) -> str:
 def verify(settings: Settings, store: Store, token: str) -> JSONObject:
     try:
         body, sig = token.split(".", 1)
-        payload = _unb64(body)
-        given = _unb64(sig)
+        payload = unb64(body)
+        given = unb64(sig)
     except ValueError as exc:
         raise BadToken("malformed unsubscribe token") from exc
     expected = hmac.new(signing_key(settings, store), payload, hashlib.sha256).digest()[:20]

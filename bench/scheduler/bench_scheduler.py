@@ -9,9 +9,19 @@ Scenarios
            after Kafka acknowledged the batch (acks=all), i.e. when the command is durable.
 
 Each step is a real ActionCommand (~1 KB JSON in `scheduled_steps.command`), produced to
-automation.commands (Avro, 12 partitions) after its rule's exit conditions are checked
-(the bench rule has `ordered` + `unsubscribed` exits, so every batch pays for the exit
-queries). The scheduler runs with its production defaults (batch 2000, poll 0.1 s) as a
+automation.commands (Avro, 12 partitions) after its rule's goals and exit conditions are
+checked.
+
+Workloads (`--workload`)
+  branched (default) a workflow with a yes/no branch and goals: the rule has goals
+           `ordered` + `tag_added` and an `unsubscribed` exit (every batch pays for the
+           calendar, customer-state and consent queries); one seeded row in five is the
+           branch (a condition on the customer's tags, half of them VIPs), which the
+           scheduler decides and which stores the side's email step, due at once and
+           emitted in a later round — 120,000 rows leave `pending` for 100,000 commands;
+  plain    the linear workflow of earlier runs: `ordered` + `unsubscribed` exits, every row
+           an email step.
+ The scheduler runs with its production defaults (batch 2000, poll 0.1 s) as a
 separate process started with `--no-scan --no-activity`; CPU (user+system) and peak RSS of
 that process are sampled.
 
@@ -40,7 +50,7 @@ from typing import Any
 import psutil
 from sqlalchemy import text
 
-from wooflow.consumer.commands import build_command
+from wooflow.consumer.commands import WORKFLOW_BRANCH, build_command
 from wooflow.db.engine import get_engine
 from wooflow.db.migrate import upgrade
 from wooflow.db.tables import rules
@@ -53,14 +63,35 @@ N = 100_000
 LEAD_S = 30  # steady: the due times are written this long before the first one (a 100k-row UPDATE)
 
 _INSERT = text("""
-INSERT INTO scheduled_steps (idempotency_key, store_id, customer_key, rule_id, event_id, step, due_at, command)
-SELECT k, :store, c, :rule, e, 1, d, CAST(j AS jsonb)
-FROM unnest(CAST(:keys AS text[]), CAST(:customers AS text[]), CAST(:events AS text[]),
-            CAST(:dues AS timestamptz[]), CAST(:cmds AS text[])) AS t(k, c, e, d, j)
+INSERT INTO scheduled_steps (idempotency_key, store_id, customer_key, rule_id, event_id, step, due_at, command,
+                             rule_version)
+SELECT k, :store, c, :rule, e, st, d, CAST(j AS jsonb), 1
+FROM unnest(CAST(:keys AS text[]), CAST(:customers AS text[]), CAST(:events AS text[]), CAST(:steps AS int[]),
+            CAST(:dues AS timestamptz[]), CAST(:cmds AS text[])) AS t(k, c, e, st, d, j)
 """)
 
+_VIPS = text("""
+INSERT INTO customer_state (store_id, customer_key, tags)
+SELECT :store, k, ARRAY['vip'] FROM unnest(CAST(:keys AS text[])) AS k
+""")
 
-def seed(engine: Any, store_id: str, rule_id: int, dues: list[datetime]) -> None:
+EMAIL = {"type": "send_email", "params": {"subject": "Tips for your purchase",
+                                          "html": "<p>Hi {{ customer.first_name }}</p>", "marketing": True}}
+RULES = {
+    "plain": {"trigger": "first_purchase", "actions": [{**EMAIL, "delay": "day 3"}],
+              "exit_conditions": [{"type": "ordered"}, {"type": "unsubscribed"}]},
+    "branched": {"trigger": "first_purchase", "actions": [
+        {**EMAIL, "delay": "day 3"},
+        {"type": "branch", "delay": "day 3", "condition": {"type": "condition", "conditions": {
+            "match": "all", "conditions": [{"field": "tags", "operator": "contains", "value": "vip"}]}},
+         "yes": {"steps": [EMAIL]}, "no": {"steps": [EMAIL]}}],
+        "goals": [{"type": "ordered"}, {"type": "tag_added", "tag": "converted"}],
+        "exit_conditions": [{"type": "unsubscribed"}]},
+}
+BRANCH_EVERY = 5  # branched: one row in five is the branch (step 1)
+
+
+def seed(engine: Any, store_id: str, rule_id: int, dues: list[datetime], workload: str) -> None:
     """N pending steps, inserted in chunks (unnest: one round trip per 10,000 rows)."""
     from wooflow.consumer.commands import to_json
 
@@ -70,23 +101,29 @@ def seed(engine: Any, store_id: str, rule_id: int, dues: list[datetime]) -> None
              "line_items": [{"product_id": 10, "quantity": 1, "name": "Mug", "total": "49.90"}]}
     chunk = 10_000
     for start in range(0, len(dues), chunk):
-        keys, customers, events, ds, cmds = [], [], [], [], []
+        keys, customers, events, steps, ds, cmds, vips = [], [], [], [], [], [], []
         for i in range(start, min(start + chunk, len(dues))):
             ev = {"event_id": f"bench-{store_id}-{i}", "store_id": store_id, "customer_key": f"c{i + 1}",
                   "order_id": i + 1, "order": order | {"id": i + 1}, "received_at": now, "topic": "order.created"}
-            cmd = build_command(rule_id=rule_id, rule_version=1, step=1, action_type="send_email",
-                                params={"subject": "Tips for your purchase",
-                                        "html": "<p>Hi {{ customer.first_name }}</p>",
-                                        "marketing": True},
+            branch = workload == "branched" and i % BRANCH_EVERY == 0
+            step = 1 if branch else 0
+            cmd = build_command(rule_id=rule_id, rule_version=1, step=step,
+                                action_type=WORKFLOW_BRANCH if branch else "send_email",
+                                params={} if branch else EMAIL["params"],
                                 delay_s=86400 * 3, schema="OrderEvent", event=ev, trigger="first_purchase", now=now)
             keys.append(cmd["idempotency_key"])
             customers.append(cmd["customer_key"])
             events.append(cmd["event_id"])
+            steps.append(step)
             ds.append(dues[i])
             cmds.append(to_json(cmd | {"not_before": dues[i]}))
+            if branch and i % (2 * BRANCH_EVERY) == 0:
+                vips.append(cmd["customer_key"])
         with engine.begin() as conn:
             conn.execute(_INSERT, {"store": store_id, "rule": rule_id, "keys": keys, "customers": customers,
-                                   "events": events, "dues": ds, "cmds": cmds})
+                                   "events": events, "steps": steps, "dues": ds, "cmds": cmds})
+            if vips:
+                conn.execute(_VIPS, {"store": store_id, "keys": vips})
 
 
 def start_scheduler(s: Settings, store_id: str, log: Path) -> subprocess.Popen[bytes]:
@@ -125,20 +162,18 @@ def pending(engine: Any, store_id: str) -> int:
                                 {"s": store_id}).scalar_one())
 
 
-def one_run(s: Settings, engine: Any, scenario: str, rate: float, log_dir: Path) -> dict[str, float]:
+def one_run(s: Settings, engine: Any, scenario: str, rate: float, log_dir: Path, workload: str) -> dict[str, float]:
     store = Store(id=f"bench-{uuid.uuid4().hex[:8]}", url="http://127.0.0.1:1", webhook_secret="x")
     upsert_store(engine, store)
     with engine.begin() as conn:
-        rule_id = int(conn.execute(rules.insert().values(
-            store_id=store.id, name="bench", trigger="first_purchase",
-            actions=[{"type": "send_email", "params": {"subject": "x", "html": "x"}, "delay": "day 3"}],
-            exit_conditions=[{"type": "ordered"}, {"type": "unsubscribed"}]).returning(rules.c.id)).scalar_one())
+        rule_id = int(conn.execute(rules.insert().values(store_id=store.id, name="bench", **RULES[workload])
+                                   .returning(rules.c.id)).scalar_one())
     now = datetime.now(timezone.utc)
     # drain: all due a minute ago; steady: parked a day ahead, scheduled once the scheduler runs
     offset = timedelta(seconds=-60) if scenario == "drain" else timedelta(days=1)
     dues = [now + offset + timedelta(microseconds=i) for i in range(N)]
     t_seed = time.perf_counter()
-    seed(engine, store.id, rule_id, dues)
+    seed(engine, store.id, rule_id, dues, workload)
     seeded = time.perf_counter() - t_seed
     log = log_dir / f"scheduler-{store.id}.log"
     proc = start_scheduler(s, store.id, log)
@@ -176,23 +211,35 @@ def one_run(s: Settings, engine: Any, scenario: str, rate: float, log_dir: Path)
             with engine.begin() as conn:
                 conn.execute(text("DELETE FROM scheduled_steps WHERE store_id = :s"), {"s": store.id})
     with engine.connect() as conn:
+        # Every row that left `pending` (commands and decided branches) is a step, with its lateness
+        # (emitted_at: after Kafka's ack for a command, the decision's commit for a branch); a branch's
+        # side is due when the branch decides, so its lateness is also taken from the branch's due time.
+        done = int(conn.execute(text("SELECT count(*) FROM scheduled_steps WHERE store_id = :s "
+                                     "AND status <> 'pending'"), {"s": store.id}).scalar_one())
         row = conn.execute(text("""
-            SELECT count(*) AS n, min(emitted_at) AS first, max(emitted_at) AS last,
+            SELECT count(*) FILTER (WHERE status = 'emitted') AS n, min(emitted_at) AS first, max(emitted_at) AS last,
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM emitted_at - due_at)) AS p50,
                    percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM emitted_at - due_at)) AS p99,
                    max(extract(epoch FROM emitted_at - due_at)) AS worst
-            FROM scheduled_steps WHERE store_id = :s AND status = 'emitted'"""), {"s": store.id}).mappings().one()
+            FROM scheduled_steps WHERE store_id = :s AND status IN ('emitted', 'done')"""),
+                           {"s": store.id}).mappings().one()
+        side = conn.execute(text("""
+            SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM s.emitted_at - b.due_at))
+            FROM scheduled_steps s JOIN scheduled_steps b ON b.store_id = s.store_id AND b.rule_id = s.rule_id
+                 AND b.event_id = s.event_id AND b.step = 1
+            WHERE s.store_id = :s AND s.step > 1 AND s.status = 'emitted'"""), {"s": store.id}).scalar_one()
         conn.execute(text("DELETE FROM scheduled_steps WHERE store_id = :s"), {"s": store.id})
+        conn.execute(text("DELETE FROM customer_state WHERE store_id = :s"), {"s": store.id})
         conn.execute(text("DELETE FROM rules WHERE store_id = :s"), {"s": store.id})
         conn.commit()
     span = (row["last"] - row["first"]).total_seconds()
-    out = {"emitted": float(row["n"]), "seed_s": seeded, "cpu_us_per_step": cpu / N * 1e6,
-           "rss_mb": sampler.rss / 2**20}
-    if scenario == "drain":
-        out["steps_per_s"] = N / span if span else float("inf")
-    else:
-        out.update({"p50_s": float(row["p50"]), "p99_s": float(row["p99"]), "max_s": float(row["worst"]),
-                    "steps_per_s": N / span if span else float("inf")})
+    out = {"emitted": float(row["n"]), "steps": float(done), "seed_s": seeded, "cpu_us_per_step": cpu / done * 1e6,
+           "rss_mb": sampler.rss / 2**20, "steps_per_s": done / span if span else float("inf"),
+           "commands_per_s": row["n"] / span if span else float("inf")}
+    if scenario == "steady":
+        out.update({"p50_s": float(row["p50"]), "p99_s": float(row["p99"]), "max_s": float(row["worst"])})
+        if side is not None:
+            out["branch_side_p99_s"] = float(side)
     return out
 
 
@@ -202,6 +249,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["drain", "steady"])
     ap.add_argument("--rate", type=float, default=5000.0, help="steady: steps falling due per second")
     ap.add_argument("--threads", type=int, help="emitter loops of the scheduler (default: the setting's default)")
+    ap.add_argument("--workload", choices=sorted(RULES), default="branched")
     args = ap.parse_args()
     base = Settings()
     s = base.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:6]}.", "topic_partitions": 12,
@@ -211,12 +259,13 @@ def main() -> None:
     engine = get_engine(s.database_url)
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / "wooflow-bench-scheduler"
     log_dir.mkdir(exist_ok=True)
-    print(f"# scheduler benchmark: {N:,} pending steps, {args.runs} runs, {s.scheduler_threads} emitter loops, "
+    print(f"# scheduler benchmark ({args.workload}): {N:,} pending steps, {args.runs} runs, "
+          f"{s.scheduler_threads} emitter loops, "
           f"batch {s.scheduler_batch_size}, poll {s.scheduler_poll_s}s, topic prefix {s.topic_prefix}")
     for scenario in ([args.only] if args.only else ["drain", "steady"]):
         results = []
         for i in range(args.runs):
-            r = one_run(s, engine, scenario, args.rate, log_dir)
+            r = one_run(s, engine, scenario, args.rate, log_dir, args.workload)
             results.append(r)
             print(f"{scenario} run {i + 1}: " + ", ".join(f"{k}={v:,.3f}" for k, v in r.items()), flush=True)
         med = {k: statistics.median(r[k] for r in results) for k in results[0]}

@@ -85,19 +85,10 @@ def rule_spec(name: str, *, rule_name: str | None = None, enabled: bool = True,
 
 def check_actions(spec: RuleSpec) -> list[str]:
     """Action types and params against the workers' registry (empty list: all fine)."""
-    from wooflow.workers import registry
+    from wooflow.consumer.workflow import dotted
+    from wooflow.workers.registry import step_problems
 
-    problems = []
-    for i, action in enumerate(spec.actions):
-        handler = registry.get(action.type)
-        if handler is None:
-            problems.append(f"actions[{i}].type: unknown action {action.type!r}")
-            continue
-        try:
-            handler.Params.model_validate(action.params)
-        except ValidationError as exc:
-            problems.append(f"actions[{i}].params: {exc.errors()[0].get('msg')}")
-    return problems
+    return [f"{dotted(p.loc)}: {p.message}" for p in step_problems(spec.actions)]
 
 
 def install(engine: Engine, store_id: str, name: str, *, rule_name: str | None = None, enabled: bool = True,

@@ -19,8 +19,8 @@ Only what differs from "obvious CRUD" deserves a note, and it is all on purpose:
 (delivery log, webhook secrets and failure counts, abandoned carts, idling).
 
 One module per resource registers its routes (`orders`, `customers`, `products`,
-`coupons`, `webhooks`, `order_actions` with WordPress users' roles, `sim`; the Store
-API cart is ``simulator/store_api.py``); what
+`coupons`, `subscriptions` (WooCommerce Subscriptions), `webhooks`, `order_actions` with
+WordPress users' roles, `sim`; the Store API cart is ``simulator/store_api.py``); what
 they share is in `api` (auth, the CRUD shapes), `params` (request parameters), `listing`
 (collections) and `responses`.
 """
@@ -32,7 +32,7 @@ from starlette.applications import Starlette
 from ..faults import RestFaults
 from ..state import SimulatedStore
 from ..store_api import store_api_routes
-from . import coupons, customers, order_actions, orders, products, sim, webhooks
+from . import coupons, customers, order_actions, orders, products, sim, subscriptions, webhooks
 from .api import Api
 
 __all__ = ["create_app"]
@@ -47,6 +47,7 @@ def create_app(store: SimulatedStore) -> Starlette:
         *customers.routes(api),
         *products.routes(api),
         *coupons.routes(api),
+        *subscriptions.routes(api),  # WooCommerce Subscriptions
         *webhooks.routes(api),
         *order_actions.routes(api),  # order actions REST + WP user roles (workers)
         *sim.routes(store),

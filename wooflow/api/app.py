@@ -1,14 +1,17 @@
 """The admin REST API (`wooflow api`): FastAPI, OpenAPI at /docs and /openapi.json.
 
 Each area contributes an `APIRouter` from its own module (rules, logs, tasks, ...);
-they are listed in ROUTERS. Every route depends on `auth.principal`, so every query is
-scoped to the caller's store.
+they are listed in ROUTERS. Every /v1 route depends on `auth.principal`, so every query is
+scoped to the caller's store (the operators' dead letters on `auth.operator`); the web
+console (`console.py`) is a static page over these routes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wooflow.api.tracking import TrackedApi, Tracker
 from wooflow.db.engine import get_engine
 from wooflow.probes import db_ready, probe_routes
 from wooflow.settings import Settings
@@ -28,18 +32,24 @@ log = logging.getLogger(__name__)
 # module path → attribute holding an APIRouter. Areas add themselves here.
 ROUTERS: list[str] = [
     "wooflow.api.rules:router",  # rules CRUD + dry run (rule engine)
+    "wooflow.api.workflows:router",  # versions, runs, journeys, A/B results (scheduler)
     "wooflow.api.logs:router",  # execution logs (rule engine)
     "wooflow.api.schema:router",  # triggers/fields/operators/actions (rule engine)
     "wooflow.api.tasks:router",  # admin tasks (workers)
     "wooflow.api.consent:router",  # consent records (workers)
     "wooflow.api.consent:public_router",  # unsubscribe links, no token (workers)
     "wooflow.api.templates:router",  # workflow templates: list, install (scheduler)
+    "wooflow.api.analytics:router",  # funnel, revenue, holdout lift, attribution settings
     "wooflow.scheduler.recovery:router",  # cart recovery links, no token (scheduler)
+    "wooflow.api.auth:router",  # /v1/me: the store a token acts on (console sign-in)
+    "wooflow.api.dlq:router",  # dead letters: list, show, redrive (operator tokens)
+    "wooflow.api.console:router",  # the web console at / (static page over this API)
 ]
 
 
 def _field_path(loc: tuple[object, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # "~action" / "~branch": which kind of workflow step pydantic tried (consumer/model.py), not a field
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header") and not str(p).startswith("~")]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
@@ -84,11 +94,22 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="wooflow admin API", version="1",
+    engine = get_engine(settings.database_url)
+    tracker = Tracker(settings, engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await tracker.close()
+
+    app = TrackedApi(title="wooflow admin API", version="1", lifespan=lifespan,
                   description="Rules and workflows, dry runs, execution logs, analytics. "
                               "Authenticate with `Authorization: Bearer <token>`; tokens are scoped to one store.")
     app.state.settings = settings
-    app.state.engine = get_engine(settings.database_url)
+    app.state.engine = engine
+    app.tracker = tracker  # the public open/click tracking links, ahead of FastAPI (wooflow/api/tracking.py)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

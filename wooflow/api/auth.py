@@ -13,8 +13,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlalchemy import Engine, insert, select
 
 from wooflow.db.tables import api_tokens, stores
@@ -40,27 +41,33 @@ class Principal:
     operator: bool
 
 
+def _token_scope(request: Request, creds: HTTPAuthorizationCredentials | None) -> str | None:
+    """The store a valid token is scoped to, None for an operator token; 401 otherwise."""
+    if creds is None or not creds.credentials:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    token = creds.credentials
+    admin = request.app.state.settings.admin_token
+    if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
+        return None
+    engine: Engine = request.app.state.engine
+    with engine.connect() as conn:
+        row = conn.execute(select(api_tokens.c.store_id)
+                           .where(api_tokens.c.token_hash == hash_token(token))).first()
+    if row is None:
+        raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+    scope: str | None = row[0]
+    return scope
+
+
 def principal(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     x_wooflow_store: Annotated[str | None, Header(description="Store to act on (operator tokens)")] = None,
     store_id: Annotated[str | None, Query(description="Store to act on (operator tokens)")] = None,
 ) -> Principal:
-    if creds is None or not creds.credentials:
-        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    token = creds.credentials
     engine: Engine = request.app.state.engine
-    admin = request.app.state.settings.admin_token
     requested = x_wooflow_store or store_id
-    if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
-        scope: str | None = None
-    else:
-        with engine.connect() as conn:
-            row = conn.execute(select(api_tokens.c.store_id)
-                               .where(api_tokens.c.token_hash == hash_token(token))).first()
-        if row is None:
-            raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
-        scope = row[0]
+    scope = _token_scope(request, creds)
     if scope is not None:
         if requested and requested != scope:
             # Indistinguishable from "no such store" on purpose: a token must not probe other tenants.
@@ -77,3 +84,31 @@ def principal(
 
 
 CurrentStore = Annotated[Principal, Depends(principal)]
+
+
+def operator(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    """Routes over every store (the dead-letter queue): an operator token, no store needed."""
+    if _token_scope(request, creds) is not None:
+        raise HTTPException(403, "an operator token is needed for this")
+
+
+Operator = Depends(operator)
+router = APIRouter(prefix="/v1", tags=["session"])
+
+
+class Me(BaseModel):
+    store_id: str
+    store_name: str
+    currency: str
+    operator: bool
+
+
+@router.get("/me", response_model=Me, summary="The store this token acts on (the console's sign-in check)")
+def me(request: Request, who: CurrentStore) -> Me:
+    engine: Engine = request.app.state.engine
+    with engine.connect() as conn:
+        row = conn.execute(select(stores.c.name, stores.c.currency).where(stores.c.id == who.store_id)).first()
+    if row is None:
+        raise HTTPException(404, f"store {who.store_id!r} not found")
+    return Me(store_id=who.store_id, store_name=row.name or who.store_id, currency=row.currency or "",
+              operator=who.operator)

@@ -14,25 +14,28 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import HTTPException
 from sqlalchemy import Engine, insert, select
 
+from wooflow.clock import get_clock
 from wooflow.consumer.apply import apply_customer, apply_order
 from wooflow.consumer.catalog import ProductCatalog, catalog_for
 from wooflow.consumer.commands import build_command, to_json
 from wooflow.consumer.conditions import explain
-from wooflow.consumer.facts import LazyFacts
+from wooflow.consumer.facts import ItemFacts, LazyFacts
+from wooflow.consumer.model import Action
 from wooflow.consumer.needs import StateView, state_view
-from wooflow.consumer.rules import compile_rule
+from wooflow.consumer.rules import CompiledRule, compile_rule
 from wooflow.consumer.state import StateBatch
 from wooflow.consumer.tiers import loyalty_of
 from wooflow.consumer.triggers import TRIGGERS, Keep
-from wooflow.db.tables import execution_logs, rule_audit, rules
+from wooflow.db.tables import execution_logs, rule_audit, rules, variant_tests
 from wooflow.jsontypes import JSONObject
 from wooflow.scheduler.triggers import SCHEMA as SCHEDULED
 from wooflow.schemas.codec import Record
@@ -59,7 +62,7 @@ def _order_event(store: Store, payload: JSONObject, run_id: str) -> OrderEvent:
             "customer_key": _customer_key(order["customer_id"], order["billing"]["email"], f"o{order['id']}"),
             "occurred_at": order["date_modified"], "received_at": now, "source": "rest", "schema_version": 1,
             "topic": "order.updated", "store_timezone": store.timezone, "order_id": order["id"],
-            "action": "updated", "order": order, "previous_status": None, "raw_json": None}
+            "action": "updated", "order": order, "previous_status": None, "note": None, "raw_json": None}
 
 
 def _customer_event(store: Store, payload: JSONObject, run_id: str) -> CustomerEvent:
@@ -91,14 +94,15 @@ async def _fetch(store: Store, path: str) -> JSONObject:
     return data
 
 
-def _consent(settings: Settings, engine: Engine, store: Store, actions: Sequence[Any], email: str | None,
+def _consent(settings: Settings, engine: Engine, store: Store, path: list[PathStep], email: str | None,
              ckey: str, context: Mapping[str, object]) -> dict[str, Any]:
     """The verdict per channel, as the workers would decide it: the store's policy over the
-    recorded answers and the answer the order/customer itself carries (`context`)."""
+    recorded answers and the answer the order/customer itself carries (`context`), for the
+    marketing steps on the run's path."""
     from wooflow.consent_policy import policy_of
 
-    needs = [(i, MARKETING_CHANNELS.get(a.type, "email")) for i, a in enumerate(actions)
-             if a.params.get("marketing") is True]
+    needs = [(p.step, MARKETING_CHANNELS.get(p.action.type, "email")) for p in path
+             if p.action is not None and p.params.get("marketing") is True]
     try:
         from wooflow.workers.consent import load_checker
     except ImportError:
@@ -115,9 +119,78 @@ def _consent(settings: Settings, engine: Engine, store: Store, actions: Sequence
     return out
 
 
-async def _plan(settings: Settings, engine: Engine, store: Store, rule: Any, schema: str, event: Record,
+@dataclass
+class PathStep:
+    """A step of the path a run would take: the action to preview (None for a branch) and what
+    the dry run says about it."""
+
+    step: int
+    action: Action | None
+    entry: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _path(engine: Engine, store: Store, rule: CompiledRule, customer_key: str, facts: dict[str, Any],
+          now: datetime) -> list[PathStep]:
+    """The steps a run started now would take, in order: each action with its due time (delay,
+    weekday and time, quiet hours) and its A/B variant, each branch with its answer for this
+    customer now (an email branch: not opened — the run has not sent it yet)."""
+    from wooflow.consumer.conditions import compile_tree
+    from wooflow.scheduler import timing
+    from wooflow.scheduler.flow import assign
+
+    tz = timing.zone(store.timezone)
+    quiet = timing.quiet_hours(store.settings)
+    with engine.connect() as conn:
+        winners = {int(r[0]): str(r[1]) for r in conn.execute(
+            select(variant_tests.c.step, variant_tests.c.winner).where(
+                variant_tests.c.rule_id == rule.id, variant_tests.c.version == rule.version,
+                variant_tests.c.winner.is_not(None)))}
+    program = rule.program
+    out: list[PathStep] = []
+    due_of: dict[int, datetime] = {}
+    at: int | None = 0 if program.nodes else None
+    while at is not None:
+        node = program.nodes[at]
+        if node.action is not None:
+            a = node.action
+            due = timing.due_at(now, a.delay_s, a.at, timing.zone(a.at.timezone) if a.at is not None and
+                                a.at.timezone not in ("store", "customer") else tz, quiet=quiet, store_tz=tz,
+                                message=a.type in timing.MESSAGE_ACTIONS)
+            due_of[node.index] = due
+            entry: dict[str, Any] = {"step": node.index, "where": node.path, "type": a.type, "delay": a.delay,
+                                     "delay_s": a.delay_s, "due_at": due.isoformat()}
+            params = a.params
+            if a.variants:
+                name = winners.get(node.index) or assign(a.variants, rule.id, node.index, customer_key)
+                params = a.variant_params(name)
+                entry["variant"] = name
+                entry["variant_by"] = "the test's winner" if node.index in winners else "the customer's hash"
+            entry["params"] = params
+            out.append(PathStep(node.index, a, entry, params))
+            at = node.next
+            continue
+        b = node.branch
+        assert b is not None
+        if b.condition.type == "condition" and b.condition.conditions is not None:
+            yes = bool(compile_tree(b.condition.conditions)(facts))
+            due = now + timedelta(seconds=b.delay_s)
+            reason = f"the customer's state {'meets' if yes else 'does not meet'} the conditions now"
+        else:
+            yes = False
+            due = due_of.get(node.ref or 0, now) + timedelta(seconds=b.condition.within_s)
+            reason = (f"decided at {due.isoformat()}: shown as not {b.condition.type.removeprefix('email_')} "
+                      f"(the run has not sent the email yet); if it is, the run goes to step {node.yes}")
+        out.append(PathStep(node.index, None, {"step": node.index, "where": node.path, "type": "branch",
+                                               "due_at": due.isoformat(), "answer": "yes" if yes else "no",
+                                               "reason": reason}))
+        at = node.yes if yes else node.no
+    return out
+
+
+async def _plan(settings: Settings, engine: Engine, store: Store, rule: CompiledRule, schema: str, event: Record,
                 trigger: str, cstate: Mapping[str, object], extra: Mapping[str, object],
-                consent: dict[str, Any]) -> list[dict[str, Any]]:
+                consent: dict[str, Any], path: list[PathStep]) -> list[dict[str, Any]]:
     from wooflow.workers import registry
     from wooflow.workers.registry import ActionContext
     from wooflow.workers.woo_client import WooClient
@@ -133,16 +206,20 @@ async def _plan(settings: Settings, engine: Engine, store: Store, rule: Any, sch
     planned: list[dict[str, Any]] = []
     steps: dict[int, dict[str, Any]] = {}
     try:
-        for step, action in enumerate(rule.actions):
+        for p in path:
+            entry = dict(p.entry)
+            action = p.action
+            if action is None:
+                planned.append(json.loads(to_json(entry)))
+                continue
+            step = p.step
             cmd = build_command(rule_id=rule.id, rule_version=rule.version, step=step, action_type=action.type,
-                                params=action.params, delay_s=action.delay_s, schema=schema, event=event,
+                                params=p.params, delay_s=action.delay_s, schema=schema, event=event,
                                 trigger=trigger, state=cstate, dry_run=True, extra=extra)
-            entry: dict[str, Any] = {"step": step, "type": action.type, "delay": action.delay,
-                                     "delay_s": action.delay_s, "params": action.params}
             handler = registry.get(action.type)
             if handler is None:
                 entry.update(status="error", message=f"unknown action {action.type!r}")
-            elif action.params.get("marketing") is True and consent.get("checked") and \
+            elif p.params.get("marketing") is True and consent.get("checked") and \
                     not (verdict := consent["channels"].get(MARKETING_CHANNELS.get(action.type, "email"), {})).get(
                         "granted"):
                 entry.update(status="skipped", message=f"no valid marketing consent: this step would be skipped "
@@ -151,7 +228,7 @@ async def _plan(settings: Settings, engine: Engine, store: Store, rule: Any, sch
                                       "consent": verdict.get("reason"), "consent_source": verdict.get("source")})
             else:
                 try:
-                    params = handler.Params.model_validate(action.params)
+                    params = handler.Params.model_validate(p.params)
                     ctx = ActionContext(store, cmd, params, woo=woo, dry_run=True, services=services, steps=steps)
                     res = await handler.dry_run(ctx)
                     entry.update(status=res.status, message=res.message, details=res.details)
@@ -194,12 +271,14 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
     # The customer's state as wooflow stored it; the event is applied in memory only.
     state = StateBatch()
     lo = loyalty_of(store.settings, store.currency)
+    who = (store.id, event["customer_key"])
     with engine.connect() as conn:
-        state.load(conn, {(store.id, event["customer_key"])},
-                   {(store.id, order_ev["order_id"])} if order_ev is not None else set())
+        state.load(conn, {who}, {(store.id, order_ev["order_id"])} if order_ev is not None else set())
+        state.load_subscriptions(conn, set(), {who})
     ctx = apply_order(order_ev, state, lo) if order_ev is not None else \
         apply_customer(customer_ev, state, lo) if customer_ev is not None else None
     assert ctx is not None
+    ctx.customer_subscriptions = state.subs_of.get(who)
     spec = TRIGGERS[rule.trigger]
     if spec.schema == SCHEDULED:
         # No event fires these: ask the scheduler's own candidate query about this customer.
@@ -207,16 +286,22 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
     else:
         trigger_fires = spec.schema == schema and spec.fires(ctx) and (rule.options is None or rule.options(ctx))
         trigger_reason = _trigger_reason(spec.schema, schema, ctx, bool(trigger_fires))
-    catalog = await _catalog(settings, engine, store.id, order_ev)
+    history = ctx.after.history if ctx.after is not None else None
+    catalog = await _catalog(settings, engine, store.id, order_ev, history.products() if history else ())
     facts = LazyFacts(ctx, catalog)
     conditions = explain(rule.spec.conditions, facts)
+    items = _items(rule, spec, ctx, facts) if spec.each_line_item else None
+    if items is not None:  # a per-line-item trigger: the rule runs once per matching item
+        conditions = {**conditions, "result": any(i["matched"] for i in items),
+                      "reason": f"{sum(i['matched'] for i in items)} of {len(items)} line items match"}
     cust = ctx.customer
     resource = {k: v for k, v in (("order", ctx.order), ("customer", ctx.profile)) if v}
-    consent = _consent(settings, engine, store, rule.actions, email or (cust.email if cust else None),
+    path = _path(engine, store, rule, event["customer_key"], facts.materialise(), get_clock(settings).now())
+    consent = _consent(settings, engine, store, path, email or (cust.email if cust else None),
                        event["customer_key"], {"customer_key": event["customer_key"], **resource})
     cstate: Mapping[str, object] = cust.public() if cust is not None else {}
     planned = await _plan(settings, engine, store, rule, schema, event, rule.trigger, cstate,
-                          {"previous_status": ctx.previous_status, "trigger": rule.trigger}, consent)
+                          {"previous_status": ctx.previous_status, "trigger": rule.trigger}, consent, path)
     result: dict[str, Any] = {
         "dry_run": True, "rule_id": rule.id, "rule_version": rule.version, "rule_name": rule.spec.name,
         "enabled": rule.spec.enabled, "subject": subject, "customer_key": event["customer_key"],
@@ -226,8 +311,12 @@ async def run_dry_run(settings: Settings, engine: Engine, store_id: str, rule_id
         "customer_state": json.loads(to_json(cstate)),
         "state": _state(engine, store.id, rule.keep),
         "facts": json.loads(to_json({k: v for k, v in facts.materialise().items()})),
+        **({"line_items": items} if items is not None else {}),
         "products": _products(catalog, store.id, order_ev),
         "actions": planned,
+        "path": [{"step": p["step"], "where": p["where"], "type": p["type"]} for p in planned],
+        "goals": rule.spec.goals, "exit_conditions": rule.spec.exit_conditions,
+        "when_disabled": rule.spec.when_disabled,
         "would_run": bool(conditions["result"]) and rule.spec.enabled,
     }
     result["audit_id"] = _record(engine, store.id, rule, event, subject, result)
@@ -244,11 +333,22 @@ def _ordered_ids(order_ev: OrderEvent | None) -> set[int]:
     return {li["product_id"] or li["variation_id"] for li in order["line_items"]} - {0} if order else set()
 
 
+def _items(rule: Any, spec: Any, ctx: Any, facts: LazyFacts) -> list[dict[str, Any]]:
+    """A per-line-item rule's conditions on each line item of the order."""
+    out = []
+    for li in (ctx.order.get("line_items") or ()) if ctx.order is not None else ():
+        explained = explain(rule.spec.conditions, ItemFacts(facts, li))
+        out.append({"id": li["id"], "product_id": li["product_id"], "variation_id": li.get("variation_id") or 0,
+                    "matched": bool(explained["result"]), "conditions": explained})
+    return out
+
+
 async def _catalog(settings: Settings, engine: Engine, store_id: str,
-                   order_ev: OrderEvent | None) -> ProductCatalog | None:
-    """The ordered products as the rule consumer would see them: the catalog, then the
-    store for those it lacks (bounded by the same timeout); nothing is written."""
-    ids = _ordered_ids(order_ev)
+                   order_ev: OrderEvent | None, purchased: Iterable[int] = ()) -> ProductCatalog | None:
+    """The ordered (and, for the purchase-history fields, the purchased) products as the rule
+    consumer would see them: the catalog, then the store for those it lacks (bounded by the
+    same timeout); nothing is written."""
+    ids = _ordered_ids(order_ev) | set(purchased)
     if not ids:
         return None
     catalog = catalog_for(settings, engine, record=False)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy import Engine, delete, func, insert, select, update
 
 from wooflow.api.auth import CurrentStore
+from wooflow.api.funnel import forget_rule
 from wooflow.consumer.model import RuleSpec
 from wooflow.db.tables import execution_logs, rule_audit, rules
 from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - rules may name the scheduler's triggers
@@ -34,6 +35,19 @@ class RuleOut(RuleSpec):
 class RuleList(BaseModel):
     rules: list[RuleOut]
     total: int
+
+
+class AuditEntry(BaseModel):
+    id: int
+    action: str = Field(description="created, updated, deleted, installed, ...")
+    actor: str
+    version: int | None = Field(description="The rule's version after this change, when recorded")
+    rule: dict[str, Any] | None = Field(description="The rule as it was saved by this change")
+    created_at: datetime
+
+
+class RuleHistory(BaseModel):
+    entries: list[AuditEntry]
 
 
 class DryRunRequest(BaseModel):
@@ -70,23 +84,11 @@ def validate_actions(spec: RuleSpec) -> None:
 
 
 def action_errors(spec: RuleSpec) -> list[dict[str, Any]]:
-    """What is wrong with the rule's actions, as 422 error entries (none: nothing)."""
-    from wooflow.workers import registry
+    """What is wrong with the rule's actions (every step, both sides of every branch, every
+    A/B variant), as 422 error entries (none: nothing)."""
+    from wooflow.workers.registry import step_problems
 
-    errors: list[dict[str, Any]] = []
-    for i, action in enumerate(spec.actions):
-        handler = registry.get(action.type)
-        if handler is None:
-            errors.append({"loc": ("body", "actions", i, "type"), "type": "value_error",
-                           "msg": f"unknown action {action.type!r}; one of {sorted(registry.all_actions())}"})
-            continue
-        try:
-            handler.Params.model_validate(action.params)
-        except ValidationError as exc:
-            for e in exc.errors():
-                errors.append({"loc": ("body", "actions", i, "params", *e.get("loc", ())), "type": e.get("type"),
-                               "msg": e.get("msg", "invalid")})
-    return errors
+    return [{"loc": ("body", *p.loc), "type": p.type, "msg": p.message} for p in step_problems(spec.actions)]
 
 
 def insert_rule(conn: Any, store_id: str, spec: RuleSpec, *, actor: str = "",
@@ -162,13 +164,33 @@ def put_rule(request: Request, who: CurrentStore, rule_id: int, spec: Annotated[
     return RuleOut.model_validate(dict(row))
 
 
-@router.delete("/rules/{rule_id}", status_code=204, summary="Delete a rule and its execution logs")
+@router.get("/rules/{rule_id}/history", response_model=RuleHistory,
+            summary="The rule's changes, newest first (dry runs left out)")
+def rule_history(request: Request, who: CurrentStore, rule_id: int,
+                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> RuleHistory:
+    with _engine(request).connect() as conn:
+        _row(conn, who.store_id, rule_id)
+        rows = conn.execute(select(rule_audit).where(rule_audit.c.store_id == who.store_id,
+                                                     rule_audit.c.rule_id == rule_id, rule_audit.c.dry_run.is_(False))
+                            .order_by(rule_audit.c.created_at.desc(), rule_audit.c.id.desc()).limit(limit)).mappings()
+        entries = []
+        for r in rows:
+            details = r["details"] if isinstance(r["details"], dict) else {}
+            version = details.get("version", 1 if r["action"] == "created" else None)
+            entries.append(AuditEntry(id=r["id"], action=r["action"], actor=r["actor"], created_at=r["created_at"],
+                                      version=version if isinstance(version, int) else None,
+                                      rule=details.get("rule") if isinstance(details.get("rule"), dict) else None))
+    return RuleHistory(entries=entries)
+
+
+@router.delete("/rules/{rule_id}", status_code=204, summary="Delete a rule, its execution logs and its analytics")
 def delete_rule(request: Request, who: CurrentStore, rule_id: int) -> Response:
     with _engine(request).begin() as conn:
         old = _row(conn, who.store_id, rule_id)
         conn.execute(delete(rules).where(rules.c.id == rule_id, rules.c.store_id == who.store_id))
         logs = conn.execute(delete(execution_logs).where(execution_logs.c.store_id == who.store_id,
                                                          execution_logs.c.rule_id == rule_id)).rowcount
+        forget_rule(conn, who.store_id, rule_id)
         _audit(conn, who.store_id, rule_id, "deleted", {"name": old["name"], "logs_deleted": logs})
     return Response(status_code=204)
 

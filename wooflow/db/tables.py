@@ -123,8 +123,11 @@ execution_logs = Table(
     Column("executed_at", DateTime(timezone=True), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=True),
     Column("logged_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Index("ix_execution_logs_store_time", "store_id", "executed_at"),
     Index("ix_execution_logs_rule", "store_id", "rule_id", "executed_at"),
+    # 0014: the console's log explorer — keyset pages, customer and status filters
+    Index("ix_execution_logs_store_time_id", "store_id", "executed_at", "log_id"),
+    Index("ix_execution_logs_customer", "store_id", "customer_key", "executed_at"),
+    Index("ix_execution_logs_status", "store_id", "status", "executed_at"),
 )
 
 api_tokens = Table(
@@ -346,6 +349,8 @@ order_state = Table(
     Column("before", JSONB, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_order_state_customer", "store_id", "customer_key"),
+    # 0015: paid and refund marks (consumer/apply.py)
+    Column("marks", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
 )
 
 rule_firings = Table(
@@ -469,6 +474,32 @@ state_levels = Table(
 )
 
 # --- product catalog (0013_catalog.py): written by the rule consumer only (consumer/catalog.py)
+# 0015: the account's role and the purchase history of the customer (consumer/history.py)
+customer_state.append_column(Column("role", Text, nullable=True))
+customer_state.append_column(Column("history", JSONB, nullable=True))
+
+subscription_state = Table(
+    "subscription_state", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("subscription_id", BigInteger, primary_key=True),
+    Column("customer_key", Text, nullable=False),
+    Column("email", Text, nullable=False, server_default=""),
+    Column("first_event_id", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=""),
+    Column("modified_ms", BigInteger, nullable=False, server_default="0"),
+    Column("transitions", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("product_ids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'::bigint[]")),
+    Column("billing_period", Text, nullable=False, server_default=""),
+    Column("billing_interval", Integer, nullable=False, server_default="1"),
+    Column("total", Numeric(20, 4), nullable=False, server_default="0"),
+    Column("currency", Text, nullable=False, server_default=""),
+    Column("next_payment_at", DateTime(timezone=True), nullable=True),
+    Column("trial_end_at", DateTime(timezone=True), nullable=True),
+    Column("end_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_subscription_state_customer", "store_id", "customer_key"),
+)
+
 product_catalog = Table(
     "product_catalog", metadata,
     Column("store_id", String(64), primary_key=True),
@@ -482,6 +513,201 @@ product_catalog = Table(
     Column("source", Text, nullable=False, server_default="event"),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+
+# --- workflows (0017_workflows.py) ------------------------------------------------------------
+# what ends a run as a conversion, and what disabling the workflow does to its runs in flight
+rules.append_column(Column("goals", JSONB, nullable=False, server_default=text("'[]'::jsonb")))
+rules.append_column(Column("when_disabled", Text, nullable=False, server_default="exit"))  # exit | finish
+
+# every version of every rule, written by a trigger on `rules` (a content change without a
+# version bump gets one); a run reads its steps, branches, exits and goals from its version
+rule_versions = Table(
+    "rule_versions", metadata,
+    Column("rule_id", BigInteger, ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("spec", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# the run's pinned version, the A/B variant sent, a branch's decision, why a run ended;
+# status `done`: a resolved control row (a run's start, a branch)
+scheduled_steps.append_column(Column("rule_version", Integer, nullable=True))
+scheduled_steps.append_column(Column("variant", Text, nullable=True))
+scheduled_steps.append_column(Column("decision", Text, nullable=True))
+scheduled_steps.append_column(Column("exit_kind", Text, nullable=True))
+Index("ix_scheduled_steps_variant", scheduled_steps.c.rule_id, scheduled_steps.c.rule_version,
+      scheduled_steps.c.step, scheduled_steps.c.variant,
+      postgresql_where=text("variant IS NOT NULL AND status = 'emitted'"))
+
+# an A/B step's auto-winner: ready once every variant had its sends, decided at ready_at
+variant_tests = Table(
+    "variant_tests", metadata,
+    Column("rule_id", BigInteger, ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("step", Integer, primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("metric", Text, nullable=False),
+    Column("ready_at", DateTime(timezone=True), nullable=False),
+    Column("winner", Text, nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("stats", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+)
+
+# --- end workflows -----------------------------------------------------------------------------
+
+
+# --- analytics (0016_analytics.py) ------------------------------------------------------
+# the share of a rule's audience held out as a control group (wooflow/holdout.py)
+rules.append_column(Column("holdout_percent", Double, nullable=False, server_default="0"))
+
+messages = Table(
+    "messages", metadata,
+    Column("message_id", Text, primary_key=True),  # the command's idempotency key
+    Column("store_id", String(64), nullable=False),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("customer_key", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("channel", Text, nullable=False, server_default="email"),
+    Column("links", JSONB, nullable=False, server_default=text("'[]'::jsonb")),  # tracked URLs, by index
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+    Index("ix_messages_customer", "store_id", "customer_key", "sent_at"),
+    Index("ix_messages_rule", "store_id", "rule_id", "sent_at"),
+)
+
+# opens and clicks as the open/click tracker records them (message id = the command's
+# idempotency key); branches on engagement and A/B winners read it
+engagements = Table(
+    "engagements", metadata,
+    Column("message_id", Text, primary_key=True),
+    Column("kind", Text, primary_key=True),  # open | click
+    Column("link", Integer, primary_key=True),  # the link's index in the message; -1: the open pixel
+    Column("machine", Boolean, primary_key=True),  # a scanner or mail proxy, not a person
+    Column("store_id", String(64), nullable=False),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("customer_key", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),  # the first hit
+    Column("user_agent", Text, nullable=False, server_default=""),
+    Index("ix_engagements_customer", "store_id", "customer_key", "at"),
+    Index("ix_engagements_rule", "store_id", "rule_id", "at"),
+)
+
+engagement_firsts = Table(
+    "engagement_firsts", metadata,
+    Column("message_id", Text, primary_key=True),
+    Column("kind", Text, primary_key=True),  # open (any open or click) | click
+    Column("audience", Text, primary_key=True),  # person (machines left out) | any
+    Column("store_id", String(64), nullable=False),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+engagement_daily = Table(
+    "engagement_daily", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),  # UTC day of the first open / click
+    Column("step", Integer, primary_key=True),
+    Column("audience", Text, primary_key=True),
+    Column("opened", BigInteger, nullable=False, server_default="0"),
+    Column("clicked", BigInteger, nullable=False, server_default="0"),
+    Index("ix_engagement_daily_day", "store_id", "day"),
+)
+
+message_conversions = Table(
+    "message_conversions", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("order_id", BigInteger, primary_key=True),  # one message credited per order
+    Column("message_id", Text, nullable=False),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("customer_key", Text, nullable=False),
+    Column("touch", Text, nullable=False),  # click | open | send
+    Column("touched_at", DateTime(timezone=True), nullable=False),
+    Column("ordered_at", DateTime(timezone=True), nullable=False),
+    Column("currency", Text, nullable=False, server_default=""),
+    Column("revenue", Numeric(20, 4), nullable=False),
+    Column("refunded", Numeric(20, 4), nullable=False, server_default="0"),
+    Column("voided", Boolean, nullable=False, server_default=text("false")),  # cancelled, failed, refunded
+    Column("order_modified", DateTime(timezone=True), nullable=False),  # the newest order state applied
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_message_conversions_rule", "store_id", "rule_id", "ordered_at"),
+    Index("ix_message_conversions_time", "store_id", "ordered_at"),
+)
+
+conversion_daily = Table(  # kept by statement-level triggers on message_conversions (0016_analytics)
+    "conversion_daily", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),  # UTC day of the order
+    Column("step", Integer, primary_key=True),
+    Column("currency", Text, primary_key=True),
+    Column("conversions", BigInteger, nullable=False, server_default="0"),  # not voided
+    Column("revenue", Numeric, nullable=False, server_default="0"),  # net of refunds, voided ones 0
+    Column("refunded", Numeric, nullable=False, server_default="0"),
+    Index("ix_conversion_daily_day", "store_id", "day"),
+)
+
+holdout_exposures = Table(
+    "holdout_exposures", metadata,
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("customer_key", Text, primary_key=True),  # the first time the rule reached (or held out) them
+    Column("store_id", String(64), nullable=False),
+    Column("held_out", Boolean, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("exposed_at", DateTime(timezone=True), nullable=False),
+    # their orders in the window after (not cancelled; revenue net, in the store's currency)
+    Column("orders", Integer, nullable=False, server_default="0"),
+    Column("revenue", Numeric(20, 4), nullable=False, server_default="0"),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_holdout_exposures_customer", "store_id", "customer_key"),
+    Index("ix_holdout_exposures_rule", "store_id", "rule_id", "exposed_at"),
+    Index("ix_holdout_exposures_recorded", "recorded_at"),
+)
+
+holdout_daily = Table(  # kept by statement-level triggers on holdout_exposures (0016_analytics)
+    "holdout_daily", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),  # UTC day of the exposures
+    Column("held_out", Boolean, primary_key=True),
+    Column("customers", BigInteger, nullable=False, server_default="0"),
+    Column("converted", BigInteger, nullable=False, server_default="0"),
+    Column("revenue", Numeric, nullable=False, server_default="0"),
+    Column("revenue_sq", Numeric, nullable=False, server_default="0"),
+)
+
+customer_orders = Table(
+    "customer_orders", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("customer_key", Text, primary_key=True),  # the order's key, and the guest key of its billing email
+    Column("order_id", BigInteger, primary_key=True),
+    Column("ordered_at", DateTime(timezone=True), nullable=False),
+    Column("currency", Text, nullable=False, server_default=""),
+    Column("revenue", Numeric(20, 4), nullable=False),
+    Column("refunded", Numeric(20, 4), nullable=False, server_default="0"),
+    Column("voided", Boolean, nullable=False, server_default=text("false")),
+    Column("order_modified", DateTime(timezone=True), nullable=False),
+    Index("ix_customer_orders_time", "store_id", "customer_key", "ordered_at"),
+    Index("ix_customer_orders_order", "store_id", "order_id"),
+)
+
+execution_daily = Table(
+    "execution_daily", metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("rule_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),  # UTC
+    Column("step", Integer, primary_key=True),
+    Column("action_type", Text, primary_key=True),
+    Column("status", Text, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Index("ix_execution_daily_day", "store_id", "day"),
+)
+# --- end analytics -------------------------------------------------------------------------
 
 __all__ = [
                         "Numeric",

@@ -143,7 +143,7 @@ class PrometheusServer:
 
     def __init__(self, workdir: Path, targets: Iterable[ScrapeTarget], rule_files: Sequence[Path], *,
                  scrape_interval_s: float = 1.0, evaluation_interval_s: float = 1.0, port: int | None = None,
-                 binary: Path | None = None) -> None:
+                 binary: Path | None = None, targets_file: Path | None = None) -> None:
         self.workdir = workdir.resolve()
         self.rule_files = [p.resolve() for p in rule_files]
         self.scrape_interval_s = scrape_interval_s
@@ -152,6 +152,8 @@ class PrometheusServer:
         self.binary = binary
         self.pid: int | None = None
         self._targets = list(targets)
+        # a file_sd file someone else keeps (a chaos run rewrites its own as roles come and go)
+        self._external_targets = targets_file.resolve() if targets_file is not None else None
 
     @property
     def url(self) -> str:
@@ -163,7 +165,7 @@ class PrometheusServer:
 
     @property
     def targets_file(self) -> Path:
-        return self.workdir / "targets.json"
+        return self._external_targets or self.workdir / "targets.json"
 
     @property
     def log_file(self) -> Path:
@@ -179,7 +181,8 @@ class PrometheusServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.port is None:
             self.port = _free_port()
-        self.set_targets(self._targets)
+        if self._external_targets is None:
+            self.set_targets(self._targets)
         _write_atomically(self.config_file, config_text(
             self.targets_file, self.rule_files, scrape_interval_s=self.scrape_interval_s,
             evaluation_interval_s=self.evaluation_interval_s))

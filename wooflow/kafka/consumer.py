@@ -1,6 +1,7 @@
 """Consumers: a role's group consumer (cooperative-sticky rebalancing, explicit commits
-through wooflow/checkpointing.py), a reader that never joins a group or commits, and
-`consume_batch`, how the consuming roles take their next batch."""
+through wooflow/checkpointing.py; it keeps what the coordinator refused of its
+asynchronous commits, for the checkpoint to commit again), a reader that never joins a
+group or commits, and `consume_batch`, how the consuming roles take their next batch."""
 
 from __future__ import annotations
 
@@ -18,6 +19,18 @@ log = logging.getLogger(__name__)
 RebalanceHook = Callable[[Consumer, list[TopicPartition]], None]
 
 
+class GroupConsumer(Consumer):
+    """A role's group consumer (`make_consumer`). An asynchronous commit has no caller to
+    tell of a refusal: its answer, served inside `consume()`, keeps each refused offset with
+    the error here until `take_refused` (wooflow/checkpointing.py decides what to retry)."""
+
+    refused: list[tuple[TopicPartition, KafkaError]]
+
+    def take_refused(self) -> list[tuple[TopicPartition, KafkaError]]:
+        out, self.refused = self.refused, []
+        return out
+
+
 def make_consumer(
     s: Settings,
     group_id: str,
@@ -27,10 +40,22 @@ def make_consumer(
     on_revoke: RebalanceHook | None = None,
     on_lost: RebalanceHook | None = None,
     instance_id: str | None = None,
-) -> Consumer:
+) -> GroupConsumer:
     """`instance_id`: static group membership (a restarted instance keeps its partitions)."""
-    conf: dict[str, Any] = {**consumer_config(s, group_id, instance_id=instance_id), "on_commit": _committed}
-    consumer = Consumer(conf)
+    consumer: GroupConsumer
+
+    def committed(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The coordinator's answer to an offset commit: a refusal is logged and kept."""
+        failed = [(p, p.error if p.error is not None else err) for p in partitions
+                  if p.error is not None or err is not None]
+        if failed:
+            log.info("offset commit not accepted (%s): %s", err.str() if err is not None else "per partition",
+                     [(p.topic, p.partition, e.str() if e is not None else "") for p, e in failed])
+            consumer.refused += [(p, e) for p, e in failed if e is not None]
+
+    conf: dict[str, Any] = {**consumer_config(s, group_id, instance_id=instance_id), "on_commit": committed}
+    consumer = GroupConsumer(conf)
+    consumer.refused = []
 
     def assigned(c: Consumer, parts: list[TopicPartition]) -> None:
         log.info("assigned %s", [(p.topic, p.partition) for p in parts])
@@ -49,14 +74,6 @@ def make_consumer(
 
     consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=lost)
     return consumer
-
-
-def _committed(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-    """The coordinator's answer to an offset commit (asynchronous ones have no caller to
-    tell): a refusal only means the batch may be processed again, idempotently."""
-    failed = [(p.topic, p.partition, p.error.str()) for p in partitions if p.error is not None]
-    if err is not None or failed:
-        log.info("offset commit not accepted (%s): %s", err.str() if err is not None else "per partition", failed)
 
 
 def make_reader(s: Settings, name: str, *, logger: logging.Logger | None = None) -> Consumer:

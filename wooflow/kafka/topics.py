@@ -1,6 +1,7 @@
 """The topics between the roles, and how each is created.
 
-producers/ ──► woo.orders · woo.customers · woo.products · woo.storefront · woo.coupons ──► consumer/
+producers/ ──► woo.orders · woo.customers · woo.products · woo.storefront · woo.coupons
+             · woo.subscriptions ──► consumer/
 consumer/ (and the scheduler) ──► automation.commands ──► workers/
 workers/ ──► automation.logs ──► sink/
 any role ──► automation.dlq (messages that cannot be processed, with the reason)
@@ -17,11 +18,13 @@ CUSTOMERS = "woo.customers"
 PRODUCTS = "woo.products"
 STOREFRONT = "woo.storefront"
 COUPONS = "woo.coupons"  # bridge: coupon.* webhooks (CouponEvent), keyed per coupon
+# bridge: WooCommerce Subscriptions' subscription.* webhooks (SubscriptionEvent), keyed per customer
+SUBSCRIPTIONS = "woo.subscriptions"
 COMMANDS = "automation.commands"
 LOGS = "automation.logs"
 DLQ = "automation.dlq"
 
-EVENT_TOPICS = (ORDERS, CUSTOMERS, PRODUCTS, STOREFRONT, COUPONS)
+EVENT_TOPICS = (ORDERS, CUSTOMERS, PRODUCTS, STOREFRONT, COUPONS, SUBSCRIPTIONS)
 
 # Which Avro schema each topic carries.
 SCHEMA_OF_TOPIC = {
@@ -30,6 +33,7 @@ SCHEMA_OF_TOPIC = {
     PRODUCTS: "ProductEvent",
     STOREFRONT: "StorefrontEvent",
     COUPONS: "CouponEvent",
+    SUBSCRIPTIONS: "SubscriptionEvent",
     COMMANDS: "ActionCommand",
     LOGS: "ExecutionLog",
     DLQ: "DeadLetter",
@@ -59,6 +63,8 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
         spec(STOREFRONT, s.topic_retention_ms),
         # Coupons, like products, are keyed per coupon: compaction keeps the latest state.
         spec(COUPONS, s.topic_retention_ms, cleanup="compact,delete"),
+        # Subscriptions are keyed per customer, like orders: one customer's changes in order.
+        spec(SUBSCRIPTIONS, s.topic_retention_ms),
         spec(COMMANDS, s.topic_retention_ms),
         spec(LOGS, s.logs_retention_ms),
         spec(DLQ, s.dlq_retention_ms, partitions=min(3, s.topic_partitions)),

@@ -16,7 +16,7 @@ from wooflow.settings import get_settings
 from wooflow.timespec import TimeSpec, instant
 
 if TYPE_CHECKING:
-    from wooflow.ops.dlq import Filters
+    from wooflow.dlq import Filters
 
 offsets_app = typer.Typer(help="Consumer-group offsets.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters (automation.dlq): list, show, redrive.", no_args_is_help=True)
@@ -92,7 +92,7 @@ def offsets_reset(
 
 def _filters(reason: str | None, store: str | None, stage: str | None, since: TimeSpec | None,
              until: TimeSpec | None, dlq_id: str | None = None) -> Filters:
-    from wooflow.ops.dlq import Filters
+    from wooflow.dlq import Filters
 
     return Filters(reason=reason, store=store, stage=stage, since=instant(since), until=instant(until),
                    dlq_id=dlq_id)
@@ -109,7 +109,7 @@ Until = Annotated[TimeSpec | None, timespec.option(help="Failed before this time
 def dlq_list(reason: Reason = None, store: Store = None, stage: Stage = None, since: Since = None, until: Until = None,
              limit: Annotated[int, typer.Option(help="Show at most this many")] = 100) -> None:
     """List dead letters."""
-    from wooflow.ops.dlq import read_dlq
+    from wooflow.dlq import read_dlq
 
     s = get_settings()
     table = Table("id", "failed at", "stage", "reason", "store", "source", "error")
@@ -127,7 +127,7 @@ def dlq_list(reason: Reason = None, store: Store = None, stage: Stage = None, si
 @dlq_app.command("show")
 def dlq_show(dlq_id: Annotated[str, typer.Argument(help="Id or a prefix of it (from `dlq list`)")]) -> None:
     """Show one dead letter in full, with the original message decoded."""
-    from wooflow.ops.dlq import describe_value, read_dlq
+    from wooflow.dlq import describe_value, read_dlq
 
     s = get_settings()
     found = list(read_dlq(s, _filters(None, None, None, None, None, dlq_id)))
@@ -148,7 +148,7 @@ def dlq_redrive(reason: Reason = None, store: Store = None, stage: Stage = None,
                 yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False) -> None:
     """Put dead letters back on their source topic after the cause was fixed (each once)."""
     from wooflow.db.engine import get_engine
-    from wooflow.ops.dlq import read_dlq, redrive
+    from wooflow.dlq import read_dlq, redrive
 
     s = get_settings()
     if not any((reason, store, stage, since, until, dlq_id)) and not yes:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from wooflow.consumer.conditions import ConditionError, compile_leaf
 from wooflow.consumer.model import RuleSpec
+from wooflow.consumer.workflow import action_steps, dotted
 from wooflow.jsontypes import JSONObject, JSONValue
 from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - cart_abandoned maps to the scheduler's trigger
 
@@ -111,12 +112,12 @@ def plan_import(rules: list[JSONObject]) -> ImportPlan:
 def _general_notes(plan: ImportPlan) -> list[str]:
     specs = [m.spec for m in plan.rules]
     fields = {str(c.get("field")) for s in specs for c in s.conditions.get("conditions", [])}
-    types = {a.type for s in specs for a in s.actions}
+    types = {a.type for s in specs for _, a in action_steps(s.actions)}
     notes = []
     if "category" in fields:
         notes.append("category filters read the store's product catalog, which wooflow keeps from product "
                      "webhooks, backfill and the poller; a product it has not seen is asked from the store's REST API")
-    if any(a.params.get("marketing") is True for s in specs for a in s.actions):
+    if any(a.params.get("marketing") is True for s in specs for _, a in action_steps(s.actions)):
         notes.append("marketing messages follow the store's consent policy in wooflow (`wooflow stores consent`), "
                      "not polski_consent_log: record existing consents before enabling them")
     if "add_customer_tag" in types:
@@ -295,22 +296,23 @@ class _RuleMapper:
         """Parameters as the workers' actions take them (yes/no strings become booleans)."""
         from wooflow.workers import registry
 
-        for i, action in enumerate(spec.actions):
+        for loc, action in action_steps(spec.actions):
+            where = dotted(loc)
             handler = registry.get(action.type)
             if handler is None:
-                self.problems.append(f"actions[{i}]: action {action.type!r} is not installed")
+                self.problems.append(f"{where}: action {action.type!r} is not installed")
                 continue
             model: type[BaseModel] = handler.Params
             for name, info in model.model_fields.items():
                 if info.annotation is bool and name in action.params and not isinstance(action.params[name], bool):
                     truth = _truth(action.params[name])
                     if truth is None:
-                        self.problems.append(f"actions[{i}].params.{name}: {action.params[name]!r} is not a yes or no")
+                        self.problems.append(f"{where}.params.{name}: {action.params[name]!r} is not a yes or no")
                     else:
                         action.params[name] = truth
             try:
                 model.model_validate(action.params)
             except ValidationError as exc:
                 for e in exc.errors():
-                    loc = ".".join(str(p) for p in e.get("loc", ()))
-                    self.problems.append(f"actions[{i}].params{'.' + loc if loc else ''}: {e.get('msg', 'invalid')}")
+                    at = ".".join(str(p) for p in e.get("loc", ()))
+                    self.problems.append(f"{where}.params{'.' + at if at else ''}: {e.get('msg', 'invalid')}")

@@ -31,6 +31,7 @@ from sqlalchemy import Engine, text
 
 from wooflow.consumer.batch import BatchProcessor, FirstSights, Item
 from wooflow.consumer.catalog import catalog_for
+from wooflow.consumer.commands import held
 from wooflow.consumer.decode import EventDecoder
 from wooflow.consumer.engine import RuleEngine
 from wooflow.consumer.rules import RuleCache
@@ -374,8 +375,7 @@ class Replayer:
                 tally.already += 1
                 continue
             tally.emitted += 1
-            not_before = cmd["not_before"]
-            if not_before is not None and not_before > now:
+            if held(cmd, now):  # a later step, or a staged workflow's start: the scheduler's
                 delayed.append(cmd)
             else:
                 # keyed by the event's customer (a merged guest's events belong to the customer now)

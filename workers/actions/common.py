@@ -50,8 +50,11 @@ def customer_email(ctx: ActionContext[Any]) -> str | None:
     customer = ctx.context.get("customer")
     if isinstance(customer, dict) and customer.get("email"):
         return str(customer["email"])
-    email = as_object(as_object(ctx.context.get("order")).get("billing")).get("email")
-    return str(email) if email else None
+    for resource in ("order", "subscription"):  # an order's or a subscription's billing email
+        email = as_object(as_object(ctx.context.get(resource)).get("billing")).get("email")
+        if email:
+            return str(email)
+    return None
 
 
 async def without_consent(ctx: ActionContext[Any], channel: str, what: str, *, to: str,

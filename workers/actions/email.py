@@ -7,6 +7,12 @@ and carry an unsubscribe link in the body plus `List-Unsubscribe` and
 `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058) headers pointing at the
 API's signed unsubscribe route.
 
+Marketing emails (and, if the store asks for it, the others: `analytics.track_transactional`)
+are tracked: every http(s) link but the unsubscribe link becomes a signed click link and the
+HTML part gets an open pixel (wooflow/engagement.py); once the mail server accepted the
+message, its row in `messages` (id = the idempotency key, its links, when it was sent on
+the workflow clock) is what send-based attribution and the per-link report read.
+
 The Message-ID is derived from the idempotency key, so a copy sent twice in the one
 crash window no check can close (the server accepted, the worker died before recording
 it) is recognisable as the same message by the receiving side.
@@ -15,16 +21,26 @@ it) is recognisable as the same message by the receiving side.
 from __future__ import annotations
 
 import hashlib
+import logging
+from datetime import datetime, timedelta, timezone
 from typing import ClassVar, TypedDict
 
 from pydantic import BaseModel, Field, model_validator
+from sqlalchemy import Engine
+from sqlalchemy.dialects.postgresql import insert
 
+from wooflow import engagement
+from wooflow.attribution_policy import policy_of
+from wooflow.clock import get_clock
+from wooflow.db.tables import messages
 from wooflow.workers import unsubscribe
 from wooflow.workers.actions.common import customer_email, without_consent
 from wooflow.workers.errors import ActionError
 from wooflow.workers.mailer import build_message, html_to_text, smtp_config
 from wooflow.workers.registry import ActionContext, ActionResult, BaseAction, InterruptPolicy
 from wooflow.workers.templating import render
+
+log = logging.getLogger(__name__)
 
 
 class Mail(TypedDict):
@@ -34,6 +50,28 @@ class Mail(TypedDict):
     html: str | None
     text: str
     unsubscribe_url: str
+    tracked: engagement.Message | None  # the message its tracking links name (None: not tracked)
+    links: list[str]  # the tracked URLs, by link index
+
+
+def _tracked_message(ctx: ActionContext[SendEmail.Params]) -> engagement.Message | None:
+    """The tracking identity of this email, or None when it is not tracked."""
+    if not (ctx.params.marketing or policy_of(ctx.store).track_transactional) or ctx.services is None:
+        return None
+    settings = ctx.services.settings
+    now = int(get_clock(settings).now().timestamp())
+    cmd = ctx.command
+    return engagement.Message(ctx.store.id, ctx.idempotency_key, str(cmd.get("customer_key") or ""),
+                              int(cmd.get("rule_id") or 0), int(cmd.get("step") or 0), now,
+                              now + int(timedelta(days=settings.tracking_link_ttl_days).total_seconds()))
+
+
+def _record_message(engine: Engine, m: engagement.Message, event_id: str, links: list[str]) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(messages).values(
+            message_id=m.message_id, store_id=m.store_id, rule_id=m.rule_id, step=m.step, customer_key=m.customer_key,
+            event_id=event_id, channel="email", links=links, sent_at=datetime.fromtimestamp(m.issued, timezone.utc),
+        ).on_conflict_do_nothing(index_elements=["message_id"]))
 
 
 class SendEmail(BaseAction["SendEmail.Params"]):
@@ -64,7 +102,7 @@ class SendEmail(BaseAction["SendEmail.Params"]):
             raise ActionError("send_email: no recipient (the customer has no email and `to` is empty)")
         return to
 
-    def _compose(self, ctx: ActionContext[Params], to: str) -> Mail:
+    def _compose(self, ctx: ActionContext[Params], to: str, track: bool = True) -> Mail:
         p = ctx.params
         template_ctx = dict(ctx.context)
         unsubscribe_url = ""
@@ -79,13 +117,24 @@ class SendEmail(BaseAction["SendEmail.Params"]):
         html_src = p.html or p.body
         html = render(html_src, template_ctx, html=True) if html_src else None
         text = render(p.text, template_ctx) if p.text else (html_to_text(html) if html else "")
+        tracked = _tracked_message(ctx) if track else None
+        links: list[str] = []
+        if tracked is not None:
+            assert ctx.services is not None
+            rewriter = engagement.Rewriter(ctx.services.settings.public_base_url,
+                                           engagement.signing_key(ctx.services.settings, ctx.store.link_key),
+                                           tracked, skip=frozenset({unsubscribe_url}))
+            html = rewriter.html(html) if html is not None else None
+            text = rewriter.text(text)
+            links = rewriter.links
         if unsubscribe_url:
             # The link must be in the message whatever the template says.
             if html is not None and unsubscribe_url not in html:
                 html += f'\n<p style="font-size:12px;color:#777"><a href="{unsubscribe_url}">Unsubscribe</a></p>\n'
             if unsubscribe_url not in text:
                 text = text.rstrip("\n") + f"\n\n--\nUnsubscribe: {unsubscribe_url}\n"
-        return {"subject": subject, "html": html, "text": text, "unsubscribe_url": unsubscribe_url}
+        return {"subject": subject, "html": html, "text": text, "unsubscribe_url": unsubscribe_url,
+                "tracked": tracked, "links": links}
 
     async def _consent(self, ctx: ActionContext[Params], to: str) -> ActionResult | None:
         p = ctx.params
@@ -112,14 +161,30 @@ class SendEmail(BaseAction["SendEmail.Params"]):
         message = build_message(cfg, to=to, subject=mail["subject"], text=mail["text"], html=mail["html"],
                                 message_id=message_id, headers=headers, reply_to=p.reply_to or None)
         reply = await ctx.services.mailer.send(cfg, message)
+        tracked = mail["tracked"]
+        if tracked is not None:
+            await self._record(ctx, tracked, mail["links"])
         return ActionResult("succeeded", f"email '{mail['subject']}' sent to {to}",
                             {"to": to, "subject": mail["subject"], "message_id": message_id,
-                             "marketing": p.marketing, "smtp": str(reply)[:200]})
+                             "marketing": p.marketing, "tracked": tracked is not None, "smtp": str(reply)[:200]})
+
+    @staticmethod
+    async def _record(ctx: ActionContext[Params], tracked: engagement.Message, links: list[str]) -> None:
+        """The message's row (send-based attribution, the per-link report). A database error
+        here must not send the email again: the opens and clicks it gets are recorded all the
+        same (their links carry everything), only a send-based credit would miss it."""
+        assert ctx.services is not None
+        try:
+            await ctx.services.db(_record_message, ctx.services.engine, tracked, str(ctx.command.get("event_id")),
+                                  links)
+        except Exception as exc:  # noqa: BLE001 - logged; the email is out
+            log.warning("store %s: could not record sent message %s: %s", tracked.store_id, tracked.message_id,
+                        type(exc).__name__)
 
     async def dry_run(self, ctx: ActionContext[Params]) -> ActionResult:
         to = self._recipient(ctx)
         skipped = await self._consent(ctx, to)
-        mail = self._compose(ctx, to)
+        mail = self._compose(ctx, to, track=False)
         status = "would skip (no consent)" if skipped else "would send"
         return ActionResult("dry_run", f"{status} '{mail['subject']}' to {to}",
                             {"to": to, "subject": mail["subject"], "html": mail["html"], "text": mail["text"],

@@ -15,5 +15,5 @@ Modules: `plan` (profiles, the seeded fault plan), `infra` (the broker and Postg
 run owns), `roles` (role processes, scaling, their metrics endpoints), `world` (the store,
 SMTP server and webhook receiver), `traffic` (traffic and the ledger), `faults` (fault
 injection, recovery times), `verify` (drain and checks), `run` (the run and its report),
-`cli` (`wooflow chaos`). `bench/chaos/run.py` runs the same code.
+`cli` (`wooflow chaos`). `bench/chaos/run.py` (`python -m bench.chaos.run`) runs the same code.
 """

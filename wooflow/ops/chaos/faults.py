@@ -11,12 +11,19 @@ is what a shopper would see.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import httpx
 
 from wooflow.kafka import topics
 from wooflow.kafka.config import BATCH
@@ -56,6 +63,7 @@ class Injector:
         self.rng = random.Random(plan.seed ^ 0x5EED)
         self.done: list[Done] = []
         self.poisoned: list[P.Poison] = []
+        self.forged: Counter[int] = Counter()  # the bridge's answers to forged webhooks, by status
         self.active: set[str] = set()
         self._lock = threading.Lock()
         self._lanes: list[threading.Thread] = []
@@ -70,6 +78,7 @@ class Injector:
             t.start()
             self._lanes.append(t)
         self._spawn(self._poison, stop)
+        self._spawn(self._forge, stop)
 
     def _spawn(self, target: Callable[..., None], *args: object) -> None:
         t = threading.Thread(target=target, args=args, daemon=True)
@@ -193,6 +202,34 @@ class Injector:
                 self.say(f"poison  {self.now():7.1f}s  {p.target} ({p.key})")
         finally:
             producer.close()
+
+    # --- forged webhooks ---------------------------------------------------------------------------
+    def _forge(self, stop: threading.Event) -> None:
+        """Bursts of order webhooks signed with a wrong secret: each must be refused (401) and
+        none may reach the pipeline — an order id the store does not have would show up as an
+        action error in the dead letters or an unexpected effect."""
+        url = f"http://127.0.0.1:{self.roles.bridge_port}/webhooks/woocommerce/{self.store_id}"
+        for n, at in enumerate(self.plan.forgeries):
+            if stop.wait(max(0.0, at - self.now())):
+                return
+            with httpx.Client(timeout=10) as client:
+                for i in range(self.plan.profile.forgery_burst):
+                    self.forged[self._forged_delivery(client, url, 9_000_000 + n * 1000 + i)] += 1
+            self.say(f"forged  {self.now():7.1f}s  {self.plan.profile.forgery_burst} webhooks with a wrong "
+                     f"signature: {dict(self.forged)}")
+
+    @staticmethod
+    def _forged_delivery(client: httpx.Client, url: str, order_id: int) -> int:
+        body = json.dumps({"id": order_id, "status": "processing", "total": "999.00", "currency": "EUR",
+                           "billing": {"email": "forger@example.com"}, "line_items": []}).encode()
+        signature = base64.b64encode(hmac.new(b"not the store's secret", body, hashlib.sha256).digest()).decode()
+        headers = {"Content-Type": "application/json", "X-WC-Webhook-Topic": "order.created",
+                   "X-WC-Webhook-Resource": "order", "X-WC-Webhook-Event": "created",
+                   "X-WC-Webhook-Signature": signature, "X-WC-Webhook-Delivery-ID": f"forged-{order_id}"}
+        try:
+            return client.post(url, content=body, headers=headers).status_code
+        except httpx.HTTPError:
+            return 0  # the bridge being restarted by a kill fault: nothing was accepted
 
     def _poison_message(self, p: P.Poison) -> tuple[str, bytes]:
         if p.target != "unknown_action":

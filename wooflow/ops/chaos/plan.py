@@ -45,7 +45,13 @@ class Profile:
     rest_slow_delay_s: Span = (2.0, 12.0)  # each request held this long (the workers time out at 10 s)
     scale_hold_s: Span = (3.0, 10.0)  # each of the 1 → 4 → 1 steps is held this long
     poison: int = 6
+    forgeries: int = 1  # bursts of webhooks with a wrong signature, each above the alert's threshold
+    forgery_burst: int = 15
     recover_timeout_s: float = 120.0
+    # After the traffic: the webhook queue, refused storefront batches, a poller pass, the
+    # outbox and every group's lag. Twenty minutes of traffic on a machine at a load average
+    # of 40 took 120 s for the webhook queue alone.
+    drain_timeout_s: float = 240.0
 
     @property
     def faults(self) -> int:
@@ -60,10 +66,11 @@ PROFILES = {
     # CI: at least three of each kind within four minutes of wall time (start-up and drain included).
     "short": Profile("short", traffic_s=120.0, counts=_each(3), warmup_s=8.0, quiet_s=15.0,
                      broker_down_s=(5.0, 8.0), pg_down_s=(1.0, 4.0), rest_fault_s=(3.0, 8.0),
-                     rest_slow_delay_s=(2.0, 12.0), scale_hold_s=(2.0, 4.0), poison=6),
+                     rest_slow_delay_s=(2.0, 12.0), scale_hold_s=(2.0, 4.0), poison=6, forgeries=1),
     # The documented run: 50+ faults over twenty minutes, every role killed more than once.
     "long": Profile("long", traffic_s=1200.0, counts={KILL: 12, BROKER: 8, PG_FAST: 6, PG_IMMEDIATE: 6, SCALE: 6,
-                                                       REST_ERROR: 7, REST_SLOW: 7}, poison=12),
+                                                       REST_ERROR: 7, REST_SLOW: 7}, poison=12, forgeries=3,
+                    drain_timeout_s=600.0),
 }
 
 
@@ -101,6 +108,7 @@ class Plan:
     profile: Profile
     faults: list[Fault] = field(default_factory=list)
     poison: list[Poison] = field(default_factory=list)
+    forgeries: list[float] = field(default_factory=list)  # when a burst of forged webhooks is sent
 
     def lanes(self) -> dict[str, list[Fault]]:
         out: dict[str, list[Fault]] = {}
@@ -153,4 +161,5 @@ def make_plan(profile: Profile, seed: int) -> Plan:
         target = POISON_TOPICS[i % len(POISON_TOPICS)]
         plan.poison.append(Poison(round(rng.uniform(start, end), 2), target, f"chaos-poison-{seed}-{i}"))
     plan.poison.sort(key=lambda p: p.at)
+    plan.forgeries = sorted(round(rng.uniform(start, end), 2) for _ in range(profile.forgeries))
     return plan

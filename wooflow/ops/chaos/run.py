@@ -59,7 +59,7 @@ class Options:
     # The launcher's fast mode turns synchronous commits off: an immediate shutdown would then
     # lose transactions PostgreSQL had acknowledged, which no client can survive.
     durable_postgres: bool = True
-    drain_timeout_s: float = 240.0
+    drain_timeout_s: float | None = None  # None: the profile's
 
 
 @dataclass
@@ -271,7 +271,7 @@ class Run:
             self._progress(s, t0)
         self.traffic_s = time.monotonic() - t0
         stop.set()  # the lanes watch it too: a fault still waiting for its moment is not started
-        traffic.join(30)
+        traffic.join(120)  # a post in flight on a loaded machine: the client closes after it
         self.say(f"traffic stopped after {self.traffic_s:.0f}s: {asdict(self.traffic.counts)}")
         if not self.injector.join(self.opts.profile.recover_timeout_s + 120):
             self.failures.append("fault lanes still running after traffic stopped")
@@ -335,7 +335,7 @@ class Run:
         drain = V.Drain(s, self.engine, STORE_ID, self.clock, self.say)
         t = time.monotonic()
         try:
-            drain.run(self.store, self.traffic, self.opts.drain_timeout_s)
+            drain.run(self.store, self.traffic, self.opts.drain_timeout_s or self.plan.profile.drain_timeout_s)
         except V.DrainTimeout as exc:
             self.failures.append(f"drain: {exc} (busy: {drain.last_state})")
         drain_s = time.monotonic() - t
@@ -366,6 +366,10 @@ class Run:
         leaks = V.secrets_in_logs(self.roles.log_dir, asdict(self.sec))
         checks["secrets_in_logs"] = leaks or "none"
         problems += [f"secret {k} appears in {v}" for k, v in leaks.items()]
+        forged = dict(self.injector.forged)
+        checks["forged_webhooks"] = forged
+        problems += [f"{n} forged webhooks answered {status}" for status, n in forged.items()
+                     if status not in (0, 401, 503)]
         per_kind = self.injector.summary()
         for kind, n in self.plan.profile.counts.items():
             if per_kind.get(kind, 0) < n:
@@ -399,7 +403,7 @@ class Run:
             "events": {"total": woo, "per_s": round(woo / max(1.0, self.traffic_s), 1), "topics": events,
                        "target_per_s": self.rate, "traffic": asdict(self.traffic.counts),
                        "webhook_deliveries": {"ok": self.store.deliveries_ok, "failed": self.store.deliveries_failed},
-                       "poison": len(self.injector.poisoned)},
+                       "poison": len(self.injector.poisoned), "forged_webhooks": sum(forged.values())},
             "effects": {"expected": effects.expected, "optional": effects.optional, "observed": effects.observed,
                         "by_kind": effects.by_kind},
             "lost": effects.lost, "duplicated": effects.duplicated, "repeated": effects.repeated,

@@ -315,7 +315,7 @@ class DeadLetters:
 
 
 def dead_letters(s: Settings, poisoned: Iterable[P.Poison]) -> DeadLetters:
-    from wooflow.ops.dlq import Filters, read_dlq
+    from wooflow.dlq import Filters, read_dlq
 
     out = DeadLetters()
     keys = {p.key: p for p in poisoned}

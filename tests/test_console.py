@@ -1,0 +1,405 @@
+"""The web console in a real headless Chromium (tests/browser.py) against the admin API on
+a loopback port: field errors from the API's 422 next to their inputs, a dry run's
+rendered email, one store's token seeing nothing of another's, a dead letter redriven
+once however often the button is pressed — and, end to end, a rule built in the console
+running on a simulated store's order and showing up in the console's log view.
+
+Each test saves a screenshot of the pages it visits under docs/console/ and asserts that
+the browser reported no console error (beyond the HTTP statuses the test provoked)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import TopicPartition
+from sqlalchemy import Engine, insert, select
+
+from tests.browser import NARROW, Console, chromium
+from tests.harness import ApiThread
+from tests.pipeline import Pipeline, add_rule
+from tests.support import make_sim_store, make_store, unique, wait_for, wait_until_pipeline_idle
+from wooflow.api.auth import create_token
+from wooflow.db.tables import execution_logs, rules
+from wooflow.dlq import encode, record_of_unsent
+from wooflow.kafka import topics
+from wooflow.kafka.consumer import make_reader
+from wooflow.kafka.producer import Producer
+from wooflow.schemas.codec import get_codec
+from wooflow.settings import Settings
+from wooflow.simulator.server import SimulatorServer
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[ApiThread]:
+    server = ApiThread(settings)
+    with server:
+        yield server
+
+
+def log_rows(engine: Engine, store_id: str, rule_id: int, n: int, status: str = "succeeded") -> list[str]:
+    now = datetime.now(timezone.utc)
+    rows = [{"log_id": unique("log"), "idempotency_key": unique("k"), "store_id": store_id,
+             "customer_key": f"c{i}", "rule_id": rule_id, "event_id": unique("e"), "step": 0,
+             "action_type": "add_order_note", "status": status, "message": f"note on order {i} of {store_id}",
+             "executed_at": now - timedelta(minutes=i)} for i in range(n)]
+    with engine.begin() as conn:
+        conn.execute(insert(execution_logs), rows)
+    return [str(r["log_id"]) for r in rows]
+
+
+def rule_state(engine: Engine, rule_id: int) -> tuple[bool, int]:
+    with engine.connect() as conn:
+        row = conn.execute(select(rules.c.enabled, rules.c.version).where(rules.c.id == rule_id)).one()
+    return bool(row.enabled), int(row.version)
+
+
+NOTE_RULE = {"name": "Note on orders", "trigger": "new_order",
+             "actions": [{"type": "add_order_note", "params": {"note": "hello"}}]}
+
+
+# ---- served as a page of the API ------------------------------------------------------------
+
+@pytest.mark.integration
+def test_the_console_is_served_at_the_root_with_a_content_security_policy(api: ApiThread) -> None:
+    page = httpx.get(f"{api.url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = dict(d.strip().split(" ", 1) for d in page.headers["content-security-policy"].split(";"))
+    # one script, inline, allowed by its hash and by nothing else
+    script = page.text.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert csp["script-src"] == f"'sha256-{digest}'" and page.text.count("<script") == 1
+    assert csp["default-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "innerHTML" not in script and "eval(" not in script  # API values only ever become text
+    again = httpx.get(f"{api.url}/", headers={"If-None-Match": page.headers["etag"]})
+    assert again.status_code == 304
+    assert httpx.get(f"{api.url}/console/console.js").status_code == 404  # nothing else is served
+
+
+# ---- in the browser --------------------------------------------------------------------------
+
+@pytest.mark.integration
+def test_an_invalid_rule_shows_each_api_error_next_to_its_field(browser: Any, api: ApiThread, engine: Engine) -> None:
+    store = make_store(engine)
+    with Console(browser, api.url) as c:
+        c.sign_in(create_token(engine, store.id, "console"))
+        c.open("#/rules/new", ready="rule")
+        p = c.page
+        p.get_by_label("Name").fill("Broken rule")
+        # a nested group whose condition has an empty list, and a delay nobody can parse
+        p.get_by_role("button", name="Add group").click()
+        c.condition("conditions.conditions[0].conditions[0]", "billing_country", "in")
+        p.locator("[data-path='actions[0].delay']").fill("the day after tomorrow")
+        p.locator("[data-path='actions[0].params.note']").fill("a note")
+        p.get_by_role("button", name="Create rule").click()
+        p.wait_for_selector(".error-summary")
+
+        value_path = "conditions.conditions[0].conditions[0].value"
+        value_error = p.locator(f".field-error[data-error-for='{value_path}']")
+        assert value_error.inner_text() == "in needs a non-empty value"
+        # next to the field: the message follows the condition row holding the input, which is marked invalid
+        row = p.locator(".cond[data-cond='conditions.conditions[0].conditions[0]']")
+        assert row.evaluate("r => r.nextElementSibling.dataset.errorFor") == value_path
+        value_input = p.locator(f"[data-path='{value_path}']")
+        assert value_input.get_attribute("aria-invalid") == "true"
+        assert value_input.get_attribute("aria-describedby") == value_error.get_attribute("id")
+        delay_error = p.locator(".field-error[data-error-for='actions[0].delay']")
+        assert "the day after tomorrow" in delay_error.inner_text()
+        assert p.locator("[data-path='actions[0].delay']").evaluate(
+            "i => i.closest('.field').nextElementSibling.dataset.errorFor") == "actions[0].delay"
+        assert "2 problems" in p.locator(".error-summary").inner_text()
+        c.shoot("rule-editor-errors")
+
+        # fixed, the same form saves, and the errors are gone
+        p.locator(f"[data-path='{value_path}']").fill("PL, DE")
+        p.locator("[data-path='actions[0].delay']").fill("day 1")
+        p.get_by_role("button", name="Create rule").click()
+        c.wait_ready("rule")
+        p.wait_for_selector("text=Saved: version 1.")
+        assert p.locator(".field-error").count() == 0
+        c.assert_clean(expected_http=(422,))
+
+
+@pytest.mark.integration
+def test_a_dry_run_shows_the_rendered_email(browser: Any, api: ApiThread, engine: Engine) -> None:
+    with SimulatorServer(seed=11) as sim:
+        store = make_sim_store(engine, sim)
+        product = sim.store.create_product("Teapot", "80.00")
+        order = sim.store.create_order(line_items=[{"product_id": product.id, "quantity": 1}], status="processing",
+                                       billing={"email": "ala@example.com", "first_name": "Ala", "country": "PL"})
+        rule_id = add_rule(engine, store.id, {
+            "name": "Thank-you email", "trigger": "new_order",
+            "conditions": {"match": "all", "conditions": [{"field": "billing_country", "operator": "equals",
+                                                           "value": "PL"}]},
+            "actions": [{"type": "send_email", "params": {
+                "subject": "Thanks, {{ order.billing.first_name }}!",
+                "html": '<h1 style="color:#2f5ea8">Thank you, {{ order.billing.first_name }}</h1>'
+                        "<p>Order {{ order.number }} is on its way.</p>"}}]})
+        with Console(browser, api.url) as c:
+            c.sign_in(create_token(engine, store.id, "console"))
+            c.open(f"#/dry-run?rule={rule_id}", ready="dry-run")
+            p = c.page
+            p.get_by_label("Order or customer id").fill(str(order.id))
+            p.get_by_role("button", name="Run dry run").click()
+            p.wait_for_selector(".dry-result[data-done]")
+            assert p.locator(".email-preview .subject").inner_text() == "Thanks, Ala!"
+            frame = p.frame_locator("iframe.email")
+            assert frame.locator("h1").inner_text() == "Thank you, Ala"
+            assert f"Order {order.id} is on its way." in frame.locator("p").inner_text()
+            assert p.locator("iframe.email").get_attribute("sandbox") == ""  # no scripts, no same origin
+            assert "Thank you, Ala" in p.locator(".email-text").inner_text()
+            assert "This rule would run." in p.locator(".dry-result").inner_text()
+            assert "billing_country is 'PL'" in p.locator(".verdict").first.inner_text()
+            c.shoot("dry-run")
+            c.assert_clean()
+
+
+@pytest.mark.integration
+def test_a_store_token_sees_nothing_of_another_store(browser: Any, api: ApiThread, engine: Engine) -> None:
+    a, b = make_store(engine), make_store(engine)
+    rule_a = add_rule(engine, a.id, {**NOTE_RULE, "name": "Rule of A"})
+    rule_b = add_rule(engine, b.id, {**NOTE_RULE, "name": "Rule of B"})
+    logs_a = log_rows(engine, a.id, rule_a, 3)
+    logs_b = log_rows(engine, b.id, rule_b, 3, status="failed")
+    token_a = create_token(engine, a.id, "console")
+    with Console(browser, api.url) as c:
+        p = c.page
+        p.goto(f"{api.url}/#/signin")
+        c.wait_ready("signin")
+        # a token the API does not know is refused next to the token field
+        p.get_by_label("API token").fill("wf_not-a-token")
+        p.get_by_role("button", name="Sign in").click()
+        p.wait_for_selector(".field-error[data-error-for='token']")
+        assert "invalid bearer token" in p.locator(".field-error").inner_text()
+        # A's token naming B's store is refused at sign-in, next to the store field
+        p.get_by_label("API token").fill(token_a)
+        p.get_by_label("Store id").fill(b.id)
+        p.get_by_role("button", name="Sign in").click()
+        p.wait_for_selector(".field-error[data-error-for='store']")
+        assert "not found" in p.locator(".field-error").inner_text()
+
+        c.sign_in(token_a)
+        assert p.locator("table.rules").inner_text().count("Rule of A") == 1
+        assert "Rule of B" not in p.locator("main").inner_text()
+        # switched off in the list: the rule is saved disabled, its version one up
+        p.get_by_label("Enabled: Rule of A").uncheck()
+        wait_for(lambda: rule_state(engine, rule_a) == (False, 2), 20, 0.1, "rule A switched off")
+        c.open(f"#/rules/{rule_b}", ready="rule")
+        assert f"rule {rule_b} not found" in p.locator("main").inner_text()
+        c.open("#/logs")
+        text = p.locator("main").inner_text()
+        assert all(f"of {a.id}" in text for _ in logs_a) and text.count(f"of {a.id}") == 3
+        assert b.id not in text and "failed" not in p.locator("table.logs").inner_text()
+        c.open(f"#/logs/{logs_b[0]}", ready="log")
+        assert "not found" in p.locator("main").inner_text()
+        c.open(f"#/logs?rule_id={rule_b}")
+        assert "No entries match." in p.locator("main").inner_text()
+        c.open("#/analytics")
+        outcomes = p.locator("table.outcomes").inner_text()
+        assert "Rule of A" in outcomes and "Rule of B" not in outcomes
+        assert p.locator(f"tr[data-rule='{rule_b}']").count() == 0
+        # dead letters are for operators: no link, and the page says why
+        assert p.locator("#nav a[data-nav='dlq']").is_hidden()
+        c.open("#/dlq")
+        assert "operator token" in p.locator("main").inner_text()
+        # the token went in no URL the browser asked for, and Sign out forgets it
+        assert c.requests and not [u for u in c.requests if token_a in u]
+        assert token_a in p.evaluate("sessionStorage.getItem('wooflow.console')")
+        p.get_by_role("button", name="Sign out").click()
+        c.wait_ready("signin")
+        assert p.evaluate("sessionStorage.length") == 0
+        p.goto(f"{api.url}/#/rules")
+        p.reload()  # a fresh load of the tab knows no token: the sign-in form
+        c.wait_ready("signin")
+        assert p.locator("table.rules").count() == 0
+        c.assert_clean(expected_http=(401, 403, 404))
+
+
+def _redrives_of(settings: Settings, topic: str, dlq_id: str) -> int:
+    """How many messages on `topic` carry the redrive header of `dlq_id` (read to the end)."""
+    consumer = make_reader(settings, unique("redrives"))
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        found, seen = 0, dict.fromkeys(ends, 0)
+        while any(seen[p] < ends[p] for p in ends):
+            for m in consumer.consume(100, 0.5):
+                if m.error():
+                    continue
+                partition, offset = m.partition(), m.offset()
+                assert partition is not None and offset is not None
+                seen[partition] = offset + 1
+                found += dict(m.headers() or []).get("wooflow-redrive") == dlq_id.encode()
+        return found
+    finally:
+        consumer.close()
+
+
+@pytest.mark.integration
+def test_the_redrive_button_redrives_a_dead_letter_once(browser: Any, api: ApiThread, settings: Settings,
+                                                        engine: Engine) -> None:
+    store = make_store(engine)
+    source = settings.topic(topics.ORDERS)
+    letter = record_of_unsent(stage="bridge", reason="message_too_large", error="the broker refused it",
+                              store_id=store.id, topic=source, key="c1", value=b'{"not": "an event"}',
+                              event_id=unique("ev"), seq=1)
+    producer = Producer(settings)
+    producer.produce(*encode(get_codec(settings.schema_registry_url), settings, letter))
+    producer.flush()
+    operator = create_token(engine, None, "operator")
+    with Console(browser, api.url) as c:
+        c.sign_in(operator, store=store.id)
+        c.open("#/dlq")
+        p = c.page
+        row = p.locator(f"tr[data-dlq='{letter['dlq_id']}']")
+        assert "message_too_large" in row.inner_text()
+        c.shoot("dead-letters")
+        row.get_by_role("button", name="Redrive").dblclick()
+        row.get_by_role("status").wait_for()
+        assert row.get_by_role("status").inner_text().startswith("redriven ")
+        # the API itself, pressed twice at once more: still once
+        partition, offset = str(row.locator("a").get_attribute("href")).split("/")[-2:]
+        answers: list[httpx.Response] = []
+        url = f"{api.url}/v1/dlq/{partition}/{offset}/redrive"
+        presses = [threading.Thread(target=lambda: answers.append(httpx.post(
+            url, headers={"Authorization": f"Bearer {operator}"}, timeout=30))) for _ in range(2)]
+        for t in presses:
+            t.start()
+        for t in presses:
+            t.join()
+        assert sorted((r.status_code, r.json()["redriven"]) for r in answers) == [(200, False), (200, False)]
+        assert _redrives_of(settings, source, letter["dlq_id"]) == 1
+        c.open("#/dlq")
+        assert row.get_by_role("button", name="Redrive").count() == 0 and "redriven" in row.inner_text()
+        c.open(f"#/dlq/{partition}/{offset}", ready="letter")
+        assert '"not": "an event"' in p.locator("main").inner_text()
+        c.assert_clean()
+    # a store token is not an operator's
+    r = httpx.get(f"{api.url}/v1/dlq", headers={"Authorization": f"Bearer {create_token(engine, store.id)}"})
+    assert r.status_code == 403
+
+
+@pytest.mark.integration
+def test_two_redrives_at_once_produce_the_letter_once(api: ApiThread, settings: Settings, engine: Engine) -> None:
+    store = make_store(engine)
+    source = settings.topic(topics.ORDERS)
+    letter = record_of_unsent(stage="bridge", reason="message_too_large", error="x", store_id=store.id,
+                              topic=source, key="c1", value=b"payload", event_id=unique("ev"), seq=2)
+    producer = Producer(settings)
+    producer.produce(*encode(get_codec(settings.schema_registry_url), settings, letter))
+    producer.flush()
+    h = {"Authorization": f"Bearer {create_token(engine, None)}"}
+    found = httpx.get(f"{api.url}/v1/dlq", params={"store": store.id}, headers=h, timeout=30).json()["letters"]
+    assert [x["dlq_id"] for x in found] == [letter["dlq_id"]]
+    url = f"{api.url}/v1/dlq/{found[0]['partition']}/{found[0]['offset']}/redrive"
+    go = threading.Barrier(4)
+    answers: list[bool] = []
+
+    def press() -> None:
+        go.wait()
+        answers.append(httpx.post(url, headers=h, timeout=30).json()["redriven"])
+
+    presses = [threading.Thread(target=press) for _ in range(4)]
+    for t in presses:
+        t.start()
+    for t in presses:
+        t.join()
+    assert sorted(answers) == [False, False, False, True]
+    assert _redrives_of(settings, source, letter["dlq_id"]) == 1
+
+
+# ---- end to end ------------------------------------------------------------------------------
+
+def _build_rule_in_console(c: Console) -> None:
+    """new_order with total > 100 AND (country in PL, DE OR email contains 'vip') → a note."""
+    c.open("#/rules/new", ready="rule")
+    p = c.page
+    p.get_by_label("Name").fill("Big orders from PL/DE or VIPs")
+    p.locator("[data-path='trigger']").select_option("new_order")
+    p.get_by_role("button", name="Add condition").last.click()
+    c.condition("conditions.conditions[0]", "order_total", "gt", "100")
+    p.locator("[data-group='conditions']").get_by_role("button", name="Add group").last.click()
+    c.condition("conditions.conditions[1].conditions[0]", "billing_country", "in", "PL, DE")
+    p.locator("[data-group='conditions.conditions[1]']").get_by_role("button", name="Add condition").click()
+    c.condition("conditions.conditions[1].conditions[1]", "customer_email", "contains", "vip")
+    p.locator("[data-path='actions[0].type']").select_option("add_order_note")
+    p.locator("[data-path='actions[0].params.note']").fill("wooflow: console rule on {{ order.number }}")
+    p.get_by_role("button", name="Create rule").click()
+    c.wait_ready("rule")
+    p.wait_for_selector("text=Saved: version 1.")
+
+
+@pytest.mark.e2e
+def test_a_rule_built_in_the_console_runs_on_an_order_and_its_action_shows_in_the_log_view(
+        browser: Any, settings: Settings, engine: Engine, logs_dir: Any) -> None:
+    with ExitStack() as stack:
+        api = stack.enter_context(ApiThread(settings))
+        c = stack.enter_context(Console(browser, api.url))
+
+        def build(p: Pipeline) -> None:  # before the roles start: no order races the rule's load
+            c.sign_in(create_token(engine, p.store.id, "console"))
+            _build_rule_in_console(c)
+
+        p = Pipeline(settings, engine, logs_dir, stack, before_start=build)
+        rule_id = int(c.page.url.rsplit("/", 1)[1])
+        c.shoot("rule-editor")
+        product = p.sim.store.create_product("Armchair", "180.00")
+        match = p.sim.store.create_order(line_items=[{"product_id": product.id, "quantity": 1}], status="processing",
+                                         billing={"email": "ola@example.com", "first_name": "Ola", "country": "PL"})
+        miss = p.sim.store.create_order(line_items=[{"product_id": product.id, "quantity": 1}], status="processing",
+                                        billing={"email": "jo@example.com", "first_name": "Jo", "country": "US"})
+        try:
+            wait_for(lambda: p.wooflow_notes(match.id), 90, 0.3, "the note on the matching order")
+            wait_for(lambda: [r for r in p.log_rows() if r["status"] == "succeeded"], 30, 0.3, "the execution log")
+            wait_until_pipeline_idle(settings)
+        except AssertionError:
+            print(p.role_logs())
+            raise
+        assert p.wooflow_notes(match.id) == [f"wooflow: console rule on {match.id}"]
+        assert p.wooflow_notes(miss.id) == []  # everything was processed: the US order matched nothing
+
+        c.open("#/logs")
+        rows = c.page.locator("table.logs tbody tr")
+        assert rows.count() == 1
+        row = rows.first
+        assert row.get_attribute("data-status") == "succeeded"
+        assert f"#{rule_id}" in row.inner_text() and "add_order_note" in row.inner_text()
+        c.shoot("logs")
+        row.locator("a").first.click()
+        c.wait_ready("log")
+        detail = c.page.locator("main").inner_text()
+        assert "add_order_note" in detail and str(match.id) in detail and '"status": "succeeded"' in detail
+        c.shoot("log-detail")
+        c.open("#/analytics")
+        assert c.page.locator(f"tr[data-rule='{rule_id}']").inner_text().split("\t")[:3] == [
+            "Big orders from PL/DE or VIPs", "1", "1"]
+        c.shoot("analytics")
+        c.open("#/rules")
+        assert "Big orders from PL/DE or VIPs" in c.page.locator("table.rules").inner_text()
+        c.shoot("rules")
+        c.open("#/templates")
+        assert c.page.locator(".card").count() >= 6
+        c.shoot("templates")
+        c.assert_clean()
+        with Console(c.page.context.browser, api.url, viewport=NARROW) as phone:
+            phone.sign_in(create_token(engine, p.store.id, "phone"))
+            phone.open(f"#/rules/{rule_id}", ready="rule")
+            # readable at 390 px: nothing is wider than the screen
+            assert phone.page.evaluate("document.documentElement.scrollWidth") <= 390
+            phone.shoot("rule-editor-390px")
+            phone.assert_clean()

@@ -1,0 +1,147 @@
+"""The batch loop (`run_batches`) never leaves lag behind for good:
+
+- offsets whose commit a rebalance or a coordinator blip put off are committed while the
+  loop is idle, not only with the next message (the long chaos run ended with the rule
+  consumers' lag above 0 when traffic stopped right after a rebalance);
+- a partition that stopped fetching while messages wait behind it is fetched again
+  (`wooflow/kafka/stall.py`; librdkafka can leave one waiting on a leader-epoch validation
+  after broker restarts — here a partition is paused behind the loop's back instead)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from prometheus_client import REGISTRY
+
+from tests.support import wait_for
+from wooflow.checkpointing import Checkpoint, run_batches
+from wooflow.kafka import topics
+from wooflow.kafka.consumer import make_consumer
+from wooflow.kafka.lag import LagReporter, Subscription
+from wooflow.kafka.producer import Producer
+from wooflow.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def produce(s: Settings, n: int, tag: str) -> None:
+    producer = Producer(s)
+    for i in range(n):
+        producer.produce(s.topic(topics.ORDERS), f"{tag}-{i}".encode(), key=f"{tag}-{i}")
+    producer.flush(30)
+    producer.close()
+
+
+def lag(s: Settings, group: str) -> int:
+    """The group's lag, read by a client of its own (the loop's consumer is busy in its thread)."""
+    return sum(LagReporter(s, Subscription(group, (s.topic(topics.ORDERS),))).read().values())
+
+
+@contextmanager
+def loop(consumer: Consumer, checkpoint: Checkpoint, handle: object, stall_after_s: float) -> Iterator[None]:
+    stop = threading.Event()
+    t = threading.Thread(target=run_batches, args=(consumer, checkpoint, handle, stop),
+                         kwargs={"batch_size": 100, "timeout": 0.2, "stall_after_s": stall_after_s}, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(30)  # run_batches closes the consumer
+
+
+def test_offsets_whose_commit_was_put_off_are_committed_while_the_loop_is_idle(settings: Settings) -> None:
+    produce(settings, 10, "a")
+    group = f"{settings.topic_prefix}deferred"
+    consumer = make_consumer(settings, group, [settings.topic(topics.ORDERS)])
+    got: list[Message] = []
+    wait_for(lambda: got.extend(m for m in consumer.consume(10, 0.2) if not m.error()) or len(got) == 10, 60,
+             0.0, "the messages")
+    checkpoint = Checkpoint(consumer, None)
+    for m in got:  # handled, their commit put off (what a deferral leaves in the checkpoint)
+        topic, partition, offset = m.topic(), m.partition(), m.offset()
+        assert topic is not None and partition is not None and offset is not None
+        checkpoint.track(topic, partition, offset)
+    assert lag(settings, group) == 10
+    with loop(consumer, checkpoint, lambda batch: None, 0):  # no message will come
+        wait_for(lambda: lag(settings, group) == 0, 30, 0.2, "the put-off offsets committed while idle")
+
+
+def test_a_partition_whose_fetch_stalled_is_fetched_again(settings: Settings) -> None:
+    consumer = make_consumer(settings, f"{settings.topic_prefix}stall", [settings.topic(topics.ORDERS)])
+    seen: list[bytes] = []
+    stalled = threading.Event()
+
+    def handle(batch: list[Message]) -> None:
+        seen.extend(m.value() or b"" for m in batch)
+        if not stalled.is_set():  # from now on no partition fetches (as a stuck validation)
+            consumer.pause(consumer.assignment())
+            stalled.set()
+
+    before = REGISTRY.get_sample_value("wooflow_consumer_refetches_total",
+                                       {"topic": settings.topic(topics.ORDERS)}) or 0.0
+    with loop(consumer, Checkpoint(consumer, None), handle, 1.0):
+        produce(settings, 1, "first")
+        wait_for(stalled.is_set, 60, 0.1, "the first message")
+        produce(settings, 20, "later")
+        wait_for(lambda: sum(v.startswith(b"later") for v in seen) == 20, 60, 0.2,
+                 "the messages behind the stalled fetch")
+    after = REGISTRY.get_sample_value("wooflow_consumer_refetches_total", {"topic": settings.topic(topics.ORDERS)})
+    assert after is not None and after > before
+
+
+def test_an_asynchronous_commit_the_coordinator_refused_is_committed_while_the_loop_is_idle(
+        settings: Settings) -> None:
+    produce(settings, 10, "a")
+    group = f"{settings.topic_prefix}refused"
+    consumer = make_consumer(settings, group, [settings.topic(topics.ORDERS)])
+    got: list[Message] = []
+    wait_for(lambda: got.extend(m for m in consumer.consume(10, 0.2) if not m.error()) or len(got) == 10, 60,
+             0.0, "the messages")
+    checkpoint = Checkpoint(consumer, None, asynchronous=True)
+    last: dict[tuple[str, int], int] = {}
+    for m in got:
+        topic, partition, offset = m.topic(), m.partition(), m.offset()
+        assert topic is not None and partition is not None and offset is not None
+        last[(topic, partition)] = max(last.get((topic, partition), -1), offset + 1)
+    # what a refused asynchronous commit leaves: its offsets sent, and the coordinator's
+    # answer (a rebalance in progress) kept by the consumer until the checkpoint takes it
+    checkpoint._sent.update(last)
+    consumer.refused += [(TopicPartition(t, p, o), KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+                         for (t, p), o in last.items()]
+    assert lag(settings, group) == 10
+    with loop(consumer, checkpoint, lambda batch: None, 0):  # no message will come
+        wait_for(lambda: lag(settings, group) == 0, 30, 0.2, "the refused offsets committed while idle")
+
+
+def test_a_refused_asynchronous_commit_never_moves_a_partition_back(settings: Settings) -> None:
+    produce(settings, 10, "a")
+    group = f"{settings.topic_prefix}superseded"
+    consumer = make_consumer(settings, group, [settings.topic(topics.ORDERS)])
+    got: list[Message] = []
+    wait_for(lambda: got.extend(m for m in consumer.consume(10, 0.2) if not m.error()) or len(got) == 10, 60,
+             0.0, "the messages")
+    checkpoint = Checkpoint(consumer, None, asynchronous=True)
+    last: dict[tuple[str, int], int] = {}
+    for m in got:
+        topic, partition, offset = m.topic(), m.partition(), m.offset()
+        assert topic is not None and partition is not None and offset is not None
+        checkpoint.track(topic, partition, offset)
+        last[(topic, partition)] = offset + 1
+    try:
+        checkpoint.commit()  # sent without waiting, and taken
+        wait_for(lambda: lag(settings, group) == 0, 30, 0.2, "the batch committed")
+        # an earlier commit's refusal, answered late: a later commit of the partition went out since
+        consumer.refused += [(TopicPartition(t, p, 0), KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+                             for t, p in last]
+        checkpoint.retry_deferred()  # what the loop does while idle
+        assert not consumer.refused
+        # asked after whatever the retry sent (the coordinator answers one connection in order)
+        committed = consumer.committed([TopicPartition(t, p) for t, p in last], timeout=10)
+        assert {(tp.topic, tp.partition): tp.offset for tp in committed} == last
+    finally:
+        consumer.close()

@@ -1,0 +1,105 @@
+"""A partition that stopped fetching is fetched again.
+
+After repeated broker restarts librdkafka can leave an assigned partition that never
+fetches again — its fetch state waiting on a leader-epoch validation that never
+completes (confluentinc/librdkafka#4492, #5153) — while the group, the coordinator and
+every other partition look healthy. The long chaos run met it: after the eighth broker
+restart a rule consumer owned 30 partitions for five minutes and read none of the ~240
+events behind them; only a restart would have moved them.
+
+`StallGuard.check`, called by a consuming loop between batches, notices a partition whose
+fetch position has not moved for `after_s` while the partition holds messages beyond it,
+and fetches it again from that position (`resume` + `seek`, which resets librdkafka's fetch
+state for the partition). It reads the partitions' ends only for partitions that did not
+move, at most once per `after_s`, in one ListOffsets request (`offsets_for_times` with
+LATEST: the last stable offset, what a read_committed consumer can reach). A broker that
+does not answer is no stall: the check is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from wooflow import metrics
+
+log = logging.getLogger(__name__)
+
+LATEST, EARLIEST = -1, -2  # ListOffsets timestamps: the end and the start of the partition
+
+
+class StallGuard:
+    def __init__(self, consumer: Consumer, after_s: float, *, timeout_s: float = 5.0) -> None:
+        self.consumer = consumer
+        self.after_s = after_s
+        self.timeout_s = timeout_s
+        self._since: dict[tuple[str, int], tuple[int, float]] = {}  # partition → (position, unchanged since)
+        self._next_check = time.monotonic() + after_s
+
+    def check(self) -> list[TopicPartition]:
+        """Fetch again the partitions stuck for `after_s`; returns them (empty when none)."""
+        now = time.monotonic()
+        if self.after_s <= 0 or now < self._next_check:
+            return []
+        self._next_check = now + self.after_s
+        unmoved = self._unmoved(now)
+        if not unmoved:
+            return []
+        try:
+            still = self._from_committed(unmoved)
+            ends = self.consumer.offsets_for_times([TopicPartition(t, p, LATEST) for t, p, _ in still],
+                                                   timeout=self.timeout_s)
+        except KafkaException:
+            return []  # the broker is away: that is an outage, not a stall
+        end_of = {(tp.topic, tp.partition): tp.offset for tp in ends if tp.error is None}
+        stuck = [TopicPartition(t, p, pos) for t, p, pos in still if end_of.get((t, p), -1) > pos]
+        for tp in stuck:
+            log.warning("%s [%d] has not fetched past offset %d for %.0f s while %d messages wait: fetching it again",
+                        tp.topic, tp.partition, tp.offset, self.after_s, end_of[(tp.topic, tp.partition)] - tp.offset)
+            metrics.consumer_refetches.labels(tp.topic).inc()
+            self.consumer.resume([TopicPartition(tp.topic, tp.partition)])
+            self.consumer.seek(tp)
+            self._since[(tp.topic, tp.partition)] = (tp.offset, now)
+        return stuck
+
+    def _from_committed(self, unmoved: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+        """Partitions nothing was consumed from since they were assigned have no position:
+        they start from the group's committed offset, or where the group starts without one
+        (`auto.offset.reset` earliest)."""
+        known = [u for u in unmoved if u[2] >= 0]
+        unread = [TopicPartition(t, p) for t, p, pos in unmoved if pos < 0]
+        if not unread:
+            return known
+        never: list[TopicPartition] = []
+        for tp in self.consumer.committed(unread, timeout=self.timeout_s):
+            if tp.offset >= 0:
+                known.append((tp.topic, tp.partition, tp.offset))
+            else:
+                never.append(TopicPartition(tp.topic, tp.partition, EARLIEST))
+        if never:
+            known += [(tp.topic, tp.partition, tp.offset)
+                      for tp in self.consumer.offsets_for_times(never, timeout=self.timeout_s) if tp.offset >= 0]
+        return known
+
+    def _unmoved(self, now: float) -> list[tuple[str, int, int]]:
+        """Assigned partitions whose position (negative: nothing consumed yet) has not
+        changed for `after_s`."""
+        assigned = self.consumer.assignment()
+        if not assigned:
+            self._since.clear()
+            return []
+        out = []
+        seen = set()
+        for tp in self.consumer.position(assigned):
+            key = (tp.topic, tp.partition)
+            seen.add(key)
+            pos, since = self._since.get(key, (None, now))
+            if pos != tp.offset:
+                self._since[key] = (tp.offset, now)
+            elif now - since >= self.after_s:
+                out.append((tp.topic, tp.partition, tp.offset))
+        for gone in set(self._since) - seen:
+            del self._since[gone]
+        return out
