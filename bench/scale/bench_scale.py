@@ -4,6 +4,9 @@ next to the same process on bench/rules' catalogue (100 stores × 10 rules), sid
 
     .venv/bin/python bench/scale/bench_scale.py [--events 60000] [--runs 2] [--probes 6] [--drop] [--env N=V]
 
+`--stores N` builds a smaller catalogue (N stores, the same rules and customers per store) in
+its own `--database`, for a smoke run; `--only rules` leaves the scale catalogue alone.
+
 PostgreSQL: the catalogue lives in its own database (`--database`, default `wooflow_scale`
 on the server of DATABASE_URL), created, migrated and loaded the first time in bulk
 (`INSERT … SELECT generate_series` for stores and state, COPY for the rules) and reused by
@@ -110,20 +113,21 @@ def drop_database(url: str) -> None:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def loaded(url: str) -> bool:
+def loaded(url: str, stores: int) -> bool:
     import psycopg
 
+    n = stores
     with psycopg.connect(psycopg_dsn(url)) as c:
-        stores = c.execute("SELECT count(*) FROM stores WHERE id LIKE %s", (PREFIX + "%",)).fetchone()
+        found = c.execute("SELECT count(*) FROM stores WHERE id LIKE %s", (PREFIX + "%",)).fetchone()
         rules = c.execute("SELECT count(*) FROM rules WHERE store_id LIKE %s", (PREFIX + "%",)).fetchone()
         state = c.execute("SELECT reltuples FROM pg_class WHERE relname = 'customer_state'").fetchone()
         products = c.execute("SELECT count(*) FROM product_catalog WHERE store_id = %s",
-                             (store_id(STORES - 1),)).fetchone()
-    return (stores and stores[0] == STORES and rules and rules[0] >= STORES * RULES_PER_STORE
-            and state is not None and state[0] >= STORES * CUSTOMERS * 0.95 and products and products[0] == PRODUCTS)
+                             (store_id(n - 1),)).fetchone()
+    return (found and found[0] == n and rules and rules[0] >= n * RULES_PER_STORE
+            and state is not None and state[0] >= n * CUSTOMERS * 0.95 and products and products[0] == PRODUCTS)
 
 
-def load(url: str) -> dict[str, float]:
+def load(url: str, stores: int) -> dict[str, float]:
     """Stores, state and the product catalog by generate_series, rules by COPY; ~1.5 GB with indexes."""
     import psycopg
 
@@ -138,13 +142,13 @@ def load(url: str) -> dict[str, float]:
         c.execute("""INSERT INTO stores (id, url, webhook_secret, currency, timezone, settings)
                      SELECT %s || lpad(g::text, 5, '0'), 'http://127.0.0.1:1', md5(g::text), 'PLN', 'Europe/Warsaw',
                             %s::jsonb
-                     FROM generate_series(0, %s - 1) g""", (PREFIX, json.dumps(LOYALTY), STORES))
+                     FROM generate_series(0, %s - 1) g""", (PREFIX, json.dumps(LOYALTY), stores))
         took["stores_s"] = time.perf_counter() - t
         t = time.perf_counter()
         cols = ("store_id", "name", "trigger", "trigger_options", "conditions", "actions", "priority", "enabled",
                 "group_label", "frequency", "exit_conditions")
         with c.cursor().copy(f"COPY rules ({', '.join(cols)}) FROM STDIN") as copy_in:
-            for i in range(STORES):
+            for i in range(stores):
                 for r in scale_rules(i):
                     d = RuleSpec.model_validate(r).model_dump(mode="json")
                     copy_in.write_row([store_id(i), d["name"], d["trigger"], json.dumps(d["trigger_options"]),
@@ -169,14 +173,14 @@ def load(url: str) -> dict[str, float]:
                    CASE WHEN g %% 3 = 0 THEN jsonb_build_object((g %% 40 + 1)::text, g %% 5 + 1) ELSE '{}'::jsonb END,
                    jsonb_build_object('created_event', md5('c' || g::text),
                                       'g', jsonb_build_array('g' || left(md5('c' || (g %% %(per)s + 1)), 24)))
-            FROM generate_series(0, %(n)s - 1) g""", {"prefix": PREFIX, "per": CUSTOMERS, "n": STORES * CUSTOMERS})
+            FROM generate_series(0, %(n)s - 1) g""", {"prefix": PREFIX, "per": CUSTOMERS, "n": stores * CUSTOMERS})
         took["customers_s"] = time.perf_counter() - t
         # the catalog a backfill leaves, as bench/rules seeds it: each store's products, one category each
         c.execute("""
             INSERT INTO product_catalog (store_id, product_id, type, status, category_ids, source)
             SELECT %(prefix)s || lpad((g / %(per)s)::text, 5, '0'), g %% %(per)s + 1, 'simple', 'publish',
                    ARRAY[g::bigint * 7919 %% 12 + 1], 'rest'
-            FROM generate_series(0, %(n)s - 1) g""", {"prefix": PREFIX, "per": PRODUCTS, "n": STORES * PRODUCTS})
+            FROM generate_series(0, %(n)s - 1) g""", {"prefix": PREFIX, "per": PRODUCTS, "n": stores * PRODUCTS})
         c.commit()
     with psycopg.connect(psycopg_dsn(url), autocommit=True) as c:
         t = time.perf_counter()
@@ -287,7 +291,7 @@ def drain(s: Settings, consumer: ConsumerProcess, reader: Any, parts: list[Any],
 
 
 # --- rule changes --------------------------------------------------------------------------
-def probe_rule_changes(s: Settings, url: str, probes: int, seed: int) -> list[dict[str, float]]:
+def probe_rule_changes(s: Settings, url: str, probes: int, seed: int, stores: int) -> list[dict[str, float]]:
     """A new rule for a random store, then one order event of that store every 20 ms until a
     command of the new rule shows up: when it applied, at the latest."""
     import psycopg
@@ -313,7 +317,7 @@ def probe_rule_changes(s: Settings, url: str, probes: int, seed: int) -> list[di
     try:
         with psycopg.connect(psycopg_dsn(url), autocommit=True) as db:
             for k in range(probes):
-                store = store_id(rng.randrange(STORES))
+                store = store_id(rng.randrange(stores))
                 spec = RuleSpec.model_validate({
                     "name": f"probe {k}", "trigger": "new_order",
                     "actions": [{"type": "add_order_note", "params": {"note": f"probe {k}"}}]})
@@ -357,6 +361,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2, help="pairs: bench/rules catalogue, then the scale catalogue")
     ap.add_argument("--probes", type=int, default=6, help="rule changes timed per run")
     ap.add_argument("--database", default="wooflow_scale")
+    ap.add_argument("--stores", type=int, default=STORES, help="stores of the scale catalogue (a smaller one for a "
+                    "smoke run: give it its own --database)")
     ap.add_argument("--reload", action="store_true", help="load the scale catalogue again")
     ap.add_argument("--drop", action="store_true", help="drop the scale database at the end")
     ap.add_argument("--only", choices=("rules", "scale"), help="run one catalogue only")
@@ -372,16 +378,17 @@ def main() -> None:
     from wooflow.kafka.admin import create_topics, delete_topics_with_prefix
 
     url = base_url.rsplit("/", 1)[0] + "/" + args.database
-    ensure_database(url)
-    upgrade(url)
     upgrade(base_url)
     cleanup(Settings(database_url=base_url))  # bench/rules leftovers of interrupted runs
-    if args.reload or not loaded(url):
-        print("loading the scale catalogue:", load(url), flush=True)
-    scale_cleanup(url)
-    with psycopg_connect(url) as c:
-        size = c.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()
-    print(f"scale database {args.database}: {size[0] if size else '?'}", flush=True)
+    if args.only != "rules":
+        ensure_database(url)
+        upgrade(url)
+        if args.reload or not loaded(url, args.stores):
+            print("loading the scale catalogue:", load(url, args.stores), flush=True)
+        scale_cleanup(url)
+        with psycopg_connect(url) as c:
+            size = c.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()
+        print(f"scale database {args.database}: {size[0] if size else '?'}", flush=True)
     out: dict[str, list[dict[str, Any]]] = {"rules": [], "scale": []}
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-scale-{uuid.uuid4().hex[:6]}"
     logs.mkdir(parents=True)
@@ -400,7 +407,7 @@ def main() -> None:
                     w = Workload(tag, args.events, seed=r)
                     setup(s, w)
                 else:
-                    w = Workload(tag, args.events, seed=r, stores=[store_id(i) for i in range(STORES)],
+                    w = Workload(tag, args.events, seed=r, stores=[store_id(i) for i in range(args.stores)],
                                  customers=CUSTOMERS)
                     w.next_order = 100_000_000 * (r + 1)
                     produce_backlog(s, list(w.events()))
@@ -430,7 +437,7 @@ def main() -> None:
                         spy.wait(60)
                     res |= {"events_per_s": warm["events_per_s"], "cpu_us_per_event": warm["cpu_us_per_event"]}
                     if which == "scale" and args.probes:
-                        changes = probe_rule_changes(s, url, args.probes, seed=r)
+                        changes = probe_rule_changes(s, url, args.probes, seed=r, stores=args.stores)
                         res["rule_change_applied_s"] = [c["applied_within_s"] for c in changes]
                     res["rss_mb_peak"] = round(max(x for _, x in consumer.rss) / 2**20)
                     res["rss_mb_end"] = round(consumer.rss[-1][1] / 2**20)
