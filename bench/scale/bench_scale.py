@@ -453,7 +453,7 @@ def main() -> None:
                 print(f"run {r + 1} {which}: {res}", flush=True)
                 out[which].append(res)
     finally:
-        if args.drop:
+        if args.drop and args.only != "rules":
             drop_database(url)
     for which, runs in out.items():
         if not runs:
