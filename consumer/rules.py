@@ -122,8 +122,7 @@ class CompiledRule:
         """The type of the workflow's first action ("" if it has none)."""
         if self.actions:
             return self.actions[0].type
-        first = self.program.actions()
-        return first[0].action.type if first and first[0].action is not None else ""
+        return next((n.action.type for n in self.program.nodes if n.action is not None), "")
 
 
 def _shared_options(trigger: str, options: dict[str, Any]) -> Check | None:

@@ -235,6 +235,7 @@ class RuleConsumer:
             metrics.commands_emitted.labels(store, action).inc(n)
             metrics.events_out.labels("rules", self.commands_topic, store).inc(n)
         for it, m, x in outcome.held_out:  # a holdout rule's control group: logged, no effect
+            # the workflow's first action (a staged workflow parses its program for it)
             rec = held_out_log(x, idempotency_key(m.rule.id, x.event_id, 0), m.rule.first_action,
                                m.rule.holdout_percent, now)
             self.producer.produce(self.logs_topic, self.codec.encode("ExecutionLog", rec, self.logs_topic),
