@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,9 +27,13 @@ from sqlalchemy import Engine, insert, select
 from tests.browser import NARROW, Console, chromium
 from tests.harness import ApiThread
 from tests.pipeline import Pipeline, add_rule
-from tests.support import make_sim_store, make_store, unique, wait_for, wait_until_pipeline_idle
+from tests.rules_kit import ConsumerThread, EventProducer, order_event
+from tests.support import make_sim_store, make_store, unique, wait_for, wait_until_consumed, wait_until_pipeline_idle
+from tests.test_analytics_api import DAY1, DAY2, seed
+from tests.test_analytics_api import RULE as ANALYTICS_RULE
+from tests.test_analytics_api import log as log_record
 from wooflow.api.auth import create_token
-from wooflow.db.tables import execution_logs, rules
+from wooflow.db.tables import execution_logs, holdout_exposures, message_conversions, rules
 from wooflow.dlq import encode, record_of_unsent
 from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_reader
@@ -35,6 +41,8 @@ from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
 from wooflow.simulator.server import SimulatorServer
+from wooflow.sink.runner import LogSink
+from wooflow.workers.testing import RoleThread
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +86,27 @@ def test_the_console_is_served_at_the_root_with_a_content_security_policy(api: A
     page = httpx.get(f"{api.url}/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = dict(d.strip().split(" ", 1) for d in page.headers["content-security-policy"].split(";"))
-    # one script, inline, allowed by its hash and by nothing else
+    # one script, inline, allowed by its hash; and the chart library the analytics page
+    # fetches, allowed by its own: nothing else
     script = page.text.split("<script>", 1)[1].split("</script>", 1)[0]
-    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-    assert csp["script-src"] == f"'sha256-{digest}'" and page.text.count("<script") == 1
+    charts = httpx.get(f"{api.url}/console/vendor/uPlot.iife.min.js")
+    assert charts.status_code == 200 and charts.headers["content-type"].startswith("text/javascript")
+    assert csp["script-src"].split() == [_sha256(script), _sha256(charts.text)] and page.text.count("<script") == 1
     assert csp["default-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert "innerHTML" not in script and "eval(" not in script  # API values only ever become text
+    for code in (script, charts.text):
+        assert "innerHTML" not in code and "eval(" not in code  # API values only ever become text
+    assert ".uplot" in page.text  # the library's stylesheet, inline
     again = httpx.get(f"{api.url}/", headers={"If-None-Match": page.headers["etag"]})
     assert again.status_code == 304
-    assert httpx.get(f"{api.url}/console/console.js").status_code == 404  # nothing else is served
+    assert httpx.get(f"{api.url}/console/vendor/uPlot.iife.min.js",
+                     headers={"If-None-Match": charts.headers["etag"]}).status_code == 304
+    for other in ("console/console.js", "console/vendor/uPlot.min.css", "console/vendor/uPlot.LICENSE"):
+        assert httpx.get(f"{api.url}/{other}").status_code == 404  # nothing else is served
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
 # ---- in the browser --------------------------------------------------------------------------
@@ -125,7 +144,7 @@ def test_an_invalid_rule_shows_each_api_error_next_to_its_field(browser: Any, ap
         c.shoot("rule-editor-errors")
 
         # fixed, the same form saves, and the errors are gone
-        p.locator(f"[data-path='{value_path}']").fill("PL, DE")
+        p.locator(f"[data-path='{value_path}']").select_option(["PL", "DE"])  # countries, offered by name
         p.locator("[data-path='actions[0].delay']").fill("day 1")
         p.get_by_role("button", name="Create rule").click()
         c.wait_ready("rule")
@@ -135,7 +154,8 @@ def test_an_invalid_rule_shows_each_api_error_next_to_its_field(browser: Any, ap
 
 
 @pytest.mark.integration
-def test_a_dry_run_shows_the_rendered_email(browser: Any, api: ApiThread, engine: Engine) -> None:
+def test_a_dry_run_picked_through_search_shows_the_rendered_email(browser: Any, api: ApiThread, settings: Settings,
+                                                                  engine: Engine) -> None:
     with SimulatorServer(seed=11) as sim:
         store = make_sim_store(engine, sim)
         product = sim.store.create_product("Teapot", "80.00")
@@ -149,12 +169,35 @@ def test_a_dry_run_shows_the_rendered_email(browser: Any, api: ApiThread, engine
                 "subject": "Thanks, {{ order.billing.first_name }}!",
                 "html": '<h1 style="color:#2f5ea8">Thank you, {{ order.billing.first_name }}</h1>'
                         "<p>Order {{ order.number }} is on its way.</p>"}}]})
+        # the rule consumer reads the order's event and records it: what the search finds
+        events = EventProducer(settings)
+        events.send("OrderEvent", order_event(store.id, order.id, email="ala@example.com", total="80.00"))
+        events.flush()
+        with ConsumerThread(settings):
+            wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
         with Console(browser, api.url) as c:
             c.sign_in(create_token(engine, store.id, "console"))
-            c.open(f"#/dry-run?rule={rule_id}", ready="dry-run")
+            c.open("#/dry-run", ready="dry-run")
             p = c.page
-            p.get_by_label("Order or customer id").fill(str(order.id))
-            p.get_by_role("button", name="Run dry run").click()
+            assert p.get_by_label("Rule").input_value() == str(rule_id)
+            p.wait_for_selector(f".choice[data-subject='order_id:{order.id}']")  # the newest orders, at once
+            search = p.get_by_label("Find an order or customer")
+            search.fill("nobody@example.com")
+            p.wait_for_selector("fieldset.found[data-query='nobody@example.com']")
+            assert "Nothing found" in p.locator("fieldset.found").inner_text()
+            p.get_by_role("button", name="Run dry run").click()  # nothing picked: said next to the search
+            assert "pick one" in p.locator(".field-error[data-error-for='subject']").inner_text()
+            search.fill("ALA@example.com")
+            search.press("Enter")
+            p.wait_for_selector("fieldset.found[data-query='ALA@example.com']")
+            choices = p.locator("fieldset.found .choice")
+            assert choices.count() == 1 and f"Order #{order.id}" in choices.first.inner_text()
+            # by keyboard: from the Search button, Tab to the choice, Space picks it, Enter runs
+            p.get_by_role("button", name="Search").focus()
+            p.keyboard.press("Tab")
+            p.keyboard.press("Space")
+            assert choices.first.get_by_role("radio").is_checked()
+            p.keyboard.press("Enter")
             p.wait_for_selector(".dry-result[data-done]")
             assert p.locator(".email-preview .subject").inner_text() == "Thanks, Ala!"
             frame = p.frame_locator("iframe.email")
@@ -164,6 +207,7 @@ def test_a_dry_run_shows_the_rendered_email(browser: Any, api: ApiThread, engine
             assert "Thank you, Ala" in p.locator(".email-text").inner_text()
             assert "This rule would run." in p.locator(".dry-result").inner_text()
             assert "billing_country is 'PL'" in p.locator(".verdict").first.inner_text()
+            p.locator("iframe.email").scroll_into_view_if_needed()  # a frame out of view is not painted
             c.shoot("dry-run")
             c.assert_clean()
 
@@ -227,6 +271,109 @@ def test_a_store_token_sees_nothing_of_another_store(browser: Any, api: ApiThrea
         c.wait_ready("signin")
         assert p.locator("table.rules").count() == 0
         c.assert_clean(expected_http=(401, 403, 404))
+
+
+def _exposures(engine: Engine, store_id: str, rule_id: int, held_out: bool, customers: int, converted: int) -> None:
+    """Customers who entered a holdout rule on DAY1, as the rule consumer records them, with
+    their orders in the window after as the activity reader brings them up (50 PLN each)."""
+    rows = [{"rule_id": rule_id, "customer_key": unique("c"), "store_id": store_id, "held_out": held_out,
+             "event_id": unique("e"), "exposed_at": DAY1, "orders": int(i < converted),
+             "revenue": Decimal(50 if i < converted else 0)} for i in range(customers)]
+    with engine.begin() as conn:
+        conn.execute(insert(holdout_exposures), rows)
+
+
+def _painted(page: Any, selector: str) -> int:
+    """How many pixels the charts' canvases under `selector` have drawn on."""
+    return int(page.evaluate("""sel => [...document.querySelectorAll(sel + ' canvas')].map(c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }).reduce((a, b) => a + b, 0)""",
+                             selector))
+
+
+def _pp(x: float) -> str:
+    return f"{'+' if x >= 0 else '−'}{abs(x * 100):.1f} pp"
+
+
+@pytest.mark.integration
+def test_the_analytics_page_charts_each_rules_funnel_revenue_and_lift_from_real_data(
+        browser: Any, api: ApiThread, settings: Settings, engine: Engine, tmp_path: Path) -> None:
+    store = make_store(engine)
+    rule = add_rule(engine, store.id, {"name": "Welcome", **ANALYTICS_RULE, "holdout_percent": 20})
+    small = add_rule(engine, store.id, {"name": "Small test", **ANALYTICS_RULE, "holdout_percent": 20})
+    logs = [log_record(store.id, rule, 0, "send_email", "succeeded", DAY1, f"c{i}") for i in range(3)]
+    logs += [log_record(store.id, rule, 0, "send_email", "skipped", DAY1),
+             log_record(store.id, rule, 1, "create_admin_task", "succeeded", DAY2),
+             log_record(store.id, rule, 0, "send_email", "succeeded", DAY2)]
+    codec, producer = get_codec(), Producer(settings)
+    for rec in logs + logs[:2]:  # two of them delivered twice: counted once
+        producer.produce(settings.topic(topics.LOGS), codec.encode("ExecutionLog", rec), key=rec["store_id"])
+    producer.flush(30)
+    with RoleThread(LogSink(settings), "sink"):
+        wait_until_consumed(settings, settings.sink_group, [topics.LOGS])
+    seed(settings, engine, store.id, rule, tmp_path)  # opens and clicks through the tracker; a PLN order on DAY2
+    with engine.begin() as conn:  # and a euro order on DAY1, credited to the same rule
+        conn.execute(insert(message_conversions).values(
+            store_id=store.id, order_id=7, message_id=unique("m"), rule_id=rule, step=0, customer_key="c2",
+            touch="open", touched_at=DAY1, ordered_at=DAY1, currency="EUR", revenue=Decimal("10.00"),
+            refunded=Decimal(0), voided=False, order_modified=DAY1))
+    _exposures(engine, store.id, rule, False, 200, 60)
+    _exposures(engine, store.id, rule, True, 50, 5)
+    _exposures(engine, store.id, small, False, 12, 3)
+    _exposures(engine, store.id, small, True, 4, 1)
+    days = {"since": DAY1.date().isoformat(), "until": DAY2.date().isoformat()}
+    token = create_token(engine, store.id, "console")
+    report = httpx.get(f"{api.url}/v1/analytics/rules/{rule}", params=days,
+                       headers={"Authorization": f"Bearer {token}"}).json()
+    with Console(browser, api.url) as c:
+        c.sign_in(token)
+        c.open(f"#/analytics?since={days['since']}&until={days['until']}")
+        p = c.page
+        row = p.locator(f"tr[data-rule='{rule}']")
+        stages = {s: row.locator(f"td[data-stage='{s}']").inner_text()
+                  for s in ("Triggered", "Executed", "Delivered", "Opened", "Clicked", "Converted")}
+        assert stages == {"Triggered": "6", "Executed": "5", "Delivered": "4", "Opened": "2", "Clicked": "2",
+                          "Converted": "2"}
+        revenue = row.locator("td[data-col='revenue']").inner_text()
+        assert "64.50" in revenue and "PLN" in revenue and "10.00" in revenue
+        lift = report["holdout"]["conversion_lift"]
+        assert row.locator("td[data-col='lift']").inner_text() == (
+            f"{_pp(lift['estimate'])[:-3]} pp [{_pp(lift['low'])[:-3]}, {_pp(lift['high'])[:-3]}]")
+        assert "sample too small" in p.locator(f"tr[data-rule='{small}'] td[data-col='lift']").inner_text()
+        wait_for(lambda: _painted(p, "figure[data-chart='funnel']") > 500, 10, 0.1, "the store's funnel drawn")
+        c.shoot("analytics")
+
+        row.get_by_role("link", name="Welcome").click()
+        c.wait_ready("rule-analytics")
+        funnel = p.locator("figure[data-chart='funnel']")
+        counts = [funnel.locator(f"tr[data-stage='{s}'] td[data-col='count']").inner_text() for s in stages]
+        assert counts == [str(x) for x in (sum(report["executions"].values()), report["executions"]["succeeded"],
+                                           report["sends"], report["opened"], report["clicked"],
+                                           report["conversions"])] == list(stages.values())
+        revenue_days = p.locator("figure[data-chart='revenue'] table.revenue tbody tr")
+        assert [r.get_attribute("data-day") for r in revenue_days.all()] == [days["since"], days["until"]]
+        assert "10.00" in revenue_days.nth(0).locator("td[data-currency='EUR']").inner_text()
+        assert "64.50" in revenue_days.nth(1).locator("td[data-currency='PLN']").inner_text()
+        wait_for(lambda: min(_painted(p, f"figure[data-chart='{chart}']") for chart in ("funnel", "revenue")) > 500,
+                 10, 0.1, "the funnel and revenue charts drawn")
+        interval = p.locator("figure[data-lift='conversion'] figcaption").inner_text()
+        assert interval == (f"Conversion rate: {_pp(lift['estimate'])} (95% interval {_pp(lift['low'])} to "
+                            f"{_pp(lift['high'])})")
+        assert p.locator("figure[data-lift='conversion'] svg circle").count() == 1
+        assert p.locator(".lift .sample").count() == 0 and report["holdout"]["conclusive"]
+        c.shoot("analytics-rule")
+
+        c.open(f"#/analytics/{small}?since={days['since']}&until={days['until']}", ready="rule-analytics")
+        assert p.locator(".lift .sample").inner_text().startswith("Sample too small — sample too small to conclude")
+        assert "No revenue credited in this period." in p.locator("main").inner_text()
+        c.assert_clean()
+    with Console(browser, api.url, viewport=NARROW) as phone:
+        phone.sign_in(token)
+        phone.open(f"#/analytics/{rule}?since={days['since']}&until={days['until']}", ready="rule-analytics")
+        wait_for(lambda: _painted(phone.page, "figure[data-chart='revenue']") > 500, 10, 0.1, "drawn at 390 px")
+        assert phone.page.evaluate("document.documentElement.scrollWidth") <= 390
+        phone.shoot("analytics-rule-390px")
+        phone.assert_clean()
 
 
 def _redrives_of(settings: Settings, topic: str, dlq_id: str) -> int:
@@ -334,7 +481,7 @@ def _build_rule_in_console(c: Console) -> None:
     p.get_by_role("button", name="Add condition").last.click()
     c.condition("conditions.conditions[0]", "order_total", "gt", "100")
     p.locator("[data-group='conditions']").get_by_role("button", name="Add group").last.click()
-    c.condition("conditions.conditions[1].conditions[0]", "billing_country", "in", "PL, DE")
+    c.condition("conditions.conditions[1].conditions[0]", "billing_country", "in", ["PL", "DE"])
     p.locator("[data-group='conditions.conditions[1]']").get_by_role("button", name="Add condition").click()
     c.condition("conditions.conditions[1].conditions[1]", "customer_email", "contains", "vip")
     p.locator("[data-path='actions[0].type']").select_option("add_order_note")
