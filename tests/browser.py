@@ -70,8 +70,13 @@ class Console:
         self.close()
 
     def open(self, route: str = "#/rules", ready: str | None = None) -> None:
-        """Go to a page of the console (`#/logs?...`) and wait until it has rendered."""
-        self.page.goto(f"{self.url}/{route}")
+        """Go to a page of the console (`#/logs?...`) and wait until it has rendered (again,
+        if the tab is on it already: a fresh load)."""
+        target = f"{self.url}/{route}"
+        if self.page.url == target:
+            self.page.reload()
+        else:
+            self.page.goto(target)
         self.wait_ready(ready or route.lstrip("#/").split("?")[0].split("/")[0])
 
     def wait_ready(self, name: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -22,18 +23,19 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka import TopicPartition
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, insert, select
 
 from tests.browser import NARROW, Console, chromium
 from tests.harness import ApiThread
 from tests.pipeline import Pipeline, add_rule
-from tests.rules_kit import ConsumerThread, EventProducer, order_event
+from tests.rules_kit import ConsumerThread, EventProducer, order_event, product_event
 from tests.support import make_sim_store, make_store, unique, wait_for, wait_until_consumed, wait_until_pipeline_idle
 from tests.test_analytics_api import DAY1, DAY2, seed
 from tests.test_analytics_api import RULE as ANALYTICS_RULE
 from tests.test_analytics_api import log as log_record
-from wooflow.api.auth import create_token
-from wooflow.db.tables import execution_logs, holdout_exposures, message_conversions, rules
+from tests.test_workflows_v2 import T0, start_runs
+from wooflow.api.auth import create_token, hash_token
+from wooflow.db.tables import api_tokens, execution_logs, holdout_exposures, message_conversions, rules
 from wooflow.dlq import encode, record_of_unsent
 from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_reader
@@ -212,6 +214,142 @@ def test_a_dry_run_picked_through_search_shows_the_rendered_email(browser: Any, 
             c.assert_clean()
 
 
+def _named_product(store_id: str, product_id: int, categories: dict[int, str], tags: dict[int, str]) -> dict[str, Any]:
+    """A product event as the bridge makes it, with its categories' and tags' names."""
+    event = product_event(store_id, product_id, categories=tuple(categories), tags=tuple(tags))
+    event["product"]["categories"] = [{"id": i, "name": n, "slug": n.lower()} for i, n in categories.items()]
+    event["product"]["tags"] = list(tags.values())
+    return event
+
+
+@pytest.mark.integration
+def test_the_category_and_tag_pickers_offer_the_catalogs_names_and_save_their_ids(
+        browser: Any, api: ApiThread, settings: Settings, engine: Engine) -> None:
+    store, other = make_store(engine), make_store(engine)
+    events = EventProducer(settings)  # the store's products, read by the rule consumer into its catalog
+    events.send("ProductEvent", _named_product(store.id, 1, {12: "Teapots", 15: "Kitchen"}, {3: "Gift ideas"}))
+    events.send("ProductEvent", _named_product(store.id, 2, {15: "Kitchen"}, {}))
+    events.send("ProductEvent", _named_product(other.id, 1, {99: "Not ours"}, {98: "Theirs"}))
+    events.flush()
+    with ConsumerThread(settings):
+        wait_until_consumed(settings, settings.rules_group, [topics.PRODUCTS])
+    with Console(browser, api.url) as c:
+        c.sign_in(create_token(engine, store.id, "console"))
+        c.open("#/rules/new", ready="rule")
+        p = c.page
+        p.get_by_label("Name").fill("Teapot buyers")
+        for _ in range(3):
+            p.locator("[data-group='conditions']").get_by_role("button", name="Add condition").last.click()
+        c.condition("conditions.conditions[0]", "category", "in")
+        categories = p.locator("[data-path='conditions.conditions[0].value']")
+        wait_for(lambda: categories.locator("option").count() == 2, 10, 0.1, "the catalog's categories")
+        assert categories.locator("option").all_inner_texts() == ["Kitchen (15)", "Teapots (12)"]
+        categories.select_option(label="Teapots (12)")
+        c.condition("conditions.conditions[1]", "product_tag", "contains")
+        tags = p.locator("[data-path='conditions.conditions[1].value']")
+        wait_for(lambda: tags.locator("option").count() == 2, 10, 0.1, "the catalog's tags")
+        assert tags.locator("option").all_inner_texts() == ["choose…", "Gift ideas (3)"]
+        tags.select_option(label="Gift ideas (3)")
+        c.condition("conditions.conditions[2]", "first_order_date", "within_last_days", "30")
+        assert p.get_by_label("Value (days)").input_value() == "30"
+        p.locator("[data-path='actions[0].params.note']").fill("teapot buyer")
+        p.get_by_role("button", name="Create rule").click()
+        c.wait_ready("rule")
+        p.wait_for_selector("text=Saved: version 1.")
+        rule_id = int(c.page.url.rsplit("/", 1)[1])
+        with engine.connect() as conn:
+            saved = conn.execute(select(rules.c.conditions).where(rules.c.id == rule_id)).scalar_one()
+        assert [(x["field"], x["operator"], x["value"]) for x in saved["conditions"]] == [
+            ("category", "in", ["12"]), ("product_tag", "contains", "3"), ("first_order_date", "within_last_days", 30)]
+        # read back: the names again, the saved ids chosen
+        categories = p.locator("[data-path='conditions.conditions[0].value']")
+        wait_for(lambda: categories.locator("option").count() == 2, 10, 0.1, "the categories again")
+        assert categories.evaluate("s => [...s.selectedOptions].map(o => o.textContent)") == ["Teapots (12)"]
+        c.shoot("rule-editor-pickers")
+        c.assert_clean()
+
+
+WORKFLOW = {
+    "name": "Welcome, then by engagement", "trigger": "new_order",
+    "actions": [{"type": "send_email", "id": "welcome", "params": {"subject": "Welcome", "html": "<p>Hi</p>"}},
+                {"type": "branch", "condition": {"type": "email_opened", "within": "24h"},
+                 "yes": {"steps": []},
+                 "no": {"steps": [{"type": "send_email", "params": {"subject": "Missed it?", "html": "<p>Hi</p>"}}],
+                        "then": "end"}},
+                {"type": "create_admin_task", "params": {"title": "Call them"}, "delay": "day 3"}],
+}
+
+
+@pytest.mark.integration
+def test_a_workflows_steps_are_edited_as_json_with_errors_on_their_step_and_its_versions_show_their_runs(
+        browser: Any, api: ApiThread, engine: Engine) -> None:
+    store = make_store(engine)
+    rule_id = add_rule(engine, store.id, WORKFLOW)
+    start_runs(engine, rule_id, store.id, ["ga", "gb"], T0)  # two runs in flight on version 1
+    with Console(browser, api.url) as c:
+        c.sign_in(create_token(engine, store.id, "console"))
+        c.open(f"#/rules/{rule_id}", ready="rule")
+        p = c.page
+        # what the form cannot show is the step's JSON: the email with an id, the branch
+        branch = p.locator("[data-path='actions[1]']")
+        assert json.loads(p.locator("[data-path='actions[0]']").input_value())["id"] == "welcome"
+        assert json.loads(branch.input_value())["no"]["then"] == "end"
+        assert p.locator("[data-path='actions[2].type']").input_value() == "create_admin_task"  # a plain step: a form
+        assert [r.get_attribute("data-version") for r in p.locator("table.versions tbody tr").all()] == ["1"]
+        assert p.locator("tr[data-version='1'] td[data-col='runs']").inner_text() == "2"
+        assert p.locator("tr[data-version='1'] td[data-col='active']").inner_text() == "2"
+
+        edited = json.loads(branch.input_value())
+        edited["no"]["steps"][0]["delay"] = "whenever"
+        branch.fill(json.dumps(edited, indent=1))
+        p.get_by_role("button", name="Save rule").click()
+        error = p.locator(".field-error[data-error-for='actions[1].no.steps[0].delay']")
+        error.wait_for()
+        assert error.inner_text().startswith("no.steps[0].delay: ")  # the path inside the step
+        assert p.locator("fieldset[data-step='1'] .field-error").count() == 1  # on the branch's step, not another
+        assert branch.get_attribute("aria-invalid") == "true"
+        c.shoot("workflow-editor-errors")
+
+        edited["no"]["steps"][0]["delay"] = "hour 2"
+        branch.fill(json.dumps(edited, indent=1))
+        p.get_by_role("button", name="Save rule").click()
+        p.wait_for_selector("text=Saved: version 2.")
+        assert [r.get_attribute("data-version") for r in p.locator("table.versions tbody tr").all()] == ["2", "1"]
+        assert "current" in p.locator("tr[data-version='2']").inner_text()
+        assert p.locator("tr[data-version='2'] td[data-col='runs']").inner_text() == "0"  # runs stay on theirs
+        assert p.locator("tr[data-version='1'] td[data-col='runs']").inner_text() == "2"
+        c.shoot("workflow-editor")
+        c.assert_clean(expected_http=(422,))
+    with engine.connect() as conn:
+        saved = conn.execute(select(rules.c.actions).where(rules.c.id == rule_id)).scalar_one()
+    assert saved[1]["no"]["steps"][0]["delay"] == "hour 2" and saved[0]["id"] == "welcome"
+
+
+@pytest.mark.integration
+def test_a_revoked_token_is_refused_and_the_console_goes_back_to_sign_in(browser: Any, api: ApiThread,
+                                                                        engine: Engine) -> None:
+    store = make_store(engine)
+    add_rule(engine, store.id, {**NOTE_RULE, "name": "Still here"})
+    token = create_token(engine, store.id, "console")
+    with Console(browser, api.url) as c:
+        c.sign_in(token)
+        p = c.page
+        assert "Still here" in p.locator("table.rules").inner_text()
+        with engine.begin() as conn:  # revoked
+            assert conn.execute(delete(api_tokens).where(api_tokens.c.token_hash == hash_token(token))).rowcount == 1
+        p.get_by_role("link", name="Execution logs").click()
+        c.wait_ready("signin")
+        assert "The API refused the token: sign in again." in p.locator("[role='alert']").inner_text()
+        assert p.locator("#nav").is_hidden() and p.locator("table.logs").count() == 0
+        assert p.evaluate("sessionStorage.getItem('wooflow.console')") is None
+        # signing in with it again is refused too
+        p.get_by_label("API token").fill(token)
+        p.get_by_role("button", name="Sign in").click()
+        p.wait_for_selector(".field-error[data-error-for='token']")
+        assert "invalid bearer token" in p.locator(".field-error").inner_text()
+        c.assert_clean(expected_http=(401,))
+
+
 @pytest.mark.integration
 def test_a_store_token_sees_nothing_of_another_store(browser: Any, api: ApiThread, engine: Engine) -> None:
     a, b = make_store(engine), make_store(engine)
@@ -253,12 +391,15 @@ def test_a_store_token_sees_nothing_of_another_store(browser: Any, api: ApiThrea
         c.open(f"#/logs?rule_id={rule_b}")
         assert "No entries match." in p.locator("main").inner_text()
         c.open("#/analytics")
-        outcomes = p.locator("table.outcomes").inner_text()
-        assert "Rule of A" in outcomes and "Rule of B" not in outcomes
+        per_rule = p.locator("table.analytics-rules").inner_text()
+        assert "Rule of A" in per_rule and "Rule of B" not in per_rule
         assert p.locator(f"tr[data-rule='{rule_b}']").count() == 0
-        # dead letters are for operators: no link, and the page says why
-        assert p.locator("#nav a[data-nav='dlq']").is_hidden()
-        c.open("#/dlq")
+        c.open(f"#/analytics/{rule_b}", ready="rule-analytics")
+        assert f"rule {rule_b} not found" in p.locator("main").inner_text()
+        assert p.locator("figure.chart").count() == 0
+        # operations (lag, dead letters) are for operators: no link, and the page says why
+        assert p.locator("#nav a[data-nav='ops']").is_hidden()
+        c.open("#/ops")
         assert "operator token" in p.locator("main").inner_text()
         # the token went in no URL the browser asked for, and Sign out forgets it
         assert c.requests and not [u for u in c.requests if token_a in u]
@@ -398,7 +539,7 @@ def _redrives_of(settings: Settings, topic: str, dlq_id: str) -> int:
 
 
 @pytest.mark.integration
-def test_the_redrive_button_redrives_a_dead_letter_once(browser: Any, api: ApiThread, settings: Settings,
+def test_an_operator_sees_the_lag_per_role_and_the_redrive_button_redrives_a_dead_letter_once(browser: Any, api: ApiThread, settings: Settings,
                                                         engine: Engine) -> None:
     store = make_store(engine)
     source = settings.topic(topics.ORDERS)
@@ -408,14 +549,21 @@ def test_the_redrive_button_redrives_a_dead_letter_once(browser: Any, api: ApiTh
     producer = Producer(settings)
     producer.produce(*encode(get_codec(settings.schema_registry_url), settings, letter))
     producer.flush()
+    for i in range(3):  # orders nobody has read yet: the rule consumers' group is 3 behind
+        producer.produce(source, b"{}", key=f"{store.id}:c{i}")
+    producer.flush()
     operator = create_token(engine, None, "operator")
     with Console(browser, api.url) as c:
         c.sign_in(operator, store=store.id)
-        c.open("#/dlq")
+        c.open("#/ops")
         p = c.page
+        lag = p.locator("tr[data-role='rules'] td[data-col='lag']")
+        assert lag.inner_text() == "3" and settings.rules_group in p.locator("tr[data-role='rules']").inner_text()
+        assert {r.get_attribute("data-role") for r in p.locator("table.lag > tbody > tr").all()} == {
+            "rules", "workers", "sink", "scheduler"}
         row = p.locator(f"tr[data-dlq='{letter['dlq_id']}']")
         assert "message_too_large" in row.inner_text()
-        c.shoot("dead-letters")
+        c.shoot("operations")
         row.get_by_role("button", name="Redrive").dblclick()
         row.get_by_role("status").wait_for()
         assert row.get_by_role("status").inner_text().startswith("redriven ")
@@ -431,8 +579,9 @@ def test_the_redrive_button_redrives_a_dead_letter_once(browser: Any, api: ApiTh
             t.join()
         assert sorted((r.status_code, r.json()["redriven"]) for r in answers) == [(200, False), (200, False)]
         assert _redrives_of(settings, source, letter["dlq_id"]) == 1
-        c.open("#/dlq")
+        c.open("#/ops")
         assert row.get_by_role("button", name="Redrive").count() == 0 and "redriven" in row.inner_text()
+        assert lag.inner_text() == "4"  # the letter is back on its topic, for the rule consumers
         c.open(f"#/dlq/{partition}/{offset}", ready="letter")
         assert '"not": "an event"' in p.locator("main").inner_text()
         c.assert_clean()
@@ -534,8 +683,7 @@ def test_a_rule_built_in_the_console_runs_on_an_order_and_its_action_shows_in_th
         c.shoot("log-detail")
         c.open("#/analytics")
         assert c.page.locator(f"tr[data-rule='{rule_id}']").inner_text().split("\t")[:3] == [
-            "Big orders from PL/DE or VIPs", "1", "1"]
-        c.shoot("analytics")
+            "Big orders from PL/DE or VIPs", "1", "1"]  # triggered, executed
         c.open("#/rules")
         assert "Big orders from PL/DE or VIPs" in c.page.locator("table.rules").inner_text()
         c.shoot("rules")
@@ -546,7 +694,11 @@ def test_a_rule_built_in_the_console_runs_on_an_order_and_its_action_shows_in_th
         with Console(c.page.context.browser, api.url, viewport=NARROW) as phone:
             phone.sign_in(create_token(engine, p.store.id, "phone"))
             phone.open(f"#/rules/{rule_id}", ready="rule")
-            # readable at 390 px: nothing is wider than the screen
+            # readable at 390 px: nothing is wider than the screen (wide tables scroll in their box)
             assert phone.page.evaluate("document.documentElement.scrollWidth") <= 390
             phone.shoot("rule-editor-390px")
+            for route in ("#/rules", "#/logs", "#/analytics", "#/templates", "#/dry-run"):
+                phone.open(route)
+                assert phone.page.evaluate("document.documentElement.scrollWidth") <= 390, route
+            phone.shoot("dry-run-390px")
             phone.assert_clean()

@@ -13,6 +13,7 @@
   let me = session ? session.me || null : null;  // who the token is, kept from sign-in (a 401 signs out)
   let schemaCache = null;
   let renderSeq = 0;
+  let signInNote = "";
   const logCursors = { filter: "", stack: [] };
 
   // ---- helpers -------------------------------------------------------------------------
@@ -187,9 +188,9 @@
     schemaCache = null;
     for (const k of Object.keys(termCache)) delete termCache[k];
     logCursors.stack = [];
+    signInNote = message || "";  // shown until the next sign-in, however often the form is drawn
     frame();
     location.hash = "#/signin";
-    if (message) sessionStorage.setItem(`${KEY}.flash`, message);
     route();
   }
 
@@ -207,11 +208,9 @@
       "data-path": "token" });
     const store = h("input", { type: "text", name: "store", autocomplete: "off", "data-path": "store",
       value: "" });
-    const flash = sessionStorage.getItem(`${KEY}.flash`);
-    sessionStorage.removeItem(`${KEY}.flash`);
     const form = h("form", { class: "signin", novalidate: true },
       h("h1", { text: "Sign in" }),
-      flash ? note("error", flash) : null,
+      signInNote ? note("error", signInNote) : null,
       field("API token", token, "A store token (wooflow stores token STORE) or an operator token"),
       field("Store id", store, "Operator tokens only: the store to work on"),
       h("button", { type: "submit", text: "Sign in" }));
@@ -228,6 +227,7 @@
         return;
       }
       me = res.data;
+      signInNote = "";
       saveSession({ ...session, me });
       frame();
       location.hash = "#/rules";
@@ -762,7 +762,7 @@
   // branch, an id, a weekday-and-time send, A/B variants) is edited as the step's JSON.
   const FORM_KEYS = new Set(["type", "params", "delay"]);
   const needsJson = (a) => !a || a.type === "branch" || Object.keys(a).some((k) => !FORM_KEYS.has(k) && a[k] !== null && a[k] !== undefined);
-  const BRANCH = () => ({ type: "branch", condition: { type: "email_opened", step: "", within: "3d" },
+  const BRANCH = () => ({ type: "branch", condition: { type: "email_opened", within: "3d" },
     yes: { steps: [], then: "continue" }, no: { steps: [{ type: "send_email", params: { subject: "", text: "" } }], then: "continue" } });
 
   function stepEl(rule, i, sch, redraw, asJson) {
