@@ -28,7 +28,7 @@ from sqlalchemy import Engine, delete, insert, select
 from tests.browser import NARROW, Console, chromium
 from tests.harness import ApiThread
 from tests.pipeline import Pipeline, add_rule
-from tests.rules_kit import ConsumerThread, EventProducer, order_event, product_event
+from tests.rules_kit import SCHEMA_TOPIC, ConsumerThread, EventProducer, order_event, product_event
 from tests.support import make_sim_store, make_store, unique, wait_for, wait_until_consumed, wait_until_pipeline_idle
 from tests.test_analytics_api import DAY1, DAY2, seed
 from tests.test_analytics_api import RULE as ANALYTICS_RULE
@@ -75,6 +75,17 @@ def rule_state(engine: Engine, rule_id: int) -> tuple[bool, int]:
     with engine.connect() as conn:
         row = conn.execute(select(rules.c.enabled, rules.c.version).where(rules.c.id == rule_id)).one()
     return bool(row.enabled), int(row.version)
+
+
+def _read_by_the_rule_consumer(settings: Settings, schema: str, events: list[dict[str, Any]]) -> None:
+    """The events on their topic as the bridge puts them there, and a rule consumer run until
+    it has processed them all (what it records of them is then in PostgreSQL)."""
+    producer = EventProducer(settings)
+    for event in events:
+        producer.send(schema, event)
+    producer.flush()
+    with ConsumerThread(settings):
+        wait_until_consumed(settings, settings.rules_group, [SCHEMA_TOPIC[schema]])
 
 
 NOTE_RULE = {"name": "Note on orders", "trigger": "new_order",
@@ -172,11 +183,8 @@ def test_a_dry_run_picked_through_search_shows_the_rendered_email(browser: Any, 
                 "html": '<h1 style="color:#2f5ea8">Thank you, {{ order.billing.first_name }}</h1>'
                         "<p>Order {{ order.number }} is on its way.</p>"}}]})
         # the rule consumer reads the order's event and records it: what the search finds
-        events = EventProducer(settings)
-        events.send("OrderEvent", order_event(store.id, order.id, email="ala@example.com", total="80.00"))
-        events.flush()
-        with ConsumerThread(settings):
-            wait_until_consumed(settings, settings.rules_group, [topics.ORDERS])
+        _read_by_the_rule_consumer(settings, "OrderEvent", [
+            order_event(store.id, order.id, email="ala@example.com", total="80.00")])
         with Console(browser, api.url) as c:
             c.sign_in(create_token(engine, store.id, "console"))
             c.open("#/dry-run", ready="dry-run")
@@ -226,13 +234,10 @@ def _named_product(store_id: str, product_id: int, categories: dict[int, str], t
 def test_the_category_and_tag_pickers_offer_the_catalogs_names_and_save_their_ids(
         browser: Any, api: ApiThread, settings: Settings, engine: Engine) -> None:
     store, other = make_store(engine), make_store(engine)
-    events = EventProducer(settings)  # the store's products, read by the rule consumer into its catalog
-    events.send("ProductEvent", _named_product(store.id, 1, {12: "Teapots", 15: "Kitchen"}, {3: "Gift ideas"}))
-    events.send("ProductEvent", _named_product(store.id, 2, {15: "Kitchen"}, {}))
-    events.send("ProductEvent", _named_product(other.id, 1, {99: "Not ours"}, {98: "Theirs"}))
-    events.flush()
-    with ConsumerThread(settings):
-        wait_until_consumed(settings, settings.rules_group, [topics.PRODUCTS])
+    _read_by_the_rule_consumer(settings, "ProductEvent", [  # the stores' products, into their catalogs
+        _named_product(store.id, 1, {12: "Teapots", 15: "Kitchen"}, {3: "Gift ideas"}),
+        _named_product(store.id, 2, {15: "Kitchen"}, {}),
+        _named_product(other.id, 1, {99: "Not ours"}, {98: "Theirs"})])
     with Console(browser, api.url) as c:
         c.sign_in(create_token(engine, store.id, "console"))
         c.open("#/rules/new", ready="rule")
@@ -539,8 +544,8 @@ def _redrives_of(settings: Settings, topic: str, dlq_id: str) -> int:
 
 
 @pytest.mark.integration
-def test_an_operator_sees_the_lag_per_role_and_the_redrive_button_redrives_a_dead_letter_once(browser: Any, api: ApiThread, settings: Settings,
-                                                        engine: Engine) -> None:
+def test_an_operator_sees_the_lag_per_role_and_the_redrive_button_redrives_a_dead_letter_once(
+        browser: Any, api: ApiThread, settings: Settings, engine: Engine) -> None:
     store = make_store(engine)
     source = settings.topic(topics.ORDERS)
     letter = record_of_unsent(stage="bridge", reason="message_too_large", error="the broker refused it",
