@@ -221,7 +221,8 @@ class RuleConsumer:
             metrics.events_out.labels("rules", self.commands_topic, store).inc(n)
         for it, m, x in outcome.held_out:  # a holdout rule's control group: logged, no effect
             first = m.rule.program.actions()  # a staged workflow has no linear actions
-            rec = held_out_log(x, idempotency_key(m.rule.id, x.event_id, 0), first[0].action.type if first else "",
+            step = first[0].action if first else None
+            rec = held_out_log(x, idempotency_key(m.rule.id, x.event_id, 0), step.type if step else "",
                                m.rule.spec.holdout_percent, now)
             self.producer.produce(self.logs_topic, self.codec.encode("ExecutionLog", rec, self.logs_topic),
                                   key=it.source.key())
