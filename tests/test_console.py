@@ -275,7 +275,8 @@ def test_the_category_and_tag_pickers_offer_the_catalogs_names_and_save_their_id
 
 
 WORKFLOW = {
-    "name": "Welcome, then by engagement", "trigger": "new_order",
+    "name": "Welcome, then by engagement", "trigger": "new_order", "goals": [{"type": "ordered"}],
+    "holdout_percent": 5, "when_disabled": "finish",
     "actions": [{"type": "send_email", "id": "welcome", "params": {"subject": "Welcome", "html": "<p>Hi</p>"}},
                 {"type": "branch", "condition": {"type": "email_opened", "within": "24h"},
                  "yes": {"steps": []},
@@ -324,10 +325,16 @@ def test_a_workflows_steps_are_edited_as_json_with_errors_on_their_step_and_its_
         assert p.locator("tr[data-version='2'] td[data-col='runs']").inner_text() == "0"  # runs stay on theirs
         assert p.locator("tr[data-version='1'] td[data-col='runs']").inner_text() == "2"
         c.shoot("workflow-editor")
+        # switched off in the list: only `enabled` changes (goals, holdout, what disabling does kept)
+        c.open("#/rules")
+        p.get_by_label("Enabled: Welcome, then by engagement").uncheck()
+        wait_for(lambda: rule_state(engine, rule_id) == (False, 3), 20, 0.1, "the workflow switched off")
         c.assert_clean(expected_http=(422,))
     with engine.connect() as conn:
-        saved = conn.execute(select(rules.c.actions).where(rules.c.id == rule_id)).scalar_one()
-    assert saved[1]["no"]["steps"][0]["delay"] == "hour 2" and saved[0]["id"] == "welcome"
+        saved = conn.execute(select(rules.c.actions, rules.c.goals, rules.c.holdout_percent, rules.c.when_disabled)
+                             .where(rules.c.id == rule_id)).one()
+    assert saved.actions[1]["no"]["steps"][0]["delay"] == "hour 2" and saved.actions[0]["id"] == "welcome"
+    assert (saved.goals, float(saved.holdout_percent), saved.when_disabled) == ([{"type": "ordered"}], 5.0, "finish")
 
 
 @pytest.mark.integration
