@@ -687,7 +687,7 @@
 
   function dateInput(c, attrs) {
     if (DAY_OPS.has(c.operator)) {
-      const days = h("input", { ...attrs, type: "number", min: 1, step: 1, "aria-label": "Value (days)", value: Number.isInteger(c.value) ? c.value : "" });
+      const days = h("input", { ...attrs, type: "number", min: 1, step: 1, "aria-label": "Value (days)", value: /^\d+$/.test(String(c.value ?? "")) ? c.value : "" });
       days.addEventListener("input", () => { c.value = days.value === "" ? "" : Number(days.value); });
       return h("span", { class: "inline" }, days, h("span", { text: "days" }));
     }
