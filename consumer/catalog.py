@@ -80,6 +80,9 @@ class CatalogProduct:
     tag_ids: tuple[int, ...] = ()
     modified_ms: int = 0
     source: str = "event"  # event | rest | gone
+    # the terms' names, parallel to the ids (conditions never read them: the console's pickers do)
+    category_names: tuple[str, ...] = ()
+    tag_names: tuple[str, ...] = ()
 
 
 class FetchError(RuntimeError):
@@ -96,10 +99,19 @@ def from_event(ev: ProductEventIn) -> CatalogProduct | None:
     p = ev.get("product")
     if p is None:  # product.deleted: a trashed product still describes the orders that hold it
         return None
+    categories = p.get("categories") or ()
+    tags = _named_tags(p.get("tag_ids") or (), p.get("tags") or ())
     return CatalogProduct(
         ev["store_id"], int(p["id"]), int(p.get("parent_id") or 0), str(p.get("type") or ""),
-        str(p.get("status") or ""), tuple(int(c["id"]) for c in p.get("categories") or ()),
-        tuple(int(t) for t in p.get("tag_ids") or () if t), ms(p.get("date_modified")), "event")
+        str(p.get("status") or ""), tuple(int(c["id"]) for c in categories), tuple(i for i, _ in tags),
+        ms(p.get("date_modified")), "event", tuple(str(c.get("name") or "") for c in categories),
+        tuple(n for _, n in tags))
+
+
+def _named_tags(ids: Iterable[int], names: Iterable[str]) -> list[tuple[int, str]]:
+    """(id, name) of each tag with an id (`tags` and `tag_ids` list a product's tags in the
+    same order; events older than tag ids name tags only: none then)."""
+    return [(int(i), str(n)) for i, n in zip(ids, names, strict=False) if i]
 
 
 def from_rest(store: Store, item: JSONObject) -> CatalogProduct:
@@ -110,14 +122,16 @@ def from_rest(store: Store, item: JSONObject) -> CatalogProduct:
         p = product_record(item, ZoneInfo(store.timezone or "UTC"))
     except (NormaliseError, ValueError, KeyError) as exc:
         raise FetchError(f"product {item.get('id')!r}: {exc}") from exc
+    tags = _named_tags(p["tag_ids"], p["tags"])
     return CatalogProduct(store.id, p["id"], p["parent_id"], p["type"], p["status"],
-                          tuple(c["id"] for c in p["categories"]), tuple(t for t in p["tag_ids"] if t),
-                          int(p["date_modified"].astimezone(timezone.utc).timestamp() * 1000), "rest")
+                          tuple(c["id"] for c in p["categories"]), tuple(i for i, _ in tags),
+                          int(p["date_modified"].astimezone(timezone.utc).timestamp() * 1000), "rest",
+                          tuple(c["name"] for c in p["categories"]), tuple(n for _, n in tags))
 
 
 def _terms(p: CatalogProduct) -> tuple[object, ...]:
-    """What conditions read of a row."""
-    return p.parent_id, p.type, p.category_ids, p.tag_ids, p.source == "gone"
+    """What conditions (and the console's pickers: the names) read of a row."""
+    return p.parent_id, p.type, p.category_ids, p.tag_ids, p.source == "gone", p.category_names, p.tag_names
 
 
 class StoreProducts:
@@ -294,13 +308,14 @@ class ProductCatalog:
         assert self.db is not None
         with self.db.connect() as conn:
             rows = conn.execute(text(
-                "SELECT store_id, product_id, parent_id, type, status, category_ids, tag_ids, modified_ms, source "
-                "FROM product_catalog WHERE (store_id, product_id) IN "
+                "SELECT store_id, product_id, parent_id, type, status, category_ids, tag_ids, modified_ms, source, "
+                "category_names, tag_names FROM product_catalog WHERE (store_id, product_id) IN "
                 "(SELECT * FROM unnest(CAST(:stores AS text[]), CAST(:ids AS bigint[])))"),
                 {"stores": [k[0] for k in keys], "ids": [k[1] for k in keys]}).all()
         for r in rows:
             self._remember(CatalogProduct(r.store_id, r.product_id, r.parent_id, r.type, r.status,
-                                          tuple(r.category_ids), tuple(r.tag_ids), r.modified_ms, r.source),
+                                          tuple(r.category_ids), tuple(r.tag_ids), r.modified_ms, r.source,
+                                          tuple(r.category_names), tuple(r.tag_names)),
                            now, pending=False)
 
     # --- asking the stores ----------------------------------------------------------------
@@ -396,19 +411,22 @@ def save(conn: Connection, rows: list[CatalogProduct]) -> None:
     rows = sorted(rows, key=lambda p: (p.store_id, p.product_id))
     conn.execute(text(
         "INSERT INTO product_catalog AS c (store_id, product_id, parent_id, type, status, category_ids, tag_ids, "
-        "modified_ms, source) "
+        "modified_ms, source, category_names, tag_names) "
         "SELECT r.s, r.p, r.parent, r.type, r.status, "
         "ARRAY(SELECT jsonb_array_elements_text(r.cats)::bigint), "
-        "ARRAY(SELECT jsonb_array_elements_text(r.tags)::bigint), r.modified, r.source "
+        "ARRAY(SELECT jsonb_array_elements_text(r.tags)::bigint), r.modified, r.source, "
+        "ARRAY(SELECT jsonb_array_elements_text(r.cat_names)), ARRAY(SELECT jsonb_array_elements_text(r.tag_names)) "
         "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(s text, p bigint, parent bigint, type text, status text, "
-        "cats jsonb, tags jsonb, modified bigint, source text) "
+        "cats jsonb, tags jsonb, modified bigint, source text, cat_names jsonb, tag_names jsonb) "
         "ON CONFLICT (store_id, product_id) DO UPDATE SET parent_id = excluded.parent_id, type = excluded.type, "
         "status = excluded.status, category_ids = excluded.category_ids, tag_ids = excluded.tag_ids, "
-        "modified_ms = excluded.modified_ms, source = excluded.source, updated_at = now() "
+        "modified_ms = excluded.modified_ms, source = excluded.source, category_names = excluded.category_names, "
+        "tag_names = excluded.tag_names, updated_at = now() "
         "WHERE excluded.modified_ms >= c.modified_ms"),
         {"rows": json.dumps([{"s": p.store_id, "p": p.product_id, "parent": p.parent_id, "type": p.type,
                               "status": p.status, "cats": p.category_ids, "tags": p.tag_ids,
-                              "modified": p.modified_ms, "source": p.source} for p in rows])})
+                              "modified": p.modified_ms, "source": p.source, "cat_names": p.category_names,
+                              "tag_names": p.tag_names} for p in rows])})
 
 
 def batch_products(catalog: ProductCatalog, items: Iterable[tuple[str, Envelope]],

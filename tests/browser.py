@@ -70,8 +70,13 @@ class Console:
         self.close()
 
     def open(self, route: str = "#/rules", ready: str | None = None) -> None:
-        """Go to a page of the console (`#/logs?...`) and wait until it has rendered."""
-        self.page.goto(f"{self.url}/{route}")
+        """Go to a page of the console (`#/logs?...`) and wait until it has rendered (again,
+        if the tab is on it already: a fresh load)."""
+        target = f"{self.url}/{route}"
+        if self.page.url == target:
+            self.page.reload()
+        else:
+            self.page.goto(target)
         self.wait_ready(ready or route.lstrip("#/").split("?")[0].split("/")[0])
 
     def wait_ready(self, name: str) -> None:
@@ -85,13 +90,19 @@ class Console:
         self.page.get_by_role("button", name="Sign in").click()
         self.wait_ready("rules")
 
-    def condition(self, path: str, field: str, operator: str, value: str | None = None) -> None:
-        """Set the rule editor's condition at `path` (`conditions.conditions[1].conditions[0]`)."""
+    def condition(self, path: str, field: str, operator: str, value: str | list[str] | None = None) -> None:
+        """Set the rule editor's condition at `path` (`conditions.conditions[1].conditions[0]`):
+        a value typed, or chosen (by value or label) where the field offers a list."""
         row = self.page.locator(f".cond[data-cond='{path}']")
         row.get_by_label("Field").select_option(field)
         row.get_by_label("Operator").select_option(operator)
-        if value is not None:
-            row.get_by_label("Value").fill(value)
+        if value is None:
+            return
+        box = row.locator(f"[data-path='{path}.value']")
+        if box.evaluate("e => e.tagName") == "SELECT":
+            box.select_option(value)
+        else:
+            box.fill(value if isinstance(value, str) else ", ".join(value))
 
     def errors(self) -> list[tuple[str, str]]:
         """Console errors and warnings, and uncaught exceptions, so far."""

@@ -104,6 +104,9 @@ def test_a_rest_shaped_order_matches_through_the_catalog_kept_from_product_event
     assert {p: (r.source, r.parent_id, list(r.category_ids)) for p, r in rows.items()} == {
         parent: ("event", 0, [outdoor]), variation: ("event", parent, []), mug.id: ("event", 0, [kitchen])}
     assert list(rows[parent].tag_ids) == [winter]
+    # the terms' names beside their ids, for the console's pickers
+    assert (list(rows[parent].category_names), list(rows[parent].tag_names), list(rows[mug.id].category_names)) == (
+        ["Outdoor"], ["winter"], ["Kitchen"])
     assert fetches(store.id, "fetched") == fetches(store.id, "failed") == 0
 
     # a stock or price update changes no term: the row is not written again; a new category is
@@ -163,6 +166,7 @@ def test_a_product_met_first_in_an_order_is_asked_for_once_and_kept(settings, en
     rows = catalog_rows(engine, store.id)
     assert {p: (r.source, r.parent_id) for p, r in rows.items()} == {
         parent: ("rest", 0), other_variation: ("rest", other), other: ("rest", 0), pen.id: ("gone", 0)}
+    assert (list(rows[other].category_names), list(rows[other].tag_names)) == (["Lamps"], ["night"])  # named too
 
 
 @contextmanager

@@ -11,23 +11,31 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from confluent_kafka import TopicPartition
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, insert, select
 
 from tests.browser import NARROW, Console, chromium
 from tests.harness import ApiThread
 from tests.pipeline import Pipeline, add_rule
-from tests.support import make_sim_store, make_store, unique, wait_for, wait_until_pipeline_idle
-from wooflow.api.auth import create_token
-from wooflow.db.tables import execution_logs, rules
+from tests.rules_kit import SCHEMA_TOPIC, ConsumerThread, EventProducer, order_event, product_event
+from tests.support import make_sim_store, make_store, unique, wait_for, wait_until_consumed, wait_until_pipeline_idle
+from tests.test_analytics_api import DAY1, DAY2, seed
+from tests.test_analytics_api import RULE as ANALYTICS_RULE
+from tests.test_analytics_api import log as log_record
+from tests.test_workflows_v2 import T0, start_runs
+from wooflow.api.auth import create_token, hash_token
+from wooflow.db.tables import api_tokens, execution_logs, holdout_exposures, message_conversions, rules
 from wooflow.dlq import encode, record_of_unsent
 from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_reader
@@ -35,6 +43,8 @@ from wooflow.kafka.producer import Producer
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
 from wooflow.simulator.server import SimulatorServer
+from wooflow.sink.runner import LogSink
+from wooflow.workers.testing import RoleThread
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +77,17 @@ def rule_state(engine: Engine, rule_id: int) -> tuple[bool, int]:
     return bool(row.enabled), int(row.version)
 
 
+def _read_by_the_rule_consumer(settings: Settings, schema: str, events: list[dict[str, Any]]) -> None:
+    """The events on their topic as the bridge puts them there, and a rule consumer run until
+    it has processed them all (what it records of them is then in PostgreSQL)."""
+    producer = EventProducer(settings)
+    for event in events:
+        producer.send(schema, event)
+    producer.flush()
+    with ConsumerThread(settings):
+        wait_until_consumed(settings, settings.rules_group, [SCHEMA_TOPIC[schema]])
+
+
 NOTE_RULE = {"name": "Note on orders", "trigger": "new_order",
              "actions": [{"type": "add_order_note", "params": {"note": "hello"}}]}
 
@@ -78,16 +99,27 @@ def test_the_console_is_served_at_the_root_with_a_content_security_policy(api: A
     page = httpx.get(f"{api.url}/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = dict(d.strip().split(" ", 1) for d in page.headers["content-security-policy"].split(";"))
-    # one script, inline, allowed by its hash and by nothing else
+    # one script, inline, allowed by its hash; and the chart library the analytics page
+    # fetches, allowed by its own: nothing else
     script = page.text.split("<script>", 1)[1].split("</script>", 1)[0]
-    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-    assert csp["script-src"] == f"'sha256-{digest}'" and page.text.count("<script") == 1
+    charts = httpx.get(f"{api.url}/console/vendor/uPlot.iife.min.js")
+    assert charts.status_code == 200 and charts.headers["content-type"].startswith("text/javascript")
+    assert csp["script-src"].split() == [_sha256(script), _sha256(charts.text)] and page.text.count("<script") == 1
     assert csp["default-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert "innerHTML" not in script and "eval(" not in script  # API values only ever become text
+    for code in (script, charts.text):
+        assert "innerHTML" not in code and "eval(" not in code  # API values only ever become text
+    assert ".uplot" in page.text  # the library's stylesheet, inline
     again = httpx.get(f"{api.url}/", headers={"If-None-Match": page.headers["etag"]})
     assert again.status_code == 304
-    assert httpx.get(f"{api.url}/console/console.js").status_code == 404  # nothing else is served
+    assert httpx.get(f"{api.url}/console/vendor/uPlot.iife.min.js",
+                     headers={"If-None-Match": charts.headers["etag"]}).status_code == 304
+    for other in ("console/console.js", "console/vendor/uPlot.min.css", "console/vendor/uPlot.LICENSE"):
+        assert httpx.get(f"{api.url}/{other}").status_code == 404  # nothing else is served
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
 # ---- in the browser --------------------------------------------------------------------------
@@ -125,7 +157,7 @@ def test_an_invalid_rule_shows_each_api_error_next_to_its_field(browser: Any, ap
         c.shoot("rule-editor-errors")
 
         # fixed, the same form saves, and the errors are gone
-        p.locator(f"[data-path='{value_path}']").fill("PL, DE")
+        p.locator(f"[data-path='{value_path}']").select_option(["PL", "DE"])  # countries, offered by name
         p.locator("[data-path='actions[0].delay']").fill("day 1")
         p.get_by_role("button", name="Create rule").click()
         c.wait_ready("rule")
@@ -135,7 +167,8 @@ def test_an_invalid_rule_shows_each_api_error_next_to_its_field(browser: Any, ap
 
 
 @pytest.mark.integration
-def test_a_dry_run_shows_the_rendered_email(browser: Any, api: ApiThread, engine: Engine) -> None:
+def test_a_dry_run_picked_through_search_shows_the_rendered_email(browser: Any, api: ApiThread, settings: Settings,
+                                                                  engine: Engine) -> None:
     with SimulatorServer(seed=11) as sim:
         store = make_sim_store(engine, sim)
         product = sim.store.create_product("Teapot", "80.00")
@@ -149,12 +182,32 @@ def test_a_dry_run_shows_the_rendered_email(browser: Any, api: ApiThread, engine
                 "subject": "Thanks, {{ order.billing.first_name }}!",
                 "html": '<h1 style="color:#2f5ea8">Thank you, {{ order.billing.first_name }}</h1>'
                         "<p>Order {{ order.number }} is on its way.</p>"}}]})
+        # the rule consumer reads the order's event and records it: what the search finds
+        _read_by_the_rule_consumer(settings, "OrderEvent", [
+            order_event(store.id, order.id, email="ala@example.com", total="80.00")])
         with Console(browser, api.url) as c:
             c.sign_in(create_token(engine, store.id, "console"))
-            c.open(f"#/dry-run?rule={rule_id}", ready="dry-run")
+            c.open("#/dry-run", ready="dry-run")
             p = c.page
-            p.get_by_label("Order or customer id").fill(str(order.id))
-            p.get_by_role("button", name="Run dry run").click()
+            assert p.get_by_label("Rule").input_value() == str(rule_id)
+            p.wait_for_selector(f".choice[data-subject='order_id:{order.id}']")  # the newest orders, at once
+            search = p.get_by_label("Find an order or customer")
+            search.fill("nobody@example.com")
+            p.wait_for_selector("fieldset.found[data-query='nobody@example.com']")
+            assert "Nothing found" in p.locator("fieldset.found").inner_text()
+            p.get_by_role("button", name="Run dry run").click()  # nothing picked: said next to the search
+            assert "pick one" in p.locator(".field-error[data-error-for='subject']").inner_text()
+            search.fill("ALA@example.com")
+            search.press("Enter")
+            p.wait_for_selector("fieldset.found[data-query='ALA@example.com']")
+            choices = p.locator("fieldset.found .choice")
+            assert choices.count() == 1 and f"Order #{order.id}" in choices.first.inner_text()
+            # by keyboard: from the Search button, Tab to the choice, Space picks it, Enter runs
+            p.get_by_role("button", name="Search").focus()
+            p.keyboard.press("Tab")
+            p.keyboard.press("Space")
+            assert choices.first.get_by_role("radio").is_checked()
+            p.keyboard.press("Enter")
             p.wait_for_selector(".dry-result[data-done]")
             assert p.locator(".email-preview .subject").inner_text() == "Thanks, Ala!"
             frame = p.frame_locator("iframe.email")
@@ -164,8 +217,149 @@ def test_a_dry_run_shows_the_rendered_email(browser: Any, api: ApiThread, engine
             assert "Thank you, Ala" in p.locator(".email-text").inner_text()
             assert "This rule would run." in p.locator(".dry-result").inner_text()
             assert "billing_country is 'PL'" in p.locator(".verdict").first.inner_text()
+            p.locator("iframe.email").scroll_into_view_if_needed()  # a frame out of view is not painted
             c.shoot("dry-run")
             c.assert_clean()
+
+
+def _named_product(store_id: str, product_id: int, categories: dict[int, str], tags: dict[int, str]) -> dict[str, Any]:
+    """A product event as the bridge makes it, with its categories' and tags' names."""
+    event = product_event(store_id, product_id, categories=tuple(categories), tags=tuple(tags))
+    event["product"]["categories"] = [{"id": i, "name": n, "slug": n.lower()} for i, n in categories.items()]
+    event["product"]["tags"] = list(tags.values())
+    return event
+
+
+@pytest.mark.integration
+def test_the_category_and_tag_pickers_offer_the_catalogs_names_and_save_their_ids(
+        browser: Any, api: ApiThread, settings: Settings, engine: Engine) -> None:
+    store, other = make_store(engine), make_store(engine)
+    _read_by_the_rule_consumer(settings, "ProductEvent", [  # the stores' products, into their catalogs
+        _named_product(store.id, 1, {12: "Teapots", 15: "Kitchen"}, {3: "Gift ideas"}),
+        _named_product(store.id, 2, {15: "Kitchen"}, {}),
+        _named_product(other.id, 1, {99: "Not ours"}, {98: "Theirs"})])
+    with Console(browser, api.url) as c:
+        c.sign_in(create_token(engine, store.id, "console"))
+        c.open("#/rules/new", ready="rule")
+        p = c.page
+        p.get_by_label("Name").fill("Teapot buyers")
+        for _ in range(3):
+            p.locator("[data-group='conditions']").get_by_role("button", name="Add condition").last.click()
+        c.condition("conditions.conditions[0]", "category", "in")
+        categories = p.locator("[data-path='conditions.conditions[0].value']")
+        wait_for(lambda: categories.locator("option").count() == 2, 10, 0.1, "the catalog's categories")
+        assert categories.locator("option").all_inner_texts() == ["Kitchen (15)", "Teapots (12)"]
+        categories.select_option(label="Teapots (12)")
+        c.condition("conditions.conditions[1]", "product_tag", "contains")
+        tags = p.locator("[data-path='conditions.conditions[1].value']")
+        wait_for(lambda: tags.locator("option").count() == 2, 10, 0.1, "the catalog's tags")
+        assert tags.locator("option").all_inner_texts() == ["choose…", "Gift ideas (3)"]
+        tags.select_option(label="Gift ideas (3)")
+        c.condition("conditions.conditions[2]", "first_order_date", "within_last_days", "30")
+        assert p.get_by_label("Value (days)").input_value() == "30"
+        p.locator("[data-path='actions[0].params.note']").fill("teapot buyer")
+        p.get_by_role("button", name="Create rule").click()
+        c.wait_ready("rule")
+        p.wait_for_selector("text=Saved: version 1.")
+        rule_id = int(c.page.url.rsplit("/", 1)[1])
+        with engine.connect() as conn:
+            saved = conn.execute(select(rules.c.conditions).where(rules.c.id == rule_id)).scalar_one()
+        assert [(x["field"], x["operator"], x["value"]) for x in saved["conditions"]] == [
+            ("category", "in", ["12"]), ("product_tag", "contains", "3"), ("first_order_date", "within_last_days", 30)]
+        # read back: the names again, the saved ids chosen
+        categories = p.locator("[data-path='conditions.conditions[0].value']")
+        wait_for(lambda: categories.locator("option").count() == 2, 10, 0.1, "the categories again")
+        assert categories.evaluate("s => [...s.selectedOptions].map(o => o.textContent)") == ["Teapots (12)"]
+        c.shoot("rule-editor-pickers")
+        c.assert_clean()
+
+
+WORKFLOW = {
+    "name": "Welcome, then by engagement", "trigger": "new_order", "goals": [{"type": "ordered"}],
+    "holdout_percent": 5, "when_disabled": "finish",
+    "actions": [{"type": "send_email", "id": "welcome", "params": {"subject": "Welcome", "html": "<p>Hi</p>"}},
+                {"type": "branch", "condition": {"type": "email_opened", "within": "24h"},
+                 "yes": {"steps": []},
+                 "no": {"steps": [{"type": "send_email", "params": {"subject": "Missed it?", "html": "<p>Hi</p>"}}],
+                        "then": "end"}},
+                {"type": "create_admin_task", "params": {"title": "Call them"}, "delay": "day 3"}],
+}
+
+
+@pytest.mark.integration
+def test_a_workflows_steps_are_edited_as_json_with_errors_on_their_step_and_its_versions_show_their_runs(
+        browser: Any, api: ApiThread, engine: Engine) -> None:
+    store = make_store(engine)
+    rule_id = add_rule(engine, store.id, WORKFLOW)
+    start_runs(engine, rule_id, store.id, ["ga", "gb"], T0)  # two runs in flight on version 1
+    with Console(browser, api.url) as c:
+        c.sign_in(create_token(engine, store.id, "console"))
+        c.open(f"#/rules/{rule_id}", ready="rule")
+        p = c.page
+        # what the form cannot show is the step's JSON: the email with an id, the branch
+        branch = p.locator("[data-path='actions[1]']")
+        assert json.loads(p.locator("[data-path='actions[0]']").input_value())["id"] == "welcome"
+        assert json.loads(branch.input_value())["no"]["then"] == "end"
+        assert p.locator("[data-path='actions[2].type']").input_value() == "create_admin_task"  # a plain step: a form
+        assert [r.get_attribute("data-version") for r in p.locator("table.versions tbody tr").all()] == ["1"]
+        assert p.locator("tr[data-version='1'] td[data-col='runs']").inner_text() == "2"
+        assert p.locator("tr[data-version='1'] td[data-col='active']").inner_text() == "2"
+
+        edited = json.loads(branch.input_value())
+        edited["no"]["steps"][0]["delay"] = "whenever"
+        branch.fill(json.dumps(edited, indent=1))
+        p.get_by_role("button", name="Save rule").click()
+        error = p.locator(".field-error[data-error-for='actions[1].no.steps[0].delay']")
+        error.wait_for()
+        assert error.inner_text().startswith("no.steps[0].delay: ")  # the path inside the step
+        assert p.locator("fieldset[data-step='1'] .field-error").count() == 1  # on the branch's step, not another
+        assert branch.get_attribute("aria-invalid") == "true"
+        c.shoot("workflow-editor-errors")
+
+        edited["no"]["steps"][0]["delay"] = "hour 2"
+        branch.fill(json.dumps(edited, indent=1))
+        p.get_by_role("button", name="Save rule").click()
+        p.wait_for_selector("text=Saved: version 2.")
+        assert [r.get_attribute("data-version") for r in p.locator("table.versions tbody tr").all()] == ["2", "1"]
+        assert "current" in p.locator("tr[data-version='2']").inner_text()
+        assert p.locator("tr[data-version='2'] td[data-col='runs']").inner_text() == "0"  # runs stay on theirs
+        assert p.locator("tr[data-version='1'] td[data-col='runs']").inner_text() == "2"
+        c.shoot("workflow-editor")
+        # switched off in the list: only `enabled` changes (goals, holdout, what disabling does kept)
+        c.open("#/rules")
+        p.get_by_label("Enabled: Welcome, then by engagement").uncheck()
+        wait_for(lambda: rule_state(engine, rule_id) == (False, 3), 20, 0.1, "the workflow switched off")
+        c.assert_clean(expected_http=(422,))
+    with engine.connect() as conn:
+        saved = conn.execute(select(rules.c.actions, rules.c.goals, rules.c.holdout_percent, rules.c.when_disabled)
+                             .where(rules.c.id == rule_id)).one()
+    assert saved.actions[1]["no"]["steps"][0]["delay"] == "hour 2" and saved.actions[0]["id"] == "welcome"
+    assert (saved.goals, float(saved.holdout_percent), saved.when_disabled) == ([{"type": "ordered"}], 5.0, "finish")
+
+
+@pytest.mark.integration
+def test_a_revoked_token_is_refused_and_the_console_goes_back_to_sign_in(browser: Any, api: ApiThread,
+                                                                        engine: Engine) -> None:
+    store = make_store(engine)
+    add_rule(engine, store.id, {**NOTE_RULE, "name": "Still here"})
+    token = create_token(engine, store.id, "console")
+    with Console(browser, api.url) as c:
+        c.sign_in(token)
+        p = c.page
+        assert "Still here" in p.locator("table.rules").inner_text()
+        with engine.begin() as conn:  # revoked
+            assert conn.execute(delete(api_tokens).where(api_tokens.c.token_hash == hash_token(token))).rowcount == 1
+        p.get_by_role("link", name="Execution logs").click()
+        c.wait_ready("signin")
+        assert "The API refused the token: sign in again." in p.locator("[role='alert']").inner_text()
+        assert p.locator("#nav").is_hidden() and p.locator("table.logs").count() == 0
+        assert p.evaluate("sessionStorage.getItem('wooflow.console')") is None
+        # signing in with it again is refused too
+        p.get_by_label("API token").fill(token)
+        p.get_by_role("button", name="Sign in").click()
+        p.wait_for_selector(".field-error[data-error-for='token']")
+        assert "invalid bearer token" in p.locator(".field-error").inner_text()
+        c.assert_clean(expected_http=(401,))
 
 
 @pytest.mark.integration
@@ -209,12 +403,15 @@ def test_a_store_token_sees_nothing_of_another_store(browser: Any, api: ApiThrea
         c.open(f"#/logs?rule_id={rule_b}")
         assert "No entries match." in p.locator("main").inner_text()
         c.open("#/analytics")
-        outcomes = p.locator("table.outcomes").inner_text()
-        assert "Rule of A" in outcomes and "Rule of B" not in outcomes
+        per_rule = p.locator("table.analytics-rules").inner_text()
+        assert "Rule of A" in per_rule and "Rule of B" not in per_rule
         assert p.locator(f"tr[data-rule='{rule_b}']").count() == 0
-        # dead letters are for operators: no link, and the page says why
-        assert p.locator("#nav a[data-nav='dlq']").is_hidden()
-        c.open("#/dlq")
+        c.open(f"#/analytics/{rule_b}", ready="rule-analytics")
+        assert f"rule {rule_b} not found" in p.locator("main").inner_text()
+        assert p.locator("figure.chart").count() == 0
+        # operations (lag, dead letters) are for operators: no link, and the page says why
+        assert p.locator("#nav a[data-nav='ops']").is_hidden()
+        c.open("#/ops")
         assert "operator token" in p.locator("main").inner_text()
         # the token went in no URL the browser asked for, and Sign out forgets it
         assert c.requests and not [u for u in c.requests if token_a in u]
@@ -227,6 +424,109 @@ def test_a_store_token_sees_nothing_of_another_store(browser: Any, api: ApiThrea
         c.wait_ready("signin")
         assert p.locator("table.rules").count() == 0
         c.assert_clean(expected_http=(401, 403, 404))
+
+
+def _exposures(engine: Engine, store_id: str, rule_id: int, held_out: bool, customers: int, converted: int) -> None:
+    """Customers who entered a holdout rule on DAY1, as the rule consumer records them, with
+    their orders in the window after as the activity reader brings them up (50 PLN each)."""
+    rows = [{"rule_id": rule_id, "customer_key": unique("c"), "store_id": store_id, "held_out": held_out,
+             "event_id": unique("e"), "exposed_at": DAY1, "orders": int(i < converted),
+             "revenue": Decimal(50 if i < converted else 0)} for i in range(customers)]
+    with engine.begin() as conn:
+        conn.execute(insert(holdout_exposures), rows)
+
+
+def _painted(page: Any, selector: str) -> int:
+    """How many pixels the charts' canvases under `selector` have drawn on."""
+    return int(page.evaluate("""sel => [...document.querySelectorAll(sel + ' canvas')].map(c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }).reduce((a, b) => a + b, 0)""",
+                             selector))
+
+
+def _pp(x: float) -> str:
+    return f"{'+' if x >= 0 else '−'}{abs(x * 100):.1f} pp"
+
+
+@pytest.mark.integration
+def test_the_analytics_page_charts_each_rules_funnel_revenue_and_lift_from_real_data(
+        browser: Any, api: ApiThread, settings: Settings, engine: Engine, tmp_path: Path) -> None:
+    store = make_store(engine)
+    rule = add_rule(engine, store.id, {"name": "Welcome", **ANALYTICS_RULE, "holdout_percent": 20})
+    small = add_rule(engine, store.id, {"name": "Small test", **ANALYTICS_RULE, "holdout_percent": 20})
+    logs = [log_record(store.id, rule, 0, "send_email", "succeeded", DAY1, f"c{i}") for i in range(3)]
+    logs += [log_record(store.id, rule, 0, "send_email", "skipped", DAY1),
+             log_record(store.id, rule, 1, "create_admin_task", "succeeded", DAY2),
+             log_record(store.id, rule, 0, "send_email", "succeeded", DAY2)]
+    codec, producer = get_codec(), Producer(settings)
+    for rec in logs + logs[:2]:  # two of them delivered twice: counted once
+        producer.produce(settings.topic(topics.LOGS), codec.encode("ExecutionLog", rec), key=rec["store_id"])
+    producer.flush(30)
+    with RoleThread(LogSink(settings), "sink"):
+        wait_until_consumed(settings, settings.sink_group, [topics.LOGS])
+    seed(settings, engine, store.id, rule, tmp_path)  # opens and clicks through the tracker; a PLN order on DAY2
+    with engine.begin() as conn:  # and a euro order on DAY1, credited to the same rule
+        conn.execute(insert(message_conversions).values(
+            store_id=store.id, order_id=7, message_id=unique("m"), rule_id=rule, step=0, customer_key="c2",
+            touch="open", touched_at=DAY1, ordered_at=DAY1, currency="EUR", revenue=Decimal("10.00"),
+            refunded=Decimal(0), voided=False, order_modified=DAY1))
+    _exposures(engine, store.id, rule, False, 200, 60)
+    _exposures(engine, store.id, rule, True, 50, 5)
+    _exposures(engine, store.id, small, False, 12, 3)
+    _exposures(engine, store.id, small, True, 4, 1)
+    days = {"since": DAY1.date().isoformat(), "until": DAY2.date().isoformat()}
+    token = create_token(engine, store.id, "console")
+    report = httpx.get(f"{api.url}/v1/analytics/rules/{rule}", params=days,
+                       headers={"Authorization": f"Bearer {token}"}).json()
+    with Console(browser, api.url) as c:
+        c.sign_in(token)
+        c.open(f"#/analytics?since={days['since']}&until={days['until']}")
+        p = c.page
+        row = p.locator(f"tr[data-rule='{rule}']")
+        stages = {s: row.locator(f"td[data-stage='{s}']").inner_text()
+                  for s in ("Triggered", "Executed", "Delivered", "Opened", "Clicked", "Converted")}
+        assert stages == {"Triggered": "6", "Executed": "5", "Delivered": "4", "Opened": "2", "Clicked": "2",
+                          "Converted": "2"}
+        revenue = row.locator("td[data-col='revenue']").inner_text()
+        assert "64.50" in revenue and "PLN" in revenue and "10.00" in revenue
+        lift = report["holdout"]["conversion_lift"]
+        assert row.locator("td[data-col='lift']").inner_text() == (
+            f"{_pp(lift['estimate'])[:-3]} pp [{_pp(lift['low'])[:-3]}, {_pp(lift['high'])[:-3]}]")
+        assert "sample too small" in p.locator(f"tr[data-rule='{small}'] td[data-col='lift']").inner_text()
+        wait_for(lambda: _painted(p, "figure[data-chart='funnel']") > 500, 10, 0.1, "the store's funnel drawn")
+        c.shoot("analytics")
+
+        row.get_by_role("link", name="Welcome").click()
+        c.wait_ready("rule-analytics")
+        funnel = p.locator("figure[data-chart='funnel']")
+        counts = [funnel.locator(f"tr[data-stage='{s}'] td[data-col='count']").inner_text() for s in stages]
+        assert counts == [str(x) for x in (sum(report["executions"].values()), report["executions"]["succeeded"],
+                                           report["sends"], report["opened"], report["clicked"],
+                                           report["conversions"])] == list(stages.values())
+        revenue_days = p.locator("figure[data-chart='revenue'] table.revenue tbody tr")
+        assert [r.get_attribute("data-day") for r in revenue_days.all()] == [days["since"], days["until"]]
+        assert "10.00" in revenue_days.nth(0).locator("td[data-currency='EUR']").inner_text()
+        assert "64.50" in revenue_days.nth(1).locator("td[data-currency='PLN']").inner_text()
+        wait_for(lambda: min(_painted(p, f"figure[data-chart='{chart}']") for chart in ("funnel", "revenue")) > 500,
+                 10, 0.1, "the funnel and revenue charts drawn")
+        interval = p.locator("figure[data-lift='conversion'] figcaption").inner_text()
+        assert interval == (f"Conversion rate: {_pp(lift['estimate'])} (95% interval {_pp(lift['low'])} to "
+                            f"{_pp(lift['high'])})")
+        assert p.locator("figure[data-lift='conversion'] svg circle").count() == 1
+        assert p.locator(".lift .sample").count() == 0 and report["holdout"]["conclusive"]
+        c.shoot("analytics-rule")
+
+        c.open(f"#/analytics/{small}?since={days['since']}&until={days['until']}", ready="rule-analytics")
+        assert p.locator(".lift .sample").inner_text().startswith("Sample too small — sample too small to conclude")
+        assert "No revenue credited in this period." in p.locator("main").inner_text()
+        c.assert_clean()
+    with Console(browser, api.url, viewport=NARROW) as phone:
+        phone.sign_in(token)
+        phone.open(f"#/analytics/{rule}?since={days['since']}&until={days['until']}", ready="rule-analytics")
+        wait_for(lambda: _painted(phone.page, "figure[data-chart='revenue']") > 500, 10, 0.1, "drawn at 390 px")
+        assert phone.page.evaluate("document.documentElement.scrollWidth") <= 390
+        phone.shoot("analytics-rule-390px")
+        phone.assert_clean()
 
 
 def _redrives_of(settings: Settings, topic: str, dlq_id: str) -> int:
@@ -251,8 +551,8 @@ def _redrives_of(settings: Settings, topic: str, dlq_id: str) -> int:
 
 
 @pytest.mark.integration
-def test_the_redrive_button_redrives_a_dead_letter_once(browser: Any, api: ApiThread, settings: Settings,
-                                                        engine: Engine) -> None:
+def test_an_operator_sees_the_lag_per_role_and_the_redrive_button_redrives_a_dead_letter_once(
+        browser: Any, api: ApiThread, settings: Settings, engine: Engine) -> None:
     store = make_store(engine)
     source = settings.topic(topics.ORDERS)
     letter = record_of_unsent(stage="bridge", reason="message_too_large", error="the broker refused it",
@@ -261,14 +561,21 @@ def test_the_redrive_button_redrives_a_dead_letter_once(browser: Any, api: ApiTh
     producer = Producer(settings)
     producer.produce(*encode(get_codec(settings.schema_registry_url), settings, letter))
     producer.flush()
+    for i in range(3):  # orders nobody has read yet: the rule consumers' group is 3 behind
+        producer.produce(source, b"{}", key=f"{store.id}:c{i}")
+    producer.flush()
     operator = create_token(engine, None, "operator")
     with Console(browser, api.url) as c:
         c.sign_in(operator, store=store.id)
-        c.open("#/dlq")
+        c.open("#/ops")
         p = c.page
+        lag = p.locator("tr[data-role='rules'] td[data-col='lag']")
+        assert lag.inner_text() == "3" and settings.rules_group in p.locator("tr[data-role='rules']").inner_text()
+        assert {r.get_attribute("data-role") for r in p.locator("table.lag > tbody > tr").all()} == {
+            "rules", "workers", "sink", "scheduler"}
         row = p.locator(f"tr[data-dlq='{letter['dlq_id']}']")
         assert "message_too_large" in row.inner_text()
-        c.shoot("dead-letters")
+        c.shoot("operations")
         row.get_by_role("button", name="Redrive").dblclick()
         row.get_by_role("status").wait_for()
         assert row.get_by_role("status").inner_text().startswith("redriven ")
@@ -284,8 +591,9 @@ def test_the_redrive_button_redrives_a_dead_letter_once(browser: Any, api: ApiTh
             t.join()
         assert sorted((r.status_code, r.json()["redriven"]) for r in answers) == [(200, False), (200, False)]
         assert _redrives_of(settings, source, letter["dlq_id"]) == 1
-        c.open("#/dlq")
+        c.open("#/ops")
         assert row.get_by_role("button", name="Redrive").count() == 0 and "redriven" in row.inner_text()
+        assert lag.inner_text() == "4"  # the letter is back on its topic, for the rule consumers
         c.open(f"#/dlq/{partition}/{offset}", ready="letter")
         assert '"not": "an event"' in p.locator("main").inner_text()
         c.assert_clean()
@@ -334,7 +642,7 @@ def _build_rule_in_console(c: Console) -> None:
     p.get_by_role("button", name="Add condition").last.click()
     c.condition("conditions.conditions[0]", "order_total", "gt", "100")
     p.locator("[data-group='conditions']").get_by_role("button", name="Add group").last.click()
-    c.condition("conditions.conditions[1].conditions[0]", "billing_country", "in", "PL, DE")
+    c.condition("conditions.conditions[1].conditions[0]", "billing_country", "in", ["PL", "DE"])
     p.locator("[data-group='conditions.conditions[1]']").get_by_role("button", name="Add condition").click()
     c.condition("conditions.conditions[1].conditions[1]", "customer_email", "contains", "vip")
     p.locator("[data-path='actions[0].type']").select_option("add_order_note")
@@ -387,8 +695,7 @@ def test_a_rule_built_in_the_console_runs_on_an_order_and_its_action_shows_in_th
         c.shoot("log-detail")
         c.open("#/analytics")
         assert c.page.locator(f"tr[data-rule='{rule_id}']").inner_text().split("\t")[:3] == [
-            "Big orders from PL/DE or VIPs", "1", "1"]
-        c.shoot("analytics")
+            "Big orders from PL/DE or VIPs", "1", "1"]  # triggered, executed
         c.open("#/rules")
         assert "Big orders from PL/DE or VIPs" in c.page.locator("table.rules").inner_text()
         c.shoot("rules")
@@ -399,7 +706,11 @@ def test_a_rule_built_in_the_console_runs_on_an_order_and_its_action_shows_in_th
         with Console(c.page.context.browser, api.url, viewport=NARROW) as phone:
             phone.sign_in(create_token(engine, p.store.id, "phone"))
             phone.open(f"#/rules/{rule_id}", ready="rule")
-            # readable at 390 px: nothing is wider than the screen
+            # readable at 390 px: nothing is wider than the screen (wide tables scroll in their box)
             assert phone.page.evaluate("document.documentElement.scrollWidth") <= 390
             phone.shoot("rule-editor-390px")
+            for route in ("#/rules", "#/logs", "#/analytics", "#/templates", "#/dry-run"):
+                phone.open(route)
+                assert phone.page.evaluate("document.documentElement.scrollWidth") <= 390, route
+            phone.shoot("dry-run-390px")
             phone.assert_clean()

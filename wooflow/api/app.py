@@ -43,6 +43,9 @@ ROUTERS: list[str] = [
     "wooflow.scheduler.recovery:router",  # cart recovery links, no token (scheduler)
     "wooflow.api.auth:router",  # /v1/me: the store a token acts on (console sign-in)
     "wooflow.api.dlq:router",  # dead letters: list, show, redrive (operator tokens)
+    "wooflow.api.operations:router",  # consumer lag per role (operator tokens)
+    "wooflow.api.search:router",  # a store's orders and customers by number or email (dry-run subjects)
+    "wooflow.api.catalog:router",  # the store's product categories and tags by name (condition pickers)
     "wooflow.api.console:router",  # the web console at / (static page over this API)
 ]
 

@@ -2,7 +2,9 @@
 schemas), condition fields (types and operators), operators, actions (with their
 parameters' JSON schemas, from the workers' registry, plugins included), and the
 workflow's building blocks: step kinds (an action with its timing and A/B variants, a
-yes/no branch), goals and exit conditions, what disabling does to runs in flight."""
+yes/no branch), goals and exit conditions, what disabling does to runs in flight. A field
+whose values come from elsewhere says so (`picker`: the catalog's categories or tags, a
+country)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from wooflow.api.auth import CurrentStore
+from wooflow.consumer.catalog import CATALOG_FIELDS
 from wooflow.consumer.conditions import FIELDS, GEO_SCOPES, OPERATOR_DOC, OPERATORS
 from wooflow.consumer.exits import TYPES as RUN_CONDITIONS
 from wooflow.consumer.model import DAYS, Action, AutoWinner, Branch, Frequency, SendAt, Variant
@@ -19,6 +22,12 @@ from wooflow.consumer.triggers import TRIGGERS
 from wooflow.scheduler import triggers as _scheduled  # noqa: F401 - listed with the rule engine's own
 
 router = APIRouter(prefix="/v1", tags=["schema"])
+
+# Where a field's values come from, for an editor's value input: `category` and `tag` are
+# term ids of the store's product catalog (GET /v1/catalog/terms names them), `country` an
+# ISO 3166-1 alpha-2 code.
+PICKERS = {**{f: "tag" if "tag" in f else "category" for f in CATALOG_FIELDS},
+           "billing_country": "country", "shipping_country": "country"}
 
 
 def schema_document() -> dict[str, Any]:
@@ -37,7 +46,8 @@ def _document(trigger_items: tuple[tuple[str, Any], ...], action_items: tuple[tu
                 for t in sorted((t for _, t in trigger_items), key=lambda t: (t.group, t.name))]
     fields = [{"name": f.name, "type": f.type, "multi_valued": f.multi, "scope": f.scope,
                "description": f.description, "operators": list(f.operators),
-               **({"values": list(f.values)} if f.values else {})} for f in FIELDS.values()]
+               **({"values": list(f.values)} if f.values else {}),
+               **({"picker": PICKERS[f.name]} if f.name in PICKERS else {})} for f in FIELDS.values()]
     actions = []
     for name, handler in sorted(action_items):
         actions.append({"name": name, "description": getattr(handler, "description", ""),

@@ -709,6 +709,12 @@ execution_daily = Table(
 )
 # --- end analytics -------------------------------------------------------------------------
 
+# --- catalog names (0018_catalog_names.py): the names of a product's categories and tags,
+# parallel to their ids, for the console's pickers (GET /v1/catalog/terms)
+product_catalog.append_column(Column("category_names", ARRAY(Text), nullable=False,
+                                     server_default=text("'{}'::text[]")))
+product_catalog.append_column(Column("tag_names", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")))
+
 __all__ = [
                         "Numeric",
                         "action_executions",

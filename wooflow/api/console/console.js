@@ -1,7 +1,8 @@
 // The wooflow console: a single page over the admin API (/v1). Served as written — no build
-// step, no dependencies. Every value from the API reaches the page as text (h() appends
-// strings as text nodes, never as markup); the token lives in this tab's sessionStorage and
-// travels only in the Authorization header.
+// step; one vendored library, uPlot (console/vendor/), loaded by the analytics page only.
+// Every value from the API reaches the page as text (h() appends strings as text nodes, never
+// as markup); the token lives in this tab's sessionStorage and travels only in the
+// Authorization header.
 "use strict";
 
 (() => {
@@ -12,6 +13,7 @@
   let me = session ? session.me || null : null;  // who the token is, kept from sign-in (a 401 signs out)
   let schemaCache = null;
   let renderSeq = 0;
+  let signInNote = "";
   const logCursors = { filter: "", stack: [] };
 
   // ---- helpers -------------------------------------------------------------------------
@@ -42,8 +44,62 @@
     el.replaceChildren(...nodes(kids));
   }
 
+  // The same for SVG elements (the holdout lift's interval chart).
+  function svg(tag, attrs, ...kids) {
+    const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "text") el.textContent = String(v); else el.setAttribute(k, String(v));
+    }
+    el.append(...nodes(kids));
+    return el;
+  }
+
   let uid = 0;
   const nextId = (p) => `${p}-${++uid}`;
+  const total = (obj) => Object.values(obj || {}).reduce((a, b) => a + Number(b), 0);
+
+  function money(amount, currency) {
+    const n = Number(amount);
+    try { return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(n); } catch (e) { return `${n.toFixed(2)} ${currency}`; }
+  }
+
+  function moneyList(byCurrency) {
+    const parts = Object.entries(byCurrency || {}).filter(([, v]) => Number(v) !== 0).map(([c, v]) => money(v, c));
+    return parts.length ? parts.join(" + ") : "—";
+  }
+
+  // The chart library, fetched once when a page first draws a chart and run as an inline
+  // script (the page's Content-Security-Policy allows exactly this file by its hash).
+  let chartLib = null;
+  function charts() {
+    if (!chartLib) {
+      chartLib = fetch("/console/vendor/uPlot.iife.min.js").then((r) => {
+        if (!r.ok) throw new Error(`the chart library could not be loaded (HTTP ${r.status})`);
+        return r.text();
+      }).then((code) => {
+        const el = document.createElement("script");
+        el.textContent = code;
+        document.head.append(el);
+        if (typeof window.uPlot !== "function") throw new Error("the chart library did not start");
+        return window.uPlot;
+      });
+      chartLib.catch(() => { chartLib = null; });
+    }
+    return chartLib;
+  }
+
+  // The store's product categories or tags (GET /v1/catalog/terms), once per sign-in.
+  const termCache = {};
+  function catalogTerms(taxonomy) {
+    if (!termCache[taxonomy]) {
+      termCache[taxonomy] = api("GET", `/v1/catalog/terms?taxonomy=${taxonomy}`).then((res) => {
+        if (!res.ok) throw new ApiError(errorText(res));
+        return res.data.terms;
+      });
+      termCache[taxonomy].catch(() => { delete termCache[taxonomy]; });
+    }
+    return termCache[taxonomy];
+  }
 
   function field(label, input, help) {
     const id = input.id || (input.id = nextId("f"));
@@ -130,10 +186,11 @@
     saveSession(null);
     me = null;
     schemaCache = null;
+    for (const k of Object.keys(termCache)) delete termCache[k];
     logCursors.stack = [];
+    signInNote = message || "";  // shown until the next sign-in, however often the form is drawn
     frame();
     location.hash = "#/signin";
-    if (message) sessionStorage.setItem(`${KEY}.flash`, message);
     route();
   }
 
@@ -151,11 +208,9 @@
       "data-path": "token" });
     const store = h("input", { type: "text", name: "store", autocomplete: "off", "data-path": "store",
       value: "" });
-    const flash = sessionStorage.getItem(`${KEY}.flash`);
-    sessionStorage.removeItem(`${KEY}.flash`);
     const form = h("form", { class: "signin", novalidate: true },
       h("h1", { text: "Sign in" }),
-      flash ? note("error", flash) : null,
+      signInNote ? note("error", signInNote) : null,
       field("API token", token, "A store token (wooflow stores token STORE) or an operator token"),
       field("Store id", store, "Operator tokens only: the store to work on"),
       h("button", { type: "submit", text: "Sign in" }));
@@ -172,6 +227,7 @@
         return;
       }
       me = res.data;
+      signInNote = "";
       saveSession({ ...session, me });
       frame();
       location.hash = "#/rules";
@@ -188,8 +244,9 @@
     ["log", /^#\/logs\/(.+)$/, (m) => logDetailPage(decodeURIComponent(m[1]))],
     ["logs", /^#\/logs$/, () => logsPage()],
     ["analytics", /^#\/analytics$/, () => analyticsPage()],
+    ["rule-analytics", /^#\/analytics\/(\d+)$/, (m) => ruleAnalyticsPage(Number(m[1]))],
     ["letter", /^#\/dlq\/(\d+)\/(\d+)$/, (m) => letterPage(Number(m[1]), Number(m[2]))],
-    ["dlq", /^#\/dlq$/, () => dlqPage()],
+    ["ops", /^#\/(ops|dlq)$/, () => opsPage()],
   ];
 
   async function route() {
@@ -215,7 +272,7 @@
     const found = ROUTES.find(([, re]) => re.test(path));
     if (!found) { show(seq, "missing", "Not found", h("h1", { text: "No such page" })); return; }
     const [name, re, render] = found;
-    const section = path.split("/")[1];
+    const section = { dlq: "ops" }[path.split("/")[1]] || path.split("/")[1];
     for (const a of document.querySelectorAll("#nav a")) {
       if (a.dataset.nav === section) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     }
@@ -251,11 +308,12 @@
 
   function inputFor(form, path) {
     // The deepest input named by the path or by one of its prefixes ("actions[0].params.x.y"
-    // → "actions[0].params.x" → ...), so an error inside a JSON-valued input lands on it.
+    // → "actions[0].params.x" → ...), so an error inside a JSON-valued input (a workflow
+    // step edited as JSON) lands on it; with the path inside it.
     let p = path;
     while (p) {
       const el = form.querySelector(`[data-path="${CSS.escape(p)}"]`);
-      if (el) return el;
+      if (el) return { input: el, inner: path.slice(p.length).replace(/^\./, "") };
       const cut = Math.max(p.lastIndexOf("."), p.lastIndexOf("["));
       p = cut > 0 ? p.slice(0, cut) : "";
     }
@@ -267,10 +325,11 @@
     const unplaced = [];
     let first = null;
     for (const e of errors) {
-      const input = inputFor(form, e.field || "");
-      if (!input) { unplaced.push(e); continue; }
+      const found = inputFor(form, e.field || "");
+      if (!found) { unplaced.push(e); continue; }
+      const { input, inner } = found;
       const id = nextId("err");
-      const msg = h("p", { class: "field-error", id, "data-error-for": e.field, text: e.message });
+      const msg = h("p", { class: "field-error", id, "data-error-for": e.field, text: inner ? `${inner}: ${e.message}` : e.message });
       const anchor = input.closest(".field, .cond, .inline") || input;
       anchor.after(msg);
       input.setAttribute("aria-invalid", "true");
@@ -290,7 +349,7 @@
 
   function specOf(rule) {
     const keep = ["name", "trigger", "trigger_options", "conditions", "actions", "priority", "enabled",
-      "group_label", "frequency", "exit_conditions"];
+      "group_label", "frequency", "exit_conditions", "holdout_percent", "goals", "when_disabled"];
     return Object.fromEntries(keep.filter((k) => k in rule).map((k) => [k, rule[k]]));
   }
 
@@ -363,18 +422,22 @@
 
   const BLANK = () => ({ name: "", trigger: "new_order", trigger_options: {}, conditions: { match: "all", conditions: [] },
     actions: [{ type: "add_order_note", params: {}, delay: null }], priority: 10, enabled: true, group_label: "",
-    frequency: { once_per_customer: false, per_days: null }, exit_conditions: [] });
+    frequency: { once_per_customer: false, per_days: null }, exit_conditions: [], holdout_percent: 0, goals: [],
+    when_disabled: "exit" });
 
   async function editorPage(id) {
     const sch = await schema();
     let rule = BLANK();
     let history = [];
+    let versions = null;
     if (id !== null) {
-      const [res, hist] = await Promise.all([api("GET", `/v1/rules/${id}`), api("GET", `/v1/rules/${id}/history`)]);
+      const [res, hist, vers, runs] = await Promise.all([api("GET", `/v1/rules/${id}`), api("GET", `/v1/rules/${id}/history`),
+        api("GET", `/v1/rules/${id}/versions`), api("GET", `/v1/rules/${id}/runs`)]);
       if (!res.ok) return h("section", { "data-title": "Rule" }, h("h1", { text: "Rule" }), note("error", errorText(res)));
       rule = { ...BLANK(), ...specOf(res.data) };
       rule.version = res.data.version;
       history = hist.ok ? hist.data.entries : [];
+      versions = vers.ok ? { list: vers.data.versions, runs: runs.ok ? runs.data.versions : [] } : null;
     }
     if (!rule.conditions || !Array.isArray(rule.conditions.conditions)) {
       rule.conditions = rule.conditions && rule.conditions.field ? { match: "all", conditions: [rule.conditions] } : { match: "all", conditions: [] };
@@ -385,6 +448,7 @@
     const flash = sessionStorage.getItem(`${KEY}.saved`);
     if (flash) { sessionStorage.removeItem(`${KEY}.saved`); page.insertBefore(note("ok", flash), form); }
     buildEditor(form, rule, sch, id);
+    if (versions) page.append(versionTable(versions.list, versions.runs));
     if (id !== null) page.append(historyList(history));
     return page;
   }
@@ -412,17 +476,29 @@
       groupEl(rule.conditions, "conditions", sch, null, drawConds));
     drawConds();
     const steps = h("fieldset", { class: "steps" }, h("legend", { text: "Steps" }));
+    const asJson = new Set(rule.actions.map((a, i) => (needsJson(a) ? i : -1)).filter((i) => i >= 0));
     const drawSteps = () => setKids(steps, h("legend", { text: "Steps" }),
-      rule.actions.map((a, i) => stepEl(rule, i, sch, drawSteps)),
-      h("button", { type: "button", text: "Add step", onclick: () => { rule.actions.push({ type: "add_order_note", params: {}, delay: "day 1" }); drawSteps(); } }));
+      h("p", { class: "help", text: "A workflow step is an action, or a yes/no branch with steps on each side. Branches, A/B variants and weekday-and-time sends are edited as JSON (GET /v1/schema → workflow)." }),
+      rule.actions.map((a, i) => stepEl(rule, i, sch, drawSteps, asJson)),
+      h("div", { class: "inline" },
+        h("button", { type: "button", text: "Add step", onclick: () => { rule.actions.push({ type: "add_order_note", params: {}, delay: "day 1" }); drawSteps(); } }),
+        h("button", { type: "button", text: "Add branch", onclick: () => { asJson.add(rule.actions.length); rule.actions.push(BRANCH()); drawSteps(); } })));
     drawSteps();
     const freq = rule.frequency || (rule.frequency = {});
-    const limits = h("fieldset", {}, h("legend", { text: "Frequency and exits" }),
+    const whenDisabled = h("select", { "data-path": "when_disabled", value: rule.when_disabled || "exit" },
+      Object.entries(sch.workflow.when_disabled).map(([k, v]) => h("option", { value: k, text: `${k}: ${v}` })));
+    whenDisabled.addEventListener("change", () => { rule.when_disabled = whenDisabled.value; });
+    const limits = h("fieldset", {}, h("legend", { text: "Frequency, goals and exits" }),
       checkbox("At most once per customer, ever", !!freq.once_per_customer, "frequency.once_per_customer", (v) => { freq.once_per_customer = v; }),
       field("At most once per customer every N days", bind(h("input", { type: "number", min: 1, value: freq.per_days ?? "", "data-path": "frequency.per_days" }),
         (v) => { freq.per_days = v === "" ? null : Number(v); })),
-      jsonInput("Exit conditions (JSON)", rule.exit_conditions || [], "exit_conditions", (v) => { rule.exit_conditions = v; },
-        'e.g. [{"type": "ordered"}] — checked before each delayed step'));
+      jsonInput("Exit conditions (JSON)", rule.exit_conditions || [], "exit_conditions", (v) => { rule.exit_conditions = v || []; },
+        'e.g. [{"type": "ordered"}] — checked before each delayed step'),
+      jsonInput("Goals (JSON)", rule.goals || [], "goals", (v) => { rule.goals = v || []; },
+        'e.g. [{"type": "ordered"}] — reaching one ends the run as the workflow\'s conversion'),
+      field("When disabled", whenDisabled),
+      field("Holdout (% of customers kept out as a control group)", bind(h("input", { type: "number", min: 0, max: 50, step: "any", value: rule.holdout_percent ?? 0, "data-path": "holdout_percent" }),
+        (v) => { rule.holdout_percent = v === "" ? 0 : Number(v); })));
     const save = h("button", { type: "submit", class: "primary", text: id === null ? "Create rule" : "Save rule" });
     const tools = h("div", { class: "actions" }, save,
       id !== null ? h("a", { class: "button", href: `#/dry-run?rule=${id}`, text: "Dry run" }) : null,
@@ -470,7 +546,8 @@
   }
 
   function jsonInput(label, value, path, set, help) {
-    const area = h("textarea", { rows: 3, "data-path": path, value: JSON.stringify(value, null, 1) });
+    const text = JSON.stringify(value, null, 1);
+    const area = h("textarea", { rows: Math.min(20, Math.max(3, text.split("\n").length)), "data-path": path, value: text });
     area.addEventListener("input", () => {
       try { set(area.value.trim() === "" ? null : JSON.parse(area.value)); area.removeAttribute("data-json-invalid"); } catch (e) { area.setAttribute("data-json-invalid", ""); }
     });
@@ -552,6 +629,7 @@
   }
 
   const LIST_OPS = new Set(["in", "not_in"]);
+  const valueKind = (op) => (LIST_OPS.has(op) ? "list" : DAY_OPS.has(op) ? "days" : "one");
 
   function condEl(c, path, sch, remove) {
     const row = h("div", { class: "cond", "data-cond": path });
@@ -567,64 +645,185 @@
         draw();
       });
       const osel = h("select", { "data-path": `${path}.operator`, "aria-label": "Operator", value: c.operator },
-        spec.operators.map((o) => h("option", { value: o, text: o })));
-      osel.addEventListener("change", () => { c.operator = osel.value; draw(); });
+        spec.operators.map((o) => h("option", { value: o, text: o, title: (sch.operators.find((x) => x.name === o) || {}).description })));
+      osel.addEventListener("change", () => {
+        if (valueKind(c.operator) !== valueKind(osel.value)) c.value = "";  // a list, a day count, one value
+        c.operator = osel.value;
+        draw();
+      });
+      // redrawn on each choice: the keyboard stays where it was
+      const focused = row.contains(document.activeElement) ? document.activeElement.dataset.path : null;
       setKids(row, fsel, osel, valueInput(c, spec, path),
         h("button", { type: "button", class: "small", text: "Remove", "aria-label": `Remove condition on ${c.field}`, onclick: remove }));
+      if (focused) { const el = row.querySelector(`[data-path="${CSS.escape(focused)}"]`); if (el) el.focus(); }
     };
     draw();
     return row;
   }
 
+  // The value input that fits the field and operator: the field's closed set of values, the
+  // store's categories or tags by name (stored as their ids), countries by name, a date or a
+  // number of days for the date operators, comma-separated lists for in / not_in.
   function valueInput(c, spec, path) {
     const list = LIST_OPS.has(c.operator);
     const attrs = { "data-path": `${path}.value`, "aria-label": "Value" };
     const num = (s) => (spec.type === "number" && s !== "" && !isNaN(Number(s)) ? Number(s) : s);
-    if (spec.values && !list) {
-      const sel = h("select", { ...attrs, value: c.value ?? "" }, h("option", { value: "", text: "choose…" }), spec.values.map((v) => h("option", { value: v, text: v })));
-      sel.addEventListener("change", () => { c.value = sel.value; });
-      return sel;
-    }
-    if (spec.values && list) {
-      const chosen = new Set(Array.isArray(c.value) ? c.value : []);
-      const sel = h("select", { ...attrs, multiple: true }, spec.values.map((v) => h("option", { value: v, text: v, selected: chosen.has(v) })));
-      sel.addEventListener("change", () => { c.value = [...sel.selectedOptions].map((o) => o.value); });
-      return sel;
-    }
+    if (spec.type === "date") return dateInput(c, attrs);
+    if (spec.picker === "country") return choices(c, attrs, list, countryChoices());
+    if (spec.picker === "category" || spec.picker === "tag") return termPicker(c, attrs, list, spec.picker);
+    if (spec.values) return choices(c, attrs, list, spec.values.map((v) => [v, v]));
     if (list) {
       const input = h("input", { ...attrs, type: "text", placeholder: "comma-separated", value: Array.isArray(c.value) ? c.value.join(", ") : (c.value ?? "") });
       input.addEventListener("input", () => { c.value = input.value.split(",").map((s) => s.trim()).filter(Boolean).map(num); });
       return input;
     }
-    const type = spec.type === "number" ? "number" : spec.type === "date" ? "date" : "text";
+    const type = spec.type === "number" ? "number" : "text";
     const input = h("input", { ...attrs, type, step: type === "number" ? "any" : null, value: c.value ?? "" });
     input.addEventListener("input", () => { c.value = num(input.value); });
     return input;
   }
 
+  const DAY_OPS = new Set(["within_last_days", "not_within_last_days"]);
+
+  function dateInput(c, attrs) {
+    if (DAY_OPS.has(c.operator)) {
+      const days = h("input", { ...attrs, type: "number", min: 1, step: 1, "aria-label": "Value (days)", value: /^\d+$/.test(String(c.value ?? "")) ? c.value : "" });
+      days.addEventListener("input", () => { c.value = days.value === "" ? "" : Number(days.value); });
+      return h("span", { class: "inline" }, days, h("span", { text: "days" }));
+    }
+    const day = h("input", { ...attrs, type: "date", value: /^\d{4}-\d{2}-\d{2}$/.test(String(c.value ?? "")) ? c.value : "" });
+    day.addEventListener("input", () => { c.value = day.value; });
+    return day;
+  }
+
+  // A select of [value, label] pairs: one value, or several for in / not_in.
+  function choices(c, attrs, list, pairs) {
+    if (!list) {
+      const sel = h("select", { ...attrs, value: c.value ?? "" }, h("option", { value: "", text: "choose…" }), pairs.map(([v, t]) => h("option", { value: v, text: t })));
+      sel.addEventListener("change", () => { c.value = sel.value; });
+      return sel;
+    }
+    const chosen = new Set((Array.isArray(c.value) ? c.value : []).map(String));
+    const sel = h("select", { ...attrs, multiple: true, size: 6 }, pairs.map(([v, t]) => h("option", { value: v, text: t, selected: chosen.has(String(v)) })));
+    sel.addEventListener("change", () => { c.value = [...sel.selectedOptions].map((o) => o.value); });
+    return sel;
+  }
+
+  // Categories and tags: the catalog's names, the conditions' ids. Drawn at once with the
+  // ids the condition already holds, filled in when the catalog answers.
+  function termPicker(c, attrs, list, taxonomy) {
+    const held = (Array.isArray(c.value) ? c.value : c.value === "" || c.value === undefined ? [] : [c.value]).map(String);
+    const box = h("span", { class: "picker" });
+    const draw = (terms) => {
+      const known = new Set(terms.map((t) => String(t.id)));
+      const pairs = [...terms.map((t) => [String(t.id), t.name ? `${t.name} (${t.id})` : `${taxonomy} ${t.id}`]),
+        ...held.filter((v) => !known.has(v)).map((v) => [v, `${taxonomy} ${v} (not in the catalog)`])];
+      if (!pairs.length) {
+        const input = h("input", { ...attrs, type: "text", placeholder: `${taxonomy} ids, comma-separated`, value: held.join(", ") });
+        input.addEventListener("input", () => {
+          const ids = input.value.split(",").map((s) => s.trim()).filter(Boolean);
+          c.value = list ? ids : (ids[0] || "");
+        });
+        setKids(box, input, h("small", { class: "help", text: `The catalog holds no ${taxonomy === "tag" ? "tags" : "categories"} yet: type ids.` }));
+        return;
+      }
+      setKids(box, choices(c, attrs, list, pairs));
+    };
+    draw([]);
+    catalogTerms(taxonomy).then((terms) => {
+      const focused = box.contains(document.activeElement);
+      draw(terms);
+      if (focused) box.querySelector("select, input").focus();
+    }).catch(() => { /* the ids typed as text */ });
+    return box;
+  }
+
+  // ISO 3166-1 alpha-2 codes, named in the reader's language by the browser.
+  const COUNTRIES = ("AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ " +
+    "CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE " +
+    "GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP " +
+    "KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF " +
+    "NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN " +
+    "SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW").split(" ");
+  let countryPairs = null;
+  function countryChoices() {
+    if (!countryPairs) {
+      let names = null;
+      try { names = new Intl.DisplayNames([navigator.language || "en", "en"], { type: "region" }); } catch (e) { /* codes alone */ }
+      countryPairs = COUNTRIES.map((code) => [code, names ? `${names.of(code) || code} (${code})` : code])
+        .sort((a, b) => a[1].localeCompare(b[1]));
+    }
+    return countryPairs;
+  }
+
   // ---- steps -------------------------------------------------------------------------------
 
-  function stepEl(rule, i, sch, redraw) {
+  // What the step form draws: an action's type, delay and parameters. Anything else (a
+  // branch, an id, a weekday-and-time send, A/B variants) is edited as the step's JSON.
+  const FORM_KEYS = new Set(["type", "params", "delay"]);
+  const needsJson = (a) => !a || a.type === "branch" || Object.keys(a).some((k) => !FORM_KEYS.has(k) && a[k] !== null && a[k] !== undefined);
+  const BRANCH = () => ({ type: "branch", condition: { type: "email_opened", within: "3d" },
+    yes: { steps: [], then: "continue" }, no: { steps: [{ type: "send_email", params: { subject: "", text: "" } }], then: "continue" } });
+
+  function stepEl(rule, i, sch, redraw, asJson) {
     const a = rule.actions[i];
+    const move = (to) => {
+      const [x] = rule.actions.splice(i, 1);
+      rule.actions.splice(to, 0, x);
+      const was = [...asJson].map((j) => (j === i ? to : j === to ? i : j));
+      asJson.clear(); was.forEach((j) => asJson.add(j));
+      redraw();
+    };
+    const remove = () => {
+      rule.actions.splice(i, 1);
+      const was = [...asJson].filter((j) => j !== i).map((j) => (j > i ? j - 1 : j));
+      asJson.clear(); was.forEach((j) => asJson.add(j));
+      redraw();
+    };
+    const json = asJson.has(i);
+    const kind = a && a.type === "branch" ? "branch" : (a && a.type) || "step";
+    const toggle = h("button", { type: "button", class: "small", text: json ? "Edit as form" : "Edit as JSON",
+      disabled: json && needsJson(a), title: json && needsJson(a) ? "This step has parts only JSON can show" : null,
+      onclick: () => { if (json) asJson.delete(i); else asJson.add(i); redraw(); } });
+    const body = json ? [jsonInput(`Step ${i + 1} (JSON)`, a, `actions[${i}]`, (v) => { if (v !== null) rule.actions[i] = v; },
+      a && a.type === "branch" ? "A yes/no branch: condition, then the steps of each side (yes.steps, no.steps) and where each goes (then)" : "")]
+      : stepForm(a, i, sch, redraw);
+    return h("fieldset", { class: "step", "data-step": i }, h("legend", { text: `Step ${i + 1}${json ? ` · ${kind}` : ""}` }),
+      body,
+      h("div", { class: "inline" }, toggle,
+        i > 0 ? h("button", { type: "button", class: "small", text: "Move up", onclick: () => move(i - 1) }) : null,
+        i < rule.actions.length - 1 ? h("button", { type: "button", class: "small", text: "Move down", onclick: () => move(i + 1) }) : null,
+        rule.actions.length > 1 ? h("button", { type: "button", class: "small", text: "Remove step", onclick: remove }) : null));
+  }
+
+  function stepForm(a, i, sch, redraw) {
     a.params = a.params || {};
     const spec = sch.actions.find((x) => x.name === a.type);
     const type = h("select", { "data-path": `actions[${i}].type`, value: a.type }, sch.actions.map((x) => h("option", { value: x.name, text: x.name })));
     type.addEventListener("change", () => { a.type = type.value; a.params = {}; redraw(); });
     const delay = bind(h("input", { type: "text", "data-path": `actions[${i}].delay`, placeholder: "immediately", value: a.delay || "" }),
       (v) => { a.delay = v.trim() === "" ? null : v; });
-    const move = (to) => { const [x] = rule.actions.splice(i, 1); rule.actions.splice(to, 0, x); redraw(); };
-    return h("fieldset", { class: "step", "data-step": i }, h("legend", { text: `Step ${i + 1}` }),
-      field("Action", type, spec ? spec.description : ""),
+    return [field("Action", type, spec ? spec.description : ""),
       field("Delay", delay, "immediately, 30m, hour 24, day 3, week 1 — from the trigger"),
-      spec ? schemaForm(spec.params, a.params, `actions[${i}].params`, sch) : null,
-      h("div", { class: "inline" },
-        i > 0 ? h("button", { type: "button", class: "small", text: "Move up", onclick: () => move(i - 1) }) : null,
-        i < rule.actions.length - 1 ? h("button", { type: "button", class: "small", text: "Move down", onclick: () => move(i + 1) }) : null,
-        rule.actions.length > 1 ? h("button", { type: "button", class: "small", text: "Remove step", onclick: () => { rule.actions.splice(i, 1); redraw(); } }) : null));
+      spec ? schemaForm(spec.params, a.params, `actions[${i}].params`, sch) : null];
+  }
+
+  function versionTable(list, runs) {
+    const byVersion = Object.fromEntries(runs.map((r) => [r.version, r]));
+    const cols = ["runs", "active", "completed", "goal_reached", "exited"];
+    return h("section", { class: "versions" }, h("h2", { text: "Versions and runs" }),
+      h("p", { class: "help", text: "Every edit of what a run does is a new version; a run finishes on the version it started with." }),
+      list.length ? h("div", { class: "scroll" }, h("table", { class: "versions" },
+        h("thead", {}, h("tr", {}, ["Version", "Saved", "Runs", "Active", "Completed", "Goal reached", "Exited", "Content"].map((t) => h("th", { scope: "col", text: t })))),
+        h("tbody", {}, [...list].reverse().map((v) => h("tr", { "data-version": v.version },
+          h("td", {}, `${v.version}`, v.current ? h("span", { class: "status succeeded", text: "current" }) : null),
+          h("td", { text: fmtTime(v.created_at) }),
+          cols.map((c) => h("td", { "data-col": c, text: byVersion[v.version] ? byVersion[v.version][c] : 0 })),
+          h("td", {}, h("details", {}, h("summary", { text: "as saved" }), pretty(v.spec)))))))) : h("p", { class: "muted", text: "No versions recorded." }));
   }
 
   function historyList(entries) {
-    return h("section", { class: "history" }, h("h2", { text: "Versions and history" }),
+    return h("section", { class: "history" }, h("h2", { text: "Change history" }),
       entries.length ? h("ol", {}, entries.map((e) => h("li", {},
         h("strong", { text: e.action }), e.version ? ` · version ${e.version}` : "", ` · ${fmtTime(e.created_at)}`, e.actor ? ` · ${e.actor}` : "",
         e.rule ? h("details", {}, h("summary", { text: "as saved" }), pretty(e.rule)) : null))) : h("p", { class: "muted", text: "No recorded changes." }));
@@ -671,25 +870,45 @@
     const page = h("section", { "data-title": "Dry run" }, h("h1", { text: "Dry run" }),
       h("p", { class: "muted", text: "Simulate a rule on a real order or customer of the store: the trigger, each condition, consent, and the actions rendered — nothing is sent." }));
     const rules = res.ok ? res.data.rules : [];
-    const ruleSel = h("input", { type: "number", min: 1, "data-path": "rule", list: "dry-rules", value: q.rule || (rules[0] ? rules[0].id : "") });
-    const kind = h("select", { "data-path": "kind", value: q.customer ? "customer_id" : "order_id" },
-      h("option", { value: "order_id", text: "Order" }), h("option", { value: "customer_id", text: "Customer" }));
-    const subject = h("input", { type: "number", min: 1, "data-path": "subject", value: q.order || q.customer || "" });
+    const ruleSel = h("select", { "data-path": "rule", value: q.rule || (rules[0] ? String(rules[0].id) : "") },
+      rules.length ? null : h("option", { value: "", text: "no rules yet" }),
+      rules.map((r) => h("option", { value: String(r.id), text: `${r.name} (#${r.id})` })));
+    if (q.rule && !rules.some((r) => String(r.id) === q.rule)) ruleSel.append(h("option", { value: q.rule, text: `rule #${q.rule}`, selected: true }));
+    const subject = { kind: q.customer ? "customer_id" : q.order ? "order_id" : null, id: Number(q.customer || q.order) || null };
+    const search = h("input", { type: "search", "data-path": "subject", autocomplete: "off", value: q.order || q.customer || "",
+      placeholder: "order number, customer id or email" });
+    const found = h("fieldset", { class: "found", "aria-live": "polite" }, h("legend", { text: "Pick one" }));
     const out = h("div", { class: "dry-result", "aria-live": "polite" });
     const run = h("button", { type: "submit", class: "primary", text: "Run dry run" });
-    const form = h("form", { class: "filters", novalidate: true },
-      h("datalist", { id: "dry-rules" }, rules.map((r) => h("option", { value: r.id, text: r.name }))),
-      field("Rule id", ruleSel), field("On a", kind), field("Order or customer id", subject), run);
+    const find = h("button", { type: "button", text: "Search" });
+    const form = h("form", { class: "dry-run", novalidate: true },
+      field("Rule", ruleSel),
+      h("div", { class: "inline search" }, field("Find an order or customer", search, "An order number, a customer id or a whole email address; empty: the newest orders"), find),
+      found, h("div", { class: "actions" }, run));
+    const pick = (kind, id) => { subject.kind = kind; subject.id = id; };
+    let seq = 0;
+    const lookUp = async () => {
+      const mine = ++seq;
+      const r = await api("GET", `/v1/search?q=${encodeURIComponent(search.value.trim())}`);
+      if (mine !== seq) return;
+      setKids(found, h("legend", { text: "Pick one" }), r.ok ? subjectChoices(r.data, subject, pick) : note("error", errorText(r)));
+      found.dataset.query = search.value.trim();
+    };
+    let timer = null;
+    search.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(lookUp, 250); });
+    search.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); clearTimeout(timer); lookUp(); } });
+    find.addEventListener("click", () => { clearTimeout(timer); lookUp(); });
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       clearErrors(form);
-      if (!ruleSel.value || !subject.value) {
-        showErrors(form, [!ruleSel.value ? { field: "rule", message: "choose a rule" } : { field: "subject", message: "give the order or customer id" }]);
+      if (!ruleSel.value || !subject.kind) {
+        showErrors(form, [!ruleSel.value ? { field: "rule", message: "choose a rule" } : { field: "subject", message: "find an order or customer and pick one" }]);
         return;
       }
       run.disabled = true;
+      out.removeAttribute("data-done");
       setKids(out, h("p", { class: "muted", text: "Running…" }));
-      const r = await api("POST", `/v1/rules/${Number(ruleSel.value)}/dry-run`, { [kind.value]: Number(subject.value) });
+      const r = await api("POST", `/v1/rules/${Number(ruleSel.value)}/dry-run`, { [subject.kind]: subject.id });
       run.disabled = false;
       if (!r.ok) {
         setKids(out);
@@ -701,7 +920,34 @@
       out.dataset.done = "1";
     });
     page.append(form, out);
+    await lookUp();
     return page;
+  }
+
+  // The search's answer as one radio group: orders, then customers (a guest has no account
+  // to simulate on: their orders are). A number nobody recorded can still be tried as an
+  // order or a customer id: the dry run asks the store.
+  function subjectChoices(d, subject, pick) {
+    const name = nextId("subject");
+    const choice = (kind, id, label, extra) => {
+      const radio = h("input", { type: "radio", name, value: `${kind}:${id}`, id: nextId("s"), checked: subject.kind === kind && subject.id === id });
+      radio.addEventListener("change", () => { if (radio.checked) pick(kind, id); });
+      return h("div", { class: "choice", "data-subject": `${kind}:${id}` }, radio, h("label", { for: radio.id }, h("strong", { text: label }), extra ? ` · ${extra}` : ""));
+    };
+    const orders = d.orders.map((o) => choice("order_id", o.order_id, `Order #${o.order_id}`,
+      [o.status, o.total !== null ? money(o.total, o.currency) : "", o.email || o.customer_key, fmtTime(o.created_at)].filter(Boolean).join(" · ")));
+    const customers = d.customers.map((c) => (c.customer_id
+      ? choice("customer_id", c.customer_id, `Customer #${c.customer_id}`, [c.email, `${c.order_count} order${c.order_count === 1 ? "" : "s"}`].filter(Boolean).join(" · "))
+      : h("p", { class: "muted", text: `Guest ${c.email || c.customer_key}: no account to simulate on — pick one of their orders.` })));
+    const number = /^#?\s*(\d{1,15})$/.exec(d.query);
+    const tries = [];
+    if (number && !d.orders.some((o) => o.order_id === Number(number[1]))) tries.push(choice("order_id", Number(number[1]), `Order #${number[1]}`, "not recorded by wooflow: the store is asked"));
+    if (number && !d.customers.some((c) => c.customer_id === Number(number[1]))) tries.push(choice("customer_id", Number(number[1]), `Customer #${number[1]}`, "not recorded by wooflow: the store is asked"));
+    const all = [...orders, ...customers, ...tries];
+    if (!all.length) {
+      return h("p", { class: "muted", text: d.query ? `Nothing found for “${d.query}”: search by order number, customer id or a whole email address.` : "No orders recorded yet: search by order number or customer id." });
+    }
+    return h("div", { class: "choices" }, all);
   }
 
   function verdict(ok) {
@@ -811,62 +1057,252 @@
 
   // ---- analytics ---------------------------------------------------------------------------
 
-  // Each section draws one view of the store's numbers; more views (funnels, revenue, lift)
-  // are one more entry here.
-  const ANALYTICS = [outcomesSection];
-  const OUTCOME_ORDER = ["succeeded", "skipped", "failed", "dead_lettered", "exited"];
+  // From /v1/analytics: the funnel of each rule (and of the store), revenue per day and
+  // currency, and the holdout lift with its 95% interval. Charts by uPlot; every chart comes
+  // with the table of its numbers (readable without the picture, by keyboard and screen reader).
+  const STAGES = [
+    ["Triggered", (f) => total(f.executions), "steps run, whatever their outcome (held out, skipped and failed included)"],
+    ["Executed", (f) => (f.executions || {}).succeeded || 0, "steps that succeeded"],
+    ["Delivered", (f) => f.sends, "emails and text messages sent"],
+    ["Opened", (f) => f.opened, "messages opened (or clicked), once per message"],
+    ["Clicked", (f) => f.clicked, "messages with a link clicked, once per message"],
+    ["Converted", (f) => f.conversions, "orders credited to the messages"],
+  ];
+  const SERIES_COLOURS = ["#2f5ea8", "#1f7a3a", "#b3261e", "#8a5a00", "#6a4fa3", "#0b7285"];
+
+  function range(q) {
+    const iso = /^\d{4}-\d{2}-\d{2}$/;
+    return { since: iso.test(q.since || "") ? q.since : "", until: iso.test(q.until || "") ? q.until : "" };
+  }
+
+  function rangeForm(base, r) {
+    const since = h("input", { type: "date", name: "since", value: r.since });
+    const until = h("input", { type: "date", name: "until", value: r.until });
+    const form = h("form", { class: "filters", role: "search" }, field("From (UTC day)", since), field("To (UTC day)", until),
+      h("button", { type: "submit", text: "Show" }));
+    form.addEventListener("submit", (ev) => { ev.preventDefault(); location.hash = hashWith(base, { since: since.value, until: until.value }); });
+    const today = new Date();
+    const ago = (n) => new Date(today.getTime() - (n - 1) * 86400e3).toISOString().slice(0, 10);
+    const quick = h("p", { class: "inline quick" }, "Last:", [7, 30, 90, 365].map((n) => h("a", { href: hashWith(base, { since: ago(n), until: today.toISOString().slice(0, 10) }), text: `${n} days` })));
+    return [form, quick];
+  }
+
+  function rangeParams(r) {
+    const p = new URLSearchParams();
+    if (r.since) p.set("since", r.since);
+    if (r.until) p.set("until", r.until);
+    return p.toString();
+  }
+
+  function attributionText(a) {
+    return `Orders count for a message within ${a.window_days} day${a.window_days === 1 ? "" : "s"} of its ${a.touch === "send" ? "send" : "last open or click"}${a.count_machine ? " (opens by mail scanners included)" : ""}.`;
+  }
+
+  function liftText(hd) {
+    if (!hd) return "—";
+    if (!hd.conversion_lift) return "too few customers";
+    const pp = (v) => `${v >= 0 ? "+" : "−"}${Math.abs(v * 100).toFixed(1)}`;
+    const i = hd.conversion_lift;
+    return `${pp(i.estimate)} pp [${pp(i.low)}, ${pp(i.high)}]${hd.conclusive ? "" : " · sample too small"}`;
+  }
 
   async function analyticsPage() {
-    const q = query();
-    const days = Math.max(1, Math.min(3650, Number(q.days || 30)));
-    const sel = h("select", { name: "days", value: String(days) }, [1, 7, 30, 90, 365].map((d) => h("option", { value: String(d), text: `last ${d} day${d > 1 ? "s" : ""}` })));
-    sel.addEventListener("change", () => { location.hash = hashWith("#/analytics", { days: sel.value }); });
-    const page = h("section", { "data-title": "Analytics" }, h("h1", { text: "Analytics" }), h("form", { class: "filters" }, field("Period", sel)));
-    for (const section of ANALYTICS) page.append(await section(days));
+    const r = range(query());
+    const res = await api("GET", `/v1/analytics/summary?${rangeParams(r)}`);
+    const page = h("section", { "data-title": "Analytics" }, h("h1", { text: "Analytics" }), rangeForm("#/analytics", r));
+    if (!res.ok) { page.append(note("error", errorText(res))); return page; }
+    const d = res.data;
+    page.append(h("p", { class: "muted period" }, `${d.since} – ${d.until} (UTC days). ${attributionText(d.attribution)}`));
+    const uPlot = await charts().catch((e) => { page.append(note("error", e.message)); return null; });
+    page.append(h("h2", { text: "All rules" }), funnelFigure(uPlot, d.totals, "The store's funnel"),
+      h("p", {}, h("strong", { text: "Revenue: " }), moneyList(d.totals.revenue)));
+    page.append(h("h2", { text: "Per rule" }));
+    if (!d.rules.length) { page.append(h("p", { class: "muted", text: "No rules yet." })); return page; }
+    page.append(h("div", { class: "scroll" }, h("table", { class: "analytics-rules" },
+      h("thead", {}, h("tr", {}, ["Rule", ...STAGES.map(([n]) => n), "Revenue", "Holdout lift (conversion, 95%)"].map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, d.rules.map((rule) => h("tr", { "data-rule": rule.rule_id },
+        h("td", {}, h("a", { href: hashWith(`#/analytics/${rule.rule_id}`, r), text: rule.name })),
+        STAGES.map(([n, get]) => h("td", { "data-stage": n, text: get(rule) })),
+        h("td", { "data-col": "revenue", text: moneyList(rule.revenue) }),
+        h("td", { "data-col": "lift", text: liftText(rule.holdout) })))))));
     return page;
   }
 
-  async function outcomesSection(days) {
-    const since = new Date(Date.now() - days * 86400e3).toISOString();
-    const res = await api("GET", `/v1/logs/summary?since=${encodeURIComponent(since)}`);
-    const box = h("section", { class: "analytics" }, h("h2", { text: "Sends and outcomes per rule" }));
-    if (!res.ok) { box.append(note("error", errorText(res))); return box; }
-    const rules = res.data.rules;
-    if (!rules.length) { box.append(h("p", { class: "muted", text: "No executions in this period." })); return box; }
-    const max = Math.max(...rules.map((r) => r.total));
-    const statuses = [...new Set([...OUTCOME_ORDER, ...rules.flatMap((r) => Object.keys(r.outcomes))])].filter((s) => rules.some((r) => r.outcomes[s]));
-    box.append(h("ul", { class: "legend" }, statuses.map((s) => h("li", {}, h("span", { class: `swatch status-bg ${s}` }), s))));
-    box.append(h("div", { class: "scroll" }, h("table", { class: "outcomes" },
-      h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Rule" }), h("th", { scope: "col", text: "Total" }), statuses.map((s) => h("th", { scope: "col", text: s })), h("th", { scope: "col", text: "Share" }))),
-      h("tbody", {}, rules.map((r) => h("tr", { "data-rule": r.rule_id },
-        h("td", {}, h("a", { href: hashWith("#/logs", { rule_id: r.rule_id }), text: r.rule_name || `rule ${r.rule_id} (deleted)` })),
-        h("td", { text: r.total }), statuses.map((s) => h("td", { text: r.outcomes[s] || 0 })),
-        h("td", {}, bar(r, statuses, max))))))));
+  async function ruleAnalyticsPage(id) {
+    const r = range(query());
+    const res = await api("GET", `/v1/analytics/rules/${id}?${rangeParams(r)}`);
+    const page = h("section", { "data-title": "Rule analytics" });
+    if (!res.ok) { page.append(h("h1", { text: "Rule analytics" }), note("error", errorText(res))); return page; }
+    const d = res.data;
+    page.append(h("h1", { text: `Analytics: ${d.name}` }),
+      h("p", { class: "inline" }, h("a", { href: hashWith("#/analytics", r), text: "All rules" }), h("a", { href: `#/rules/${id}`, text: "Edit the rule" })),
+      ...rangeForm(`#/analytics/${id}`, r),
+      h("p", { class: "muted period" }, `${d.since} – ${d.until} (UTC days). ${attributionText(d.attribution)}`));
+    const uPlot = await charts().catch((e) => { page.append(note("error", e.message)); return null; });
+    page.append(h("h2", { text: "Funnel" }), funnelFigure(uPlot, d, `Funnel of ${d.name}`),
+      h("h2", { text: "Revenue over time" }), revenueFigure(uPlot, d),
+      h("h2", { text: "Holdout lift" }), liftView(d.holdout),
+      h("h2", { text: "Per step" }), stepTable(d.steps));
+    return page;
+  }
+
+  function chartWidth() {
+    return Math.max(260, Math.min($main().clientWidth - 40, 1100));
+  }
+
+  // A uPlot chart in `box`, kept as wide as its box (the box is measured once it is on the page).
+  function plot(uPlot, opts, data, box) {
+    if (!uPlot) return null;
+    const chart = new uPlot({ ...opts, width: chartWidth() }, data, box);
+    const seen = new ResizeObserver(() => {
+      if (!box.isConnected) { seen.disconnect(); chart.destroy(); return; }
+      const w = Math.max(240, Math.floor(box.clientWidth));
+      if (w && Math.abs(w - chart.width) > 2) chart.setSize({ width: w, height: opts.height });
+    });
+    seen.observe(box);
+    return chart;
+  }
+
+  function funnelFigure(uPlot, f, caption) {
+    const stages = STAGES.map(([n, get, help]) => [n, Number(get(f)) || 0, help]);
+    const box = h("div", { class: "plot", role: "img", "aria-label": `${caption}: ${stages.map(([n, v]) => `${n} ${v}`).join(", ")}` });
+    const fig = h("figure", { class: "chart", "data-chart": "funnel" }, h("figcaption", { text: caption }), box,
+      h("div", { class: "scroll" }, h("table", { class: "funnel" },
+        h("thead", {}, h("tr", {}, ["Stage", "Count", "Of the step before", "What counts"].map((t) => h("th", { scope: "col", text: t })))),
+        h("tbody", {}, stages.map(([n, v, help], i) => h("tr", { "data-stage": n },
+          h("th", { scope: "row", text: n }), h("td", { "data-col": "count", text: v }),
+          h("td", { text: i && stages[i - 1][1] ? `${((100 * v) / stages[i - 1][1]).toFixed(1)}%` : "" }), h("td", { class: "help", text: help })))))));
+    const xs = stages.map((_, i) => i);
+    const top = Math.max(1, ...stages.map(([, v]) => v));
+    plot(uPlot, {
+      height: 240, legend: { show: false }, cursor: { show: false },
+      scales: { x: { time: false, ori: 1, dir: -1, range: [-0.5, stages.length - 0.5] }, y: { ori: 0, range: [0, top * 1.1] } },
+      axes: [
+        { side: 3, size: 86, gap: 4, grid: { show: false }, ticks: { show: false }, splits: () => xs, values: (u, sp) => sp.map((i) => (stages[i] ? stages[i][0] : "")) },
+        { side: 0, values: (u, sp) => sp.map((v) => (Number.isInteger(v) ? String(v) : "")) },
+      ],
+      series: [{}, { label: "Count", fill: "#2f5ea8cc", stroke: "#2f5ea8", width: 1, points: { show: false }, paths: uPlot.paths.bars({ size: [0.7, 48] }) }],
+    }, [xs, stages.map(([, v]) => v)], box);
+    return fig;
+  }
+
+  function utcDays(since, until) {
+    const out = [];
+    for (let t = Date.parse(`${since}T00:00:00Z`), end = Date.parse(`${until}T00:00:00Z`); t <= end; t += 86400e3) out.push(new Date(t).toISOString().slice(0, 10));
+    return out;
+  }
+
+  function revenueFigure(uPlot, d) {
+    const currencies = [...new Set(d.daily.flatMap((x) => Object.keys(x.revenue)))].sort();
+    if (!currencies.length) return h("p", { class: "muted", "data-chart": "revenue", text: "No revenue credited in this period." });
+    const byDay = Object.fromEntries(d.daily.map((x) => [x.day, x]));
+    const days = utcDays(d.since, d.until);
+    const amount = (day, cur) => Number(((byDay[day] || {}).revenue || {})[cur] || 0);
+    const box = h("div", { class: "plot", role: "img", "aria-label": `Revenue per day: ${currencies.map((c) => `${moneyList({ [c]: d.revenue[c] })} in all`).join(", ")}` });
+    const active = days.filter((day) => byDay[day] && currencies.some((c) => amount(day, c) !== 0));
+    const fig = h("figure", { class: "chart", "data-chart": "revenue" }, h("figcaption", { text: `Revenue per day, net of refunds (${currencies.join(", ")})` }), box,
+      h("div", { class: "scroll" }, h("table", { class: "revenue" },
+        h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Day" }), currencies.map((c) => h("th", { scope: "col", text: c })), h("th", { scope: "col", text: "Orders" }))),
+        h("tbody", {}, active.map((day) => h("tr", { "data-day": day }, h("th", { scope: "row", text: day }),
+          currencies.map((c) => h("td", { "data-currency": c, text: money(amount(day, c), c) })), h("td", { text: byDay[day].conversions })))))));
+    const isoDay = (ts) => new Date(ts * 1e3).toISOString().slice(0, 10);
+    plot(uPlot, {
+      height: 260, legend: { show: currencies.length > 1 },
+      scales: { x: { time: false, range: (u, lo, hi) => [lo - 43200, hi + 43200] } },  // UTC days, half a day either side
+      axes: [{ incrs: [1, 2, 7, 14, 30, 91, 182, 365].map((n) => n * 86400), values: (u, sp) => sp.map((ts) => isoDay(ts).slice(5)) },
+        { size: 70, values: (u, sp) => sp.map((v) => v.toLocaleString()) }],
+      series: [{ label: "Day", value: (u, ts) => (ts === null ? "" : isoDay(ts)) },
+        ...currencies.map((c, i) => ({ label: c, stroke: SERIES_COLOURS[i % SERIES_COLOURS.length], width: 2,
+          fill: currencies.length === 1 ? "#2f5ea822" : undefined, points: { show: true, size: 6 },
+          value: (u, v) => (v === null ? "" : money(v, c)) }))],
+    }, [days.map((day) => Date.parse(`${day}T00:00:00Z`) / 1000), ...currencies.map((c) => days.map((day) => amount(day, c)))], box);
+    return fig;
+  }
+
+  function liftView(hd) {
+    const box = h("section", { class: "lift", "data-chart": "lift" });
+    if (!hd) {
+      box.append(h("p", { class: "muted", text: "Nobody was held out in this period: give the rule a holdout percentage to measure what it adds." }));
+      return box;
+    }
+    box.append(h("p", { class: "muted", text: `${hd.percent}% held out as a control group; orders within ${hd.window_days} days count; revenue in ${hd.currency}.` }));
+    if (!hd.conclusive) box.append(h("p", { class: "note warn sample", role: "status", text: `Sample too small — ${hd.note}` }));
+    else box.append(note(hd.significant ? "ok" : "", hd.significant ? "The conversion lift is significant at 95%." : "No significant conversion lift at 95%."));
+    const g = (x) => `${x.customers} customers, ${x.converted} converted (${(100 * x.conversion_rate).toFixed(1)}%), ${money(x.revenue_per_customer, hd.currency)} per customer`;
+    box.append(h("dl", { class: "facts" }, h("dt", { text: "Treated" }), h("dd", { "data-group": "treated", text: g(hd.treated) }),
+      h("dt", { text: "Control (held out)" }), h("dd", { "data-group": "control", text: g(hd.control) })));
+    const pp = (v) => `${v >= 0 ? "+" : "−"}${Math.abs(v * 100).toFixed(1)} pp`;
+    const cash = (v) => `${v >= 0 ? "+" : "−"}${money(Math.abs(v), hd.currency)}`;
+    for (const [label, i, fmt, key] of [["Conversion rate", hd.conversion_lift, pp, "conversion"],
+      ["Revenue per customer", hd.revenue_per_customer_lift, cash, "revenue_per_customer"],
+      ["Incremental revenue", hd.incremental_revenue, cash, "incremental_revenue"]]) {
+      if (!i) continue;
+      const text = `${label}: ${fmt(i.estimate)} (95% interval ${fmt(i.low)} to ${fmt(i.high)})`;
+      box.append(h("figure", { class: "interval", "data-lift": key }, h("figcaption", { text }), intervalChart(i, text, fmt)));
+    }
+    if (!hd.conversion_lift) box.append(h("p", { class: "muted", text: "Too few customers in a group to compute an interval." }));
     return box;
   }
 
-  function bar(r, statuses, max) {
-    const outer = h("div", { class: "bar", role: "img", "aria-label": statuses.map((s) => `${s} ${r.outcomes[s] || 0}`).join(", ") });
-    outer.style.width = `${Math.max(2, (100 * r.total) / max)}%`;
-    for (const s of statuses) {
-      if (!r.outcomes[s]) continue;
-      const seg = h("span", { class: `status-bg ${s}` });
-      seg.style.width = `${(100 * r.outcomes[s]) / r.total}%`;
-      outer.append(seg);
-    }
-    return outer;
+  // One estimate and its 95% interval on a line through zero ("no effect").
+  function intervalChart(i, label, fmt) {
+    const lo = Math.min(i.low, 0), hi = Math.max(i.high, 0), pad = (hi - lo || 1) * 0.12;
+    const x = (v) => 10 + (380 * (v - (lo - pad))) / (hi - lo + 2 * pad);
+    const tick = (v, anchor) => svg("text", { x: x(v), y: 46, "text-anchor": anchor, text: fmt(v) });
+    return svg("svg", { viewBox: "0 0 400 52", class: "interval", role: "img", "aria-label": label },
+      svg("line", { x1: x(0), x2: x(0), y1: 2, y2: 34, class: "zero" }),
+      svg("line", { x1: x(i.low), x2: x(i.high), y1: 18, y2: 18, class: "range" }),
+      svg("line", { x1: x(i.low), x2: x(i.low), y1: 11, y2: 25, class: "range" }),
+      svg("line", { x1: x(i.high), x2: x(i.high), y1: 11, y2: 25, class: "range" }),
+      svg("circle", { cx: x(i.estimate), cy: 18, r: 5, class: "estimate" }),
+      Math.abs(x(0) - x(i.low)) > 40 ? svg("text", { x: x(0), y: 46, "text-anchor": "middle", text: "0" }) : null,
+      tick(i.low, "middle"), tick(i.high, "middle"));
+  }
+
+  function stepTable(steps) {
+    if (!steps.length) return h("p", { class: "muted", text: "No step ran in this period." });
+    return h("div", { class: "scroll" }, h("table", { class: "steps" },
+      h("thead", {}, h("tr", {}, ["Step", "Action", ...STAGES.map(([n]) => n), "Revenue"].map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, steps.map((st) => h("tr", { "data-step": st.step }, h("td", { text: st.step + 1 }), h("td", { text: st.action_type }),
+        STAGES.map(([n, get]) => h("td", { "data-stage": n, text: get(st) })), h("td", { text: moneyList(st.revenue) }))))));
+  }
+
+  // ---- operations (operator) ---------------------------------------------------------------
+
+  async function opsPage() {
+    const q = query();
+    const page = h("section", { "data-title": "Operations" }, h("h1", { text: "Operations" }));
+    if (!me.operator) { page.append(note("error", "Operations need an operator token.")); return page; }
+    const [lag, letters] = await Promise.all([lagSection(), dlqSection(q)]);
+    page.append(lag, letters);
+    return page;
+  }
+
+  async function lagSection() {
+    const box = h("section", { class: "lag" }, h("h2", { text: "Consumer lag per role" }));
+    const res = await api("GET", "/v1/ops/lag");
+    if (!res.ok) { box.append(note("error", errorText(res))); return box; }
+    box.append(h("p", { class: "muted", text: `Messages each role has still to read, as of ${fmtTime(res.data.read_at)}.` }),
+      h("div", { class: "scroll" }, h("table", { class: "lag" },
+        h("thead", {}, h("tr", {}, ["Role", "Consumer group", "Lag", "Partitions"].map((t) => h("th", { scope: "col", text: t })))),
+        h("tbody", {}, res.data.roles.map((r) => h("tr", { "data-role": r.role },
+          h("th", { scope: "row", text: r.role }), h("td", { text: r.group }), h("td", { "data-col": "lag", text: r.lag }),
+          h("td", {}, r.partitions.length ? h("details", {}, h("summary", { text: `${r.partitions.length} partition${r.partitions.length === 1 ? "" : "s"}` }),
+            h("table", { class: "partitions" }, h("thead", {}, h("tr", {}, ["Topic", "Partition", "Committed", "End", "Lag"].map((t) => h("th", { scope: "col", text: t })))),
+              h("tbody", {}, r.partitions.map((p) => h("tr", {}, h("td", { text: p.topic }), h("td", { text: p.partition }),
+                h("td", { text: p.committed ?? "—" }), h("td", { text: p.end }), h("td", { text: p.lag })))))) : h("span", { class: "muted", text: "no topics yet" }))))))));
+    return box;
   }
 
   // ---- dead letters (operator) -------------------------------------------------------------
 
-  async function dlqPage() {
-    const q = query();
+  async function dlqSection(q) {
     const params = new URLSearchParams();
     const store = q.store === undefined ? me.store_id : q.store;
     if (store) params.set("store", store);
     for (const k of ["stage", "reason"]) if (q[k]) params.set(k, q[k]);
     const res = await api("GET", `/v1/dlq?${params}`);
-    const page = h("section", { "data-title": "Dead letters" }, h("h1", { text: "Dead letters" }), dlqFilter(q, store));
+    const page = h("section", { class: "dead-letters" }, h("h2", { text: "Dead letters" }), dlqFilter(q, store));
     if (!res.ok) { page.append(note("error", errorText(res))); return page; }
     const letters = res.data.letters;
     page.append(letters.length ? h("div", { class: "scroll" }, h("table", { class: "dlq" },
@@ -886,7 +1322,7 @@
     const form = h("form", { class: "filters", role: "search" }, field("Store (empty: all)", s), field("Stage", stage), field("Reason", reason), h("button", { type: "submit", text: "Filter" }));
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
-      location.hash = `#/dlq?${new URLSearchParams({ store: s.value.trim(), stage: stage.value, reason: reason.value.trim() })}`;
+      location.hash = `#/ops?${new URLSearchParams({ store: s.value.trim(), stage: stage.value, reason: reason.value.trim() })}`;
     });
     return form;
   }
