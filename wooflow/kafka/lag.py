@@ -132,21 +132,36 @@ class LagReporter:
             return False
         return time.monotonic() - self.last_success < max(3 * self.interval_s, 30.0)
 
+    def try_report(self) -> bool:
+        """One reading; a failed one is logged (at most once a minute) and its client
+        replaced. After a broker restart a client could keep failing every reading
+        ("Failed to get metadata: Broker transport failure" for minutes, seen in the alert
+        drill) while the role's own clients had recovered: the group's lag then went
+        unreported for good and `WooflowLagNotReported` never resolved."""
+        try:
+            self.report_once()
+            return True
+        except (KafkaException, RuntimeError) as exc:
+            now = time.monotonic()
+            if now - self._last_warning > 60:  # a broker outage must not flood the log
+                log.warning("could not read consumer lag of %s: %s", self.sub.group, exc)
+                self._last_warning = now
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            consumer.close()
+
     def _loop(self, stop: threading.Event) -> None:
         try:
             while True:
-                try:
-                    self.report_once()
-                except (KafkaException, RuntimeError) as exc:
-                    now = time.monotonic()
-                    if now - self._last_warning > 60:  # a broker outage must not flood the log
-                        log.warning("could not read consumer lag of %s: %s", self.sub.group, exc)
-                        self._last_warning = now
+                self.try_report()
                 if stop.wait(self.interval_s):
                     return
         finally:
-            if self._consumer is not None:
-                self._consumer.close()
+            self.close()
 
     def start(self, stop: threading.Event) -> LagReporter:
         threading.Thread(target=self._loop, args=(stop,), name=f"lag-{self.sub.group}", daemon=True).start()
