@@ -128,7 +128,7 @@ def allowed(f: Firing | None, rule: Any, event_id: str, at_ms: int) -> bool:
     """Frequency limits, decided on event time so a replay decides the same way."""
     if f is None or event_id in (f.first_event_id, f.last_event_id):
         return True
-    freq = rule.spec.frequency
+    freq = rule.frequency
     if freq.once_per_customer:
         return False
     if freq.per_days is not None:
@@ -370,8 +370,8 @@ class BatchProcessor:
                 for step, action in enumerate(m.rule.actions):
                     out.commands.append((it, build_command(
                         rule_id=m.rule.id, rule_version=m.rule.version, step=step, action_type=action.type,
-                        params=action.params, delay_s=action.delay_s, schema=it.schema, event=event,
-                        trigger=m.trigger, now=now, dry_run=dry_run, context_json=context)))
+                        params={}, params_json=action.params_json, delay_s=action.delay_s, schema=it.schema,
+                        event=event, trigger=m.trigger, now=now, dry_run=dry_run, context_json=context)))
             except Exception as exc:
                 if unavailable(exc):
                     raise
@@ -450,7 +450,7 @@ def _holdout(out: Outcome, due: list[tuple[Item, Match]]) -> list[tuple[Item, Ma
     are recorded as exposures with the state (the first one per rule and customer counts)."""
     kept: list[tuple[Item, Match]] = []
     for it, m in due:
-        percent = m.rule.spec.holdout_percent
+        percent = m.rule.holdout_percent
         if not percent:
             kept.append((it, m))
             continue

@@ -87,11 +87,12 @@ def build_command(*, rule_id: int, rule_version: int, step: int, action_type: st
                   delay_s: int, schema: str, event: Record, trigger: str,
                   state: Mapping[str, object] | None = None, now: datetime | None = None,
                   dry_run: bool = False, extra: Mapping[str, object] | None = None,
-                  context_json: str | None = None) -> ActionCommand:
+                  context_json: str | None = None, params_json: str | None = None) -> ActionCommand:
     """One action step as an ActionCommand record. A delayed step carries `not_before`
     (now + delay): workers must not execute it earlier; the scheduler holds it.
     `context_json`: the context, already serialised (the rule consumer shares one between
-    the steps and rules an event fires)."""
+    the steps and rules an event fires); `params_json`: `params`, already serialised (the
+    compiled rule keeps its steps' parameters that way)."""
     now = now or datetime.now(timezone.utc)
     event_id = str(event["event_id"])
     key = idempotency_key(rule_id, event_id, step)
@@ -108,7 +109,7 @@ def build_command(*, rule_id: int, rule_version: int, step: int, action_type: st
         "trigger": trigger,
         "step": step,
         "action_type": action_type,
-        "params_json": to_json(params),
+        "params_json": params_json if params_json is not None else to_json(params),
         "subject_type": subject_type,
         "subject_id": str(event.get(id_field, "")),
         "context_json": context_json if context_json is not None else to_json(context_of(schema, event, state, extra)),

@@ -30,6 +30,7 @@ Semantics (the property tests hold the compiled predicates to exactly this):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -425,8 +426,10 @@ def _always(facts: Facts) -> bool:
     return True
 
 
-def compile_tree(tree: Any, path: str = "$", _depth: int = 0, _count: list[int] | None = None) -> Predicate:
-    """An empty tree (or a group without conditions) always matches."""
+def compile_tree(tree: Any, path: str = "$", _depth: int = 0, _count: list[int] | None = None,
+                 leaves: dict[str, Predicate] | None = None) -> Predicate:
+    """An empty tree (or a group without conditions) always matches. `leaves`: predicates of
+    conditions compiled before, by their JSON — one function for a condition many rules share."""
     count = _count if _count is not None else [0]
     if tree is None or tree == {}:
         return _always
@@ -438,7 +441,13 @@ def compile_tree(tree: Any, path: str = "$", _depth: int = 0, _count: list[int] 
     if count[0] > MAX_CONDITIONS:
         raise ConditionError(path, f"more than {MAX_CONDITIONS} conditions")
     if is_leaf(tree):
-        return compile_leaf(tree, path)
+        if leaves is None:
+            return compile_leaf(tree, path)
+        key = json.dumps(tree, sort_keys=True, default=str)
+        pred = leaves.get(key)
+        if pred is None:
+            pred = leaves[key] = compile_leaf(tree, path)
+        return pred
     extra = set(tree) - {"match", "conditions"}
     if extra:
         raise ConditionError(f"{path}.{sorted(extra)[0]}",
@@ -449,7 +458,7 @@ def compile_tree(tree: Any, path: str = "$", _depth: int = 0, _count: list[int] 
     children = tree.get("conditions", [])
     if not isinstance(children, list):
         raise ConditionError(f"{path}.conditions", "must be a list")
-    preds = [compile_tree(c, f"{path}.conditions[{i}]", _depth + 1, count) for i, c in enumerate(children)]
+    preds = [compile_tree(c, f"{path}.conditions[{i}]", _depth + 1, count, leaves) for i, c in enumerate(children)]
     if not preds:
         return _always
     if len(preds) == 1:

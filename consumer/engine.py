@@ -67,7 +67,7 @@ class RuleEngine:
                 elif rule.predicate(facts):
                     out.append(Match(rule, spec.name, ctx))
         if fired_count > 1 and len(out) > 1:
-            out.sort(key=lambda m: (m.rule.spec.priority, m.rule.id))
+            out.sort(key=lambda m: (m.rule.priority, m.rule.id))
         return out
 
 

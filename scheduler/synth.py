@@ -110,7 +110,7 @@ class Firer:
         loyalty = loyalty_of(store.settings, store.currency)
         started: list[str] = []
         exposures: list[Exposure] = []
-        percent = rule.spec.holdout_percent
+        percent = rule.holdout_percent
         at = ms(now)
         for c in candidates:
             event = event_of(store, trigger, c, now)

@@ -21,6 +21,8 @@ from typing import Any
 
 import uvicorn
 
+from wooflow.process import new_event_loop
+
 from .delivery import DEFAULT_TIMEOUT, DeliveryWorker
 from .rest import create_app
 from .state import SimulatedStore
@@ -118,7 +120,8 @@ class SimulatorServer:
 
     def _run(self, sock: socket.socket) -> None:
         try:
-            asyncio.run(self._main(sock))
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
+                runner.run(self._main(sock))
         except BaseException as exc:  # surfaced by start()
             self._error = exc
         finally:

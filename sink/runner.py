@@ -98,7 +98,7 @@ class LogSink:
 
     def run(self, stop: threading.Event) -> None:
         consumer = make_consumer(self.settings, self.settings.sink_group, [self.settings.topic(topics.LOGS)])
-        checkpoint = Checkpoint(consumer, self.producer)
+        checkpoint = Checkpoint(consumer, self.producer, asynchronous=True)
         self.ready.set()
         log.info("log sink running (group %s)", self.settings.sink_group)
         run_batches(consumer, checkpoint, self.handle, stop, batch_size=self.settings.batch_size,

@@ -125,17 +125,23 @@ def test_three_consumers_join_and_leave_under_load(settings, engine, logs_dir) -
     procs = [RoleProcess("rules", settings, logs_dir / f"c{i}") for i in range(3)]
     for i in range(len(procs)):
         (logs_dir / f"c{i}").mkdir()
+    # the flow in two halves (a customer's events stay in order): the second starts only once
+    # the joiners hold partitions, however long they take to start on a busy machine
+    half = len(events) // 2
+    prod = EventProducer(settings)
     procs[0].start()
     try:
-        feeder = produce_paced(EventProducer(settings), events, seconds=12)
+        feeder = produce_paced(prod, events[:half], seconds=6)
         # the first consumer is working through the flow before the others join
         wait_for(lambda: topic_size(settings, topics.COMMANDS) >= 200, 60, 0.2, "the first consumer's commands")
         procs[1].start()
         procs[2].start()
         # 1 → 3: both joiners got partitions while events keep flowing
         wait_for(lambda: all("assigned" in p.log_text() for p in procs[1:]), 60, 0.2, "the joiners' assignments")
-        # ... and the three of them turn more of it into commands before two leave again
+        feeder.join(60)
         grown = topic_size(settings, topics.COMMANDS) + 200
+        feeder = produce_paced(prod, events[half:], seconds=6)
+        # ... and the three of them turn more of it into commands before two leave again
         wait_for(lambda: topic_size(settings, topics.COMMANDS) >= grown, 60, 0.2, "commands while three consume")
         procs[1].stop()  # SIGTERM: finish the batch, commit, leave the group
         procs[2].stop()

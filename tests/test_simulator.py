@@ -23,7 +23,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from wooflow.simulator import phpjson
 from wooflow.simulator.delivery import sign, wp_specialchars_decode
 from wooflow.simulator.phpjson import php_json_encode
 from wooflow.simulator.queue import DeliveryQueue
@@ -168,6 +171,11 @@ def test_php_json_encode_reproduces_php_bytes() -> None:
         b'{"empty_list":[],"empty_object":{},"ctl":"\\u0001\x7f"}')
     with pytest.raises(ValueError):
         php_json_encode(float("nan"))
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)) | st.sampled_from(' "\\/~\x7f'), max_size=30))
+def test_php_json_strings_take_the_fast_path_only_where_it_writes_the_same_bytes(text: str) -> None:
+    assert phpjson._encode_str(text) == phpjson._encode_chars(text)
 
 
 def test_signature_uses_decoded_secret() -> None:

@@ -2,7 +2,9 @@
 
 - offsets whose commit a rebalance or a coordinator blip put off are committed while the
   loop is idle, not only with the next message (the long chaos run ended with the rule
-  consumers' lag above 0 when traffic stopped right after a rebalance);
+  consumers' lag above 0 when traffic stopped right after a rebalance) — also when the
+  refusal is the later answer to an asynchronous commit, which never moves a partition
+  back behind a commit sent after it;
 - a partition that stopped fetching while messages wait behind it is fetched again
   (`wooflow/kafka/stall.py`; librdkafka can leave one waiting on a leader-epoch validation
   after broker restarts — here a partition is paused behind the loop's back instead)."""
@@ -14,13 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from prometheus_client import REGISTRY
 
 from tests.support import wait_for
 from wooflow.checkpointing import Checkpoint, run_batches
 from wooflow.kafka import topics
-from wooflow.kafka.consumer import make_consumer
+from wooflow.kafka.consumer import GroupConsumer, make_consumer
 from wooflow.kafka.lag import LagReporter, Subscription
 from wooflow.kafka.producer import Producer
 from wooflow.settings import Settings
@@ -54,18 +56,28 @@ def loop(consumer: Consumer, checkpoint: Checkpoint, handle: object, stall_after
         t.join(30)  # run_batches closes the consumer
 
 
-def test_offsets_whose_commit_was_put_off_are_committed_while_the_loop_is_idle(settings: Settings) -> None:
-    produce(settings, 10, "a")
-    group = f"{settings.topic_prefix}deferred"
-    consumer = make_consumer(settings, group, [settings.topic(topics.ORDERS)])
+def handled(s: Settings, group: str) -> tuple[GroupConsumer, dict[tuple[str, int], int]]:
+    """Ten messages produced and consumed by a new member of `group`: its consumer, and each
+    partition's offset past them (where committing the batch moves the group)."""
+    produce(s, 10, "a")
+    consumer = make_consumer(s, group, [s.topic(topics.ORDERS)])
     got: list[Message] = []
     wait_for(lambda: got.extend(m for m in consumer.consume(10, 0.2) if not m.error()) or len(got) == 10, 60,
              0.0, "the messages")
-    checkpoint = Checkpoint(consumer, None)
-    for m in got:  # handled, their commit put off (what a deferral leaves in the checkpoint)
+    after: dict[tuple[str, int], int] = {}
+    for m in got:
         topic, partition, offset = m.topic(), m.partition(), m.offset()
         assert topic is not None and partition is not None and offset is not None
-        checkpoint.track(topic, partition, offset)
+        after[(topic, partition)] = offset + 1
+    return consumer, after
+
+
+def test_offsets_whose_commit_was_put_off_are_committed_while_the_loop_is_idle(settings: Settings) -> None:
+    group = f"{settings.topic_prefix}deferred"
+    consumer, after = handled(settings, group)
+    checkpoint = Checkpoint(consumer, None)
+    for (topic, partition), offset in after.items():  # their commit put off (what a deferral leaves)
+        checkpoint.track(topic, partition, offset - 1)
     assert lag(settings, group) == 10
     with loop(consumer, checkpoint, lambda batch: None, 0):  # no message will come
         wait_for(lambda: lag(settings, group) == 0, 30, 0.2, "the put-off offsets committed while idle")
@@ -92,3 +104,39 @@ def test_a_partition_whose_fetch_stalled_is_fetched_again(settings: Settings) ->
                  "the messages behind the stalled fetch")
     after = REGISTRY.get_sample_value("wooflow_consumer_refetches_total", {"topic": settings.topic(topics.ORDERS)})
     assert after is not None and after > before
+
+
+def test_an_asynchronous_commit_the_coordinator_refused_is_committed_while_the_loop_is_idle(
+        settings: Settings) -> None:
+    group = f"{settings.topic_prefix}refused"
+    consumer, after = handled(settings, group)
+    checkpoint = Checkpoint(consumer, None, asynchronous=True)
+    # what a refused asynchronous commit leaves: its offsets sent, and the coordinator's
+    # answer (a rebalance in progress) kept by the consumer until the checkpoint takes it
+    checkpoint._sent.update(after)
+    consumer.refused += [(TopicPartition(t, p, o), KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+                         for (t, p), o in after.items()]
+    assert lag(settings, group) == 10
+    with loop(consumer, checkpoint, lambda batch: None, 0):  # no message will come
+        wait_for(lambda: lag(settings, group) == 0, 30, 0.2, "the refused offsets committed while idle")
+
+
+def test_a_refused_asynchronous_commit_never_moves_a_partition_back(settings: Settings) -> None:
+    group = f"{settings.topic_prefix}superseded"
+    consumer, after = handled(settings, group)
+    checkpoint = Checkpoint(consumer, None, asynchronous=True)
+    for (topic, partition), offset in after.items():
+        checkpoint.track(topic, partition, offset - 1)
+    try:
+        checkpoint.commit()  # sent without waiting, and taken
+        wait_for(lambda: lag(settings, group) == 0, 30, 0.2, "the batch committed")
+        # an earlier commit's refusal, answered late: a later commit of the partition went out since
+        consumer.refused += [(TopicPartition(t, p, 0), KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+                             for t, p in after]
+        checkpoint.retry_deferred()  # what the loop does while idle
+        assert not consumer.refused
+        # asked after whatever the retry sent (the coordinator answers one connection in order)
+        committed = consumer.committed([TopicPartition(t, p) for t, p in after], timeout=10)
+        assert {(tp.topic, tp.partition): tp.offset for tp in committed} == after
+    finally:
+        consumer.close()

@@ -6,8 +6,9 @@ acks=all — or, in transactional mode, atomically with those outputs. A crash a
 point therefore re-processes at most the current batch, and the idempotency keys make
 that re-processing harmless downstream.
 
-Batches are committed before the next `consume()`, and rebalance callbacks only run
-inside `consume()`, so a revoked partition never has uncommitted work in flight.
+Batches are committed before the next `consume()` (the batch roles send their offsets
+without waiting for the coordinator's answer: `asynchronous`), and rebalance callbacks only
+run inside `consume()`, so a revoked partition never has uncommitted work in flight.
 
 `before_commit` is the place for a role's own durable state (the rule consumer's
 customer state): it runs after the outputs are acknowledged (or written into the open
@@ -37,6 +38,7 @@ from concurrent.futures import Future
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from wooflow.db.engine import unavailable
+from wooflow.kafka.consumer import GroupConsumer, consume_batch
 from wooflow.kafka.producer import Producer
 from wooflow.kafka.stall import StallGuard
 
@@ -55,8 +57,20 @@ _COORDINATOR = (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_
 class Checkpoint:
     def __init__(self, consumer: Consumer, producer: Producer | None, *, transactional: bool = False,
                  flush_timeout: float = 300.0,
-                 before_commit: Callable[[], Future[None] | None] | None = None) -> None:
+                 before_commit: Callable[[], Future[None] | None] | None = None,
+                 asynchronous: bool = False) -> None:
+        """`asynchronous`: a batch's offsets are sent to the group coordinator without waiting
+        for its answer. For the batch roles a synchronous commit was a broker round trip in
+        every batch's path (bench/e2e at 100 events/s: event → command p50 14 ms with it,
+        4 ms without). Offsets still go out only after the batch's outputs and state are
+        durable, in order, and rebalances still commit synchronously. A commit the
+        coordinator refuses for a reason that passes (a rebalance, the coordinator moving:
+        its answer comes inside a later `consume()`, `GroupConsumer`) is put off like a
+        synchronous one — committed with the next batch, while idle or on revoke — unless a
+        later commit of the partition went out since; any other refusal is logged, and the
+        partition's next commit, or its new owner re-processing the batch, covers it."""
         self.consumer = consumer
+        self.asynchronous = asynchronous
         self.before_commit = before_commit
         self.producer = producer
         self.transactional = transactional
@@ -65,6 +79,7 @@ class Checkpoint:
         self._in_txn = False
         self._inflight: tuple[Future[None], list[TopicPartition]] | None = None
         self._retry_at = 0.0
+        self._sent: dict[tuple[str, int], int] = {}  # the last offset sent asynchronously, per partition
         if transactional:
             assert producer is not None, "transactional mode needs a transactional producer"
             producer.raw.init_transactions(30)
@@ -102,6 +117,7 @@ class Checkpoint:
         if self.producer is not None:
             self.producer.flush(self.flush_timeout)
         self.settle()
+        self._requeue_refused()
         # after settle(): offsets it could not commit (a rebalance) are back in _next
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._next.items()]
         pending = self.before_commit() if self.before_commit is not None else None
@@ -126,7 +142,11 @@ class Checkpoint:
         if not offsets:
             return
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            if self.asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+                self._sent.update(((tp.topic, tp.partition), tp.offset) for tp in offsets)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
             if err is not None and (err.code() in _REBALANCING or err.code() in _COORDINATOR):
@@ -141,12 +161,35 @@ class Checkpoint:
                 return
             raise
 
+    def _requeue_refused(self) -> None:
+        """Put off again what the coordinator refused of the asynchronous commits for a reason
+        that passes, for partitions still ours whose later offsets were not sent since."""
+        if not isinstance(self.consumer, GroupConsumer):
+            return
+        refused = self.consumer.take_refused()
+        if not refused or not self.asynchronous or self.transactional:
+            return
+        owned: set[tuple[str, int]] | None = None
+        for tp, err in refused:
+            key = (tp.topic, tp.partition)
+            if err.code() not in _REBALANCING + _COORDINATOR or self._sent.get(key) != tp.offset:
+                continue
+            if owned is None:
+                owned = {(p.topic, p.partition) for p in self.consumer.assignment()}
+            if key in owned:
+                log.info("offset commit of %s [%d] at %d refused (%s): put off", tp.topic, tp.partition, tp.offset,
+                         err.str())
+                self._next.setdefault(key, tp.offset)
+
     def retry_deferred(self) -> None:
         """Idle: commit the offsets an earlier commit had to put off (a rebalance, the
         coordinator away). Without it they wait for the next message — when traffic stops
         right after a rebalance the group's lag stays above 0 and every alert on it fires.
         At most once per `DEFERRED_RETRY_S`."""
-        if self.transactional or self._inflight is not None or not self._next:
+        if self.transactional or self._inflight is not None:
+            return
+        self._requeue_refused()
+        if not self._next:
             return
         now = time.monotonic()
         if now < self._retry_at:
@@ -170,6 +213,7 @@ class Checkpoint:
         whose commit was deferred by an earlier rebalance). If that fails too, forget them:
         the next owner re-processes, idempotently."""
         self.settle()
+        self._requeue_refused()
         mine = [TopicPartition(p.topic, p.partition, self._next[(p.topic, p.partition)])
                 for p in partitions if (p.topic, p.partition) in self._next]
         if not mine or self.transactional:
@@ -186,6 +230,7 @@ class Checkpoint:
         self.settle(lost=[(p.topic, p.partition) for p in partitions])
         for p in partitions:
             self._next.pop((p.topic, p.partition), None)
+            self._sent.pop((p.topic, p.partition), None)
 
 
 def run_batches(
@@ -200,7 +245,8 @@ def run_batches(
     on_rewind: Callable[[], None] | None = None,
     stall_after_s: float = 30.0,
 ) -> None:
-    """The batch roles' loop: consume up to `batch_size`, `handle` the batch, commit it
+    """The batch roles' loop: consume up to `batch_size` (what is there: a batch never
+    waits to fill, `consume_batch`), `handle` the batch, commit it
     through `checkpoint` before the next `consume()` (so rebalance callbacks, which run
     inside `consume()`, never meet uncommitted work).
 
@@ -243,7 +289,7 @@ REWIND_WAIT_S = 90.0  # how long a rewind waits for the group coordinator (a bro
 
 def _one_batch(consumer: Consumer, checkpoint: Checkpoint, handle: BatchHandler, batch_size: int, timeout: float,
                on_idle: Callable[[], None] | None) -> None:
-    msgs = consumer.consume(batch_size, timeout)
+    msgs = consume_batch(consumer, batch_size, timeout)
     good: list[Message] = []
     for m in msgs:
         err = m.error()

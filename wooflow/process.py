@@ -1,11 +1,13 @@
 """What every long-running role process does around its work: one log format, a clean
-stop on SIGTERM/SIGINT, and — with `WOOFLOW_METRICS_PORT` — probes and lag reporting.
+stop on SIGTERM/SIGINT, and — with `WOOFLOW_METRICS_PORT` — probes and lag reporting;
+and the event loop of the roles that run one (`new_event_loop`).
 
 Shared by the CLI (`wooflow/cli.py`) and the roles that bring their own commands
 (`wooflow scheduler`, `wooflow poller`), so no role imports the CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sys
@@ -13,6 +15,17 @@ import threading
 from typing import Protocol
 
 from wooflow.settings import Settings
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when it is installed (it comes with uvicorn[standard]): noticeably cheaper than
+    asyncio's own loop for a process serving or calling many sockets (workers, the simulator)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 log = logging.getLogger(__name__)
 

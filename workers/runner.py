@@ -36,8 +36,9 @@ from wooflow.checkpointing import Checkpoint
 from wooflow.db.engine import get_engine
 from wooflow.kafka import topics
 from wooflow.kafka.config import RELEASE, WORKERS
-from wooflow.kafka.consumer import make_consumer
+from wooflow.kafka.consumer import consume_batch, make_consumer
 from wooflow.kafka.producer import Producer, produce_when_room
+from wooflow.process import new_event_loop
 from wooflow.schemas.codec import DecodeError, get_codec
 from wooflow.schemas.types import ACTION_COMMAND
 from wooflow.settings import Settings
@@ -53,16 +54,6 @@ from wooflow.workers.tracker import TP, Handle, OffsetTracker
 from wooflow.workers.woo_client import WooClients
 
 log = logging.getLogger(__name__)
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop  # shipped with uvicorn[standard]; noticeably faster for many sockets
-
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-        return loop
-    except ImportError:  # pragma: no cover
-        return asyncio.new_event_loop()
 
 
 class Worker:
@@ -91,7 +82,7 @@ class Worker:
 
     # --- process -------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        loop = _new_loop()
+        loop = new_event_loop()
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._main(stop))
@@ -129,7 +120,8 @@ class Worker:
                 if self.tracker.unfinished >= s.worker_max_inflight:
                     await asyncio.sleep(0.02)  # back-pressure: let the running commands finish
                 else:
-                    msgs = await loop.run_in_executor(kafka, self.consumer.consume, s.batch_size, s.batch_timeout_s)
+                    msgs = await loop.run_in_executor(kafka, consume_batch, self.consumer, s.batch_size,
+                                                      s.batch_timeout_s)
                     if msgs:
                         self._dispatch(self._intake(msgs))
                 if time.monotonic() - last_commit >= s.worker_commit_interval_s:

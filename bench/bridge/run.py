@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -66,6 +67,20 @@ def wait_ready(base: str, timeout: float, failure: Callable[[], str], dead: Call
         if time.monotonic() > deadline or dead():
             raise SystemExit(failure())
         time.sleep(0.2)
+
+
+def release(s: Any, state: Path | None, tmp: Path) -> None:
+    """After a benchmark: its topics deleted from a shared broker, or the services it started
+    stopped; its temporary directory removed."""
+    if s is not None and state is None:  # a shared broker: leave it no partitions behind
+        from wooflow.kafka.admin import delete_topics_with_prefix
+
+        delete_topics_with_prefix(s, s.topic_prefix)
+    if state is not None:
+        from wooflow.devinfra.launcher import down
+
+        down(state)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def service_procs(kafka: str, db: str) -> dict[str, list[psutil.Process]]:
@@ -135,16 +150,7 @@ def main() -> None:
             bridge = subprocess.Popen([sys.executable, "-m", "wooflow.cli", "bridge", "--host", "127.0.0.1", "--port",
                                        str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("bridge did not start: " + (tmp / "bridge.log").read_text()[-2000:])
-            time.sleep(0.2)
+        wait_ready(base, 30, lambda: "bridge did not start: " + (tmp / "bridge.log").read_text()[-2000:])
         proc = psutil.Process(bridge.pid)
         url = f"{base}/webhooks/woocommerce/{store.id}"
         peak_rss = 0
@@ -226,15 +232,7 @@ def main() -> None:
                                        "p99_runs": [r["p99_ms"] for r in results[rate]]}
         print(json.dumps(summary, indent=2))
     finally:
-        if s is not None and state is None:  # a shared broker: leave it no partitions behind
-            from wooflow.kafka.admin import delete_topics_with_prefix
-
-            delete_topics_with_prefix(s, s.topic_prefix)
-        if state is not None:
-            from wooflow.devinfra.launcher import down
-
-            down(state)
-        shutil.rmtree(tmp, ignore_errors=True)
+        release(s, state, tmp)
 
 
 if __name__ == "__main__":

@@ -238,7 +238,8 @@ def run_job(cmd: list[str], procs: Any, timeout: float) -> dict[str, Any]:
         sampler.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[1]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    # the job's JSON line: the last one that is JSON (py-spy, when it wraps the job, writes after it)
+    out = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
     span = out["done"] - out["first"]
     n = out["events"]
     out.update(events_per_s=n / span, cpu_us=out["cpu_s"] / n * 1e6,

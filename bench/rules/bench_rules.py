@@ -98,11 +98,13 @@ def _eid(*parts: Any) -> str:
 
 
 class Workload:
-    def __init__(self, run: str, n: int, seed: int) -> None:
+    def __init__(self, run: str, n: int, seed: int, stores: list[str] | None = None,
+                 customers: int = CUSTOMERS) -> None:
         self.run = run
         self.n = n
         self.rng = random.Random(seed)
-        self.stores = [f"b{run}-{i:03d}" for i in range(STORES)]
+        self.stores = stores or [f"b{run}-{i:03d}" for i in range(STORES)]
+        self.customers = customers
         self.orders: dict[str, list[tuple[int, int, str]]] = {}  # store → [(order id, customer, status)]
         self.next_order = 1
 
@@ -130,8 +132,8 @@ class Workload:
     def events(self):  # type: ignore[no-untyped-def]
         rng = self.rng
         for i in range(self.n):
-            store = self.stores[rng.randrange(STORES)]
-            cust = rng.randint(1, CUSTOMERS)
+            store = self.stores[rng.randrange(len(self.stores))]
+            cust = rng.randint(1, self.customers)
             minute = i
             r = rng.random()
             if r < 0.30 or (r < 0.50 and not self.orders.get(store)):
@@ -207,17 +209,21 @@ def setup(s: Settings, w: Workload) -> list[tuple[str, dict[str, Any]]]:
             {"store_id": sid, "product_id": pid, "type": "simple", "status": "publish",
              "category_ids": [random.Random(pid).randint(1, 12)], "source": "rest"}
             for sid in w.stores for pid in range(1, PRODUCTS + 1)])
+    events = list(w.events())
+    produce_backlog(s, events)
+    return events
+
+
+def produce_backlog(s: Settings, events: list[tuple[str, dict[str, Any]]]) -> None:
     codec = get_codec(None)
     # wooflow's producer configuration, lingering longer: the backlog is loaded in big batches
     p = Producer(producer_config(s) | {"linger.ms": 20, "batch.size": 1_000_000,
                                        "queue.buffering.max.messages": 1_000_000})
-    events = list(w.events())
     for schema, ev in events:
         topic = s.topic(TOPIC_OF[schema])
         produce_when_room(p, topic, codec.encode(schema, ev, topic), key=f"{ev['store_id']}:{ev['customer_key']}",
                           headers=event_headers(ev["store_id"], schema), wait_s=0.1)
     assert p.flush(120) == 0
-    return events
 
 
 BENCH_STORE = r"^b[0-9a-f]{8}-[0-9]{3}$"  # only this benchmark names stores like that

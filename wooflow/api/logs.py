@@ -73,7 +73,7 @@ class RuleOutcomes(BaseModel):
     outcomes: dict[str, int] = Field(description="entries per status: succeeded, failed, skipped, ...")
 
 
-class Summary(BaseModel):
+class LogSummary(BaseModel):
     since: datetime
     until: datetime | None
     rules: list[RuleOutcomes]
@@ -134,11 +134,11 @@ def list_logs(request: Request, who: CurrentStore,
                    next_cursor=encode_cursor(page[-1].executed_at, page[-1].log_id) if more else None)
 
 
-@router.get("/logs/summary", response_model=Summary, summary="Entries per rule and status over a time window")
+@router.get("/logs/summary", response_model=LogSummary, summary="Entries per rule and status over a time window")
 def summary(request: Request, who: CurrentStore,
             since: Annotated[datetime | None, Query(description=f"Default: {SUMMARY_DAYS} days ago")] = None,
             until: Annotated[datetime | None, Query(description="Default: now")] = None,
-            dry_run: Annotated[bool, Query(description="Count dry runs instead of live runs")] = False) -> Summary:
+            dry_run: Annotated[bool, Query(description="Count dry runs instead of live runs")] = False) -> LogSummary:
     since = since or datetime.now(timezone.utc) - timedelta(days=SUMMARY_DAYS)
     q = _filtered(select(execution_logs.c.rule_id, execution_logs.c.status, func.count().label("n")),
                   who.store_id, None, None, dry_run, None).where(execution_logs.c.executed_at >= since)
@@ -154,7 +154,7 @@ def summary(request: Request, who: CurrentStore,
                                                                outcomes={}))
             entry.outcomes[r.status] = int(r.n)
             entry.total += int(r.n)
-    return Summary(since=since, until=until, rules=sorted(by_rule.values(), key=lambda e: (-e.total, e.rule_id)))
+    return LogSummary(since=since, until=until, rules=sorted(by_rule.values(), key=lambda e: (-e.total, e.rule_id)))
 
 
 @router.get("/logs/{log_id}", response_model=LogDetail, summary="One execution log entry with its action's claim")

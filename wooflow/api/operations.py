@@ -1,7 +1,7 @@
 """GET /v1/ops/lag: how far behind each consuming role is, for operators (the console's
 Operations page, beside the dead letters).
 
-The numbers `wooflow lag` prints (wooflow/kafka/lag.py: the group's committed offsets
+The numbers `wooflow lag` prints (wooflow/kafka/groups.py: the group's committed offsets
 against the partitions' high watermarks), per role on the topics it reads. Kafka is asked
 with a per-request timeout, and the whole reading runs on a small pool of its own with a
 deadline: a broker that does not answer makes this a 503 with a message within
@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from wooflow.api.auth import Operator
-from wooflow.kafka.lag import RoleLag, role_lags
+from wooflow.kafka.groups import RoleLag, role_lags
 from wooflow.settings import Settings
 
 router = APIRouter(prefix="/v1/ops", tags=["operations"], dependencies=[Operator])

@@ -12,9 +12,6 @@ partition)`. Lag stays visible for partitions nobody owns (e.g. all consumers cr
 
 A partition without a committed offset counts everything retained (high − low): the
 groups start from `earliest`, so all of it is still to be read.
-
-`lag` and `role_lags` read the same numbers once, on demand, with an admin client and a
-reader (`wooflow lag`, wooflow/ops/offsets.py; the operators' `/v1/ops/lag`).
 """
 
 from __future__ import annotations
@@ -24,24 +21,16 @@ import threading
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from wooflow import metrics
 from wooflow.kafka import topics as topic_names
-from wooflow.kafka.admin import admin_client
 from wooflow.kafka.config import consumer_config
-from wooflow.kafka.consumer import make_reader
 from wooflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
 OFFSET_INVALID = -1001
-CONSUMING_ROLES = ("rules", "workers", "sink", "scheduler")  # the bridge and the API only produce
-
-
-class OffsetsError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -77,63 +66,6 @@ def role_subscription(role: str, s: Settings) -> Subscription | None:
         return Subscription(s.scheduler_group, tuple(s.topic(t) for t in (
             topic_names.STOREFRONT, topic_names.ORDERS, topic_names.CUSTOMERS)))
     return None
-
-
-# --- a reading on demand: `wooflow lag`, the API's /v1/ops/lag ------------------------------
-
-def group_topics(admin: AdminClient, group: str, timeout: float = 10.0) -> list[TopicPartition]:
-    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)
-    return list(fut[group].result(timeout).topic_partitions or [])
-
-
-def lag(s: Settings, group: str, topics: list[str] | None = None, timeout: float = 10.0,
-        missing_ok: bool = False) -> list[PartitionLag]:
-    """Each partition's lag for `group` (of `topics`, else of those it committed on); a
-    topic that does not exist is an error, or left out with `missing_ok`."""
-    admin = admin_client(s)
-    committed = {(tp.topic, tp.partition): tp.offset for tp in group_topics(admin, group, timeout)}
-    wanted = set(topics) if topics else {t for t, _ in committed}
-    reader = make_reader(s, "wooflow-ops-reader")
-    try:
-        out = []
-        md = reader.list_topics(timeout=timeout)
-        for topic in sorted(wanted):
-            if topic not in md.topics and missing_ok:
-                continue
-            if topic not in md.topics:
-                raise OffsetsError(f"topic {topic!r} does not exist")
-            for p in sorted(md.topics[topic].partitions):
-                low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-                c = committed.get((topic, p))
-                out.append(PartitionLag(topic, p, c if c is not None and c >= 0 else None, high, low))
-        return out
-    finally:
-        reader.close()
-
-
-@dataclass(frozen=True)
-class RoleLag:
-    """How far one role's consumer group is behind on the topics it reads."""
-
-    role: str
-    group: str
-    partitions: list[PartitionLag]
-
-    @property
-    def total(self) -> int:
-        return sum(p.lag for p in self.partitions)
-
-
-def role_lags(s: Settings, roles: tuple[str, ...] = CONSUMING_ROLES, timeout: float = 10.0) -> list[RoleLag]:
-    """The lag of every consuming role's group on its own topics (`role_subscription`
-    names them); topics not created yet are left out."""
-    out = []
-    for role in roles:
-        sub = role_subscription(role, s)
-        if sub is not None:
-            out.append(RoleLag(role, sub.group, lag(s, sub.group, list(sub.topics), timeout, missing_ok=True)))
-    return out
-
 
 
 class LagReporter:

@@ -1,4 +1,4 @@
-"""Consumer-group offsets for operators: lag (`wooflow lag`), and reset to a point in time.
+"""Consumer-group offsets for operators: lag, and reset to a point in time.
 
 `reset_to_datetime` works like `kafka-consumer-groups --reset-offsets --to-datetime`: it
 computes the plan first (dry run by default) and applies it only when asked, and only
@@ -15,11 +15,11 @@ from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, To
 
 from wooflow.kafka.admin import admin_client
 from wooflow.kafka.consumer import make_reader
-from wooflow.kafka.lag import OffsetsError, group_topics, lag
+from wooflow.kafka.groups import ROLES, OffsetsError, RoleLag, group_topics, lag, role_lags
 from wooflow.settings import Settings
 
-# The lag reading itself lives in wooflow/kafka/lag.py (the API's lag route reads it too).
-__all__ = ["OffsetsError", "ResetPlan", "apply_reset", "group_topics", "lag", "plan_reset"]
+__all__ = ["ROLES", "OffsetsError", "ResetPlan", "RoleLag", "apply_reset", "group_topics", "lag", "plan_reset",
+           "role_lags"]
 
 @dataclass(frozen=True)
 class ResetPlan:
