@@ -26,8 +26,8 @@ from tests.pipeline import Pipeline
 from tests.support import make_store, unique, wait_for
 from wooflow.kafka import topics
 from wooflow.kafka.consumer import make_reader
+from wooflow.kafka.groups import lag
 from wooflow.kafka.producer import Producer
-from wooflow.ops.offsets import lag
 from wooflow.producers.keys import email_hash
 from wooflow.producers.normalise import StoreInfo, normalise, normalise_rest
 from wooflow.producers.sync_ingest import SyncIngest

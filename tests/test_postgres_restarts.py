@@ -170,8 +170,8 @@ def test_scheduler_exits_with_an_error_when_a_loop_dies(settings: Settings) -> N
 def test_scheduler_activity_reader_never_dead_letters_an_event_because_postgresql_blinked(  # type: ignore[no-untyped-def]
         settings: Settings, engine, logs_dir: Path) -> None:
     from tests.rules_kit import customer_event
+    from wooflow.kafka.groups import lag
     from wooflow.kafka.lag import role_subscription
-    from wooflow.ops.offsets import lag
 
     group = f"{settings.topic_prefix}scheduler"
     url = engine.url

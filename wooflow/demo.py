@@ -224,7 +224,7 @@ class Summary:
 
     def lag(self) -> int:
         from wooflow.kafka import topics
-        from wooflow.ops.offsets import lag
+        from wooflow.kafka.groups import lag
 
         try:
             parts = lag(self.s, self.s.rules_group, [self.s.topic(t) for t in topics.EVENT_TOPICS], timeout=5)

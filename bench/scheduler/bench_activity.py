@@ -27,9 +27,9 @@ from pathlib import Path
 from wooflow.db.engine import get_engine
 from wooflow.db.migrate import upgrade
 from wooflow.kafka.admin import create_topics, delete_topics_with_prefix
+from wooflow.kafka.groups import lag
 from wooflow.kafka.headers import event_headers
 from wooflow.kafka.producer import Producer
-from wooflow.ops.offsets import lag
 from wooflow.schemas.codec import get_codec
 from wooflow.settings import Settings
 from wooflow.stores import Store, upsert_store

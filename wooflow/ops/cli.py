@@ -31,7 +31,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 def _group_topics(group: str, topic: list[str] | None) -> list[str]:
     from wooflow.kafka.admin import admin_client
-    from wooflow.ops.offsets import group_topics
+    from wooflow.kafka.groups import group_topics
 
     s = get_settings()
     if topic:
@@ -46,7 +46,7 @@ def lag_command(group: Annotated[str | None,
                                  typer.Option(help="Consumer group (default: rules, workers and sink)")] = None,
                 as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False) -> None:
     """Consumer lag per partition (high watermark − committed offset)."""
-    from wooflow.ops.offsets import lag
+    from wooflow.kafka.groups import lag
 
     s = get_settings()
     groups = [group] if group else [s.rules_group, s.workers_group, s.sink_group]

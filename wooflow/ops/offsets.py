@@ -15,11 +15,10 @@ from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, To
 
 from wooflow.kafka.admin import admin_client
 from wooflow.kafka.consumer import make_reader
-from wooflow.kafka.groups import ROLES, OffsetsError, RoleLag, group_topics, lag, role_lags
+from wooflow.kafka.groups import OffsetsError, lag
 from wooflow.settings import Settings
 
-__all__ = ["ROLES", "OffsetsError", "ResetPlan", "RoleLag", "apply_reset", "group_topics", "lag", "plan_reset",
-           "role_lags"]
+__all__ = ["OffsetsError", "ResetPlan", "apply_reset", "plan_reset"]  # OffsetsError: raised by the resets too
 
 @dataclass(frozen=True)
 class ResetPlan:

@@ -68,7 +68,7 @@ def wait(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0
 
 def lags(s: Settings) -> dict[str, int]:
     """Lag of every consuming role's group (messages not yet committed)."""
-    from wooflow.ops.offsets import lag
+    from wooflow.kafka.groups import lag
 
     out = {}
     for role in GROUP_ROLES:
