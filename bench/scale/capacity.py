@@ -17,16 +17,16 @@ from dataclasses import dataclass
 # figures where there are any.
 BRIDGE_US = 143          # per signed webhook, acks=all (bench/bridge, identity round, quiet box)
 BRIDGE_STOREFRONT_US = 143  # per storefront event: not measured separately, taken as a webhook's
-RULES_US = 70            # per event, bench/rules' mix (bench/rules round 4, quiet box)
-RULES_SCALE_FACTOR = 1.5  # 10,000 stores / 100,000 rules / 5,000,000 customers vs bench/rules (bench/scale)
+RULES_US = 57            # per event, bench/rules' mix, warm (bench/scale's rules catalogue, quiet box, 2026-12-06)
+RULES_SCALE_FACTOR = 1.58  # 90 vs 57 µs: 10,000 stores / 100,000 rules / 5,000,000 customers (bench/scale)
 WORKERS_US = 600         # per command that calls a store's REST API or a webhook (bench/workers: notes, webhook)
 SINK_US = 115            # per execution log, small batches (bench/e2e at 1,000/s: an upper bound)
 SCHEDULER_US = 70        # per event its activity reader applies: not measured, taken as the rule consumer's
 PG_US_PER_ORDER = 230    # PostgreSQL CPU per order through the whole pipeline (bench/e2e, own PostgreSQL, 1,000/s)
 PG_US_PER_STOREFRONT = 100  # claim + view counts + activity: ~3 row writes at ~32 µs (bench/e2e's per-row cost)
 POD_CORE_BUDGET = 0.6    # a pod is sized to use at most 60% of a core at the peak
-RULES_BASE_MB = 230      # rule consumer RSS with bench/rules' catalogue and a full state cache (bench/scale)
-RULE_KB = 1.0            # per rule held by every rule consumer, compressed text + compiled (bench/scale)
+RULES_BASE_MB = 221      # rule consumer RSS with bench/rules' catalogue and a full state cache (bench/scale)
+RULE_KB = 2.5            # per rule held: 464 − 221 MB for 100,000 rules (bench/scale, every store's rules compiled)
 
 # bytes (Avro value + key), per record (bench/e2e: Kafka bytes per order)
 EVENT_BYTES = 1_114      # an order webhook's OrderEvent
