@@ -7,11 +7,15 @@
   back behind a commit sent after it;
 - a partition that stopped fetching while messages wait behind it is fetched again
   (`wooflow/kafka/stall.py`; librdkafka can leave one waiting on a leader-epoch validation
-  after broker restarts — here a partition is paused behind the loop's back instead)."""
+  after broker restarts — here a partition is paused behind the loop's back instead);
+- a member kept out of its group while the brokers answer stops the loop, so the role is
+  restarted (the stuck coordinator connection cannot be made here: the membership the
+  `lost` callback records is set by hand, against a real broker and a real dead address)."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,6 +29,7 @@ from wooflow.kafka import topics
 from wooflow.kafka.consumer import GroupConsumer, make_consumer
 from wooflow.kafka.lag import LagReporter, Subscription
 from wooflow.kafka.producer import Producer
+from wooflow.kafka.stall import GroupLost, StallGuard
 from wooflow.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -140,3 +145,38 @@ def test_a_refused_asynchronous_commit_never_moves_a_partition_back(settings: Se
         assert {(tp.topic, tp.partition): tp.offset for tp in committed} == after
     finally:
         consumer.close()
+
+
+def test_a_member_its_group_kept_out_while_the_brokers_answer_stops_the_role(settings: Settings) -> None:
+    """librdkafka can leave a member whose session was lost with its coordinator requests
+    queued for good (the log sink in a short chaos run: five minutes out of its group while
+    the broker answered): the loop raises `GroupLost`, so the role is restarted."""
+    consumer, _ = handled(settings, f"{settings.topic_prefix}kept-out")
+    assert consumer.out_of_group_since is None  # a member: partitions assigned
+    consumer.out_of_group_since = time.monotonic() - 10  # what the `lost` callback records
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_batches(consumer, Checkpoint(consumer, None), lambda batch: None, threading.Event(), batch_size=100,
+                        timeout=0.2, stall_after_s=1.0)
+        except BaseException as exc:
+            failed.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive() and len(failed) == 1 and isinstance(failed[0], GroupLost), failed
+    assert "broker(s) answer" in str(failed[0])
+    consumer.close()
+
+
+def test_a_member_out_of_its_group_during_an_outage_waits_for_the_cluster(settings: Settings) -> None:
+    """No broker answers: an outage the client rides out by itself, not a reason to restart."""
+    away = settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
+    consumer = make_consumer(away, f"{settings.topic_prefix}outage", [settings.topic(topics.ORDERS)])
+    consumer.out_of_group_since = time.monotonic() - 600
+    guard = StallGuard(consumer, 1.0, timeout_s=1.0)
+    guard._next_check = 0.0  # due now
+    assert guard.check() == []
+    consumer.close()

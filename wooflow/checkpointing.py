@@ -40,7 +40,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from wooflow.db.engine import unavailable
 from wooflow.kafka.consumer import GroupConsumer, consume_batch
 from wooflow.kafka.producer import Producer
-from wooflow.kafka.stall import StallGuard
+from wooflow.kafka.stall import GroupLost, StallGuard
 
 log = logging.getLogger(__name__)
 
@@ -255,15 +255,20 @@ def run_batches(
     forget what it kept of the uncommitted batches, and after a growing pause the same
     messages are read again — in the same process, still a member of its group. Any other
     failure aborts the batch and raises: it is consumed again after the restart.
-    Between batches, a partition whose fetch stalled is fetched again (`StallGuard`)."""
+    Between batches, a partition whose fetch stalled is fetched again (`StallGuard`), and a
+    member its group kept out while the brokers answer stops the role (`GroupLost`)."""
     pause = REWIND_FIRST_S
     guard = StallGuard(consumer, stall_after_s)
+    close = True
     try:
         while not stop.is_set():
             try:
                 _one_batch(consumer, checkpoint, handle, batch_size, timeout, on_idle)
                 guard.check()
                 pause = REWIND_FIRST_S
+            except GroupLost:
+                close = False  # leaving the group would wait on the very coordinator that never answers
+                raise
             except Exception as exc:
                 if not unavailable(exc):
                     raise
@@ -279,7 +284,8 @@ def run_batches(
             checkpoint.settle()
         except Exception:  # the batch is re-processed after a restart, idempotently
             log.exception("the last batch's state could not be written; its offsets stay uncommitted")
-        consumer.close()
+        if close:
+            consumer.close()
 
 
 REWIND_FIRST_S, REWIND_MAX_S = 0.5, 10.0

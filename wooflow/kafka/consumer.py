@@ -6,6 +6,7 @@ group or commits, and `consume_batch`, how the consuming roles take their next b
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,6 +26,8 @@ class GroupConsumer(Consumer):
     the error here until `take_refused` (wooflow/checkpointing.py decides what to retry)."""
 
     refused: list[tuple[TopicPartition, KafkaError]]
+    # monotonic time the group took this member's partitions away (session lost), None while a member
+    out_of_group_since: float | None
 
     def take_refused(self) -> list[tuple[TopicPartition, KafkaError]]:
         out, self.refused = self.refused, []
@@ -56,9 +59,11 @@ def make_consumer(
     conf: dict[str, Any] = {**consumer_config(s, group_id, instance_id=instance_id), "on_commit": committed}
     consumer = GroupConsumer(conf)
     consumer.refused = []
+    consumer.out_of_group_since = None
 
     def assigned(c: Consumer, parts: list[TopicPartition]) -> None:
         log.info("assigned %s", [(p.topic, p.partition) for p in parts])
+        consumer.out_of_group_since = None  # a member again (an empty assignment too)
         if on_assign:
             on_assign(c, parts)
 
@@ -69,6 +74,8 @@ def make_consumer(
 
     def lost(c: Consumer, parts: list[TopicPartition]) -> None:
         log.warning("lost %s", [(p.topic, p.partition) for p in parts])
+        if consumer.out_of_group_since is None:
+            consumer.out_of_group_since = time.monotonic()
         if on_lost:
             on_lost(c, parts)
 

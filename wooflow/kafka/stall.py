@@ -7,6 +7,15 @@ every other partition look healthy. The long chaos run met it: after the eighth 
 restart a rule consumer owned 30 partitions for five minutes and read none of the ~240
 events behind them; only a restart would have moved them.
 
+The same client can also fail to rejoin its group: after a broker restart the member's
+session timed out, its partitions were taken away (`lost`), and its requests to the group
+coordinator sat in the client's queue for good — "GroupCoordinator: Timed out 0 in-flight,
+0 retry-queued, 1 out-queue" once a minute, for five minutes, while every broker answered
+(the log sink in a short chaos run). Nothing in the process can mend that connection, so
+a member out of its group for `rejoin_s` while the cluster answers raises `GroupLost`: the
+role stops and its orchestrator starts it again, which rejoins at once (the committed
+offsets are where the new process starts, so nothing is lost or repeated beyond a batch).
+
 `StallGuard.check`, called by a consuming loop between batches, notices a partition whose
 fetch position has not moved for `after_s` while the partition holds messages beyond it,
 and fetches it again from that position (`resume` + `seek`, which resets librdkafka's fetch
@@ -24,25 +33,36 @@ import time
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from wooflow import metrics
+from wooflow.kafka.consumer import GroupConsumer
 
 log = logging.getLogger(__name__)
 
 LATEST, EARLIEST = -1, -2  # ListOffsets timestamps: the end and the start of the partition
 
 
+class GroupLost(RuntimeError):
+    """The consumer left its group and could not rejoin while the brokers answer: restart it."""
+
+
 class StallGuard:
-    def __init__(self, consumer: Consumer, after_s: float, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, consumer: Consumer, after_s: float, *, timeout_s: float = 5.0,
+                 rejoin_s: float | None = None) -> None:
         self.consumer = consumer
         self.after_s = after_s
         self.timeout_s = timeout_s
+        # long enough for a rejoin after the broker's own restart (seconds), or an outage the
+        # cluster has not answered through yet: only a member the answering cluster keeps out
+        self.rejoin_s = 2 * after_s if rejoin_s is None else rejoin_s
         self._since: dict[tuple[str, int], tuple[int, float]] = {}  # partition → (position, unchanged since)
         self._next_check = time.monotonic() + after_s
 
     def check(self) -> list[TopicPartition]:
-        """Fetch again the partitions stuck for `after_s`; returns them (empty when none)."""
+        """Fetch again the partitions stuck for `after_s`; returns them (empty when none).
+        Raises `GroupLost` for a member kept out of its group (see the module's docstring)."""
         now = time.monotonic()
         if self.after_s <= 0 or now < self._next_check:
             return []
+        self._check_membership(now)
         self._next_check = now + self.after_s
         unmoved = self._unmoved(now)
         if not unmoved:
@@ -63,6 +83,18 @@ class StallGuard:
             self.consumer.seek(tp)
             self._since[(tp.topic, tp.partition)] = (tp.offset, now)
         return stuck
+
+    def _check_membership(self, now: float) -> None:
+        since = self.consumer.out_of_group_since if isinstance(self.consumer, GroupConsumer) else None
+        if since is None or now - since < self.rejoin_s:
+            return
+        try:
+            brokers = self.consumer.list_topics(timeout=self.timeout_s).brokers
+        except KafkaException:
+            return  # the cluster is away: an outage, which the client rides out by itself
+        if brokers:
+            raise GroupLost(f"out of its consumer group for {now - since:.0f} s while {len(brokers)} broker(s) "
+                            "answer (a group coordinator connection that never came back): restarting the role")
 
     def _from_committed(self, unmoved: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
         """Partitions nothing was consumed from since they were assigned have no position:
