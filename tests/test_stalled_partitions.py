@@ -153,8 +153,9 @@ def test_a_member_its_group_kept_out_while_the_brokers_answer_stops_the_role(set
     the broker answered): the loop raises `GroupLost`, so the role is restarted."""
     consumer, _ = handled(settings, f"{settings.topic_prefix}kept-out")
     assert consumer.out_of_group_since is None  # a member: partitions assigned
-    consumer.out_of_group_since = time.monotonic() - 10  # what the `lost` callback records
+    consumer.out_of_group_since = time.monotonic() - 600  # what the `lost` callback records
     failed: list[BaseException] = []
+    started = time.monotonic()
 
     def run() -> None:
         try:
@@ -168,6 +169,8 @@ def test_a_member_its_group_kept_out_while_the_brokers_answer_stops_the_role(set
     t.join(60)
     assert not t.is_alive() and len(failed) == 1 and isinstance(failed[0], GroupLost), failed
     assert "broker(s) answer" in str(failed[0])
+    # counted from the first answer the loop saw (2 × stall_after_s), not from the loss 600 s ago
+    assert time.monotonic() - started >= 2.0
     consumer.close()
 
 
@@ -176,7 +179,17 @@ def test_a_member_out_of_its_group_during_an_outage_waits_for_the_cluster(settin
     away = settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:1"})
     consumer = make_consumer(away, f"{settings.topic_prefix}outage", [settings.topic(topics.ORDERS)])
     consumer.out_of_group_since = time.monotonic() - 600
-    guard = StallGuard(consumer, 1.0, timeout_s=1.0)
+    guard = StallGuard(consumer, 1.0, timeout_s=1.0, rejoin_s=0.0)
     guard._next_check = 0.0  # due now
+    assert guard.check() == []  # with the brokers answering, a zero rejoin_s would have raised
+    consumer.close()
+
+
+def test_a_member_back_in_its_group_is_left_alone(settings: Settings) -> None:
+    """The broker restarted, the session was lost, the member rejoined: nothing to do, even
+    long after the loss (an assignment, empty or not, ends it)."""
+    consumer, _ = handled(settings, f"{settings.topic_prefix}rejoined")
+    guard = StallGuard(consumer, 1.0, rejoin_s=0.0)
+    guard._next_check = 0.0
     assert guard.check() == []
     consumer.close()

@@ -12,7 +12,9 @@ session timed out, its partitions were taken away (`lost`), and its requests to 
 coordinator sat in the client's queue for good — "GroupCoordinator: Timed out 0 in-flight,
 0 retry-queued, 1 out-queue" once a minute, for five minutes, while every broker answered
 (the log sink in a short chaos run). Nothing in the process can mend that connection, so
-a member out of its group for `rejoin_s` while the cluster answers raises `GroupLost`: the
+a member still out of its group after the cluster has answered for `rejoin_s` raises
+`GroupLost` (counted from the first answer seen: after an outage the client first needs the
+brokers back to rejoin, which takes it seconds): the
 role stops and its orchestrator starts it again, which rejoins at once (the committed
 offsets are where the new process starts, so nothing is lost or repeated beyond a batch).
 
@@ -53,6 +55,7 @@ class StallGuard:
         # long enough for a rejoin after the broker's own restart (seconds), or an outage the
         # cluster has not answered through yet: only a member the answering cluster keeps out
         self.rejoin_s = 2 * after_s if rejoin_s is None else rejoin_s
+        self._answering_since: float | None = None  # out of the group, the cluster answering since
         self._since: dict[tuple[str, int], tuple[int, float]] = {}  # partition → (position, unchanged since)
         self._next_check = time.monotonic() + after_s
 
@@ -86,15 +89,22 @@ class StallGuard:
 
     def _check_membership(self, now: float) -> None:
         since = self.consumer.out_of_group_since if isinstance(self.consumer, GroupConsumer) else None
-        if since is None or now - since < self.rejoin_s:
+        if since is None:
+            self._answering_since = None
             return
         try:
             brokers = self.consumer.list_topics(timeout=self.timeout_s).brokers
         except KafkaException:
-            return  # the cluster is away: an outage, which the client rides out by itself
-        if brokers:
-            raise GroupLost(f"out of its consumer group for {now - since:.0f} s while {len(brokers)} broker(s) "
-                            "answer (a group coordinator connection that never came back): restarting the role")
+            brokers = {}
+        if not brokers:  # the cluster is away: an outage, which the client rides out by itself
+            self._answering_since = None
+            return
+        if self._answering_since is None:
+            self._answering_since = now
+        if now - self._answering_since >= self.rejoin_s:
+            raise GroupLost(f"out of its consumer group for {now - since:.0f} s, {now - self._answering_since:.0f} s "
+                            f"of them while {len(brokers)} broker(s) answer (a group coordinator connection that "
+                            "never came back): restarting the role")
 
     def _from_committed(self, unmoved: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
         """Partitions nothing was consumed from since they were assigned have no position:
