@@ -9,8 +9,8 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka import Producer as RawProducer
-from confluent_kafka import TopicPartition
 
 from tests.support import make_store, read_topic, wait_for
 from wooflow.checkpointing import Checkpoint, run_batches
@@ -33,9 +33,21 @@ pytestmark = pytest.mark.integration
 def _hints(s: Settings, base_topic: str) -> list[tuple[str | None, str | None]]:
     topic = s.topic(base_topic)
     reader = make_reader(s, "test-edge-reader")
+
+    def ends_now() -> dict[int, int] | None:
+        """Each partition's end; None while a partition's leadership moves (a broker restarted
+        by an earlier test answers "Not leader for partition" for a moment)."""
+        try:
+            parts = reader.list_topics(topic, timeout=10).topics[topic].partitions
+            return {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        except KafkaException as exc:
+            if not exc.args[0].retriable():
+                raise
+            return None
+
     try:
-        parts = reader.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        ends = wait_for(ends_now, 60, 0.5, f"the ends of {topic}")
+        parts = list(ends)
         reader.assign([TopicPartition(topic, p, 0) for p in parts])
         hints, left = [], sum(ends.values())
         while left > 0:
