@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Producer as RawProducer
 
 from tests.support import make_store, read_topic, wait_for
@@ -30,6 +30,11 @@ from wooflow.workers.testing import WorkerThread, command, produce
 pytestmark = pytest.mark.integration
 
 
+# what a partition answers while its leadership moves after a broker restart
+MOVING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._TRANSPORT,
+          KafkaError._TIMED_OUT, KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+
 def _hints(s: Settings, base_topic: str) -> list[tuple[str | None, str | None]]:
     topic = s.topic(base_topic)
     reader = make_reader(s, "test-edge-reader")
@@ -40,8 +45,8 @@ def _hints(s: Settings, base_topic: str) -> list[tuple[str | None, str | None]]:
         try:
             parts = reader.list_topics(topic, timeout=10).topics[topic].partitions
             return {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        except KafkaException as exc:
-            if not exc.args[0].retriable():
+        except KafkaException as exc:  # NOT_LEADER_FOR_PARTITION is not flagged retriable here
+            if exc.args[0].code() not in MOVING:
                 raise
             return None
 
