@@ -138,13 +138,18 @@ FROM generate_series(:first, :last) AS g
 """)
 
 
-def clean(engine: Any) -> None:
-    """Remove what interrupted runs left behind (their stores' rows), then VACUUM: a run
-    must not pay for another run's dead rows."""
+def forget(engine: Any, where: str, params: dict[str, Any] | None = None) -> None:
+    """Delete the steps, customer state and rules of the stores `where` selects, then VACUUM:
+    a run must not pay for another run's dead rows."""
     with engine.begin() as conn:
         for table in ("scheduled_steps", "customer_state", "rules"):
-            conn.execute(text(f"DELETE FROM {table} WHERE store_id LIKE 'bench-%' OR store_id LIKE 'history-%'"))
+            conn.execute(text(f"DELETE FROM {table} WHERE {where}"), params or {})
     vacuum(engine)
+
+
+def clean(engine: Any) -> None:
+    """Remove what interrupted runs left behind (their stores' rows)."""
+    forget(engine, "store_id LIKE 'bench-%' OR store_id LIKE 'history-%'")
 
 
 def vacuum(engine: Any) -> None:
@@ -273,11 +278,7 @@ def one_run(s: Settings, engine: Any, scenario: str, rate: float, log_dir: Path,
             SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM s.emitted_at - b.due_at))
             FROM scheduled_steps s JOIN b ON b.event_id = s.event_id
             WHERE s.store_id = :s AND s.step > 1 AND s.status = 'emitted'"""), {"s": store.id}).scalar_one()
-        conn.execute(text("DELETE FROM scheduled_steps WHERE store_id = :s"), {"s": store.id})
-        conn.execute(text("DELETE FROM customer_state WHERE store_id = :s"), {"s": store.id})
-        conn.execute(text("DELETE FROM rules WHERE store_id = :s"), {"s": store.id})
-        conn.commit()
-    vacuum(engine)  # the next run must not pay for this one's deleted rows
+    forget(engine, "store_id = :s", {"s": store.id})  # the next run must not pay for this one's rows
     span = (row["last"] - row["first"]).total_seconds()
     out = {"emitted": float(row["n"]), "steps": float(done), "seed_s": seeded, "cpu_us_per_step": cpu / done * 1e6,
            "rss_mb": sampler.rss / 2**20, "steps_per_s": done / span if span else float("inf"),
